@@ -1,0 +1,263 @@
+"""`config.json`: the catalog of targets, environment profiles and microservices.
+
+Everything deploy.json may not say (hosts, paths, modes, build inputs, health, compose and k8s
+objects) is declared here. Host paths default to the specification's and are all overridable.
+`repository.commitId` is kept for catalog compatibility only; deploy.json is the version authority.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from unidesk_tui.errors import ErrorCode, Problem, UnideskError
+from unidesk_tui.identifiers import (
+    is_image_ref,
+    is_plain_name,
+    is_relative_repo_path,
+    is_repo_url,
+    is_safe_path,
+    is_service_id,
+    is_target_id,
+)
+
+DeploymentMode = Literal["unidesk-direct", "internal-sidecar", "k3sctl-managed"]
+COMPOSE_MODES: tuple[str, ...] = ("unidesk-direct", "internal-sidecar")
+DEFAULT_DEV_SLICE: tuple[str, ...] = ("backend-core", "frontend", "code-queue")
+
+
+def _check(pred, what: str):
+    def inner(value):
+        if value is not None and not pred(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(inner)
+
+
+ServiceId = Annotated[str, _check(is_service_id, "a DNS-label-like service id")]
+TargetId = Annotated[str, _check(is_target_id, "a target id (letters, digits, '.', '_', '-')")]
+RepoUrl = Annotated[str, _check(is_repo_url, "a repository URL")]
+HostPath = Annotated[str, _check(lambda v: is_safe_path(v) and v.startswith("/"), "an absolute path")]
+RepoPath = Annotated[str, _check(is_relative_repo_path, "a relative path inside the repository")]
+ImageRef = Annotated[str, _check(is_image_ref, "an image reference")]
+PlainName = Annotated[str, _check(is_plain_name, "a plain name")]
+ProxyUrl = Annotated[str, _check(lambda v: v.startswith(("http://", "https://")) and is_repo_url(v), "an http(s) proxy URL")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SshEndpoint(_Model):
+    host: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]*$")
+    port: int = Field(22, ge=1, le=65535)
+    user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    identityFile: HostPath | None = None
+    knownHosts: HostPath | None = None
+
+
+class DockerEndpoint(_Model):
+    socket: HostPath = "/var/run/docker.sock"
+
+
+class K3sNode(_Model):
+    kubeconfig: HostPath = "/etc/rancher/k3s/k3s.yaml"
+    containerdSocket: HostPath = "/run/k3s/containerd/containerd.sock"
+    containerdNamespace: PlainName = "k8s.io"
+
+
+class Target(_Model):
+    """A host that builds and runs services: the main server or a provider node."""
+
+    id: TargetId
+    role: Literal["main", "provider"] = "provider"
+    ssh: SshEndpoint
+    providerId: PlainName | None = None
+    egressProxy: ProxyUrl | None = None
+    docker: DockerEndpoint = DockerEndpoint()
+    k3s: K3sNode | None = None
+    workDir: HostPath = "/var/lib/unidesk-deploy"
+
+
+class Database(_Model):
+    """Where an environment's database lives; credentials never appear in config.json."""
+
+    host: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
+    port: int = Field(5432, ge=1, le=65535)
+    name: PlainName
+
+    def fingerprint(self) -> str:
+        """Stable short hash of host/port/name: tells two databases apart without exposing them."""
+        return hashlib.sha256(f"{self.host}:{self.port}/{self.name}".encode()).hexdigest()[:12]
+
+
+class EnvironmentProfile(_Model):
+    namespace: ServiceId
+    providerId: PlainName
+    target: TargetId
+    database: Database
+    applyEnabled: tuple[ServiceId, ...] = ()
+
+
+class Repository(_Model):
+    url: RepoUrl
+    commitId: str | None = None  # catalog only; never deploy authority
+
+
+class Deployment(_Model):
+    mode: DeploymentMode
+    target: TargetId
+
+
+class Build(_Model):
+    dockerfile: RepoPath = "Dockerfile"
+    context: RepoPath = "."
+    image: ImageRef | None = None
+    baseImageArg: PlainName | None = None
+    requiresProxy: bool = False
+
+
+class Health(_Model):
+    path: str = Field("/health", pattern=r"^/[A-Za-z0-9._/~-]*$")
+    port: int | None = Field(None, ge=1, le=65535)
+    exposesDeployCommit: bool = True
+
+
+class Compose(_Model):
+    project: PlainName
+    service: PlainName
+    file: HostPath | None = None
+
+
+class K8sObjects(_Model):
+    manifest: RepoPath
+    namespace: ServiceId
+    deployments: tuple[ServiceId, ...]
+    services: tuple[ServiceId, ...] = ()
+
+
+class EnvironmentOverride(_Model):
+    deployment: Deployment | None = None
+    k8s: K8sObjects | None = None
+
+
+class Microservice(_Model):
+    """A catalog entry. Either a source-built service (`repository` + `build`) or image-only."""
+
+    id: ServiceId
+    repository: Repository | None = None
+    deployment: Deployment
+    build: Build | None = None
+    image: ImageRef | None = None
+    health: Health = Health()
+    compose: Compose | None = None
+    k8s: K8sObjects | None = None
+    environments: dict[Literal["dev", "prod"], EnvironmentOverride] = {}
+
+    @model_validator(mode="after")
+    def _mode_needs_objects(self) -> Microservice:
+        if self.is_source_built:
+            if self.deployment.mode == "k3sctl-managed" and self.k8s is None:
+                raise ValueError("k3sctl-managed services need `k8s`")
+        return self
+
+    @property
+    def is_source_built(self) -> bool:
+        """True when the service has a Dockerfile source artifact the reconciler can build."""
+        return self.repository is not None and self.build is not None
+
+    @property
+    def unsupported_reason(self) -> str | None:
+        if self.is_source_built:
+            return None
+        if self.image:
+            return f"image-only service ({self.image}) has no Dockerfile source artifact; wrap it in a source repository with a Dockerfile"
+        return "no Dockerfile source artifact (needs `repository` and `build` in config.json)"
+
+    def for_environment(self, env: str | None) -> tuple[Deployment, K8sObjects | None]:
+        """The deployment and k8s objects in effect for a file-mode (None) or environment run."""
+        override = self.environments.get(env) if env else None
+        if override is None:
+            return self.deployment, self.k8s
+        return override.deployment or self.deployment, override.k8s or self.k8s
+
+
+class Catalog(_Model):
+    """A validated config.json."""
+
+    schemaVersion: Literal[1] = 1
+    targets: tuple[Target, ...]
+    microserviceProxy: dict[Literal["url"], ProxyUrl] | None = None
+    environments: dict[Literal["dev", "prod"], EnvironmentProfile] = {}
+    microservices: tuple[Microservice, ...]
+
+    @model_validator(mode="after")
+    def _references(self) -> Catalog:
+        targets = {t.id for t in self.targets}
+        if len(targets) != len(self.targets):
+            raise ValueError("target ids must be unique")
+        ids = [m.id for m in self.microservices]
+        if len(set(ids)) != len(ids):
+            raise ValueError("microservice ids must be unique")
+        for m in self.microservices:
+            deployments = [m.deployment] + [o.deployment for o in m.environments.values() if o.deployment]
+            for d in deployments:
+                if d.target not in targets:
+                    raise ValueError(f"microservice {m.id!r}: unknown target {d.target!r}")
+        for name, env in self.environments.items():
+            if env.target not in targets:
+                raise ValueError(f"environments.{name}: unknown target {env.target!r}")
+        return self
+
+    def target(self, target_id: str) -> Target:
+        return next(t for t in self.targets if t.id == target_id)
+
+    def microservice(self, service_id: str) -> Microservice | None:
+        return next((m for m in self.microservices if m.id == service_id), None)
+
+    def health_url(self, service_id: str) -> str | None:
+        """The health endpoint through the UniDesk microservice proxy, as the frontend uses it."""
+        if not self.microserviceProxy:
+            return None
+        return f"{self.microserviceProxy['url'].rstrip('/')}/api/microservices/{service_id}/health"
+
+
+def _pydantic_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and not part.startswith(("function-", "literal[", "tagged-union")):
+            out += f".{part}" if out else part
+    return out or "$"
+
+
+def parse_catalog(data: str | bytes, origin: str = "config.json") -> Catalog:
+    try:
+        doc = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    try:
+        return Catalog.model_validate(doc)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = _pydantic_path(tuple(err["loc"]))
+            problems.append(Problem(ErrorCode.CONFIG_INVALID, f"{origin}: {path}: {err['msg']}", path=path))
+        raise UnideskError(*problems) from None
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UnideskError.of(ErrorCode.CONFIG_NOT_FOUND, f"config.json not found at {path}") from None
+    except OSError as exc:
+        raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"cannot read {path}: {exc.strerror}") from None
+    return parse_catalog(data, origin=str(path))

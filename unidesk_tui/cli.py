@@ -1,0 +1,169 @@
+"""The `unidesk` command line. Its JSON documents and exit codes are an API (docs/cli.md).
+
+stdout carries exactly one JSON document per command; diagnostics go to stderr; no traceback
+reaches the user (set UNIDESK_DEBUG=1 to see one on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from unidesk_tui.documents import ErrorDocument, ErrorItem
+from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError
+from unidesk_tui.manifest import ENVIRONMENTS
+from unidesk_tui.reconcile import exit_code, run_plan
+from unidesk_tui.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage to stdout and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def emit(doc: dict | object) -> None:
+    text = doc.model_dump_json() if hasattr(doc, "model_dump_json") else json.dumps(doc)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _service_id(value: str) -> str:
+    from unidesk_tui.identifiers import is_service_id
+
+    if not is_service_id(value):
+        raise argparse.ArgumentTypeError(f"invalid service id {value!r}")
+    return value
+
+
+def _add_source_args(p: argparse.ArgumentParser, envs: Sequence[str] = ENVIRONMENTS) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--file", help="manifest file (default: <workspace>/deploy.json)")
+    group.add_argument("--env", choices=list(envs), help="read deploy.json from origin/deploy/<env>")
+    p.add_argument("--service", action="append", type=_service_id, metavar="ID", help="only this service (repeatable)")
+
+
+def _plan_command(name: str) -> Callable[[argparse.Namespace, Workspace], int]:
+    def run(args: argparse.Namespace, ws: Workspace) -> int:
+        read_live = None
+        if not args.env:
+            read_live = _live_reader()
+        result = run_plan(ws, name, file=args.file, env=args.env, services=args.service, force=getattr(args, "force", False), read_live=read_live)
+        emit(result.document)
+        return exit_code(result.document)
+
+    return run
+
+
+def _live_reader():
+    """The live-state reader, when the live layer is installed in this build."""
+    try:
+        from unidesk_tui.live import read_live
+    except ImportError:
+        return None
+    return read_live
+
+
+# Each registrar adds its subcommands and sets `handler` on them. Other areas (lab, jobs, apply,
+# console) register here so that this module stays the one entry point.
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def _register_deploy(sub: argparse._SubParsersAction) -> None:
+    deploy = sub.add_parser("deploy", help="check, plan and apply desired state")
+    dsub = deploy.add_subparsers(dest="deploy_command", required=True, parser_class=_Parser)
+    for name, text in (("check", "compare desired and live state (read-only)"), ("plan", "live state plus the intended action")):
+        for parent, cmd in ((dsub, name), (sub, name)):
+            p = parent.add_parser(cmd, help=text)
+            _add_source_args(p)
+            if name == "plan":
+                p.add_argument("--force", action="store_true", help="plan deploy even where the live commit matches")
+            p.set_defaults(handler=_plan_command(name), command_name=name)
+
+
+REGISTRARS.append(_register_deploy)
+
+
+def _optional_registrars() -> None:
+    for module in ("unidesk_tui.lab.cli", "unidesk_tui.jobs_cli", "unidesk_tui.devenv"):
+        try:
+            mod = __import__(module, fromlist=["add_parser"])
+        except ImportError:
+            continue
+        if mod.add_parser not in REGISTRARS:
+            REGISTRARS.append(mod.add_parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="unidesk", description="Desired-state deploy reconciler for UniDesk.")
+    parser.add_argument("--workspace", metavar="DIR", help="UniDesk workspace (default: current directory)")
+    parser.add_argument("--state-dir", metavar="DIR", help="state directory (default: <workspace>/.state)")
+    parser.add_argument("--json", action="store_true", help="headless: print JSON only (check/plan aliases)")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _optional_registrars()
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("UNIDESK_LOG_LEVEL", "WARNING"), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "unidesk"
+    try:
+        parser = build_parser()
+        if any(a in ("-h", "--help") for a in argv):
+            sys.stderr.write(parser.format_help() if not argv[:1] or argv[0] in ("-h", "--help") else "")
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help
+            return int(exc.code or 0)
+        command = getattr(args, "command_name", None) or args.command or "unidesk"
+        handler = getattr(args, "handler", None)
+        if handler is None:
+            console = _console()
+            if console is None or args.json:
+                raise UsageError("unidesk: a command is required (deploy check|plan, job, lab); see --help")
+            return console(args)
+        ws = Workspace.at(args.workspace, args.state_dir)
+        return int(handler(args, ws))
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        emit(ErrorDocument(command=command, errors=[ErrorItem(code=ErrorCode.USAGE, message=str(exc))]))
+        return ExitCode.USAGE
+    except UnideskError as exc:
+        emit(ErrorDocument(command=command, errors=[ErrorItem(**p.to_dict()) for p in exc.problems]))
+        return ExitCode.ERROR
+    except KeyboardInterrupt:
+        emit(ErrorDocument(command=command, errors=[ErrorItem(code=ErrorCode.INTERNAL, message="interrupted")]))
+        return ExitCode.ERROR
+    except Exception as exc:  # last resort: a coded error, never a traceback
+        if os.environ.get("UNIDESK_DEBUG"):
+            traceback.print_exc()
+        emit(ErrorDocument(command=command, errors=[ErrorItem(code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}: {exc}")]))
+        return ExitCode.ERROR
+
+
+def _console():
+    """The Textual console entry point, when the console is part of this build."""
+    try:
+        from unidesk_tui.console import run_console
+    except ImportError:
+        return None
+    return run_console
+
+
+if __name__ == "__main__":
+    sys.exit(main())

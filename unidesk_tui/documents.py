@@ -1,0 +1,114 @@
+"""The JSON documents the CLI prints: a public API, defined once as pydantic models.
+
+`python -m unidesk_tui.documents` regenerates `docs/schema/`; a test fails when it is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Action = Literal["noop", "deploy", "unsupported", "error"]
+LiveStateName = Literal["in-sync", "drift", "missing", "provenance-mismatch", "unreachable", "unsupported", "error"]
+HealthName = Literal["healthy", "unhealthy", "unknown"]
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorItem(_Doc):
+    code: str
+    message: str
+    service: str | None = None
+    path: str | None = None
+
+
+class FileSourceDoc(_Doc):
+    kind: Literal["file"] = "file"
+    path: str
+
+
+class EnvSourceDoc(_Doc):
+    kind: Literal["env"] = "env"
+    environment: Literal["dev", "prod"]
+    ref: str
+    manifestCommit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    manifestBlob: str = Field(pattern=r"^[0-9a-f]{40}$")
+
+
+class LiveState(_Doc):
+    """What the runtime proves about one service."""
+
+    commit: str | None = Field(None, description="Full SHA the runtime proves, or null")
+    state: LiveStateName
+    health: HealthName = "unknown"
+    message: str | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict, description="Labels, env, annotations, health body")
+
+
+class PlanItem(_Doc):
+    id: str
+    repo: str | None = None
+    requestedCommit: str | None = None
+    commit: str | None = Field(None, description="Full 40-hex SHA resolved through the remote")
+    mode: str | None = None
+    target: str | None = None
+    live: LiveState | None = None
+    action: Action
+    reason: str
+    imagePresent: bool | None = Field(None, description="An image for the desired commit already exists on the target")
+    applyEnabled: bool | None = Field(None, description="Environment mode: whether environment apply is enabled for it")
+
+
+class EnvironmentPlan(_Doc):
+    environment: Literal["dev", "prod"]
+    namespace: str
+    providerId: str
+    target: str
+    databaseName: str
+    databaseFingerprint: str
+
+
+class PlanDocument(_Doc):
+    """Output of `deploy check` and `deploy plan` (and `--json check|plan`)."""
+
+    ok: bool
+    command: Literal["check", "plan"]
+    source: FileSourceDoc | EnvSourceDoc | None = None
+    environment: EnvironmentPlan | None = None
+    services: list[PlanItem] = Field(default_factory=list)
+    errors: list[ErrorItem] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ErrorDocument(_Doc):
+    """Output of any command that failed before producing its own document."""
+
+    ok: Literal[False] = False
+    command: str
+    errors: list[ErrorItem]
+    warnings: list[str] = Field(default_factory=list)
+
+
+DOCUMENTS: dict[str, type[BaseModel]] = {"plan": PlanDocument, "error": ErrorDocument}
+
+
+def schemas() -> dict[str, str]:
+    """File name -> JSON Schema text, for every published document."""
+    return {f"{name}.schema.json": json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n" for name, model in DOCUMENTS.items()}
+
+
+def dump(doc: BaseModel) -> str:
+    return doc.model_dump_json(exclude_none=False)
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schema")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in schemas().items():
+        (out / name).write_text(text)

@@ -1,0 +1,80 @@
+"""Validation of every value that may reach git, ssh or a remote shell: ids, SHAs, refs, URLs.
+
+Each check runs before the value is used anywhere; option-like values (a leading '-') are refused
+so that no argument can be read as a flag by git, docker or ssh.
+"""
+
+from __future__ import annotations
+
+import re
+
+SERVICE_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+TARGET_ID_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
+SHORT_SHA_RE = re.compile(r"^[0-9a-fA-F]{4,40}$")
+FULL_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# git check-ref-format, restricted to what deploy refs need.
+REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/-]{1,200}(?<![./])$")
+REPO_SCHEMES = ("http://", "https://", "ssh://", "git://", "file://")
+# scp-like ssh: user@host:path
+SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._/~-]+$")
+# Docker image reference (name[:tag][@digest]); conservative.
+IMAGE_RE = re.compile(r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def is_service_id(value: object) -> bool:
+    """DNS-label-like: lowercase letters, digits and '-', 1..63 chars, no leading/trailing '-'."""
+    return isinstance(value, str) and bool(SERVICE_ID_RE.match(value))
+
+
+def is_target_id(value: object) -> bool:
+    return isinstance(value, str) and bool(TARGET_ID_RE.match(value))
+
+
+def is_commit_id(value: object) -> bool:
+    """4..40 hex characters: git's own minimum abbreviation up to a full SHA-1."""
+    return isinstance(value, str) and bool(SHORT_SHA_RE.match(value))
+
+
+def is_full_sha(value: object) -> bool:
+    return isinstance(value, str) and bool(FULL_SHA_RE.match(value))
+
+
+def is_ref(value: object) -> bool:
+    return isinstance(value, str) and bool(REF_RE.match(value)) and not value.endswith(".lock")
+
+
+def is_repo_url(value: object) -> bool:
+    """http(s)/ssh/git/file URL (or scp-like ssh), no whitespace or control chars, no leading '-'."""
+    if not isinstance(value, str) or not value or value.startswith("-"):
+        return False
+    if any(c.isspace() or ord(c) < 0x20 or c in "`$;|&<>\\\"'" for c in value):
+        return False
+    if value.startswith(REPO_SCHEMES):
+        rest = value.split("://", 1)[1]
+        return bool(rest) and not rest.startswith("-")
+    return bool(SCP_RE.match(value))
+
+
+def is_image_ref(value: object) -> bool:
+    return isinstance(value, str) and bool(IMAGE_RE.match(value))
+
+
+def is_plain_name(value: object) -> bool:
+    """Compose project/service names, build-arg names and similar single tokens."""
+    return isinstance(value, str) and bool(NAME_RE.match(value))
+
+
+def is_safe_path(value: object) -> bool:
+    """A path that may be passed as an argument: no NUL/newline, not option-like."""
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and not value.startswith("-")
+        and not any(c in value for c in "\x00\n\r")
+    )
+
+
+def is_relative_repo_path(value: object) -> bool:
+    """A path inside a repository checkout: relative, no '..' components."""
+    return is_safe_path(value) and not str(value).startswith("/") and ".." not in str(value).split("/")

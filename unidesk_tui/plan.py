@@ -1,0 +1,120 @@
+"""Desired vs live -> action. Joining the manifest with the catalog, and deciding per service.
+
+"What is desired" (DesiredService), "what is live" (LiveState, read by executors) and "what to
+do" (PlanItem) stay separate, typed steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from unidesk_tui.catalog import Catalog, K8sObjects, Microservice
+from unidesk_tui.documents import LiveState, PlanItem
+from unidesk_tui.errors import ErrorCode, Problem
+from unidesk_tui.resolve import redact_url
+from unidesk_tui.source import LoadedManifest
+
+
+@dataclass(frozen=True)
+class DesiredService:
+    """One deploy.json entry joined with its catalog entry (None when config.json lacks it)."""
+
+    id: str
+    repo: str
+    requestedCommit: str
+    microservice: Microservice | None
+    mode: str | None = None
+    target: str | None = None
+    k8s: K8sObjects | None = None
+    commit: str | None = None  # full SHA, once resolved
+
+    @property
+    def supported(self) -> bool:
+        return self.microservice is not None and self.microservice.is_source_built
+
+
+def join(loaded: LoadedManifest, catalog: Catalog, only: list[str] | None = None) -> tuple[list[DesiredService], list[Problem], list[str]]:
+    """Join manifest entries with config.json; filter by `only` (unknown ids are problems)."""
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    entries = list(loaded.manifest.services)
+    if only:
+        listed = {e.id for e in entries}
+        for sid in only:
+            if sid not in listed:
+                problems.append(Problem(ErrorCode.UNKNOWN_SERVICE, f"--service {sid}: not listed in the manifest", service=sid))
+        entries = [e for e in entries if e.id in set(only)]
+    env = loaded.environment if loaded.source.kind == "env" else None
+    desired = []
+    for entry in entries:
+        ms = catalog.microservice(entry.id)
+        if ms is None:
+            problems.append(Problem(ErrorCode.UNKNOWN_SERVICE, f"{entry.id}: listed in deploy.json but missing from config.json microservices[]", service=entry.id))
+            desired.append(DesiredService(entry.id, entry.repo, entry.commitId, None))
+            continue
+        deployment, k8s = ms.for_environment(env)
+        if ms.repository and ms.repository.url != entry.repo:
+            warnings.append(f"{entry.id}: deploy.json repo {redact_url(entry.repo)} differs from config.json repository.url {redact_url(ms.repository.url)}; deploy.json wins")
+        desired.append(DesiredService(entry.id, entry.repo, entry.commitId, ms, deployment.mode, deployment.target, k8s))
+    return desired, problems, warnings
+
+
+def with_commit(service: DesiredService, commit: str | None) -> DesiredService:
+    return replace(service, commit=commit)
+
+
+def decide(
+    service: DesiredService,
+    *,
+    live: LiveState | None,
+    problems: list[Problem] = (),
+    force: bool = False,
+    env_mode: bool = False,
+    apply_enabled: bool | None = None,
+    image_present: bool | None = None,
+) -> PlanItem:
+    """The action for one service. `noop` only when the live runtime proves the desired commit."""
+    item = PlanItem(
+        id=service.id,
+        repo=service.repo,
+        requestedCommit=service.requestedCommit,
+        commit=service.commit,
+        mode=service.mode,
+        target=service.target,
+        live=live,
+        action="error",
+        reason="",
+        imagePresent=image_present,
+        applyEnabled=apply_enabled,
+    )
+    own = [p for p in problems if p.service == service.id]
+    if own:
+        return item.model_copy(update={"reason": "; ".join(p.message for p in own)})
+    ms = service.microservice
+    if ms is None or not ms.is_source_built:
+        reason = ms.unsupported_reason if ms else "not in config.json"
+        return item.model_copy(update={"action": "unsupported", "reason": reason, "applyEnabled": False if env_mode else None})
+    short = (service.commit or "")[:12]
+    if env_mode:
+        reason = f"environment dry-run plan: would build {short} on {service.target} ({service.mode}); live runtime not read"
+        if apply_enabled is False:
+            reason += "; environment apply is not enabled for this service"
+        return item.model_copy(update={"action": "deploy", "reason": reason})
+    if live is None:
+        return item.model_copy(update={"action": "deploy", "reason": "live state not read"})
+    if live.state == "unreachable":
+        return item.model_copy(update={"reason": live.message or f"target {service.target} unreachable"})
+    if live.state == "error":
+        return item.model_copy(update={"reason": live.message or "live probe failed"})
+    if live.state == "in-sync" and live.commit == service.commit:
+        if force:
+            return item.model_copy(update={"action": "deploy", "reason": f"--force: rebuild and roll out {short} although it is running"})
+        return item.model_copy(update={"action": "noop", "reason": f"running {short} on every layer"})
+    reasons = {
+        "drift": f"running {(live.commit or '?')[:12]}, desired {short}",
+        "missing": "not running",
+        "provenance-mismatch": f"runtime layers disagree ({live.message or 'labels, env and health differ'}); desired {short}",
+        "in-sync": f"running {(live.commit or '?')[:12]}, desired {short}",
+        "unsupported": "runtime not managed by this executor",
+    }
+    return item.model_copy(update={"action": "deploy", "reason": reasons.get(live.state, live.state)})

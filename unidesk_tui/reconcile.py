@@ -1,0 +1,143 @@
+"""check / plan: load the manifest, join it with the catalog, resolve commits, read live state,
+decide. The CLI and the console both call `run_plan`; neither re-implements it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from unidesk_tui.catalog import Catalog
+from unidesk_tui.documents import EnvironmentPlan, EnvSourceDoc, ErrorItem, FileSourceDoc, LiveState, PlanDocument
+from unidesk_tui.errors import ErrorCode, ExitCode, Problem, UnideskError
+from unidesk_tui.plan import DesiredService, decide, join, with_commit
+from unidesk_tui.resolve import Resolver, resolve_many
+from unidesk_tui.source import EnvSource, LoadedManifest, load_env, load_file
+from unidesk_tui.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a live read found for one service: its state and whether the desired image exists."""
+
+    live: LiveState
+    imagePresent: bool | None = None
+
+
+# Reads live state for the given (resolved, supported) services. Provided by the live-state layer.
+LiveReader = Callable[[Catalog, list[DesiredService]], dict[str, Observation]]
+
+
+@dataclass
+class PlanRun:
+    """Everything a plan produced, for callers that go on to apply it."""
+
+    document: PlanDocument
+    desired: list[DesiredService]
+    catalog: Catalog | None
+    loaded: LoadedManifest | None
+
+
+def to_errors(problems: list[Problem]) -> list[ErrorItem]:
+    return [ErrorItem(**p.to_dict()) for p in problems]
+
+
+def load_source(ws: Workspace, file: str | Path | None, env: str | None) -> LoadedManifest:
+    if env:
+        return load_env(ws.root, env)
+    return load_file(Path(file) if file else ws.manifest_path)
+
+
+def environment_plan(catalog: Catalog, environment: str) -> EnvironmentPlan:
+    profile = catalog.environments.get(environment)
+    if profile is None:
+        raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"config.json has no environments.{environment} profile", path=f"environments.{environment}")
+    return EnvironmentPlan(
+        environment=environment,
+        namespace=profile.namespace,
+        providerId=profile.providerId,
+        target=profile.target,
+        databaseName=profile.database.name,
+        databaseFingerprint=profile.database.fingerprint(),
+    )
+
+
+def run_plan(
+    ws: Workspace,
+    command: Literal["check", "plan"],
+    *,
+    file: str | Path | None = None,
+    env: str | None = None,
+    services: list[str] | None = None,
+    force: bool = False,
+    read_live: LiveReader | None = None,
+) -> PlanRun:
+    """Build the check/plan document. Coded failures become `errors`; nothing is raised."""
+    doc = PlanDocument(ok=False, command=command)
+    try:
+        loaded = load_source(ws, file, env)
+        catalog = ws.catalog()
+    except UnideskError as exc:
+        doc.errors = to_errors(exc.problems)
+        return PlanRun(doc, [], None, None)
+    src = loaded.source
+    doc.source = EnvSourceDoc(**{k: getattr(src, k) for k in ("environment", "ref", "manifestCommit", "manifestBlob")}) if isinstance(src, EnvSource) else FileSourceDoc(path=src.path)
+    doc.warnings = list(loaded.warnings)
+    problems: list[Problem] = []
+    env_mode = isinstance(src, EnvSource)
+    enabled: set[str] = set()
+    if env_mode:
+        try:
+            doc.environment = environment_plan(catalog, src.environment)
+            enabled = set(catalog.environments[src.environment].applyEnabled)
+        except UnideskError as exc:
+            problems.extend(exc.problems)
+
+    desired, join_problems, join_warnings = join(loaded, catalog, services)
+    problems += join_problems
+    doc.warnings += join_warnings
+    resolved, resolve_problems = resolve_many(Resolver(ws.state_dir), [(d.id, d.repo, d.requestedCommit) for d in desired if d.microservice is not None])
+    problems += resolve_problems
+    desired = [with_commit(d, resolved.get(d.id)) for d in desired]
+
+    observations: dict[str, Observation] = {}
+    live_candidates = [d for d in desired if d.commit and d.supported]
+    if not env_mode and read_live is not None and live_candidates:
+        observations = read_live(catalog, live_candidates)
+        for sid, obs in observations.items():
+            if obs.live.state in ("unreachable", "error"):
+                code = ErrorCode.TARGET_UNREACHABLE if obs.live.state == "unreachable" else ErrorCode.PROBE_FAILED
+                problems.append(Problem(code, f"{sid}: {obs.live.message or obs.live.state}", service=sid))
+
+    for d in desired:
+        obs = observations.get(d.id)
+        live = obs.live if obs else None
+        if live is None and read_live is not None and not env_mode and d.microservice is not None and not d.supported:
+            live = LiveState(state="unsupported", message=d.microservice.unsupported_reason)
+        doc.services.append(
+            decide(
+                d,
+                live=live,
+                problems=[p for p in problems if p.code not in (ErrorCode.TARGET_UNREACHABLE, ErrorCode.PROBE_FAILED)],
+                force=force,
+                env_mode=env_mode,
+                apply_enabled=(d.id in enabled) if env_mode else None,
+                image_present=obs.imagePresent if obs else None,
+            )
+        )
+    doc.errors = to_errors(problems)
+    doc.ok = not problems
+    return PlanRun(doc, desired, catalog, loaded)
+
+
+def exit_code(doc: PlanDocument) -> ExitCode:
+    if doc.errors:
+        return ExitCode.ERROR
+    if any(s.action in ("deploy", "unsupported") for s in doc.services):
+        return ExitCode.WORK_TO_DO
+    return ExitCode.OK

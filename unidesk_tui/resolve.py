@@ -1,0 +1,177 @@
+"""Commit resolution through the remote: short or full SHA -> the full SHA reachable from the
+remote's branches or tags.
+
+Each repository has a bare mirror under `<state>/mirrors/`. A fetch with `--prune` makes the
+mirror's refs equal the remote's, so a commit that was never pushed, or was force-pushed away, is
+not reachable even if its object lingers. The reachable set is cached per refs state, so a
+repeated resolution costs one no-op fetch and a bisect. A file lock per mirror keeps two commands
+from fetching into it at once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+
+from unidesk_tui.errors import ErrorCode, Problem, UnideskError
+from unidesk_tui.identifiers import is_commit_id, is_repo_url
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT_S = 120
+# Never prompt, never follow the user's credential helpers into a hang.
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "SSH_ASKPASS": "/bin/true", "GIT_SSH_COMMAND": "ssh -oBatchMode=yes"}
+_CACHE_NAME = "unidesk-reachable"
+
+
+def redact_url(url: str) -> str:
+    """Drop userinfo (tokens, passwords) from a URL before it reaches a message or log."""
+    return re.sub(r"(://)[^/@\s]+@", r"\1***@", url)
+
+
+def mirror_dir(state_dir: Path, url: str) -> Path:
+    key = hashlib.sha256(url.encode()).hexdigest()[:20]
+    return state_dir / "mirrors" / f"{key}.git"
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class RemoteCommits:
+    """The commits reachable from one remote's branches and tags, as of one fetch."""
+
+    url: str
+    reachable: list[str]  # sorted full SHAs
+
+    def lookup(self, prefix: str) -> list[str]:
+        prefix = prefix.lower()
+        i = bisect.bisect_left(self.reachable, prefix)
+        out = []
+        while i < len(self.reachable) and self.reachable[i].startswith(prefix):
+            out.append(self.reachable[i])
+            i += 1
+        return out
+
+    def resolve(self, commit_id: str, service: str | None = None) -> str:
+        if not is_commit_id(commit_id):
+            raise UnideskError.of(ErrorCode.INVALID_VALUE, f"{commit_id!r} is not a 4-40 hex commit id", service=service)
+        matches = self.lookup(commit_id)
+        if not matches:
+            raise UnideskError.of(
+                ErrorCode.COMMIT_NOT_FOUND,
+                f"commit {commit_id} is not reachable from any branch or tag of {redact_url(self.url)} (unpushed, force-pushed away, or mistyped)",
+                service=service,
+            )
+        if len(matches) > 1:
+            raise UnideskError.of(
+                ErrorCode.COMMIT_AMBIGUOUS,
+                f"commit {commit_id} is ambiguous in {redact_url(self.url)}: {', '.join(matches)}",
+                service=service,
+            )
+        return matches[0]
+
+
+@dataclass
+class Resolver:
+    """Resolves commits against remotes; fetches each repository at most once per instance."""
+
+    state_dir: Path
+    _remotes: dict[str, RemoteCommits] = field(default_factory=dict)
+
+    def remote(self, url: str) -> RemoteCommits:
+        if url not in self._remotes:
+            self._remotes[url] = self._fetch(url)
+        return self._remotes[url]
+
+    def prefetch(self, urls: Iterable[str]) -> dict[str, UnideskError]:
+        """Fetch many repositories concurrently; returns the failures by URL."""
+        todo = sorted({u for u in urls if u not in self._remotes})
+        failures: dict[str, UnideskError] = {}
+        if not todo:
+            return failures
+
+        def one(url: str) -> None:
+            try:
+                self.remote(url)
+            except UnideskError as exc:
+                failures[url] = exc
+
+        with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
+            list(pool.map(one, todo))
+        return failures
+
+    def resolve(self, url: str, commit_id: str, service: str | None = None) -> str:
+        return self.remote(url).resolve(commit_id, service)
+
+    def _fetch(self, url: str) -> RemoteCommits:
+        if not is_repo_url(url):
+            raise UnideskError.of(ErrorCode.INVALID_VALUE, f"{url!r} is not a valid repository URL")
+        path = mirror_dir(self.state_dir, url)
+        with _locked(path.with_suffix(".lock")):
+            if not (path / "HEAD").exists():
+                path.mkdir(parents=True, exist_ok=True)
+                git.Repo.init(path, bare=True)
+            repo = git.Repo(path)
+            try:
+                repo.git.fetch(
+                    "--prune", "--force", "--no-tags", "--quiet", "--", url,
+                    "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
+                    env={**os.environ, **GIT_ENV}, kill_after_timeout=FETCH_TIMEOUT_S,
+                )
+            except git.GitCommandError as exc:
+                detail = redact_url((exc.stderr or "").strip().splitlines()[-1:] and (exc.stderr or "").strip().splitlines()[-1] or "git fetch failed")
+                raise UnideskError.of(ErrorCode.REPO_UNREACHABLE, f"cannot fetch {redact_url(url)}: {detail.removeprefix('stderr: ')}") from None
+            return RemoteCommits(url, self._reachable(repo, path))
+
+    @staticmethod
+    def _reachable(repo: git.Repo, path: Path) -> list[str]:
+        refs = repo.git.for_each_ref("--format=%(objectname) %(refname)")
+        state = hashlib.sha256(refs.encode()).hexdigest()
+        cache = path / _CACHE_NAME
+        try:
+            head, _, body = cache.read_text().partition("\n")
+            if head == state:
+                return body.split()
+        except FileNotFoundError:
+            pass
+        shas = sorted(repo.git.rev_list("--all").split()) if refs.strip() else []
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(state + "\n" + "\n".join(shas))
+        os.replace(tmp, cache)
+        return shas
+
+
+def resolve_many(resolver: Resolver, wanted: list[tuple[str, str, str]]) -> tuple[dict[str, str], list[Problem]]:
+    """Resolve (service, url, commitId) triples; returns full SHAs by service and every problem."""
+    failures = resolver.prefetch(url for _, url, _ in wanted)
+    resolved: dict[str, str] = {}
+    problems: list[Problem] = []
+    for service, url, commit_id in wanted:
+        if url in failures:
+            problems.extend(Problem(p.code, p.message, service=service, path=p.path) for p in failures[url].problems)
+            continue
+        try:
+            resolved[service] = resolver.resolve(url, commit_id, service)
+        except UnideskError as exc:
+            problems.extend(exc.problems)
+    return resolved, problems
