@@ -24,24 +24,24 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 def is_service_id(value: object) -> bool:
     """DNS-label-like: lowercase letters, digits and '-', 1..63 chars, no leading/trailing '-'."""
-    return isinstance(value, str) and bool(SERVICE_ID_RE.match(value))
+    return isinstance(value, str) and bool(SERVICE_ID_RE.fullmatch(value))
 
 
 def is_target_id(value: object) -> bool:
-    return isinstance(value, str) and bool(TARGET_ID_RE.match(value))
+    return isinstance(value, str) and bool(TARGET_ID_RE.fullmatch(value))
 
 
 def is_commit_id(value: object) -> bool:
     """4..40 hex characters: git's own minimum abbreviation up to a full SHA-1."""
-    return isinstance(value, str) and bool(SHORT_SHA_RE.match(value))
+    return isinstance(value, str) and bool(SHORT_SHA_RE.fullmatch(value))
 
 
 def is_full_sha(value: object) -> bool:
-    return isinstance(value, str) and bool(FULL_SHA_RE.match(value))
+    return isinstance(value, str) and bool(FULL_SHA_RE.fullmatch(value))
 
 
 def is_ref(value: object) -> bool:
-    return isinstance(value, str) and bool(REF_RE.match(value)) and not value.endswith(".lock")
+    return isinstance(value, str) and bool(REF_RE.fullmatch(value)) and not value.endswith(".lock")
 
 
 def is_repo_url(value: object) -> bool:
@@ -53,16 +53,16 @@ def is_repo_url(value: object) -> bool:
     if value.startswith(REPO_SCHEMES):
         rest = value.split("://", 1)[1]
         return bool(rest) and not rest.startswith("-")
-    return bool(SCP_RE.match(value))
+    return bool(SCP_RE.fullmatch(value))
 
 
 def is_image_ref(value: object) -> bool:
-    return isinstance(value, str) and bool(IMAGE_RE.match(value))
+    return isinstance(value, str) and bool(IMAGE_RE.fullmatch(value))
 
 
 def is_plain_name(value: object) -> bool:
     """Compose project/service names, build-arg names and similar single tokens."""
-    return isinstance(value, str) and bool(NAME_RE.match(value))
+    return isinstance(value, str) and bool(NAME_RE.fullmatch(value))
 
 
 def is_safe_path(value: object) -> bool:
