@@ -1,0 +1,212 @@
+"""Bring a whole lab up, report its status, tear it down (also after a crash), stop/start one daemon.
+
+    up(dir, seed=False) -> status dict      down(dir) -> dict      status(dir) -> dict
+    stop_daemon(dir, host, name) / start_daemon(dir, host, name)
+    stop_egress(dir, host) / start_egress(dir, host)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from unidesk_tui.lab import daemon as daemons
+from unidesk_tui.lab import dockerd, egress, gitserver, k3s, msproxy, netns, sshd
+from unidesk_tui.lab.daemon import Daemon, LabError
+from unidesk_tui.lab.layout import GIT, HOSTS, K3S_HOST, MAIN, PROVIDERS, SSH_USER, Layout, default_dir
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LabError", "up", "down", "status", "stop_daemon", "start_daemon", "stop_egress", "start_egress"]
+
+
+def _dir(dir: str | Path | None) -> Path:
+    return Path(dir or default_dir()).resolve()
+
+
+def daemon_names(host: str) -> list[str]:
+    """The daemons a host runs, in start order."""
+    names = ["init", "sshd", "dockerd"]
+    if host == MAIN:
+        names.append("msproxy")
+    if host in PROVIDERS:
+        names.append("egress")
+    if host == K3S_HOST:
+        names.append("containerd")
+        if k3s.kubeapi_available():
+            names.append("kubeapi")
+    return names
+
+
+def daemon_spec(lay: Layout, host: str, name: str) -> Daemon:
+    if name == "init":
+        return daemons.host_init(lay, host)
+    if name == "sshd":
+        return sshd.daemon(lay, host)
+    if name == "dockerd":
+        return dockerd.daemon(lay, host)
+    if name == "msproxy" and host == MAIN:
+        return msproxy.daemon(lay)
+    if name == "egress" and host in PROVIDERS:
+        return egress.daemon(lay, host)
+    if name == "containerd" and host == K3S_HOST:
+        return k3s.containerd_daemon(lay)
+    if name == "kubeapi" and host == K3S_HOST:
+        return k3s.kubeapi_daemon(lay)
+    if name == "git-http" and host == GIT:
+        return gitserver.daemon(lay)
+    raise LabError(f"{host}: no daemon named {name!r}")
+
+
+def _all_daemons() -> list[tuple[str, str]]:
+    return [(GIT, "git-http")] + [(h, n) for h in HOSTS for n in daemon_names(h)]
+
+
+def up(dir: str | Path | None = None, seed: bool = False) -> dict:
+    """Create the lab in `dir` (or complete a running one: idempotent) and return its status."""
+    path = _dir(dir)
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, dockerd, sshd)")
+    started = time.monotonic()
+    lay = Layout.load(path)
+    if lay is not None and not netns.present(lay):
+        down(path)  # a half-created or crashed lab: clear it before starting over
+        lay = None
+    if lay is None:
+        with netns.allocation_lock():
+            lay = netns.pick_slot(path)
+            lay.save()
+            netns.create(lay)
+    _prepare_files(lay)
+    from unidesk_tui.lab import sample
+
+    sample.ensure(lay)
+    stages = [
+        [daemon_spec(lay, h, "init") for h in HOSTS] + [daemon_spec(lay, GIT, "git-http")],
+        [daemon_spec(lay, h, n) for h in HOSTS for n in daemon_names(h) if n not in ("init", "kubeapi")],
+        [daemon_spec(lay, h, n) for h in HOSTS for n in daemon_names(h) if n == "kubeapi"],
+    ]
+    for stage in stages:
+        daemons.start(lay, stage)
+    log.info("lab %s up in %.2fs", path, time.monotonic() - started)
+    if seed:
+        from unidesk_tui.lab import seed as seeding
+
+        seeding.run(lay)
+    return status(path)
+
+
+def _prepare_files(lay: Layout) -> None:
+    for host in HOSTS:
+        for sub in ("run", "etc", "srv/unidesk"):
+            (lay.host_root(host) / sub).mkdir(parents=True, exist_ok=True)
+        lay.work_dir(host).mkdir(parents=True, exist_ok=True)
+        lay.egress_log(host).touch()
+    sshd.prepare(lay)
+    k3s.write_kubeconfig(lay)
+
+
+def status(dir: str | Path | None = None) -> dict:
+    path = _dir(dir)
+    lay = Layout.load(path)
+    ssh = {"user": SSH_USER, "identityFile": str(path / "ssh" / "id_ed25519"), "knownHosts": str(path / "ssh" / "known_hosts")}
+    doc = {"up": False, "dir": str(path), "workspace": str(path / "workspace"), "gitRemote": None, "ssh": ssh, "hosts": []}
+    if lay is None:
+        return doc
+    doc["gitRemote"] = lay.git_base_url
+    present = netns.present(lay)
+    everything = present and daemons.running_pid(lay, GIT, "git-http") is not None
+    for host in HOSTS:
+        ds = []
+        for name in daemon_names(host):
+            pid = daemons.running_pid(lay, host, name) if present else None
+            ds.append({"name": name, "pid": pid, "running": pid is not None})
+            everything = everything and pid is not None
+        doc["hosts"].append({"name": host, "address": lay.address(host), "daemons": ds})
+    doc["up"] = everything
+    return doc
+
+
+def _processes_under(root: Path) -> list[int]:
+    """Processes whose root or cwd lies in the lab dir (containers, whatever escaped the netns)."""
+    found = []
+    prefix = f"{root}/"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        for link in ("root", "cwd"):
+            try:
+                if (os.readlink(entry / link) + "/").startswith(prefix):
+                    found.append(int(entry.name))
+                    break
+            except OSError:
+                continue
+    return found
+
+
+def down(dir: str | Path | None = None) -> dict:
+    """Stop every daemon and container, delete namespaces, veths and sockets; safe after a crash."""
+    path = _dir(dir)
+    lay = Layout.load(path)
+    if lay is None:
+        return {"ok": True, "dir": str(path), "stopped": 0, "removed": []}
+    first, pids = [], []
+    if lay.pid_dir.exists():
+        for pf in lay.pid_dir.glob("*.pid"):
+            try:
+                pid = int(pf.read_text().strip())
+            except ValueError:
+                continue
+            if daemons.alive(pid, f"{path}/"):
+                # the emulator drives containerd: stop it while containerd still answers its ctr calls
+                (first if pf.stem.endswith("-kubeapi") else pids).append(pid)
+    daemons.terminate(first, timeout=3.0)
+    daemons.terminate(pids, timeout=6.0)
+    pids += first
+    stragglers = sorted({p for ns in lay.all_netns() for p in netns.pids(ns)} | set(_processes_under(path)))
+    daemons.terminate(stragglers, timeout=3.0)
+    removed = netns.destroy(lay)
+    for pf in lay.pid_dir.glob("*.pid") if lay.pid_dir.exists() else []:
+        pf.unlink(missing_ok=True)
+    for host in HOSTS:
+        run = lay.host_root(host) / "run"
+        if run.exists():
+            for sock in [p for p in run.rglob("*") if p.is_socket()]:
+                sock.unlink(missing_ok=True)
+        shutil.rmtree(lay.host_root(host) / "run" / "docker-exec", ignore_errors=True)
+    Layout.state_file(path).unlink(missing_ok=True)
+    return {"ok": True, "dir": str(path), "stopped": len(pids) + len(stragglers), "removed": removed}
+
+
+def stop_daemon(dir: str | Path | None, host: str, name: str) -> bool:
+    """Stop one daemon (e.g. D518's sshd); True when it was running."""
+    lay = _loaded(dir)
+    daemon_spec(lay, host, name)  # validates host/name
+    return daemons.stop(lay, host, name)
+
+
+def start_daemon(dir: str | Path | None, host: str, name: str) -> int:
+    """Start one daemon again (no-op when it runs); returns its pid."""
+    lay = _loaded(dir)
+    daemons.start(lay, [daemon_spec(lay, host, name)])
+    pid = daemons.running_pid(lay, host, name) or daemons.read_pid(lay, host, name)
+    assert pid is not None
+    return pid
+
+
+def stop_egress(dir: str | Path | None, host: str) -> bool:
+    return stop_daemon(dir, host, "egress")
+
+
+def start_egress(dir: str | Path | None, host: str) -> int:
+    return start_daemon(dir, host, "egress")
+
+
+def _loaded(dir: str | Path | None) -> Layout:
+    lay = Layout.load(_dir(dir))
+    if lay is None:
+        raise LabError(f"no lab in {_dir(dir)} (run `unidesk lab up`)")
+    return lay
