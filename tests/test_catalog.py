@@ -1,0 +1,90 @@
+"""config.json: the catalog model, and the example workspace staying valid."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import catalog_doc
+from unidesk_tui.catalog import load_catalog, parse_catalog
+from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.manifest import parse_manifest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "unidesk"
+
+
+def errors_of(doc: dict) -> list[tuple[str, str]]:
+    with pytest.raises(UnideskError) as exc:
+        parse_catalog(json.dumps(doc))
+    return [(p.code, p.path) for p in exc.value.problems]
+
+
+def test_example_workspace_is_valid_and_complete():
+    catalog = load_catalog(EXAMPLE / "config.json")
+    assert {t.id for t in catalog.targets} == {"main-server", "D601", "D518"}
+    ids = {m.id for m in catalog.microservices}
+    assert ids == {"backend-core", "frontend", "code-queue", "code-queue-mgr", "decision-center", "k3sctl-adapter", "node-exporter"}
+    assert catalog.microservice("node-exporter").unsupported_reason
+    assert catalog.microservice("code-queue-mgr").deployment.mode == "internal-sidecar"
+    assert catalog.microservice("k3sctl-adapter").deployment.mode == "unidesk-direct"  # a control bridge stays outside k3s
+    manifest = parse_manifest((EXAMPLE / "deploy.json").read_bytes())
+    assert {s.id for s in manifest.services} <= ids
+
+
+def test_example_k8s_manifests_stay_in_their_namespaces():
+    catalog = load_catalog(EXAMPLE / "config.json")
+    for ms in catalog.microservices:
+        for env in (None, "dev"):
+            _, k8s = ms.for_environment(env)
+            if k8s is None:
+                continue
+            docs = [d for d in yaml.safe_load_all((EXAMPLE / k8s.manifest).read_text()) if d]
+            names = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+            assert set(k8s.deployments) <= names, (ms.id, k8s.manifest)
+            assert all(d["metadata"].get("namespace") == k8s.namespace for d in docs)
+
+
+def test_spec_default_paths():
+    doc = catalog_doc("https://h/r")
+    t = parse_catalog(json.dumps(doc)).target("D601")
+    assert t.k3s.kubeconfig == "/etc/rancher/k3s/k3s.yaml"
+    assert t.k3s.containerdSocket == "/run/k3s/containerd/containerd.sock"
+    assert t.docker.socket == "/var/run/docker.sock"
+
+
+def test_unknown_keys_and_bad_values_name_their_path():
+    doc = catalog_doc("https://h/r")
+    doc["targets"][0]["sshPassword"] = "hunter2"
+    doc["microservices"][0]["build"] = {**doc["microservices"][0]["build"], "dockerfile": "../../etc/passwd"}
+    doc["microservices"][1]["deployment"] = {"mode": "helm", "target": "main-server"}
+    got = errors_of(doc)
+    assert (ErrorCode.CONFIG_INVALID, "targets[0].sshPassword") in got
+    assert (ErrorCode.CONFIG_INVALID, "microservices[0].build.dockerfile") in got
+    assert (ErrorCode.CONFIG_INVALID, "microservices[1].deployment.mode") in got
+
+
+def test_references_are_checked():
+    doc = catalog_doc("https://h/r")
+    bad = copy.deepcopy(doc)
+    bad["microservices"][0]["deployment"]["target"] = "D999"
+    assert errors_of(bad)[0][0] == ErrorCode.CONFIG_INVALID
+    bad = copy.deepcopy(doc)
+    bad["microservices"].append(copy.deepcopy(bad["microservices"][0]))
+    assert errors_of(bad)[0][0] == ErrorCode.CONFIG_INVALID
+
+
+def test_database_fingerprint_is_stable_and_distinguishes():
+    c = parse_catalog(json.dumps(catalog_doc("https://h/r")))
+    dev, prod = c.environments["dev"].database, c.environments["prod"].database
+    assert dev.fingerprint() == dev.fingerprint() and dev.fingerprint() != prod.fingerprint()
+    assert len(dev.fingerprint()) == 12
+
+
+def test_catalog_commit_is_not_deploy_authority():
+    """repository.commitId is read but the plan uses deploy.json's commit (see test_cli)."""
+    c = parse_catalog(json.dumps(catalog_doc("https://h/r")))
+    assert c.microservice("backend-core").repository.commitId == "0000000"
