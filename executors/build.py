@@ -1,0 +1,140 @@
+"""Target-side image build with the target daemon's BuildKit, stamped with the four labels.
+
+`docker buildx build` when the target has buildx, else the daemon's built-in BuildKit
+(`DOCKER_BUILDKIT=1 docker build`). Inline cache metadata is always written, the current image is
+the cache source when it exists, a declared `<image>-build-base` is passed as the base-image
+argument, providers build with `--network host` so the loopback egress proxy is reachable from
+RUN steps. Every cache source and destination is logged; the build context is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from dataclasses import dataclass
+
+from executors.proxy import ProxyScope
+from executors.source import remove_context
+from executors.stamp import LABEL_COMMIT, image_labels
+from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.identifiers import is_image_ref, is_plain_name
+from unidesk_tui.resolve import redact_url
+
+log = logging.getLogger(__name__)
+
+BUILD_TIMEOUT = 1800.0
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything that decides the build command line."""
+
+    image: str
+    context_dir: str  # absolute, on the target
+    dockerfile: str  # absolute, on the target
+    labels: dict[str, str]
+    buildx: bool
+    network_host: bool
+    cache_from: str | None
+    base_arg: tuple[str, str] | None  # (ARG name, image)
+    proxy: ProxyScope
+
+    def argv(self) -> list[str]:
+        if self.buildx:
+            argv = ["docker", "buildx", "build", "--load", "--cache-to", "type=inline"]
+        else:
+            argv = ["docker", "build", "--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+        if self.cache_from:
+            argv += ["--cache-from", self.cache_from]
+        if self.network_host:
+            argv += ["--network", "host"]
+        if self.base_arg:
+            argv += ["--build-arg", f"{self.base_arg[0]}={self.base_arg[1]}"]
+        argv += self.proxy.build_args()
+        for key, value in self.labels.items():
+            argv += ["--label", f"{key}={value}"]
+        argv += ["-f", self.dockerfile, "-t", self.image, "--", self.context_dir]
+        return argv
+
+    def env(self) -> dict[str, str]:
+        """Only the classic client needs a switch to use BuildKit; nothing else is exported."""
+        return {} if self.buildx else {"DOCKER_BUILDKIT": "1"}
+
+    def printable(self) -> str:
+        """The command for the log, with proxy credentials redacted."""
+        return " ".join(redact_url(a) for a in self.argv())
+
+
+def build_base_image(image: str) -> str:
+    """The target-local warm base image for `image` (the spec's `<image>-build-base`)."""
+    return f"{image}-build-base"
+
+
+def repo_file(context_root: str, relative: str) -> str:
+    path = posixpath.normpath(posixpath.join(context_root, relative))
+    if not (path == context_root or path.startswith(context_root + "/")):
+        raise UnideskError.of(ErrorCode.INVALID_VALUE, f"{relative!r} leaves the build context")
+    return path
+
+
+async def _ok(session, argv: list[str]) -> bool:
+    return (await session.run(argv, timeout=60)).ok
+
+
+async def build_step(ctx) -> None:
+    session = await ctx.session()
+    service, target = ctx.service, ctx.target
+    ms = service.microservice
+    image = ctx.shared.get("image") or (ms.build.image if ms and ms.build else None)
+    root = ctx.shared.get("context")
+    if not root:
+        raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{service.id}: no build context was materialized", service=service.id)
+    try:
+        if not image or not is_image_ref(image):
+            raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{service.id}: no valid image name to build ({image!r})", service=service.id)
+        build = ms.build
+        buildx = await _ok(session, ["docker", "buildx", "version"])
+        # Providers always; any target whose daemon has no default bridge (RUN steps would have no network).
+        network_host = target.role == "provider" or not await _ok(session, ["docker", "network", "inspect", "bridge"])
+        cache_from = image if await _ok(session, ["docker", "image", "inspect", image]) else None
+        base_arg = None
+        if build.baseImageArg:
+            if not is_plain_name(build.baseImageArg):
+                raise UnideskError.of(ErrorCode.INVALID_VALUE, f"invalid baseImageArg {build.baseImageArg!r}")
+            base = build_base_image(image)
+            if await _ok(session, ["docker", "image", "inspect", base]):
+                base_arg = (build.baseImageArg, base)
+        plan = BuildPlan(
+            image=image,
+            context_dir=repo_file(root, build.context),
+            dockerfile=repo_file(root, build.dockerfile),
+            labels=image_labels(service.id, service.repo, service.commit, build.dockerfile),
+            buildx=buildx,
+            network_host=network_host,
+            cache_from=cache_from,
+            base_arg=base_arg,
+            proxy=ctx.shared.get("proxy") or ProxyScope(None),
+        )
+        ctx.emit(f"target_build_builder={'buildx' if buildx else 'docker-builtin-buildkit'} (target daemon, local cache)")
+        ctx.emit(f"target_build_cache_from={cache_from or 'none (no current image)'}")
+        ctx.emit(f"target_build_cache_to={'type=inline' if buildx else 'inline (BUILDKIT_INLINE_CACHE=1)'} -> {image}")
+        if base_arg:
+            ctx.emit(f"target_build_base_image={base_arg[1]}")
+        elif build.baseImageArg:
+            ctx.emit(f"target_build_base_image=none ({build_base_image(image)} not present; {build.baseImageArg} keeps its default)")
+        ctx.emit(f"target_build_network={'host' if network_host else 'default'}")
+        ctx.emit(f"target_build_command={plan.printable()}")
+        res = await session.run(plan.argv(), env=plan.env(), timeout=BUILD_TIMEOUT, on_line=lambda line, stream: ctx.emit(redact_url(line), stream))
+        if not res.ok:
+            why = "timed out" if res.timed_out else redact_url(res.tail(600))
+            raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{target.id}: build of {image} failed: {why}", service=service.id)
+        inspect = await session.run(["docker", "image", "inspect", "--format", "{{.Id}} {{index .Config.Labels \"" + LABEL_COMMIT + "\"}}", image], timeout=60)
+        image_id, _, label = inspect.stdout.strip().partition(" ")
+        if not inspect.ok or label != service.commit:
+            raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{target.id}: built image {image} is labelled {label or 'nothing'}, expected {service.commit}", service=service.id)
+        ctx.shared["image_id"] = image_id
+        ctx.emit(f"target_build_image={image} {image_id[:19]} unidesk.ai/source-commit={label}")
+    finally:
+        removed = await remove_context(session, target.workDir, root)
+        ctx.shared.pop("context", None)
+        ctx.emit(f"target_build_context_removed={root}" if removed else f"target_build_context_cleanup_failed={root}", "stdout" if removed else "stderr")

@@ -1,0 +1,106 @@
+"""Target-side source: fetch into a per-repository mirror on the target, export one commit.
+
+Runs on the target over SSH, through the step's proxy scope; the operator's tree is never used.
+The mirror lives under `<workDir>/mirrors/`, build contexts under `<workDir>/contexts/` and are
+removed after the build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+import re
+import secrets
+
+from executors.proxy import ProxyScope
+from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.identifiers import is_full_sha, is_repo_url, is_safe_path
+from unidesk_tui.resolve import redact_url
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT = 600.0
+LOCK_WAIT = "600"
+
+
+def mirror_path(work_dir: str, repo: str) -> str:
+    """One bare mirror per repository URL: a readable stem plus a hash of the full URL."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", repo.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))[:40].strip("-.") or "repo"
+    key = hashlib.sha256(repo.encode()).hexdigest()[:12]
+    return posixpath.join(work_dir, "mirrors", f"{stem}-{key}.git")
+
+
+def context_path(work_dir: str, service_id: str, commit: str) -> str:
+    """A fresh directory per build."""
+    return posixpath.join(work_dir, "contexts", f"{service_id}-{commit[:12]}-{secrets.token_hex(4)}")
+
+
+def is_context_path(work_dir: str, path: str) -> bool:
+    """Only what `context_path` made may be removed."""
+    parent = posixpath.join(work_dir, "contexts") + "/"
+    leaf = path[len(parent):]
+    return path.startswith(parent) and bool(leaf) and "/" not in leaf and leaf not in (".", "..") and ".." not in path and is_safe_path(path)
+
+
+def locked(mirror: str, argv: list[str]) -> list[str]:
+    """Serialize work on one mirror between concurrent jobs on the target."""
+    return ["flock", "-w", LOCK_WAIT, f"{mirror}.lock", *argv]
+
+
+async def run_checked(session, ctx, argv: list[str], code: ErrorCode, what: str, *, env=None, timeout=120.0):
+    res = await session.run(argv, env=env, timeout=timeout, on_line=lambda line, stream: ctx.emit(line, stream))
+    if not res.ok:
+        why = "timed out" if res.timed_out else redact_url(res.tail(400))
+        raise UnideskError.of(code, f"{ctx.target.id}: {what} failed: {why}", service=ctx.service.id)
+    return res
+
+
+async def remove_context(session, work_dir: str, path: str) -> bool:
+    if not is_context_path(work_dir, path):
+        log.warning("refusing to remove %s", path)
+        return False
+    res = await session.run(["rm", "-rf", "--", path, f"{path}.tar"], timeout=120)
+    return res.ok
+
+
+async def source_step(ctx) -> None:
+    """Fetch the requested commit on the target and export it with `git archive`."""
+    repo, commit, sid = ctx.service.repo, ctx.service.commit, ctx.service.id
+    if not is_repo_url(repo) or not is_full_sha(commit or ""):
+        raise UnideskError.of(ErrorCode.INVALID_VALUE, f"{sid}: refusing repository {redact_url(repo)!r} / commit {commit!r}", service=sid)
+    scope: ProxyScope = ctx.shared.get("proxy") or ProxyScope(None)
+    work_dir = ctx.target.workDir
+    session = await ctx.session()
+    mirror = mirror_path(work_dir, repo)
+    git_env = {**scope.env(), "GIT_TERMINAL_PROMPT": "0"}
+    ctx.emit(f"target_source_mirror={mirror}")
+    ctx.emit(f"target_source_proxy={scope.describe()}")
+    await run_checked(session, ctx, ["mkdir", "-p", "--", posixpath.dirname(mirror), posixpath.join(work_dir, "contexts")], ErrorCode.BUILD_FAILED, "creating the work directories")
+    probe = await session.run(["git", "--git-dir", mirror, "rev-parse", "--git-dir"], timeout=30)
+    if not probe.ok:
+        await run_checked(session, ctx, locked(mirror, ["git", "init", "--bare", "--quiet", mirror]), ErrorCode.BUILD_FAILED, "creating the mirror")
+    # Branches first (they make reachability visible), then the SHA itself if still absent.
+    fetch = ["git", "--git-dir", mirror, "-c", "credential.interactive=never", "fetch", "--quiet", "--prune", "--no-tags", repo, "+refs/heads/*:refs/heads/*"]
+    await run_checked(session, ctx, locked(mirror, fetch), ErrorCode.REPO_UNREACHABLE, f"fetching {redact_url(repo)}", env=git_env, timeout=FETCH_TIMEOUT)
+    have = await session.run(["git", "--git-dir", mirror, "cat-file", "-e", f"{commit}^{{commit}}"], timeout=30)
+    if not have.ok:
+        fetch_sha = ["git", "--git-dir", mirror, "-c", "credential.interactive=never", "fetch", "--quiet", "--no-tags", repo, commit]
+        await run_checked(session, ctx, locked(mirror, fetch_sha), ErrorCode.COMMIT_NOT_FOUND, f"fetching commit {commit}", env=git_env, timeout=FETCH_TIMEOUT)
+    resolved = await run_checked(session, ctx, ["git", "--git-dir", mirror, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"], ErrorCode.COMMIT_NOT_FOUND, f"resolving {commit}")
+    full = resolved.stdout.strip()
+    if full != commit:
+        raise UnideskError.of(ErrorCode.COMMIT_NOT_FOUND, f"{ctx.target.id}: {commit} resolved to {full!r} on the target", service=sid)
+    ctx.emit(f"target_source_commit={full}")
+    context = context_path(work_dir, sid, full)
+    ctx.shared["context"] = context
+    try:
+        await run_checked(session, ctx, ["mkdir", "--", context], ErrorCode.BUILD_FAILED, "creating the build context")
+        await run_checked(session, ctx, ["git", "--git-dir", mirror, "archive", "--format=tar", "-o", f"{context}.tar", full], ErrorCode.BUILD_FAILED, "git archive")
+        await run_checked(session, ctx, ["tar", "-xf", f"{context}.tar", "-C", context], ErrorCode.BUILD_FAILED, "unpacking the archive")
+        await run_checked(session, ctx, ["rm", "-f", "--", f"{context}.tar"], ErrorCode.BUILD_FAILED, "removing the archive")
+    except UnideskError:
+        await remove_context(session, work_dir, context)
+        ctx.shared.pop("context", None)
+        raise
+    ctx.emit(f"target_build_context={context} (git archive {full[:12]})")

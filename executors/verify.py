@@ -1,0 +1,75 @@
+"""Live verification: the job succeeds only when the runtime proves the requested commit.
+
+Docker services: the running container's image labels, its UNIDESK_DEPLOY_* env and, where the
+service exposes `deploy.commit`, health through the microservice proxy. A healthy old version
+fails with `verification_failed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from executors.base import Verification
+from executors.docker_probe import ComposeRef, container_facts
+from executors.health import read_health
+from executors.stamp import ENV_COMMIT, ENV_REPO, ENV_REQUESTED, ENV_SERVICE, LABEL_COMMIT, LABEL_REPO, LABEL_SERVICE
+from unidesk_tui.errors import ErrorCode, UnideskError
+
+log = logging.getLogger(__name__)
+
+VERIFY_TIMEOUT = 60.0
+VERIFY_INTERVAL = 1.0
+
+
+def check_docker(service, facts, reading, health_expected: bool) -> Verification:
+    """Compare every layer with the requested deploy (pure)."""
+    want = service.commit
+    layers: dict[str, str | None] = {}
+    problems: list[str] = []
+    if facts is None or not facts.running:
+        return Verification(False, {}, "no running container" if facts is None else f"container {facts.name} is {facts.status}")
+    labels, env = facts.image_labels, facts.env
+    layers["image label"] = labels.get(LABEL_COMMIT)
+    layers["env"] = env.get(ENV_COMMIT)
+    expected_pairs = [
+        ("image label unidesk.ai/source-commit", labels.get(LABEL_COMMIT), want),
+        ("image label unidesk.ai/service-id", labels.get(LABEL_SERVICE), service.id),
+        ("image label unidesk.ai/source-repo", labels.get(LABEL_REPO), service.repo),
+        ("env UNIDESK_DEPLOY_COMMIT", env.get(ENV_COMMIT), want),
+        ("env UNIDESK_DEPLOY_SERVICE_ID", env.get(ENV_SERVICE), service.id),
+        ("env UNIDESK_DEPLOY_REPO", env.get(ENV_REPO), service.repo),
+        ("env UNIDESK_DEPLOY_REQUESTED_COMMIT", env.get(ENV_REQUESTED), service.requestedCommit),
+    ]
+    for name, got, expected in expected_pairs:
+        if got != expected:
+            problems.append(f"{name} is {got or 'absent'}, expected {expected}")
+    if health_expected:
+        layers["health"] = reading.commit
+        if reading.commit != want:
+            problems.append(f"health deploy.commit is {reading.commit or 'absent'} ({reading.health}), expected {want}")
+    if problems:
+        return Verification(False, layers, "; ".join(problems))
+    return Verification(True, layers, f"running {want} on {', '.join(layers)}")
+
+
+async def verify_docker(ctx, ref: ComposeRef, health_url: str | None, health_expected: bool, *, timeout: float = VERIFY_TIMEOUT) -> Verification:
+    """Poll until every layer proves the commit or `timeout` passes; raise verification_failed."""
+    session = await ctx.session()
+    docker = await session.docker()
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        facts, reading = await asyncio.gather(container_facts(docker, ref), read_health(health_url))
+        result = check_docker(ctx.service, facts, reading, health_expected)
+        if result.ok:
+            ctx.emit(f"verified: {result.message}" + (f"; health {reading.health}" if reading.url else ""))
+            return result
+        if result.message != last:
+            ctx.emit(f"verification pending: {result.message}")
+            last = result.message
+        if time.monotonic() >= deadline:
+            ctx.emit(f"verification_failed: {result.message}", "stderr")
+            raise UnideskError.of(ErrorCode.VERIFICATION_FAILED, f"{ctx.service.id}: live runtime does not prove {ctx.service.commit}: {result.message}", service=ctx.service.id)
+        await asyncio.sleep(VERIFY_INTERVAL)

@@ -1,0 +1,218 @@
+"""Pure logic of the executors and the target pool: argv building, label parsing, state derivation."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from executors.build import BuildPlan, build_base_image, repo_file
+from executors.compose import ComposeTarget, compose_identity, image_from_config
+from executors.docker_probe import ContainerFacts
+from executors.health import HealthReading, classify
+from executors.k3s import deployment_facts, rollout_status
+from executors.proxy import ProxyScope, probe_argv, scope_for
+from executors.source import context_path, is_context_path, mirror_path
+from executors.stamp import Layer, derive_state, health_commit, parse_env
+from executors.verify import check_docker
+from unidesk_tui.catalog import Microservice, Target
+from unidesk_tui.errors import UnideskError
+from unidesk_tui.plan import DesiredService
+from unidesk_tui.targets import command_line
+
+A = "a" * 40
+B = "b" * 40
+REPO = "http://10.0.0.1/git/sample.git"
+
+
+def svc(**compose) -> DesiredService:
+    ms = Microservice.model_validate(
+        {
+            "id": "backend-core",
+            "repository": {"url": REPO},
+            "deployment": {"mode": "unidesk-direct", "target": "main-server"},
+            "build": {"image": "unidesk-backend-core:main"},
+            **({"compose": compose} if compose else {}),
+        }
+    )
+    return DesiredService("backend-core", REPO, A[:12], ms, "unidesk-direct", "main-server", None, A)
+
+
+def target(role="provider", proxy="http://127.0.0.1:18789") -> Target:
+    return Target.model_validate({"id": "D518", "role": role, "ssh": {"host": "10.0.0.4"}, "egressProxy": proxy})
+
+
+class TestCommandLine:
+    def test_quotes_every_word_and_prefixes_env(self):
+        line = command_line(["git", "fetch", "http://x/a b", "$(rm -rf /)"], env={"HTTP_PROXY": "http://p:1"})
+        assert shlex.split(line) == ["env", "HTTP_PROXY=http://p:1", "git", "fetch", "http://x/a b", "$(rm -rf /)"]
+
+    @pytest.mark.parametrize("bad", ["A B", "-x", "X;Y", "a.b", ""])
+    def test_refuses_bad_env_names(self, bad):
+        with pytest.raises(ValueError):
+            command_line(["true"], env={bad: "1"})
+
+
+class TestDeriveState:
+    def test_all_layers_desired_is_in_sync(self):
+        d = derive_state([Layer("image label", A), Layer("env", A), Layer("health", A)], A)
+        assert (d.state, d.commit) == ("in-sync", A)
+
+    def test_one_old_commit_everywhere_is_drift(self):
+        d = derive_state([Layer("image label", B), Layer("env", B), Layer("health", B)], A)
+        assert (d.state, d.commit) == ("drift", B)
+
+    def test_layers_disagree_is_provenance_mismatch(self):
+        d = derive_state([Layer("image label", A), Layer("env", A), Layer("health", B)], A)
+        assert d.state == "provenance-mismatch" and d.commit is None and "health" in d.message
+
+    def test_silent_expected_layer_blocks_in_sync(self):
+        d = derive_state([Layer("image label", A), Layer("env", A), Layer("health", None, note="unhealthy")], A)
+        assert d.state == "provenance-mismatch" and d.commit == A
+
+    def test_silent_optional_layer_is_fine(self):
+        d = derive_state([Layer("image label", A), Layer("env", A), Layer("health", None, expected=False)], A)
+        assert d.state == "in-sync"
+
+    def test_nothing_proven_is_drift_without_commit(self):
+        d = derive_state([Layer("image label", None), Layer("env", None)], A)
+        assert (d.state, d.commit) == ("drift", None)
+
+
+def test_parse_env_and_health_commit():
+    assert parse_env(["A=1", "B=x=y", "NOEQ", "A=2"]) == {"A": "2", "B": "x=y"}
+    assert health_commit({"deploy": {"commit": A.upper()}}) == A
+    assert health_commit({"deploy": {"commit": "abc"}}) is None
+    assert health_commit("text") is None
+
+
+def test_health_classification():
+    assert classify(200, {"status": "ok"}) == "healthy"
+    assert classify(200, {"status": "degraded"}) == "unhealthy"
+    assert classify(502, {"error": "x"}) == "unhealthy"
+    assert classify(204, "") == "healthy"
+
+
+class TestK3s:
+    DEP = {
+        "metadata": {"generation": 2, "annotations": {"UNIDESK_DEPLOY_COMMIT": A, "other": "x"}},
+        "spec": {"replicas": 1, "template": {"metadata": {"annotations": {"unidesk.ai/deploy-repo": REPO}}, "spec": {"containers": [{"name": "c", "image": "img:1", "env": [{"name": "UNIDESK_DEPLOY_COMMIT", "value": A}, {"name": "X", "value": "1"}]}]}}},
+        "status": {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
+    }
+
+    def test_facts(self):
+        facts = deployment_facts(self.DEP)
+        assert facts["annotations"] == {"UNIDESK_DEPLOY_COMMIT": A, "UNIDESK_DEPLOY_REPO": REPO}
+        assert facts["env"] == {"UNIDESK_DEPLOY_COMMIT": A}
+        assert facts["images"] == ["img:1"] and facts["rollout"]["complete"]
+
+    def test_rollout_incomplete_when_generation_not_observed(self):
+        dep = {**self.DEP, "status": {**self.DEP["status"], "observedGeneration": 1}}
+        assert not rollout_status(dep)["complete"]
+
+
+class TestProxy:
+    def test_provider_uses_egress_and_build_args(self):
+        scope = scope_for(target(), requires_proxy=False)
+        assert scope.describe() == "provider-gateway-ws-egress:http://127.0.0.1:18789"
+        assert scope.env()["HTTPS_PROXY"] == "http://127.0.0.1:18789"
+        assert scope.build_args()[:2] == ["--build-arg", "HTTP_PROXY=http://127.0.0.1:18789"]
+
+    def test_main_server_direct_unless_required(self):
+        assert scope_for(target("main", None), requires_proxy=False).direct
+        with pytest.raises(UnideskError) as exc:
+            scope_for(target("main", None), requires_proxy=True)
+        assert exc.value.problems[0].code == "proxy_probe_failed"
+
+    def test_provider_without_proxy_never_falls_back(self):
+        with pytest.raises(UnideskError):
+            scope_for(target("provider", None), requires_proxy=False)
+
+    def test_probe_refuses_option_like_repo(self):
+        with pytest.raises(UnideskError):
+            probe_argv("--upload-pack=evil")
+
+    def test_credentials_redacted(self):
+        assert "secret" not in ProxyScope("http://user:secret@127.0.0.1:1").describe()
+
+
+class TestSourcePaths:
+    def test_mirror_per_repo(self):
+        a, b = mirror_path("/w", REPO), mirror_path("/w", REPO + "x")
+        assert a.startswith("/w/mirrors/sample-") and a.endswith(".git") and a != b
+
+    def test_context_paths_are_fresh_and_removable_only_under_contexts(self):
+        c1, c2 = context_path("/w", "svc", A), context_path("/w", "svc", A)
+        assert c1 != c2 and is_context_path("/w", c1)
+        assert not is_context_path("/w", "/w/contexts/../etc")
+        assert not is_context_path("/w", "/w/mirrors/x")
+        assert not is_context_path("/w", "/w/contexts/")
+
+
+class TestBuildPlan:
+    def plan(self, **kw) -> BuildPlan:
+        base = dict(image="img:main", context_dir="/c/.", dockerfile="/c/Dockerfile", labels={"unidesk.ai/source-commit": A}, buildx=False, network_host=True, cache_from="img:main", base_arg=("BASE", "img:main-build-base"), proxy=ProxyScope("http://127.0.0.1:18789"))
+        base.update(kw)
+        return BuildPlan(**base)
+
+    def test_builtin_buildkit(self):
+        argv = self.plan().argv()
+        assert argv[:4] == ["docker", "build", "--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+        assert ["--cache-from", "img:main"] == argv[4:6] and "--network" in argv
+        assert "BASE=img:main-build-base" in argv and "HTTPS_PROXY=http://127.0.0.1:18789" in argv
+        assert "unidesk.ai/source-commit=" + A in argv and argv[-2:] == ["--", "/c/."]
+        assert self.plan().env() == {"DOCKER_BUILDKIT": "1"}
+
+    def test_buildx_inline_cache_no_cache_from(self):
+        argv = self.plan(buildx=True, cache_from=None, network_host=False, base_arg=None, proxy=ProxyScope(None)).argv()
+        assert argv[:6] == ["docker", "buildx", "build", "--load", "--cache-to", "type=inline"]
+        assert "--cache-from" not in argv and "--network" not in argv and not any("PROXY" in a for a in argv)
+        assert self.plan(buildx=True).env() == {}
+
+    def test_build_base_and_repo_file(self):
+        assert build_base_image("x:main") == "x:main-build-base"
+        assert repo_file("/c", "sub/Dockerfile") == "/c/sub/Dockerfile"
+        assert repo_file("/c", ".") == "/c"
+        with pytest.raises(UnideskError):
+            repo_file("/c", "../etc/passwd")
+
+
+class TestCompose:
+    LABELS = {"com.docker.compose.project": "prov", "com.docker.compose.service": "web", "com.docker.compose.project.config_files": "/srv/a.yml,/srv/b.yml", "com.docker.compose.project.working_dir": "/srv"}
+
+    def test_catalog_project_wins_on_main(self):
+        s = svc(project="unidesk", service="backend-core", file="/etc/unidesk/compose.yml")
+        assert compose_identity(s, self.LABELS) == ("unidesk", "backend-core", ("/etc/unidesk/compose.yml",), "/srv")
+
+    def test_provider_reads_labels(self):
+        assert compose_identity(svc(), self.LABELS) == ("prov", "web", ("/srv/a.yml", "/srv/b.yml"), "/srv")
+
+    def test_never_guessed(self):
+        with pytest.raises(UnideskError) as exc:
+            compose_identity(svc(), None)
+        assert exc.value.problems[0].code == "rollout_failed"
+
+    def test_argv(self):
+        t = ComposeTarget(("docker-compose",), "p", "s", ("/f.yml",), "/w", "img")
+        assert t.up_argv() == ["docker-compose", "-p", "p", "--project-directory", "/w", "-f", "/f.yml", "up", "-d", "--no-build", "--no-deps", "--force-recreate", "s"]
+
+    def test_image_from_config(self):
+        assert image_from_config("services:\n  web:\n    image: x:1\n", "web") == "x:1"
+        assert image_from_config("services:\n  web: {}\n", "web") is None
+        assert image_from_config(":\n- [", "web") is None
+
+
+class TestCheckDocker:
+    def facts(self, label=A, env_commit=A) -> ContainerFacts:
+        return ContainerFacts("id", "c", True, "running", "img", "sha256:x", {}, {"unidesk.ai/source-commit": label, "unidesk.ai/service-id": "backend-core", "unidesk.ai/source-repo": REPO}, {"UNIDESK_DEPLOY_COMMIT": env_commit, "UNIDESK_DEPLOY_SERVICE_ID": "backend-core", "UNIDESK_DEPLOY_REPO": REPO, "UNIDESK_DEPLOY_REQUESTED_COMMIT": A[:12]})
+
+    def test_all_layers_prove_commit(self):
+        assert check_docker(svc(), self.facts(), HealthReading("healthy", "u", 200, {}, A), True).ok
+
+    def test_healthy_old_version_fails(self):
+        v = check_docker(svc(), self.facts(B, B), HealthReading("healthy", "u", 200, {}, B), True)
+        assert not v.ok and "expected " + A in v.message
+
+    def test_health_must_report_when_exposed(self):
+        assert not check_docker(svc(), self.facts(), HealthReading("unhealthy", "u", 502), True).ok
+        assert check_docker(svc(), self.facts(), HealthReading("unhealthy", "u", 502), False).ok

@@ -1,0 +1,258 @@
+"""The target pool: one verified SSH connection per host per command, and what rides on it.
+
+A `TargetSession` gives the probes and the job worker three ways onto a target:
+
+- `run(argv, env=…, timeout=…, on_line=…)`: a remote command. `argv` is joined with shlex.join;
+  `env` becomes an `env VAR=val …` prefix of that one command, so no variable outlives it and
+  nothing is written to a shell profile.
+- `docker()`: an aiodocker client over an SSH-forwarded Docker socket (targets[].docker.socket).
+- `kube()`: a kubernetes-asyncio ApiClient over an SSH-forwarded port to the node's API server,
+  configured from the kubeconfig read *from the node* at targets[].k3s.kubeconfig.
+
+Host keys are always verified against ssh.knownHosts (or the user's default known_hosts files);
+connecting is bounded by `connect_timeout` so one dead host never stalls the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncssh
+
+from unidesk_tui.catalog import Catalog, Target
+from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.identifiers import is_plain_name
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0
+LineCallback = Callable[[str, str], None]  # (line, "stdout" | "stderr")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one remote command."""
+
+    argv: tuple[str, ...]
+    returncode: int | None  # None when it timed out or the channel died
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def tail(self, limit: int = 800) -> str:
+        """The last bytes of stderr (or stdout) for an error message."""
+        text = (self.stderr.strip() or self.stdout.strip())
+        return text[-limit:]
+
+
+def command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """The exact remote command: `env K=V … argv…`, every word quoted with shlex.join."""
+    words = [str(a) for a in argv]
+    if not words:
+        raise ValueError("empty command")
+    if env:
+        for key in env:
+            if not is_plain_name(key) or "=" in key or "." in key:
+                raise ValueError(f"invalid environment variable name {key!r}")
+        words = ["env", *(f"{k}={v}" for k, v in env.items()), *words]
+    return shlex.join(words)
+
+
+def unreachable(target: Target, why: str) -> UnideskError:
+    return UnideskError.of(ErrorCode.TARGET_UNREACHABLE, f"target {target.id} ({target.ssh.host}:{target.ssh.port}) unreachable: {why}")
+
+
+class TargetSession:
+    """One open SSH connection to a target, plus the tunnels opened over it."""
+
+    def __init__(self, target: Target, conn: asyncssh.SSHClientConnection) -> None:
+        self.target = target
+        self.conn = conn
+        self._docker: Any = None
+        self._kube: Any = None
+        self._listeners: list[asyncssh.SSHListener] = []
+        self._tmpdirs: list[tempfile.TemporaryDirectory] = []
+        self._lock = asyncio.Lock()
+
+    # -- commands ------------------------------------------------------------------------------
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = 120.0,
+        on_line: LineCallback | None = None,
+        input: str | None = None,
+    ) -> RunResult:
+        """Run one command on the target; stream its lines to `on_line` as they arrive."""
+        cmd = command_line(argv, env)
+        out: list[str] = []
+        err: list[str] = []
+        try:
+            proc = await self.conn.create_process(cmd, encoding="utf-8", errors="replace")
+        except (OSError, asyncssh.Error) as exc:
+            raise unreachable(self.target, f"cannot open a channel: {exc}") from None
+
+        async def pump(reader, sink: list[str], stream: str) -> None:
+            async for line in reader:
+                sink.append(line)
+                if on_line is not None:
+                    on_line(line.rstrip("\n"), stream)
+
+        async def whole() -> int | None:
+            if input is not None:
+                proc.stdin.write(input)
+            proc.stdin.write_eof()
+            await asyncio.gather(pump(proc.stdout, out, "stdout"), pump(proc.stderr, err, "stderr"))
+            result = await proc.wait()
+            return result.exit_status
+
+        try:
+            rc = await asyncio.wait_for(whole(), timeout)
+            timed_out = False
+        except asyncio.TimeoutError:
+            proc.close()
+            rc, timed_out = None, True
+        return RunResult(tuple(str(a) for a in argv), rc, "".join(out), "".join(err), timed_out)
+
+    async def read_file(self, path: str, timeout: float = 15.0) -> str:
+        res = await self.run(["cat", "--", path], timeout=timeout)
+        if not res.ok:
+            raise UnideskError.of(ErrorCode.PROBE_FAILED, f"{self.target.id}: cannot read {path}: {res.tail(200)}")
+        return res.stdout
+
+    # -- docker --------------------------------------------------------------------------------
+    async def docker(self):
+        """aiodocker client for the target's daemon, over an SSH-forwarded socket (cached)."""
+        async with self._lock:
+            if self._docker is None:
+                import aiodocker
+
+                listener = await self.conn.forward_local_port_to_path("127.0.0.1", 0, self.target.docker.socket)
+                self._listeners.append(listener)
+                self._docker = aiodocker.Docker(url=f"tcp://127.0.0.1:{listener.get_port()}")
+            return self._docker
+
+    # -- kubernetes ----------------------------------------------------------------------------
+    async def kube(self):
+        """kubernetes-asyncio ApiClient for the node's API server (cached).
+
+        The kubeconfig is read from the node; its server address (loopback on the node) is
+        reached through a local port forwarded over this SSH connection.
+        """
+        async with self._lock:
+            if self._kube is None:
+                self._kube = await self._open_kube()
+            return self._kube
+
+    async def _open_kube(self):
+        import yaml
+        from kubernetes_asyncio.client import ApiClient, Configuration
+        from kubernetes_asyncio.config.kube_config import load_kube_config_from_dict
+
+        if self.target.k3s is None:
+            raise UnideskError.of(ErrorCode.PROBE_FAILED, f"target {self.target.id} has no k3s node configured")
+        text = await self.read_file(self.target.k3s.kubeconfig)
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UnideskError.of(ErrorCode.PROBE_FAILED, f"{self.target.id}: kubeconfig is not YAML: {exc}") from None
+        cfg = type.__call__(Configuration)
+        tmp = tempfile.TemporaryDirectory(prefix="unidesk-kube-")
+        self._tmpdirs.append(tmp)
+        await load_kube_config_from_dict(doc, client_configuration=cfg, temp_file_path=tmp.name)
+        server = urlsplit(cfg.host)
+        remote_host = server.hostname or "127.0.0.1"
+        remote_port = server.port or (443 if server.scheme == "https" else 80)
+        listener = await self.conn.forward_local_port("127.0.0.1", 0, remote_host, remote_port)
+        self._listeners.append(listener)
+        cfg.host = urlunsplit((server.scheme, f"127.0.0.1:{listener.get_port()}", server.path, "", ""))
+        if server.scheme == "https" and remote_host not in ("127.0.0.1", "localhost"):
+            cfg.tls_server_name = remote_host  # the certificate names the node, not our tunnel
+        return ApiClient(configuration=cfg)
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+        if self._kube is not None:
+            await self._kube.close()
+        for listener in self._listeners:
+            listener.close()
+        self.conn.close()
+        try:
+            await asyncio.wait_for(self.conn.wait_closed(), 2)
+        except (asyncio.TimeoutError, OSError, asyncssh.Error):
+            pass
+        for tmp in self._tmpdirs:
+            tmp.cleanup()
+
+
+class TargetPool:
+    """Opens at most one SSH connection per target and shares it; `close()` ends them all."""
+
+    def __init__(self, catalog: Catalog, *, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        self.catalog = catalog
+        self.connect_timeout = connect_timeout
+        self._sessions: dict[str, asyncio.Task[TargetSession]] = {}
+
+    async def session(self, target_id: str) -> TargetSession:
+        """The open session to `target_id`; raises UnideskError(target_unreachable)."""
+        task = self._sessions.get(target_id)
+        if task is None:
+            task = asyncio.ensure_future(self._connect(self.catalog.target(target_id)))
+            self._sessions[target_id] = task
+        return await asyncio.shield(task)
+
+    async def _connect(self, target: Target) -> TargetSession:
+        ssh = target.ssh
+        options: dict[str, Any] = {
+            "port": ssh.port,
+            "username": ssh.user,
+            # Host keys are always verified: the configured file, else the default known_hosts.
+            "known_hosts": ssh.knownHosts if ssh.knownHosts else (),
+            "connect_timeout": self.connect_timeout,
+            "agent_path": None,
+            "keepalive_interval": 15,
+        }
+        if ssh.identityFile:
+            options["client_keys"] = [ssh.identityFile]
+        try:
+            conn = await asyncio.wait_for(asyncssh.connect(ssh.host, **options), self.connect_timeout + 1)
+        except asyncio.TimeoutError:
+            raise unreachable(target, f"no answer within {self.connect_timeout:g} s") from None
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise unreachable(target, f"host key not verifiable: {exc}") from None
+        except (OSError, asyncssh.Error) as exc:
+            raise unreachable(target, str(exc) or type(exc).__name__) from None
+        log.debug("connected to %s", target.id)
+        return TargetSession(target, conn)
+
+    async def close(self) -> None:
+        tasks = list(self._sessions.values())
+        self._sessions.clear()
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        for task in tasks:
+            try:
+                session = await task
+            except (asyncio.CancelledError, Exception):
+                continue
+            await session.close()
+
+    async def __aenter__(self) -> TargetPool:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
