@@ -1,0 +1,103 @@
+"""Lab fixture: run the compose services at the sample repo's OLD commit, so `deploy check` has drift.
+
+For each compose service: `git archive <old>` of the lab remote's bare repo is the build context of
+a BuildKit `docker build` on the service's own host (its dockerd socket), stamped with the four
+`unidesk.ai/*` labels; then `docker-compose up -d` with the UNIDESK_DEPLOY_* environment, and the
+health answer through the microservice proxy must report the old commit. This is fixture code,
+not the product's apply path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from unidesk_tui.lab import sample
+from unidesk_tui.lab.daemon import LabError
+from unidesk_tui.lab.layout import HOSTS, Layout
+
+log = logging.getLogger(__name__)
+
+DOCKER = "/usr/bin/docker"  # Debian's 20.10 client: BuildKit without the buildx plugin
+COMPOSE = "/usr/bin/docker-compose"
+
+
+def _run(argv: list[str], env: dict[str, str], input: bytes | None = None, what: str = "") -> None:
+    proc = subprocess.run(argv, input=input, capture_output=True, env={**os.environ, **env})
+    if proc.returncode != 0:
+        out = (proc.stdout + proc.stderr).decode(errors="replace").strip().splitlines()[-15:]
+        raise LabError(f"seed: {what} failed (exit {proc.returncode}):\n" + "\n".join(out))
+
+
+def labels(service_id: str, repo: str, commit: str, dockerfile: str = "Dockerfile") -> dict[str, str]:
+    return {
+        "unidesk.ai/service-id": service_id,
+        "unidesk.ai/source-repo": repo,
+        "unidesk.ai/source-commit": commit,
+        "unidesk.ai/dockerfile": dockerfile,
+    }
+
+
+def build_image(lay: Layout, host: str, service: dict, repo: str, commit: str) -> None:
+    """BuildKit build of `commit` on `host`, context = `git archive` of the commit."""
+    archive = subprocess.run(["git", "-C", str(lay.git_root / f"{sample.SAMPLE_REPO}.git"), "archive", "--format=tar", commit], capture_output=True, check=True).stdout
+    argv = [DOCKER, "build", "--network", "host", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", service["image"], "-f", "Dockerfile"]
+    for key, value in labels(service["id"], repo, commit).items():
+        argv += ["--label", f"{key}={value}"]
+    argv.append("-")
+    env = {"DOCKER_HOST": f"unix://{lay.docker_socket(host)}", "DOCKER_BUILDKIT": "1"}
+    _run(argv, env, input=archive, what=f"{host}: docker build of {service['id']} at {commit[:12]}")
+
+
+def compose_up(lay: Layout, host: str, service: dict, repo: str, commit: str) -> None:
+    env = {
+        "DOCKER_HOST": f"unix://{lay.docker_socket(host)}",
+        "UNIDESK_DEPLOY_REPO": repo,
+        "UNIDESK_DEPLOY_COMMIT": commit,
+        "UNIDESK_DEPLOY_REQUESTED_COMMIT": commit,
+    }
+    argv = [COMPOSE, "-p", sample.COMPOSE_PROJECT, "-f", str(lay.compose_file(host)), "up", "-d", "--no-build", "--no-deps", "--force-recreate", service["id"]]
+    _run(argv, env, what=f"{host}: compose up {service['id']}")
+
+
+def health_commit(lay: Layout, service_id: str) -> str | None:
+    url = f"{lay.msproxy_url}/api/microservices/{service_id}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return json.loads(resp.read()).get("deploy", {}).get("commit")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _seed_host(lay: Layout, host: str, repo: str, commit: str) -> list[str]:
+    done = []
+    for service in sample.compose_services(host):
+        build_image(lay, host, service, repo, commit)
+        compose_up(lay, host, service, repo, commit)
+        done.append(service["id"])
+    return done
+
+
+def run(lay: Layout) -> dict:
+    """Deploy every compose service at the OLD commit and wait until its health reports it."""
+    content = sample.content(lay) or sample.ensure(lay)
+    repo, old = content["sampleRepo"], content["old"]
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(HOSTS)) as pool:
+        seeded = [sid for ids in pool.map(lambda h: _seed_host(lay, h, repo, old), HOSTS) for sid in ids]
+    deadline = time.monotonic() + 20
+    pending = set(seeded)
+    while pending and time.monotonic() < deadline:
+        pending = {sid for sid in pending if health_commit(lay, sid) != old}
+        if pending:
+            time.sleep(0.2)
+    if pending:
+        raise LabError(f"seed: health of {sorted(pending)} does not report {old[:12]} through {lay.msproxy_url}")
+    log.info("seeded %s at %s in %.1fs", seeded, old[:12], time.monotonic() - started)
+    return {"commit": old, "services": seeded}
