@@ -1,0 +1,70 @@
+"""`dev-env validate`: the example dev manifests pass; each guardrail catches its violation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from unidesk_tui.devenv import CODE_QUEUE, CORE, DEV_DIR, FOUNDATION, validate_manifest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "unidesk"
+
+
+def mutate(tmp_path: Path, name: str, change) -> Path:
+    docs = list(yaml.safe_load_all((EXAMPLE / DEV_DIR / name).read_text()))
+    change([d for d in docs if d])
+    out = tmp_path / name
+    out.write_text(yaml.safe_dump_all([d for d in docs if d]))
+    return out
+
+
+def by(docs, kind, name):
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def messages(path: Path) -> list[str]:
+    return [p.message for p in validate_manifest(path).problems]
+
+
+def test_example_dev_manifests_pass_through_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(EXAMPLE), "dev-env", "validate"],
+                          capture_output=True, text=True, timeout=60)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and doc["ok"], doc["errors"]
+    assert [Path(m["path"]).name for m in doc["manifests"]] == [FOUNDATION, CORE, CODE_QUEUE]
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "expect"),
+    [
+        (CORE, lambda d: by(d, "Deployment", "backend-core-dev")["metadata"].update(namespace="unidesk"), "only in unidesk-dev"),
+        (CORE, lambda d: d.append({"kind": "Deployment", "metadata": {"name": "backend-core", "namespace": "unidesk-dev"}, "spec": {}}),
+         "not one of the objects"),
+        (CORE, lambda d: by(d, "Deployment", "frontend-dev")["spec"]["template"]["spec"]["containers"][0]["env"].__setitem__(
+            0, {"name": "CORE_INTERNAL_URL", "value": "http://backend-core.unidesk.svc.cluster.local:8080"}), "CORE_INTERNAL_URL"),
+        (CORE, lambda d: by(d, "Service", "frontend-dev")["spec"].update(type="NodePort"), "ClusterIP"),
+        (CODE_QUEUE, lambda d: by(d, "Deployment", "code-queue-read-dev")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].pop("cpu"),
+         "CPU and memory limits"),
+        (CODE_QUEUE, lambda d: by(d, "Deployment", "code-queue-scheduler-dev")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].update(memory="8Gi"),
+         "5Gi memory limit"),
+        (CODE_QUEUE, lambda d: by(d, "Deployment", "code-queue-write-dev")["spec"]["template"]["spec"]["containers"][0]["env"].append(
+            {"name": "EGRESS", "value": "http://d601-tcp-egress-gateway:1080"}), "production route"),
+        (FOUNDATION, lambda d: by(d, "StatefulSet", "postgres-dev")["spec"]["template"]["spec"]["containers"][0]["env"].append(
+            {"name": "DATABASE_URL", "value": "postgres://db:5432/unidesk"}), "unidesk_dev"),
+        (FOUNDATION, lambda d: by(d, "Namespace", "unidesk-dev")["metadata"].update(name="unidesk"), "only the unidesk-dev namespace"),
+    ],
+)
+def test_each_guardrail(tmp_path, name, change, expect):
+    got = messages(mutate(tmp_path, name, change))
+    assert any(expect in m for m in got), got
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    bad = tmp_path / CORE
+    bad.write_text("kind: Deployment\nmetadata: {name: x\n")
+    assert "line" in messages(bad)[0]
