@@ -72,12 +72,15 @@ def _refuse(service: DesiredService, message: str) -> UnideskError:
     return UnideskError.of(ErrorCode.ROLLOUT_FAILED, f"{service.id}: {message}", service=service.id)
 
 
-def compose_identity(service: DesiredService, labels: dict[str, str] | None) -> tuple[str, str, tuple[str, ...], str]:
-    """(project, service, files, working dir): the catalog's fixed project on the main server,
-    otherwise what the running container's compose labels say; never guessed."""
+def compose_identity(service: DesiredService, labels: dict[str, str] | None, *, provider: bool = False) -> tuple[str, str, tuple[str, ...], str]:
+    """(project, service, files, working dir), never guessed: on the main server the catalog's
+    fixed project; on a provider what the running container's compose labels say (the catalog's
+    declaration only when no container runs yet)."""
     ms = service.microservice
     declared = ms.compose if ms else None
     labels = labels or {}
+    if provider and labels.get(COMPOSE_PROJECT) and labels.get(COMPOSE_FILES):
+        declared = None
     project = (declared.project if declared else None) or labels.get(COMPOSE_PROJECT)
     name = (declared.service if declared else None) or labels.get(COMPOSE_SERVICE)
     if declared and declared.file:
@@ -122,7 +125,7 @@ async def resolve_step(ctx) -> None:
     session = await ctx.session()
     docker = await session.docker()
     facts = await container_facts(docker, compose_ref(service))
-    project, name, files, workdir = compose_identity(service, facts.labels if facts else None)
+    project, name, files, workdir = compose_identity(service, facts.labels if facts else None, provider=ctx.target.role == "provider")
     command = await compose_command(session)
     env = deploy_env(service.id, service.repo, service.commit, service.requestedCommit)
     probe = ComposeTarget(command, project, name, files, workdir, "")

@@ -186,6 +186,9 @@ class TestCompose:
 
     def test_provider_reads_labels(self):
         assert compose_identity(svc(), self.LABELS) == ("prov", "web", ("/srv/a.yml", "/srv/b.yml"), "/srv")
+        declared = svc(project="unidesk", service="backend-core", file="/etc/c.yml")
+        assert compose_identity(declared, self.LABELS, provider=True)[0] == "prov"
+        assert compose_identity(declared, None, provider=True)[0] == "unidesk"
 
     def test_never_guessed(self):
         with pytest.raises(UnideskError) as exc:
