@@ -16,15 +16,20 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "unidesk"
 
 
 def mutate(tmp_path: Path, name: str, change) -> Path:
-    docs = list(yaml.safe_load_all((EXAMPLE / DEV_DIR / name).read_text()))
-    change([d for d in docs if d])
+    docs = [d for d in yaml.safe_load_all((EXAMPLE / DEV_DIR / name).read_text()) if d]
+    change(docs)
     out = tmp_path / name
-    out.write_text(yaml.safe_dump_all([d for d in docs if d]))
+    out.write_text(yaml.safe_dump_all(docs))
     return out
 
 
 def by(docs, kind, name):
     return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def set_env(obj, name, value):
+    env = obj["spec"]["template"]["spec"]["containers"][0]["env"]
+    next(e for e in env if e["name"] == name)["value"] = value
 
 
 def messages(path: Path) -> list[str]:
@@ -45,8 +50,8 @@ def test_example_dev_manifests_pass_through_the_cli():
         (CORE, lambda d: by(d, "Deployment", "backend-core-dev")["metadata"].update(namespace="unidesk"), "only in unidesk-dev"),
         (CORE, lambda d: d.append({"kind": "Deployment", "metadata": {"name": "backend-core", "namespace": "unidesk-dev"}, "spec": {}}),
          "not one of the objects"),
-        (CORE, lambda d: by(d, "Deployment", "frontend-dev")["spec"]["template"]["spec"]["containers"][0]["env"].__setitem__(
-            0, {"name": "CORE_INTERNAL_URL", "value": "http://backend-core.unidesk.svc.cluster.local:8080"}), "CORE_INTERNAL_URL"),
+        (CORE, lambda d: set_env(by(d, "Deployment", "frontend-dev"), "CORE_INTERNAL_URL", "http://backend-core.unidesk.svc.cluster.local:8080"),
+         "CORE_INTERNAL_URL"),
         (CORE, lambda d: by(d, "Service", "frontend-dev")["spec"].update(type="NodePort"), "ClusterIP"),
         (CODE_QUEUE, lambda d: by(d, "Deployment", "code-queue-read-dev")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].pop("cpu"),
          "CPU and memory limits"),
