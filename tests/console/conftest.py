@@ -1,0 +1,194 @@
+"""Console test fixtures: a real git workspace at a fixed path (so SHAs and snapshots are stable),
+recorded job directories written through the real jobs.py API, and top-level SVG snapshots."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_textual_snapshot
+from syrupy.extensions.single_file import SingleFileSnapshotExtension
+
+from tests.conftest import commit_file, git
+from unidesk_tui import jobs
+from unidesk_tui.documents import ErrorItem, FileSourceDoc, JobRecord, JobResult, StepRecord
+from unidesk_tui.workspace import Workspace
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SNAPSHOTS = REPO_ROOT / "snapshots"
+# Fixed: the manifest blob (it holds the repo URL) and so every SHA on screen stays the same.
+FIXTURE_ROOT = Path("/tmp/unidesk-console-fixture")
+FIXED_NOW = 1_795_766_400.0  # 2026-11-27 04:00:00 UTC: the console's injected clock
+SIZE = (120, 36)
+DATE = "1795700000 +0000"
+
+
+class TopLevelSVGExtension(pytest_textual_snapshot.SVGImageExtension):
+    """Store console snapshots in the repository's top-level snapshots/ folder."""
+
+    @classmethod
+    def dirname(cls, *, test_location) -> str:
+        return str(SNAPSHOTS / test_location.basename)
+
+
+@pytest.fixture(autouse=True)
+def _snapshots_in_top_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    # snap_compare looks the extension class up at call time.
+    monkeypatch.setattr(pytest_textual_snapshot, "SVGImageExtension", TopLevelSVGExtension)
+    assert issubclass(TopLevelSVGExtension, SingleFileSnapshotExtension)
+
+
+@dataclass
+class ConsoleWorld:
+    root: Path
+    workspace: Path
+    state_dir: Path
+    service_url: str
+    commits: list[str]  # pushed to the service remote, oldest first
+    ports: dict[str, int]  # target id -> ssh port on 127.0.0.1 (nothing listens: unreachable)
+
+    def ws(self) -> Workspace:
+        return Workspace.at(self.workspace, self.state_dir)
+
+
+def catalog(service_url: str, ports: dict[str, int], known_hosts: str) -> dict:
+    def ssh(target: str) -> dict:
+        return {"host": "127.0.0.1", "port": ports[target], "user": "root", "knownHosts": known_hosts}
+
+    build = {"dockerfile": "Dockerfile", "context": ".", "image": "unidesk-sample:main"}
+    return {
+        "targets": [
+            {"id": "main-server", "role": "main", "ssh": ssh("main-server")},
+            {"id": "D601", "role": "provider", "ssh": ssh("D601"), "providerId": "D601", "egressProxy": "http://127.0.0.1:18789", "k3s": {}},
+        ],
+        "environments": {
+            "dev": {"namespace": "unidesk-dev", "providerId": "D601-dev", "target": "D601",
+                    "database": {"host": "postgres-dev.unidesk-dev.svc.cluster.local", "port": 5432, "name": "unidesk_dev"},
+                    "applyEnabled": ["backend-core", "frontend", "code-queue"]},
+            "prod": {"namespace": "unidesk", "providerId": "D601", "target": "D601",
+                     "database": {"host": "postgres.unidesk.svc.cluster.local", "port": 5432, "name": "unidesk"}},
+        },
+        "microservices": [
+            {"id": "backend-core", "repository": {"url": service_url}, "build": build,
+             "deployment": {"mode": "unidesk-direct", "target": "main-server"},
+             "compose": {"project": "unidesk", "service": "backend-core"}},
+            {"id": "frontend", "repository": {"url": service_url}, "build": build,
+             "deployment": {"mode": "unidesk-direct", "target": "main-server"},
+             "compose": {"project": "unidesk", "service": "frontend"}},
+            {"id": "code-queue", "repository": {"url": service_url}, "build": build,
+             "deployment": {"mode": "k3sctl-managed", "target": "D601"},
+             "k8s": {"manifest": "k3s/code-queue.k8s.yaml", "namespace": "unidesk", "deployments": ["code-queue"]}},
+            {"id": "code-queue-mgr", "repository": {"url": service_url}, "build": build,
+             "deployment": {"mode": "internal-sidecar", "target": "main-server"},
+             "compose": {"project": "unidesk", "service": "code-queue-mgr"}},
+            {"id": "node-exporter", "image": "docker.io/prom/node-exporter:v1.8.0",
+             "deployment": {"mode": "unidesk-direct", "target": "main-server"}},
+        ],
+    }
+
+
+def _env_branch(ws: Path, environment: str, text: str) -> str:
+    blob = git(ws, "hash-object", "-w", "--stdin", input=text.encode())
+    tree = git(ws, "mktree", input=f"100644 blob {blob}\tdeploy.json\n".encode())
+    sha = git(ws, "commit-tree", tree, "-m", f"{environment}: desired state", env={"GIT_AUTHOR_DATE": DATE, "GIT_COMMITTER_DATE": DATE})
+    git(ws, "push", "-q", "--force", "origin", f"{sha}:refs/heads/deploy/{environment}")
+    return sha
+
+
+def build_world(root: Path = FIXTURE_ROOT) -> ConsoleWorld:
+    shutil.rmtree(root, ignore_errors=True)
+    remote = root / "remote"
+    remote.mkdir(parents=True)
+    svc_bare = remote / "sample-service.git"
+    git(remote, "init", "-q", "--bare", str(svc_bare))
+    clone = root / "sample-service"
+    git(root, "clone", "-q", str(svc_bare), str(clone))
+    commits = [commit_file(clone, "Dockerfile", f"FROM scratch\n# v{i}\n", f"v{i}", date=f"{1_700_000_000 + i} +0000") for i in range(3)]
+    git(clone, "push", "-q", "origin", "HEAD:refs/heads/main")
+    url = f"file://{svc_bare}"
+
+    ws_bare = remote / "unidesk.git"
+    git(remote, "init", "-q", "--bare", str(ws_bare))
+    ws = root / "workspace"
+    git(root, "clone", "-q", str(ws_bare), str(ws))
+    ports = {"main-server": 1, "D601": 3}  # nothing listens: connection refused, at once
+    known = root / "known_hosts"
+    known.write_text("")
+    (ws / "config.json").write_text(json.dumps(catalog(url, ports, str(known)), indent=2))
+
+    def manifest(entries: list[tuple[str, str]], environment: str | None = None) -> str:
+        doc: dict = {"schemaVersion": 1}
+        if environment:
+            doc["environment"] = environment
+        doc["services"] = [{"id": sid, "repo": url, "commitId": sha} for sid, sha in entries]
+        return json.dumps(doc, indent=2) + "\n"
+
+    local = [("backend-core", commits[2][:7]), ("frontend", commits[1]), ("code-queue", commits[2][:10]), ("code-queue-mgr", commits[0][:8]), ("node-exporter", commits[0][:7])]
+    (ws / "deploy.json").write_text(manifest(local))
+    git(ws, "add", "config.json", "deploy.json")
+    git(ws, "commit", "-q", "-m", "workspace", env={"GIT_AUTHOR_DATE": DATE, "GIT_COMMITTER_DATE": DATE})
+    git(ws, "push", "-q", "origin", "HEAD:refs/heads/master")
+    _env_branch(ws, "dev", manifest([("backend-core", commits[2][:7]), ("frontend", commits[2][:7]), ("code-queue", commits[1][:7]), ("code-queue-mgr", commits[1][:7])], "dev"))
+    _env_branch(ws, "prod", manifest([("backend-core", commits[1][:7]), ("frontend", commits[1][:7]), ("code-queue", commits[0][:7])], "prod"))
+    return ConsoleWorld(root, ws, root / "state", url, commits, ports)
+
+
+@pytest.fixture
+def world() -> ConsoleWorld:
+    return build_world()
+
+
+# -- recorded jobs, written through the real job store -------------------------------------------
+
+def iso(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def record_job(
+    state_dir: Path,
+    job_id: str,
+    *,
+    status: str,
+    services: list[str],
+    steps: list[StepRecord],
+    events: list[tuple[str | None, str | None, str, str]],
+    result: JobResult | None = None,
+    environment: str = "file",
+    workspace: Path,
+    alive: bool = False,
+) -> JobRecord:
+    """Write job.json and events.jsonl with jobs.create_job / jobs.EventLog.
+
+    `alive` records this test process as the worker, so the store reports the job as running.
+    """
+    pid = os.getpid() if alive else None
+    record = JobRecord(
+        id=job_id, status=status, environment=environment, source=FileSourceDoc(path=str(workspace / "deploy.json")),
+        workspace=str(workspace), services=services, steps=steps, result=result,
+        createdAt=iso(FIXED_NOW - 95), startedAt=iso(FIXED_NOW - 94),
+        endedAt=None if status in jobs.ACTIVE else iso(FIXED_NOW - 10),
+        host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid) if pid else None,
+    )
+    jobs.create_job(state_dir, record)
+    log = jobs.EventLog(state_dir, job_id)
+    for service, step, stream, text in events:
+        log.append(text, service=service, step=step, stream=stream)
+    return record
+
+
+def step(service: str, name: str, status: str, start: float | None = None, seconds: float | None = None, **kw) -> StepRecord:
+    return StepRecord(
+        service=service, name=name, status=status,
+        startedAt=iso(FIXED_NOW - start) if start is not None else None,
+        endedAt=iso(FIXED_NOW - start + seconds) if start is not None and seconds is not None else None,
+        durationMs=int(seconds * 1000) if seconds is not None else None, **kw,
+    )
+
+
+__all__ = ["ConsoleWorld", "ErrorItem", "FIXED_NOW", "JobResult", "SIZE", "build_world", "record_job", "step"]

@@ -1,0 +1,27 @@
+"""`unidesk` with no subcommand: open the console (cli.py calls `run_console(args)`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from unidesk_tui.errors import ExitCode
+from unidesk_tui.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def run_console(args: argparse.Namespace) -> int:
+    """Run the console until the operator quits; say on stderr which jobs keep running."""
+    from unidesk_tui.app import UnideskApp, follow_hint, refresh_interval_from_env
+
+    if not sys.stdout.isatty() or not sys.stdin.isatty():
+        sys.stderr.write("unidesk: the console needs a terminal; for scripts use `unidesk --json check` or `unidesk deploy ...`\n")
+        return ExitCode.USAGE
+    ws = Workspace.at(getattr(args, "workspace", None), getattr(args, "state_dir", None))
+    app = UnideskApp(ws, environment=getattr(args, "env", None), refresh_interval=refresh_interval_from_env())
+    code = app.run()
+    for job in app.active_jobs():
+        sys.stderr.write(f"job {job.id} is still {job.status} and continues; follow it: {follow_hint(job.id)}\n")
+    return int(code or 0)

@@ -1,0 +1,78 @@
+"""The last check result per (workspace, environment), kept under `<state>/cache/` so the console
+can paint its grid at once (marked stale) while the first real refresh runs.
+
+Headless: no textual, no rich. Writes are atomic (temp file, fsync, rename); a missing, unreadable
+or outdated cache file is simply no cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from unidesk_tui.documents import PlanDocument
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+FILE_ENV = "file"  # the environment key of local-file mode
+
+
+@dataclass(frozen=True)
+class CachedPlan:
+    """A plan document as it was at `refreshed_at` (epoch seconds), and how long it took."""
+
+    document: PlanDocument
+    refreshed_at: float
+    duration_s: float
+
+
+def cache_path(state_dir: Path, workspace: Path, environment: str | None) -> Path:
+    env = environment or FILE_ENV
+    key = hashlib.sha256(str(Path(workspace).resolve()).encode()).hexdigest()[:16]
+    return Path(state_dir) / "cache" / f"plan-{key}-{env}.json"
+
+
+def save(state_dir: Path, workspace: Path, environment: str | None, cached: CachedPlan) -> Path:
+    path = cache_path(state_dir, workspace, environment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "version": CACHE_VERSION,
+        "workspace": str(Path(workspace).resolve()),
+        "environment": environment or FILE_ENV,
+        "refreshedAt": cached.refreshed_at,
+        "durationS": cached.duration_s,
+        "document": cached.document.model_dump(mode="json"),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=".plan-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(body, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(state_dir: Path, workspace: Path, environment: str | None) -> CachedPlan | None:
+    path = cache_path(state_dir, workspace, environment)
+    try:
+        body = json.loads(path.read_text())
+        if body.get("version") != CACHE_VERSION:
+            return None
+        return CachedPlan(PlanDocument.model_validate(body["document"]), float(body["refreshedAt"]), float(body["durationS"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
+        log.warning("ignoring unreadable plan cache %s: %s", path, exc)
+        return None

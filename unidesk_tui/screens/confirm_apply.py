@@ -1,0 +1,94 @@
+"""The apply confirmation: names the environment, targets, commits and what will happen; y/n."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from unidesk_tui.documents import EnvSourceDoc, PlanDocument, PlanItem
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    """What the operator is asked to confirm, and what the job will be started with."""
+
+    environment: str | None  # None: the local deploy.json
+    document: PlanDocument
+    items: tuple[PlanItem, ...]
+    force: bool
+    dry_run: bool
+    manifest_file: str | None = None
+
+
+def what_happens(item: PlanItem, request: ApplyRequest) -> str:
+    sha = (item.commit or "?")[:12]
+    if request.dry_run:
+        return f"dry run: resolve and plan {sha}; nothing is built or replaced"
+    if item.action == "noop" and not request.force:
+        return f"already running {sha}: nothing is rebuilt; live verification runs again"
+    if item.mode == "k3sctl-managed":
+        return f"build {sha} on {item.target}, import into k3s containerd, apply its objects, wait for rollout, verify annotations and health"
+    return f"build {sha} on {item.target}, recreate its compose service (--no-build --no-deps --force-recreate), verify labels, env and health"
+
+
+def describe(request: ApplyRequest) -> Text:
+    doc = request.document
+    out = Text()
+    env = request.environment
+    out.append("Environment  ", style="bold")
+    if env is None:
+        out.append(f"local file {request.manifest_file or 'deploy.json'}", style="bold yellow")
+    else:
+        out.append(env.upper(), style="bold reverse " + ("red" if env == "prod" else "yellow"))
+        if isinstance(doc.source, EnvSourceDoc):
+            out.append(f"  {doc.source.ref} @ {doc.source.manifestCommit}")
+        if doc.environment:
+            e = doc.environment
+            out.append(f"\n             namespace {e.namespace} · provider {e.providerId} · db {e.databaseName} #{e.databaseFingerprint}")
+    out.append("\nOptions      ", style="bold")
+    out.append(f"force {'ON' if request.force else 'off'} · dry-run {'ON' if request.dry_run else 'off'}")
+    targets = sorted({i.target or "?" for i in request.items})
+    out.append("\nTargets      ", style="bold")
+    out.append(", ".join(targets), style="bold")
+    out.append(f"\n\n{len(request.items)} service(s):\n", style="bold")
+    for item in request.items:
+        out.append(f"\n • {item.id}", style="bold")
+        out.append(f"  on {item.target} ({item.mode})")
+        out.append(f"\n   commit {item.commit or '?'}")
+        if item.requestedCommit and item.commit and not item.commit.startswith(item.requestedCommit):
+            out.append(f" (requested {item.requestedCommit})")
+        out.append(f"\n   {what_happens(item, request)}", style="cyan")
+        out.append(f"\n   why: {item.reason}", style="dim")
+    out.append("\n\nA detached job will run this; it keeps running if the console closes.", style="dim")
+    return out
+
+
+class ConfirmApplyScreen(ModalScreen[bool]):
+    """Nothing mutates without this dialog: y starts the job, n or escape cancels."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes, apply"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "Cancel"),
+    ]
+
+    def __init__(self, request: ApplyRequest) -> None:
+        super().__init__()
+        self.request = request
+
+    def compose(self) -> ComposeResult:
+        env = self.request.environment or "local file"
+        with Vertical(id="confirm-dialog"):
+            yield Static(Text(f"Apply {len(self.request.items)} service(s) to {env}?", style="bold"), id="confirm-title")
+            with VerticalScroll(id="confirm-body"):
+                yield Static(describe(self.request))
+            yield Static(Text.assemble(("y", "bold reverse green"), " apply    ", ("n", "bold reverse"), " / ", ("esc", "bold reverse"), " cancel"), id="confirm-keys")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)

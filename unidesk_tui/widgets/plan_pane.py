@@ -1,0 +1,70 @@
+"""The plan pane: staged services with their planned action and reason, and the apply toggles."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from unidesk_tui.documents import PlanItem
+from unidesk_tui.widgets.present import ACTIONS, labelled, short
+
+PROD_DISABLED_REASON = "deploy apply --env prod is disabled until a production executor and authorization policy exist (prod_apply_disabled)"
+
+
+def apply_blocker(environment: str | None, items: list[PlanItem], enabled: set[str] | None) -> str | None:
+    """Why an apply of `items` would be refused before any confirmation, or None."""
+    if environment == "prod":
+        return PROD_DISABLED_REASON
+    if not items:
+        return "nothing staged: press space on a service"
+    if environment == "dev":
+        outside = [i.id for i in items if not i.applyEnabled]
+        if outside:
+            slice_ = ", ".join(sorted(enabled or ())) or "none"
+            return f"outside the enabled dev slice ({slice_}): {', '.join(outside)} (service_not_enabled)"
+    bad = [i for i in items if i.action in ("error", "unsupported")]
+    if bad:
+        return "; ".join(f"{i.id}: {i.action}: {i.reason}" for i in bad)
+    return None
+
+
+class PlanPane(Static):
+    """Lists what `a` would apply; shows why apply is disabled when it is."""
+
+    #: Staged plan items, in staging order.
+    items: reactive[list[PlanItem]] = reactive(list, always_update=True)
+    #: The environment the plan is for (None: local deploy.json).
+    environment: reactive[str | None] = reactive(None)
+    #: Environment apply slice (dev) or None when not in environment mode.
+    enabled: reactive[set[str] | None] = reactive(None, always_update=True)
+    #: Rebuild and roll out even where the live commit already matches.
+    force: reactive[bool] = reactive(False)
+    #: Resolve and plan in the job but build and replace nothing.
+    dry_run: reactive[bool] = reactive(False)
+
+    def render(self) -> Text:
+        out = Text()
+        out.append("PLAN ", style="bold")
+        out.append(f"({len(self.items)} staged)  ")
+        out.append("[f] force ", style="dim")
+        out.append("ON" if self.force else "off", style="bold yellow" if self.force else "dim")
+        out.append("   [d] dry-run ", style="dim")
+        out.append("ON" if self.dry_run else "off", style="bold cyan" if self.dry_run else "dim")
+        out.append("   [a] apply  ", style="dim")
+        blocker = apply_blocker(self.environment, self.items, self.enabled)
+        if self.environment == "prod":
+            out.append("⊘ apply disabled: " + PROD_DISABLED_REASON, style="bold red")
+        elif blocker and self.items:
+            out.append("⊘ " + blocker, style="red")
+        elif self.items:
+            out.append("ready: confirmation required", style="green")
+        for item in self.items:
+            out.append("\n ")
+            out.append(labelled(ACTIONS, item.action))
+            out.append(f"  {item.id}", style="bold")
+            out.append(f"  {short(item.commit or item.requestedCommit, 12)} → {item.target or '?'}  ")
+            out.append(item.reason, style="dim")
+        if not self.items:
+            out.append("\n space stages the selected service; staged rows are marked ●", style="dim")
+        return out

@@ -1,0 +1,89 @@
+"""The console header: workspace, environment, provenance, and the last refresh's time and cost."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from unidesk_tui.documents import EnvSourceDoc, FileSourceDoc, PlanDocument
+from unidesk_tui.widgets.present import clock_text, duration_text
+
+ENV_CHOICES: tuple[tuple[str | None, str], ...] = ((None, "file"), ("dev", "dev"), ("prod", "prod"))
+
+
+class StatusHeader(Static):
+    """Four lines: where we are, what the manifest is, and how fresh the grid is."""
+
+    #: Workspace shown (its directory name; the full path is in the palette and help).
+    workspace: reactive[str] = reactive("")
+    #: The environment being viewed: None for the local deploy.json, or "dev" / "prod".
+    environment: reactive[str | None] = reactive(None)
+    #: The document the grid shows (None before anything was read).
+    document: reactive[PlanDocument | None] = reactive(None)
+    #: Epoch seconds of the refresh that produced `document`.
+    refreshed_at: reactive[float | None] = reactive(None)
+    #: How long that refresh took, in seconds.
+    duration_s: reactive[float | None] = reactive(None)
+    #: True while `document` comes from the cache and no refresh has finished yet.
+    stale: reactive[bool] = reactive(False)
+    #: True while a refresh runs in the background.
+    refreshing: reactive[bool] = reactive(False)
+
+    def render(self) -> Text:
+        out = Text()
+        out.append(" UniDesk ", style="bold reverse")
+        out.append(f"  workspace {self.workspace}  ", style="bold")
+        out.append(" env ")
+        for key, label in ENV_CHOICES:
+            number = {None: 1, "dev": 2, "prod": 3}[key]
+            if key == self.environment:
+                out.append(f" {number}:{label} ", style="bold reverse" + (" red" if key == "prod" else ""))
+            else:
+                out.append(f" {number}:{label} ", style="dim")
+        out.append("\n")
+        out.append(self._provenance())
+        out.append("\n")
+        out.append(self._freshness())
+        return out
+
+    def _provenance(self) -> Text:
+        doc = self.document
+        line = Text(" ")
+        source = doc.source if doc else None
+        if isinstance(source, EnvSourceDoc):
+            line.append(f"{source.ref}", style="bold")
+            line.append(f" @ {source.manifestCommit[:12]}  blob {source.manifestBlob[:12]}")
+        elif isinstance(source, FileSourceDoc):
+            line.append("file ", style="dim")
+            line.append(source.path.rsplit("/", 1)[-1], style="bold")
+            line.append("  (local working tree)", style="dim")
+        else:
+            line.append("no manifest read yet", style="dim")
+        line.append("\n ")
+        if doc and doc.environment:
+            e = doc.environment
+            line.append("dry-run environment plan: ", style="dim")
+            line.append(f"namespace {e.namespace} · provider {e.providerId} · target {e.target} · database {e.databaseName} #{e.databaseFingerprint}", style="cyan")
+        elif doc and isinstance(source, FileSourceDoc):
+            line.append("live runtime read from each target over SSH", style="dim")
+        return line
+
+    def _freshness(self) -> Text:
+        line = Text(" ")
+        if self.refreshed_at is None:
+            line.append("not refreshed yet", style="dim")
+        else:
+            line.append(f"refreshed {clock_text(self.refreshed_at)} in {duration_text(self.duration_s)}")
+            if self.stale:
+                line.append("  STALE (cached)", style="bold yellow")
+        if self.refreshing:
+            line.append("  ⟳ refreshing…", style="cyan")
+        doc = self.document
+        if doc is not None:
+            general = [e for e in doc.errors if not e.service]
+            if general:
+                line.append(f"  ✗ {general[0].code}: {general[0].message}", style="bold red")
+            elif doc.warnings:
+                line.append(f"  ⚠ {doc.warnings[0]}", style="yellow")
+        return line
