@@ -95,7 +95,127 @@ class ErrorDocument(_Doc):
     warnings: list[str] = Field(default_factory=list)
 
 
-DOCUMENTS: dict[str, type[BaseModel]] = {"plan": PlanDocument, "error": ErrorDocument}
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+LockEnvironment = Literal["file", "dev", "prod"]
+
+
+class StepRecord(_Doc):
+    """One executor step of one service inside a job."""
+
+    service: str
+    name: str
+    status: StepStatus = "pending"
+    readOnly: bool = False
+    startedAt: str | None = None
+    endedAt: str | None = None
+    durationMs: int | None = None
+    events: int = Field(0, description="Events the step itself emitted; a run step with 0 fails with no_progress")
+    code: str | None = Field(None, description="Error code when failed")
+    message: str | None = None
+
+
+class JobResult(_Doc):
+    ok: bool
+    services: dict[str, Literal["succeeded", "failed", "skipped", "cancelled", "interrupted", "dry-run"]] = Field(default_factory=dict)
+    errors: list[ErrorItem] = Field(default_factory=list)
+
+
+class JobRecord(_Doc):
+    """`<state dir>/jobs/<id>/job.json`, rewritten atomically at every change."""
+
+    id: str = Field(pattern=r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+    command: Literal["deploy apply"] = "deploy apply"
+    status: JobStatus
+    environment: LockEnvironment = Field(description="Lock scope: file mode, or the environment")
+    source: FileSourceDoc | EnvSourceDoc
+    workspace: str
+    dryRun: bool = False
+    force: bool = False
+    services: list[str] = Field(default_factory=list)
+    plan: list[PlanItem] = Field(default_factory=list)
+    steps: list[StepRecord] = Field(default_factory=list)
+    result: JobResult | None = None
+    createdAt: str
+    startedAt: str | None = None
+    endedAt: str | None = None
+    host: str
+    workerPid: int | None = None
+    workerStart: int | None = Field(None, description="Worker process start time (clock ticks since boot), to tell a reused pid apart")
+    locks: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class JobEvent(_Doc):
+    """One line of `<state dir>/jobs/<id>/events.jsonl`."""
+
+    ts: str
+    seq: int
+    step: str | None = None
+    service: str | None = None
+    stream: str
+    text: str
+
+
+class LogTail(_Doc):
+    size: int = Field(description="Log size in bytes when read")
+    offset: int = Field(description="Byte offset of the first returned event")
+    truncated: bool = Field(description="True when earlier events exist before `offset`")
+    events: list[JobEvent] = Field(default_factory=list)
+
+
+class ApplyDocument(_Doc):
+    """Output of `deploy apply`: the job started (and, with --wait, how it ended)."""
+
+    ok: bool
+    command: Literal["apply"] = "apply"
+    jobId: str | None = None
+    status: JobStatus | None = None
+    dryRun: bool = False
+    source: FileSourceDoc | EnvSourceDoc | None = None
+    environment: EnvironmentPlan | None = None
+    services: list[PlanItem] = Field(default_factory=list)
+    job: JobRecord | None = Field(None, description="With --wait: the finished job")
+    errors: list[ErrorItem] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class JobDocument(_Doc):
+    """Output of `job status`: job.json plus a bounded tail of its event log."""
+
+    ok: bool
+    command: Literal["job status"] = "job status"
+    job: JobRecord | None = None
+    log: LogTail | None = None
+    errors: list[ErrorItem] = Field(default_factory=list)
+
+
+class JobSummary(_Doc):
+    id: str
+    status: JobStatus
+    environment: LockEnvironment
+    services: list[str]
+    dryRun: bool
+    createdAt: str
+    endedAt: str | None = None
+
+
+class JobListDocument(_Doc):
+    """Output of `job list`, newest first."""
+
+    ok: bool
+    command: Literal["job list"] = "job list"
+    jobs: list[JobSummary] = Field(default_factory=list)
+    errors: list[ErrorItem] = Field(default_factory=list)
+
+
+DOCUMENTS: dict[str, type[BaseModel]] = {
+    "plan": PlanDocument,
+    "error": ErrorDocument,
+    "apply": ApplyDocument,
+    "job": JobDocument,
+    "job-list": JobListDocument,
+}
 
 
 def schemas() -> dict[str, str]:

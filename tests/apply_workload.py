@@ -1,0 +1,103 @@
+"""A test workload for the job engine: an executor whose steps act on files in a runtime dir.
+
+The engine under test (apply, locks, the detached worker, the job store) is the real one; only the
+work the steps do is scripted. `behaviour.json` in the runtime dir picks per-step behaviour:
+{"build": "fail" | "silent" | "sleep" | "secret" | "session", "rollout": "stale"}.
+The worker process imports this module through UNIDESK_EXECUTOR_PLUGINS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from executors.base import Executor, Step, register
+from unidesk_tui.documents import LiveState
+from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.reconcile import Observation
+
+RUNTIME_ENV = "UNIDESK_TEST_RUNTIME"
+MODES = ("unidesk-direct", "internal-sidecar", "k3sctl-managed")
+
+
+def runtime() -> Path:
+    return Path(os.environ[RUNTIME_ENV])
+
+
+def behaviour() -> dict:
+    path = runtime() / "behaviour.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def running_commit(service_id: str) -> str | None:
+    path = runtime() / f"{service_id}.commit"
+    return path.read_text().strip() if path.exists() else None
+
+
+async def inspect(ctx) -> None:
+    ctx.emit(f"live commit: {running_commit(ctx.service.id) or 'none'}")
+
+
+async def build(ctx) -> None:
+    how = behaviour().get("build")
+    if how == "silent":
+        return
+    ctx.emit(f"building {ctx.service.commit[:12]} for {ctx.service.id}")
+    if how == "fail":
+        ctx.emit("step 3/4 RUN make: exit status 2", "stderr")
+        raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{ctx.service.id}: docker build exited 2", service=ctx.service.id)
+    if how == "secret":
+        ctx.emit(f"using NPM_TOKEN={os.environ.get('NPM_TOKEN', '')} and {os.environ.get('LAB_PLAIN_SECRET', '')}")
+        ctx.emit(f"cloning http://builder:{os.environ.get('NPM_TOKEN', '')}@git.lab/sample.git")
+    if how == "session":
+        await ctx.session()
+    if how == "sleep":
+        (runtime() / f"{ctx.service.id}.building").write_text(str(os.getpid()))
+        await asyncio.sleep(600)
+    (runtime() / f"{ctx.service.id}.image").write_text(ctx.service.commit)
+
+
+async def rollout(ctx) -> None:
+    ctx.emit(f"recreating {ctx.service.id}")
+    if behaviour().get("rollout") != "stale":
+        (runtime() / f"{ctx.service.id}.commit").write_text(ctx.service.commit)
+
+
+async def verify(ctx) -> None:
+    live = running_commit(ctx.service.id)
+    ctx.emit(f"health reports {live or 'nothing'}")
+    if live != ctx.service.commit:
+        raise UnideskError.of(ErrorCode.VERIFICATION_FAILED, f"{ctx.service.id}: runs {live}, requested {ctx.service.commit}", service=ctx.service.id)
+
+
+class FileWorkload(Executor):
+    mode = "unidesk-direct"
+
+    async def probe(self, session, catalog, service) -> Observation:
+        return observe(service)
+
+    def steps(self, service) -> list[Step]:
+        return [Step("inspect", inspect, read_only=True), Step("build", build), Step("rollout", rollout), Step("verify", verify)]
+
+
+def observe(service) -> Observation:
+    live = running_commit(service.id)
+    if live is None:
+        return Observation(LiveState(state="missing"))
+    state = "in-sync" if live == service.commit else "drift"
+    return Observation(LiveState(commit=live, state=state, health="healthy"))
+
+
+def read_live(catalog, desired) -> dict[str, Observation]:
+    """The LiveReader for this workload (reads the runtime dir, no target connection)."""
+    return {d.id: observe(d) for d in desired}
+
+
+def install() -> None:
+    for mode in MODES:
+        register(type(f"FileWorkload_{mode.replace('-', '_')}", (FileWorkload,), {"mode": mode}))
+
+
+install()

@@ -1,0 +1,284 @@
+"""`deploy apply` end to end on real git repositories: the real plan, locks, job store and
+detached worker process, running a test workload's steps (tests/apply_workload.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+import executors.base as base
+from tests import apply_workload
+from tests.conftest import git
+from unidesk_tui import jobs, locks
+from unidesk_tui.apply import apply, wait_job
+from unidesk_tui.cli import main as cli_main
+from unidesk_tui.errors import ErrorCode, ExitCode
+from unidesk_tui.jobs_cli import finish_apply
+from unidesk_tui.worker import PLUGINS_ENV, load_executor_plugins
+from unidesk_tui.workspace import Workspace
+
+
+@pytest.fixture
+def workload(tmp_path, monkeypatch):
+    """The workload registered for every mode, here and in the worker; restored afterwards."""
+    rt = tmp_path / "runtime"
+    rt.mkdir()
+    monkeypatch.setenv(apply_workload.RUNTIME_ENV, str(rt))
+    monkeypatch.setenv(PLUGINS_ENV, "tests.apply_workload")
+    load_executor_plugins()
+    saved = dict(base._REGISTRY)
+    apply_workload.install()
+    yield rt
+    base._REGISTRY.clear()
+    base._REGISTRY.update(saved)
+
+
+@pytest.fixture
+def ws(git_world, workload) -> Workspace:
+    return Workspace.at(git_world.workspace, git_world.root / "state")
+
+
+def set_behaviour(rt: Path, **kw) -> None:
+    (rt / "behaviour.json").write_text(json.dumps(kw))
+
+
+def write_manifest(world, *services: tuple[str, str]) -> None:
+    (world.workspace / "deploy.json").write_text(world.manifest([{"id": s, "repo": world.service_url, "commitId": c} for s, c in services]))
+
+
+def start(ws: Workspace, **kw):
+    doc = apply(ws, read_live=apply_workload.read_live, **kw)
+    assert doc.ok, doc.errors
+    return doc
+
+
+def run_to_end(ws: Workspace, **kw):
+    doc = start(ws, **kw)
+    return wait_job(ws.state_dir, doc.jobId, poll=0.05)
+
+
+def events(ws: Workspace, job_id: str) -> list:
+    return jobs.read_events(ws.state_dir, job_id)[0]
+
+
+def codes(doc) -> list[str]:
+    return [e.code for e in doc.errors]
+
+
+def wait_for(pred, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def job_dirs(ws: Workspace) -> list[str]:
+    root = jobs.jobs_root(ws.state_dir)
+    return sorted(os.listdir(root)) if root.exists() else []
+
+
+# ---- success, noop, force, dry run --------------------------------------------------------------
+
+
+def test_apply_runs_every_step_in_a_detached_worker(ws, git_world, workload):
+    rec = run_to_end(ws)
+    assert rec.status == "succeeded", rec.result
+    commit = git_world.pushed[-1]
+    assert (workload / "backend-core.commit").read_text() == commit
+    assert [(s.name, s.status) for s in rec.steps] == [("inspect", "succeeded"), ("build", "succeeded"), ("rollout", "succeeded"), ("verify", "succeeded")]
+    assert all(s.startedAt and s.endedAt and s.durationMs is not None and s.events >= 1 for s in rec.steps)
+    assert rec.workerPid != os.getpid() and rec.result.ok and rec.result.services == {"backend-core": "succeeded"}
+    assert rec.plan[0].commit == commit and rec.source.kind == "file"
+    evs = events(ws, rec.id)
+    assert [e.seq for e in evs] == list(range(1, len(evs) + 1))
+    assert any(e.step == "build" and e.stream == "stdout" and commit[:12] in e.text for e in evs)
+    assert locks.read_lock(ws.state_dir, "file", "backend-core") is None  # released at the end
+
+
+def test_second_apply_of_the_same_commit_is_a_skipped_noop_and_force_redeploys(ws, workload):
+    assert run_to_end(ws).status == "succeeded"
+    (workload / "backend-core.image").unlink()
+    rec = run_to_end(ws)
+    assert rec.status == "succeeded" and rec.plan[0].action == "noop"
+    assert [(s.name, s.status) for s in rec.steps] == [("noop", "skipped")]
+    assert rec.result.services == {"backend-core": "skipped"}
+    assert not (workload / "backend-core.image").exists()
+    forced = run_to_end(ws, force=True)
+    assert forced.status == "succeeded" and forced.plan[0].action == "deploy" and forced.force
+    assert (workload / "backend-core.image").exists()
+
+
+def test_dry_run_records_the_steps_it_would_run_and_changes_nothing(ws, workload):
+    rec = run_to_end(ws, dry_run=True)
+    assert rec.status == "succeeded" and rec.dryRun
+    assert [(s.name, s.status) for s in rec.steps] == [("inspect", "succeeded"), ("build", "skipped"), ("rollout", "skipped"), ("verify", "skipped")]
+    assert all(s.message == "dry run: would run" for s in rec.steps[1:])
+    assert rec.result.services == {"backend-core": "dry-run"}
+    assert not (workload / "backend-core.commit").exists() and not (workload / "backend-core.image").exists()
+    assert rec.locks == [] and locks.read_lock(ws.state_dir, "file", "backend-core") is None
+    assert any("dry run: would run build" in e.text for e in events(ws, rec.id))
+
+
+# ---- refused before anything runs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_prod_apply_is_refused_in_the_apply_path(ws, git_world, dry_run):
+    git_world.push_env("prod", git_world.manifest([{"id": "backend-core", "repo": git_world.service_url, "commitId": git_world.pushed[0]}], environment="prod"))
+    doc = apply(ws, env="prod", dry_run=dry_run, read_live=apply_workload.read_live)
+    assert not doc.ok and codes(doc) == [ErrorCode.PROD_APPLY_DISABLED] and doc.jobId is None
+    assert job_dirs(ws) == []
+
+
+def test_dev_apply_only_for_the_enabled_slice(ws, git_world, workload):
+    w = git_world
+    w.push_env("dev", w.manifest([{"id": "backend-core", "repo": w.service_url, "commitId": w.pushed[1]},
+                                  {"id": "code-queue-mgr", "repo": w.service_url, "commitId": w.pushed[1]}], environment="dev"))
+    whole = apply(ws, env="dev", read_live=apply_workload.read_live)
+    assert not whole.ok and codes(whole) == [ErrorCode.SERVICE_NOT_ENABLED] and whole.errors[0].service == "code-queue-mgr"
+    other = apply(ws, env="dev", services=["code-queue-mgr"], read_live=apply_workload.read_live)
+    assert codes(other) == [ErrorCode.SERVICE_NOT_ENABLED]
+    assert job_dirs(ws) == [] and not (workload / "backend-core.commit").exists()
+
+    rec = run_to_end(ws, env="dev", services=["backend-core"])
+    assert rec.status == "succeeded" and rec.environment == "dev"
+    assert rec.source.kind == "env" and rec.source.ref == "origin/deploy/dev"
+    assert rec.plan[0].mode == "k3sctl-managed" and rec.plan[0].target == "D601"  # the dev override
+    assert (workload / "backend-core.commit").read_text() == w.pushed[1]
+
+
+def test_unsupported_and_unresolvable_services_are_refused_before_any_job(ws, git_world):
+    w = git_world
+    write_manifest(w, ("backend-core", w.pushed[0]), ("node-exporter", w.pushed[0]))
+    doc = apply(ws, read_live=apply_workload.read_live)
+    assert not doc.ok and ErrorCode.UNSUPPORTED_SERVICE in codes(doc)
+    write_manifest(w, ("backend-core", w.unpushed))
+    doc = apply(ws, read_live=apply_workload.read_live)
+    assert codes(doc) == [ErrorCode.COMMIT_NOT_FOUND]
+    assert job_dirs(ws) == []
+
+
+# ---- failures end in the right status, logs kept ------------------------------------------------
+
+
+def test_a_step_that_emits_nothing_fails_the_job_with_no_progress(ws, workload):
+    set_behaviour(workload, build="silent")
+    rec = run_to_end(ws)
+    assert rec.status == "failed" and codes(rec.result) == [ErrorCode.NO_PROGRESS]
+    build = rec.steps[1]
+    assert build.status == "failed" and build.events == 0 and build.code == ErrorCode.NO_PROGRESS
+    assert [s.status for s in rec.steps[2:]] == ["skipped", "skipped"]
+    assert not (workload / "backend-core.commit").exists()
+
+
+def test_build_failure_and_stale_health_fail_with_their_codes_and_keep_logs(ws, workload):
+    set_behaviour(workload, build="fail")
+    rec = run_to_end(ws)
+    assert rec.status == "failed" and codes(rec.result) == [ErrorCode.BUILD_FAILED]
+    assert any(e.stream == "stderr" and "exit status 2" in e.text for e in events(ws, rec.id))
+    set_behaviour(workload, rollout="stale")
+    rec = run_to_end(ws)
+    assert rec.status == "failed" and codes(rec.result) == [ErrorCode.VERIFICATION_FAILED]
+    assert rec.steps[-1].name == "verify" and rec.steps[-1].status == "failed"
+    assert (jobs.job_dir(ws.state_dir, rec.id) / jobs.EVENTS_FILE).stat().st_size > 0
+
+
+def test_a_step_reaches_its_target_through_the_real_pool(ws, workload):
+    set_behaviour(workload, build="session")  # the catalog's main-server is a closed port
+    rec = run_to_end(ws)
+    assert rec.status == "failed" and codes(rec.result) == [ErrorCode.TARGET_UNREACHABLE]
+
+
+def test_secrets_never_reach_the_event_log(ws, workload, monkeypatch):
+    monkeypatch.setenv("NPM_TOKEN", "npm_s3cr3tvalue42")
+    set_behaviour(workload, build="secret")
+    rec = run_to_end(ws)
+    assert rec.status == "succeeded"
+    log_text = (jobs.job_dir(ws.state_dir, rec.id) / jobs.EVENTS_FILE).read_text()
+    assert "npm_s3cr3tvalue42" not in log_text and "NPM_TOKEN=***" in log_text and "http://***@git.lab" in log_text
+
+
+# ---- locks, killed and cancelled workers ---------------------------------------------------------
+
+
+def test_concurrent_apply_is_locked_a_killed_worker_is_interrupted_and_its_lock_taken_over(ws, workload):
+    set_behaviour(workload, build="sleep")
+    first = start(ws)
+    wait_for(lambda: (workload / "backend-core.building").exists(), "the first job to reach its build")
+    held = locks.read_lock(ws.state_dir, "file", "backend-core")
+    running = jobs.load_job(ws.state_dir, first.jobId)
+    assert running.status == "running" and held.jobId == first.jobId and held.pid == running.workerPid
+    assert held.host == jobs.HOST and held.time
+
+    second = apply(ws, read_live=apply_workload.read_live)
+    assert not second.ok and codes(second) == [ErrorCode.LOCKED] and first.jobId in second.errors[0].message
+    assert len(job_dirs(ws)) == 1
+
+    os.kill(running.workerPid, signal.SIGKILL)
+    dead = wait_for(lambda: (r := jobs.load_job(ws.state_dir, first.jobId)).status == "interrupted" and r, "interrupted")
+    assert dead.steps[1].status == "failed" and dead.steps[1].code == jobs.CODE_INTERRUPTED
+    assert dead.result.services == {"backend-core": "interrupted"}
+    assert any("building" in e.text for e in events(ws, first.jobId))  # its log is kept
+    assert jobs.load_job(ws.state_dir, first.jobId).status == "interrupted"  # persisted
+
+    set_behaviour(workload)
+    third = start(ws)
+    rec = wait_job(ws.state_dir, third.jobId, poll=0.05)
+    assert rec.status == "succeeded"
+    assert any(first.jobId in w and "took over" in w for w in rec.warnings)
+    assert any("took over" in e.text for e in events(ws, third.jobId))
+
+
+def test_sigterm_cancels_the_job(ws, workload):
+    set_behaviour(workload, build="sleep")
+    doc = start(ws)
+    wait_for(lambda: (workload / "backend-core.building").exists(), "the build to start")
+    os.kill(jobs.load_job(ws.state_dir, doc.jobId).workerPid, signal.SIGTERM)
+    rec = wait_job(ws.state_dir, doc.jobId, poll=0.05)
+    assert rec.status == "cancelled" and codes(rec.result) == [jobs.CODE_CANCELLED]
+    assert [s.status for s in rec.steps] == ["succeeded", "cancelled", "skipped", "skipped"]
+    assert locks.read_lock(ws.state_dir, "file", "backend-core") is None
+
+
+# ---- --wait exit codes and the job commands ----------------------------------------------------
+
+
+def test_wait_exits_by_the_job_result(ws, workload):
+    doc, code = finish_apply(start(ws), ws, wait=True)
+    assert code == ExitCode.OK and doc.ok and doc.status == "succeeded" and doc.job.status == "succeeded"
+    set_behaviour(workload, build="fail")
+    doc, code = finish_apply(start(ws, force=True), ws, wait=True)
+    assert code == ExitCode.ERROR and not doc.ok and doc.status == "failed"
+    assert [e.code for e in doc.errors] == [ErrorCode.BUILD_FAILED]
+    refused = apply(ws, env="prod")
+    assert finish_apply(refused, ws, wait=True)[1] == ExitCode.ERROR
+
+
+def test_job_status_and_list_commands(ws, workload, capsys):
+    rec = run_to_end(ws)
+    args = ["--workspace", str(ws.root), "--state-dir", str(ws.state_dir)]
+    assert cli_main([*args, "job", "status", rec.id, "--tail-bytes", "300"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and doc["job"]["id"] == rec.id and doc["job"]["status"] == "succeeded"
+    assert doc["log"]["truncated"] and 0 < len(doc["log"]["events"]) < len(events(ws, rec.id))
+    assert doc["log"]["events"][-1]["text"] == "job succeeded"
+    assert cli_main([*args, "job", "list"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [j["id"] for j in listed["jobs"]] == [rec.id]
+    assert cli_main([*args, "job", "status", "20200101T000000Z-abcdef"]) == ExitCode.ERROR
+    assert json.loads(capsys.readouterr().out)["errors"][0]["code"] == ErrorCode.JOB_NOT_FOUND
+
+
+def test_cli_apply_refuses_prod_with_a_coded_error(ws, git_world, capsys):
+    git(git_world.workspace, "status")  # a real workspace repository
+    code = cli_main(["--workspace", str(ws.root), "--state-dir", str(ws.state_dir), "deploy", "apply", "--env", "prod", "--wait"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == ExitCode.ERROR and doc["command"] == "apply" and doc["errors"][0]["code"] == ErrorCode.PROD_APPLY_DISABLED

@@ -1,0 +1,178 @@
+"""`deploy apply`: validate and plan first, then lock, record the job and start a detached worker.
+
+Every coded error (manifest, catalog, commits, environment rules, unsupported services, locks) is
+found before anything runs on a target. Environment rules live here, not only in the CLI:
+`--env prod` apply is refused, and `--env dev` applies only the catalog's applyEnabled slice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from unidesk_tui import jobs, locks
+from unidesk_tui.documents import ApplyDocument, ErrorItem, JobEvent, JobRecord, PlanItem, StepRecord
+from unidesk_tui.errors import ErrorCode, Problem, UnideskError
+from unidesk_tui.reconcile import LiveReader, run_plan, to_errors
+from unidesk_tui.worker import desired_from_plan, executor
+from unidesk_tui.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+APPLY_ENVIRONMENTS = ("dev",)
+POLL_S = 0.2
+
+
+def _environment_problems(items: list[PlanItem], env: str, only: list[str] | None) -> list[Problem]:
+    """--env dev applies only the catalog's environments.dev.applyEnabled services."""
+    problems = []
+    for item in items:
+        if item.applyEnabled:
+            continue
+        if only:
+            msg = f"{item.id}: environment apply is not enabled for {env} (config.json environments.{env}.applyEnabled)"
+        else:
+            msg = (f"{item.id}: the {env} manifest lists a service environment apply does not support yet "
+                   f"(config.json environments.{env}.applyEnabled); pass --service for the enabled ones")
+        problems.append(Problem(ErrorCode.SERVICE_NOT_ENABLED, msg, service=item.id))
+    return problems
+
+
+def _steps(run_catalog, items: list[PlanItem], environment: str | None) -> tuple[list[StepRecord], list[Problem]]:
+    """The steps each service will run, as the executors describe them; noop is a skipped step."""
+    records: list[StepRecord] = []
+    problems: list[Problem] = []
+    for item in items:
+        if item.action == "unsupported":
+            problems.append(Problem(ErrorCode.UNSUPPORTED_SERVICE, f"{item.id}: {item.reason}", service=item.id))
+            continue
+        if item.action == "error":
+            problems.append(Problem(ErrorCode.PROBE_FAILED, f"{item.id}: {item.reason}", service=item.id))
+            continue
+        if item.action == "noop":
+            records.append(StepRecord(service=item.id, name="noop", status="skipped", message=item.reason))
+            continue
+        try:
+            desired = desired_from_plan(run_catalog, item, environment)
+            steps = executor(desired.mode or "").steps(desired)
+        except UnideskError as exc:
+            problems.extend(Problem(p.code, p.message, service=item.id, path=p.path) for p in exc.problems)
+            continue
+        if not steps:
+            problems.append(Problem(ErrorCode.UNSUPPORTED_SERVICE, f"{item.id}: the {item.mode} executor has no steps", service=item.id))
+        records += [StepRecord(service=item.id, name=s.name, readOnly=s.read_only) for s in steps]
+    return records, problems
+
+
+def _spawn(ws: Workspace, job_id: str) -> subprocess.Popen:
+    """Start the worker in its own session, detached from our terminal and our stdio."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    with open(jobs.job_dir(ws.state_dir, job_id) / jobs.STDERR_FILE, "ab") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "unidesk_tui.worker", str(ws.state_dir), job_id],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+            cwd=ws.root, env=env, start_new_session=True, close_fds=True,
+        )
+
+
+def apply(
+    ws: Workspace,
+    *,
+    file: str | Path | None = None,
+    env: str | None = None,
+    services: list[str] | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    read_live: LiveReader | None = None,
+) -> ApplyDocument:
+    """Plan, lock, record and start the job. Coded failures come back as `errors`, never raised."""
+    doc = ApplyDocument(ok=False, dryRun=dry_run)
+    if env == "prod":
+        doc.errors = [ErrorItem(code=ErrorCode.PROD_APPLY_DISABLED, message="deploy apply --env prod is disabled until the production executor and its authorization policy exist; use deploy plan --env prod")]
+        return doc
+    if env is not None and env not in APPLY_ENVIRONMENTS:
+        doc.errors = [ErrorItem(code=ErrorCode.USAGE, message=f"unknown environment {env!r}; apply supports --env dev")]
+        return doc
+
+    run = run_plan(ws, "plan", file=file, env=env, services=services, force=force, read_live=read_live)
+    plan = run.document
+    doc.source, doc.environment, doc.services, doc.warnings = plan.source, plan.environment, plan.services, list(plan.warnings)
+    if plan.errors or run.catalog is None:
+        doc.errors = plan.errors
+        return doc
+    problems: list[Problem] = []
+    if env:
+        problems += _environment_problems(plan.services, env, services)
+    step_records, step_problems = _steps(run.catalog, plan.services, env)
+    problems += step_problems
+    if not plan.services:
+        problems.append(Problem(ErrorCode.MANIFEST_INVALID, "the manifest lists no services to apply"))
+    if problems:
+        doc.errors = to_errors(problems)
+        return doc
+
+    job_id = jobs.new_job_id()
+    lock_env = env or "file"
+    ids = [item.id for item in plan.services]
+    try:
+        takeovers = [] if dry_run else locks.acquire(ws.state_dir, lock_env, ids, job_id)
+    except UnideskError as exc:
+        doc.errors = to_errors(exc.problems)
+        return doc
+    try:
+        pid = os.getpid()
+        record = JobRecord(
+            id=job_id, status="queued", environment=lock_env, source=plan.source, workspace=str(ws.root),
+            dryRun=dry_run, force=force, services=ids, plan=plan.services, steps=step_records,
+            createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid),
+            locks=[] if dry_run else [f"{lock_env}/{s}" for s in ids], warnings=doc.warnings + takeovers,
+        )
+        d = jobs.create_job(ws.state_dir, record)
+        jobs.atomic_write(d / jobs.CATALOG_FILE, run.catalog.model_dump_json().encode())
+        events = jobs.EventLog(ws.state_dir, job_id)
+        for message in takeovers:
+            events.append(message, stream="engine")
+        for item in plan.services:
+            events.append(f"{item.id}: {item.action} {(item.commit or '')[:12]} on {item.target} ({item.mode}): {item.reason}", service=item.id, stream="engine")
+        proc = _spawn(ws, job_id)
+    except BaseException:
+        if not dry_run:
+            locks.release(ws.state_dir, lock_env, ids, job_id)
+        raise
+    if not dry_run:
+        locks.transfer(ws.state_dir, lock_env, ids, job_id, proc.pid)
+    start = jobs.process_start(proc.pid)
+
+    def hand_over(rec: JobRecord) -> JobRecord | None:
+        if rec.workerPid == pid:  # the worker has not recorded itself yet
+            return rec.model_copy(update={"workerPid": proc.pid, "workerStart": start})
+        return None
+
+    jobs.update_job(ws.state_dir, job_id, hand_over)
+    log.info("job %s started: worker pid %d", job_id, proc.pid)
+    doc.ok, doc.jobId, doc.status = True, job_id, "queued"
+    return doc
+
+
+def wait_job(state_dir: Path, job_id: str, *, on_events: Callable[[list[JobEvent]], None] | None = None, poll: float = POLL_S) -> JobRecord:
+    """Follow a job to its end (a dead worker ends it as `interrupted`)."""
+    offset = 0
+    while True:
+        record = jobs.load_job(state_dir, job_id)
+        if on_events is not None:
+            while True:
+                events, new = jobs.read_events(state_dir, job_id, offset)
+                if new == offset:
+                    break
+                offset = new
+                on_events(events)
+        if record.status in jobs.TERMINAL:
+            return record
+        time.sleep(poll)

@@ -1,0 +1,317 @@
+"""The job store: `<state dir>/jobs/<id>/` holds job.json (rewritten atomically) and events.jsonl.
+
+Read API for the CLI and the console: `list_jobs`, `load_job`, `read_events` (incremental, from a
+byte offset) and `tail` (the last N bytes, whole lines, without reading the whole file). Loading a
+job whose worker died reports it, and records it, as `interrupted`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from unidesk_tui.documents import ErrorItem, JobEvent, JobRecord, JobResult, LogTail
+from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.redact import Redactor, secret_env_values
+
+log = logging.getLogger(__name__)
+
+JOB_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+ACTIVE = frozenset({"queued", "running"})
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+JOB_FILE = "job.json"
+EVENTS_FILE = "events.jsonl"
+CATALOG_FILE = "catalog.json"
+STDERR_FILE = "worker.stderr"
+# Result codes of jobs that did not end by a step's own error. (Kept here until errors.py has them.)
+CODE_INTERRUPTED = "interrupted"
+CODE_CANCELLED = "cancelled"
+MAX_EVENT_TEXT = 64 * 1024
+MAX_READ_BYTES = 4 * 1024 * 1024
+HOST = socket.gethostname()
+
+
+# -- time, ids, paths ----------------------------------------------------------------------------
+
+def now_iso(ms: bool = False) -> str:
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S") + (f".{now.microsecond // 1000:03d}" if ms else "") + "Z"
+
+
+def new_job_id(now: datetime | None = None) -> str:
+    """Sortable by creation time: 20261127T081500Z-<6 hex>."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def check_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
+        raise UnideskError.of(ErrorCode.JOB_NOT_FOUND, f"{job_id!r} is not a job id (expected e.g. 20261127T081500Z-0a1b2c)")
+    return job_id
+
+
+def jobs_root(state_dir: Path) -> Path:
+    return Path(state_dir) / "jobs"
+
+
+def job_dir(state_dir: Path, job_id: str) -> Path:
+    return jobs_root(state_dir) / check_job_id(job_id)
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+def process_start(pid: int) -> int | None:
+    """Start time of `pid` in clock ticks since boot (tells a reused pid apart), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def process_alive(pid: int | None, start: int | None = None) -> bool:
+    """True while `pid` runs (not a zombie) and, when `start` is known, is the same process."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rfind(")") + 2:].startswith("Z"):
+            return False
+    except OSError:
+        return os.path.exists(f"/proc/{pid}") or not os.path.isdir("/proc")
+    return start is None or process_start(pid) == start
+
+
+# -- job.json ------------------------------------------------------------------------------------
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename, fsync the directory: a reader sees the old or the new file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+@contextmanager
+def _job_lock(d: Path) -> Iterator[None]:
+    """Serialises read-modify-write of one job.json across processes (apply, worker, readers)."""
+    with open(d / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write(d: Path, record: JobRecord) -> None:
+    atomic_write(d / JOB_FILE, (record.model_dump_json(indent=2) + "\n").encode())
+
+
+def _read(d: Path, job_id: str) -> JobRecord:
+    try:
+        data = (d / JOB_FILE).read_bytes()
+    except FileNotFoundError:
+        raise UnideskError.of(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}") from None
+    try:
+        return JobRecord.model_validate_json(data)
+    except ValidationError as exc:
+        raise UnideskError.of(ErrorCode.INTERNAL, f"job {job_id}: job.json is unreadable: {exc.errors()[0]['msg']}") from None
+
+
+def create_job(state_dir: Path, record: JobRecord) -> Path:
+    d = job_dir(state_dir, record.id)
+    d.mkdir(parents=True, exist_ok=False)
+    with _job_lock(d):
+        _write(d, record)
+    return d
+
+
+def update_job(state_dir: Path, job_id: str, change: Callable[[JobRecord], JobRecord | None]) -> JobRecord:
+    """Apply `change` to the current record under the job's lock and write the result atomically."""
+    d = job_dir(state_dir, job_id)
+    with _job_lock(d):
+        record = _read(d, job_id)
+        new = change(record) or record
+        _write(d, new)
+        return new
+
+
+def _worker_dead(record: JobRecord) -> bool:
+    if record.status not in ACTIVE or record.host != HOST:
+        return False  # another host's processes cannot be checked from here
+    return not process_alive(record.workerPid, record.workerStart)
+
+
+def mark_interrupted(record: JobRecord, why: str) -> JobRecord:
+    now = now_iso()
+    services = dict(record.result.services) if record.result else {}
+    for step in record.steps:
+        if step.status == "running":
+            step.status, step.endedAt, step.code, step.message = "failed", now, CODE_INTERRUPTED, why
+        if step.service not in services or services[step.service] not in ("succeeded", "skipped", "dry-run"):
+            if step.status in ("pending", "running", "failed"):
+                services[step.service] = "interrupted"
+    errors = list(record.result.errors) if record.result else []
+    errors.append(ErrorItem(code=CODE_INTERRUPTED, message=why))
+    return record.model_copy(update={"status": "interrupted", "endedAt": now, "result": JobResult(ok=False, services=services, errors=errors)})
+
+
+def load_job(state_dir: Path, job_id: str) -> JobRecord:
+    """job.json; an active job whose worker is gone is recorded and returned as `interrupted`."""
+    d = job_dir(state_dir, job_id)
+    record = _read(d, job_id)
+    if not _worker_dead(record):
+        return record
+    why = f"worker pid {record.workerPid} is gone; the job did not finish"
+
+    def change(current: JobRecord) -> JobRecord | None:
+        return mark_interrupted(current, why) if _worker_dead(current) else None
+
+    record = update_job(state_dir, job_id, change)
+    if record.status == "interrupted":
+        log.warning("job %s: %s", job_id, why)
+        try:
+            EventLog(state_dir, job_id).append(why, stream="engine")
+        except OSError:
+            pass
+    return record
+
+
+def list_jobs(state_dir: Path) -> list[JobRecord]:
+    """Every readable job, newest first (ids sort by creation time)."""
+    root = jobs_root(state_dir)
+    if not root.is_dir():
+        return []
+    out = []
+    for name in sorted((n for n in os.listdir(root) if JOB_ID_RE.match(n)), reverse=True):
+        try:
+            out.append(load_job(state_dir, name))
+        except UnideskError as exc:
+            log.warning("skipping job %s: %s", name, exc)
+    return out
+
+
+# -- the event log -------------------------------------------------------------------------------
+
+class EventLog:
+    """Appends redacted JSON-lines events; one writer process at a time (the worker), thread-safe."""
+
+    def __init__(self, state_dir: Path, job_id: str, redactor: Redactor | None = None) -> None:
+        self.path = job_dir(state_dir, job_id) / EVENTS_FILE
+        self.redact = redactor or Redactor(secret_env_values())
+        self._lock = threading.Lock()
+        self._seq = self._last_seq()
+
+    def _last_seq(self) -> int:
+        events = _tail_events(self.path, 64 * 1024)[0]
+        return events[-1].seq if events else 0
+
+    def append(self, text: str, *, step: str | None = None, service: str | None = None, stream: str = "stdout") -> JobEvent:
+        text = self.redact(text.rstrip("\n"))
+        if len(text) > MAX_EVENT_TEXT:
+            text = text[:MAX_EVENT_TEXT] + " …[truncated]"
+        with self._lock:
+            self._seq += 1
+            event = JobEvent(ts=now_iso(ms=True), seq=self._seq, step=step, service=service, stream=stream, text=text)
+            line = (json.dumps(event.model_dump(), ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+            # O_APPEND + one write per line: a concurrent reader never sees interleaved events.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        return event
+
+
+def _parse_lines(chunk: bytes) -> list[JobEvent]:
+    events = []
+    for raw in chunk.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            events.append(JobEvent.model_validate_json(raw))
+        except ValidationError:
+            log.debug("skipping an unreadable event line")
+    return events
+
+
+def read_events(state_dir: Path, job_id: str, offset: int = 0, max_bytes: int = MAX_READ_BYTES) -> tuple[list[JobEvent], int]:
+    """Whole events from byte `offset` on (at most ~max_bytes), and the offset to continue from.
+
+    A line still being written (no newline yet) is left for the next call.
+    """
+    path = job_dir(state_dir, job_id) / EVENTS_FILE
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, offset))
+            chunk = handle.read(max_bytes)
+    except FileNotFoundError:
+        if not (job_dir(state_dir, job_id) / JOB_FILE).exists():
+            raise UnideskError.of(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}") from None
+        return [], offset
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    return _parse_lines(chunk[: end + 1]), offset + end + 1
+
+
+def _tail_events(path: Path, nbytes: int) -> tuple[list[JobEvent], int, int]:
+    """(events, offset of the first returned line, file size), reading at most nbytes + 1."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return [], 0, 0
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        start = max(0, size - max(0, nbytes))
+        # Read one byte before `start` to know whether it begins on a line boundary.
+        handle.seek(max(0, start - 1))
+        chunk = handle.read(size - max(0, start - 1))
+    if start > 0:
+        if chunk[:1] == b"\n":
+            chunk, first = chunk[1:], start
+        else:
+            cut = chunk.find(b"\n")
+            chunk, first = (chunk[cut + 1:], start - 1 + cut + 1) if cut >= 0 else (b"", size)
+    else:
+        first = 0
+    end = chunk.rfind(b"\n")
+    chunk = chunk[: end + 1] if end >= 0 else b""
+    return _parse_lines(chunk), first, size
+
+
+def tail(state_dir: Path, job_id: str, nbytes: int) -> LogTail:
+    """The last `nbytes` of the log as whole events, reading only that much of the file."""
+    d = job_dir(state_dir, job_id)
+    if not (d / JOB_FILE).exists():
+        raise UnideskError.of(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
+    events, first, size = _tail_events(d / EVENTS_FILE, nbytes)
+    return LogTail(size=size, offset=first, truncated=first > 0, events=events)

@@ -1,0 +1,122 @@
+"""CLI for jobs: `deploy apply`, `job status JOB_ID [--tail-bytes N]` and `job list`.
+
+Registered by cli.py's optional registrars, after `deploy` exists. Exit codes: apply 0 when the job
+started (with --wait: 0 only when it succeeded), 1 otherwise; job status/list 0 when the document
+was produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from unidesk_tui import jobs
+from unidesk_tui.apply import apply, wait_job
+from unidesk_tui.documents import ApplyDocument, JobDocument, JobEvent, JobListDocument, JobSummary
+from unidesk_tui.errors import ExitCode, UnideskError
+from unidesk_tui.reconcile import to_errors
+from unidesk_tui.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TAIL_BYTES = 30000
+MAX_TAIL_BYTES = 64 * 1024 * 1024
+
+
+def _emit(doc) -> None:
+    from unidesk_tui.cli import emit
+
+    emit(doc)
+
+
+def _tail_bytes(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 <= n <= MAX_TAIL_BYTES:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_TAIL_BYTES}")
+    return n
+
+
+def _progress_to_stderr(events: list[JobEvent]) -> None:
+    """Human progress for --wait on a terminal; stdout stays one JSON document."""
+    for e in events:
+        where = "/".join(x for x in (e.service, e.step) if x)
+        sys.stderr.write(f"{e.ts[11:19]} {where + ': ' if where else ''}{e.text}\n")
+    sys.stderr.flush()
+
+
+def finish_apply(doc: ApplyDocument, ws: Workspace, wait: bool, *, progress: bool = False) -> tuple[ApplyDocument, int]:
+    """With --wait, follow the job and fold its end into the document; returns (doc, exit code)."""
+    if not doc.ok or not doc.jobId:
+        return doc, ExitCode.ERROR
+    if not wait:
+        return doc, ExitCode.OK
+    record = wait_job(ws.state_dir, doc.jobId, on_events=_progress_to_stderr if progress else None)
+    errors = list(record.result.errors) if record.result else []
+    doc = doc.model_copy(update={"ok": record.status == "succeeded", "status": record.status, "job": record, "errors": errors})
+    return doc, ExitCode.OK if record.status == "succeeded" else ExitCode.ERROR
+
+
+def _apply(args: argparse.Namespace, ws: Workspace) -> int:
+    from unidesk_tui.cli import _live_reader
+
+    doc = apply(ws, file=args.file, env=args.env, services=args.service, dry_run=args.dry_run, force=args.force,
+                read_live=None if args.env else _live_reader())
+    doc, code = finish_apply(doc, ws, args.wait, progress=sys.stderr.isatty())
+    _emit(doc)
+    return code
+
+
+def _status(args: argparse.Namespace, ws: Workspace) -> int:
+    try:
+        record = jobs.load_job(ws.state_dir, args.job_id)
+        log_tail = jobs.tail(ws.state_dir, args.job_id, args.tail_bytes)
+    except UnideskError as exc:
+        _emit(JobDocument(ok=False, errors=to_errors(exc.problems)))
+        return ExitCode.ERROR
+    _emit(JobDocument(ok=True, job=record, log=log_tail))
+    return ExitCode.OK
+
+
+def _list(args: argparse.Namespace, ws: Workspace) -> int:
+    summaries = [
+        JobSummary(id=r.id, status=r.status, environment=r.environment, services=r.services, dryRun=r.dryRun, createdAt=r.createdAt, endedAt=r.endedAt)
+        for r in jobs.list_jobs(ws.state_dir)
+    ]
+    _emit(JobListDocument(ok=True, jobs=summaries))
+    return ExitCode.OK
+
+
+def _deploy_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    deploy = sub.choices.get("deploy")
+    if deploy is None:
+        raise RuntimeError("jobs_cli.add_parser must run after the deploy registrar")
+    return next(a for a in deploy._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from unidesk_tui.cli import _service_id
+
+    dsub = _deploy_subparsers(sub)
+    p = dsub.add_parser("apply", help="start an asynchronous deploy job")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--file", help="manifest file (default: <workspace>/deploy.json)")
+    # prod is accepted here so that the apply path itself refuses it with prod_apply_disabled.
+    group.add_argument("--env", choices=["dev", "prod"], help="apply origin/deploy/dev (prod is refused)")
+    p.add_argument("--service", action="append", type=_service_id, metavar="ID", help="only this service (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="resolve the plan and record the steps; change nothing")
+    p.add_argument("--force", action="store_true", help="rebuild and roll out even where the live commit matches")
+    p.add_argument("--wait", action="store_true", help="follow the job to its end; exit 0 only if it succeeded")
+    p.set_defaults(handler=_apply, command_name="apply")
+
+    job = sub.add_parser("job", help="deploy jobs: status and list")
+    jsub = job.add_subparsers(dest="job_command", required=True, parser_class=sub._parser_class)
+    s = jsub.add_parser("status", help="job.json plus a bounded tail of its event log")
+    s.add_argument("job_id", metavar="JOB_ID")
+    s.add_argument("--tail-bytes", type=_tail_bytes, default=DEFAULT_TAIL_BYTES, metavar="N", help=f"log bytes to return (default {DEFAULT_TAIL_BYTES})")
+    s.set_defaults(handler=_status, command_name="job status")
+    ls = jsub.add_parser("list", help="every job, newest first")
+    ls.set_defaults(handler=_list, command_name="job list")

@@ -1,0 +1,288 @@
+"""The detached job worker: `python -m unidesk_tui.worker <state-dir> <job-id>`.
+
+Runs each service's executor steps in order, records every step's status and timing in job.json,
+appends their progress to the event log, fails a step that emitted nothing (`no_progress`), and
+records the result. SIGTERM cancels the job (`cancelled`); the locks are released at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from executors.base import Executor, Step, executor_for
+from unidesk_tui import jobs, locks
+from unidesk_tui.catalog import Catalog, Target, parse_catalog
+from unidesk_tui.documents import ErrorItem, JobRecord, JobResult, PlanItem, StepRecord
+from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.plan import DesiredService
+
+log = logging.getLogger(__name__)
+
+# Extra executor modules imported after the built-ins, so their `register` calls win. This is how
+# a test workload (or a site-specific executor) reaches the worker process.
+PLUGINS_ENV = "UNIDESK_EXECUTOR_PLUGINS"
+
+
+def load_executor_plugins() -> None:
+    try:
+        import executors.registry  # noqa: F401  (built-ins first)
+    except ImportError as exc:
+        log.debug("built-in executors unavailable: %s", exc)
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(name)
+
+
+def executor(mode: str) -> Executor:
+    """The executor for `mode`; an UnideskError(unsupported_service) when there is none."""
+    load_executor_plugins()
+    try:
+        return executor_for(mode)
+    except (KeyError, ImportError) as exc:
+        raise UnideskError.of(ErrorCode.UNSUPPORTED_SERVICE, f"no executor for deployment mode {mode!r}: {exc}") from None
+
+
+def desired_from_plan(catalog: Catalog, item: PlanItem, environment: str | None) -> DesiredService:
+    """Rebuild the resolved DesiredService a plan item was made from."""
+    ms = catalog.microservice(item.id)
+    if ms is None:
+        raise UnideskError.of(ErrorCode.UNKNOWN_SERVICE, f"{item.id}: missing from the job's catalog snapshot", service=item.id)
+    deployment, k8s = ms.for_environment(environment)
+    return DesiredService(item.id, item.repo or "", item.requestedCommit or "", ms, deployment.mode, deployment.target, k8s, item.commit)
+
+
+class _Pool:
+    """The target pool, opened on first use (a dry run of read-only steps may never need it)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._pool = None
+
+    async def session(self, target_id: str):
+        if self._pool is None:
+            try:
+                from unidesk_tui.targets import TargetPool
+            except ImportError as exc:
+                raise UnideskError.of(ErrorCode.TARGET_UNREACHABLE, f"the target pool (unidesk_tui.targets) is not available: {exc}") from None
+            self._pool = TargetPool(self.catalog)
+        return await self._pool.session(target_id)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+@dataclass
+class Context:
+    """The StepContext (executors/base.py) one step runs with."""
+
+    catalog: Catalog
+    service: DesiredService
+    target: Target
+    dry_run: bool
+    force: bool
+    shared: dict
+    _log: jobs.EventLog
+    _pool: _Pool
+    step: str = ""
+    events: int = field(default=0)
+
+    def emit(self, text: str, stream: str = "stdout") -> None:
+        self.events += 1
+        self._log.append(text, step=self.step, service=self.service.id, stream=stream)
+
+    async def session(self):
+        return await self._pool.session(self.target.id)
+
+
+class Worker:
+    def __init__(self, state_dir: Path, job_id: str) -> None:
+        self.state_dir = state_dir
+        self.job_id = job_id
+        self.log = jobs.EventLog(state_dir, job_id)
+
+    def update(self, change) -> JobRecord:
+        return jobs.update_job(self.state_dir, self.job_id, change)
+
+    def set_step(self, index: int, **fields) -> None:
+        def change(rec: JobRecord) -> None:
+            rec.steps[index] = rec.steps[index].model_copy(update=fields)
+
+        self.update(change)
+
+    def engine(self, text: str, service: str | None = None, step: str | None = None) -> None:
+        self.log.append(text, step=step, service=service, stream="engine")
+
+    async def run(self) -> JobRecord:
+        pid = os.getpid()
+        record = self.update(lambda r: r.model_copy(update={"status": "running", "startedAt": jobs.now_iso(), "workerPid": pid, "workerStart": jobs.process_start(pid)}))
+        self.engine(f"worker {pid} started on {jobs.HOST}" + (" (dry run: only read-only steps run)" if record.dryRun else ""))
+        catalog = parse_catalog((jobs.job_dir(self.state_dir, self.job_id) / jobs.CATALOG_FILE).read_bytes(), origin="catalog snapshot")
+        environment = record.environment if record.environment != "file" else None
+        pool = _Pool(catalog)
+        outcome: dict[str, str] = {}
+        errors: list[ErrorItem] = []
+        status = "succeeded"
+        try:
+            for item in record.plan:
+                if status != "succeeded":
+                    self._skip_rest(item.id, "not run: an earlier service failed")
+                    outcome[item.id] = "skipped"
+                    continue
+                result, problems = await self._service(catalog, record, item, environment, pool)
+                outcome[item.id] = result
+                errors += problems
+                if result in ("failed", "cancelled"):
+                    status = result
+        except asyncio.CancelledError:
+            status = "cancelled"
+        finally:
+            try:
+                await asyncio.shield(pool.close())
+            except (Exception, asyncio.CancelledError):  # closing must not change the job's result
+                log.debug("closing the target pool failed", exc_info=True)
+        if status == "cancelled":
+            errors.append(ErrorItem(code=jobs.CODE_CANCELLED, message="the job was cancelled (SIGTERM)"))
+            for item in record.plan:
+                outcome.setdefault(item.id, "cancelled")
+                self._skip_rest(item.id, "not run: job cancelled")
+        final = self.update(lambda r: r.model_copy(update={
+            "status": status, "endedAt": jobs.now_iso(),
+            "result": JobResult(ok=status == "succeeded", services=outcome, errors=errors),
+        }))
+        self.engine(f"job {status}")
+        if not record.dryRun:
+            locks.release(self.state_dir, record.environment, record.services, self.job_id)
+        return final
+
+    def _skip_rest(self, service: str, why: str) -> None:
+        def change(rec: JobRecord) -> None:
+            for i, s in enumerate(rec.steps):
+                if s.service == service and s.status in ("pending", "running"):
+                    rec.steps[i] = s.model_copy(update={"status": "skipped" if s.status == "pending" else "cancelled", "message": why})
+
+        self.update(change)
+
+    async def _service(self, catalog: Catalog, record: JobRecord, item: PlanItem, environment: str | None, pool: _Pool) -> tuple[str, list[ErrorItem]]:
+        indexes = [i for i, s in enumerate(record.steps) if s.service == item.id]
+        if item.action == "noop" and not record.force:
+            self.engine(f"{item.id}: noop, {item.reason}; nothing to do", service=item.id)
+            return "skipped", []
+        try:
+            service = desired_from_plan(catalog, item, environment)
+            steps = executor(service.mode or "").steps(service)
+        except UnideskError as exc:
+            return self._fail_service(item.id, indexes, exc)
+        if [record.steps[i].name for i in indexes] != [s.name for s in steps]:
+            # The executor changed its mind since apply listed the steps: record what runs.
+            indexes = self._relist(item.id, steps)
+        target = catalog.target(service.target or "")
+        shared: dict = {}
+        for index, step in zip(indexes, steps, strict=True):
+            if record.dryRun and not step.read_only:
+                self.set_step(index, status="skipped", message="dry run: would run")
+                self.engine(f"dry run: would run {step.name}", service=item.id, step=step.name)
+                continue
+            ctx = Context(catalog, service, target, record.dryRun, record.force, shared, self.log, pool, step=step.name)
+            ok, problem = await self._step(index, step, ctx)
+            if not ok:
+                self._skip_rest(item.id, f"not run: {step.name} failed")
+                return ("cancelled" if problem.code == jobs.CODE_CANCELLED else "failed"), [problem]
+        return ("dry-run" if record.dryRun else "succeeded"), []
+
+    def _fail_service(self, service: str, indexes: list[int], exc: UnideskError) -> tuple[str, list[ErrorItem]]:
+        for p in exc.problems:
+            self.engine(f"{p.code}: {p.message}", service=service)
+        self._skip_rest(service, f"not run: {exc.problems[0].message}")
+        return "failed", [ErrorItem(**{**p.to_dict(), "service": service}) for p in exc.problems]
+
+    def _relist(self, service: str, steps: list[Step]) -> list[int]:
+        out: list[int] = []
+
+        def change(rec: JobRecord) -> None:
+            keep = [s for s in rec.steps if s.service != service]
+            at = next((i for i, s in enumerate(rec.steps) if s.service == service), len(keep))
+            new = [StepRecord(service=service, name=s.name, readOnly=s.read_only) for s in steps]
+            rec.steps[:] = keep[:at] + new + keep[at:]
+            out.extend(range(at, at + len(new)))
+
+        self.update(change)
+        return out
+
+    async def _step(self, index: int, step: Step, ctx: Context) -> tuple[bool, ErrorItem | None]:
+        service = ctx.service.id
+        started = time.monotonic()
+        self.set_step(index, status="running", startedAt=jobs.now_iso())
+        self.engine(f"step {step.name} started", service=service, step=step.name)
+        problem: ErrorItem | None = None
+        status = "succeeded"
+        try:
+            await step.run(ctx)
+            if ctx.events == 0:
+                problem = ErrorItem(code=ErrorCode.NO_PROGRESS, message=f"{service}: step {step.name} emitted no progress event", service=service)
+        except asyncio.CancelledError:
+            status = "cancelled"
+            problem = ErrorItem(code=jobs.CODE_CANCELLED, message=f"{service}: step {step.name} cancelled", service=service)
+        except UnideskError as exc:
+            p = exc.problems[0]
+            problem = ErrorItem(code=str(p.code), message=self.log.redact(str(exc) if len(exc.problems) > 1 else p.message), service=service, path=p.path)
+        except Exception as exc:  # an executor bug still ends as a recorded, failed step
+            log.debug("step %s raised", step.name, exc_info=True)
+            problem = ErrorItem(code=ErrorCode.INTERNAL, message=self.log.redact(f"{service}: step {step.name} raised {type(exc).__name__}: {exc}"), service=service)
+        if problem is not None and status != "cancelled":
+            status = "failed"
+        took = int((time.monotonic() - started) * 1000)
+        self.set_step(index, status=status, endedAt=jobs.now_iso(), durationMs=took, events=ctx.events,
+                      code=problem.code if problem else None, message=problem.message if problem else None)
+        self.engine(f"step {step.name} {status} in {took} ms" + (f": {problem.code}: {problem.message}" if problem else ""), service=service, step=step.name)
+        if status == "cancelled":
+            raise asyncio.CancelledError
+        return problem is None, problem
+
+
+async def _main(state_dir: Path, job_id: str) -> JobRecord:
+    worker = Worker(state_dir, job_id)
+    task = asyncio.ensure_future(worker.run())
+    loop = asyncio.get_running_loop()
+    cancelled = False
+
+    def on_term() -> None:
+        nonlocal cancelled
+        if not cancelled:
+            cancelled = True
+            worker.engine("SIGTERM received: cancelling")
+            task.cancel()  # run() catches it around the steps and records `cancelled`
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_term)
+    return await task
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=os.environ.get("UNIDESK_LOG_LEVEL", "WARNING"), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if len(argv) != 2:
+        sys.stderr.write("usage: python -m unidesk_tui.worker <state-dir> <job-id>\n")
+        return 2
+    state_dir, job_id = Path(argv[0]), jobs.check_job_id(argv[1])
+    try:
+        record = asyncio.run(_main(state_dir, job_id))
+    except Exception as exc:  # the bookkeeping itself failed: leave a trace, the job reads as interrupted
+        log.exception("worker for job %s failed", job_id)
+        try:
+            jobs.EventLog(state_dir, job_id).append(f"worker error: {type(exc).__name__}: {exc}", stream="engine")
+        except Exception:
+            pass
+        return 1
+    return 0 if record.status == "succeeded" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
