@@ -128,10 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(parser.format_help() if not argv[:1] or argv[0] in ("-h", "--help") else "")
         try:
             args = parser.parse_args(argv)
-        except SystemExit as exc:  # --help
-            return int(exc.code or 0)
+        except SystemExit as exc:  # --help (0), or a nested parser's usage error (already on stderr)
+            if not exc.code:
+                return 0
+            raise UsageError("unidesk: invalid command line (see --help)") from None
         command = getattr(args, "command_name", None) or args.command or "unidesk"
         handler = getattr(args, "handler", None)
+        if handler is None and getattr(args, "func", None) is not None:
+            return int(args.func(args))  # registrars that need no workspace (e.g. lab)
         if handler is None:
             console = _console()
             if console is None or args.json:
