@@ -1,0 +1,271 @@
+"""The job store, event log, tails, redaction, process liveness and locks (no lab needed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from unidesk_tui import jobs, locks
+from unidesk_tui.documents import FileSourceDoc, JobRecord, StepRecord
+from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.redact import Redactor, redact, secret_env_values
+
+
+def record(job_id: str | None = None, **kw) -> JobRecord:
+    base = dict(id=job_id or jobs.new_job_id(), status="queued", environment="file", source=FileSourceDoc(path="/w/deploy.json"),
+                workspace="/w", services=["svc"], createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=os.getpid(),
+                workerStart=jobs.process_start(os.getpid()))
+    return JobRecord(**{**base, **kw})
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def sleeper():
+    proc = subprocess.Popen(["sleep", "300"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def rchar() -> int:
+    """Bytes this process has read through read(2) so far (/proc/self/io)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar")
+
+
+# ---- ids and job.json ---------------------------------------------------------------------------
+
+
+def test_job_ids_sort_by_time_and_reject_paths():
+    a = jobs.new_job_id(datetime(2026, 11, 27, 8, 15, tzinfo=UTC))
+    b = jobs.new_job_id(datetime(2026, 11, 27, 8, 16, tzinfo=UTC))
+    assert a.startswith("20261127T081500Z-") and a < b and jobs.JOB_ID_RE.match(a)
+    for bad in ("../../etc", "20261127T081500Z-zzzzzz", "-rf", ""):
+        with pytest.raises(UnideskError) as err:
+            jobs.job_dir(Path("/s"), bad)
+        assert err.value.problems[0].code == ErrorCode.JOB_NOT_FOUND
+
+
+def test_job_json_is_rewritten_atomically(tmp_path):
+    rec = record()
+    d = jobs.create_job(tmp_path, rec)
+    updated = jobs.update_job(tmp_path, rec.id, lambda r: r.model_copy(update={"status": "running"}))
+    assert updated.status == "running" and jobs.load_job(tmp_path, rec.id).status == "running"
+    assert sorted(p.name for p in d.iterdir() if not p.name.startswith(".lock")) == ["job.json"]  # no temp files left
+    assert json.loads((d / "job.json").read_text())["id"] == rec.id
+    with pytest.raises(FileExistsError):
+        jobs.create_job(tmp_path, rec)
+    with pytest.raises(UnideskError):
+        jobs.load_job(tmp_path, jobs.new_job_id())
+
+
+def test_list_jobs_newest_first_skipping_junk(tmp_path):
+    old = record(jobs.new_job_id(datetime(2026, 1, 1, tzinfo=UTC)))
+    new = record(jobs.new_job_id(datetime(2026, 2, 1, tzinfo=UTC)))
+    for r in (old, new):
+        jobs.create_job(tmp_path, r)
+    (jobs.jobs_root(tmp_path) / "not-a-job").mkdir()
+    broken = jobs.jobs_root(tmp_path) / jobs.new_job_id(datetime(2026, 3, 1, tzinfo=UTC))
+    broken.mkdir()
+    (broken / "job.json").write_text("{")
+    assert [r.id for r in jobs.list_jobs(tmp_path)] == [new.id, old.id]
+    assert jobs.list_jobs(tmp_path / "nothing") == []
+
+
+# ---- interrupted --------------------------------------------------------------------------------
+
+
+def test_a_running_job_whose_worker_died_is_recorded_interrupted(tmp_path):
+    pid = dead_pid()
+    rec = record(status="running", workerPid=pid, workerStart=None,
+                 steps=[StepRecord(service="svc", name="fetch", status="succeeded"), StepRecord(service="svc", name="build", status="running"),
+                        StepRecord(service="svc", name="verify")])
+    jobs.create_job(tmp_path, rec)
+    got = jobs.load_job(tmp_path, rec.id)
+    assert got.status == "interrupted" and got.endedAt and not got.result.ok
+    assert [s.status for s in got.steps] == ["succeeded", "failed", "pending"] and got.steps[1].code == jobs.CODE_INTERRUPTED
+    assert got.result.errors[0].code == jobs.CODE_INTERRUPTED and str(pid) in got.result.errors[0].message
+    assert json.loads((jobs.job_dir(tmp_path, rec.id) / "job.json").read_text())["status"] == "interrupted"
+    assert "is gone" in jobs.read_events(tmp_path, rec.id)[0][-1].text
+
+
+def test_live_reused_and_finished_workers(tmp_path, sleeper):
+    live = record(status="running", workerPid=sleeper.pid, workerStart=jobs.process_start(sleeper.pid))
+    reused = record(status="running", workerPid=sleeper.pid, workerStart=jobs.process_start(sleeper.pid) - 1)
+    done = record(status="succeeded", workerPid=dead_pid())
+    other_host = record(status="running", workerPid=dead_pid(), host="elsewhere")
+    for r in (live, reused, done, other_host):
+        jobs.create_job(tmp_path, r)
+    assert jobs.load_job(tmp_path, live.id).status == "running"
+    assert jobs.load_job(tmp_path, reused.id).status == "interrupted"  # same pid, another process
+    assert jobs.load_job(tmp_path, done.id).status == "succeeded"
+    assert jobs.load_job(tmp_path, other_host.id).status == "running"  # cannot judge another host's pids
+
+
+def test_process_alive_sees_zombies_as_dead():
+    proc = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    assert not jobs.process_alive(proc.pid)
+    proc.wait()
+    assert jobs.process_alive(os.getpid(), jobs.process_start(os.getpid()))
+    assert not jobs.process_alive(None) and not jobs.process_alive(dead_pid())
+
+
+# ---- the event log ------------------------------------------------------------------------------
+
+
+def test_events_have_increasing_seq_across_writers_and_are_redacted(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPLOY_API_TOKEN", "tok-9f8e7d6c5b")
+    rec = record()
+    jobs.create_job(tmp_path, rec)
+    log1 = jobs.EventLog(tmp_path, rec.id)
+    log1.append("hello", step="build", service="svc")
+    log1.append("pushing with tok-9f8e7d6c5b to http://ci:pa55w0rd@git.example/x.git", step="build", service="svc", stream="stderr")
+    jobs.EventLog(tmp_path, rec.id).append("later writer")
+    evs, offset = jobs.read_events(tmp_path, rec.id)
+    assert [e.seq for e in evs] == [1, 2, 3] and offset == (jobs.job_dir(tmp_path, rec.id) / "events.jsonl").stat().st_size
+    assert evs[0].step == "build" and evs[0].service == "svc" and evs[0].stream == "stdout" and evs[0].ts.endswith("Z")
+    raw = (jobs.job_dir(tmp_path, rec.id) / "events.jsonl").read_text()
+    assert "tok-9f8e7d6c5b" not in raw and "pa55w0rd" not in raw and "http://***@git.example" in raw
+
+
+def test_read_events_is_incremental_and_leaves_a_partial_line(tmp_path):
+    rec = record()
+    jobs.create_job(tmp_path, rec)
+    log = jobs.EventLog(tmp_path, rec.id)
+    log.append("one")
+    evs, off = jobs.read_events(tmp_path, rec.id)
+    assert [e.text for e in evs] == ["one"]
+    log.append("two")
+    path = jobs.job_dir(tmp_path, rec.id) / "events.jsonl"
+    with open(path, "ab") as f:
+        f.write(b'{"ts":"x","seq":9,"stream":"stdout","te')  # a writer mid-line
+    evs, off2 = jobs.read_events(tmp_path, rec.id, off)
+    assert [e.text for e in evs] == ["two"] and jobs.read_events(tmp_path, rec.id, off2) == ([], off2)
+
+
+def test_tail_returns_whole_lines_and_reads_only_the_tail(tmp_path):
+    rec = record()
+    jobs.create_job(tmp_path, rec)
+    path = jobs.job_dir(tmp_path, rec.id) / "events.jsonl"
+    line = lambda i: json.dumps({"ts": "2026-11-27T08:00:00.000Z", "seq": i, "step": "build", "service": "svc", "stream": "stdout", "text": f"line {i} " + "x" * 80}) + "\n"
+    with open(path, "w") as f:
+        f.write("".join(line(i) for i in range(1, 200_001)))  # ~25 MB
+    size = path.stat().st_size
+    before = rchar()
+    t = jobs.tail(tmp_path, rec.id, 30000)
+    read = rchar() - before
+    assert read < 30000 + 16384, f"tail read {read} bytes of a {size} byte log"
+    assert t.size == size and t.truncated and t.events[-1].seq == 200_000
+    assert [e.seq for e in t.events] == list(range(t.events[0].seq, 200_001))
+    assert size - t.offset <= 30000 and t.offset == sum(len(line(i)) for i in range(1, t.events[0].seq))
+    assert jobs.tail(tmp_path, rec.id, 0).events == []
+    assert len(jobs.tail(tmp_path, rec.id, len(line(200_000))).events) == 1  # exactly one whole line
+    assert len(jobs.tail(tmp_path, rec.id, len(line(200_000)) - 1).events) == 0
+    whole = jobs.tail(tmp_path, rec.id, size * 2)
+    assert not whole.truncated and whole.offset == 0 and len(whole.events) == 200_000
+
+
+def test_tail_of_a_job_without_events_and_of_no_job(tmp_path):
+    rec = record()
+    jobs.create_job(tmp_path, rec)
+    t = jobs.tail(tmp_path, rec.id, 100)
+    assert t.events == [] and t.size == 0 and not t.truncated
+    with pytest.raises(UnideskError):
+        jobs.tail(tmp_path, jobs.new_job_id(), 100)
+
+
+# ---- redaction ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("git fetch https://user:hunter22@github.com/o/r.git", "hunter22"),
+    ("HTTPS_PROXY=http://proxyuser:pr0xy@10.0.0.1:3128", "pr0xy"),
+    ("Authorization: Bearer eyJhbGciOi.abc", "eyJhbGciOi.abc"),
+    ("Proxy-Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
+    ("--build-arg NPM_TOKEN=abc123xyz", "abc123xyz"),
+    ('{"db_password": "s3cret!"}', "s3cret!"),
+    ("DB_PASSWORD='two words'", "two words"),
+    ("token ghp_0123456789abcdefghijABCDEFGHIJ012345", "ghp_0123456789abcdefghijABCDEFGHIJ012345"),
+    ("?access_token=qwerty12&x=1", "qwerty12"),
+])
+def test_redaction_patterns(text, secret):
+    out = redact(text)
+    assert secret not in out and "***" in out
+
+
+@pytest.mark.parametrize("text", [
+    "target_build_proxy=http://127.0.0.1:18789", "unidesk.ai/source-commit=0123abcd", "author: Lab Author",
+    "BUILDKIT_INLINE_CACHE=1", "sha256:0123456789abcdef", "step 3/4 RUN make",
+])
+def test_redaction_keeps_ordinary_output(text):
+    assert redact(text) == text
+
+
+def test_literal_secrets_and_secret_env_values():
+    r = Redactor(["abc", "longer-secret-value"])  # too short to mask is ignored
+    assert r("abc longer-secret-value") == "abc ***"
+    assert secret_env_values({"GITHUB_TOKEN": "t", "PATH": "/bin", "my_password": "p"}) == ["t", "p"]
+
+
+# ---- locks --------------------------------------------------------------------------------------
+
+
+def test_lock_records_holder_and_refuses_a_live_one(tmp_path, sleeper):
+    job_a, job_b = jobs.new_job_id(), jobs.new_job_id()
+    assert locks.acquire(tmp_path, "dev", ["frontend"], job_a, pid=sleeper.pid) == []
+    held = locks.read_lock(tmp_path, "dev", "frontend")
+    assert (held.pid, held.jobId, held.host, held.environment) == (sleeper.pid, job_a, jobs.HOST, "dev") and held.time.endswith("Z")
+    with pytest.raises(UnideskError) as err:
+        locks.acquire(tmp_path, "dev", ["frontend"], job_b)
+    assert err.value.problems[0].code == ErrorCode.LOCKED and job_a in err.value.problems[0].message
+    # Other environments and services are independent.
+    assert locks.acquire(tmp_path, "file", ["frontend"], job_b) == []
+    assert locks.acquire(tmp_path, "dev", ["backend-core"], job_b) == []
+
+
+def test_locks_are_all_or_nothing(tmp_path, sleeper):
+    holder = jobs.new_job_id()
+    locks.acquire(tmp_path, "file", ["b"], holder, pid=sleeper.pid)
+    with pytest.raises(UnideskError):
+        locks.acquire(tmp_path, "file", ["a", "b"], jobs.new_job_id())
+    assert locks.read_lock(tmp_path, "file", "a") is None
+
+
+def test_stale_locks_are_taken_over_and_logged(tmp_path, caplog, sleeper):
+    dead_job, ended_job, new_job = jobs.new_job_id(), jobs.new_job_id(), jobs.new_job_id()
+    locks.acquire(tmp_path, "file", ["a"], dead_job, pid=dead_pid())
+    jobs.create_job(tmp_path, record(ended_job, status="failed", workerPid=sleeper.pid))
+    locks.acquire(tmp_path, "file", ["b"], ended_job, pid=sleeper.pid)  # alive, but its job ended
+    with caplog.at_level(logging.WARNING, logger="unidesk_tui.locks"):
+        taken = locks.acquire(tmp_path, "file", ["a", "b"], new_job)
+    assert len(taken) == 2 and dead_job in taken[0] and "dead" in taken[0] and ended_job in taken[1]
+    assert sum("took over" in r.message for r in caplog.records) == 2
+    assert locks.read_lock(tmp_path, "file", "a").jobId == new_job
+
+
+def test_release_and_transfer_only_touch_the_jobs_own_locks(tmp_path, sleeper):
+    mine, theirs = jobs.new_job_id(), jobs.new_job_id()
+    locks.acquire(tmp_path, "file", ["a"], mine)
+    locks.transfer(tmp_path, "file", ["a"], mine, sleeper.pid)
+    assert locks.read_lock(tmp_path, "file", "a").pid == sleeper.pid
+    locks.release(tmp_path, "file", ["a"], theirs)
+    assert locks.read_lock(tmp_path, "file", "a") is not None
+    locks.release(tmp_path, "file", ["a"], mine)
+    assert locks.read_lock(tmp_path, "file", "a") is None
+    with pytest.raises(ValueError):
+        locks.lock_path(tmp_path, "file", "../x")
