@@ -587,7 +587,7 @@ class Store:
         obj = copy.deepcopy(self._objects[key])
         if dry_run:
             return obj
-        if res is NAMESPACES:  # immediate cascade instead of the Terminating phase
+        if res == NAMESPACES:  # immediate cascade instead of the Terminating phase
             for other in RESOURCES:
                 if other.namespaced:
                     for child in self.list(other, name):
@@ -658,7 +658,7 @@ class Store:
         snapshot = copy.deepcopy(obj)
         self._history.append((self._rv, event, res, snapshot))
         for w in list(self._watchers):
-            if w.res is res and (w.namespace is None or w.namespace == obj["metadata"].get("namespace")) \
+            if w.res == res and (w.namespace is None or w.namespace == obj["metadata"].get("namespace")) \
                     and w.match(snapshot):
                 w.queue.put_nowait((event, snapshot))
         for listener in self.listeners:
@@ -682,7 +682,7 @@ class Store:
             if start < oldest - 1 and start < self._rv:
                 raise ApiError(410, "Expired", f"too old resource version: {start} ({oldest - 1})")
             for rv, event, r, obj in self._history:
-                if rv > start and r is res and (namespace is None or obj["metadata"].get("namespace") == namespace) \
+                if rv > start and r == res and (namespace is None or obj["metadata"].get("namespace") == namespace) \
                         and match(obj):
                     watcher.queue.put_nowait((event, copy.deepcopy(obj)))
         self._watchers.add(watcher)
@@ -922,7 +922,7 @@ class KubeAPI:
             return _json(obj, 201 if created else 200)
         if method == "DELETE" and sub is None:
             obj = self.store.delete(res, namespace, name, dry_run=dry_run)
-            if res is NAMESPACES:
+            if res == NAMESPACES:
                 return _json(obj)
             return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                           "details": {"name": name, "group": res.group, "kind": res.plural,
@@ -1109,4 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module, not this __main__ copy, so the controller shares its classes and tables.
+    from unidesk_tui.lab import kubeapi
+
+    sys.exit(kubeapi.main())

@@ -137,6 +137,9 @@ class LabController:
         for cid in await self._containers():
             if cid.startswith(PREFIX):
                 await self._remove(cid)
+        for key, pod in self._pods.items():  # the persisted status must not claim stopped containers serve
+            pod.container, pod.ready = None, False
+            self._write_status(key, pod)
         self._pods.clear()
         if self._http:
             await self._http.close()
@@ -145,7 +148,7 @@ class LabController:
     # ---- event intake
 
     def _on_event(self, event: str, res: Resource, obj: dict) -> None:
-        if res is not DEPLOYMENTS:
+        if res != DEPLOYMENTS:
             return
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
         pod = self._pods.get(key)
@@ -301,7 +304,7 @@ class LabController:
             if optional:
                 return {}
             raise ConfigError(f'{res.kind.lower()} "{name}" not found')
-        if res is SECRETS:
+        if res == SECRETS:
             return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
         return dict(obj.get("data") or {})
 
@@ -343,7 +346,7 @@ class LabController:
         status: dict = {"observedGeneration": pod.generation}
         for field_name, value in (("replicas", total), ("updatedReplicas", updated), ("readyReplicas", ready),
                                   ("availableReplicas", available),
-                                  ("unavailableReplicas", max(want - available, 0) if total or want else 0)):
+                                  ("unavailableReplicas", max(max(total, want) - available, 0))):
             if value:
                 status[field_name] = value
         if available >= want - max_unavailable(spec, want):

@@ -1,0 +1,319 @@
+"""The lab controller against a real containerd: Deployments become running containers, status tells the truth.
+
+Only the Kubernetes API is emulated (`unidesk_tui.lab.kubeapi`, run here through its real entry point);
+containerd, ctr, runc and busybox httpd are the real programs. The test starts its own containerd in a
+temporary directory (private mount namespace with its own /run) and imports a hand-made OCI image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from kubernetes_asyncio import client
+
+pytestmark = [pytest.mark.lab, pytest.mark.asyncio(loop_scope="module")]
+
+NEEDS = ("containerd", "ctr", "runc", "unshare")
+if sys.platform != "linux" or os.geteuid() != 0:
+    pytest.skip("needs root on Linux (runs containerd and runc)", allow_module_level=True)
+if missing := [b for b in NEEDS if shutil.which(b) is None]:
+    pytest.skip(f"missing {', '.join(missing)} (Debian package docker.io provides containerd/ctr/runc)",
+                allow_module_level=True)
+if not Path("/bin/busybox").exists():
+    pytest.skip("missing /bin/busybox (Debian package busybox-static)", allow_module_level=True)
+
+CTR_NS = "k8s.io"
+IMAGE = "docker.io/library/labbox:1"  # what `docker save | ctr import` would name `labbox:1`
+PAGE = b"hello from the lab\n"
+WAIT = 60.0  # hang guard for polling loops, not a performance assertion
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def oci_image_tar(path: Path, name: str) -> None:
+    """A FROM-scratch image in OCI layout: /bin/busybox (static) and /www/index.html, entrypoint busybox."""
+    def digest(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    layer_buf = io.BytesIO()
+    with tarfile.open(fileobj=layer_buf, mode="w") as layer:
+        for d in ("bin", "www", "tmp", "etc", "proc", "sys", "dev"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            layer.addfile(info)
+        layer.add("/bin/busybox", "bin/busybox")
+        info = tarfile.TarInfo("www/index.html")
+        info.size = len(PAGE)
+        layer.addfile(info, io.BytesIO(PAGE))
+    layer = layer_buf.getvalue()
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "config": {"Entrypoint": ["/bin/busybox"], "Env": ["PATH=/bin"]},
+                         "rootfs": {"type": "layers", "diff_ids": [digest(layer)]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(layer),
+                    "size": len(layer)}]}).encode()
+    index = json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(manifest),
+        "size": len(manifest), "annotations": {"io.containerd.image.name": name}}]}).encode()
+    with tarfile.open(path, "w") as tar:
+        for entry, data in [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index)] + [
+                (f"blobs/sha256/{digest(b)[7:]}", b) for b in (layer, config, manifest)]:
+            info = tarfile.TarInfo(entry)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@dataclass
+class Containerd:
+    root: Path
+    socket: str
+
+    def ctr(self, *args: str) -> str:
+        out = subprocess.run(["ctr", "-a", self.socket, "-n", CTR_NS, *args], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def containers(self) -> list[str]:
+        return self.ctr("containers", "ls", "-q").split()
+
+    def tasks(self) -> dict[str, str]:
+        return {c[0]: c[2] for c in (line.split() for line in self.ctr("tasks", "ls").splitlines()[1:]) if len(c) > 2}
+
+
+@pytest.fixture(scope="module")
+def containerd():
+    # A short path: unix socket paths are limited to 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="kc-", dir="/tmp"))
+    sock = root / "containerd.sock"
+    config = root / "config.toml"
+    config.write_text(f"""version = 2
+root = "{root / 'root'}"
+state = "{root / 'state'}"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+""")
+    log = open(root / "containerd.log", "wb")
+    # Own mount namespace with a private /run: shims and runc keep their state out of the host's /run.
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                             'mount -t tmpfs tmpfs /run && exec containerd --config "$0"', str(config)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + WAIT
+    while subprocess.run(["ctr", "-a", str(sock), "version"], capture_output=True).returncode != 0:
+        assert proc.poll() is None, (root / "containerd.log").read_text()[-2000:]
+        assert time.monotonic() < deadline, "containerd did not come up"
+        time.sleep(0.1)
+    ctrd = Containerd(root, str(sock))
+    oci_image_tar(root / "labbox.tar", IMAGE)
+    ctrd.ctr("images", "import", str(root / "labbox.tar"))
+    yield ctrd
+    for cid in ctrd.containers():
+        subprocess.run(["ctr", "-a", str(sock), "-n", CTR_NS, "tasks", "delete", "-f", cid], capture_output=True)
+        subprocess.run(["ctr", "-a", str(sock), "-n", CTR_NS, "containers", "delete", cid], capture_output=True)
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+class KubeAPIProcess:
+    """`python -m unidesk_tui.lab.kubeapi` exactly as the lab starts it."""
+
+    def __init__(self, ctrd: Containerd, data: Path) -> None:
+        self.ctrd, self.data, self.port = ctrd, data, free_port()
+        self.proc: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        self.log = open(self.data.parent / "kubeapi.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "unidesk_tui.lab.kubeapi", "--host", "127.0.0.1", "--port", str(self.port),
+             "--data", str(self.data), "--containerd-socket", self.ctrd.socket, "--containerd-namespace", CTR_NS],
+            stderr=self.log, cwd=Path(__file__).resolve().parents[2])
+        deadline = time.monotonic() + WAIT
+        while not await http_ok(f"http://127.0.0.1:{self.port}/readyz"):
+            assert self.proc.poll() is None, self.logs()
+            assert time.monotonic() < deadline, "kubeapi did not come up"
+            await asyncio.sleep(0.1)
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.to_thread(self.proc.wait, WAIT)
+        self.log.close()
+        return rc
+
+    def logs(self) -> str:
+        return (self.data.parent / "kubeapi.log").read_text()[-4000:]
+
+
+async def http_get(url: str) -> tuple[int, bytes] | None:
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s, s.get(url) as resp:
+            return resp.status, await resp.read()
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        return None
+
+
+async def http_ok(url: str) -> bool:
+    got = await http_get(url)
+    return got is not None and got[0] == 200
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def kubeapi(containerd, tmp_path):
+    server = KubeAPIProcess(containerd, tmp_path / "kube")
+    await server.start()
+    yield server
+    if server.proc and server.proc.poll() is None:
+        await server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def apps(kubeapi):
+    config = client.Configuration(host=f"http://127.0.0.1:{kubeapi.port}")
+    async with client.ApiClient(configuration=config) as api:
+        yield client.AppsV1Api(api), client.CoreV1Api(api)
+
+
+def deployment(name: str, port: int, image: str = "labbox:1", *, args_only: bool = False) -> dict:
+    serve = ["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"]
+    container: dict = {"name": "web", "image": image,
+                       "env": [{"name": "PLAIN", "value": "1"},
+                               {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "color"}}},
+                               {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "pw"}}}],
+                       "readinessProbe": {"httpGet": {"path": "/", "port": port}}}
+    if args_only:
+        container["args"] = serve  # entrypoint /bin/busybox comes from the image config
+    else:
+        container["command"] = ["/bin/busybox", *serve]
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "annotations": {"unidesk.ai/deploy-commit": "c" * 40}},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name},
+                                               "annotations": {"unidesk.ai/deploy-commit": "c" * 40}},
+                                  "spec": {"containers": [container]}}}}
+
+
+async def setup_namespace(core, ns: str) -> None:
+    await core.create_namespace({"metadata": {"name": ns}})
+    await core.create_namespaced_config_map(ns, {"metadata": {"name": "cfg"}, "data": {"color": "blue"}})
+    await core.create_namespaced_secret(ns, {"metadata": {"name": "sec"}, "stringData": {"pw": "s3cret"}})
+
+
+async def apply(apps_api, ns: str, body: dict):
+    return await apps_api.patch_namespaced_deployment(body["metadata"]["name"], ns, body, field_manager="lab-test",
+                                                      _content_type="application/apply-patch+yaml")
+
+
+async def wait_status(apps_api, ns: str, name: str, done) -> client.V1Deployment:
+    deadline = time.monotonic() + WAIT
+    while True:
+        dep = await apps_api.read_namespaced_deployment_status(name, ns)
+        if done(dep):
+            return dep
+        assert time.monotonic() < deadline, f"status never reached: {dep.status}"
+        await asyncio.sleep(0.2)
+
+
+def condition(dep, ctype: str):
+    return next((c for c in dep.status.conditions or [] if c.type == ctype), None)
+
+
+def rolled_out(generation: int):
+    def done(dep) -> bool:
+        s = dep.status
+        prog = condition(dep, "Progressing")
+        return (s.observed_generation == generation and s.available_replicas == 1 and prog is not None
+                and prog.reason == "NewReplicaSetAvailable")
+    return done
+
+
+def container_env(ctrd: Containerd, cid: str) -> dict[str, str]:
+    spec = json.loads(ctrd.ctr("containers", "info", cid))["Spec"]
+    return dict(e.split("=", 1) for e in spec["process"]["env"])
+
+
+async def test_deployment_runs_serves_and_reports_image_pull_backoff(containerd, kubeapi, apps):
+    apps_api, core = apps
+    ns, port = "lab-rollout", free_port()
+    await setup_namespace(core, ns)
+    await apply(apps_api, ns, deployment("web", port))
+    dep = await wait_status(apps_api, ns, "web", rolled_out(1))
+    assert (dep.status.replicas, dep.status.ready_replicas, dep.status.updated_replicas) == (1, 1, 1)
+    assert condition(dep, "Available").status == "True"
+    assert await http_get(f"http://127.0.0.1:{port}/") == (200, PAGE)
+    cid = "kubeapi_lab-rollout_web_1"
+    assert containerd.tasks()[cid] == "RUNNING"
+    env = container_env(containerd, cid)
+    assert (env["PLAIN"], env["FROM_CM"], env["FROM_SECRET"]) == ("1", "blue", "s3cret")
+
+    # An image containerd does not have: the old container keeps serving, the rollout reports back-off.
+    await apply(apps_api, ns, deployment("web", port, image="nope:404"))
+    dep = await wait_status(apps_api, ns, "web",
+                            lambda d: getattr(condition(d, "Progressing"), "reason", None) == "ImagePullBackOff")
+    prog = condition(dep, "Progressing")
+    assert prog.status == "False" and "nope:404" in prog.message
+    assert dep.status.observed_generation == 2 and dep.status.unavailable_replicas == 1
+    assert dep.status.available_replicas == 1 and await http_get(f"http://127.0.0.1:{port}/") == (200, PAGE)
+
+    # A fixed image rolls forward: new generation, new container, old one gone.
+    new_port = free_port()
+    await apply(apps_api, ns, deployment("web", new_port))
+    await wait_status(apps_api, ns, "web", rolled_out(3))
+    assert await http_get(f"http://127.0.0.1:{new_port}/") == (200, PAGE)
+    assert [c for c in containerd.containers() if c.startswith("kubeapi_lab-rollout_web_")] == [
+        "kubeapi_lab-rollout_web_3"]
+    assert await http_get(f"http://127.0.0.1:{port}/") is None
+
+    # Deleting the Deployment stops its container.
+    await apps_api.delete_namespaced_deployment("web", ns)
+    deadline = time.monotonic() + WAIT
+    while any(c.startswith("kubeapi_lab-rollout_web_") for c in containerd.containers()):
+        assert time.monotonic() < deadline, containerd.containers()
+        await asyncio.sleep(0.2)
+    assert await http_get(f"http://127.0.0.1:{new_port}/") is None
+
+
+async def test_sigterm_stops_containers_and_restart_restores_them(containerd, kubeapi, apps):
+    apps_api, core = apps
+    ns, port = "lab-restart", free_port()
+    await setup_namespace(core, ns)
+    await apply(apps_api, ns, deployment("api", port, args_only=True))
+    await wait_status(apps_api, ns, "api", rolled_out(1))
+    assert await http_get(f"http://127.0.0.1:{port}/") == (200, PAGE)
+
+    assert await kubeapi.stop() == 0, kubeapi.logs()
+    assert not [c for c in containerd.containers() if c.startswith("kubeapi_")]
+    assert await http_get(f"http://127.0.0.1:{port}/") is None
+
+    await kubeapi.start()  # same data directory: the Deployment is still there and runs again
+    dep = await wait_status(apps_api, ns, "api", rolled_out(1))
+    assert dep.metadata.annotations["unidesk.ai/deploy-commit"] == "c" * 40
+    assert await http_get(f"http://127.0.0.1:{port}/") == (200, PAGE)
