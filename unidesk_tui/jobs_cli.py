@@ -12,7 +12,6 @@ import logging
 import sys
 
 from unidesk_tui import jobs
-from unidesk_tui.apply import apply, wait_job
 from unidesk_tui.documents import ApplyDocument, JobDocument, JobEvent, JobListDocument, JobSummary
 from unidesk_tui.errors import ExitCode, UnideskError
 from unidesk_tui.reconcile import to_errors
@@ -54,6 +53,8 @@ def finish_apply(doc: ApplyDocument, ws: Workspace, wait: bool, *, progress: boo
         return doc, ExitCode.ERROR
     if not wait:
         return doc, ExitCode.OK
+    from unidesk_tui.apply import wait_job
+
     record = wait_job(ws.state_dir, doc.jobId, on_events=_progress_to_stderr if progress else None)
     errors = list(record.result.errors) if record.result else []
     doc = doc.model_copy(update={"ok": record.status == "succeeded", "status": record.status, "job": record, "errors": errors})
@@ -61,6 +62,7 @@ def finish_apply(doc: ApplyDocument, ws: Workspace, wait: bool, *, progress: boo
 
 
 def _apply(args: argparse.Namespace, ws: Workspace) -> int:
+    from unidesk_tui.apply import apply  # loads the plan and executors; `job status` stays light
     from unidesk_tui.cli import _live_reader
 
     doc = apply(ws, file=args.file, env=args.env, services=args.service, dry_run=args.dry_run, force=args.force,
