@@ -102,3 +102,27 @@ users:
   user: {{}}
 """
     )
+
+
+LAB_NAMESPACES = ("unidesk", "unidesk-dev")
+
+
+def ensure_namespaces(lay: Layout, names: tuple[str, ...] = LAB_NAMESPACES) -> None:
+    """Create the prod and dev namespaces (present on the real D601) through the emulator's API."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from unidesk_tui.lab.netns import in_netns
+
+    def create(name: str) -> None:
+        body = json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{KUBE_PORT}/api/v1/namespaces", data=body, method="POST", headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=5).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:  # already exists
+                raise
+
+    for name in names:
+        in_netns(lay.netns(K3S_HOST), create, name)

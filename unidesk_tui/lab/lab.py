@@ -91,6 +91,8 @@ def up(dir: str | Path | None = None, seed: bool = False) -> dict:
     ]
     for stage in stages:
         daemons.start(lay, stage)
+    if "kubeapi" in daemon_names(K3S_HOST):
+        k3s.ensure_namespaces(lay)
     log.info("lab %s up in %.2fs", path, time.monotonic() - started)
     if seed:
         from unidesk_tui.lab import seed as seeding
