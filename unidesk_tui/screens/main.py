@@ -87,7 +87,9 @@ class MainScreen(Screen[None]):
     def on_mount(self) -> None:
         header = self.query_one(StatusHeader)
         header.workspace = self.app.workspace.root.name
-        self.query_one("#filter", Input).display = False
+        box = self.query_one("#filter", Input)
+        box.display = False
+        box.cursor_blink = not self.app.is_headless  # steady screenshots in tests
         self.query_one("#jobs-strip", Static).display = False
         self.watch(self.app, "jobs", self._jobs_changed, init=False)
         self._show_environment(initial=True)

@@ -1,0 +1,304 @@
+"""Pilot tests of the console on real git workspaces, the real live reader and real job files.
+
+The workspace's targets point at closed local ports, so the real live reader reports them
+`unreachable`; environment mode reads real `deploy/dev` and `deploy/prod` branches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+from textual.widgets import DataTable, Input, Log
+
+from tests.console.conftest import FIXED_NOW, SIZE, ConsoleWorld, record_job, step
+from unidesk_tui import jobs, plan_cache
+from unidesk_tui.app import UnideskApp
+from unidesk_tui.live import read_live
+from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
+from unidesk_tui.screens.job_log import JobLogScreen
+from unidesk_tui.screens.jobs_list import JobsScreen
+from unidesk_tui.screens.message_dialog import MessageDialog
+from unidesk_tui.screens.service_detail import ServiceDetailScreen
+from unidesk_tui.widgets.plan_pane import PlanPane
+from unidesk_tui.widgets.service_grid import ServiceGrid
+from unidesk_tui.widgets.status_header import StatusHeader
+
+RUNNING_JOB = "20261127T035800Z-0a1b2c"
+
+
+def make_app(world: ConsoleWorld, **kw) -> UnideskApp:
+    kw.setdefault("refresh_interval", 0)
+    kw.setdefault("clock", lambda: FIXED_NOW)
+    kw.setdefault("read_live", read_live)
+    return UnideskApp(world.ws(), **kw)
+
+
+async def settle(pilot, app: UnideskApp) -> None:
+    """Wait until the refresh in flight (if any) has landed on screen."""
+    for _ in range(600):
+        await pilot.pause(0.05)
+        main = app.main_screen
+        if main is not None and main._refreshing is None and main.document is not None and app._jobs_seen:
+            await pilot.pause()
+            return
+    raise AssertionError("the console never finished its refresh")
+
+
+def grid(app: UnideskApp) -> ServiceGrid:
+    return app.main_screen.query_one(ServiceGrid)
+
+
+def row_ids(app: UnideskApp) -> list[str]:
+    g = grid(app)
+    return [g.coordinate_to_cell_key((i, 0)).row_key.value for i in range(g.row_count)]
+
+
+class TestGrid:
+    async def test_rows_come_from_a_real_check(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            assert row_ids(app) == ["backend-core", "code-queue", "code-queue-mgr", "frontend", "node-exporter"]
+            doc = app.main_screen.document
+            states = {i.id: i.live.state if i.live else None for i in doc.services}
+            assert states["backend-core"] == "unreachable"
+            assert states["node-exporter"] == "unsupported"
+            cell = grid(app).get_cell("backend-core", "state")
+            assert "⊘" in cell.plain and "unreachable" in cell.plain
+            # the full commit was resolved through the remote
+            assert grid(app).get_cell("frontend", "desired").plain == world.commits[1][:7]
+
+    async def test_refresh_keeps_cursor_and_scroll(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            await pilot.press("j", "j", "j")
+            assert grid(app).selected_id == "frontend"
+            # change the desired state underneath: frontend moves to the newest commit
+            manifest = (world.workspace / "deploy.json").read_text().replace(world.commits[1], world.commits[2])
+            (world.workspace / "deploy.json").write_text(manifest)
+            await pilot.press("r")
+            await settle(pilot, app)
+            assert grid(app).get_cell("frontend", "desired").plain == world.commits[2][:7]
+            assert grid(app).selected_id == "frontend"
+            assert grid(app).cursor_row == 3
+
+    async def test_filter_and_clear(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            await pilot.press("slash", *"queue")
+            assert row_ids(app) == ["code-queue", "code-queue-mgr"]
+            await pilot.press("enter")
+            assert isinstance(app.focused, ServiceGrid)
+            await pilot.press("escape")
+            assert len(row_ids(app)) == 5
+            assert not app.main_screen.query_one("#filter", Input).display
+
+    async def test_sort_by_state_puts_problems_first(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            app.main_screen.sort_column = "state"
+            await pilot.pause()
+            assert row_ids(app)[-1] == "node-exporter"  # unsupported sorts after unreachable
+            await pilot.press("S")
+            assert row_ids(app)[0] == "node-exporter"
+
+    async def test_detail_shows_full_shas_and_reason(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            await pilot.press("enter")
+            assert isinstance(app.screen, ServiceDetailScreen)
+            assert app.screen.item.id == "backend-core"
+            text = str(app.screen.query_one("#detail-body Static").render())
+            assert world.commits[2] in text
+            assert "unreachable" in text
+            await pilot.press("escape")
+            assert app.main_screen is app.screen
+
+
+class TestCache:
+    async def test_first_paint_comes_from_the_cache_marked_stale(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+        cached = plan_cache.load(world.state_dir, world.workspace, None)
+        assert cached is not None and len(cached.document.services) == 5
+        # Reopen with a live reader that never finishes first: the grid is painted from cache.
+        def slow_read_live(catalog, desired):
+            time.sleep(0.5)  # the first real refresh is still running while we look
+            return read_live(catalog, desired)
+
+        app2 = make_app(world, read_live=slow_read_live)
+        async with app2.run_test(size=SIZE) as pilot:
+            for _ in range(100):
+                await pilot.pause(0.01)
+                if app2.main_screen.document is not None:
+                    break
+            header = app2.main_screen.query_one(StatusHeader)
+            assert header.stale and header.refreshing
+            assert len(row_ids(app2)) == 5
+            await settle(pilot, app2)
+            assert not header.stale
+
+
+class TestEnvironments:
+    async def test_switch_to_dev_shows_the_dry_run_environment_plan(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            await pilot.press("2")
+            await settle(pilot, app)
+            doc = app.main_screen.document
+            assert doc.source.kind == "env" and doc.source.ref == "origin/deploy/dev"
+            assert doc.environment.namespace == "unidesk-dev"
+            assert row_ids(app) == ["backend-core", "code-queue", "code-queue-mgr", "frontend"]
+            assert "planned" in grid(app).get_cell("backend-core", "state").plain
+            header = str(app.main_screen.query_one(StatusHeader).render())
+            assert doc.source.manifestCommit[:12] in header and "unidesk-dev" in header
+            await pilot.press("e")  # dev -> prod
+            await settle(pilot, app)
+            assert app.main_screen.document.source.ref == "origin/deploy/prod"
+            assert len(row_ids(app)) == 3
+
+
+class TestPlanAndApply:
+    async def test_stage_and_unstage(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            await pilot.press("space", "j", "space")
+            pane = app.main_screen.query_one(PlanPane)
+            assert [i.id for i in pane.items] == ["backend-core", "code-queue"]
+            assert grid(app).get_cell("backend-core", "mark").plain == "●"
+            await pilot.press("k", "space")
+            assert [i.id for i in pane.items] == ["code-queue"]
+            await pilot.press("f", "d")
+            assert pane.force and pane.dry_run
+
+    async def test_cancel_changes_nothing(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            await pilot.press("space", "a")
+            assert isinstance(app.screen, ConfirmApplyScreen)
+            await pilot.press("n")
+            assert app.screen is app.main_screen
+            await pilot.pause(0.2)
+            assert jobs.list_jobs(world.state_dir) == []
+            await pilot.press("a", "escape")
+            assert app.screen is app.main_screen
+            assert jobs.list_jobs(world.state_dir) == []
+
+    async def test_confirm_starts_a_detached_job_and_streams_it(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            await pilot.press("space", "d", "a")  # backend-core, dry-run
+            dialog = app.screen
+            assert isinstance(dialog, ConfirmApplyScreen)
+            text = str(dialog.query_one("#confirm-body Static").render())
+            assert "DEV" in text and "D601" in text and world.commits[2] in text and "dry run" in text
+            await pilot.press("y")
+            for _ in range(400):
+                await pilot.pause(0.05)
+                if isinstance(app.screen, JobLogScreen):
+                    break
+            assert isinstance(app.screen, JobLogScreen)
+            listed = jobs.list_jobs(world.state_dir)
+            assert [j.id for j in listed] == [app.screen.job_id]
+            assert listed[0].dryRun and listed[0].services == ["backend-core"] and listed[0].environment == "dev"
+            for _ in range(400):
+                await pilot.pause(0.05)
+                if app.screen.lines_written:
+                    break
+            assert app.screen.lines_written > 0
+            jobs_done = [j for j in jobs.list_jobs(world.state_dir) if j.status in jobs.ACTIVE]
+            for job in jobs_done:  # let the detached worker finish before the fixture is reused
+                for _ in range(600):
+                    if jobs.load_job(world.state_dir, job.id).status not in jobs.ACTIVE:
+                        break
+                    await asyncio.sleep(0.05)
+
+    async def test_prod_apply_is_disabled_with_the_reason(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await settle(pilot, app)
+            await pilot.press("space", "a")
+            assert app.screen is app.main_screen  # no confirmation is offered
+            pane_text = str(app.main_screen.query_one(PlanPane).render())
+            assert "apply disabled" in pane_text and "prod_apply_disabled" in pane_text
+            assert jobs.list_jobs(world.state_dir) == []
+
+    async def test_dev_refuses_services_outside_the_slice_before_confirming(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            grid(app).select("code-queue-mgr")
+            await pilot.press("space", "a")
+            assert app.screen is app.main_screen
+            pane_text = str(app.main_screen.query_one(PlanPane).render())
+            assert "service_not_enabled" in pane_text and "code-queue-mgr" in pane_text
+
+
+class TestJobs:
+    def _record_running(self, world: ConsoleWorld) -> None:
+        record_job(
+            world.state_dir, RUNNING_JOB, status="running", services=["backend-core"], workspace=world.workspace, alive=True,
+            steps=[step("backend-core", "source", "succeeded", 90, 4.2), step("backend-core", "build", "running", 85), step("backend-core", "verify", "pending")],
+            events=[("backend-core", "source", "stdout", "target_source_proxy=direct (main server)"), ("backend-core", "build", "stdout", "#1 building")],
+        )
+
+    async def test_reopening_reattaches_to_a_running_job(self, world: ConsoleWorld) -> None:
+        self._record_running(world)
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            for _ in range(200):
+                await pilot.pause(0.05)
+                if isinstance(app.screen, JobLogScreen) and app.screen.lines_written:
+                    break
+            screen = app.screen
+            assert isinstance(screen, JobLogScreen) and screen.job_id == RUNNING_JOB
+            # a line the worker writes now streams in
+            jobs.EventLog(world.state_dir, RUNNING_JOB).append("#2 exporting layers", service="backend-core", step="build")
+            for _ in range(200):
+                await pilot.pause(0.05)
+                if any("exporting layers" in line for line in screen.query_one(Log).lines):
+                    break
+            assert any("exporting layers" in line for line in screen.query_one(Log).lines)
+            await pilot.press("J")
+            assert isinstance(app.screen, JobsScreen)
+            table = app.screen.query_one(DataTable)
+            assert "running" in table.get_cell(RUNNING_JOB, "status").plain
+
+    async def test_quitting_while_a_job_runs_says_it_continues(self, world: ConsoleWorld) -> None:
+        self._record_running(world)
+        app = make_app(world, reattach=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            await pilot.press("q")
+            assert isinstance(app.screen, MessageDialog)
+            body = str(app.screen.query_one("#message-body").render())
+            assert RUNNING_JOB in body and f"unidesk job status {RUNNING_JOB}" in body and "continues" in body
+            await pilot.press("n")
+            assert app.screen is app.main_screen
+
+
+def test_headless_has_no_running_console() -> None:
+    """`unidesk` without a terminal refuses the console instead of writing to stdout."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "unidesk_tui.cli"], capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.returncode == 2
+    assert "console needs a terminal" in out.stderr
+    assert out.stdout == ""
