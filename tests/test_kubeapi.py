@@ -375,3 +375,27 @@ async def test_label_selector():
     assert not sel({"app": "web", "env": "dev", "legacy": "1"})
     assert not sel({"app": "db", "env": "dev"})
     assert not sel({"app": "api", "tier": "db", "env": "dev"})
+
+
+# --------------------------------------------------------------------------- controller naming (no containerd)
+
+
+async def test_image_candidates_accept_bare_and_docker_io_names():
+    from unidesk_tui.lab.kubecontroller import image_candidates
+
+    assert "docker.io/library/labbox:1" in image_candidates("labbox:1")
+    assert "labbox:1" in image_candidates("docker.io/library/labbox:1")
+    assert "docker.io/library/labbox:latest" in image_candidates("labbox")
+    assert "docker.io/team/app:2" in image_candidates("team/app:2")
+    assert image_candidates("registry.local:5000/app:1") == ["registry.local:5000/app:1"]
+
+
+async def test_container_ids_come_from_valid_names_only():
+    from unidesk_tui.lab.kubecontroller import container_id
+
+    assert container_id("unidesk-dev", "web", 3) == "kubeapi_unidesk-dev_web_3"
+    long_id = container_id("n" * 63, "d" * 63, 12)
+    assert len(long_id) <= 76 and long_id.endswith("_12")
+    for bad in ("-x", "a_b", "A", "a;rm", ""):
+        with pytest.raises(ValueError):
+            container_id("ns", bad, 1)

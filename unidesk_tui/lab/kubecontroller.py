@@ -17,7 +17,9 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,12 +191,15 @@ class LabController:
         if not self._pods:
             return
         tasks = await self._task_states()
-        for key, pod in list(self._pods.items()):
+        pods = list(self._pods.items())
+        states = [tasks.get(pod.container) if pod.container else None for _, pod in pods]
+        probes = await asyncio.gather(*(self._probe(pod) if state == "RUNNING" else _false()
+                                        for (_, pod), state in zip(pods, states)))
+        for (key, pod), state, probed in zip(pods, states, probes):
             if pod.failure and pod.failure[0] == "ImagePullBackOff" and await self._find_image(pod.image):
                 self._enqueue(key)
                 continue
-            state = tasks.get(pod.container) if pod.container else None
-            pod.ready = state == "RUNNING" and await self._probe(pod)
+            pod.ready = probed
             if state == "STOPPED" and pod.failure is None:
                 pod.failure = ("CrashLoopBackOff", f"container {pod.container} exited")
             self._write_status(key, pod)
@@ -246,11 +251,21 @@ class LabController:
             args += ["--log-uri", f"file://{(self.log_dir / f'{cid}.log').resolve()}"]
         if container.get("workingDir"):
             args += ["--cwd", container["workingDir"]]
-        for env_name, value in env:
-            args += ["--env", f"{env_name}={value}"]
-        log.info("deployment %s/%s generation %d: starting %s from %s: %s", namespace, name, generation, cid, ref,
-                 argv or "(image default)")
-        rc, _, err = await self._ctr(*args, ref, cid, *argv, quiet=True)
+        # Values go through a private env file, not argv: secrets stay out of `ps` and out of logs.
+        fd, env_file = tempfile.mkstemp(prefix="kubeapi-env-")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                for env_name, value in env:
+                    if "\n" in value:
+                        args += ["--env", f"{env_name}={value}"]  # the env file is line-based
+                    else:
+                        fh.write(f"{env_name}={value}\n")
+            args += ["--env-file", env_file]
+            log.info("deployment %s/%s generation %d: starting %s from %s: %s", namespace, name, generation, cid,
+                     ref, argv or "(image default)")
+            rc, _, err = await self._ctr(*args, ref, cid, *argv, quiet=True)
+        finally:
+            os.unlink(env_file)
         self._pods[key] = pod = Pod(container=cid, generation=generation, image=image,
                                     probe=container.get("readinessProbe"), ports=container.get("ports") or [])
         if rc != 0:
@@ -379,6 +394,9 @@ class LabController:
             proc.kill()
             await proc.wait()
             return 124, "", f"ctr {args[0]} timed out"
+        except asyncio.CancelledError:  # shutdown: don't leave a ctr behind that creates containers later
+            proc.kill()
+            raise
         return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
     async def _find_image(self, image: str) -> str | None:
@@ -472,6 +490,10 @@ class LabController:
             return True
         except (OSError, aiohttp.ClientError, asyncio.TimeoutError):
             return False
+
+
+async def _false() -> bool:
+    return False
 
 
 def _condition(previous: dict | None, ctype: str, status: str, reason: str, message: str) -> dict:
