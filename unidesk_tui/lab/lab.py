@@ -132,20 +132,22 @@ def status(dir: str | Path | None = None) -> dict:
     return doc
 
 
-def _processes_under(root: Path) -> list[int]:
-    """Processes whose root or cwd lies in the lab dir (containers, whatever escaped the netns)."""
-    found = []
-    prefix = f"{root}/"
+def _descendants(roots: set[int]) -> set[int]:
+    """Every process below `roots` (e.g. containers in their own netns under a host's shims)."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        for link in ("root", "cwd"):
+        if entry.name.isdigit():
             try:
-                if (os.readlink(entry / link) + "/").startswith(prefix):
-                    found.append(int(entry.name))
-                    break
-            except OSError:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
                 continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
     return found
 
 
@@ -165,10 +167,12 @@ def down(dir: str | Path | None = None) -> dict:
             if daemons.alive(pid, f"{path}/"):
                 # the emulator drives containerd: stop it while containerd still answers its ctr calls
                 (first if pf.stem.endswith("-kubeapi") else pids).append(pid)
+    in_netns = {p for ns in lay.all_netns() for p in netns.pids(ns)}
+    family = _descendants(set(first) | set(pids) | in_netns) - {os.getpid()}
     daemons.terminate(first, timeout=3.0)
     daemons.terminate(pids, timeout=6.0)
     pids += first
-    stragglers = sorted({p for ns in lay.all_netns() for p in netns.pids(ns)} | set(_processes_under(path)))
+    stragglers = sorted(({p for ns in lay.all_netns() for p in netns.pids(ns)} | in_netns | family) - set(pids) - {os.getpid()})
     daemons.terminate(stragglers, timeout=3.0)
     removed = netns.destroy(lay)
     for pf in lay.pid_dir.glob("*.pid") if lay.pid_dir.exists() else []:
