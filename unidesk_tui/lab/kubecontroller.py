@@ -117,10 +117,8 @@ class LabController:
 
     async def start(self) -> None:
         """Remove leftovers of a previous run, then run every stored Deployment and follow changes."""
-        for cid in await self._containers():
-            if cid.startswith(PREFIX):
-                log.info("removing leftover container %s", cid)
-                await self._remove(cid)
+        log.info("removing leftover containers, if any")
+        await self._remove_all(PREFIX)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
         self.store.listeners.append(self._on_event)
         for dep in self.store.list(DEPLOYMENTS):
@@ -136,9 +134,7 @@ class LabController:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for cid in await self._containers():
-            if cid.startswith(PREFIX):
-                await self._remove(cid)
+        await self._remove_all(PREFIX)
         for key, pod in self._pods.items():  # the persisted status must not claim stopped containers serve
             pod.container, pod.ready = None, False
             self._write_status(key, pod)
@@ -451,9 +447,8 @@ class LabController:
         return states
 
     async def _remove_all(self, prefix: str) -> None:
-        for cid in await self._containers():
-            if cid.startswith(prefix):
-                await self._remove(cid)
+        """Stop every container whose id starts with `prefix`, concurrently (each may use its grace period)."""
+        await asyncio.gather(*(self._remove(cid) for cid in await self._containers() if cid.startswith(prefix)))
 
     async def _remove(self, cid: str) -> None:
         """SIGTERM, a short grace, then force: the task, then the container and its snapshot."""
