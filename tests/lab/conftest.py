@@ -61,6 +61,7 @@ def lab():
 
     path, lock = claim_lab_dir()
     labapi.down(path)  # whatever a crashed earlier session left
+    labapi.reset(path)  # and what earlier sessions pushed or applied: every session starts fresh
     try:
         status = labapi.up(path, seed=True)
     except BaseException:

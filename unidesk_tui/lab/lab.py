@@ -1,6 +1,7 @@
 """Bring a whole lab up, report its status, tear it down (also after a crash), stop/start one daemon.
 
     up(dir, seed=False) -> status dict      down(dir) -> dict      status(dir) -> dict
+    reset(dir): a downed lab forgets sample content and emulator state changed by earlier runs
     stop_daemon(dir, host, name) / start_daemon(dir, host, name)
     stop_egress(dir, host) / start_egress(dir, host)
 """
@@ -20,7 +21,7 @@ from unidesk_tui.lab.layout import GIT, HOSTS, K3S_HOST, MAIN, PROVIDERS, SSH_US
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LabError", "up", "down", "status", "stop_daemon", "start_daemon", "stop_egress", "start_egress"]
+__all__ = ["LabError", "up", "down", "status", "reset", "stop_daemon", "start_daemon", "stop_egress", "start_egress"]
 
 
 def _dir(dir: str | Path | None) -> Path:
@@ -185,6 +186,19 @@ def down(dir: str | Path | None = None) -> dict:
         shutil.rmtree(lay.host_root(host) / "run" / "docker-exec", ignore_errors=True)
     Layout.state_file(path).unlink(missing_ok=True)
     return {"ok": True, "dir": str(path), "stopped": len(pids) + len(stragglers), "removed": removed}
+
+
+def reset(dir: str | Path | None = None) -> None:
+    """Forget what earlier runs changed: sample repos and workspace (regenerated at the next `up`),
+    the emulator's objects and the egress logs. Only for a lab that is down; images stay cached."""
+    path = _dir(dir)
+    lay = Layout.load(path)
+    if lay is not None and netns.present(lay):
+        raise LabError(f"lab in {path} is running; `down` it before a reset")
+    (path / "content.json").unlink(missing_ok=True)
+    shutil.rmtree(path / "hosts" / K3S_HOST / "kube", ignore_errors=True)
+    for host in HOSTS:
+        (path / "hosts" / host / "egress.log").unlink(missing_ok=True)
 
 
 def stop_daemon(dir: str | Path | None, host: str, name: str) -> bool:

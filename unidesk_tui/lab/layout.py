@@ -13,9 +13,12 @@ test's own lab, the benchmark) can coexist on one machine:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 HOSTS: tuple[str, ...] = ("main-server", "D601", "D518")
 PROVIDERS: tuple[str, ...] = ("D601", "D518")
