@@ -7,6 +7,7 @@ import json
 import shutil
 from dataclasses import dataclass
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client, watch
@@ -399,3 +400,15 @@ async def test_container_ids_come_from_valid_names_only():
     for bad in ("-x", "a_b", "A", "a;rm", ""):
         with pytest.raises(ValueError):
             container_id("ns", bad, 1)
+
+
+async def test_watch_list_protocol_ends_initial_events_with_bookmark(kube, ns):
+    await kube.apps.create_namespaced_deployment(ns, deployment())
+    url = (f"http://127.0.0.1:{kube.port}/apis/apps/v1/namespaces/{ns}/deployments?watch=true&timeoutSeconds=1"
+           "&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true")
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        events = [json.loads(line) for line in (await resp.text()).splitlines()]
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+    bookmark = events[1]["object"]["metadata"]
+    assert bookmark["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert bookmark["resourceVersion"] == kube.store.resource_version

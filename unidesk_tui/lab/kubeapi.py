@@ -667,12 +667,21 @@ class Store:
             except Exception:  # a broken listener must not break the API
                 log.exception("store listener failed")
 
-    def open_watch(self, res: Resource, namespace: str | None, match: Matcher, since: str | None) -> Watcher:
-        """Register a watch; replays history after `since`, or the current objects as ADDED when unset/"0"."""
+    def open_watch(self, res: Resource, namespace: str | None, match: Matcher, since: str | None,
+                   initial_events: bool = False) -> Watcher:
+        """Register a watch; replays history after `since`, or the current objects as ADDED when unset/"0".
+
+        `initial_events` (sendInitialEvents=true, the watch-list protocol) always starts with the current
+        objects and ends them with the BOOKMARK that client-go waits for."""
         watcher = Watcher(res, namespace, match, asyncio.Queue())
-        if since in (None, "", "0"):
+        if since in (None, "", "0") or initial_events:
             for obj in self.list(res, namespace, match):
                 watcher.queue.put_nowait(("ADDED", obj))
+            if initial_events:
+                watcher.queue.put_nowait(("BOOKMARK", {
+                    "kind": res.kind, "apiVersion": res.api_version,
+                    "metadata": {"resourceVersion": self.resource_version,
+                                 "annotations": {"k8s.io/initial-events-end": "true"}}}))
         else:
             try:
                 start = int(since)
@@ -967,7 +976,8 @@ class KubeAPI:
         except ValueError:
             raise bad_request("invalid timeoutSeconds") from None
         try:
-            watcher = self.store.open_watch(res, namespace, match, q.get("resourceVersion"))
+            watcher = self.store.open_watch(res, namespace, match, q.get("resourceVersion"),
+                                            initial_events=(q.get("sendInitialEvents") or "").lower() == "true")
         except ApiError as exc:
             if exc.code != 410:
                 raise
