@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = REPO_ROOT / "snapshots"
 # Fixed: the manifest blob (it holds the repo URL) and so every SHA on screen stays the same.
 FIXTURE_ROOT = Path("/tmp/unidesk-console-fixture")
-FIXED_NOW = 1_795_766_400.0  # 2026-11-27 04:00:00 UTC: the console's injected clock
+FIXED_NOW = 1_795_766_400.0  # 2026-11-27 08:00:00 UTC: the console's injected clock
 SIZE = (120, 36)
 DATE = "1795700000 +0000"
 

@@ -33,8 +33,8 @@ def what_happens(item: PlanItem, request: ApplyRequest) -> str:
     if item.action == "noop" and not request.force:
         return f"already running {sha}: nothing is rebuilt; live verification runs again"
     if item.mode == "k3sctl-managed":
-        return f"build {sha} on {item.target}, import into k3s containerd, apply its objects, wait for rollout, verify annotations and health"
-    return f"build {sha} on {item.target}, recreate its compose service (--no-build --no-deps --force-recreate), verify labels, env and health"
+        return f"build {sha} on {item.target}, import into k3s containerd, roll out, verify annotations + health"
+    return f"build {sha} on {item.target}, force-recreate its compose service, verify labels, env + health"
 
 
 def describe(request: ApplyRequest) -> Text:

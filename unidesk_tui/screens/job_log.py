@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 from rich.text import Text
 from textual import on, work
@@ -36,14 +37,24 @@ def verdict(job: JobRecord) -> Text | None:
     out = Text()
     failed = [s for s in job.steps if s.status == "failed"]
     for step in failed:
+        message = step.message or step.code or "no message"
         if step.code == "verification_failed" or step.name.startswith("verify"):
             out.append(f"✗ verification failed for {step.service}: ", style="bold red")
+            head, sep, layers = message.partition(": live runtime does not prove ")
+            if sep:  # "<svc>: live runtime does not prove <sha>: <layer> is X, expected Y; ..."
+                sha, _, detail = layers.partition(": ")
+                out.append(f"the live runtime does not prove {sha[:12]}\n")
+                for part in detail.split("; "):
+                    layer, _, rest = part.partition(" is ")
+                    out.append(f"   layer {layer}", style="bold")
+                    out.append(f" disagrees: is {rest}\n" if rest else "\n")
+                continue
         else:
             out.append(f"✗ {step.service} · {step.name} failed: ", style="bold red")
-        out.append(f"{step.message or step.code or 'no message'}\n")
+        out.append(f"{message}\n")
     errors = job.result.errors if job.result else []
     for err in errors:
-        if any(err.message == s.message for s in failed):
+        if any(err.message == s.message or err.code == s.code and err.service == s.service for s in failed):
             continue
         where = f"{err.service}: " if err.service else ""
         out.append(f"✗ {err.code}: ", style="bold red")
@@ -52,6 +63,19 @@ def verdict(job: JobRecord) -> Text | None:
         symbol, style = JOB_STATUS.get(job.status, ("?", ""))
         out.append(f"{symbol} job {job.status}", style=style)
     out.rstrip()
+    # 12 hex characters tell commits apart on screen; the full SHAs are in the log.
+    return Text.assemble(*[(re.sub(r"\b([0-9a-f]{12})[0-9a-f]{28}\b", r"\1", span_text), style) for span_text, style in _spans(out)])
+
+
+def _spans(text: Text) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    for span in sorted(text.spans, key=lambda s: s.start):
+        if span.start > pos:
+            out.append((text.plain[pos:span.start], ""))
+        out.append((text.plain[span.start:span.end], str(span.style)))
+        pos = span.end
+    if pos < len(text.plain):
+        out.append((text.plain[pos:], ""))
     return out
 
 

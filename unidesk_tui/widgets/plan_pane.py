@@ -9,7 +9,7 @@ from textual.widgets import Static
 from unidesk_tui.documents import PlanItem
 from unidesk_tui.widgets.present import ACTIONS, labelled, short
 
-PROD_DISABLED_REASON = "deploy apply --env prod is disabled until a production executor and authorization policy exist (prod_apply_disabled)"
+PROD_DISABLED_REASON = "prod_apply_disabled: deploy apply --env prod is disabled until a production executor and authorization policy exist"
 
 
 def apply_blocker(environment: str | None, items: list[PlanItem], enabled: set[str] | None) -> str | None:
@@ -33,9 +33,9 @@ class PlanPane(Static):
     """Lists what `a` would apply; shows why apply is disabled when it is."""
 
     #: Staged plan items, in staging order.
-    items: reactive[list[PlanItem]] = reactive(list, always_update=True)
+    items: reactive[list[PlanItem]] = reactive(list, always_update=True, layout=True)
     #: The environment the plan is for (None: local deploy.json).
-    environment: reactive[str | None] = reactive(None)
+    environment: reactive[str | None] = reactive(None, layout=True)
     #: Environment apply slice (dev) or None when not in environment mode.
     enabled: reactive[set[str] | None] = reactive(None, always_update=True)
     #: Rebuild and roll out even where the live commit already matches.
@@ -44,7 +44,7 @@ class PlanPane(Static):
     dry_run: reactive[bool] = reactive(False)
 
     def render(self) -> Text:
-        out = Text()
+        out = Text(no_wrap=True, overflow="ellipsis")
         out.append("PLAN ", style="bold")
         out.append(f"({len(self.items)} staged)  ")
         out.append("[f] force ", style="dim")
@@ -54,11 +54,13 @@ class PlanPane(Static):
         out.append("   [a] apply  ", style="dim")
         blocker = apply_blocker(self.environment, self.items, self.enabled)
         if self.environment == "prod":
-            out.append("⊘ apply disabled: " + PROD_DISABLED_REASON, style="bold red")
+            out.append("⊘ apply disabled in prod", style="bold red")
+            out.append("\n ⊘ " + PROD_DISABLED_REASON, style="red")
         elif blocker and self.items:
-            out.append("⊘ " + blocker, style="red")
+            out.append("⊘ refused", style="bold red")
+            out.append("\n ⊘ " + blocker, style="red")
         elif self.items:
-            out.append("ready: confirmation required", style="green")
+            out.append("ready: y/n confirmation follows", style="green")
         for item in self.items:
             out.append("\n ")
             out.append(labelled(ACTIONS, item.action))

@@ -81,6 +81,12 @@ class StatusHeader(Static):
             line.append("  ⟳ refreshing…", style="cyan")
         doc = self.document
         if doc is not None:
+            down: dict[str, int] = {}
+            for item in doc.services:
+                if item.live is not None and item.live.state == "unreachable":
+                    down[item.target or "?"] = down.get(item.target or "?", 0) + 1
+            if down:
+                line.append("  ⊘ unreachable: " + ", ".join(f"{t} ({n})" for t, n in sorted(down.items())), style="bold red")
             general = [e for e in doc.errors if not e.service]
             if general:
                 line.append(f"  ✗ {general[0].code}: {general[0].message}", style="bold red")

@@ -1,0 +1,124 @@
+"""SVG snapshots of real console states (stored in the top-level snapshots/ folder).
+
+Grids come from real checks on a real git workspace (its targets refuse connections, so the real
+live reader reports them unreachable) or from the lab; job views from job files recorded through
+the real job store. The clock is injected and animations are off, so the pictures are stable.
+"""
+
+from __future__ import annotations
+
+from tests.console.conftest import FIXED_NOW, SIZE, ConsoleWorld, ErrorItem, JobResult, record_job, step
+from tests.console.test_console import make_app, settle
+from unidesk_tui.screens.job_log import JobLogScreen
+
+FAILED_JOB = "20261127T035500Z-5e1f0a"
+RUNNING_JOB = "20261127T035800Z-0a1b2c"
+
+
+def _still(app) -> None:
+    app.animation_level = "none"
+
+
+async def _wait_job_view(pilot, app, job_id: str) -> None:
+    for _ in range(400):
+        await pilot.pause(0.05)
+        screen = app.screen
+        if isinstance(screen, JobLogScreen) and screen.job_id == job_id and screen.job is not None and screen.lines_written:
+            break
+    await pilot.pause(0.3)  # one more poll: nothing new arrives, the picture is final
+
+
+class TestGridSnapshots:
+    def test_unreachable_hosts(self, world: ConsoleWorld, snap_compare) -> None:
+        """Both targets refuse SSH: their rows turn unreachable; the image-only service is unsupported."""
+        app = make_app(world)
+        _still(app)
+        assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: settle(pilot, app))
+
+    def test_confirmation_dialog(self, world: ConsoleWorld, snap_compare) -> None:
+        app = make_app(world)
+        _still(app)
+
+        async def run_before(pilot) -> None:
+            await pilot.press("2")
+            await settle(pilot, app)
+            await pilot.press("space", "j", "j", "j", "space", "a")
+            await pilot.pause()
+
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+    def test_prod_apply_disabled(self, world: ConsoleWorld, snap_compare) -> None:
+        app = make_app(world)
+        _still(app)
+
+        async def run_before(pilot) -> None:
+            await pilot.press("3")
+            await settle(pilot, app)
+            await pilot.press("space", "a")
+            await pilot.pause()
+
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+class TestJobSnapshots:
+    def test_running_job_streaming_log(self, world: ConsoleWorld, snap_compare) -> None:
+        """Reopening the console reattaches to the running job and shows its live log."""
+        sha = world.commits[2]
+        record_job(
+            world.state_dir, RUNNING_JOB, status="running", services=["backend-core"], workspace=world.workspace, alive=True,
+            steps=[
+                step("backend-core", "resolve-compose", "succeeded", 94, 0.4, readOnly=True),
+                step("backend-core", "proxy-probe", "succeeded", 93, 0.2, readOnly=True),
+                step("backend-core", "source", "succeeded", 92, 3.1),
+                step("backend-core", "build", "running", 88),
+                step("backend-core", "rollout", "pending"),
+                step("backend-core", "verify", "pending"),
+            ],
+            events=[
+                ("backend-core", None, "engine", f"backend-core: deploy {sha[:12]} on main-server (unidesk-direct): running {world.commits[1][:12]}, desired {sha[:12]}"),
+                ("backend-core", "resolve-compose", "stdout", "compose project unidesk, service backend-core"),
+                ("backend-core", "proxy-probe", "stdout", "target_source_proxy=none (main server, requiresProxy=false)"),
+                ("backend-core", "source", "stdout", f"fetching {sha} into the target mirror"),
+                ("backend-core", "source", "stdout", f"git archive {sha[:12]} -> build context"),
+                ("backend-core", "build", "stdout", "target_build_cache_from=unidesk-sample:main"),
+                ("backend-core", "build", "stdout", "target_build_cache_to=type=inline"),
+                *[("backend-core", "build", "stdout", f"#{i} [{i}/6] RUN step {i}") for i in range(1, 7)],
+            ],
+        )
+        app = make_app(world)
+        _still(app)
+        assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: _wait_job_view(pilot, app, RUNNING_JOB))
+
+    def test_failed_verification(self, world: ConsoleWorld, snap_compare) -> None:
+        """A healthy old version fails verification, and the view names the layer that disagreed."""
+        want, old = world.commits[2], world.commits[1]
+        message = f"backend-core: live runtime does not prove {want}: health deploy.commit is {old} (healthy), expected {want}"
+        record_job(
+            world.state_dir, FAILED_JOB, status="failed", services=["backend-core"], workspace=world.workspace,
+            steps=[
+                step("backend-core", "resolve-compose", "succeeded", 94, 0.4, readOnly=True),
+                step("backend-core", "proxy-probe", "succeeded", 93, 0.2, readOnly=True),
+                step("backend-core", "source", "succeeded", 92, 3.1),
+                step("backend-core", "build", "succeeded", 88, 21.5),
+                step("backend-core", "rollout", "succeeded", 66, 2.3),
+                step("backend-core", "verify", "failed", 63, 60.0, code="verification_failed", message=message),
+            ],
+            result=JobResult(ok=False, services={"backend-core": "failed"}, errors=[ErrorItem(code="verification_failed", message=message, service="backend-core")]),
+            events=[
+                ("backend-core", "rollout", "stdout", "docker compose up -d --no-build --no-deps --force-recreate backend-core"),
+                ("backend-core", "verify", "stdout", f"verification pending: health deploy.commit is {old} (healthy), expected {want}"),
+                ("backend-core", "verify", "stderr", f"verification_failed: health deploy.commit is {old} (healthy), expected {want}"),
+            ],
+        )
+        app = make_app(world)
+        _still(app)
+
+        async def run_before(pilot) -> None:
+            await settle(pilot, app)
+            app.open_job(FAILED_JOB)
+            await _wait_job_view(pilot, app, FAILED_JOB)
+
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+__all__ = ["FIXED_NOW"]
