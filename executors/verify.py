@@ -54,6 +54,11 @@ def check_docker(service, facts, reading, health_expected: bool) -> Verification
     return Verification(True, layers, f"running {want} on {', '.join(layers)}")
 
 
+def settled(result: Verification) -> bool:
+    """A failure no amount of waiting fixes: the running container's image labels or env are wrong."""
+    return not result.ok and any(part.startswith(("image label", "env ")) for part in result.message.split("; "))
+
+
 async def verify_docker(ctx, ref: ComposeRef, health_url: str | None, health_expected: bool, *, timeout: float = VERIFY_TIMEOUT) -> Verification:
     """Poll until every layer proves the commit or `timeout` passes; raise verification_failed."""
     session = await ctx.session()
@@ -66,6 +71,10 @@ async def verify_docker(ctx, ref: ComposeRef, health_url: str | None, health_exp
         if result.ok:
             ctx.emit(f"verified: {result.message}" + (f"; health {reading.health}" if reading.url else ""))
             return result
+        if facts is not None and facts.running and settled(result):
+            # Labels and env are fixed when a container is created: waiting cannot change them.
+            ctx.emit(f"verification_failed: {result.message}", "stderr")
+            raise UnideskError.of(ErrorCode.VERIFICATION_FAILED, f"{ctx.service.id}: live runtime does not prove {ctx.service.commit}: {result.message}", service=ctx.service.id)
         if result.message != last:
             ctx.emit(f"verification pending: {result.message}")
             last = result.message

@@ -219,3 +219,11 @@ class TestCheckDocker:
     def test_health_must_report_when_exposed(self):
         assert not check_docker(svc(), self.facts(), HealthReading("unhealthy", "u", 502), True).ok
         assert check_docker(svc(), self.facts(), HealthReading("unhealthy", "u", 502), False).ok
+
+
+def test_settled_failures_do_not_wait():
+    from executors.verify import settled
+
+    t = TestCheckDocker()
+    assert settled(check_docker(svc(), t.facts(B, B), HealthReading("healthy", "u", 200, {}, B), True))
+    assert not settled(check_docker(svc(), t.facts(), HealthReading("healthy", "u", 200, {}, B), True))

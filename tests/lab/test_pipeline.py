@@ -1,0 +1,183 @@
+"""The target-side pipeline end to end through the real job engine (`deploy apply --wait`).
+
+Fetch, `git archive`, BuildKit build and compose rollout run on the lab hosts over SSH; providers
+reach the git remote only through their egress proxy. Only the Kubernetes API is emulated, and
+these tests do not use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers_live import cli, compose_up, host_snapshot, running_image_commit, service, ssh, write_manifest  # noqa: E402
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+MAIN, D518 = "main-server", "D518"
+# What the deploy path must never touch on a host.
+HOST_GLOBAL = ["/etc/docker/daemon.json", "/root/.docker/config.json", "/root/.profile", "/root/.bashrc", "/etc/profile", "/etc/environment"]
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+def apply(lab, state, manifest: Path, *args: str, workspace: Path | None = None) -> tuple[int, dict, list[dict]]:
+    """`deploy apply --wait`, then the job's whole event log via `job status`."""
+    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", *args, workspace=workspace, timeout=600)
+    assert doc.get("jobId"), doc
+    _, status = cli(lab, state, "job", "status", doc["jobId"], "--tail-bytes", "2000000", workspace=workspace)
+    return rc, doc, status["log"]["events"]
+
+
+def texts(events: list[dict], service: str, step: str | None = None) -> list[str]:
+    return [e["text"] for e in events if e.get("service") == service and (step is None or e.get("step") == step)]
+
+
+def steps(doc: dict, sid: str) -> dict[str, dict]:
+    return {s["name"]: s for s in doc["job"]["steps"] if s["service"] == sid}
+
+
+def fingerprint(lab, host: str) -> dict[str, str]:
+    """Hashes of host-global config files (absent ones as 'absent'), read on the host."""
+    out = {}
+    for path in HOST_GLOBAL:
+        proc = ssh(lab, host, ["cat", "--", path], check=False)
+        out[path] = hashlib.sha256(proc.stdout).hexdigest() if proc.returncode == 0 else "absent"
+    return out
+
+
+def contexts_left(lab, host: str) -> list[str]:
+    work = json.loads(Path(lab["config"]).read_text())
+    target = next(t for t in work["targets"] if t["id"] == host)
+    proc = ssh(lab, host, ["ls", "-A", "--", f"{target['workDir']}/contexts"], check=False)
+    return proc.stdout.decode().split()
+
+
+def test_main_server_apply_builds_on_target_and_verifies(lab, state, tmp_path):
+    repo, old, new = lab["content"]["sampleRepo"], lab["content"]["old"], lab["content"]["new"]
+    current = running_image_commit(lab, MAIN, "unidesk", "backend-core")
+    want = new if current != new else old
+    manifest = write_manifest(tmp_path / "deploy.json", repo, {"backend-core": want[:10]})
+    rc, doc, events = apply(lab, state, manifest, "--service", "backend-core")
+    assert rc == 0 and doc["job"]["status"] == "succeeded", doc
+    assert [n for n, s in steps(doc, "backend-core").items() if s["status"] == "succeeded"] == ["resolve-compose", "proxy-probe", "source", "build", "rollout", "verify"]
+    log = texts(events, "backend-core")
+    assert "target_source_proxy=direct" in log and "target_build_proxy=direct" in log
+    assert any(t.startswith("target_build_proxy_probe=skipped") for t in log)
+    assert f"target_source_commit={want}" in log
+    assert "target_build_cache_from=unidesk-backend-core:main" in log  # the seeded image is the cache source
+    assert any(t.startswith("target_build_cache_to=") for t in log)
+    assert any(t.startswith("verified: running " + want) for t in log)
+    # the runtime proves it (read with the docker CLI, not our code) and check agrees
+    assert running_image_commit(lab, MAIN, "unidesk", "backend-core") == want
+    assert contexts_left(lab, MAIN) == []
+    rc, check = cli(lab, state, "deploy", "check", "--file", str(manifest))
+    item = check["services"][0]
+    assert (rc, item["action"], item["live"]["state"], item["imagePresent"]) == (0, "noop", "in-sync", True), item
+
+
+def test_provider_apply_goes_through_the_egress_proxy_only(lab, state, tmp_path):
+    repo, old, new = lab["content"]["sampleRepo"], lab["content"]["old"], lab["content"]["new"]
+    current = running_image_commit(lab, D518, "unidesk", "d518-worker")
+    want = new if current != new else old
+    egress_log = Path(lab["layout"].egress_log(D518))
+    seen = egress_log.stat().st_size
+    before = fingerprint(lab, D518)
+    manifest = write_manifest(tmp_path / "deploy.json", repo, {"d518-worker": want})
+    rc, doc, events = apply(lab, state, manifest)
+    assert rc == 0 and doc["job"]["status"] == "succeeded", doc
+    log = texts(events, "d518-worker")
+    channel = "provider-gateway-ws-egress:http://127.0.0.1:18789"
+    assert f"target_source_proxy={channel}" in log and f"target_build_proxy={channel}" in log
+    assert "target_build_proxy_probe=ok" in log
+    build_cmd = next(t for t in log if t.startswith("target_build_command="))
+    assert "--network host" in build_cmd and "--build-arg HTTPS_PROXY=http://127.0.0.1:18789" in build_cmd
+    assert "unidesk.ai/source-commit=" + want in build_cmd
+    # the fetch really went through D518's egress proxy (its own log), the only route to the remote
+    fetched = [json.loads(line) for line in egress_log.read_text()[seen:].splitlines() if line.strip()]
+    assert any("sample-service.git" in r["target"] and r["result"] == "ok" for r in fetched), fetched
+    assert running_image_commit(lab, D518, "unidesk", "d518-worker") == want
+    # nothing host-global changed, and no proxy variable outlived its command
+    assert fingerprint(lab, D518) == before
+    env_now = ssh(lab, D518, ["env"]).stdout.decode()
+    assert "PROXY=" not in env_now.upper().replace("NO_PROXY=", "")
+    assert contexts_left(lab, D518) == []
+
+
+def test_failed_proxy_probe_fails_the_job_without_fallback(lab, state, tmp_path):
+    from unidesk_tui.lab import lab as labapi
+
+    repo = lab["content"]["sampleRepo"]
+    current = running_image_commit(lab, D518, "unidesk", "d518-worker")
+    manifest = write_manifest(tmp_path / "deploy.json", repo, {"d518-worker": current})
+    before = host_snapshot(lab, D518)
+    labapi.stop_egress(lab["dir"], D518)
+    try:
+        rc, doc, events = apply(lab, state, manifest, "--force")
+    finally:
+        labapi.start_egress(lab["dir"], D518)
+    assert rc != 0 and doc["job"]["status"] == "failed", doc
+    st = steps(doc, "d518-worker")
+    assert st["proxy-probe"]["status"] == "failed" and st["proxy-probe"]["code"] == "proxy_probe_failed"
+    assert all(st[n]["status"] != "succeeded" for n in ("source", "build", "rollout", "verify"))
+    assert "target_build_proxy_probe=failed" in texts(events, "d518-worker")
+    assert host_snapshot(lab, D518) == before  # nothing was built or replaced
+
+
+def test_declared_build_base_image_is_used(lab, state, tmp_path):
+    repo = lab["content"]["sampleRepo"]
+    current = running_image_commit(lab, MAIN, "unidesk", "code-queue-mgr")
+    image = service(lab, "code-queue-mgr")["build"]["image"]
+    base = f"{image}-build-base"
+    ssh(lab, MAIN, ["docker", "tag", image, base])
+    try:
+        manifest = write_manifest(tmp_path / "deploy.json", repo, {"code-queue-mgr": current})
+        rc, doc, events = apply(lab, state, manifest, "--force")
+    finally:
+        ssh(lab, MAIN, ["docker", "rmi", base], check=False)
+    assert rc == 0 and doc["job"]["status"] == "succeeded", doc
+    log = texts(events, "code-queue-mgr")
+    assert f"target_build_base_image={base}" in log
+    assert f"--build-arg SAMPLE_BASE_IMAGE={base}" in next(t for t in log if t.startswith("target_build_command="))
+    # the sample Dockerfile records the base argument it got in a label of the image it built
+    fmt = '{{index .Config.Labels "org.unidesk.sample.build-base"}}'
+    assert ssh(lab, MAIN, ["docker", "image", "inspect", "--format", fmt, image]).stdout.decode().strip() == base
+
+
+def test_healthy_old_version_fails_verification(lab, state, tmp_path):
+    """A compose file that pins the deploy env keeps reporting the old commit: the job must fail."""
+    repo = lab["content"]["sampleRepo"]
+    ms = service(lab, "backend-core")
+    current = running_image_commit(lab, MAIN, "unidesk", "backend-core")
+    want = next(c for c in lab["content"]["commits"] if c != current)
+    compose_file = Path(ms["compose"]["file"])
+    stale_file = compose_file.with_name("docker-compose.stale-test.yml")
+    text = compose_file.read_text()
+    stale_file.write_text(text.replace("$${UNIDESK_DEPLOY_COMMIT:-}", current).replace("${UNIDESK_DEPLOY_COMMIT:-}", current))
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    cfg = json.loads(Path(lab["config"]).read_text())
+    for m in cfg["microservices"]:
+        if m["id"] == "backend-core":
+            m["compose"]["file"] = str(stale_file)
+    (ws / "config.json").write_text(json.dumps(cfg))
+    manifest = write_manifest(ws / "deploy.json", repo, {"backend-core": want})
+    try:
+        rc, doc, events = apply(lab, state, manifest, workspace=ws)
+    finally:
+        compose_up(lab, MAIN, ms, {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want, "UNIDESK_DEPLOY_REQUESTED_COMMIT": want})
+        stale_file.unlink(missing_ok=True)
+    assert rc != 0 and doc["job"]["status"] == "failed", doc
+    st = steps(doc, "backend-core")
+    assert st["rollout"]["status"] == "succeeded"
+    assert st["verify"]["status"] == "failed" and st["verify"]["code"] == "verification_failed"
+    assert "health deploy.commit is " + current in st["verify"]["message"]
+    assert any(e["code"] == "verification_failed" for e in doc["job"]["result"]["errors"])
