@@ -309,11 +309,22 @@ async def test_sigterm_stops_containers_and_restart_restores_them(containerd, ku
     await wait_status(apps_api, ns, "api", rolled_out(1))
     assert await http_get(f"http://127.0.0.1:{port}/") == (200, PAGE)
 
+    # Scaling changes the generation but not the pod template: nothing restarts, and the lab runs one
+    # container whatever the replica count, which the status admits.
+    await apps_api.patch_namespaced_deployment_scale("api", ns, {"spec": {"replicas": 2}})
+    dep = await wait_status(apps_api, ns, "api", lambda d: d.status.observed_generation == 2)
+    assert (dep.status.replicas, dep.status.ready_replicas, dep.status.unavailable_replicas) == (1, 1, 1)
+    assert condition(dep, "Available").status == "False"
+    assert [c for c in containerd.containers() if c.startswith("kubeapi_lab-restart_")] == ["kubeapi_lab-restart_api_1"]
+    await apps_api.patch_namespaced_deployment_scale("api", ns, {"spec": {"replicas": 1}})
+    await wait_status(apps_api, ns, "api", rolled_out(3))
+    assert containerd.tasks()["kubeapi_lab-restart_api_1"] == "RUNNING"
+
     assert await kubeapi.stop() == 0, kubeapi.logs()
     assert not [c for c in containerd.containers() if c.startswith("kubeapi_")]
     assert await http_get(f"http://127.0.0.1:{port}/") is None
 
     await kubeapi.start()  # same data directory: the Deployment is still there and runs again
-    dep = await wait_status(apps_api, ns, "api", rolled_out(1))
+    dep = await wait_status(apps_api, ns, "api", rolled_out(3))
     assert dep.metadata.annotations["unidesk.ai/deploy-commit"] == "c" * 40
     assert await http_get(f"http://127.0.0.1:{port}/") == (200, PAGE)

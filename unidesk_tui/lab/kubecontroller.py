@@ -94,6 +94,7 @@ class Pod:
     ports: list = field(default_factory=list)
     failure: tuple[str, str] | None = None  # (reason, message) when the latest generation could not start
     ready: bool = False
+    template: dict | None = None  # pod template the running container was made from
 
 
 class LabController:
@@ -221,6 +222,10 @@ class LabController:
             self._pods[key] = Pod(generation=generation)
             self._write_status(key, self._pods[key])
             return
+        if pod.container and pod.failure is None and pod.template == spec["template"]:
+            # Only replicas (or another non-template field) changed: like a real scale, nothing restarts.
+            self._write_status(key, pod)
+            return
         container = spec["template"]["spec"]["containers"][0]
         image = container["image"]
         ref = await self._find_image(image) if IMAGE_REF.match(image) else None
@@ -263,7 +268,8 @@ class LabController:
         finally:
             os.unlink(env_file)
         self._pods[key] = pod = Pod(container=cid, generation=generation, image=image,
-                                    probe=container.get("readinessProbe"), ports=container.get("ports") or [])
+                                    probe=container.get("readinessProbe"), ports=container.get("ports") or [],
+                                    template=copy.deepcopy(spec["template"]))
         if rc != 0:
             pod.container = None
             pod.failure = ("RunContainerError", f"ctr run failed: {err.strip()[:500]}")
