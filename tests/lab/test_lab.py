@@ -278,16 +278,17 @@ async def test_deployment_applied_through_the_emulator_answers_through_the_micro
     for key, value in {"__IMAGE__": d601_image, "__SERVICE_ID__": "decision-center", "__DEPLOY_REPO__": url, "__DEPLOY_COMMIT__": new, "__DEPLOY_REQUESTED_COMMIT__": new}.items():
         text = text.replace(key, value)
     deployment = next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "decision-center")
+    health = f"{lab['msproxyUrl']}/api/microservices/decision-center/health"
 
     async with await connect(lab, "D601") as conn:
         listener = await conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", KUBE_PORT)
         config = client.Configuration(host=f"http://127.0.0.1:{listener.get_port()}")
         async with client.ApiClient(config) as api_client:
             apps = client.AppsV1Api(api_client)
+            await _delete_deployment(apps, "decision-center")  # left by an earlier test in this session
             await apps.create_namespaced_deployment("unidesk", deployment)
             try:
                 body = None
-                health = f"{lab['msproxyUrl']}/api/microservices/decision-center/health"
                 deadline = time.monotonic() + 60
                 async with aiohttp.ClientSession() as http:
                     while time.monotonic() < deadline:
@@ -301,8 +302,26 @@ async def test_deployment_applied_through_the_emulator_answers_through_the_micro
                 dep = await apps.read_namespaced_deployment("decision-center", "unidesk")
                 assert dep.metadata.annotations["UNIDESK_DEPLOY_COMMIT"] == new
             finally:
-                await apps.delete_namespaced_deployment("decision-center", "unidesk")
+                await _delete_deployment(apps, "decision-center")
         listener.close()
+    # leave the session lab as it was: the container is gone and its port free again
+    async with aiohttp.ClientSession() as http:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            async with http.get(health) as resp:
+                if resp.status == 502:
+                    break
+            await _sleep(0.3)
+
+
+async def _delete_deployment(apps, name: str) -> None:
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    try:
+        await apps.delete_namespaced_deployment(name, "unidesk")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
 
 
 async def _sleep(seconds: float) -> None:

@@ -124,8 +124,26 @@ _SAMPLE_MESSAGES = (
 )
 
 
+def _require_static(path: Path) -> None:
+    """The image is FROM scratch: busybox must be the static build (Debian busybox-static)."""
+    import struct
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RuntimeError(f"{path} is missing: install the Debian package busybox-static") from None
+    if data[:5] != b"\x7fELF\x02":
+        raise RuntimeError(f"{path} is not a 64-bit ELF binary")
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(phnum):
+        if struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 3:  # PT_INTERP: dynamically linked
+            raise RuntimeError(f"{path} is dynamically linked: install busybox-static (not busybox)")
+
+
 def build_sample_repo(lay: Layout) -> list[str]:
     """Create sample-service with five commits; returns their full SHAs, oldest first."""
+    _require_static(BUSYBOX)
     bare = gitserver.init_bare(lay.git_root, SAMPLE_REPO)
     work = lay.sample_checkout
     _clone_with_origin(work, lay.repo_url(SAMPLE_REPO))
