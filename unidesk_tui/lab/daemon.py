@@ -24,6 +24,8 @@ from unidesk_tui.lab.layout import Layout
 
 log = logging.getLogger(__name__)
 
+# the lab's own Python daemons (`python -m unidesk_tui.lab.…`) import this package from here, whatever the cwd
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _children: dict[int, subprocess.Popen] = {}  # reaped on liveness checks so they never linger as zombies
 
 _INIT = 'mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -p /run/sshd /run/lock && hostname "$1" && exec -a "unidesk-lab-init $2" sleep infinity'
@@ -108,7 +110,7 @@ def spawn(lay: Layout, d: Daemon) -> int:
     lay.log_dir.mkdir(parents=True, exist_ok=True)
     lay.pid_dir.mkdir(parents=True, exist_ok=True)
     logpath = logfile(lay, d.host, d.name)
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "PYTHONPATH": _PACKAGE_ROOT}
     env.update(d.env)
     with open(logpath, "ab") as out:
         out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {d.host}/{d.name}\n".encode())

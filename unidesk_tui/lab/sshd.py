@@ -115,6 +115,8 @@ UseDNS no
 MaxSessions 64
 MaxStartups 64:30:128
 Subsystem sftp internal-sftp
+# as Debian ships it: a client's other variables (e.g. http_proxy) are not accepted
+AcceptEnv LANG LC_*
 SetEnv {env}
 """
     )
