@@ -73,8 +73,9 @@ def up(dir: str | Path | None = None, seed: bool = False) -> dict:
         raise LabError("the lab needs root (network namespaces, dockerd, sshd)")
     started = time.monotonic()
     lay = Layout.load(path)
-    if lay is not None and not netns.present(lay):
-        down(path)  # a half-created or crashed lab: clear it before starting over
+    if lay is not None and (not netns.present(lay) or any(daemons.running_pid(lay, h, "init") is None for h in HOSTS)):
+        # half-created, crashed, or a host lost the process holding its /run: start over
+        down(path)
         lay = None
     if lay is None:
         with netns.allocation_lock():
