@@ -241,8 +241,9 @@ def test_sigterm_cancels_the_job(ws, workload):
     set_behaviour(workload, build="sleep")
     doc = start(ws)
     wait_for(lambda: (workload / "backend-core.building").exists(), "the build to start")
-    os.kill(jobs.load_job(ws.state_dir, doc.jobId).workerPid, signal.SIGTERM)
+    assert jobs.cancel_job(ws.state_dir, doc.jobId)
     rec = wait_job(ws.state_dir, doc.jobId, poll=0.05)
+    assert not jobs.cancel_job(ws.state_dir, doc.jobId)  # nothing left to cancel
     assert rec.status == "cancelled" and codes(rec.result) == [jobs.CODE_CANCELLED]
     assert [s.status for s in rec.steps] == ["succeeded", "cancelled", "skipped", "skipped"]
     assert locks.read_lock(ws.state_dir, "file", "backend-core") is None

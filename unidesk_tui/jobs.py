@@ -1,7 +1,8 @@
 """The job store: `<state dir>/jobs/<id>/` holds job.json (rewritten atomically) and events.jsonl.
 
 Read API for the CLI and the console: `list_jobs`, `load_job`, `read_events` (incremental, from a
-byte offset) and `tail` (the last N bytes, whole lines, without reading the whole file). Loading a
+byte offset) and `tail` (the last N bytes, whole lines, without reading the whole file); and
+`cancel_job`. Loading a
 job whose worker died reports it, and records it, as `interrupted`.
 """
 
@@ -13,6 +14,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -203,6 +205,18 @@ def load_job(state_dir: Path, job_id: str) -> JobRecord:
         except OSError:
             pass
     return record
+
+
+def cancel_job(state_dir: Path, job_id: str) -> bool:
+    """Ask a running job's worker to stop (SIGTERM: it records `cancelled`); False if not running."""
+    record = load_job(state_dir, job_id)
+    if record.status not in ACTIVE or record.host != HOST or not process_alive(record.workerPid, record.workerStart):
+        return False
+    try:
+        os.kill(record.workerPid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def list_jobs(state_dir: Path) -> list[JobRecord]:
