@@ -6,8 +6,11 @@ changes the target.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from aiodocker.exceptions import DockerError
@@ -56,16 +59,73 @@ def label_filters(ref: ComposeRef) -> list[str]:
     return out
 
 
-async def find_container(docker, ref: ComposeRef) -> tuple[dict | None, int]:
-    """The service's container (running ones first), as `docker inspect` shows it, and how many
-    further containers match."""
-    listed = await docker.containers.list(all="1", filters=json.dumps({"label": label_filters(ref)}))
-    rows = [c._container for c in listed]
-    if not rows:
+# Target-wide listings shared by every probe of one live read (set by `shared_listings`): one
+# container list and one stamped-image list per target instead of several calls per service.
+# Outside that block (e.g. verification after a rollout) every call reads the daemon afresh.
+_listings: ContextVar[dict | None] = ContextVar("unidesk_docker_listings", default=None)
+
+
+@contextlib.contextmanager
+def shared_listings():
+    token = _listings.set({})
+    try:
+        yield
+    finally:
+        _listings.reset(token)
+
+
+async def _listing(docker, key: str, fetch):
+    cache = _listings.get()
+    if cache is None:
+        return await fetch()
+    slot = (id(docker), key)
+    if slot not in cache:
+        cache[slot] = asyncio.ensure_future(fetch())
+    return await cache[slot]
+
+
+async def compose_containers(docker) -> list[dict]:
+    """Every compose-labelled container of the daemon, running or not (as `containers/json` lists them)."""
+
+    async def fetch():
+        listed = await docker.containers.list(all="1", filters=json.dumps({"label": [COMPOSE_SERVICE]}))
+        return [c._container for c in listed]
+
+    return await _listing(docker, "containers", fetch)
+
+
+async def stamped_images(docker) -> list[dict]:
+    """Every image carrying a unidesk.ai/service-id label (as `images/json` lists them)."""
+    return await _listing(docker, "images", lambda: docker.images.list(filters={"label": [LABEL_SERVICE]}))
+
+
+def pick_container(rows: list[dict], ref: ComposeRef) -> tuple[dict | None, int]:
+    """The service's container among listed ones (running first, then newest) and how many more match."""
+    matching = [r for r in rows if (r.get("Labels") or {}).get(COMPOSE_SERVICE) == ref.service and (ref.project is None or (r.get("Labels") or {}).get(COMPOSE_PROJECT) == ref.project)]
+    if not matching:
         return None, 0
-    rows.sort(key=lambda r: (r.get("State") != "running", -int(r.get("Created") or 0)))
-    container = docker.containers.container(rows[0]["Id"])
-    return await container.show(), len(rows) - 1
+    matching.sort(key=lambda r: (r.get("State") != "running", -int(r.get("Created") or 0)))
+    return matching[0], len(matching) - 1
+
+
+async def find_container(docker, ref: ComposeRef) -> tuple[dict | None, int]:
+    """The service's container, as `docker inspect` shows it, and how many further containers match."""
+    row, others = pick_container(await compose_containers(docker), ref)
+    if row is None:
+        return None, 0
+    return await docker.containers.container(row["Id"]).show(), others
+
+
+async def image_unidesk_labels(docker, image_id: str) -> dict[str, str]:
+    for image in await stamped_images(docker):
+        if image.get("Id") == image_id:
+            return {k: v for k, v in (image.get("Labels") or {}).items() if k in LABELS}
+    try:  # not stamped with a service id: read it anyway, it may carry some of the labels
+        image = await docker.images.inspect(image_id)
+    except DockerError as exc:  # the image may have been removed under a running container
+        log.debug("image %s not inspectable: %s", image_id, exc)
+        return {}
+    return {k: v for k, v in ((image.get("Config") or {}).get("Labels") or {}).items() if k in LABELS}
 
 
 async def container_facts(docker, ref: ComposeRef) -> ContainerFacts | None:
@@ -75,13 +135,6 @@ async def container_facts(docker, ref: ComposeRef) -> ContainerFacts | None:
     config = inspected.get("Config") or {}
     state = inspected.get("State") or {}
     image_id = inspected.get("Image") or ""
-    image_labels: dict[str, str] = {}
-    try:
-        image = await docker.images.inspect(image_id)
-        all_labels = (image.get("Config") or {}).get("Labels") or {}
-        image_labels = {k: v for k, v in all_labels.items() if k in LABELS}
-    except DockerError as exc:  # the image may have been removed under a running container
-        log.debug("image %s not inspectable: %s", image_id, exc)
     return ContainerFacts(
         id=inspected.get("Id", ""),
         name=(inspected.get("Name") or "").lstrip("/"),
@@ -90,16 +143,19 @@ async def container_facts(docker, ref: ComposeRef) -> ContainerFacts | None:
         image_ref=config.get("Image") or "",
         image_id=image_id,
         labels=dict(config.get("Labels") or {}),
-        image_labels=image_labels,
+        image_labels=await image_unidesk_labels(docker, image_id) if image_id else {},
         env=deploy_values(parse_env(config.get("Env"))),
         others=others,
     )
 
 
+def has_image(images: list[dict], service_id: str, commit: str) -> bool:
+    return any((i.get("Labels") or {}).get(LABEL_SERVICE) == service_id and (i.get("Labels") or {}).get(LABEL_COMMIT) == commit for i in images)
+
+
 async def image_present(docker, service_id: str, commit: str) -> bool:
     """An image labelled as this service at this commit exists on the target."""
-    images = await docker.images.list(filters={"label": [f"{LABEL_SERVICE}={service_id}", f"{LABEL_COMMIT}={commit}"]})
-    return bool(images)
+    return has_image(await stamped_images(docker), service_id, commit)
 
 
 async def image_exists(docker, ref: str) -> bool:

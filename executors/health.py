@@ -54,18 +54,28 @@ def classify(status: int, body: Any) -> str:
     return "healthy"
 
 
-# One HTTP client shared by every probe of a command (set by `health_client`).
+# One HTTP client shared by every probe of a command (set by `health_client`), and the reads
+# already started for it (health does not need SSH, so it overlaps with connecting to targets).
 _shared: ContextVar[aiohttp.ClientSession | None] = ContextVar("unidesk_health_http", default=None)
+_started: ContextVar[dict | None] = ContextVar("unidesk_health_started", default=None)
 
 
 @contextlib.asynccontextmanager
-async def health_client():
-    """Share one aiohttp session among all health reads inside this block."""
+async def health_client(prefetch: list[str | None] = ()):
+    """Share one aiohttp session among all health reads inside this block; start `prefetch` now."""
     async with aiohttp.ClientSession() as http:
         token = _shared.set(http)
+        started: dict[str, asyncio.Future] = {}
+        token2 = _started.set(started)
         try:
+            for url in prefetch:
+                if url and url not in started:
+                    started[url] = asyncio.ensure_future(_read(http, url, HEALTH_TIMEOUT))
             yield http
         finally:
+            for fut in started.values():
+                fut.cancel()
+            _started.reset(token2)
             _shared.reset(token)
 
 
@@ -73,6 +83,10 @@ async def read_health(url: str | None, *, timeout: float = HEALTH_TIMEOUT) -> He
     """GET the health URL; never raises (a failed read is `unknown` or `unhealthy`)."""
     if not url:
         return HealthReading("unknown", None, error="no microserviceProxy configured")
+    started = _started.get()
+    if started and url in started:
+        # A prefetched read is used once; a later read of the same URL (e.g. while verifying) goes out again.
+        return await started.pop(url)
     http = _shared.get()
     if http is None:
         async with aiohttp.ClientSession() as own:
@@ -81,6 +95,10 @@ async def read_health(url: str | None, *, timeout: float = HEALTH_TIMEOUT) -> He
                 return await read_health(url, timeout=timeout)
             finally:
                 _shared.reset(token)
+    return await _read(http, url, timeout)
+
+
+async def _read(http: aiohttp.ClientSession, url: str, timeout: float) -> HealthReading:
     try:
         async with http.get(url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False) as resp:
             raw = await resp.content.read(MAX_BODY)

@@ -15,6 +15,7 @@ from collections import defaultdict
 import asyncssh
 
 from executors.base import executor_for
+from executors.docker_probe import shared_listings
 from executors.health import health_client
 from executors.observe import failed
 from unidesk_tui.catalog import Catalog
@@ -70,8 +71,9 @@ async def read_live_async(catalog: Catalog, desired: list[DesiredService], *, po
         return out
 
     try:
-        async with health_client():
-            results = await asyncio.gather(*(target_probes(t, s) for t, s in by_target.items()))
+        with shared_listings():
+            async with health_client([catalog.health_url(s.id) for s in desired]):
+                results = await asyncio.gather(*(target_probes(t, s) for t, s in by_target.items()))
     finally:
         if own_pool:
             await pool.close()

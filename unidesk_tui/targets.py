@@ -33,6 +33,7 @@ from unidesk_tui.identifiers import is_plain_name
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
+DOCKER_CONNECTIONS = 16  # kept-alive connections per daemon; each new one costs an SSH channel open
 LineCallback = Callable[[str, str], None]  # (line, "stdout" | "stderr")
 
 
@@ -83,6 +84,7 @@ class TargetSession:
         self._kube: Any = None
         self._listeners: list[asyncssh.SSHListener] = []
         self._tmpdirs: list[tempfile.TemporaryDirectory] = []
+        self._connectors: list[Any] = []
         self._lock = asyncio.Lock()
 
     # -- commands ------------------------------------------------------------------------------
@@ -138,10 +140,13 @@ class TargetSession:
         async with self._lock:
             if self._docker is None:
                 import aiodocker
+                import aiohttp
 
                 listener = await self.conn.forward_local_port_to_path("127.0.0.1", 0, self.target.docker.socket)
                 self._listeners.append(listener)
-                self._docker = aiodocker.Docker(url=f"tcp://127.0.0.1:{listener.get_port()}")
+                connector = aiohttp.TCPConnector(limit=DOCKER_CONNECTIONS)
+                self._connectors.append(connector)
+                self._docker = aiodocker.Docker(url=f"tcp://127.0.0.1:{listener.get_port()}", connector=connector)
             return self._docker
 
     # -- kubernetes ----------------------------------------------------------------------------
@@ -185,6 +190,8 @@ class TargetSession:
     async def close(self) -> None:
         if self._docker is not None:
             await self._docker.close()
+        for connector in self._connectors:
+            await connector.close()
         if self._kube is not None:
             await self._kube.close()
         for listener in self._listeners:
