@@ -381,3 +381,49 @@ def test_own_lab_up_is_idempotent_names_failing_daemons_and_down_cleans_up_after
     assert [p for p in own_lab_dir.rglob("*") if p.is_socket()] == []
     assert _mounts_mentioning(own_lab_dir) == []
     assert labapi.status(own_lab_dir)["up"] is False
+
+
+# ---- more of the egress proxy and the microservice proxy --------------------------------------
+
+_CONNECT_CLIENT = """
+import socket, sys
+proxy, target, path = sys.argv[1:4]
+s = socket.create_connection(("127.0.0.1", int(proxy)), timeout=10)
+s.sendall(f"CONNECT {target} HTTP/1.1\\r\\nHost: {target}\\r\\n\\r\\n".encode())
+assert s.recv(4096).startswith(b"HTTP/1.1 200"), "CONNECT refused"
+s.sendall(f"GET {path} HTTP/1.1\\r\\nHost: {target}\\r\\nConnection: close\\r\\n\\r\\n".encode())
+data = b""
+while chunk := s.recv(65536):
+    data += chunk
+print(data.split(b"\\r\\n", 1)[0].decode())
+"""
+
+
+def test_egress_proxy_tunnels_connect_requests(lab):
+    lay: Layout = lab["layout"]
+    target = f"{lay.git_address}:80"
+    path = "/git/sample-service.git/info/refs?service=git-upload-pack"
+    before = len(egress_entries(lab, "D601"))
+    out = ssh(lab, "D601", shlex.join([sys.executable, "-c", _CONNECT_CLIENT, str(EGRESS_PORT), target, path])).stdout
+    assert out.strip() == "HTTP/1.1 200 OK"
+    assert any(e["method"] == "CONNECT" and e["target"] == target for e in egress_entries(lab, "D601")[before:])
+
+
+def test_microservice_proxy_reads_config_per_request(lab):
+    import urllib.error
+    import urllib.request
+
+    config = Path(lab["config"])
+    original = config.read_text()
+    url = f"{lab['msproxyUrl']}/api/microservices/backend-core/health"
+    doc = json.loads(original)
+    next(m for m in doc["microservices"] if m["id"] == "backend-core")["health"]["port"] = 18099  # nothing listens
+    try:
+        config.write_text(json.dumps(doc))
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url, timeout=10)
+        assert err.value.code == 502
+    finally:
+        config.write_text(original)
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert json.loads(resp.read())["service"] == "backend-core"
