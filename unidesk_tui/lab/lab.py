@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from unidesk_tui.lab import daemon as daemons
-from unidesk_tui.lab import dockerd, egress, gitserver, k3s, msproxy, netns, sshd
+from unidesk_tui.lab import dockerd, egress, gitserver, k3s, msproxy, netns, sample, sshd
+from unidesk_tui.lab import seed as seeding
 from unidesk_tui.lab.daemon import Daemon, LabError
 from unidesk_tui.lab.layout import GIT, HOSTS, K3S_HOST, MAIN, PROVIDERS, SSH_USER, Layout, default_dir
 
@@ -62,10 +63,6 @@ def daemon_spec(lay: Layout, host: str, name: str) -> Daemon:
     raise LabError(f"{host}: no daemon named {name!r}")
 
 
-def _all_daemons() -> list[tuple[str, str]]:
-    return [(GIT, "git-http")] + [(h, n) for h in HOSTS for n in daemon_names(h)]
-
-
 def up(dir: str | Path | None = None, seed: bool = False) -> dict:
     """Create the lab in `dir` (or complete a running one: idempotent) and return its status."""
     path = _dir(dir)
@@ -83,8 +80,6 @@ def up(dir: str | Path | None = None, seed: bool = False) -> dict:
             lay.save()
             netns.create(lay)
     _prepare_files(lay)
-    from unidesk_tui.lab import sample
-
     sample.ensure(lay)
     stages = [
         [daemon_spec(lay, h, "init") for h in HOSTS] + [daemon_spec(lay, GIT, "git-http")],
@@ -97,8 +92,6 @@ def up(dir: str | Path | None = None, seed: bool = False) -> dict:
         k3s.ensure_namespaces(lay)
     log.info("lab %s up in %.2fs", path, time.monotonic() - started)
     if seed:
-        from unidesk_tui.lab import seed as seeding
-
         seeding.run(lay)
     return status(path)
 
