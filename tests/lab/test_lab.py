@@ -427,3 +427,24 @@ def test_microservice_proxy_reads_config_per_request(lab):
         config.write_text(original)
     with urllib.request.urlopen(url, timeout=10) as resp:
         assert json.loads(resp.read())["service"] == "backend-core"
+
+
+def test_git_remote_accepts_pushes_and_force_pushes(lab, tmp_path):
+    url, new = lab["content"]["sampleRepo"], lab["content"]["new"]
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@lab.invalid", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@lab.invalid"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path / "c"), *args], capture_output=True, text=True, check=True, env=env).stdout.strip()
+
+    subprocess.run(["git", "clone", "-q", url, str(tmp_path / "c")], check=True)
+    (tmp_path / "c" / "pushed.txt").write_text("pushed over HTTP\n")
+    git("add", "pushed.txt")
+    git("commit", "-qm", "pushed over HTTP")
+    branch = f"refs/heads/lab-push-{uuid.uuid4().hex[:6]}"  # a branch of its own: master stays as the session expects
+    try:
+        git("push", "-q", "origin", f"HEAD:{branch}")
+        assert git("ls-remote", "origin", branch).split()[0] == git("rev-parse", "HEAD")
+        git("push", "-q", "--force", "origin", f"{new}:{branch}")
+        assert git("ls-remote", "origin", branch).split()[0] == new
+    finally:
+        git("push", "-q", "origin", f":{branch}")
