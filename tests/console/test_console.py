@@ -52,8 +52,7 @@ def grid(app: UnideskApp) -> ServiceGrid:
 
 
 def row_ids(app: UnideskApp) -> list[str]:
-    g = grid(app)
-    return [g.coordinate_to_cell_key((i, 0)).row_key.value for i in range(g.row_count)]
+    return grid(app).row_keys
 
 
 class TestGrid:
@@ -136,11 +135,11 @@ class TestCache:
 
         app2 = make_app(world, read_live=slow_read_live)
         async with app2.run_test(size=SIZE) as pilot:
+            header = app2.main_screen.query_one(StatusHeader)
             for _ in range(100):
                 await pilot.pause(0.01)
-                if app2.main_screen.document is not None:
+                if app2.main_screen.document is not None and header.refreshing:
                     break
-            header = app2.main_screen.query_one(StatusHeader)
             assert header.stale and header.refreshing
             assert len(row_ids(app2)) == 5
             await settle(pilot, app2)

@@ -27,6 +27,8 @@ POLL_S = 0.2
 LOG_MAX_LINES = 20_000
 # A reopened log starts from this many bytes before the end, not from the beginning of time.
 REATTACH_TAIL_BYTES = 2 * 1024 * 1024
+# At most this much log per batch, so one batch never holds the event loop for long.
+BATCH_BYTES = 32 * 1024
 STREAM_PREFIX = {"stdout": "  ", "stderr": "! ", "engine": "» "}
 
 
@@ -102,6 +104,7 @@ class JobLogScreen(Screen[None]):
         self.job: JobRecord | None = None
         self._section: tuple[str | None, str | None] | None = None
         self.lines_written = 0
+        self._shown_at = float("-inf")
 
     def compose(self) -> ComposeResult:
         yield Static(id="job-header")
@@ -122,16 +125,20 @@ class JobLogScreen(Screen[None]):
         size = await asyncio.to_thread(_log_size, state_dir, self.job_id)
         offset = max(0, size - REATTACH_TAIL_BYTES)
         idle = 0
+        job = None
         while True:
-            events, offset = await asyncio.to_thread(jobs.read_events, state_dir, self.job_id, offset)
-            job = await asyncio.to_thread(jobs.load_job, state_dir, self.job_id)
+            events, new_offset = await asyncio.to_thread(jobs.read_events, state_dir, self.job_id, offset, BATCH_BYTES)
+            behind = new_offset - offset >= BATCH_BYTES // 2  # more is waiting: read on without sleeping
+            offset = new_offset
+            if job is None or not behind:
+                job = await asyncio.to_thread(jobs.load_job, state_dir, self.job_id)
             if events or job != self.job:
                 self.post_message(JobLogBatch(self.job_id, events, job))
             if job.status not in jobs.ACTIVE and not events:
                 idle += 1
                 if idle > 2:  # one more read after the end, for lines written just before it
                     return
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(0.02 if behind else POLL_S)
 
     @on(JobLogBatch)
     async def _on_batch(self, message: JobLogBatch) -> None:
@@ -140,8 +147,12 @@ class JobLogScreen(Screen[None]):
         if message.events:
             self.query_one(Log).write_lines(self._lines(message.events))
         if message.job is not None:
-            self.job = message.job
-            await self._show_job(message.job)
+            now = self.app.clock()
+            # Redraw the header and steps when the job changed, and once a second for elapsed times.
+            if message.job != self.job or now - self._shown_at >= 1.0:
+                self.job = message.job
+                self._shown_at = now
+                await self._show_job(message.job)
 
     def _lines(self, events: list[JobEvent]) -> list[str]:
         out: list[str] = []

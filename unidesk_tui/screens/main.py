@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.worker import Worker
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from unidesk_tui import plan_cache
 from unidesk_tui.documents import JobRecord, PlanDocument, PlanItem
@@ -20,7 +21,7 @@ from unidesk_tui.reconcile import run_plan
 from unidesk_tui.screens.confirm_apply import ApplyRequest, ConfirmApplyScreen
 from unidesk_tui.screens.service_detail import ServiceDetailScreen
 from unidesk_tui.widgets.plan_pane import PROD_DISABLED_REASON, PlanPane, apply_blocker
-from unidesk_tui.widgets.present import JOB_STATUS, job_started, row_state
+from unidesk_tui.widgets.present import JOB_STATUS, age_text, job_started, row_state
 from unidesk_tui.widgets.service_grid import SORTABLE, STATE_RANK, ServiceGrid, row_cells
 from unidesk_tui.widgets.status_header import StatusHeader
 
@@ -73,6 +74,8 @@ class MainScreen(Screen[None]):
         self._generation = 0
         self._refreshing: str | None = None  # env key of the refresh in flight
         self._pending_refresh = False
+        self._grid_stale = False
+        self._freshness: dict[str, tuple[float | None, float | None, bool]] = {}
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -115,20 +118,27 @@ class MainScreen(Screen[None]):
         return next((j for j in self.app.jobs if j.environment == env and service_id in j.services), None)
 
     def _show_environment(self, initial: bool = False) -> None:
-        """Paint what we have for the environment (cache first), then refresh it."""
-        header = self.query_one(StatusHeader)
-        header.environment = self.environment
+        """Paint what we have for the environment (the cache first), then refresh it."""
+        self.query_one(StatusHeader).environment = self.environment
         key = env_key(self.environment)
-        if key not in self.documents:
-            cached = plan_cache.load(self.app.workspace.state_dir, self.app.workspace.root, self.environment)
-            if cached is not None:
-                self.post_message(PlanRefreshed(self.environment, cached.document, cached.refreshed_at, cached.duration_s, stale=True, generation=-1))
-            else:
-                header.document, header.refreshed_at, header.duration_s, header.stale = None, None, None, False
-                self._render_grid()
-        else:
+        preloaded = self.app.preloaded.pop(key, None) if initial else None
+        if preloaded is not None and key not in self.documents:
+            # Read before the event loop started: paint it now, refresh once it is on screen.
+            self.documents[key] = preloaded.document
+            self._freshness[key] = (preloaded.refreshed_at, preloaded.duration_s, True)
             self._render_all()
+            self.call_after_refresh(self.refresh_plan)
+            return
+        self._render_all()
+        if key not in self.documents:
+            self._load_cached(self.environment)
         self.refresh_plan()
+
+    @work(thread=True, group="cache", exit_on_error=False)
+    def _load_cached(self, environment: str | None) -> None:
+        cached = plan_cache.load(self.app.workspace.state_dir, self.app.workspace.root, environment)
+        if cached is not None:
+            self.post_message(PlanRefreshed(environment, cached.document, cached.refreshed_at, cached.duration_s, stale=True, generation=-1))
 
     def refresh_plan(self) -> None:
         """Start a background check unless one is already running (then run one after it)."""
@@ -169,11 +179,9 @@ class MainScreen(Screen[None]):
         if not message.stale:
             self._refresh_done()
         self.documents[key] = message.document
+        self._freshness[key] = (message.refreshed_at, message.duration_s, message.stale)
         if key != env_key(self.environment):
             return
-        header = self.query_one(StatusHeader)
-        header.document = message.document
-        header.refreshed_at, header.duration_s, header.stale = message.refreshed_at, message.duration_s, message.stale
         self._render_all()
 
     @on(RefreshFailed)
@@ -195,6 +203,13 @@ class MainScreen(Screen[None]):
     # -- rendering -----------------------------------------------------------------------------
 
     def _render_all(self) -> None:
+        if self.is_mounted and not self._visible_now():
+            self._grid_stale = True  # hidden under a full screen: catch up when it resumes
+            return
+        key = env_key(self.environment)
+        header = self.query_one(StatusHeader)
+        header.document = self.documents.get(key)
+        header.refreshed_at, header.duration_s, header.stale = self._freshness.get(key, (None, None, False))
         self._render_grid()
         self._render_plan()
 
@@ -218,7 +233,23 @@ class MainScreen(Screen[None]):
             return (-(started or 0), item.id)
         return (getattr(item, column) or "", item.id)
 
+    def _visible_now(self) -> bool:
+        """On top, or under a dialog (a full screen such as a job log hides the grid)."""
+        try:
+            top = self.app.screen
+        except Exception:
+            return False
+        return top is self or (isinstance(top, ModalScreen) and self in self.app.screen_stack)
+
+    def on_screen_resume(self) -> None:
+        if self._grid_stale:
+            self._render_all()
+
     def _render_grid(self) -> None:
+        if self.is_mounted and not self._visible_now():
+            self._grid_stale = True  # hidden under another screen: catch up when it resumes
+            return
+        self._grid_stale = False
         grid = self.query_one(ServiceGrid)
         doc = self.document
         if doc is None:
@@ -228,7 +259,11 @@ class MainScreen(Screen[None]):
         now = self.app.clock()
         staged = set(self.staged_ids)
         items = self._visible(doc)
-        rows = {i.id: row_cells(i, env_mode=env_mode, staged=i.id in staged, last_job=self.last_job(i.id), now=now) for i in items}
+        rows = {}
+        for item in items:
+            job = self.last_job(item.id)
+            signature = (item, env_mode, item.id in staged, job.id if job else None, job.status if job else None, age_text(job_started(job), now) if job else None)
+            rows[item.id] = (signature, partial(row_cells, item, env_mode=env_mode, staged=item.id in staged, last_job=job, now=now))
         grid.sync(rows, [i.id for i in items])
         grid.border_subtitle = f"{len(items)}/{len(doc.services)} services · sort {self.sort_column}{' ↓' if self.sort_reverse else ''}" + (f" · filter “{self.filter_text}”" if self.filter_text else "")
 
@@ -237,8 +272,11 @@ class MainScreen(Screen[None]):
         doc = self.document
         items = [i for sid in self.staged_ids if (i := self.item(sid)) is not None]
         pane.environment = self.environment
-        pane.enabled = {i.id for i in doc.services if i.applyEnabled} if doc and self.environment else None
-        pane.items = items
+        enabled = {i.id for i in doc.services if i.applyEnabled} if doc and self.environment else None
+        if enabled != pane.enabled:
+            pane.enabled = enabled
+        if items != pane.items:  # a layout pass only when the staged list really changed
+            pane.items = items
 
     def _render_jobs_strip(self) -> None:
         strip = self.query_one("#jobs-strip", Static)
@@ -322,9 +360,9 @@ class MainScreen(Screen[None]):
     def action_reverse_sort(self) -> None:
         self.sort_reverse = not self.sort_reverse
 
-    @on(DataTable.HeaderSelected)
-    def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
-        column = event.column_key.value
+    @on(ServiceGrid.HeaderSelected)
+    def _header_clicked(self, event: ServiceGrid.HeaderSelected) -> None:
+        column = event.column_key
         if column in SORTABLE:
             if column == self.sort_column:
                 self.sort_reverse = not self.sort_reverse
@@ -354,9 +392,9 @@ class MainScreen(Screen[None]):
             self.filter_text = ""
             self.query_one(ServiceGrid).focus()
 
-    @on(DataTable.RowSelected, "#grid")
-    def _row_selected(self, event: DataTable.RowSelected) -> None:
-        item = self.item(event.row_key.value)
+    @on(ServiceGrid.RowSelected)
+    def _row_selected(self, event: ServiceGrid.RowSelected) -> None:
+        item = self.item(event.row_key)
         if item is not None:
             self.app.push_screen(ServiceDetailScreen(item, self.environment is not None, self.last_job(item.id)))
 

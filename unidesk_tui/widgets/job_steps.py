@@ -21,6 +21,7 @@ class StepRow(Horizontal):
     def __init__(self, step: StepRecord) -> None:
         super().__init__(classes="step-row")
         self.step = step
+        self._status_shown: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(classes="step-label")
@@ -34,6 +35,9 @@ class StepRow(Horizontal):
         label.append(f"{step.service} · {step.name}", style="bold" if step.status == "running" else "")
         label.append(f"  {duration_text(step_seconds(step, now))}", style="dim")
         self.query_one(".step-label", Static).update(label)
+        if step.status == self._status_shown:
+            return  # bar and classes only change with the status (restyling is not free)
+        self._status_shown = step.status
         bar = self.query_one(ProgressBar)
         if step.status == "running":
             bar.update(total=None)
