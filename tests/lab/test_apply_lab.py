@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -76,7 +77,8 @@ def branches(lab, tmp_path_factory) -> dict[str, str]:
     old = lab["content"]["old"]
     variants = {
         "broken": ("Dockerfile", lambda t: t + 'RUN ["/bin/busybox", "false"]\n'),
-        "slow": ("Dockerfile", lambda t: t + 'RUN ["/bin/busybox", "sleep", "40"]\n'),
+        # A fresh ENV value per run keeps the slow step out of any earlier run's build cache.
+        "slow": ("Dockerfile", lambda t: t + f'ENV TEST_NONCE={secrets.token_hex(8)}\nRUN ["/bin/busybox", "sleep", "40"]\n'),
         # Health that ignores the deploy stamp and reports an old commit.
         "stale-health": ("app/www/cgi-bin/health", lambda t: t.replace('"${UNIDESK_DEPLOY_COMMIT}"', f'"{old}"')),
     }
