@@ -24,6 +24,8 @@ from unidesk_tui.widgets.present import JOB_STATUS, clock_text, duration_text, j
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
+# While catching up: small batches often, so no single batch holds the loop for long.
+BEHIND_POLL_S = 0.02
 LOG_MAX_LINES = 20_000
 # A reopened log starts from this many bytes before the end, not from the beginning of time.
 REATTACH_TAIL_BYTES = 2 * 1024 * 1024
@@ -138,7 +140,7 @@ class JobLogScreen(Screen[None]):
                 idle += 1
                 if idle > 2:  # one more read after the end, for lines written just before it
                     return
-            await asyncio.sleep(0.02 if behind else POLL_S)
+            await asyncio.sleep(BEHIND_POLL_S if behind else POLL_S)
 
     @on(JobLogBatch)
     async def _on_batch(self, message: JobLogBatch) -> None:
