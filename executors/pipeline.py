@@ -12,7 +12,6 @@ from executors.base import Step
 from executors.build import build_step
 from executors.proxy import probe_step
 from executors.source import source_step
-from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.plan import DesiredService
 
 log = logging.getLogger(__name__)
@@ -31,10 +30,17 @@ def compose_steps(service: DesiredService) -> list[Step]:
     ]
 
 
-async def _k3s_not_available(ctx) -> None:
-    ctx.emit("k3sctl-managed apply is not available in this build", "stderr")
-    raise UnideskError.of(ErrorCode.ROLLOUT_FAILED, f"{ctx.service.id}: k3sctl-managed apply is not implemented yet; check and plan are", service=ctx.service.id)
-
-
 def k3s_steps(service: DesiredService) -> list[Step]:
-    return [Step("proxy-probe", probe_step, read_only=True), Step("k3s-apply", _k3s_not_available)]
+    from executors import k3s_apply
+
+    return [
+        Step("k3s-preflight", k3s_apply.preflight_step, read_only=True),
+        Step("proxy-probe", probe_step, read_only=True),
+        Step("source", source_step),
+        Step("k8s-manifest", k3s_apply.manifest_step),
+        Step("build", build_step),
+        Step("k3s-import", k3s_apply.import_step),
+        Step("k8s-apply", k3s_apply.apply_step),
+        Step("k8s-rollout", k3s_apply.rollout_step),
+        Step("verify", k3s_apply.verify_step),
+    ]

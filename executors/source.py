@@ -74,6 +74,7 @@ async def source_step(ctx) -> None:
     session = await ctx.session()
     mirror = mirror_path(work_dir, repo)
     git_env = {**scope.env(), "GIT_TERMINAL_PROMPT": "0"}
+    ctx.shared["mirror"] = mirror
     ctx.emit(f"target_source_mirror={mirror}")
     ctx.emit(f"target_source_proxy={scope.describe()}")
     await run_checked(session, ctx, ["mkdir", "-p", "--", posixpath.dirname(mirror), posixpath.join(work_dir, "contexts")], ErrorCode.BUILD_FAILED, "creating the work directories")

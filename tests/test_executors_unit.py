@@ -227,3 +227,88 @@ def test_settled_failures_do_not_wait():
     t = TestCheckDocker()
     assert settled(check_docker(svc(), t.facts(B, B), HealthReading("healthy", "u", 200, {}, B), True))
     assert not settled(check_docker(svc(), t.facts(), HealthReading("healthy", "u", 200, {}, B), True))
+
+
+class TestK8sManifest:
+    TEXT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: dc, namespace: unidesk, annotations: {UNIDESK_DEPLOY_COMMIT: __DEPLOY_COMMIT__}}
+spec:
+  template:
+    spec:
+      containers:
+        - {name: c, image: __IMAGE__, env: [{name: PORT, value: "1"}, {name: UNIDESK_DEPLOY_COMMIT, value: __DEPLOY_COMMIT__}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dc, namespace: unidesk}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: other, namespace: unidesk}
+"""
+
+    def objects(self, **kw):
+        from unidesk_tui.catalog import K8sObjects
+
+        return K8sObjects.model_validate({"manifest": "k.yaml", "namespace": "unidesk", "deployments": ["dc"], "services": ["dc"], **kw})
+
+    def env(self):
+        from executors.stamp import deploy_env
+
+        return deploy_env("decision-center", REPO, A, A[:10])
+
+    def test_narrowed_filled_and_stamped(self):
+        from executors.k8s_manifest import RESTARTED_AT, render
+
+        out = render(self.TEXT, self.objects(), "decision-center", "img:d601", self.env())
+        assert [(o["kind"], o["metadata"]["name"]) for o in out] == [("Deployment", "dc"), ("Service", "dc")]
+        dep = out[0]
+        assert dep["metadata"]["annotations"]["UNIDESK_DEPLOY_COMMIT"] == A
+        assert dep["spec"]["template"]["metadata"]["annotations"]["UNIDESK_DEPLOY_REQUESTED_COMMIT"] == A[:10]
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == "img:d601"
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["PORT"] == "1" and env["UNIDESK_DEPLOY_COMMIT"] == A and len(container["env"]) == 5
+        assert RESTARTED_AT not in dep["spec"]["template"]["metadata"]["annotations"]
+        forced = render(self.TEXT, self.objects(), "decision-center", "img:d601", self.env(), restart=True)
+        assert RESTARTED_AT in forced[0]["spec"]["template"]["metadata"]["annotations"]
+
+    def test_other_namespace_refused(self):
+        from executors.k8s_manifest import render
+
+        with pytest.raises(UnideskError) as exc:
+            render(self.TEXT.replace("namespace: unidesk}", "namespace: kube-system}", 1), self.objects(), "x", "i", self.env())
+        assert "only 'unidesk'" in exc.value.problems[0].message
+
+    def test_missing_object_refused(self):
+        from executors.k8s_manifest import render
+
+        with pytest.raises(UnideskError):
+            render(self.TEXT, self.objects(services=["nope"]), "x", "i", self.env())
+
+
+def test_containerized_k3s_detected():
+    from executors.k3s_apply import containerized_k3s
+
+    assert containerized_k3s(["k3s-server rancher/k3s:v1.30.0-k3s1", "web nginx:1"]) == ["k3s-server (rancher/k3s:v1.30.0-k3s1)"]
+    assert containerized_k3s(["web unidesk-k3sctl-adapter:main"]) == []
+
+
+def test_check_k3s_layers():
+    from executors.k3s_apply import check_k3s
+
+    stamp = {"UNIDESK_DEPLOY_COMMIT": A, "UNIDESK_DEPLOY_REQUESTED_COMMIT": A[:12]}
+    dep = {
+        "metadata": {"generation": 1, "annotations": stamp},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i", "env": [{"name": k, "value": v} for k, v in stamp.items()]}]}}},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
+    }
+    ok, settled, _ = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, A), True)
+    assert ok and not settled
+    ok, settled, msg = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, B), True)
+    assert not ok and not settled and "health" in msg
+    old = {**dep, "metadata": {**dep["metadata"], "annotations": {**stamp, "UNIDESK_DEPLOY_COMMIT": B}}}
+    ok, settled, _ = check_k3s(svc(), {"dc": old}, HealthReading("healthy", "u", 200, {}, B), True)
+    assert not ok and settled

@@ -181,3 +181,37 @@ def test_healthy_old_version_fails_verification(lab, state, tmp_path):
     assert st["verify"]["status"] == "failed" and st["verify"]["code"] == "verification_failed"
     assert "health deploy.commit is " + current in st["verify"]["message"]
     assert any(e["code"] == "verification_failed" for e in doc["job"]["result"]["errors"])
+
+
+def test_k3s_apply_builds_on_d601_imports_into_containerd_and_rolls_out(lab, state, tmp_path):
+    from helpers_live import kube_request
+
+    repo = lab["content"]["sampleRepo"]
+    ms = service(lab, "decision-center")
+    ns, name = ms["k8s"]["namespace"], ms["k8s"]["deployments"][0]
+    live = kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+    current = (live.get("metadata", {}).get("annotations") or {}).get("UNIDESK_DEPLOY_COMMIT")
+    want = lab["content"]["new"] if current != lab["content"]["new"] else lab["content"]["old"]  # both carry the k3s manifest
+    manifest = write_manifest(tmp_path / "deploy.json", repo, {"decision-center": want})
+    rc, doc, events = apply(lab, state, manifest)
+    assert rc == 0 and doc["job"]["status"] == "succeeded", doc
+    assert list(steps(doc, "decision-center")) == ["k3s-preflight", "proxy-probe", "source", "k8s-manifest", "build", "k3s-import", "k8s-apply", "k8s-rollout", "verify"]
+    log = texts(events, "decision-center")
+    assert "target_build_proxy_probe=ok" in log and "k3s_containerized=none" in log
+    assert any(t.startswith("k8s_manifest=" + ms["k8s"]["manifest"] + "@" + want[:12]) for t in log)
+    assert any(t.startswith("k3s_image_imported=docker.io/library/" + ms["build"]["image"]) for t in log)
+    assert any(t.startswith("k8s_rollout=complete") for t in log)
+    # read back on D601 itself: the emulated API object and the real containerd image store
+    dep = kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+    assert dep["metadata"]["annotations"]["UNIDESK_DEPLOY_COMMIT"] == want
+    assert dep["metadata"]["annotations"]["UNIDESK_DEPLOY_REPO"] == repo
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == ms["build"]["image"]
+    other = kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/code-queue")
+    assert (other.get("metadata", {}).get("annotations") or {}).get("UNIDESK_DEPLOY_COMMIT") != want or other.get("kind") == "Status"  # narrowed: code-queue untouched
+    cfg = json.loads(Path(lab["config"]).read_text())
+    node = next(t for t in cfg["targets"] if t["id"] == "D601")["k3s"]
+    images = ssh(lab, "D601", ["ctr", "-a", node["containerdSocket"], "-n", node["containerdNamespace"], "images", "ls", "-q"]).stdout.decode().split()
+    assert "docker.io/library/" + ms["build"]["image"] in images
+    rc, check = cli(lab, state, "deploy", "check", "--file", str(manifest))
+    item = check["services"][0]
+    assert (rc, item["action"], item["live"]["state"], item["live"]["commit"]) == (0, "noop", "in-sync", want), item

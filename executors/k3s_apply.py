@@ -1,0 +1,243 @@
+"""`k3sctl-managed` apply steps: build on the control target, import into native k3s containerd,
+apply the service's narrowed manifest into its namespace, wait for the rollout, verify.
+
+The kubeconfig and containerd socket are the node's own (targets[].k3s); the manifest comes from
+the deployed commit in the target's mirror. A k3s running inside Docker is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+import secrets
+import time
+
+from executors.health import read_health
+from executors.k3s import deployment_facts, read_deployments
+from executors.k8s_manifest import render
+from executors.source import run_checked
+from executors.stamp import ENV_COMMIT, ENV_REQUESTED, deploy_env
+from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.identifiers import is_image_ref
+
+log = logging.getLogger(__name__)
+
+ROLLOUT_TIMEOUT = 180.0
+VERIFY_TIMEOUT = 60.0
+POLL = 1.0
+
+
+def _fail(ctx, code: ErrorCode, message: str) -> UnideskError:
+    ctx.emit(message, "stderr")
+    return UnideskError.of(code, f"{ctx.service.id}: {message}", service=ctx.service.id)
+
+
+def k3s_node(ctx):
+    if ctx.target.k3s is None:
+        raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"target {ctx.target.id} declares no native k3s node (targets[].k3s)")
+    return ctx.target.k3s
+
+
+def ctr_argv(node, *args: str) -> list[str]:
+    return ["ctr", "-a", node.containerdSocket, "-n", node.containerdNamespace, *args]
+
+
+def containerized_k3s(ps_lines: list[str]) -> list[str]:
+    """Running containers whose image is a k3s distribution (name, image)."""
+    found = []
+    for line in ps_lines:
+        name, _, image = line.partition(" ")
+        repo = image.split("@", 1)[0].rsplit(":", 1)[0] if ":" in image.split("/")[-1] else image.split("@", 1)[0]
+        if repo.split("/")[-1] == "k3s" or repo.endswith("rancher/k3s"):
+            found.append(f"{name} ({image})")
+    return found
+
+
+async def preflight_step(ctx) -> None:
+    """Native k3s only: the node's API answers through the tunnel, containerd answers, no k3s in Docker."""
+    node = k3s_node(ctx)
+    session = await ctx.session()
+    from kubernetes_asyncio.client import VersionApi
+
+    api = await session.kube()
+    version = await VersionApi(api).get_code(_request_timeout=10)
+    ctx.emit(f"k3s_kubeconfig={node.kubeconfig} api_version={version.git_version}")
+    res = await run_checked(session, ctx, ctr_argv(node, "version"), ErrorCode.ROLLOUT_FAILED, f"containerd at {node.containerdSocket}")
+    ctx.emit(f"k3s_containerd={node.containerdSocket} namespace={node.containerdNamespace} ({res.stdout.strip().splitlines()[-1] if res.stdout.strip() else 'ok'})")
+    ps = await session.run(["docker", "ps", "--format", "{{.Names}} {{.Image}}"], timeout=30)
+    if ps.ok:
+        boxed = containerized_k3s(ps.stdout.splitlines())
+        if boxed:
+            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"a containerized k3s is running on {ctx.target.id}: {', '.join(boxed)}; only native k3s is allowed")
+    ctx.emit("k3s_containerized=none")
+
+
+async def manifest_step(ctx) -> None:
+    """Read the manifest at the deployed commit from the target's mirror; narrow, fill in, stamp."""
+    service = ctx.service
+    k8s = service.k8s
+    mirror = ctx.shared.get("mirror")
+    if k8s is None or not mirror:
+        raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, "no k8s objects or no materialized source")
+    session = await ctx.session()
+    res = await run_checked(session, ctx_quiet(ctx), ["git", "--git-dir", mirror, "show", f"{service.commit}:{k8s.manifest}"], ErrorCode.ROLLOUT_FAILED, f"reading {k8s.manifest} at {service.commit[:12]}")
+    image = ctx.shared.get("image") or service.microservice.build.image
+    if not image or not is_image_ref(image):
+        raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"no valid image name ({image!r})")
+    ctx.shared["image"] = image
+    env = deploy_env(service.id, service.repo, service.commit, service.requestedCommit)
+    objects = render(res.stdout, k8s, service.id, image, env, restart=ctx.force)
+    ctx.shared["k8s_objects"] = objects
+    ctx.emit(f"k8s_manifest={k8s.manifest}@{service.commit[:12]} (from the target's mirror)")
+    ctx.emit(f"k8s_objects={', '.join(o['kind'] + ' ' + k8s.namespace + '/' + o['metadata']['name'] for o in objects)} image={image}")
+
+
+class ctx_quiet:
+    """A context whose command output is not echoed (a manifest is data, not progress)."""
+
+    def __init__(self, ctx) -> None:
+        self._ctx = ctx
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+    def emit(self, text: str, stream: str = "stdout") -> None:
+        if stream == "stderr":
+            self._ctx.emit(text, stream)
+
+
+async def import_step(ctx) -> None:
+    """`docker save` on the target, `ctr images import` into the native k3s containerd."""
+    node = k3s_node(ctx)
+    session = await ctx.session()
+    image = ctx.shared["image"]
+    folder = posixpath.join(ctx.target.workDir, "images")
+    tar = posixpath.join(folder, f"{ctx.service.id}-{ctx.service.commit[:12]}-{secrets.token_hex(4)}.tar")
+    await run_checked(session, ctx, ["mkdir", "-p", "--", folder], ErrorCode.ROLLOUT_FAILED, "creating the image folder")
+    try:
+        await run_checked(session, ctx, ["docker", "save", "-o", tar, image], ErrorCode.ROLLOUT_FAILED, f"docker save {image}", timeout=600)
+        await run_checked(session, ctx, ctr_argv(node, "images", "import", tar), ErrorCode.ROLLOUT_FAILED, f"ctr images import {image}", timeout=600)
+    finally:
+        await session.run(["rm", "-f", "--", tar], timeout=60)
+    listed = await run_checked(session, ctx_quiet(ctx), ctr_argv(node, "images", "ls", "-q"), ErrorCode.ROLLOUT_FAILED, "listing containerd images")
+    names = set(listed.stdout.split())
+    full = image if "/" in image.split(":")[0] else f"docker.io/library/{image}"
+    if image not in names and full not in names:
+        raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"{image} is not in containerd after the import")
+    ctx.emit(f"k3s_image_imported={full} containerd={node.containerdSocket}")
+
+
+async def apply_step(ctx) -> None:
+    """Create or replace each object, only in the service's namespace."""
+    from kubernetes_asyncio.client import AppsV1Api, CoreV1Api
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    session = await ctx.session()
+    api = await session.kube()
+    apps, core = AppsV1Api(api), CoreV1Api(api)
+    ns = ctx.service.k8s.namespace
+    try:
+        await core.read_namespace(ns, _request_timeout=10)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"namespace {ns}: HTTP {exc.status}") from None
+        await core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, _request_timeout=10)
+        ctx.emit(f"k8s_namespace_created={ns}")
+    calls = {
+        "Deployment": (apps.read_namespaced_deployment, apps.create_namespaced_deployment, apps.replace_namespaced_deployment),
+        "Service": (core.read_namespaced_service, core.create_namespaced_service, core.replace_namespaced_service),
+    }
+    for obj in ctx.shared["k8s_objects"]:
+        read, create, replace = calls[obj["kind"]]
+        name = obj["metadata"]["name"]
+        try:
+            try:
+                live = api.sanitize_for_serialization(await read(name, ns, _request_timeout=10))
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                await create(ns, obj, _request_timeout=10)
+                ctx.emit(f"k8s_applied={obj['kind']} {ns}/{name} (created)")
+                continue
+            body = dict(obj)
+            body["metadata"] = {**obj["metadata"], "resourceVersion": live["metadata"].get("resourceVersion")}
+            if obj["kind"] == "Service" and (live.get("spec") or {}).get("clusterIP"):
+                body["spec"] = {**obj.get("spec", {}), "clusterIP": live["spec"]["clusterIP"]}
+            await replace(name, ns, body, _request_timeout=10)
+            ctx.emit(f"k8s_applied={obj['kind']} {ns}/{name} (replaced)")
+        except ApiException as exc:
+            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"applying {obj['kind']} {ns}/{name}: HTTP {exc.status} {exc.reason}: {(exc.body or '')[:300]}") from None
+
+
+async def rollout_step(ctx) -> None:
+    """Wait until every Deployment of the service has rolled out its newest generation."""
+    session = await ctx.session()
+    k8s = ctx.service.k8s
+    deadline = time.monotonic() + ROLLOUT_TIMEOUT
+    last = None
+    while True:
+        deps = await read_deployments(session, k8s.namespace, k8s.deployments)
+        states = {n: (deployment_facts(d)["rollout"] if d else None) for n, d in deps.items()}
+        if all(s and s["complete"] for s in states.values()):
+            done = ", ".join(f"{n} {s['available']}/{s['replicas']}" for n, s in states.items())
+            ctx.emit(f"k8s_rollout=complete {done}")
+            return
+        summary = "; ".join(f"{n}: " + ("absent" if s is None else "updated {updated}/{replicas}, available {available}, generation {observedGeneration}/{generation}".format(**s)) for n, s in states.items())
+        if summary != last:
+            ctx.emit(f"k8s_rollout=waiting {summary}")
+            last = summary
+        if time.monotonic() >= deadline:
+            conditions = [c.get("message") for d in deps.values() if d for c in (d.get("status") or {}).get("conditions") or [] if c.get("status") == "False"]
+            why = "; ".join(filter(None, conditions))
+            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"rollout not complete after {ROLLOUT_TIMEOUT:g} s: {summary}" + (f" ({why})" if why else ""))
+        await asyncio.sleep(POLL)
+
+
+def check_k3s(service, deployments: dict, reading, health_expected: bool) -> tuple[bool, bool, str]:
+    """(ok, settled, message): every Deployment's annotations and env show the commit, the rollout
+    is complete and health reports it where exposed. `settled` when waiting cannot help."""
+    want = service.commit
+    problems, settled = [], False
+    for name, dep in deployments.items():
+        if dep is None:
+            problems.append(f"Deployment {name} absent")
+            settled = True
+            continue
+        facts = deployment_facts(dep)
+        for layer in ("annotations", "env"):
+            got = facts[layer].get(ENV_COMMIT)
+            if got != want:
+                problems.append(f"{name} {layer} UNIDESK_DEPLOY_COMMIT is {got or 'absent'}, expected {want}")
+                settled = True
+            if facts[layer].get(ENV_REQUESTED) != service.requestedCommit:
+                problems.append(f"{name} {layer} UNIDESK_DEPLOY_REQUESTED_COMMIT is {facts[layer].get(ENV_REQUESTED) or 'absent'}")
+                settled = True
+        if not facts["rollout"]["complete"]:
+            problems.append(f"{name} rollout incomplete")
+    if health_expected and reading.commit != want:
+        problems.append(f"health deploy.commit is {reading.commit or 'absent'} ({reading.health}), expected {want}")
+    if problems:
+        return False, settled, "; ".join(problems)
+    return True, False, f"running {want} on {', '.join(deployments)} (annotations, env" + (", health)" if health_expected else ")")
+
+
+async def verify_step(ctx) -> None:
+    session = await ctx.session()
+    service, catalog = ctx.service, ctx.catalog
+    k8s = service.k8s
+    expected = bool(service.microservice.health.exposesDeployCommit and catalog.microserviceProxy)
+    deadline = time.monotonic() + VERIFY_TIMEOUT
+    last = None
+    while True:
+        deps, reading = await asyncio.gather(read_deployments(session, k8s.namespace, k8s.deployments), read_health(catalog.health_url(service.id)))
+        ok, settled, message = check_k3s(service, deps, reading, expected)
+        if ok:
+            ctx.emit(f"verified: {message}")
+            return
+        if settled or time.monotonic() >= deadline:
+            raise _fail(ctx, ErrorCode.VERIFICATION_FAILED, f"verification_failed: live runtime does not prove {service.commit}: {message}")
+        if message != last:
+            ctx.emit(f"verification pending: {message}")
+            last = message
+        await asyncio.sleep(POLL)
