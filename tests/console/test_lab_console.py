@@ -1,0 +1,152 @@
+"""The console on the lab: real hosts (sshd, dockerd, the k3s stand-in), real drift, real jobs.
+
+This module brings up its own seeded lab (its own directory and slot), so it can stop a host's
+sshd or apply a service without disturbing the session lab other tests share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.console.conftest import SIZE
+from tests.console.test_console import make_app, settle
+from tests.lab.conftest import lab_skip_reason
+from unidesk_tui import jobs
+from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
+from unidesk_tui.screens.job_log import JobLogScreen
+from unidesk_tui.widgets.service_grid import ServiceGrid
+from unidesk_tui.widgets.status_header import StatusHeader
+from unidesk_tui.workspace import Workspace
+
+pytestmark = pytest.mark.lab
+LAB_DIR = Path(os.environ.get("UNIDESK_CONSOLE_LAB_DIR") or "/tmp/unidesk-lab-console-test")
+
+
+@pytest.fixture(scope="module")
+def console_lab():
+    reason = lab_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from unidesk_tui.lab import lab as labapi
+
+    labapi.down(LAB_DIR)
+    try:
+        status = labapi.up(LAB_DIR, seed=True)
+    except BaseException:
+        labapi.down(LAB_DIR)
+        raise
+    try:
+        yield status
+    finally:
+        labapi.down(LAB_DIR)
+
+
+@pytest.fixture
+def lab_world(console_lab, tmp_path: Path):
+    """The lab workspace with a fresh state directory (no cache, no jobs) for each test."""
+
+    class World:
+        workspace = Path(console_lab["workspace"])
+        state_dir = tmp_path / "state"
+
+        def ws(self) -> Workspace:
+            return Workspace.at(self.workspace, self.state_dir)
+
+    return World()
+
+
+def grid(app) -> ServiceGrid:
+    return app.main_screen.query_one(ServiceGrid)
+
+
+def states(app) -> dict[str, str]:
+    return {i.id: i.live.state if i.live else None for i in app.main_screen.document.services}
+
+
+def test_drift_across_hosts_snapshot(lab_world, snap_compare) -> None:
+    """Services seeded at an older commit on main-server and D518 show drift; k3s ones are missing."""
+    app = make_app(lab_world)
+    app.animation_level = "none"
+    assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: settle(pilot, app))
+
+
+async def test_a_host_that_stops_answering_turns_its_rows_unreachable(lab_world) -> None:
+    from unidesk_tui.lab import lab as labapi
+
+    app = make_app(lab_world)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        before = states(app)
+        assert before["d518-worker"] == "drift" and before["backend-core"] == "drift"
+        grid(app).select("d518-worker")
+        labapi.stop_daemon(LAB_DIR, "D518", "sshd")
+        try:
+            await pilot.press("r")
+            await settle(pilot, app)
+            after = states(app)
+            assert after["d518-worker"] == "unreachable"
+            assert after["backend-core"] == "drift"  # the other hosts still answer
+            assert grid(app).selected_id == "d518-worker"
+            assert "unreachable: D518" in str(app.main_screen.query_one(StatusHeader).render())
+        finally:
+            labapi.start_daemon(LAB_DIR, "D518", "sshd")
+        await pilot.press("r")
+        await settle(pilot, app)
+        assert states(app)["d518-worker"] == "drift"
+
+
+async def test_dry_run_apply_through_the_console_streams_a_real_job(lab_world) -> None:
+    app = make_app(lab_world)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        grid(app).select("backend-core")
+        await pilot.press("space", "d", "a")
+        assert isinstance(app.screen, ConfirmApplyScreen)
+        await pilot.press("y")
+        for _ in range(600):
+            await pilot.pause(0.05)
+            if isinstance(app.screen, JobLogScreen):
+                break
+        screen = app.screen
+        assert isinstance(screen, JobLogScreen)
+        for _ in range(1200):  # a dry run only reads: compose labels, proxy probe
+            await pilot.pause(0.05)
+            if screen.job is not None and screen.job.status in jobs.TERMINAL:
+                break
+        job = jobs.load_job(lab_world.state_dir, screen.job_id)
+        assert job.dryRun and job.status in jobs.TERMINAL
+        assert screen.lines_written > 0
+        await pilot.press("escape")
+        assert app.screen is app.main_screen
+        assert states(app)["backend-core"] == "drift"  # nothing changed
+
+
+@pytest.mark.slow
+async def test_apply_through_the_console_brings_the_service_in_sync(lab_world) -> None:
+    app = make_app(lab_world)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        grid(app).select("backend-core")
+        await pilot.press("space", "a", "y")
+        for _ in range(600):
+            await pilot.pause(0.05)
+            if isinstance(app.screen, JobLogScreen):
+                break
+        screen = app.screen
+        assert isinstance(screen, JobLogScreen)
+        for _ in range(6000):
+            await pilot.pause(0.05)
+            if screen.job is not None and screen.job.status in jobs.TERMINAL:
+                break
+        assert screen.job.status == "succeeded", screen.job.result
+        await pilot.press("escape", "r")
+        await settle(pilot, app)
+        assert states(app)["backend-core"] == "in-sync"
+        assert "succeeded" in grid(app).get_cell("backend-core", "job").plain
+
+
+__all__ = ["asyncio"]
