@@ -175,6 +175,9 @@ class UnideskApp(App[int]):
     @on(JobStarted)
     def _job_started(self, message: JobStarted) -> None:
         self.notify(f"job {message.job_id} started; it keeps running if you quit. Follow: {follow_hint(message.job_id)}", title="Job started", timeout=8)
+        main = self.main_screen
+        if main is not None:
+            main.unstage(message.environment, message.services)
         self.poll_jobs()
         self.open_job(message.job_id)
 

@@ -11,6 +11,7 @@ import os
 import time
 
 import pytest
+from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, Log
 
 from tests.console.conftest import FIXED_NOW, SIZE, ConsoleWorld, record_job, step
@@ -18,6 +19,7 @@ from unidesk_tui import jobs, plan_cache
 from unidesk_tui.app import UnideskApp
 from unidesk_tui.live import read_live
 from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
+from unidesk_tui.screens.help import HelpScreen
 from unidesk_tui.screens.job_log import JobLogScreen
 from unidesk_tui.screens.jobs_list import JobsScreen
 from unidesk_tui.screens.message_dialog import MessageDialog
@@ -119,6 +121,37 @@ class TestGrid:
             assert "unreachable" in text
             await pilot.press("escape")
             assert app.main_screen is app.screen
+
+
+class TestNavigation:
+    async def test_help_lists_the_keys(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            text = str(app.screen.query_one("VerticalScroll Static").render())
+            for key in ("space", "stage", "y / n", "filter", "ctrl+p"):
+                assert key in text
+            await pilot.press("escape")
+            assert app.screen is app.main_screen
+
+    async def test_palette_jumps_to_a_service(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            await pilot.press("colon")
+            assert isinstance(app.screen, CommandPalette)
+            await pilot.press(*"service frontend")
+            for _ in range(100):
+                await pilot.pause(0.05)
+                if app.screen.query("CommandList Option") or app.screen.query(".option-list--option"):
+                    break
+            await pilot.pause(0.2)
+            await pilot.press("enter")
+            await pilot.pause(0.2)
+            assert app.screen is app.main_screen
+            assert grid(app).selected_id == "frontend"
 
 
 class TestCache:

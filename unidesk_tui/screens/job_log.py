@@ -166,7 +166,8 @@ class JobLogScreen(Screen[None]):
                 out.append(f"━━ {title} " + "━" * max(3, 60 - len(title)))
             prefix = STREAM_PREFIX.get(event.stream, f"[{event.stream}] ")
             for line in event.text.split("\n"):
-                out.append(prefix + line)
+                if line.strip():  # build tools print blank separators; they only cost room
+                    out.append(prefix + line)
         self.lines_written += len(out)
         return out
 

@@ -340,6 +340,12 @@ class MainScreen(Screen[None]):
             staged.append(sid)
         self._render_all()
 
+    def unstage(self, environment: str | None, services: list[str]) -> None:
+        """A job took these services: they leave the plan pane."""
+        staged = self.staged.setdefault(env_key(environment), [])
+        staged[:] = [s for s in staged if s not in services]
+        self._render_all()
+
     def action_clear_staged(self) -> None:
         self.staged_ids.clear()
         self._render_all()
