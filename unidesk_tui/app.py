@@ -28,6 +28,7 @@ from unidesk_tui.screens.jobs_list import JobsScreen
 from unidesk_tui.screens.main import MainScreen
 from unidesk_tui.screens.message_dialog import MessageDialog
 from unidesk_tui.workspace import Workspace
+from unidesk_tui.widgets.guard import guard_handlers
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def follow_hint(job_id: str) -> str:
     return f"unidesk job status {job_id} --tail-bytes 30000"
 
 
+@guard_handlers
 class UnideskApp(App[int]):
     """The operator console. All I/O runs in workers; failures become notifications."""
 

@@ -325,6 +325,38 @@ class TestJobs:
             assert app.screen is app.main_screen
 
 
+class TestFailures:
+    async def test_a_broken_config_is_shown_not_raised(self, world: ConsoleWorld) -> None:
+        (world.workspace / "config.json").write_text("{ not json")
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            header = str(app.main_screen.query_one(StatusHeader).render())
+            assert "config_invalid" in header
+            assert app.main_screen.document.errors[0].code == "config_invalid"
+            await pilot.press("space", "a")  # nothing to stage or apply: still no crash
+            assert app.is_running
+
+    async def test_a_failing_handler_becomes_a_notification(self) -> None:
+        from textual.app import App
+
+        from unidesk_tui.widgets.guard import guard_handlers
+
+        @guard_handlers
+        class Broken(App):
+            BINDINGS = [("b", "boom", "Boom")]
+
+            def action_boom(self) -> None:
+                raise RuntimeError("disk on fire")
+
+        app = Broken()
+        async with app.run_test() as pilot:
+            await pilot.press("b")
+            await pilot.pause()
+            assert app.is_running
+            assert any("disk on fire" in str(n.message) for n in app._notifications)
+
+
 def test_headless_has_no_running_console() -> None:
     """`unidesk` without a terminal refuses the console instead of writing to stdout."""
     import subprocess

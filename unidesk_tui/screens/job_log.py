@@ -20,6 +20,7 @@ from unidesk_tui.documents import JobEvent, JobRecord
 from unidesk_tui.messages import JobLogBatch
 from unidesk_tui.widgets.job_steps import JobSteps
 from unidesk_tui.widgets.present import JOB_STATUS, clock_text, duration_text, job_ended, job_started, parse_ts
+from unidesk_tui.widgets.guard import guard_handlers
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def _log_size(state_dir, job_id: str) -> int:
         return 0
 
 
+@guard_handlers
 class JobLogScreen(Screen[None]):
     """Streams one job's events from its log file; reattaches from the tail when reopened."""
 

@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from unidesk_tui.documents import JobRecord
 from unidesk_tui.widgets.present import JOB_STATUS, age_text, duration_text, job_ended, job_started, labelled
+from unidesk_tui.widgets.guard import guard_handlers, guarded
 
 COLUMNS = (("id", "JOB"), ("status", "STATUS"), ("env", "ENV"), ("services", "SERVICES"), ("age", "STARTED"), ("took", "DURATION"), ("flags", "FLAGS"))
 
@@ -29,6 +30,7 @@ def job_cells(job: JobRecord, now: float) -> dict[str, Text]:
     }
 
 
+@guard_handlers
 class JobsScreen(Screen[None]):
     """The job list, kept current from the app's job poller."""
 
@@ -52,6 +54,7 @@ class JobsScreen(Screen[None]):
             table.add_column(label, key=key)
         self.watch(self.app, "jobs", self._show, init=True)
 
+    @guarded
     def _show(self, jobs_: list[JobRecord]) -> None:
         table = self.query_one(DataTable)
         now = self.app.clock()

@@ -24,6 +24,7 @@ from unidesk_tui.widgets.plan_pane import PROD_DISABLED_REASON, PlanPane, apply_
 from unidesk_tui.widgets.present import JOB_STATUS, age_text, job_started, row_state
 from unidesk_tui.widgets.service_grid import SORTABLE, STATE_RANK, ServiceGrid, row_cells
 from unidesk_tui.widgets.status_header import StatusHeader
+from unidesk_tui.widgets.guard import guard_handlers, guarded
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def env_key(environment: str | None) -> str:
     return environment or "file"
 
 
+@guard_handlers
 class MainScreen(Screen[None]):
     """Drives `run_plan` in a thread worker and keeps the grid in step, row by row."""
 
@@ -196,6 +198,7 @@ class MainScreen(Screen[None]):
             self._pending_refresh = False
             self.refresh_plan()
 
+    @guarded
     def _jobs_changed(self, _jobs: list[JobRecord]) -> None:
         self._render_grid()
         self._render_jobs_strip()
