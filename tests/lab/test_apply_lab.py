@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, host_snapshot, running_image_commit, service, write_manifest  # noqa: E402
+from helpers_live import cli, host_snapshot, running_image_commit, service, ssh, write_manifest  # noqa: E402
 
 from unidesk_tui import jobs, locks  # noqa: E402
 
@@ -216,8 +216,12 @@ def test_concurrent_applies_lock_and_a_killed_worker_is_interrupted(lab, tmp_pat
     assert rc == 0 and status["job"]["status"] == "interrupted", status["job"]
     assert any(e["step"] == "build" for e in status["log"]["events"])  # its log is kept
     assert running(lab, "backend-core") == lab["content"]["old"]
-    # The orphaned remote build may still finish and retag the image: let it end first.
+    # The orphaned remote build may still finish and retag the image: let it end first, then
+    # remove the build context the killed worker could not clean up (other tests count them).
     wait_for(lambda: not _processes("busybox sleep 40") and not _processes("-t unidesk-backend-core:main"), "the orphaned build to end", 120)
+    for e in job_log(state, job_id):
+        if e.text.startswith("target_build_context="):
+            ssh(lab, MAIN, ["rm", "-rf", "--", e.text.split("=", 1)[1].split(" ", 1)[0]])
 
     # The dead holder's lock is taken over by the next apply (which is logged).
     rc, doc = apply(lab, state, write_manifest(tmp_path / "old.json", lab["content"]["sampleRepo"], {"backend-core": lab["content"]["old"]}), "--force", "--wait")
