@@ -194,6 +194,34 @@ async def rollout_step(ctx) -> None:
         await asyncio.sleep(POLL)
 
 
+def twin_names(service_id: str) -> tuple[str, ...]:
+    """Compose service names a legacy direct-Docker twin of a k3s service runs under
+    (e.g. Code Queue's `code-queue-backend`)."""
+    return (service_id, f"{service_id}-backend")
+
+
+async def legacy_twin_step(ctx) -> None:
+    """After the k3s rollout: stop and remove a legacy direct-Docker twin, so that only one copy
+    (e.g. one scheduler) runs on the node."""
+    import json
+
+    session = await ctx.session()
+    docker = await session.docker()
+    names = twin_names(ctx.service.id)
+    listed = await docker.containers.list(all="1", filters=json.dumps({"label": [f"com.docker.compose.service={n}" for n in names[:1]]}))
+    listed += await docker.containers.list(all="1", filters=json.dumps({"label": [f"com.docker.compose.service={names[1]}"]}))
+    if not listed:
+        ctx.emit(f"legacy_docker_twin=none ({' / '.join(names)})")
+        return
+    for container in listed:
+        info = container._container
+        name = (info.get("Names") or ["?"])[0].lstrip("/")
+        res = await session.run(["docker", "rm", "-f", "--", info["Id"]], timeout=120)
+        if not res.ok:
+            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"cannot remove legacy Docker twin {name}: {res.tail(300)}")
+        ctx.emit(f"legacy_docker_twin_removed={name} ({info.get('Image')}, was {info.get('State')})")
+
+
 def check_k3s(service, deployments: dict, reading, health_expected: bool) -> tuple[bool, bool, str]:
     """(ok, settled, message): every Deployment's annotations and env show the commit, the rollout
     is complete and health reports it where exposed. `settled` when waiting cannot help."""

@@ -42,5 +42,6 @@ def k3s_steps(service: DesiredService) -> list[Step]:
         Step("k3s-import", k3s_apply.import_step),
         Step("k8s-apply", k3s_apply.apply_step),
         Step("k8s-rollout", k3s_apply.rollout_step),
+        Step("legacy-twin", k3s_apply.legacy_twin_step),
         Step("verify", k3s_apply.verify_step),
     ]

@@ -193,14 +193,22 @@ def test_k3s_apply_builds_on_d601_imports_into_containerd_and_rolls_out(lab, sta
     current = (live.get("metadata", {}).get("annotations") or {}).get("UNIDESK_DEPLOY_COMMIT")
     want = lab["content"]["new"] if current != lab["content"]["new"] else lab["content"]["old"]  # both carry the k3s manifest
     manifest = write_manifest(tmp_path / "deploy.json", repo, {"decision-center": want})
+    # a legacy direct-Docker twin of the service (created, never started) must be gone afterwards
+    ssh(lab, "D601", ["docker", "rm", "-f", "decision-center-backend"], check=False)
+    twin_image = service(lab, "d518-worker")["build"]["image"]
+    if ssh(lab, "D601", ["docker", "image", "inspect", twin_image], check=False).returncode != 0:
+        ssh(lab, "D601", ["docker", "load"], input=ssh(lab, D518, ["docker", "save", twin_image]).stdout)
+    ssh(lab, "D601", ["docker", "create", "--name", "decision-center-backend", "--label", "com.docker.compose.project=unidesk", "--label", "com.docker.compose.service=decision-center-backend", twin_image])
     rc, doc, events = apply(lab, state, manifest)
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
-    assert list(steps(doc, "decision-center")) == ["k3s-preflight", "proxy-probe", "source", "k8s-manifest", "build", "k3s-import", "k8s-apply", "k8s-rollout", "verify"]
+    assert list(steps(doc, "decision-center")) == ["k3s-preflight", "proxy-probe", "source", "k8s-manifest", "build", "k3s-import", "k8s-apply", "k8s-rollout", "legacy-twin", "verify"]
     log = texts(events, "decision-center")
     assert "target_build_proxy_probe=ok" in log and "k3s_containerized=none" in log
     assert any(t.startswith("k8s_manifest=" + ms["k8s"]["manifest"] + "@" + want[:12]) for t in log)
     assert any(t.startswith("k3s_image_imported=docker.io/library/" + ms["build"]["image"]) for t in log)
     assert any(t.startswith("k8s_rollout=complete") for t in log)
+    assert any(t.startswith("legacy_docker_twin_removed=decision-center-backend") for t in log)
+    assert ssh(lab, "D601", ["docker", "ps", "-aq", "--filter", "name=decision-center-backend"]).stdout.strip() == b""
     # read back on D601 itself: the emulated API object and the real containerd image store
     dep = kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
     assert dep["metadata"]["annotations"]["UNIDESK_DEPLOY_COMMIT"] == want
