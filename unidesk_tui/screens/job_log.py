@@ -31,7 +31,7 @@ LOG_MAX_LINES = 20_000
 # A reopened log starts from this many bytes before the end, not from the beginning of time.
 REATTACH_TAIL_BYTES = 2 * 1024 * 1024
 # At most this much log per batch, so one batch never holds the event loop for long.
-BATCH_BYTES = 32 * 1024
+BATCH_BYTES = 128 * 1024
 STREAM_PREFIX = {"stdout": "  ", "stderr": "! ", "engine": "» "}
 
 
