@@ -312,3 +312,63 @@ def test_check_k3s_layers():
     old = {**dep, "metadata": {**dep["metadata"], "annotations": {**stamp, "UNIDESK_DEPLOY_COMMIT": B}}}
     ok, settled, _ = check_k3s(svc(), {"dc": old}, HealthReading("healthy", "u", 200, {}, B), True)
     assert not ok and settled
+
+
+async def test_silent_host_is_unreachable_within_the_connect_timeout(tmp_path):
+    """A host that accepts TCP but never speaks SSH must not stall the pool."""
+    import asyncio
+
+    from unidesk_tui.catalog import Catalog
+    from unidesk_tui.targets import TargetPool
+
+    held = []
+
+    async def silent(reader, writer):
+        held.append(writer)  # keep the connection open, say nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    catalog = Catalog.model_validate({
+        "targets": [{"id": "silent", "role": "provider", "ssh": {"host": "127.0.0.1", "port": port, "knownHosts": str(known)}}],
+        "microservices": [],
+    })
+    pool = TargetPool(catalog, connect_timeout=0.5)
+    try:
+        with pytest.raises(UnideskError) as exc:
+            await asyncio.wait_for(pool.session("silent"), 10)  # guard only; the pool gives up at 0.5 s
+        assert exc.value.problems[0].code == "target_unreachable"
+        assert "silent" in exc.value.problems[0].message
+    finally:
+        await pool.close()
+        for w in held:
+            w.close()
+        server.close()
+
+
+async def test_unknown_host_key_is_refused(tmp_path):
+    """Host keys are always verified: a server whose key is not in known_hosts is never talked to."""
+    import asyncssh
+
+    from unidesk_tui.catalog import Catalog
+    from unidesk_tui.targets import TargetPool
+
+    server_key = asyncssh.generate_private_key("ssh-ed25519")
+    other_key = asyncssh.generate_private_key("ssh-ed25519")
+    server = await asyncssh.create_server(asyncssh.SSHServer, "127.0.0.1", 0, server_host_keys=[server_key])
+    port = server.sockets[0].getsockname()[1]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {other_key.export_public_key().decode().strip()}\n")
+    catalog = Catalog.model_validate({
+        "targets": [{"id": "impostor", "role": "provider", "ssh": {"host": "127.0.0.1", "port": port, "knownHosts": str(known)}}],
+        "microservices": [],
+    })
+    pool = TargetPool(catalog, connect_timeout=5)
+    try:
+        with pytest.raises(UnideskError) as exc:
+            await pool.session("impostor")
+        assert exc.value.problems[0].code == "target_unreachable" and "host key" in exc.value.problems[0].message.lower()
+    finally:
+        await pool.close()
+        server.close()
