@@ -63,7 +63,7 @@ async def preflight_step(ctx) -> None:
     api = await session.kube()
     version = await VersionApi(api).get_code(_request_timeout=10)
     ctx.emit(f"k3s_kubeconfig={node.kubeconfig} api_version={version.git_version}")
-    res = await run_checked(session, ctx, ctr_argv(node, "version"), ErrorCode.ROLLOUT_FAILED, f"containerd at {node.containerdSocket}")
+    res = await run_checked(session, QuietContext(ctx), ctr_argv(node, "version"), ErrorCode.ROLLOUT_FAILED, f"containerd at {node.containerdSocket}")
     ctx.emit(f"k3s_containerd={node.containerdSocket} namespace={node.containerdNamespace} ({res.stdout.strip().splitlines()[-1] if res.stdout.strip() else 'ok'})")
     ps = await session.run(["docker", "ps", "--format", "{{.Names}} {{.Image}}"], timeout=30)
     if ps.ok:
@@ -81,7 +81,7 @@ async def manifest_step(ctx) -> None:
     if k8s is None or not mirror:
         raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, "no k8s objects or no materialized source")
     session = await ctx.session()
-    res = await run_checked(session, ctx_quiet(ctx), ["git", "--git-dir", mirror, "show", f"{service.commit}:{k8s.manifest}"], ErrorCode.ROLLOUT_FAILED, f"reading {k8s.manifest} at {service.commit[:12]}")
+    res = await run_checked(session, QuietContext(ctx), ["git", "--git-dir", mirror, "show", f"{service.commit}:{k8s.manifest}"], ErrorCode.ROLLOUT_FAILED, f"reading {k8s.manifest} at {service.commit[:12]}")
     image = ctx.shared.get("image") or service.microservice.build.image
     if not image or not is_image_ref(image):
         raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"no valid image name ({image!r})")
@@ -93,7 +93,7 @@ async def manifest_step(ctx) -> None:
     ctx.emit(f"k8s_objects={', '.join(o['kind'] + ' ' + k8s.namespace + '/' + o['metadata']['name'] for o in objects)} image={image}")
 
 
-class ctx_quiet:
+class QuietContext:
     """A context whose command output is not echoed (a manifest is data, not progress)."""
 
     def __init__(self, ctx) -> None:
@@ -120,7 +120,7 @@ async def import_step(ctx) -> None:
         await run_checked(session, ctx, ctr_argv(node, "images", "import", tar), ErrorCode.ROLLOUT_FAILED, f"ctr images import {image}", timeout=600)
     finally:
         await session.run(["rm", "-f", "--", tar], timeout=60)
-    listed = await run_checked(session, ctx_quiet(ctx), ctr_argv(node, "images", "ls", "-q"), ErrorCode.ROLLOUT_FAILED, "listing containerd images")
+    listed = await run_checked(session, QuietContext(ctx), ctr_argv(node, "images", "ls", "-q"), ErrorCode.ROLLOUT_FAILED, "listing containerd images")
     names = set(listed.stdout.split())
     full = image if "/" in image.split(":")[0] else f"docker.io/library/{image}"
     if image not in names and full not in names:
