@@ -20,7 +20,7 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 )
 
 
-def help_text() -> Text:
+def help_text(refresh_interval: float | None = None) -> Text:
     out = Text()
     for group, keys in KEYS:
         out.append(f"{group}\n", style="bold underline")
@@ -29,7 +29,9 @@ def help_text() -> Text:
             out.append(f"{what}\n")
         out.append("\n")
     out.append("States: ✓ in-sync  ≠ drift  ∅ missing  ⚠ provenance-mismatch  ⊘ unreachable  – unsupported  ✗ error  ◇ planned (env dry-run)\n", style="dim")
-    out.append("Health: + healthy  ! unhealthy  ? unknown", style="dim")
+    out.append("Health: + healthy  ! unhealthy  ? unknown\n", style="dim")
+    if refresh_interval:
+        out.append(f"The grid refreshes every {refresh_interval:g} s in the background (UNIDESK_REFRESH_S) and on r.", style="dim")
     return out
 
 
@@ -40,7 +42,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="help-dialog"):
             yield Static(Text("unidesk console — keys", style="bold"), id="help-title")
             with VerticalScroll():
-                yield Static(help_text())
+                yield Static(help_text(getattr(self.app, "refresh_interval", None)))
 
     def action_close(self) -> None:
         self.dismiss(None)
