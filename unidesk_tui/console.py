@@ -6,7 +6,6 @@ import argparse
 import logging
 import sys
 
-from unidesk_tui.errors import ExitCode
 from unidesk_tui.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -17,8 +16,10 @@ def run_console(args: argparse.Namespace) -> int:
     from unidesk_tui.app import UnideskApp, follow_hint, refresh_interval_from_env
 
     if not sys.stdout.isatty() or not sys.stdin.isatty():
-        sys.stderr.write("unidesk: the console needs a terminal; for scripts use `unidesk --json check` or `unidesk deploy ...`\n")
-        return ExitCode.USAGE
+        from unidesk_tui.cli import UsageError
+
+        # Without a terminal this is a script: answer like every other command (a JSON error).
+        raise UsageError("unidesk: the console needs a terminal; for scripts use `unidesk --json check` or `unidesk deploy ...`")
     ws = Workspace.at(getattr(args, "workspace", None), getattr(args, "state_dir", None))
     app = UnideskApp(ws, environment=getattr(args, "env", None), refresh_interval=refresh_interval_from_env())
     code = app.run()

@@ -7,6 +7,7 @@ The workspace's targets point at closed local ports, so the real live reader rep
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 
@@ -358,11 +359,13 @@ class TestFailures:
 
 
 def test_headless_has_no_running_console() -> None:
-    """`unidesk` without a terminal refuses the console instead of writing to stdout."""
+    """`unidesk` without a terminal refuses the console and answers like any command: JSON."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "unidesk_tui.cli"], capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    out = subprocess.run([sys.executable, "-c", "import sys; from unidesk_tui.cli import main; sys.exit(main([]))"], capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.returncode == 2
     assert "console needs a terminal" in out.stderr
-    assert out.stdout == ""
+    doc = json.loads(out.stdout)
+    assert doc["ok"] is False and doc["errors"][0]["code"] == "usage"
+    assert "\x1b" not in out.stdout  # no terminal output leaked
