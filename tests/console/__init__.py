@@ -1,0 +1,1 @@
+"""Console tests: Pilot, snapshots, lab."""
