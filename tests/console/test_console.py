@@ -320,6 +320,8 @@ class TestJobs:
         app = make_app(world, reattach=False)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, app)
+            strip = app.main_screen.query_one("#jobs-strip")
+            assert strip.display and RUNNING_JOB in str(strip.render())
             await pilot.press("q")
             assert isinstance(app.screen, MessageDialog)
             body = str(app.screen.query_one("#message-body").render())

@@ -96,7 +96,7 @@ class MainScreen(Screen[None]):
         box.display = False
         box.cursor_blink = not self.app.is_headless  # steady screenshots in tests
         self.query_one("#jobs-strip", Static).display = False
-        self.watch(self.app, "jobs", self._jobs_changed, init=False)
+        self.watch(self.app, "jobs", self._jobs_changed, init=True)
         self._show_environment(initial=True)
         if self.app.refresh_interval > 0:
             self.set_interval(self.app.refresh_interval, self._interval_refresh, name="refresh")
