@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +14,14 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension
 
 from tests.conftest import commit_file, git
 from unidesk_tui import jobs
-from unidesk_tui.documents import ErrorItem, FileSourceDoc, JobRecord, JobResult, StepRecord
+from unidesk_tui.documents import FileSourceDoc, JobRecord, JobResult, StepRecord
 from unidesk_tui.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = REPO_ROOT / "snapshots"
-# Fixed: the manifest blob (it holds the repo URL) and so every SHA on screen stays the same.
-FIXTURE_ROOT = Path("/tmp/unidesk-console-fixture")
+# The repo URL every manifest names: fixed, so manifest blobs and commits (on screen in env mode)
+# are the same in every run; git maps it to the run's own directory (url.<base>.insteadOf).
+REPO_BASE = "file:///unidesk-console-fixture/"
 FIXED_NOW = 1_795_766_400.0  # 2026-11-27 08:00:00 UTC: the console's injected clock
 SIZE = (120, 36)
 DATE = "1795700000 +0000"
@@ -99,8 +99,8 @@ def _env_branch(ws: Path, environment: str, text: str) -> str:
     return sha
 
 
-def build_world(root: Path = FIXTURE_ROOT) -> ConsoleWorld:
-    shutil.rmtree(root, ignore_errors=True)
+def build_world(root: Path) -> ConsoleWorld:
+    """Build the world under `root`. Set GIT_CONFIG_GLOBAL to `root / "gitconfig"` to use it."""
     remote = root / "remote"
     remote.mkdir(parents=True)
     svc_bare = remote / "sample-service.git"
@@ -109,7 +109,8 @@ def build_world(root: Path = FIXTURE_ROOT) -> ConsoleWorld:
     git(root, "clone", "-q", str(svc_bare), str(clone))
     commits = [commit_file(clone, "Dockerfile", f"FROM scratch\n# v{i}\n", f"v{i}", date=f"{1_700_000_000 + i} +0000") for i in range(3)]
     git(clone, "push", "-q", "origin", "HEAD:refs/heads/main")
-    url = f"file://{svc_bare}"
+    url = f"{REPO_BASE}{svc_bare.name}"
+    (root / "gitconfig").write_text(f'[url "file://{remote}/"]\n\tinsteadOf = {REPO_BASE}\n')
 
     ws_bare = remote / "unidesk.git"
     git(remote, "init", "-q", "--bare", str(ws_bare))
@@ -138,8 +139,10 @@ def build_world(root: Path = FIXTURE_ROOT) -> ConsoleWorld:
 
 
 @pytest.fixture
-def world() -> ConsoleWorld:
-    return build_world()
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ConsoleWorld:
+    built = build_world(tmp_path / "world")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(built.root / "gitconfig"))
+    return built
 
 
 # -- recorded jobs, written through the real job store -------------------------------------------
@@ -190,5 +193,3 @@ def step(service: str, name: str, status: str, start: float | None = None, secon
         durationMs=int(seconds * 1000) if seconds is not None else None, **kw,
     )
 
-
-__all__ = ["ConsoleWorld", "ErrorItem", "FIXED_NOW", "JobResult", "SIZE", "build_world", "record_job", "step"]

@@ -11,7 +11,6 @@ import json
 import os
 import time
 
-import pytest
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, Log
 

@@ -6,7 +6,6 @@ sshd or apply a service without disturbing the session lab other tests share.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -148,5 +147,3 @@ async def test_apply_through_the_console_brings_the_service_in_sync(lab_world) -
         assert states(app)["backend-core"] == "in-sync"
         assert "succeeded" in grid(app).get_cell("backend-core", "job").plain
 
-
-__all__ = ["asyncio"]

@@ -7,8 +7,9 @@ the real job store. The clock is injected and animations are off, so the picture
 
 from __future__ import annotations
 
-from tests.console.conftest import FIXED_NOW, SIZE, ConsoleWorld, ErrorItem, JobResult, record_job, step
+from tests.console.conftest import SIZE, ConsoleWorld, record_job, step
 from tests.console.test_console import make_app, settle
+from unidesk_tui.documents import ErrorItem, JobResult
 from unidesk_tui.screens.job_log import JobLogScreen
 
 FAILED_JOB = "20261127T035500Z-5e1f0a"
@@ -120,5 +121,3 @@ class TestJobSnapshots:
 
         assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
-
-__all__ = ["FIXED_NOW"]
