@@ -7,6 +7,8 @@ sshd or apply a service without disturbing the session lab other tests share.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from unidesk_tui.widgets.status_header import StatusHeader
 from unidesk_tui.workspace import Workspace
 
 pytestmark = pytest.mark.lab
-LAB_DIR = Path(os.environ.get("UNIDESK_CONSOLE_LAB_DIR") or "/tmp/unidesk-lab-console-test")
+
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +34,21 @@ def console_lab():
         pytest.skip(reason)
     from unidesk_tui.lab import lab as labapi
 
-    labapi.down(LAB_DIR)
+    # A fresh short directory per run (socket paths stay short; concurrent runs never collide).
+    own = not os.environ.get("UNIDESK_CONSOLE_LAB_DIR")
+    lab_dir = Path(os.environ.get("UNIDESK_CONSOLE_LAB_DIR") or tempfile.mkdtemp(prefix="udl-console-", dir="/tmp"))
+    labapi.down(lab_dir)
     try:
-        status = labapi.up(LAB_DIR, seed=True)
+        status = labapi.up(lab_dir, seed=True)
     except BaseException:
-        labapi.down(LAB_DIR)
+        labapi.down(lab_dir)
         raise
     try:
-        yield status
+        yield {**status, "labDir": lab_dir}
     finally:
-        labapi.down(LAB_DIR)
+        labapi.down(lab_dir)
+        if own:
+            shutil.rmtree(lab_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -50,6 +57,7 @@ def lab_world(console_lab, tmp_path: Path):
 
     class World:
         workspace = Path(console_lab["workspace"])
+        lab_dir = console_lab["labDir"]
         state_dir = tmp_path / "state"
 
         def ws(self) -> Workspace:
@@ -82,7 +90,7 @@ async def test_a_host_that_stops_answering_turns_its_rows_unreachable(lab_world)
         before = states(app)
         assert before["d518-worker"] == "drift" and before["backend-core"] == "drift"
         grid(app).select("d518-worker")
-        labapi.stop_daemon(LAB_DIR, "D518", "sshd")
+        labapi.stop_daemon(lab_world.lab_dir, "D518", "sshd")
         try:
             await pilot.press("r")
             await settle(pilot, app)
@@ -92,7 +100,7 @@ async def test_a_host_that_stops_answering_turns_its_rows_unreachable(lab_world)
             assert grid(app).selected_id == "d518-worker"
             assert "unreachable: D518" in str(app.main_screen.query_one(StatusHeader).render())
         finally:
-            labapi.start_daemon(LAB_DIR, "D518", "sshd")
+            labapi.start_daemon(lab_world.lab_dir, "D518", "sshd")
         await pilot.press("r")
         await settle(pilot, app)
         assert states(app)["d518-worker"] == "drift"
