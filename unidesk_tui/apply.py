@@ -18,6 +18,7 @@ from pathlib import Path
 from unidesk_tui import jobs, locks
 from unidesk_tui.documents import ApplyDocument, ErrorItem, JobEvent, JobRecord, PlanItem, StepRecord
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
+from unidesk_tui.files import atomic_write
 from unidesk_tui.reconcile import LiveReader, run_plan, to_errors
 from unidesk_tui.worker import desired_from_plan, executor
 from unidesk_tui.workspace import Workspace
@@ -135,7 +136,7 @@ def apply(
             locks=[] if dry_run else [f"{lock_env}/{s}" for s in ids], warnings=doc.warnings + takeovers,
         )
         d = jobs.create_job(ws.state_dir, record)
-        jobs.atomic_write(d / jobs.CATALOG_FILE, run.catalog.model_dump_json().encode())
+        atomic_write(d / jobs.CATALOG_FILE, run.catalog.model_dump_json().encode())
         events = jobs.EventLog(ws.state_dir, job_id)
         for message in takeovers:
             events.append(message, stream="engine")

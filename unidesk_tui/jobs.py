@@ -8,7 +8,6 @@ job whose worker died reports it, and records it, as `interrupted`.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -17,8 +16,7 @@ import secrets
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from pydantic import ValidationError
 
 from unidesk_tui.documents import ErrorItem, JobEvent, JobRecord, JobResult, LogTail
 from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.files import atomic_write, flocked
 from unidesk_tui.redact import Redactor, secret_env_values
 
 log = logging.getLogger(__name__)
@@ -38,8 +37,6 @@ EVENTS_FILE = "events.jsonl"
 CATALOG_FILE = "catalog.json"
 STDERR_FILE = "worker.stderr"
 # Result codes of jobs that did not end by a step's own error. (Kept here until errors.py has them.)
-CODE_INTERRUPTED = "interrupted"
-CODE_CANCELLED = "cancelled"
 MAX_EVENT_TEXT = 64 * 1024
 MAX_READ_BYTES = 4 * 1024 * 1024
 HOST = socket.gethostname()
@@ -105,34 +102,6 @@ def process_alive(pid: int | None, start: int | None = None) -> bool:
 
 # -- job.json ------------------------------------------------------------------------------------
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync the directory: a reader sees the old or the new file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-@contextmanager
-def _job_lock(d: Path) -> Iterator[None]:
-    """Serialises read-modify-write of one job.json across processes (apply, worker, readers)."""
-    with open(d / ".lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _write(d: Path, record: JobRecord) -> None:
     atomic_write(d / JOB_FILE, (record.model_dump_json(indent=2) + "\n").encode())
 
@@ -151,7 +120,7 @@ def _read(d: Path, job_id: str) -> JobRecord:
 def create_job(state_dir: Path, record: JobRecord) -> Path:
     d = job_dir(state_dir, record.id)
     d.mkdir(parents=True, exist_ok=False)
-    with _job_lock(d):
+    with flocked(d / ".lock"):  # read-modify-write of job.json across processes
         _write(d, record)
     return d
 
@@ -159,7 +128,7 @@ def create_job(state_dir: Path, record: JobRecord) -> Path:
 def update_job(state_dir: Path, job_id: str, change: Callable[[JobRecord], JobRecord | None]) -> JobRecord:
     """Apply `change` to the current record under the job's lock and write the result atomically."""
     d = job_dir(state_dir, job_id)
-    with _job_lock(d):
+    with flocked(d / ".lock"):  # read-modify-write of job.json across processes
         record = _read(d, job_id)
         new = change(record) or record
         _write(d, new)
@@ -177,12 +146,12 @@ def mark_interrupted(record: JobRecord, why: str) -> JobRecord:
     services = dict(record.result.services) if record.result else {}
     for step in record.steps:
         if step.status == "running":
-            step.status, step.endedAt, step.code, step.message = "failed", now, CODE_INTERRUPTED, why
+            step.status, step.endedAt, step.code, step.message = "failed", now, ErrorCode.INTERRUPTED, why
         if step.service not in services or services[step.service] not in ("succeeded", "skipped", "dry-run"):
             if step.status in ("pending", "running", "failed"):
                 services[step.service] = "interrupted"
     errors = list(record.result.errors) if record.result else []
-    errors.append(ErrorItem(code=CODE_INTERRUPTED, message=why))
+    errors.append(ErrorItem(code=ErrorCode.INTERRUPTED, message=why))
     return record.model_copy(update={"status": "interrupted", "endedAt": now, "result": JobResult(ok=False, services=services, errors=errors)})
 
 

@@ -8,17 +8,15 @@ never both win.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from unidesk_tui import jobs
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
+from unidesk_tui.files import atomic_write, flocked
 from unidesk_tui.identifiers import is_service_id
 
 log = logging.getLogger(__name__)
@@ -51,16 +49,9 @@ def lock_path(state_dir: Path, environment: str, service: str) -> Path:
     return locks_dir(state_dir) / f"{environment}--{service}.lock"
 
 
-@contextmanager
-def _guard(state_dir: Path) -> Iterator[None]:
-    d = locks_dir(state_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".guard", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _guard(state_dir: Path):
+    """Every check-and-take of locks runs under this one flock."""
+    return flocked(locks_dir(state_dir) / ".guard")
 
 
 def read_lock(state_dir: Path, environment: str, service: str) -> LockRecord | None:
@@ -88,7 +79,7 @@ def stale_reason(state_dir: Path, lock: LockRecord) -> str | None:
 
 
 def _write(state_dir: Path, lock: LockRecord) -> None:
-    jobs.atomic_write(lock_path(state_dir, lock.environment, lock.service), (json.dumps(asdict(lock)) + "\n").encode())
+    atomic_write(lock_path(state_dir, lock.environment, lock.service), (json.dumps(asdict(lock)) + "\n").encode())
 
 
 def acquire(state_dir: Path, environment: str, services: list[str], job_id: str, pid: int | None = None) -> list[str]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from unidesk_tui.files import atomic_write
 from unidesk_tui.documents import PlanDocument
 
 log = logging.getLogger(__name__)
@@ -51,16 +50,7 @@ def save(state_dir: Path, workspace: Path, environment: str | None, cached: Cach
         "durationS": cached.duration_s,
         "document": cached.document.model_dump(mode="json"),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".plan-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(body, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(body).encode())
     return path
 
 

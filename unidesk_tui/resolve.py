@@ -11,20 +11,19 @@ from fetching into it at once.
 from __future__ import annotations
 
 import bisect
-import fcntl
 import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
 
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
+from unidesk_tui.files import atomic_write, flocked
 from unidesk_tui.identifiers import is_commit_id, is_repo_url
 
 log = logging.getLogger(__name__)
@@ -43,17 +42,6 @@ def redact_url(url: str) -> str:
 def mirror_dir(state_dir: Path, url: str) -> Path:
     key = hashlib.sha256(url.encode()).hexdigest()[:20]
     return state_dir / "mirrors" / f"{key}.git"
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -127,7 +115,7 @@ class Resolver:
         if not is_repo_url(url):
             raise UnideskError.of(ErrorCode.INVALID_VALUE, f"{url!r} is not a valid repository URL")
         path = mirror_dir(self.state_dir, url)
-        with _locked(path.with_suffix(".lock")):
+        with flocked(path.with_suffix(".lock")):
             if not (path / "HEAD").exists():
                 path.mkdir(parents=True, exist_ok=True)
                 git.Repo.init(path, bare=True)
@@ -155,9 +143,7 @@ class Resolver:
         except FileNotFoundError:
             pass
         shas = sorted(repo.git.rev_list("--all").split()) if refs.strip() else []
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(state + "\n" + "\n".join(shas))
-        os.replace(tmp, cache)
+        atomic_write(cache, (state + "\n" + "\n".join(shas)).encode())
         return shas
 
 
