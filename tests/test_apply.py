@@ -224,7 +224,7 @@ def test_concurrent_apply_is_locked_a_killed_worker_is_interrupted_and_its_lock_
 
     os.kill(running.workerPid, signal.SIGKILL)
     dead = wait_for(lambda: (r := jobs.load_job(ws.state_dir, first.jobId)).status == "interrupted" and r, "interrupted")
-    assert dead.steps[1].status == "failed" and dead.steps[1].code == jobs.CODE_INTERRUPTED
+    assert dead.steps[1].status == "failed" and dead.steps[1].code == ErrorCode.INTERRUPTED
     assert dead.result.services == {"backend-core": "interrupted"}
     assert any("building" in e.text for e in events(ws, first.jobId))  # its log is kept
     assert jobs.load_job(ws.state_dir, first.jobId).status == "interrupted"  # persisted
@@ -244,7 +244,7 @@ def test_sigterm_cancels_the_job(ws, workload):
     assert jobs.cancel_job(ws.state_dir, doc.jobId)
     rec = wait_job(ws.state_dir, doc.jobId, poll=0.05)
     assert not jobs.cancel_job(ws.state_dir, doc.jobId)  # nothing left to cancel
-    assert rec.status == "cancelled" and codes(rec.result) == [jobs.CODE_CANCELLED]
+    assert rec.status == "cancelled" and codes(rec.result) == [ErrorCode.CANCELLED]
     assert [s.status for s in rec.steps] == ["succeeded", "cancelled", "skipped", "skipped"]
     assert locks.read_lock(ws.state_dir, "file", "backend-core") is None
 

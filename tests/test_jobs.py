@@ -97,8 +97,8 @@ def test_a_running_job_whose_worker_died_is_recorded_interrupted(tmp_path):
     jobs.create_job(tmp_path, rec)
     got = jobs.load_job(tmp_path, rec.id)
     assert got.status == "interrupted" and got.endedAt and not got.result.ok
-    assert [s.status for s in got.steps] == ["succeeded", "failed", "pending"] and got.steps[1].code == jobs.CODE_INTERRUPTED
-    assert got.result.errors[0].code == jobs.CODE_INTERRUPTED and str(pid) in got.result.errors[0].message
+    assert [s.status for s in got.steps] == ["succeeded", "failed", "pending"] and got.steps[1].code == ErrorCode.INTERRUPTED
+    assert got.result.errors[0].code == ErrorCode.INTERRUPTED and str(pid) in got.result.errors[0].message
     assert json.loads((jobs.job_dir(tmp_path, rec.id) / "job.json").read_text())["status"] == "interrupted"
     assert "is gone" in jobs.read_events(tmp_path, rec.id)[0][-1].text
 

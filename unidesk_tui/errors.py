@@ -51,6 +51,8 @@ class ErrorCode(StrEnum):
     ROLLOUT_FAILED = "rollout_failed"
     VERIFICATION_FAILED = "verification_failed"
     NO_PROGRESS = "no_progress"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
     DEV_MANIFEST_INVALID = "dev_manifest_invalid"
     LAB_FAILED = "lab_failed"
     INTERNAL = "internal_error"

@@ -149,7 +149,7 @@ class Worker:
             except (Exception, asyncio.CancelledError):  # closing must not change the job's result
                 log.debug("closing the target pool failed", exc_info=True)
         if status == "cancelled":
-            errors.append(ErrorItem(code=jobs.CODE_CANCELLED, message="the job was cancelled (SIGTERM)"))
+            errors.append(ErrorItem(code=ErrorCode.CANCELLED, message="the job was cancelled (SIGTERM)"))
             for item in record.plan:
                 outcome.setdefault(item.id, "cancelled")
                 self._skip_rest(item.id, "not run: job cancelled")
@@ -194,7 +194,7 @@ class Worker:
             ok, problem = await self._step(index, step, ctx)
             if not ok:
                 self._skip_rest(item.id, f"not run: {step.name} failed")
-                return ("cancelled" if problem.code == jobs.CODE_CANCELLED else "failed"), [problem]
+                return ("cancelled" if problem.code == ErrorCode.CANCELLED else "failed"), [problem]
         return ("dry-run" if record.dryRun else "succeeded"), []
 
     def _fail_service(self, service: str, indexes: list[int], exc: UnideskError) -> tuple[str, list[ErrorItem]]:
@@ -229,7 +229,7 @@ class Worker:
                 problem = ErrorItem(code=ErrorCode.NO_PROGRESS, message=f"{service}: step {step.name} emitted no progress event", service=service)
         except asyncio.CancelledError:
             status = "cancelled"
-            problem = ErrorItem(code=jobs.CODE_CANCELLED, message=f"{service}: step {step.name} cancelled", service=service)
+            problem = ErrorItem(code=ErrorCode.CANCELLED, message=f"{service}: step {step.name} cancelled", service=service)
         except UnideskError as exc:
             p = exc.problems[0]
             problem = ErrorItem(code=str(p.code), message=self.log.redact(str(exc) if len(exc.problems) > 1 else p.message), service=service, path=p.path)
