@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = 600.0
 LOCK_WAIT = "600"
+# A context older than this cannot belong to a running build (builds time out after 30 min).
+STALE_CONTEXT_MINUTES = 120
 
 
 def mirror_path(work_dir: str, repo: str) -> str:
@@ -64,6 +66,22 @@ async def remove_context(session, work_dir: str, path: str) -> bool:
     return res.ok
 
 
+async def prune_stale_contexts(session, ctx, work_dir: str, service_id: str) -> None:
+    """Remove this service's contexts left behind by a killed worker.
+
+    Only contexts older than any build may run are touched, so a concurrent job's live context
+    (another environment's apply of the same service) is never removed.
+    """
+    contexts = posixpath.join(work_dir, "contexts")
+    res = await session.run(
+        ["find", contexts, "-mindepth", "1", "-maxdepth", "1", "-name", f"{service_id}-*", "-mmin", f"+{STALE_CONTEXT_MINUTES}",
+         "-print", "-exec", "rm", "-rf", "--", "{}", "+"],
+        timeout=120,
+    )
+    for line in res.stdout.splitlines():
+        ctx.emit(f"target_build_context_pruned={line}")
+
+
 async def source_step(ctx) -> None:
     """Fetch the requested commit on the target and export it with `git archive`."""
     repo, commit, sid = ctx.service.repo, ctx.service.commit, ctx.service.id
@@ -78,6 +96,7 @@ async def source_step(ctx) -> None:
     ctx.emit(f"target_source_mirror={mirror}")
     ctx.emit(f"target_source_proxy={scope.describe()}")
     await run_checked(session, ctx, ["mkdir", "-p", "--", posixpath.dirname(mirror), posixpath.join(work_dir, "contexts")], ErrorCode.BUILD_FAILED, "creating the work directories")
+    await prune_stale_contexts(session, ctx, work_dir, sid)
     probe = await session.run(["git", "--git-dir", mirror, "rev-parse", "--git-dir"], timeout=30)
     if not probe.ok:
         await run_checked(session, ctx, locked(mirror, ["git", "init", "--bare", "--quiet", mirror]), ErrorCode.BUILD_FAILED, "creating the mirror")

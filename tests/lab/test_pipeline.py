@@ -223,3 +223,19 @@ def test_k3s_apply_builds_on_d601_imports_into_containerd_and_rolls_out(lab, sta
     rc, check = cli(lab, state, "deploy", "check", "--file", str(manifest))
     item = check["services"][0]
     assert (rc, item["action"], item["live"]["state"], item["live"]["commit"]) == (0, "noop", "in-sync", want), item
+
+
+def test_stale_build_contexts_of_killed_workers_are_pruned_fresh_ones_kept(lab, state, tmp_path):
+    work = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == MAIN)["workDir"]
+    stale, fresh = f"{work}/contexts/backend-core-deadbeef0000-00000001", f"{work}/contexts/backend-core-deadbeef0000-00000002"
+    ssh(lab, MAIN, ["mkdir", "-p", "--", stale, fresh])
+    ssh(lab, MAIN, ["touch", "-d", "3 hours ago", "--", stale])
+    try:
+        repo, old, new = lab["content"]["sampleRepo"], lab["content"]["old"], lab["content"]["new"]
+        want = new if running_image_commit(lab, MAIN, "unidesk", "backend-core") != new else old
+        rc, doc, events = apply(lab, state, write_manifest(tmp_path / "deploy.json", repo, {"backend-core": want}), "--service", "backend-core")
+        assert rc == 0, doc
+        assert f"target_build_context_pruned={stale}" in texts(events, "backend-core", "source")
+        assert contexts_left(lab, MAIN) == ["backend-core-deadbeef0000-00000002"]  # possibly another job's: kept
+    finally:
+        ssh(lab, MAIN, ["rm", "-rf", "--", stale, fresh])
