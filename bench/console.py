@@ -138,8 +138,11 @@ async def worst_stall(ws: Workspace, rate: int, seconds: float, view: str = "log
         while main.document is None or main._refreshing is not None:
             await asyncio.sleep(0.01)
         if view == "log":
-            app.push_screen(JobLogScreen(job_id))
-        await pilot.pause()
+            screen = JobLogScreen(job_id)
+            app.push_screen(screen)
+            while screen.job is None:  # measure streaming, not the opening of the screen
+                await asyncio.sleep(0.01)
+        await pilot.pause(0.2)
         proc = subprocess.Popen([sys.executable, __file__, "--writer", str(ws.state_dir), job_id, str(rate), str(seconds)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
