@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from unidesk_tui.widgets.present import row_state
+
+log = logging.getLogger(__name__)
 
 
 class ServicesProvider(Provider):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+
 from textual.message import Message
 
 from unidesk_tui.documents import JobEvent, JobRecord, PlanDocument
+
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -12,6 +14,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from unidesk_tui.documents import EnvSourceDoc, PlanDocument, PlanItem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

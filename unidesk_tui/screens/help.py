@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+log = logging.getLogger(__name__)
 
 KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("Navigate", (("j / k / ↑ / ↓", "move"), ("g / G", "first / last row"), ("enter", "service detail"),

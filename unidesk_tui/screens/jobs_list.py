@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,6 +13,8 @@ from textual.widgets import DataTable, Footer, Static
 from unidesk_tui.documents import JobRecord
 from unidesk_tui.widgets.present import JOB_STATUS, age_text, duration_text, job_ended, job_started, labelled
 from unidesk_tui.widgets.guard import guard_handlers, guarded
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (("id", "JOB"), ("status", "STATUS"), ("env", "ENV"), ("services", "SERVICES"), ("age", "STARTED"), ("took", "DURATION"), ("flags", "FLAGS"))
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+log = logging.getLogger(__name__)
 
 
 class MessageDialog(ModalScreen[bool]):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import json
 
 from rich.text import Text
@@ -13,6 +15,8 @@ from textual.widgets import Static
 
 from unidesk_tui.documents import JobRecord, PlanItem
 from unidesk_tui.widgets.present import ACTIONS, HEALTH, STATES, labelled, row_state
+
+log = logging.getLogger(__name__)
 
 
 def detail_text(item: PlanItem, env_mode: bool, last_job: JobRecord | None) -> Text:

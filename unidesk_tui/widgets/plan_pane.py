@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
 from unidesk_tui.documents import PlanItem
 from unidesk_tui.widgets.present import ACTIONS, labelled, short
+
+log = logging.getLogger(__name__)
 
 PROD_DISABLED_REASON = "prod_apply_disabled: deploy apply --env prod is disabled until a production executor and authorization policy exist"
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from rich.text import Text
 
 from unidesk_tui.documents import JobRecord, PlanItem, StepRecord
+
+log = logging.getLogger(__name__)
 
 # state -> (symbol, style). Symbols differ in shape so the grid reads in monochrome too.
 STATES: dict[str, tuple[str, str]] = {

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
 from unidesk_tui.documents import EnvSourceDoc, FileSourceDoc, PlanDocument
 from unidesk_tui.widgets.present import clock_text, duration_text
+
+log = logging.getLogger(__name__)
 
 ENV_CHOICES: tuple[tuple[str | None, str], ...] = ((None, "file"), ("dev", "dev"), ("prod", "prod"))
 
