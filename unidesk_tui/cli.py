@@ -48,6 +48,16 @@ def _service_id(value: str) -> str:
     return value
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0.5 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"refresh interval must be 0.5..3600 seconds, got {value!r}")
+    return seconds
+
+
 def _add_source_args(p: argparse.ArgumentParser, envs: Sequence[str] = ENVIRONMENTS) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--file", help="manifest file (default: <workspace>/deploy.json)")
@@ -111,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", metavar="DIR", help="UniDesk workspace (default: current directory)")
     parser.add_argument("--state-dir", metavar="DIR", help="state directory (default: <workspace>/.state)")
     parser.add_argument("--json", action="store_true", help="headless: print JSON only (check/plan aliases)")
+    console = parser.add_argument_group("console (no subcommand)")
+    console.add_argument("--env", dest="console_env", choices=["file", *ENVIRONMENTS], default="file", help="environment to open on (default: file)")
+    console.add_argument("--refresh", type=_seconds, metavar="SECONDS", help="refresh interval (default: $UNIDESK_REFRESH_S or 5)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     _optional_registrars()
     for register in REGISTRARS:
