@@ -29,11 +29,9 @@ import base64
 import copy
 import json
 import logging
-import os
 import re
 import signal
 import sys
-import tempfile
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -43,6 +41,8 @@ from typing import Any, Callable
 
 import yaml
 from aiohttp import web
+
+from unidesk_tui.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -445,21 +445,7 @@ class Store:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         data = json.dumps({"resourceVersion": self._rv, "objects": list(self._objects.values())}, indent=1)
-        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".objects.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        dfd = os.open(self.data_dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic_write(self.path, data.encode())  # 0600: Secrets are stored here
 
     # ---- reads
 
@@ -914,8 +900,8 @@ class KubeAPI:
             if method == "POST" and (namespace is not None or not res.namespaced):
                 obj = self.store.create(res, namespace, await _body(request), dry_run=dry_run, field_manager=manager)
                 return _json(obj, 201)
-            raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
-                                                    f"resource")
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested "
+                                                    "resource")
         if sub == "scale":
             return await self._scale(request, res, namespace, name, dry_run, manager)
         if method == "GET":

@@ -7,9 +7,7 @@ bridge so tests and the CLI reach every sshd, the microservice proxy and the git
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import fcntl
 import logging
 import os
 import socket
@@ -17,6 +15,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+from unidesk_tui.files import flocked
 from unidesk_tui.lab.layout import GIT, HOSTS, MAIN, MAX_SLOTS, Layout
 
 log = logging.getLogger(__name__)
@@ -46,16 +45,9 @@ def existing() -> set[str]:
         return set()
 
 
-@contextlib.contextmanager
 def allocation_lock():
     """Serialises slot allocation between labs brought up at the same time."""
-    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_FILE, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return flocked(LOCK_FILE)
 
 
 def _routes_in_use() -> str:
