@@ -1,7 +1,8 @@
 """The apply pipelines, in order, as the job engine runs them: one list of Steps per executor kind.
 
 Target-side always: compose resolution (read-only), proxy probe (read-only), source fetch and
-`git archive` on the target, BuildKit build, rollout, live verification.
+`git archive` on the target, BuildKit build, rollout, live verification. k3s targets also preload
+and check the pod sandbox (pause) image before importing or applying anything.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ def compose_steps(service: DesiredService) -> list[Step]:
 
 def k3s_steps(service: DesiredService) -> list[Step]:
     from executors import k3s_apply
+    from executors.pause_image import pause_image_step
 
     return [
         Step("k3s-preflight", k3s_apply.preflight_step, read_only=True),
         Step("proxy-probe", probe_step, read_only=True),
+        # the sandbox image first: nothing is imported or applied on a node without a real /pause
+        Step("k3s-pause-image", pause_image_step),
         Step("source", source_step),
         Step("k8s-manifest", k3s_apply.manifest_step),
         Step("build", build_step),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -46,6 +47,12 @@ HostPath = Annotated[str, _check(lambda v: is_safe_path(v) and v.startswith("/")
 RepoPath = Annotated[str, _check(is_relative_repo_path, "a relative path inside the repository")]
 ImageRef = Annotated[str, _check(is_image_ref, "an image reference")]
 PlainName = Annotated[str, _check(is_plain_name, "a plain name")]
+# A fully qualified image reference for `ctr images pull`: registry host (a domain, or host:port) first.
+PULL_REF_RE = re.compile(
+    r"^(?:localhost|[a-z0-9]([a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+)(?::[0-9]{1,5})?"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+PullRef = Annotated[str, _check(lambda v: isinstance(v, str) and bool(PULL_REF_RE.fullmatch(v)), "a fully qualified image reference (registry/name[:tag])")]
 ProxyUrl = Annotated[str, _check(lambda v: v.startswith(("http://", "https://")) and is_repo_url(v), "an http(s) proxy URL")]
 
 
@@ -69,6 +76,9 @@ class K3sNode(_Model):
     kubeconfig: HostPath = "/etc/rancher/k3s/k3s.yaml"
     containerdSocket: HostPath = "/run/k3s/containerd/containerd.sock"
     containerdNamespace: PlainName = "k8s.io"
+    # The pod sandbox image, preloaded through the node's egress proxy and checked to run /pause.
+    pauseImage: PullRef = "docker.io/rancher/mirrored-pause:3.6"
+    registryPlainHttp: bool = False  # pull pauseImage over plain HTTP (a private registry without TLS)
 
 
 class Target(_Model):

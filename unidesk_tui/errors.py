@@ -50,6 +50,8 @@ class ErrorCode(StrEnum):
     BUILD_FAILED = "build_failed"
     ROLLOUT_FAILED = "rollout_failed"
     VERIFICATION_FAILED = "verification_failed"
+    PAUSE_IMAGE_INVALID = "pause_image_invalid"
+    IMAGE_NOT_FOUND = "image_not_found"
     NO_PROGRESS = "no_progress"
     INTERRUPTED = "interrupted"
     CANCELLED = "cancelled"

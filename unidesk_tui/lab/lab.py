@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from unidesk_tui.lab import daemon as daemons
-from unidesk_tui.lab import dockerd, egress, gitserver, k3s, msproxy, netns, sample, sshd
+from unidesk_tui.lab import dockerd, egress, gitserver, k3s, msproxy, netns, registry, sample, sshd
 from unidesk_tui.lab import seed as seeding
 from unidesk_tui.lab.daemon import Daemon, LabError
 from unidesk_tui.lab.layout import GIT, HOSTS, K3S_HOST, MAIN, PROVIDERS, SSH_USER, Layout, default_dir
@@ -27,6 +27,9 @@ __all__ = ["LabError", "up", "down", "status", "reset", "stop_daemon", "start_da
 
 def _dir(dir: str | Path | None) -> Path:
     return Path(dir or default_dir()).resolve()
+
+
+GIT_DAEMONS: tuple[str, ...] = ("git-http", "registry")  # the wan side: git remote and image registry
 
 
 def daemon_names(host: str) -> list[str]:
@@ -60,6 +63,8 @@ def daemon_spec(lay: Layout, host: str, name: str) -> Daemon:
         return k3s.kubeapi_daemon(lay)
     if name == "git-http" and host == GIT:
         return gitserver.daemon(lay)
+    if name == "registry" and host == GIT:
+        return registry.daemon(lay)
     raise LabError(f"{host}: no daemon named {name!r}")
 
 
@@ -82,7 +87,7 @@ def up(dir: str | Path | None = None, seed: bool = False) -> dict:
     _prepare_files(lay)
     sample.ensure(lay)
     stages = [
-        [daemon_spec(lay, h, "init") for h in HOSTS] + [daemon_spec(lay, GIT, "git-http")],
+        [daemon_spec(lay, h, "init") for h in HOSTS] + [daemon_spec(lay, GIT, n) for n in GIT_DAEMONS],
         [daemon_spec(lay, h, n) for h in HOSTS for n in daemon_names(h) if n not in ("init", "kubeapi")],
         [daemon_spec(lay, h, n) for h in HOSTS for n in daemon_names(h) if n == "kubeapi"],
     ]
@@ -90,6 +95,7 @@ def up(dir: str | Path | None = None, seed: bool = False) -> dict:
         daemons.start(lay, stage)
     if "kubeapi" in daemon_names(K3S_HOST):
         k3s.ensure_namespaces(lay)
+    registry.seed(lay)  # the pause images (idempotent: existing blobs are not pushed again)
     log.info("lab %s up in %.2fs", path, time.monotonic() - started)
     if seed:
         seeding.run(lay)
@@ -115,7 +121,7 @@ def status(dir: str | Path | None = None) -> dict:
         return doc
     doc["gitRemote"] = lay.git_base_url
     present = netns.present(lay)
-    everything = present and daemons.running_pid(lay, GIT, "git-http") is not None
+    everything = present and all(daemons.running_pid(lay, GIT, n) is not None for n in GIT_DAEMONS)
     for host in HOSTS:
         ds = []
         for name in daemon_names(host):

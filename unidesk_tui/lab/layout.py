@@ -5,9 +5,9 @@ namespace names (`udl<n>-…`) and the two private subnets, so several labs (the
 test's own lab, the benchmark) can coexist on one machine:
 
 - 10.231.n.0/24 "lan": operator .1 (root namespace), main-server .2, D601 .3, D518 .4
-- 10.232.n.0/24 "wan": operator .1, main-server .2, the git remote ("GitHub") .10
-  Providers have no interface or route on the wan, so they reach the git remote only through their
-  egress proxy.
+- 10.232.n.0/24 "wan": operator .1, main-server .2, the git remote ("GitHub") and the image
+  registry .10. Providers have no interface or route on the wan, so they reach both only through
+  their egress proxy.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ EGRESS_PORT = 18789
 MSPROXY_PORT = 8090
 KUBE_PORT = 6443
 GIT_PORT = 80
+REGISTRY_PORT = 5000  # the image registry beside the git remote (plain HTTP)
 SSH_USER = "root"
 CONTAINERD_NAMESPACE = "k8s.io"
 

@@ -23,7 +23,7 @@ import subprocess
 from pathlib import Path
 from string import Template
 
-from unidesk_tui.lab import gitserver
+from unidesk_tui.lab import gitserver, registry
 from unidesk_tui.lab.layout import CONTAINERD_NAMESPACE, HOSTS, K3S_HOST, MAIN, PROVIDERS, SSH_USER, Layout
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ ASSETS = Path(__file__).parent / "assets"
 BUSYBOX = Path("/bin/busybox")
 SAMPLE_REPO = "sample-service"
 WORKSPACE_REPO = "unidesk"
-CONTENT_VERSION = 3
+CONTENT_VERSION = 4
 HEALTH_PATH = "/cgi-bin/health"  # busybox httpd runs CGI only under /cgi-bin/
 _AUTHOR = "UniDesk Lab <lab@unidesk.invalid>"
 _BASE_TS = 1767600000  # 2026-01-05T08:00:00Z; commit i is dated a day after commit i-1
@@ -191,7 +191,11 @@ def config(lay: Layout, old: str) -> dict:
             "workDir": str(lay.work_dir(host)),
         }
         if host == K3S_HOST:
-            t["k3s"] = {"kubeconfig": str(lay.kubeconfig), "containerdSocket": str(lay.containerd_socket), "containerdNamespace": CONTAINERD_NAMESPACE}
+            t["k3s"] = {
+                "kubeconfig": str(lay.kubeconfig), "containerdSocket": str(lay.containerd_socket), "containerdNamespace": CONTAINERD_NAMESPACE,
+                # the sandbox image comes from the lab registry, through D601's egress proxy
+                "pauseImage": registry.pause_ref(lay), "registryPlainHttp": True,
+            }
         targets.append(t)
     url = lay.repo_url(SAMPLE_REPO)
     services = []
