@@ -59,6 +59,8 @@ class Verification:
 
 class Executor(ABC):
     mode: ClassVar[str]
+    # A task (e.g. dev-env prewarm-images) runs for a target, not for a catalog microservice.
+    task: ClassVar[bool] = False
 
     @abstractmethod
     async def probe(self, session, catalog: Catalog, service: DesiredService) -> Observation:

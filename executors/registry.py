@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from executors import compose, k3s  # noqa: F401  (importing registers them)
+from executors import compose, k3s, prewarm  # noqa: F401  (importing registers them)
 from executors.base import _REGISTRY
 
 log = logging.getLogger(__name__)

@@ -83,6 +83,50 @@ def _spawn(ws: Workspace, job_id: str) -> subprocess.Popen:
         )
 
 
+def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[StepRecord], *, lock_env: str, source,
+           dry_run: bool = False, force: bool = False, warnings: list[str] = (), command: str = "deploy apply") -> str:
+    """Lock, record the job (its plan items, steps and catalog snapshot) and start its worker.
+
+    Shared by `deploy apply` and task commands (dev-env prewarm-images); returns the job id.
+    Raises UnideskError(locked) when another live job holds a lock.
+    """
+    job_id = jobs.new_job_id()
+    ids = [item.id for item in items]
+    takeovers = [] if dry_run else locks.acquire(ws.state_dir, lock_env, ids, job_id)  # raises `locked`
+    try:
+        pid = os.getpid()
+        record = JobRecord(
+            id=job_id, command=command, status="queued", environment=lock_env, source=source, workspace=str(ws.root),
+            dryRun=dry_run, force=force, services=ids, plan=items, steps=step_records,
+            createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid),
+            locks=[] if dry_run else [f"{lock_env}/{s}" for s in ids], warnings=list(warnings) + takeovers,
+        )
+        d = jobs.create_job(ws.state_dir, record)
+        atomic_write(d / jobs.CATALOG_FILE, catalog.model_dump_json().encode())
+        events = jobs.EventLog(ws.state_dir, job_id)
+        for message in takeovers:
+            events.append(message, stream="engine")
+        for item in items:
+            events.append(f"{item.id}: {item.action} {(item.commit or '')[:12]} on {item.target} ({item.mode}): {item.reason}", service=item.id, stream="engine")
+        proc = _spawn(ws, job_id)
+    except BaseException:
+        if not dry_run:
+            locks.release(ws.state_dir, lock_env, ids, job_id)
+        raise
+    if not dry_run:
+        locks.transfer(ws.state_dir, lock_env, ids, job_id, proc.pid)
+    start = jobs.process_start(proc.pid)
+
+    def hand_over(rec: JobRecord) -> JobRecord | None:
+        if rec.workerPid == pid:  # the worker has not recorded itself yet
+            return rec.model_copy(update={"workerPid": proc.pid, "workerStart": start})
+        return None
+
+    jobs.update_job(ws.state_dir, job_id, hand_over)
+    log.info("job %s started: worker pid %d", job_id, proc.pid)
+    return job_id
+
+
 def apply(
     ws: Workspace,
     *,
@@ -119,45 +163,12 @@ def apply(
         doc.errors = to_errors(problems)
         return doc
 
-    job_id = jobs.new_job_id()
-    lock_env = env or "file"
-    ids = [item.id for item in plan.services]
     try:
-        takeovers = [] if dry_run else locks.acquire(ws.state_dir, lock_env, ids, job_id)
+        job_id = launch(ws, run.catalog, plan.services, step_records, lock_env=env or "file", source=plan.source,
+                        dry_run=dry_run, force=force, warnings=doc.warnings)
     except UnideskError as exc:
         doc.errors = to_errors(exc.problems)
         return doc
-    try:
-        pid = os.getpid()
-        record = JobRecord(
-            id=job_id, status="queued", environment=lock_env, source=plan.source, workspace=str(ws.root),
-            dryRun=dry_run, force=force, services=ids, plan=plan.services, steps=step_records,
-            createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid),
-            locks=[] if dry_run else [f"{lock_env}/{s}" for s in ids], warnings=doc.warnings + takeovers,
-        )
-        d = jobs.create_job(ws.state_dir, record)
-        atomic_write(d / jobs.CATALOG_FILE, run.catalog.model_dump_json().encode())
-        events = jobs.EventLog(ws.state_dir, job_id)
-        for message in takeovers:
-            events.append(message, stream="engine")
-        for item in plan.services:
-            events.append(f"{item.id}: {item.action} {(item.commit or '')[:12]} on {item.target} ({item.mode}): {item.reason}", service=item.id, stream="engine")
-        proc = _spawn(ws, job_id)
-    except BaseException:
-        if not dry_run:
-            locks.release(ws.state_dir, lock_env, ids, job_id)
-        raise
-    if not dry_run:
-        locks.transfer(ws.state_dir, lock_env, ids, job_id, proc.pid)
-    start = jobs.process_start(proc.pid)
-
-    def hand_over(rec: JobRecord) -> JobRecord | None:
-        if rec.workerPid == pid:  # the worker has not recorded itself yet
-            return rec.model_copy(update={"workerPid": proc.pid, "workerStart": start})
-        return None
-
-    jobs.update_job(ws.state_dir, job_id, hand_over)
-    log.info("job %s started: worker pid %d", job_id, proc.pid)
     doc.ok, doc.jobId, doc.status = True, job_id, "queued"
     return doc
 

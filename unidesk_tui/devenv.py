@@ -1,4 +1,5 @@
 """`unidesk dev-env validate`: static guardrails for the D601 dev environment manifests.
+`unidesk dev-env prewarm-images`: a job importing the foundation images into native k3s containerd.
 
 The spec lets each dev phase create only named objects in `unidesk-dev`. This reads the YAML
 without any cluster and reports every object that breaks a rule, so a bad manifest is caught
@@ -143,9 +144,64 @@ def _run(args: argparse.Namespace, ws) -> int:
     return ExitCode.OK if not errors else ExitCode.ERROR
 
 
+PREWARM_COMMAND = "dev-env prewarm-images"
+
+
+def prewarm_images(ws) -> dict:
+    """Start the asynchronous prewarm job on environments.dev.target; {"ok", "jobId", …} or errors.
+
+    Steps per foundation image (executors/prewarm.py): present in the target's Docker, `docker save`
+    + `ctr images import`, listed by containerd. The job takes the dev lock of its one task item.
+    """
+    from executors.prewarm import FOUNDATION_IMAGES, MODE, TASK_ID
+    from unidesk_tui import apply
+    from unidesk_tui.documents import FileSourceDoc, PlanItem, StepRecord
+    from unidesk_tui.errors import UnideskError
+    from unidesk_tui.plan import DesiredService
+    from unidesk_tui.worker import executor
+
+    doc: dict = {"ok": False, "command": PREWARM_COMMAND, "jobId": None, "images": list(FOUNDATION_IMAGES), "errors": []}
+    try:
+        catalog = ws.catalog()
+        dev = catalog.environments.get("dev")
+        if dev is None:
+            raise UnideskError.of(ErrorCode.CONFIG_INVALID, "config.json has no environments.dev: prewarm-images needs its target", path="environments.dev")
+        target = catalog.target(dev.target)
+        if target.k3s is None:
+            raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"target {target.id} (environments.dev.target) declares no native k3s node (targets[].k3s)", path="environments.dev.target")
+        doc["target"] = target.id
+        item = PlanItem(id=TASK_ID, mode=MODE, target=target.id, action="deploy",
+                        reason=f"import {', '.join(FOUNDATION_IMAGES)} from Docker into {target.k3s.containerdSocket}")
+        steps = executor(MODE).steps(DesiredService(TASK_ID, "", "", None, MODE, target.id))
+        records = [StepRecord(service=TASK_ID, name=s.name, readOnly=s.read_only) for s in steps]
+        doc["jobId"] = apply.launch(ws, catalog, [item], records, lock_env="dev", source=FileSourceDoc(path=str(ws.config_path)), command=PREWARM_COMMAND)
+    except UnideskError as exc:
+        doc["errors"] = [p.to_dict() for p in exc.problems]
+        return doc
+    doc["ok"], doc["status"] = True, "queued"
+    return doc
+
+
+def _prewarm(args: argparse.Namespace, ws) -> int:
+    from unidesk_tui.cli import emit
+
+    doc = prewarm_images(ws)
+    if doc["ok"] and args.wait:
+        from unidesk_tui.apply import wait_job
+
+        record = wait_job(ws.state_dir, doc["jobId"])
+        errors = [e.model_dump(exclude_none=True) for e in record.result.errors] if record.result else []
+        doc.update(ok=record.status == "succeeded", status=record.status, errors=errors)
+    emit(doc)
+    return ExitCode.OK if doc["ok"] else ExitCode.ERROR
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dev-env", help="D601 dev environment guardrails")
     dsub = p.add_subparsers(dest="devenv_command", required=True, parser_class=type(p))
     v = dsub.add_parser("validate", help="static validation of the dev manifests (no cluster needed)")
     v.add_argument("--manifest", action="append", metavar="PATH", help="a manifest (repeatable; default: the three dev manifests)")
     v.set_defaults(handler=_run, command_name="dev-env validate")
+    w = dsub.add_parser("prewarm-images", help="job: import the foundation images from the dev target's Docker into its k3s containerd")
+    w.add_argument("--wait", action="store_true", help="follow the job to its end; exit 0 only if it succeeded")
+    w.set_defaults(handler=_prewarm, command_name=PREWARM_COMMAND)

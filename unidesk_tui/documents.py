@@ -125,7 +125,7 @@ class JobRecord(_Doc):
     """`<state dir>/jobs/<id>/job.json`, rewritten atomically at every change."""
 
     id: str = Field(pattern=r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
-    command: Literal["deploy apply"] = "deploy apply"
+    command: Literal["deploy apply", "dev-env prewarm-images"] = "deploy apply"
     status: JobStatus
     environment: LockEnvironment = Field(description="Lock scope: file mode, or the environment")
     source: FileSourceDoc | EnvSourceDoc

@@ -50,7 +50,9 @@ def executor(mode: str) -> Executor:
 
 
 def desired_from_plan(catalog: Catalog, item: PlanItem, environment: str | None) -> DesiredService:
-    """Rebuild the resolved DesiredService a plan item was made from."""
+    """Rebuild the resolved DesiredService a plan item was made from (a task's has no microservice)."""
+    if item.mode and executor(item.mode).task:
+        return DesiredService(item.id, item.repo or "", item.requestedCommit or "", None, item.mode, item.target)
     ms = catalog.microservice(item.id)
     if ms is None:
         raise UnideskError.of(ErrorCode.UNKNOWN_SERVICE, f"{item.id}: missing from the job's catalog snapshot", service=item.id)

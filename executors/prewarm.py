@@ -1,0 +1,114 @@
+"""`dev-env prewarm-images`: import the D601 dev foundation images from the target's Docker into its
+native k3s containerd, so k3s never depends on a live registry pull during the foundation rollout.
+
+A task, not a deployment: it runs for a target (environments.dev.target), not for a catalog
+microservice. Per image: it must already be in the target's Docker (missing fails with
+`image_not_found`: pulling is not this command's job), then `docker save -o <tmp>` and
+`ctr images import <tmp>` (the tmp file is always removed), then containerd must list it.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+import secrets
+
+from executors.base import Executor, Step, register
+from executors.k3s_apply import QuietContext, _fail, ctr_argv, k3s_node, preflight_step
+from executors.source import run_checked
+from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.identifiers import is_image_ref
+
+log = logging.getLogger(__name__)
+
+MODE = "dev-env-prewarm-images"
+TASK_ID = "dev-foundation-images"  # the job's one item (and its lock name)
+FOUNDATION_IMAGES: tuple[str, ...] = ("postgres:16-alpine", "rancher/mirrored-library-busybox:1.36.1")
+SAVE_TIMEOUT = 900.0
+
+
+def containerd_name(image: str) -> str:
+    """The name `ctr images import` gives a `docker save`d image (Docker's normalization)."""
+    first = image.split("/", 1)[0]
+    if "/" in image and ("." in first or ":" in first or first == "localhost"):
+        return image
+    return f"docker.io/{image}" if "/" in image else f"docker.io/library/{image}"
+
+
+def _image(image: str) -> str:
+    if not is_image_ref(image) or image.startswith("-"):
+        raise UnideskError.of(ErrorCode.INVALID_VALUE, f"refusing image reference {image!r}")
+    return image
+
+
+def present_step(image: str):
+    async def run(ctx) -> None:
+        """The image must already be in the target's Docker: this command imports, never pulls."""
+        session = await ctx.session()
+        res = await session.run(["docker", "image", "inspect", "--format", "{{.Id}}", _image(image)], timeout=60)
+        if not res.ok:
+            if "No such image" in res.stderr or "no such image" in res.stderr.lower():
+                raise _fail(ctx, ErrorCode.IMAGE_NOT_FOUND, f"foundation image {image} is not in {ctx.target.id}'s Docker; load or pull it there first (prewarm-images only imports)")
+            raise _fail(ctx, ErrorCode.PROBE_FAILED, f"docker image inspect {image} on {ctx.target.id} failed: {res.tail(300)}")
+        ctx.emit(f"prewarm_docker_image={image} id={res.stdout.strip()[:19]}")
+
+    return run
+
+
+def import_step(image: str):
+    async def run(ctx) -> None:
+        """`docker save -o <tmp>` then `ctr images import <tmp>` (no pipes), the tmp file removed after."""
+        node = k3s_node(ctx)
+        session = await ctx.session()
+        folder = posixpath.join(ctx.target.workDir, "images")
+        slug = re.sub(r"[^A-Za-z0-9._-]", "-", _image(image))
+        tar = posixpath.join(folder, f"prewarm-{slug}-{secrets.token_hex(4)}.tar")
+        await run_checked(session, ctx, ["mkdir", "-p", "--", folder], ErrorCode.ROLLOUT_FAILED, "creating the image folder")
+        try:
+            await run_checked(session, ctx, ["docker", "save", "-o", tar, image], ErrorCode.ROLLOUT_FAILED, f"docker save {image}", timeout=SAVE_TIMEOUT)
+            ctx.emit(f"prewarm_saved={image} file={tar}")
+            await run_checked(session, ctx, ctr_argv(node, "images", "import", tar), ErrorCode.ROLLOUT_FAILED, f"ctr images import {image}", timeout=SAVE_TIMEOUT)
+        finally:
+            removed = await session.run(["rm", "-f", "--", tar], timeout=60)
+            ctx.emit(f"prewarm_tmp_removed={tar}" if removed.ok else f"prewarm_tmp_left={tar}: {removed.tail(200)}", "stdout" if removed.ok else "stderr")
+
+    return run
+
+
+def verify_step(image: str):
+    async def run(ctx) -> None:
+        """containerd lists the image under the name k3s will look it up by."""
+        node = k3s_node(ctx)
+        session = await ctx.session()
+        listed = await run_checked(session, QuietContext(ctx), ctr_argv(node, "images", "ls", "-q"), ErrorCode.ROLLOUT_FAILED, "listing containerd images")
+        full = containerd_name(image)
+        if full not in listed.stdout.split():
+            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"{full} is not in containerd after the import")
+        ctx.emit(f"k3s_image_present={full} containerd={node.containerdSocket} namespace={node.containerdNamespace}")
+
+    return run
+
+
+class PrewarmExecutor(Executor):
+    """The foundation image import as job steps (a task: no catalog microservice behind it)."""
+
+    mode = MODE
+    task = True
+
+    async def probe(self, session, catalog, service):
+        raise UnideskError.of(ErrorCode.UNSUPPORTED_SERVICE, f"{service.id}: a task has no live state to probe")
+
+    def steps(self, service, images: tuple[str, ...] = FOUNDATION_IMAGES) -> list[Step]:
+        out = [Step("k3s-preflight", preflight_step, read_only=True)]
+        for image in images:
+            _image(image)
+            out += [
+                Step(f"docker-image {image}", present_step(image), read_only=True),
+                Step(f"k3s-import {image}", import_step(image)),
+                Step(f"k3s-verify {image}", verify_step(image), read_only=True),
+            ]
+        return out
+
+
+register(PrewarmExecutor)
