@@ -88,3 +88,12 @@ def test_catalog_commit_is_not_deploy_authority():
     """repository.commitId is read but the plan uses deploy.json's commit (see test_cli)."""
     c = parse_catalog(json.dumps(catalog_doc("https://h/r")))
     assert c.microservice("backend-core").repository.commitId == "0000000"
+
+
+def test_secrets_in_rejected_values_are_not_echoed():
+    doc = catalog_doc("https://h/r")
+    doc["targets"][1]["egressProxy"] = "http://gw:pa55w0rd@127.0.0.1:18789"
+    with pytest.raises(UnideskError) as exc:
+        parse_catalog(json.dumps(doc))
+    assert all("pa55w0rd" not in p.message for p in exc.value.problems)
+    assert exc.value.problems[0].path == "targets[1].egressProxy"

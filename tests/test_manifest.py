@@ -103,10 +103,22 @@ def test_repo_urls_accepted(repo):
 @pytest.mark.parametrize(
     "repo",
     ["-oProxyCommand=id", "https://x/$(id)", "https://x/a;id", "https://x/a b", "https://x/a\nb", "ftp://x/y",
-     "/srv/git/x.git", "ext::sh -c id", "https://`id`", ""],
+     "/srv/git/x.git", "ext::sh -c id", "https://`id`", "", "https://alice:S3CRET@h/x", "https://ghp_S3CRET@h/x",
+     "ssh://git:S3CRET@h/x"],
 )
 def test_malicious_or_odd_repo_urls_rejected(repo):
     assert problems({"schemaVersion": 1, "services": [{**GOOD, "repo": repo}]}) == [(ErrorCode.INVALID_VALUE, "services[0].repo")]
+
+
+def test_credentials_in_repo_urls_are_refused_and_never_echoed():
+    with pytest.raises(UnideskError) as exc:
+        validate_document({"schemaVersion": 1, "services": [{**GOOD, "repo": "https://alice:S3CRET@github.com/x/y"}]})
+    message = exc.value.problems[0].message
+    assert "S3CRET" not in message and "alice" not in message and "credentials" in message
+
+
+def test_ssh_user_is_not_a_credential():
+    validate_document({"schemaVersion": 1, "services": [{**GOOD, "repo": "ssh://git@github.com/pikasTech/unidesk"}]})
 
 
 @pytest.mark.parametrize("sid", ["-rf", "a;b", "$(id)", "a\nb", "A", "a_b", "-", "a" * 64, "x-"])

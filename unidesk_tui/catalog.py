@@ -25,16 +25,16 @@ from unidesk_tui.identifiers import (
     is_service_id,
     is_target_id,
 )
+from unidesk_tui.resolve import redact_url
 
 DeploymentMode = Literal["unidesk-direct", "internal-sidecar", "k3sctl-managed"]
 COMPOSE_MODES: tuple[str, ...] = ("unidesk-direct", "internal-sidecar")
-DEFAULT_DEV_SLICE: tuple[str, ...] = ("backend-core", "frontend", "code-queue")
 
 
 def _check(pred, what: str):
     def inner(value):
         if value is not None and not pred(value):
-            raise ValueError(f"{value!r} is not {what}")
+            raise ValueError(f"{redact_url(repr(value))} is not {what}")
         return value
 
     return AfterValidator(inner)
@@ -53,7 +53,7 @@ PULL_REF_RE = re.compile(
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
 PullRef = Annotated[str, _check(lambda v: isinstance(v, str) and bool(PULL_REF_RE.fullmatch(v)), "a fully qualified image reference (registry/name[:tag])")]
-ProxyUrl = Annotated[str, _check(lambda v: v.startswith(("http://", "https://")) and is_repo_url(v), "an http(s) proxy URL")]
+ProxyUrl = Annotated[str, _check(lambda v: v.startswith(("http://", "https://")) and is_repo_url(v), "an http(s) proxy URL without credentials")]
 
 
 class _Model(BaseModel):

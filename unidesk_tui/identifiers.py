@@ -45,14 +45,24 @@ def is_ref(value: object) -> bool:
 
 
 def is_repo_url(value: object) -> bool:
-    """http(s)/ssh/git/file URL (or scp-like ssh), no whitespace or control chars, no leading '-'."""
+    """http(s)/ssh/git/file URL (or scp-like ssh), no whitespace or control chars, no leading '-'.
+
+    Credentials never belong in a repository URL: it is copied into plans, job records, image
+    labels and runtime env. Only ssh may name a user (`ssh://git@host/...`), never a password.
+    """
     if not isinstance(value, str) or not value or value.startswith("-"):
         return False
     if any(c.isspace() or ord(c) < 0x20 or c in "`$;|&<>\\\"'" for c in value):
         return False
     if value.startswith(REPO_SCHEMES):
-        rest = value.split("://", 1)[1]
-        return bool(rest) and not rest.startswith("-")
+        scheme, rest = value.split("://", 1)
+        if not rest or rest.startswith("-"):
+            return False
+        netloc = rest.split("/", 1)[0]
+        if "@" in netloc:
+            userinfo = netloc.rsplit("@", 1)[0]
+            return scheme == "ssh" and ":" not in userinfo and bool(userinfo)
+        return True
     return bool(SCP_RE.fullmatch(value))
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.identifiers import is_commit_id, is_repo_url, is_service_id
+from unidesk_tui.resolve import redact_url
 
 Environment = Literal["dev", "prod"]
 ENVIRONMENTS: tuple[str, ...] = ("dev", "prod")
@@ -101,7 +102,9 @@ def _check_service(index: int, raw: Any, problems: list[Problem]) -> None:
         if key not in raw:
             problems.append(Problem(ErrorCode.MISSING_FIELD, f"{path}: required field is missing", path=path))
         elif not ok(raw[key]):
-            shown = json.dumps(raw[key])[:80]
+            shown = redact_url(json.dumps(raw[key]))[:80]
+            if key == "repo" and isinstance(raw[key], str) and "@" in raw[key].split("://", 1)[-1].split("/", 1)[0]:
+                what = "a repository URL without credentials (use a credential helper or an ssh key)"
             problems.append(Problem(ErrorCode.INVALID_VALUE, f"{path}: {shown} is not {what}", path=path))
 
 
