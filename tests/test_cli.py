@@ -159,7 +159,8 @@ def test_json_alias_is_the_same_document(git_world):
 @pytest.mark.parametrize(
     "argv",
     [["deploy"], ["deploy", "nope"], ["deploy", "check", "--env", "staging"], ["deploy", "check", "--service", "$(id)"],
-     ["deploy", "check", "--file", "a", "--env", "dev"], ["--json"], ["--refresh", "0.1"], ["--env", "staging"]],
+     ["deploy", "check", "--file", "a", "--env", "dev"], ["--json"], ["--refresh", "0.1"], ["--env", "staging"],
+     ["--env", "dev", "deploy", "check"], ["--refresh", "2", "deploy", "plan"]],
 )
 def test_usage_errors_are_json_with_exit_2(argv, tmp_path):
     rc, doc, err = unidesk(*argv, cwd=tmp_path)

@@ -73,3 +73,21 @@ def test_invalid_yaml_names_the_line(tmp_path):
     bad = tmp_path / CORE
     bad.write_text("kind: Deployment\nmetadata: {name: x\n")
     assert "line" in messages(bad)[0]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe", b"kind: Deployment\nmetadata: [1]\n", b"kind: Deployment\nmetadata: {name: x, namespace: unidesk-dev}\nspec: [1]\n",
+     b"kind: Deployment\nmetadata: {name: x, namespace: unidesk-dev}\nspec: {template: {spec: {containers: [{name: c, ports: [1]}]}}}\n",
+     b"- 1\n- 2\n", b"kind: [x]\n"],
+)
+def test_odd_input_gives_coded_problems_not_exceptions(tmp_path, content):
+    path = tmp_path / CORE
+    path.write_bytes(content)
+    report = validate_manifest(path)
+    assert report.problems and all(p.code == "dev_manifest_invalid" for p in report.problems)
+
+
+def test_a_directory_is_a_coded_problem(tmp_path):
+    (tmp_path / CORE).mkdir()
+    assert [p.code for p in validate_manifest(tmp_path / CORE).problems] == ["dev_manifest_invalid"]

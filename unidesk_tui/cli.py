@@ -146,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             raise UsageError("unidesk: invalid command line (see --help)") from None
         command = getattr(args, "command_name", None) or args.command or "unidesk"
+        if args.command and (args.console_env != "file" or args.refresh is not None):
+            # Before a subcommand these would be silently ignored, and e.g. an apply meant for
+            # dev would run in file mode.
+            raise UsageError(f"unidesk: --env/--refresh before `{args.command}` configure the console; put --env after the subcommand")
         handler = getattr(args, "handler", None)
         if handler is None and getattr(args, "func", None) is not None:
             return int(args.func(args))  # registrars that need no workspace (e.g. lab)

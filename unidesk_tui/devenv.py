@@ -46,9 +46,13 @@ class ManifestReport:
     path: str
     objects: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    kubectl: dict | None = None  # the client dry-run's outcome, when asked for
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "objects": self.objects, "ok": not self.problems, "problems": [p.to_dict() for p in self.problems]}
+        out = {"path": self.path, "objects": self.objects, "ok": not self.problems, "problems": [p.to_dict() for p in self.problems]}
+        if self.kubectl is not None:
+            out["kubectlDryRun"] = self.kubectl
+        return out
 
 
 def _containers(obj: dict) -> list[dict]:
@@ -74,9 +78,12 @@ def validate_manifest(path: Path) -> ManifestReport:
         report.problems.append(Problem(ErrorCode.DEV_MANIFEST_INVALID, f"{path.name}: {where}: {message}", path=where))
 
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
     except FileNotFoundError:
         report.problems.append(Problem(ErrorCode.MANIFEST_NOT_FOUND, f"{path}: not found"))
+        return report
+    except (OSError, UnicodeDecodeError) as exc:
+        report.problems.append(Problem(ErrorCode.DEV_MANIFEST_INVALID, f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc.__class__.__name__}"))
         return report
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -85,61 +92,104 @@ def validate_manifest(path: Path) -> ManifestReport:
         return report
     allowed = ALLOWED.get(path.name)
     for index, obj in enumerate(docs):
-        if not isinstance(obj, dict) or "kind" not in obj:
+        if not isinstance(obj, dict) or not isinstance(obj.get("kind"), str):
             bad(f"[{index}]", "not a Kubernetes object")
             continue
-        kind, meta = obj["kind"], obj.get("metadata") or {}
-        name, ns = meta.get("name", "?"), meta.get("namespace")
-        where = f"{kind}/{name}"
-        report.objects.append(where)
-        if kind == "Namespace":
-            if name != DEV_NAMESPACE:
-                bad(where, f"only the {DEV_NAMESPACE} namespace may be created")
-        elif ns != DEV_NAMESPACE:
-            bad(where, f"namespace {ns!r}: dev manifests may create objects only in {DEV_NAMESPACE}")
-        if allowed is not None and (kind, name) not in allowed and kind not in ANY_NAME_KINDS.get(path.name, set()):
-            bad(where, f"not one of the objects {path.name} may create")
-        if kind == "Service" and (obj.get("spec") or {}).get("type") in ("NodePort", "LoadBalancer"):
-            bad(where, "dev services must be ClusterIP (no NodePort/LoadBalancer)")
-        text = yaml.safe_dump(obj)
-        if PROD_MARKERS.search(text):
-            bad(where, "references a production route or database")
-        if kind in WORKLOAD_KINDS:
-            for c in _containers(obj):
-                cname = c.get("name", "?")
-                limits = (c.get("resources") or {}).get("limits") or {}
-                if "cpu" not in limits or "memory" not in limits:
-                    bad(f"{where}/{cname}", "every dev container needs CPU and memory limits (the LimitRange default would break the quota)")
-                if any("hostPort" in p for p in c.get("ports") or []):
-                    bad(f"{where}/{cname}", "hostPort is not allowed")
-                env = _env(c)
-                if "DATABASE_URL" in env and "unidesk_dev" not in env["DATABASE_URL"]:
-                    bad(f"{where}/{cname}", "DATABASE_URL must point at the unidesk_dev database")
-                if name == "frontend-dev" and env.get("CORE_INTERNAL_URL") != "http://backend-core-dev.unidesk-dev.svc.cluster.local:8080":
-                    bad(f"{where}/{cname}", "frontend-dev must set CORE_INTERNAL_URL to backend-core-dev in unidesk-dev")
-                if name == "code-queue-scheduler-dev":
-                    if env.get("CODE_QUEUE_MAIN_PROVIDER_ID") != "D601-dev":
-                        bad(f"{where}/{cname}", "the dev scheduler must use CODE_QUEUE_MAIN_PROVIDER_ID=D601-dev")
-                    if _memory_bytes(limits.get("memory", "0")) != 5 * 2**30:
-                        bad(f"{where}/{cname}", "the dev scheduler needs an explicit 5Gi memory limit")
-        if kind == "StatefulSet" and name == "postgres-dev":
-            claims = (obj.get("spec") or {}).get("volumeClaimTemplates") or []
-            sizes = [((c.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage") for c in claims]
-            if sizes != ["5Gi"]:
-                bad(where, f"postgres-dev needs one 5Gi volume claim, has {sizes}")
+        try:
+            _check_object(obj, allowed, path, report, bad)
+        except (AttributeError, TypeError, ValueError):
+            # A field of the wrong shape (e.g. `spec: [...]`): the object is not valid Kubernetes.
+            bad(f"[{index}] {obj['kind']}", "malformed object (a field has the wrong type)")
     return report
+
+
+def _check_object(obj: dict, allowed: set[tuple[str, str]] | None, path: Path, report: ManifestReport, bad) -> None:
+    """Every rule for one object; `bad(where, message)` records a violation."""
+    kind, meta = obj["kind"], obj.get("metadata") or {}
+    name, ns = meta.get("name", "?"), meta.get("namespace")
+    where = f"{kind}/{name}"
+    report.objects.append(where)
+    if kind == "Namespace":
+        if name != DEV_NAMESPACE:
+            bad(where, f"only the {DEV_NAMESPACE} namespace may be created")
+    elif ns != DEV_NAMESPACE:
+        bad(where, f"namespace {ns!r}: dev manifests may create objects only in {DEV_NAMESPACE}")
+    if allowed is not None and (kind, name) not in allowed and kind not in ANY_NAME_KINDS.get(path.name, set()):
+        bad(where, f"not one of the objects {path.name} may create")
+    if kind == "Service" and (obj.get("spec") or {}).get("type") in ("NodePort", "LoadBalancer"):
+        bad(where, "dev services must be ClusterIP (no NodePort/LoadBalancer)")
+    text = yaml.safe_dump(obj)
+    if PROD_MARKERS.search(text):
+        bad(where, "references a production route or database")
+    if kind in WORKLOAD_KINDS:
+        for c in _containers(obj):
+            cname = c.get("name", "?")
+            limits = (c.get("resources") or {}).get("limits") or {}
+            if "cpu" not in limits or "memory" not in limits:
+                bad(f"{where}/{cname}", "every dev container needs CPU and memory limits (the LimitRange default would break the quota)")
+            if any("hostPort" in p for p in c.get("ports") or []):
+                bad(f"{where}/{cname}", "hostPort is not allowed")
+            env = _env(c)
+            if "DATABASE_URL" in env and "unidesk_dev" not in env["DATABASE_URL"]:
+                bad(f"{where}/{cname}", "DATABASE_URL must point at the unidesk_dev database")
+            if name == "frontend-dev" and env.get("CORE_INTERNAL_URL") != "http://backend-core-dev.unidesk-dev.svc.cluster.local:8080":
+                bad(f"{where}/{cname}", "frontend-dev must set CORE_INTERNAL_URL to backend-core-dev in unidesk-dev")
+            if name == "code-queue-scheduler-dev":
+                if env.get("CODE_QUEUE_MAIN_PROVIDER_ID") != "D601-dev":
+                    bad(f"{where}/{cname}", "the dev scheduler must use CODE_QUEUE_MAIN_PROVIDER_ID=D601-dev")
+                if _memory_bytes(limits.get("memory", "0")) != 5 * 2**30:
+                    bad(f"{where}/{cname}", "the dev scheduler needs an explicit 5Gi memory limit")
+    if kind == "StatefulSet" and name == "postgres-dev":
+        claims = (obj.get("spec") or {}).get("volumeClaimTemplates") or []
+        sizes = [((c.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage") for c in claims]
+        if sizes != ["5Gi"]:
+            bad(where, f"postgres-dev needs one 5Gi volume claim, has {sizes}")
 
 
 def default_manifests(workspace: Path) -> list[Path]:
     return [workspace / DEV_DIR / name for name in (FOUNDATION, CORE, CODE_QUEUE)]
 
 
+async def _kubectl_dry_run(catalog, reports: list[ManifestReport]) -> None:
+    """`kubectl apply --dry-run=client` of each statically valid manifest on the dev target.
+
+    It runs on the node with the node's native kubeconfig (never the operator's default context,
+    which may point elsewhere); the manifest travels on stdin, so nothing is written there.
+    """
+    from unidesk_tui.errors import UnideskError
+    from unidesk_tui.targets import TargetPool
+
+    dev = catalog.environments.get("dev")
+    if dev is None or catalog.target(dev.target).k3s is None:
+        raise UnideskError.of(ErrorCode.CONFIG_INVALID, "--kubectl-dry-run needs environments.dev.target with a native k3s node (targets[].k3s)", path="environments.dev")
+    target = catalog.target(dev.target)
+    async with TargetPool(catalog) as pool:
+        session = await pool.session(target.id)
+        for report in reports:
+            if report.problems:
+                continue
+            argv = ["kubectl", "apply", "--dry-run=client", "--validate=false", "-o", "name", "-f", "-"]
+            res = await session.run(argv, env={"KUBECONFIG": target.k3s.kubeconfig}, input=Path(report.path).read_text(encoding="utf-8"), timeout=120)
+            report.kubectl = {"target": target.id, "ok": res.ok, "objects": res.stdout.split() if res.ok else []}
+            if not res.ok:
+                report.problems.append(Problem(ErrorCode.DEV_MANIFEST_INVALID, f"{Path(report.path).name}: kubectl client dry-run on {target.id} failed: {res.tail(400)}"))
+
+
 def _run(args: argparse.Namespace, ws) -> int:
+    import asyncio
+
     from unidesk_tui.cli import emit
+    from unidesk_tui.errors import UnideskError
 
     paths = [Path(p) if Path(p).is_absolute() else ws.root / p for p in args.manifest] if args.manifest else default_manifests(ws.root)
     reports = [validate_manifest(p) for p in paths]
-    errors = [p.to_dict() for r in reports for p in r.problems]
+    errors: list[dict] = []
+    if args.kubectl_dry_run:
+        try:
+            asyncio.run(_kubectl_dry_run(ws.catalog(), reports))
+        except UnideskError as exc:
+            errors += [p.to_dict() for p in exc.problems]
+    errors = [p.to_dict() for r in reports for p in r.problems] + errors
     emit({"ok": not errors, "command": "dev-env validate", "manifests": [r.to_dict() for r in reports], "errors": errors, "warnings": []})
     return ExitCode.OK if not errors else ExitCode.ERROR
 
@@ -201,6 +251,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="devenv_command", required=True, parser_class=type(p))
     v = dsub.add_parser("validate", help="static validation of the dev manifests (no cluster needed)")
     v.add_argument("--manifest", action="append", metavar="PATH", help="a manifest (repeatable; default: the three dev manifests)")
+    v.add_argument("--kubectl-dry-run", action="store_true", help="also run kubectl's client dry-run on the dev target with its native kubeconfig")
     v.set_defaults(handler=_run, command_name="dev-env validate")
     w = dsub.add_parser("prewarm-images", help="job: import the foundation images from the dev target's Docker into its k3s containerd")
     w.add_argument("--wait", action="store_true", help="follow the job to its end; exit 0 only if it succeeded")
