@@ -90,7 +90,7 @@ async def build_step(ctx) -> None:
     session = await ctx.session()
     service, target = ctx.service, ctx.target
     ms = service.microservice
-    image = ctx.shared.get("image") or (ms.build.image if ms and ms.build else None)
+    image = ctx.shared.get("image") or service.image  # an environment run builds its own image
     root = ctx.shared.get("context")
     if not root:
         raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{service.id}: no build context was materialized", service=service.id)
@@ -105,8 +105,8 @@ async def build_step(ctx) -> None:
         buildx, has_bridge, has_image, has_base = await asyncio.gather(
             _ok(session, ["docker", "buildx", "version"]),
             _ok(session, ["docker", "network", "inspect", "bridge"]),
-            _ok(session, ["docker", "image", "inspect", image]),
-            _ok(session, ["docker", "image", "inspect", base]) if build.baseImageArg else _false(),
+            _ok(session, ["docker", "image", "inspect", "--", image]),
+            _ok(session, ["docker", "image", "inspect", "--", base]) if build.baseImageArg else _false(),
         )
         # Providers always; any target whose daemon has no default bridge (RUN steps would have no network).
         network_host = target.role == "provider" or not has_bridge
@@ -136,7 +136,7 @@ async def build_step(ctx) -> None:
         if not res.ok:
             why = "timed out" if res.timed_out else redact_url(res.tail(600))
             raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{target.id}: build of {image} failed: {why}", service=service.id)
-        inspect = await session.run(["docker", "image", "inspect", "--format", "{{.Id}} {{index .Config.Labels \"" + LABEL_COMMIT + "\"}}", image], timeout=60)
+        inspect = await session.run(["docker", "image", "inspect", "--format", "{{.Id}} {{index .Config.Labels \"" + LABEL_COMMIT + "\"}}", "--", image], timeout=60)
         image_id, _, label = inspect.stdout.strip().partition(" ")
         if not inspect.ok or label != service.commit:
             raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{target.id}: built image {image} is labelled {label or 'nothing'}, expected {service.commit}", service=service.id)

@@ -17,7 +17,7 @@ import yaml
 
 from executors.base import Executor, Step, register
 from executors.docker_probe import ComposeRef, container_facts, image_present
-from executors.health import read_health
+from executors.health import health_expected, read_health
 from executors.observe import docker_layers, missing, observed
 from executors.stamp import COMPOSE_FILES, COMPOSE_PROJECT, COMPOSE_SERVICE, COMPOSE_WORKDIR, deploy_env
 from executors.verify import verify_docker
@@ -37,11 +37,6 @@ def compose_ref(service: DesiredService) -> ComposeRef:
     if ms is not None and ms.compose is not None:
         return ComposeRef(ms.compose.project, ms.compose.service)
     return ComposeRef(None, service.id)
-
-
-def health_expected(catalog: Catalog, service: DesiredService) -> bool:
-    ms = service.microservice
-    return bool(ms and ms.health.exposesDeployCommit and catalog.microserviceProxy)
 
 
 @dataclass(frozen=True)
@@ -162,7 +157,7 @@ async def rollout_step(ctx) -> None:
 async def verify_step(ctx) -> None:
     compose: ComposeTarget | None = ctx.shared.get("compose")
     ref = ComposeRef(compose.project, compose.service) if compose else compose_ref(ctx.service)
-    await verify_docker(ctx, ref, ctx.catalog.health_url(ctx.service.id), health_expected(ctx.catalog, ctx.service))
+    await verify_docker(ctx, ref, ctx.catalog.health_url(ctx.service.id, ctx.service.environment), health_expected(ctx.catalog, ctx.service))
 
 
 class ComposeExecutor(Executor):
@@ -174,8 +169,8 @@ class ComposeExecutor(Executor):
         docker = await session.docker()
         facts, present, reading = await asyncio.gather(
             container_facts(docker, compose_ref(service)),
-            image_present(docker, service.id, service.commit) if service.commit else _none(),
-            read_health(catalog.health_url(service.id)),
+            image_present(docker, service.id, service.commit),
+            read_health(catalog.health_url(service.id, service.environment)),
         )
         if facts is None:
             return missing(f"no container for compose service {compose_ref(service).service}", reading, {}, present)
@@ -194,10 +189,6 @@ class SidecarExecutor(ComposeExecutor):
     """`internal-sidecar` on the main server: the same pipeline, fixed compose project."""
 
     mode = "internal-sidecar"
-
-
-async def _none():
-    return None
 
 
 register(ComposeExecutor)

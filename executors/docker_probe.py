@@ -52,13 +52,6 @@ class ComposeRef:
     service: str
 
 
-def label_filters(ref: ComposeRef) -> list[str]:
-    out = [f"{COMPOSE_SERVICE}={ref.service}"]
-    if ref.project:
-        out.insert(0, f"{COMPOSE_PROJECT}={ref.project}")
-    return out
-
-
 # Target-wide listings shared by every probe of one live read (set by `shared_listings`): one
 # container list and one stamped-image list per target instead of several calls per service.
 # Outside that block (e.g. verification after a rollout) every call reads the daemon afresh.
@@ -153,14 +146,8 @@ def has_image(images: list[dict], service_id: str, commit: str) -> bool:
     return any((i.get("Labels") or {}).get(LABEL_SERVICE) == service_id and (i.get("Labels") or {}).get(LABEL_COMMIT) == commit for i in images)
 
 
-async def image_present(docker, service_id: str, commit: str) -> bool:
-    """An image labelled as this service at this commit exists on the target."""
+async def image_present(docker, service_id: str, commit: str | None) -> bool | None:
+    """An image labelled as this service at this commit exists on the target (None: no commit)."""
+    if not commit:
+        return None
     return has_image(await stamped_images(docker), service_id, commit)
-
-
-async def image_exists(docker, ref: str) -> bool:
-    try:
-        await docker.images.inspect(ref)
-        return True
-    except DockerError:
-        return False

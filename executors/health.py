@@ -115,3 +115,21 @@ async def _read(http: aiohttp.ClientSession, url: str, timeout: float) -> Health
     deploy = body.get("deploy") if isinstance(body, dict) and isinstance(body.get("deploy"), dict) else {}
     repo = deploy.get("repo") if isinstance(deploy.get("repo"), str) else None
     return HealthReading(classify(status, body), url, status, body, health_commit(body), repo)
+
+
+def health_expected(catalog, service) -> bool:
+    """Whether health must show the deployed `deploy.commit`: the service exposes it and the run
+    (file mode, or the service's environment) has a microservice proxy to read it through."""
+    ms = service.microservice
+    return bool(ms and ms.health.exposesDeployCommit and catalog.health_url(service.id, service.environment))
+
+
+def health_problems(reading: HealthReading, want: str, commit_expected: bool) -> list[str]:
+    """Verification's health layer: always healthy, and showing `want` where deploy.commit is exposed."""
+    problems = []
+    if reading.health != "healthy":
+        why = reading.error or (f"HTTP {reading.status}" if reading.status is not None else "no answer")
+        problems.append(f"health is {reading.health} ({why})")
+    if commit_expected and reading.commit != want:
+        problems.append(f"health deploy.commit is {reading.commit or 'absent'} ({reading.health}), expected {want}")
+    return problems

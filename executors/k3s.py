@@ -12,7 +12,7 @@ import logging
 
 from executors.base import Executor, Step, register
 from executors.docker_probe import image_present
-from executors.health import read_health
+from executors.health import health_expected, read_health
 from executors.observe import health_layer, missing, observed
 from executors.stamp import ENV_COMMIT, ENVS, Layer, commit_of
 from unidesk_tui.catalog import Catalog
@@ -108,8 +108,8 @@ class K3sExecutor(Executor):
         docker = await session.docker()
         deployments, present, reading = await asyncio.gather(
             read_deployments(session, k8s.namespace, k8s.deployments),
-            image_present(docker, service.id, service.commit) if service.commit else _none(),
-            read_health(catalog.health_url(service.id)),
+            image_present(docker, service.id, service.commit),
+            read_health(catalog.health_url(service.id, service.environment)),
         )
         evidence = {"namespace": k8s.namespace, "deployments": {}}
         layers: list[Layer] = []
@@ -127,8 +127,7 @@ class K3sExecutor(Executor):
         if absent or stalled:
             parts = [f"Deployment {k8s.namespace}/{n} not found" for n in absent] + [f"Deployment {k8s.namespace}/{n} has no available replica" for n in stalled]
             return missing("; ".join(parts), reading, evidence, present)
-        ms = service.microservice
-        layers.append(health_layer(reading, bool(ms and ms.health.exposesDeployCommit and catalog.microserviceProxy)))
+        layers.append(health_layer(reading, health_expected(catalog, service)))
         obs = observed(layers, service.commit, reading, evidence, present)
         incomplete = [n for n, d in evidence["deployments"].items() if not d["rollout"]["complete"]]
         if incomplete and obs.live.state == "in-sync":
@@ -141,10 +140,6 @@ class K3sExecutor(Executor):
         from executors.pipeline import k3s_steps
 
         return k3s_steps(service)
-
-
-async def _none():
-    return None
 
 
 register(K3sExecutor)

@@ -8,23 +8,23 @@ the deployed commit in the target's mirror. A k3s running inside Docker is refus
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import posixpath
-import secrets
 import time
 
-from executors.health import read_health
+from executors.containerd import ctr_argv, import_image, same_image
+from executors.health import health_expected, health_problems, read_health
 from executors.k3s import deployment_facts, read_deployments
 from executors.k8s_manifest import render
 from executors.source import run_checked
-from executors.stamp import ENV_COMMIT, ENV_REQUESTED, deploy_env
+from executors.stamp import COMPOSE_PROJECT, COMPOSE_SERVICE, ENV_COMMIT, ENV_REQUESTED, deploy_env
+from executors.verify import poll
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_image_ref
 
 log = logging.getLogger(__name__)
 
 ROLLOUT_TIMEOUT = 180.0
-VERIFY_TIMEOUT = 60.0
 POLL = 1.0
 
 
@@ -37,10 +37,6 @@ def k3s_node(ctx):
     if ctx.target.k3s is None:
         raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"target {ctx.target.id} declares no native k3s node (targets[].k3s)")
     return ctx.target.k3s
-
-
-def ctr_argv(node, *args: str) -> list[str]:
-    return ["ctr", "-a", node.containerdSocket, "-n", node.containerdNamespace, *args]
 
 
 def containerized_k3s(ps_lines: list[str]) -> list[str]:
@@ -82,7 +78,7 @@ async def manifest_step(ctx) -> None:
         raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, "no k8s objects or no materialized source")
     session = await ctx.session()
     res = await run_checked(session, QuietContext(ctx), ["git", "--git-dir", mirror, "show", f"{service.commit}:{k8s.manifest}"], ErrorCode.ROLLOUT_FAILED, f"reading {k8s.manifest} at {service.commit[:12]}")
-    image = ctx.shared.get("image") or service.microservice.build.image
+    image = service.image  # the environment's own image in an environment run
     if not image or not is_image_ref(image):
         raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"no valid image name ({image!r})")
     ctx.shared["image"] = image
@@ -110,21 +106,8 @@ class QuietContext:
 async def import_step(ctx) -> None:
     """`docker save` on the target, `ctr images import` into the native k3s containerd."""
     node = k3s_node(ctx)
-    session = await ctx.session()
-    image = ctx.shared["image"]
-    folder = posixpath.join(ctx.target.workDir, "images")
-    tar = posixpath.join(folder, f"{ctx.service.id}-{ctx.service.commit[:12]}-{secrets.token_hex(4)}.tar")
-    await run_checked(session, ctx, ["mkdir", "-p", "--", folder], ErrorCode.ROLLOUT_FAILED, "creating the image folder")
-    try:
-        await run_checked(session, ctx, ["docker", "save", "-o", tar, image], ErrorCode.ROLLOUT_FAILED, f"docker save {image}", timeout=600)
-        await run_checked(session, ctx, ctr_argv(node, "images", "import", tar), ErrorCode.ROLLOUT_FAILED, f"ctr images import {image}", timeout=600)
-    finally:
-        await session.run(["rm", "-f", "--", tar], timeout=60)
-    listed = await run_checked(session, QuietContext(ctx), ctr_argv(node, "images", "ls", "-q"), ErrorCode.ROLLOUT_FAILED, "listing containerd images")
-    names = set(listed.stdout.split())
-    full = image if "/" in image.split(":")[0] else f"docker.io/library/{image}"
-    if image not in names and full not in names:
-        raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"{image} is not in containerd after the import")
+    full = await import_image(ctx, node, ctx.shared["image"], prefix=f"{ctx.service.id}-{ctx.service.commit[:12]}")
+    ctx.shared["imported"] = full
     ctx.emit(f"k3s_image_imported={full} containerd={node.containerdSocket}")
 
 
@@ -137,13 +120,13 @@ async def apply_step(ctx) -> None:
     api = await session.kube()
     apps, core = AppsV1Api(api), CoreV1Api(api)
     ns = ctx.service.k8s.namespace
-    try:
+    try:  # the namespace is the environment's foundation: apply never creates it
         await core.read_namespace(ns, _request_timeout=10)
     except ApiException as exc:
-        if exc.status != 404:
-            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"namespace {ns}: HTTP {exc.status}") from None
-        await core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, _request_timeout=10)
-        ctx.emit(f"k8s_namespace_created={ns}")
+        if exc.status == 404:
+            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"namespace {ns} does not exist; apply never creates one (apply its foundation first)") from None
+        raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"namespace {ns}: HTTP {exc.status}") from None
+    ctx.emit(f"k8s_namespace={ns} (exists)")
     calls = {
         "Deployment": (apps.read_namespaced_deployment, apps.create_namespaced_deployment, apps.replace_namespaced_deployment),
         "Service": (core.read_namespaced_service, core.create_namespaced_service, core.replace_namespaced_service),
@@ -194,37 +177,42 @@ async def rollout_step(ctx) -> None:
         await asyncio.sleep(POLL)
 
 
-def twin_names(service_id: str) -> tuple[str, ...]:
-    """Compose service names a legacy direct-Docker twin of a k3s service runs under
-    (e.g. Code Queue's `code-queue-backend`)."""
-    return (service_id, f"{service_id}-backend")
+def twin_rows(rows: list[dict], project: str, service: str) -> list[dict]:
+    """Containers of exactly the declared compose project and service (never guessed from the id)."""
+    return [r for r in rows if (r.get("Labels") or {}).get(COMPOSE_PROJECT) == project and (r.get("Labels") or {}).get(COMPOSE_SERVICE) == service]
 
 
 async def legacy_twin_step(ctx) -> None:
-    """After the k3s rollout: stop and remove a legacy direct-Docker twin, so that only one copy
-    (e.g. one scheduler) runs on the node."""
-    import json
-
+    """After the k3s rollout: stop and remove the legacy direct-Docker twin the catalog declares as
+    the service's base `compose` (e.g. Code Queue's code-queue/code-queue-backend), so only one copy
+    (e.g. one scheduler) runs on the node. Never in an environment run: that twin is production."""
+    service = ctx.service
+    if service.environment is not None:
+        ctx.emit(f"legacy_docker_twin=skipped ({service.environment} run: the declared twin is production's)")
+        return
+    declared = service.microservice.compose if service.microservice else None
+    if declared is None:
+        ctx.emit("legacy_docker_twin=none declared (no base compose in config.json)")
+        return
     session = await ctx.session()
     docker = await session.docker()
-    names = twin_names(ctx.service.id)
-    listed = await docker.containers.list(all="1", filters=json.dumps({"label": [f"com.docker.compose.service={n}" for n in names[:1]]}))
-    listed += await docker.containers.list(all="1", filters=json.dumps({"label": [f"com.docker.compose.service={names[1]}"]}))
-    if not listed:
-        ctx.emit(f"legacy_docker_twin=none ({' / '.join(names)})")
+    listed = await docker.containers.list(all="1", filters=json.dumps({"label": [f"{COMPOSE_PROJECT}={declared.project}", f"{COMPOSE_SERVICE}={declared.service}"]}))
+    rows = twin_rows([c._container for c in listed], declared.project, declared.service)
+    if not rows:
+        ctx.emit(f"legacy_docker_twin=none ({declared.project}/{declared.service})")
         return
-    for container in listed:
-        info = container._container
+    for info in rows:
         name = (info.get("Names") or ["?"])[0].lstrip("/")
         res = await session.run(["docker", "rm", "-f", "--", info["Id"]], timeout=120)
         if not res.ok:
             raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"cannot remove legacy Docker twin {name}: {res.tail(300)}")
-        ctx.emit(f"legacy_docker_twin_removed={name} ({info.get('Image')}, was {info.get('State')})")
+        ctx.emit(f"legacy_docker_twin_removed={name} ({declared.project}/{declared.service}, {info.get('Image')}, was {info.get('State')})")
 
 
-def check_k3s(service, deployments: dict, reading, health_expected: bool) -> tuple[bool, bool, str]:
-    """(ok, settled, message): every Deployment's annotations and env show the commit, the rollout
-    is complete and health reports it where exposed. `settled` when waiting cannot help."""
+def check_k3s(service, deployments: dict, reading, health_expected: bool, image: str | None) -> tuple[bool, bool, str]:
+    """(ok, settled, message): every Deployment's annotations and env show the commit, its
+    containers run `image` (the one imported), the rollout is complete, health is healthy and shows
+    the commit where exposed. `settled` when waiting cannot help."""
     want = service.commit
     problems, settled = [], False
     for name, dep in deployments.items():
@@ -241,31 +229,28 @@ def check_k3s(service, deployments: dict, reading, health_expected: bool) -> tup
             if facts[layer].get(ENV_REQUESTED) != service.requestedCommit:
                 problems.append(f"{name} {layer} UNIDESK_DEPLOY_REQUESTED_COMMIT is {facts[layer].get(ENV_REQUESTED) or 'absent'}")
                 settled = True
+        foreign = [i for i in facts["images"] if not same_image(i, image)]
+        if foreign or not facts["images"]:
+            problems.append(f"{name} runs {', '.join(map(str, foreign)) or 'no container'}, expected the imported image {image}")
+            settled = True
         if not facts["rollout"]["complete"]:
             problems.append(f"{name} rollout incomplete")
-    if health_expected and reading.commit != want:
-        problems.append(f"health deploy.commit is {reading.commit or 'absent'} ({reading.health}), expected {want}")
+    problems += health_problems(reading, want, health_expected)
     if problems:
         return False, settled, "; ".join(problems)
-    return True, False, f"running {want} on {', '.join(deployments)} (annotations, env" + (", health)" if health_expected else ")")
+    return True, False, f"running {want} on {', '.join(deployments)} (annotations, env, image {image}, health {reading.health}" + (", deploy.commit)" if health_expected else ")")
 
 
 async def verify_step(ctx) -> None:
     session = await ctx.session()
     service, catalog = ctx.service, ctx.catalog
     k8s = service.k8s
-    expected = bool(service.microservice.health.exposesDeployCommit and catalog.microserviceProxy)
-    deadline = time.monotonic() + VERIFY_TIMEOUT
-    last = None
-    while True:
-        deps, reading = await asyncio.gather(read_deployments(session, k8s.namespace, k8s.deployments), read_health(catalog.health_url(service.id)))
-        ok, settled, message = check_k3s(service, deps, reading, expected)
-        if ok:
-            ctx.emit(f"verified: {message}")
-            return
-        if settled or time.monotonic() >= deadline:
-            raise _fail(ctx, ErrorCode.VERIFICATION_FAILED, f"verification_failed: live runtime does not prove {service.commit}: {message}")
-        if message != last:
-            ctx.emit(f"verification pending: {message}")
-            last = message
-        await asyncio.sleep(POLL)
+    expected = health_expected(catalog, service)
+    url = catalog.health_url(service.id, service.environment)
+    image = ctx.shared.get("imported") or ctx.shared.get("image") or service.image
+
+    async def read() -> tuple[bool, bool, str]:
+        deps, reading = await asyncio.gather(read_deployments(session, k8s.namespace, k8s.deployments), read_health(url))
+        return check_k3s(service, deps, reading, expected, image)
+
+    await poll(ctx, read)

@@ -3,24 +3,28 @@
 The manifest (read from the target's mirror at the deployed commit, never from the operator's
 tree) is narrowed to the service's declared Deployments and Services, checked to stay inside the
 allowed namespace, its placeholders replaced and every Deployment stamped with UNIDESK_DEPLOY_*
-annotations, pod-template annotations and container env.
+annotations, pod-template annotations and container env. A placeholder left over, or a container of
+a narrowed Deployment running any image but the one just built, refuses the render.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import re
 from datetime import UTC, datetime
 
 import yaml
 
+from executors.containerd import image_tag, same_image
 from executors.stamp import ENVS
 from unidesk_tui.catalog import K8sObjects
 from unidesk_tui.errors import ErrorCode, UnideskError
 
 log = logging.getLogger(__name__)
 
-PLACEHOLDERS = ("__IMAGE__", "__SERVICE_ID__", "__DEPLOY_REPO__", "__DEPLOY_COMMIT__", "__DEPLOY_REQUESTED_COMMIT__")
+PLACEHOLDERS = ("__IMAGE__", "__DEV_IMAGE_TAG__", "__SERVICE_ID__", "__DEPLOY_REPO__", "__DEPLOY_COMMIT__", "__DEPLOY_REQUESTED_COMMIT__")
+PLACEHOLDER_RE = re.compile(r"__[A-Z_]+__")
 RESTARTED_AT = "unidesk.ai/deployed-at"
 
 
@@ -83,10 +87,33 @@ def stamp_deployment(doc: dict, env: dict[str, str], *, restart: bool) -> dict:
     return doc
 
 
+def leftovers(value) -> set[str]:
+    """Placeholders still present in any key or string of a parsed document."""
+    if isinstance(value, str):
+        return set(PLACEHOLDER_RE.findall(value))
+    if isinstance(value, list):
+        return set().union(*(leftovers(v) for v in value)) if value else set()
+    if isinstance(value, dict):
+        return set().union(*(leftovers(k) | leftovers(v) for k, v in value.items())) if value else set()
+    return set()
+
+
+def containers(doc: dict) -> list[dict]:
+    """The (non-init) containers of a Deployment's pod template."""
+    spec = (((doc.get("spec") or {}).get("template") or {}).get("spec")) or {}
+    return [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+
+
+def foreign_images(doc: dict, image: str) -> list[str]:
+    """`container=image` for every container of a Deployment that does not run `image`."""
+    return [f"{c.get('name')}={c.get('image')}" for c in containers(doc) if not same_image(c.get("image"), image)]
+
+
 def render(text: str, objects: K8sObjects, service_id: str, image: str, env: dict[str, str], *, restart: bool = False) -> list[dict]:
-    """The objects to apply for one service."""
+    """The objects to apply for one service, bound to `image`."""
     mapping = {
         "__IMAGE__": image,
+        "__DEV_IMAGE_TAG__": image_tag(image),
         "__SERVICE_ID__": env["UNIDESK_DEPLOY_SERVICE_ID"],
         "__DEPLOY_REPO__": env["UNIDESK_DEPLOY_REPO"],
         "__DEPLOY_COMMIT__": env["UNIDESK_DEPLOY_COMMIT"],
@@ -95,8 +122,17 @@ def render(text: str, objects: K8sObjects, service_id: str, image: str, env: dic
     out = []
     for doc in narrow(text, objects, service_id):
         doc = substitute(doc, mapping)
+        where = f"{doc['kind']} {doc['metadata']['name']} in {objects.manifest}"
+        left = leftovers(doc)
+        if left:
+            raise _bad(service_id, f"{where} keeps unreplaced placeholders {', '.join(sorted(left))}")
         doc.setdefault("metadata", {})["namespace"] = objects.namespace
         if doc["kind"] == "Deployment":
+            if not containers(doc):
+                raise _bad(service_id, f"{where} declares no containers")
+            foreign = foreign_images(doc, image)
+            if foreign:
+                raise _bad(service_id, f"{where} runs {', '.join(foreign)}, not the built image {image}")
             doc = stamp_deployment(doc, env, restart=restart)
         out.append(doc)
     return out

@@ -13,14 +13,24 @@ from executors.base import Step
 from executors.build import build_step
 from executors.proxy import probe_step
 from executors.source import source_step
-from unidesk_tui.plan import DesiredService
+from unidesk_tui.errors import UnideskError
+from unidesk_tui.plan import DesiredService, isolation_problems
 
 log = logging.getLogger(__name__)
+
+
+def refuse_unisolated(service: DesiredService | None) -> None:
+    """An environment run that could touch production is refused before anything runs
+    (`environment_isolation`): apply lists the steps, so it refuses before starting a job."""
+    problems = isolation_problems(service) if service is not None else []
+    if problems:
+        raise UnideskError(*problems)
 
 
 def compose_steps(service: DesiredService) -> list[Step]:
     from executors.compose import resolve_step, rollout_step, verify_step
 
+    refuse_unisolated(service)
     return [
         Step("resolve-compose", resolve_step, read_only=True),
         Step("proxy-probe", probe_step, read_only=True),
@@ -35,6 +45,8 @@ def k3s_steps(service: DesiredService) -> list[Step]:
     from executors import k3s_apply
     from executors.pause_image import pause_image_step
 
+    refuse_unisolated(service)
+    environment_run = service is not None and service.environment is not None
     return [
         Step("k3s-preflight", k3s_apply.preflight_step, read_only=True),
         Step("proxy-probe", probe_step, read_only=True),
@@ -46,6 +58,7 @@ def k3s_steps(service: DesiredService) -> list[Step]:
         Step("k3s-import", k3s_apply.import_step),
         Step("k8s-apply", k3s_apply.apply_step),
         Step("k8s-rollout", k3s_apply.rollout_step),
-        Step("legacy-twin", k3s_apply.legacy_twin_step),
+        # a legacy direct-Docker twin is production's: never removed by an environment run
+        *([] if environment_run else [Step("legacy-twin", k3s_apply.legacy_twin_step)]),
         Step("verify", k3s_apply.verify_step),
     ]

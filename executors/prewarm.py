@@ -10,15 +10,12 @@ microservice. Per image: it must already be in the target's Docker (missing fail
 from __future__ import annotations
 
 import logging
-import posixpath
-import re
-import secrets
 
 from executors.base import Executor, Step, register
-from executors.k3s_apply import QuietContext, _fail, ctr_argv, k3s_node, preflight_step
-from executors.source import run_checked
+from executors.containerd import checked_image, import_image, require_listed
+from executors.containerd import containerd_name  # noqa: F401  (callers name it here)
+from executors.k3s_apply import _fail, k3s_node, preflight_step
 from unidesk_tui.errors import ErrorCode, UnideskError
-from unidesk_tui.identifiers import is_image_ref
 
 log = logging.getLogger(__name__)
 
@@ -27,26 +24,14 @@ TASK_ID = "dev-foundation-images"  # the job's one item (and its lock name)
 FOUNDATION_IMAGES: tuple[str, ...] = ("postgres:16-alpine", "rancher/mirrored-library-busybox:1.36.1")
 SAVE_TIMEOUT = 900.0
 
-
-def containerd_name(image: str) -> str:
-    """The name `ctr images import` gives a `docker save`d image (Docker's normalization)."""
-    first = image.split("/", 1)[0]
-    if "/" in image and ("." in first or ":" in first or first == "localhost"):
-        return image
-    return f"docker.io/{image}" if "/" in image else f"docker.io/library/{image}"
-
-
-def _image(image: str) -> str:
-    if not is_image_ref(image) or image.startswith("-"):
-        raise UnideskError.of(ErrorCode.INVALID_VALUE, f"refusing image reference {image!r}")
-    return image
+_image = checked_image
 
 
 def present_step(image: str):
     async def run(ctx) -> None:
         """The image must already be in the target's Docker: this command imports, never pulls."""
         session = await ctx.session()
-        res = await session.run(["docker", "image", "inspect", "--format", "{{.Id}}", _image(image)], timeout=60)
+        res = await session.run(["docker", "image", "inspect", "--format", "{{.Id}}", "--", _image(image)], timeout=60)
         if not res.ok:
             if "No such image" in res.stderr or "no such image" in res.stderr.lower():
                 raise _fail(ctx, ErrorCode.IMAGE_NOT_FOUND, f"foundation image {image} is not in {ctx.target.id}'s Docker; load or pull it there first (prewarm-images only imports)")
@@ -59,19 +44,8 @@ def present_step(image: str):
 def import_step(image: str):
     async def run(ctx) -> None:
         """`docker save -o <tmp>` then `ctr images import <tmp>` (no pipes), the tmp file removed after."""
-        node = k3s_node(ctx)
-        session = await ctx.session()
-        folder = posixpath.join(ctx.target.workDir, "images")
-        slug = re.sub(r"[^A-Za-z0-9._-]", "-", _image(image))
-        tar = posixpath.join(folder, f"prewarm-{slug}-{secrets.token_hex(4)}.tar")
-        await run_checked(session, ctx, ["mkdir", "-p", "--", folder], ErrorCode.ROLLOUT_FAILED, "creating the image folder")
-        try:
-            await run_checked(session, ctx, ["docker", "save", "-o", tar, image], ErrorCode.ROLLOUT_FAILED, f"docker save {image}", timeout=SAVE_TIMEOUT)
-            ctx.emit(f"prewarm_saved={image} file={tar}")
-            await run_checked(session, ctx, ctr_argv(node, "images", "import", tar), ErrorCode.ROLLOUT_FAILED, f"ctr images import {image}", timeout=SAVE_TIMEOUT)
-        finally:
-            removed = await session.run(["rm", "-f", "--", tar], timeout=60)
-            ctx.emit(f"prewarm_tmp_removed={tar}" if removed.ok else f"prewarm_tmp_left={tar}: {removed.tail(200)}", "stdout" if removed.ok else "stderr")
+        full = await import_image(ctx, k3s_node(ctx), _image(image), prefix="prewarm", timeout=SAVE_TIMEOUT)
+        ctx.emit(f"prewarm_imported={full}")
 
     return run
 
@@ -80,11 +54,7 @@ def verify_step(image: str):
     async def run(ctx) -> None:
         """containerd lists the image under the name k3s will look it up by."""
         node = k3s_node(ctx)
-        session = await ctx.session()
-        listed = await run_checked(session, QuietContext(ctx), ctr_argv(node, "images", "ls", "-q"), ErrorCode.ROLLOUT_FAILED, "listing containerd images")
-        full = containerd_name(image)
-        if full not in listed.stdout.split():
-            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"{full} is not in containerd after the import")
+        full = await require_listed(ctx, node, image)
         ctx.emit(f"k3s_image_present={full} containerd={node.containerdSocket} namespace={node.containerdNamespace}")
 
     return run

@@ -1,8 +1,9 @@
 """Live verification: the job succeeds only when the runtime proves the requested commit.
 
-Docker services: the running container's image labels, its UNIDESK_DEPLOY_* env and, where the
-service exposes `deploy.commit`, health through the microservice proxy. A healthy old version
-fails with `verification_failed`.
+Docker services: the running container's image labels, its UNIDESK_DEPLOY_* env and health through
+the microservice proxy (always healthy; showing the commit where the service exposes
+`deploy.commit`). A healthy old version fails with `verification_failed`. `poll` is the one
+verification loop every executor uses.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from executors.base import Verification
 from executors.docker_probe import ComposeRef, container_facts
-from executors.health import read_health
+from executors.health import health_problems, read_health
 from executors.stamp import ENV_COMMIT, ENV_REPO, ENV_REQUESTED, ENV_SERVICE, LABEL_COMMIT, LABEL_REPO, LABEL_SERVICE
 from unidesk_tui.errors import ErrorCode, UnideskError
 
@@ -47,8 +49,7 @@ def check_docker(service, facts, reading, health_expected: bool) -> Verification
             problems.append(f"{name} is {got or 'absent'}, expected {expected}")
     if health_expected:
         layers["health"] = reading.commit
-        if reading.commit != want:
-            problems.append(f"health deploy.commit is {reading.commit or 'absent'} ({reading.health}), expected {want}")
+    problems += health_problems(reading, want, health_expected)
     if problems:
         return Verification(False, layers, "; ".join(problems))
     return Verification(True, layers, f"running {want} on {', '.join(layers)}")
@@ -59,26 +60,35 @@ def settled(result: Verification) -> bool:
     return not result.ok and any(part.startswith(("image label", "env ")) for part in result.message.split("; "))
 
 
-async def verify_docker(ctx, ref: ComposeRef, health_url: str | None, health_expected: bool, *, timeout: float = VERIFY_TIMEOUT) -> Verification:
-    """Poll until every layer proves the commit or `timeout` passes; raise verification_failed."""
-    session = await ctx.session()
-    docker = await session.docker()
+async def poll(ctx, read: Callable[[], Awaitable[tuple[bool, bool, str]]], *, timeout: float = VERIFY_TIMEOUT) -> str:
+    """Call `read` -> (ok, settled, message) until ok; raise verification_failed when it is settled
+    (waiting cannot help) or `timeout` passes. Returns the proving message."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
+        ok, is_settled, message = await read()
+        if ok:
+            ctx.emit(f"verified: {message}")
+            return message
+        if is_settled or time.monotonic() >= deadline:
+            ctx.emit(f"verification_failed: {message}", "stderr")
+            raise UnideskError.of(ErrorCode.VERIFICATION_FAILED, f"{ctx.service.id}: live runtime does not prove {ctx.service.commit}: {message}", service=ctx.service.id)
+        if message != last:
+            ctx.emit(f"verification pending: {message}")
+            last = message
+        await asyncio.sleep(VERIFY_INTERVAL)
+
+
+async def verify_docker(ctx, ref: ComposeRef, health_url: str | None, health_expected: bool, *, timeout: float = VERIFY_TIMEOUT) -> None:
+    """Poll until every layer proves the commit or `timeout` passes; raise verification_failed."""
+    session = await ctx.session()
+    docker = await session.docker()
+
+    async def read() -> tuple[bool, bool, str]:
         facts, reading = await asyncio.gather(container_facts(docker, ref), read_health(health_url))
         result = check_docker(ctx.service, facts, reading, health_expected)
-        if result.ok:
-            ctx.emit(f"verified: {result.message}" + (f"; health {reading.health}" if reading.url else ""))
-            return result
-        if facts is not None and facts.running and settled(result):
-            # Labels and env are fixed when a container is created: waiting cannot change them.
-            ctx.emit(f"verification_failed: {result.message}", "stderr")
-            raise UnideskError.of(ErrorCode.VERIFICATION_FAILED, f"{ctx.service.id}: live runtime does not prove {ctx.service.commit}: {result.message}", service=ctx.service.id)
-        if result.message != last:
-            ctx.emit(f"verification pending: {result.message}")
-            last = result.message
-        if time.monotonic() >= deadline:
-            ctx.emit(f"verification_failed: {result.message}", "stderr")
-            raise UnideskError.of(ErrorCode.VERIFICATION_FAILED, f"{ctx.service.id}: live runtime does not prove {ctx.service.commit}: {result.message}", service=ctx.service.id)
-        await asyncio.sleep(VERIFY_INTERVAL)
+        # Labels and env are fixed when a container is created: waiting cannot change them.
+        fixed = facts is not None and facts.running and settled(result)
+        return result.ok, fixed, result.message + (f"; health {reading.health}" if result.ok and reading.url else "")
+
+    await poll(ctx, read, timeout=timeout)

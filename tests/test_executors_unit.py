@@ -218,7 +218,17 @@ class TestCheckDocker:
 
     def test_health_must_report_when_exposed(self):
         assert not check_docker(svc(), self.facts(), HealthReading("unhealthy", "u", 502), True).ok
-        assert check_docker(svc(), self.facts(), HealthReading("unhealthy", "u", 502), False).ok
+
+    def test_unhealthy_never_verifies(self):
+        """Even where health does not expose deploy.commit, an unhealthy service (502, or 500
+        {"status": "down"} with the right commit) fails verification."""
+        for commit_exposed in (False, True):
+            v = check_docker(svc(), self.facts(), HealthReading("unhealthy", "u", 502), commit_exposed)
+            assert not v.ok and "health is unhealthy (HTTP 502)" in v.message
+        down = HealthReading("unhealthy", "u", 500, {"status": "down", "deploy": {"commit": A}}, A)
+        assert not check_docker(svc(), self.facts(), down, True).ok
+        assert not check_docker(svc(), self.facts(), HealthReading("unknown", None, error="no microserviceProxy configured"), False).ok
+        assert check_docker(svc(), self.facts(), HealthReading("healthy", "u", 200, {}), False).ok
 
 
 def test_settled_failures_do_not_wait():
@@ -305,13 +315,19 @@ def test_check_k3s_layers():
         "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i", "env": [{"name": k, "value": v} for k, v in stamp.items()]}]}}},
         "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
     }
-    ok, settled, _ = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, A), True)
+    ok, settled, _ = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, A), True, "docker.io/library/i")
     assert ok and not settled
-    ok, settled, msg = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, B), True)
+    ok, settled, msg = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, B), True, "i")
     assert not ok and not settled and "health" in msg
     old = {**dep, "metadata": {**dep["metadata"], "annotations": {**stamp, "UNIDESK_DEPLOY_COMMIT": B}}}
-    ok, settled, _ = check_k3s(svc(), {"dc": old}, HealthReading("healthy", "u", 200, {}, B), True)
+    ok, settled, _ = check_k3s(svc(), {"dc": old}, HealthReading("healthy", "u", 200, {}, B), True, "i")
     assert not ok and settled
+    # health is read and must be healthy even where deploy.commit is not exposed
+    ok, settled, msg = check_k3s(svc(), {"dc": dep}, HealthReading("unhealthy", "u", 500, {"status": "down"}), False, "i")
+    assert not ok and not settled and "health is unhealthy" in msg
+    # our own stamps are not enough: the Deployment must run the imported image
+    ok, settled, msg = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, A), True, "i:new")
+    assert not ok and settled and "expected the imported image i:new" in msg
 
 
 async def test_silent_host_is_unreachable_within_the_connect_timeout(tmp_path):

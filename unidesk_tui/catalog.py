@@ -112,6 +112,8 @@ class EnvironmentProfile(_Model):
     target: TargetId
     database: Database
     applyEnabled: tuple[ServiceId, ...] = ()
+    # The environment's own microservice proxy: environment jobs read health only here.
+    microserviceProxy: dict[Literal["url"], ProxyUrl] | None = None
 
 
 class Repository(_Model):
@@ -151,9 +153,14 @@ class K8sObjects(_Model):
     services: tuple[ServiceId, ...] = ()
 
 
+class EnvironmentBuild(_Model):
+    image: ImageRef  # the environment's own tag (e.g. unidesk-code-queue:dev), never the production one
+
+
 class EnvironmentOverride(_Model):
     deployment: Deployment | None = None
     k8s: K8sObjects | None = None
+    build: EnvironmentBuild | None = None
 
 
 class Microservice(_Model):
@@ -196,6 +203,14 @@ class Microservice(_Model):
             return self.deployment, self.k8s
         return override.deployment or self.deployment, override.k8s or self.k8s
 
+    def image_for(self, env: str | None) -> str | None:
+        """The image built and run in a file-mode (None) or environment run (the base one when the
+        environment declares none: environment apply refuses that)."""
+        override = self.environments.get(env) if env else None
+        if override is not None and override.build is not None:
+            return override.build.image
+        return self.build.image if self.build else None
+
 
 class Catalog(_Model):
     """A validated config.json."""
@@ -230,11 +245,17 @@ class Catalog(_Model):
     def microservice(self, service_id: str) -> Microservice | None:
         return next((m for m in self.microservices if m.id == service_id), None)
 
-    def health_url(self, service_id: str) -> str | None:
-        """The health endpoint through the UniDesk microservice proxy, as the frontend uses it."""
-        if not self.microserviceProxy:
+    def health_url(self, service_id: str, env: str | None = None) -> str | None:
+        """The health endpoint through the UniDesk microservice proxy, as the frontend uses it: the
+        top-level proxy in file mode (None), only the environment's own proxy for an environment."""
+        if env:
+            profile = self.environments.get(env)
+            proxy = profile.microserviceProxy if profile else None
+        else:
+            proxy = self.microserviceProxy
+        if not proxy:
             return None
-        return f"{self.microserviceProxy['url'].rstrip('/')}/api/microservices/{service_id}/health"
+        return f"{proxy['url'].rstrip('/')}/api/microservices/{service_id}/health"
 
 
 def _pydantic_path(loc: tuple) -> str:

@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     CONFIG_INVALID = "config_invalid"
     CONFIG_NOT_FOUND = "config_not_found"
     ENVIRONMENT_MISMATCH = "environment_mismatch"
+    ENVIRONMENT_ISOLATION = "environment_isolation"
     ENV_REF_NOT_FOUND = "env_ref_not_found"
     WORKSPACE_INVALID = "workspace_invalid"
     UNKNOWN_SERVICE = "unknown_service"

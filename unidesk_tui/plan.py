@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from unidesk_tui.catalog import Catalog, K8sObjects, Microservice
+from unidesk_tui.catalog import Catalog, EnvironmentProfile, K8sObjects, Microservice
 from unidesk_tui.documents import LiveState, PlanItem
 from unidesk_tui.errors import ErrorCode, Problem
 from unidesk_tui.resolve import redact_url
@@ -27,10 +27,62 @@ class DesiredService:
     target: str | None = None
     k8s: K8sObjects | None = None
     commit: str | None = None  # full SHA, once resolved
+    environment: str | None = None  # the environment of an environment run; None in file mode
+    profile: EnvironmentProfile | None = None  # that environment's profile
 
     @property
     def supported(self) -> bool:
         return self.microservice is not None and self.microservice.is_source_built
+
+    @property
+    def image(self) -> str | None:
+        """The image this run builds and runs (the environment's own one in an environment run)."""
+        return self.microservice.image_for(self.environment) if self.microservice else None
+
+
+def desired_service(catalog: Catalog, ms: Microservice, service_id: str, repo: str, requested: str,
+                    environment: str | None, commit: str | None = None) -> DesiredService:
+    """A catalog entry as it is deployed in file mode (environment None) or in `environment`."""
+    deployment, k8s = ms.for_environment(environment)
+    profile = catalog.environments.get(environment) if environment else None
+    return DesiredService(service_id, repo, requested, ms, deployment.mode, deployment.target, k8s, commit, environment, profile)
+
+
+def isolation_problems(service: DesiredService) -> list[Problem]:
+    """Why an environment run of `service` could touch production (nothing in file mode).
+
+    It needs the service's own `environments.<env>` override, k3sctl-managed, whose k8s namespace
+    and target are the profile's, and an environment image distinct from every other run's image.
+    """
+    env, ms = service.environment, service.microservice
+    if env is None or ms is None:
+        return []
+    from executors.containerd import containerd_name  # one image-name normalization
+
+    where = f"config.json microservices[{service.id}].environments.{env}"
+    problems: list[str] = []
+    override = ms.environments.get(env)
+    profile = service.profile
+    if profile is None:
+        problems.append(f"config.json declares no environments.{env} profile")
+    if override is None:
+        problems.append(f"{where} is not declared: an {env} apply would run the production deployment")
+    else:
+        if service.mode != "k3sctl-managed":
+            problems.append(f"{where}: environment apply runs k3sctl-managed services only, not {service.mode}")
+        if override.k8s is None:
+            problems.append(f"{where}.k8s is not declared: an {env} apply would use the production objects")
+        elif profile is not None and override.k8s.namespace != profile.namespace:
+            problems.append(f"{where}.k8s.namespace is {override.k8s.namespace!r}, environments.{env}.namespace is {profile.namespace!r}")
+        if profile is not None and service.target != profile.target:
+            problems.append(f"{where}: deployment target {service.target!r} is not environments.{env}.target {profile.target!r}")
+        image = override.build.image if override.build else None
+        others = {ms.build.image if ms.build else None} | {o.build.image for e, o in ms.environments.items() if e != env and o.build}
+        if image is None:
+            problems.append(f"{where}.build.image is not declared: an {env} build would replace the production image")
+        elif containerd_name(image) in {containerd_name(o) for o in others if o}:
+            problems.append(f"{where}.build.image {image} is the image another environment runs")
+    return [Problem(ErrorCode.ENVIRONMENT_ISOLATION, f"{service.id}: {p}", service=service.id) for p in problems]
 
 
 def join(loaded: LoadedManifest, catalog: Catalog, only: list[str] | None = None) -> tuple[list[DesiredService], list[Problem], list[str]]:
@@ -52,10 +104,9 @@ def join(loaded: LoadedManifest, catalog: Catalog, only: list[str] | None = None
             problems.append(Problem(ErrorCode.UNKNOWN_SERVICE, f"{entry.id}: listed in deploy.json but missing from config.json microservices[]", service=entry.id))
             desired.append(DesiredService(entry.id, entry.repo, entry.commitId, None))
             continue
-        deployment, k8s = ms.for_environment(env)
         if ms.repository and ms.repository.url != entry.repo:
             warnings.append(f"{entry.id}: deploy.json repo {redact_url(entry.repo)} differs from config.json repository.url {redact_url(ms.repository.url)}; deploy.json wins")
-        desired.append(DesiredService(entry.id, entry.repo, entry.commitId, ms, deployment.mode, deployment.target, k8s))
+        desired.append(desired_service(catalog, ms, entry.id, entry.repo, entry.commitId, env))
     return desired, problems, warnings
 
 

@@ -22,7 +22,7 @@ from unidesk_tui import jobs, locks
 from unidesk_tui.catalog import Catalog, Target, parse_catalog
 from unidesk_tui.documents import ErrorItem, JobRecord, JobResult, PlanItem, StepRecord
 from unidesk_tui.errors import ErrorCode, UnideskError
-from unidesk_tui.plan import DesiredService
+from unidesk_tui.plan import DesiredService, desired_service
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,7 @@ def desired_from_plan(catalog: Catalog, item: PlanItem, environment: str | None)
     ms = catalog.microservice(item.id)
     if ms is None:
         raise UnideskError.of(ErrorCode.UNKNOWN_SERVICE, f"{item.id}: missing from the job's catalog snapshot", service=item.id)
-    deployment, k8s = ms.for_environment(environment)
-    return DesiredService(item.id, item.repo or "", item.requestedCommit or "", ms, deployment.mode, deployment.target, k8s, item.commit)
+    return desired_service(catalog, ms, item.id, item.repo or "", item.requestedCommit or "", environment, item.commit)
 
 
 class _Pool:

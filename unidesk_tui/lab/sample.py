@@ -32,7 +32,7 @@ ASSETS = Path(__file__).parent / "assets"
 BUSYBOX = Path("/bin/busybox")
 SAMPLE_REPO = "sample-service"
 WORKSPACE_REPO = "unidesk"
-CONTENT_VERSION = 4
+CONTENT_VERSION = 5
 HEALTH_PATH = "/cgi-bin/health"  # busybox httpd runs CGI only under /cgi-bin/
 _AUTHOR = "UniDesk Lab <lab@unidesk.invalid>"
 _BASE_TS = 1767600000  # 2026-01-05T08:00:00Z; commit i is dated a day after commit i-1
@@ -211,8 +211,13 @@ def config(lay: Layout, old: str) -> dict:
             m["compose"] = {"project": COMPOSE_PROJECT, "service": s["id"], "file": str(lay.compose_file(s["target"]))}
         else:
             m["k8s"] = {"manifest": "k3s/sample.k8s.yaml", "namespace": "unidesk", "deployments": [s["id"]], "services": [s["id"]]}
+            # the legacy direct-Docker twin a file-mode k3s rollout removes (only this project/service)
+            m["compose"] = {"project": COMPOSE_PROJECT, "service": f"{s['id']}-backend"}
             m["environments"] = {
-                "dev": {"k8s": {"manifest": "k3s/dev/sample-dev.k8s.yaml", "namespace": "unidesk-dev", "deployments": [f"{s['id']}-dev"], "services": [f"{s['id']}-dev"]}}
+                "dev": {
+                    "k8s": {"manifest": "k3s/dev/sample-dev.k8s.yaml", "namespace": "unidesk-dev", "deployments": [f"{s['id']}-dev"], "services": [f"{s['id']}-dev"]},
+                    "build": {"image": s["image"].rsplit(":", 1)[0] + ":dev"},
+                }
             }
         services.append(m)
     services.append({"id": IMAGE_ONLY["id"], "image": IMAGE_ONLY["image"], "deployment": {"mode": "unidesk-direct", "target": IMAGE_ONLY["target"]}})
@@ -225,6 +230,7 @@ def config(lay: Layout, old: str) -> dict:
                 "namespace": "unidesk-dev", "providerId": "D601-dev", "target": K3S_HOST,
                 "database": {"host": "postgres-dev.unidesk-dev.svc.cluster.local", "port": 5432, "name": "unidesk_dev"},
                 "applyEnabled": list(DEV_APPLY_ENABLED),
+                "microserviceProxy": {"url": lay.msproxy_url},
             },
             "prod": {
                 "namespace": "unidesk", "providerId": K3S_HOST, "target": K3S_HOST,
