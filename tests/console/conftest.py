@@ -75,7 +75,11 @@ def catalog(service_url: str, ports: dict[str, int], known_hosts: str) -> dict:
         "microservices": [
             {"id": "backend-core", "repository": {"url": service_url}, "build": build,
              "deployment": {"mode": "unidesk-direct", "target": "main-server"},
-             "compose": {"project": "unidesk", "service": "backend-core"}},
+             "compose": {"project": "unidesk", "service": "backend-core"},
+             # dev runs its own image in k3s on the dev namespace (an isolated environment apply)
+             "environments": {"dev": {"deployment": {"mode": "k3sctl-managed", "target": "D601"},
+                                      "k8s": {"manifest": "k3s/dev/core.k8s.yaml", "namespace": "unidesk-dev", "deployments": ["backend-core-dev"]},
+                                      "build": {"image": "unidesk-sample:dev"}}}},
             {"id": "frontend", "repository": {"url": service_url}, "build": build,
              "deployment": {"mode": "unidesk-direct", "target": "main-server"},
              "compose": {"project": "unidesk", "service": "frontend"}},
