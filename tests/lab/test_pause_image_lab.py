@@ -19,7 +19,7 @@ from helpers_live import cli, kube_snapshot, kube_request, service, ssh, write_m
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 D601 = "D601"
-SID = "code-queue"
+SID = "decision-center"  # test_pipeline adapts to its live commit and expects code-queue untouched
 CHANNEL = "provider-gateway-ws-egress:http://127.0.0.1:18789"
 
 
@@ -45,6 +45,18 @@ def run_apply(lab, state: Path, manifest: Path, workspace: Path | None = None):
     return rc, doc, events, {s["name"]: s for s in doc["job"]["steps"] if s["service"] == SID}
 
 
+def forget(lab, ref: str) -> None:
+    """Remove `ref` from containerd with its manifest, config and layer blobs (GC may keep them)."""
+    listing = ctr(lab, "images", "ls").stdout.decode().splitlines()[1:]
+    digests = [cols[2] for cols in (line.split() for line in listing) if cols and cols[0] == ref]
+    for digest in list(digests):
+        manifest = json.loads(ctr(lab, "content", "get", digest).stdout)
+        digests += [manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]]
+    ctr(lab, "images", "rm", ref, check=False)
+    if digests:
+        ctr(lab, "content", "rm", *digests, check=False)
+
+
 def other_commit(lab) -> str:
     """A commit carrying the k3s manifest that the live Deployment does not run (so apply deploys)."""
     ns, name = service(lab, SID)["k8s"]["namespace"], service(lab, SID)["k8s"]["deployments"][0]
@@ -57,7 +69,7 @@ def other_commit(lab) -> str:
 def test_pause_image_is_pulled_through_the_egress_proxy_and_runs_pause(lab, tmp_path):
     ref = node(lab)["pauseImage"]
     assert ref.endswith("/rancher/mirrored-pause:3.6") and node(lab)["registryPlainHttp"] is True
-    ctr(lab, "images", "rm", ref, check=False)  # absent: this apply must fetch it
+    forget(lab, ref)  # absent, blobs included: this apply must fetch all of it
     assert ref not in images(lab)
     # D601 has no route to the registry: a direct pull fails
     direct = ctr(lab, "images", "pull", "--plain-http", ref, check=False)
@@ -103,7 +115,7 @@ def test_sleep_based_pause_image_fails_the_job_and_applies_nothing(lab, tmp_path
     next(t for t in cfg["targets"] if t["id"] == D601)["k3s"]["pauseImage"] = fake
     (ws / "config.json").write_text(json.dumps(cfg))
     manifest = write_manifest(ws / "deploy.json", lab["content"]["sampleRepo"], {SID: other_commit(lab)})
-    ctr(lab, "images", "rm", fake, check=False)
+    forget(lab, fake)
     kube_before, images_before = kube_snapshot(lab), sorted(images(lab))
     rc, doc, events, steps = run_apply(lab, tmp_path / "state", manifest, workspace=ws)
     assert rc != 0 and doc["job"]["status"] == "failed", doc
