@@ -3,13 +3,16 @@
 Provider targets reach the outside only through their node-local provider-gateway egress proxy;
 main-server targets go direct unless the service requires a proxy. The proxy is passed to one
 command at a time (an `env` prefix) and to the build as matching `--build-arg`s; nothing
-host-global changes. A failed probe fails the job: there is no fallback to direct network.
+host-global changes. A failed probe fails the job: there is no fallback to direct network. An
+HTTP(S) proxy carries only http(s) repositories, so a proxied fetch of an ssh/git/file URL (which
+would silently go direct) is refused.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from unidesk_tui.catalog import Target
 from unidesk_tui.errors import ErrorCode, UnideskError
@@ -60,11 +63,24 @@ def scope_for(target: Target, requires_proxy: bool) -> ProxyScope:
     return ProxyScope(target.egressProxy)
 
 
+def check_repo_for_scope(repo: str, scope: ProxyScope, target_id: str, service: str | None = None) -> None:
+    """Through a proxy only http(s) repositories: git would fetch anything else directly."""
+    if scope.direct:
+        return
+    scheme = urlsplit(repo).scheme.lower() if "://" in repo else ""
+    if scheme not in ("http", "https"):
+        raise UnideskError.of(
+            ErrorCode.PROXY_PROBE_FAILED,
+            f"{target_id}: repository {redact_url(repo)!r} is not http(s); the egress proxy cannot carry it and a direct fetch is refused",
+            service=service,
+        )
+
+
 def probe_argv(repo: str) -> list[str]:
     """Reach the repository host through the proxy: `git ls-remote` of HEAD only."""
     if not is_repo_url(repo):
         raise UnideskError.of(ErrorCode.INVALID_VALUE, f"refusing repository URL {redact_url(repo)!r}")
-    return ["git", "-c", "credential.interactive=never", "ls-remote", "--exit-code", repo, "HEAD"]
+    return ["git", "-c", "credential.interactive=never", "ls-remote", "--exit-code", "--", repo, "HEAD"]
 
 
 async def probe_step(ctx) -> None:
@@ -81,6 +97,11 @@ async def probe_step(ctx) -> None:
     if scope.direct:
         ctx.emit(f"target_build_proxy_probe=skipped (target {ctx.target.id} is the main server; service does not require a proxy)")
         return
+    try:
+        check_repo_for_scope(ctx.service.repo, scope, ctx.target.id, ctx.service.id)
+    except UnideskError:
+        ctx.emit("target_build_proxy_probe=failed", "stderr")
+        raise
     session = await ctx.session()
     res = await session.run(probe_argv(ctx.service.repo), env={**scope.env(), "GIT_TERMINAL_PROMPT": "0"}, timeout=PROBE_TIMEOUT)
     if not res.ok:

@@ -13,7 +13,7 @@ import posixpath
 import re
 import secrets
 
-from executors.proxy import ProxyScope
+from executors.proxy import ProxyScope, check_repo_for_scope
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_full_sha, is_repo_url, is_safe_path
 from unidesk_tui.resolve import redact_url
@@ -87,7 +87,14 @@ async def source_step(ctx) -> None:
     repo, commit, sid = ctx.service.repo, ctx.service.commit, ctx.service.id
     if not is_repo_url(repo) or not is_full_sha(commit or ""):
         raise UnideskError.of(ErrorCode.INVALID_VALUE, f"{sid}: refusing repository {redact_url(repo)!r} / commit {commit!r}", service=sid)
-    scope: ProxyScope = ctx.shared.get("proxy") or ProxyScope(None)
+    scope: ProxyScope | None = ctx.shared.get("proxy")
+    if scope is None:
+        ms = ctx.service.microservice
+        if ctx.target.role == "provider" or (ms and ms.build and ms.build.requiresProxy):
+            # Never silently direct: the proxy-probe step sets the scope, and it did not run.
+            raise UnideskError.of(ErrorCode.PROXY_PROBE_FAILED, f"{ctx.target.id}: no egress proxy scope for {sid} (the proxy probe did not run); refusing to fetch directly", service=sid)
+        scope = ProxyScope(None)
+    check_repo_for_scope(repo, scope, ctx.target.id, sid)
     work_dir = ctx.target.workDir
     session = await ctx.session()
     mirror = mirror_path(work_dir, repo)
@@ -101,11 +108,11 @@ async def source_step(ctx) -> None:
     if not probe.ok:
         await run_checked(session, ctx, locked(mirror, ["git", "init", "--bare", "--quiet", mirror]), ErrorCode.BUILD_FAILED, "creating the mirror")
     # Branches first (they make reachability visible), then the SHA itself if still absent.
-    fetch = ["git", "--git-dir", mirror, "-c", "credential.interactive=never", "fetch", "--quiet", "--prune", "--no-tags", repo, "+refs/heads/*:refs/heads/*"]
+    fetch = ["git", "--git-dir", mirror, "-c", "credential.interactive=never", "fetch", "--quiet", "--prune", "--no-tags", "--", repo, "+refs/heads/*:refs/heads/*"]
     await run_checked(session, ctx, locked(mirror, fetch), ErrorCode.REPO_UNREACHABLE, f"fetching {redact_url(repo)}", env=git_env, timeout=FETCH_TIMEOUT)
     have = await session.run(["git", "--git-dir", mirror, "cat-file", "-e", f"{commit}^{{commit}}"], timeout=30)
     if not have.ok:
-        fetch_sha = ["git", "--git-dir", mirror, "-c", "credential.interactive=never", "fetch", "--quiet", "--no-tags", repo, commit]
+        fetch_sha = ["git", "--git-dir", mirror, "-c", "credential.interactive=never", "fetch", "--quiet", "--no-tags", "--", repo, commit]
         await run_checked(session, ctx, locked(mirror, fetch_sha), ErrorCode.COMMIT_NOT_FOUND, f"fetching commit {commit}", env=git_env, timeout=FETCH_TIMEOUT)
     resolved = await run_checked(session, ctx, ["git", "--git-dir", mirror, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"], ErrorCode.COMMIT_NOT_FOUND, f"resolving {commit}")
     full = resolved.stdout.strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 
 import pytest
@@ -11,14 +12,14 @@ from executors.compose import ComposeTarget, compose_identity, image_from_config
 from executors.docker_probe import ContainerFacts
 from executors.health import HealthReading, classify
 from executors.k3s import deployment_facts, rollout_status
-from executors.proxy import ProxyScope, probe_argv, scope_for
-from executors.source import context_path, is_context_path, mirror_path
+from executors.proxy import ProxyScope, check_repo_for_scope, probe_argv, scope_for
+from executors.source import context_path, is_context_path, mirror_path, source_step
 from executors.stamp import Layer, derive_state, health_commit, parse_env
 from executors.verify import check_docker
 from unidesk_tui.catalog import Microservice, Target
 from unidesk_tui.errors import UnideskError
 from unidesk_tui.plan import DesiredService
-from unidesk_tui.targets import command_line
+from unidesk_tui.targets import RunResult, command_line
 
 A = "a" * 40
 B = "b" * 40
@@ -134,6 +135,80 @@ class TestProxy:
 
     def test_credentials_redacted(self):
         assert "secret" not in ProxyScope("http://user:secret@127.0.0.1:1").describe()
+
+    def test_probe_puts_the_repository_after_dashdash(self):
+        argv = probe_argv(REPO)
+        assert argv[-3:] == ["--", REPO, "HEAD"] and argv.index("--") > argv.index("ls-remote")
+
+    @pytest.mark.parametrize("repo", ["ssh://git@github.com/o/r.git", "git@github.com:o/r.git", "git://github.com/o/r.git", "file:///srv/r.git"])
+    def test_proxied_scope_refuses_repositories_the_proxy_cannot_carry(self, repo):
+        with pytest.raises(UnideskError) as exc:
+            check_repo_for_scope(repo, ProxyScope("http://127.0.0.1:18789"), "D518")
+        assert exc.value.problems[0].code == "proxy_probe_failed" and "not http(s)" in exc.value.problems[0].message
+        check_repo_for_scope(repo, ProxyScope(None), "main-server")  # direct: any scheme git can fetch
+
+    @pytest.mark.parametrize("repo", [REPO, "https://github.com/o/r.git", "HTTPS://github.com/o/r.git"])
+    def test_proxied_scope_allows_http_repositories(self, repo):
+        check_repo_for_scope(repo, ProxyScope("http://127.0.0.1:18789"), "D518")
+
+
+class FakeSession:
+    """Records the remote commands source_step runs; every command succeeds."""
+
+    def __init__(self, commit: str) -> None:
+        self.commit = commit
+        self.argvs: list[list[str]] = []
+
+    async def run(self, argv, *, env=None, timeout=None, on_line=None, input=None):
+        self.argvs.append(list(argv))
+        out = self.commit + "\n" if "rev-parse" in argv and "--verify" in argv else ""
+        rc = 1 if "cat-file" in argv else 0  # the commit is not in the mirror yet: fetch it by SHA too
+        return RunResult(tuple(argv), rc, out, "")
+
+
+class FakeContext:
+    def __init__(self, tgt: Target, repo: str = REPO, shared: dict | None = None) -> None:
+        self.service = dataclasses.replace(svc(), repo=repo)
+        self.target, self.shared, self.lines = tgt, dict(shared or {}), []
+        self.fake = FakeSession(A)
+        self.sessions = 0
+
+    def emit(self, text, stream="stdout"):
+        self.lines.append(text)
+
+    async def session(self):
+        self.sessions += 1
+        return self.fake
+
+
+class TestSourceStep:
+    async def test_a_provider_without_a_proxy_scope_never_fetches_directly(self):
+        ctx = FakeContext(target())
+        with pytest.raises(UnideskError) as exc:
+            await source_step(ctx)
+        assert exc.value.problems[0].code == "proxy_probe_failed" and ctx.sessions == 0
+
+    async def test_a_proxied_ssh_repository_is_refused_before_any_command(self):
+        ctx = FakeContext(target(), repo="ssh://git@github.com/o/r.git", shared={"proxy": ProxyScope("http://127.0.0.1:18789")})
+        with pytest.raises(UnideskError) as exc:
+            await source_step(ctx)
+        assert exc.value.problems[0].code == "proxy_probe_failed" and ctx.sessions == 0
+
+    async def test_fetches_put_the_repository_after_dashdash_and_use_the_proxy(self):
+        ctx = FakeContext(target(), shared={"proxy": ProxyScope("http://127.0.0.1:18789")})
+        await source_step(ctx)
+        fetches = [a for a in ctx.fake.argvs if "fetch" in a]
+        assert len(fetches) == 2
+        for argv in fetches:
+            i = argv.index("--")
+            assert argv.index("fetch") < i and argv[i + 1] == REPO
+        assert fetches[0][-1] == "+refs/heads/*:refs/heads/*" and fetches[1][-1] == A
+        assert "target_source_proxy=provider-gateway-ws-egress:http://127.0.0.1:18789" in ctx.lines
+
+    async def test_the_main_server_without_a_scope_goes_direct(self):
+        ctx = FakeContext(target("main", None))
+        await source_step(ctx)
+        assert "target_source_proxy=direct" in ctx.lines
 
 
 class TestSourcePaths:
@@ -353,9 +428,10 @@ async def test_silent_host_is_unreachable_within_the_connect_timeout(tmp_path):
     pool = TargetPool(catalog, connect_timeout=0.5)
     try:
         with pytest.raises(UnideskError) as exc:
-            await asyncio.wait_for(pool.session("silent"), 10)  # guard only; the pool gives up at 0.5 s
+            await pool.session("silent")
         assert exc.value.problems[0].code == "target_unreachable"
-        assert "silent" in exc.value.problems[0].message
+        # The pool's own connect timeout ended it (not the server, not a guard around the test).
+        assert "silent" in exc.value.problems[0].message and "no answer within 0.5 s" in exc.value.problems[0].message
     finally:
         await pool.close()
         for w in held:
@@ -388,3 +464,75 @@ async def test_unknown_host_key_is_refused(tmp_path):
     finally:
         await pool.close()
         server.close()
+
+
+async def test_missing_known_hosts_is_refused_without_connecting(tmp_path):
+    """No known_hosts file, no connection: host keys are never left unverified."""
+    import asyncio
+
+    from unidesk_tui.catalog import Catalog
+    from unidesk_tui.targets import TargetPool
+
+    accepted = []
+
+    async def count(reader, writer):
+        accepted.append(writer)
+        writer.close()
+
+    server = await asyncio.start_server(count, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    missing = tmp_path / "no" / "known_hosts"
+    catalog = Catalog.model_validate({
+        "targets": [{"id": "nokeys", "role": "provider", "ssh": {"host": "127.0.0.1", "port": port, "knownHosts": str(missing)}}],
+        "microservices": [],
+    })
+    pool = TargetPool(catalog, connect_timeout=5)
+    try:
+        with pytest.raises(UnideskError) as exc:
+            await pool.session("nokeys")
+        problem = exc.value.problems[0]
+        assert problem.code == "target_unreachable" and str(missing) in problem.message and "known_hosts" in problem.message
+        assert accepted == []
+    finally:
+        await pool.close()
+        server.close()
+
+
+def test_known_hosts_defaults_to_the_users_file():
+    from unidesk_tui.targets import known_hosts_path
+
+    assert known_hosts_path(target()).endswith("/.ssh/known_hosts") and not known_hosts_path(target()).startswith("~")
+    explicit = Target.model_validate({"id": "D518", "role": "provider", "ssh": {"host": "10.0.0.4", "knownHosts": "/etc/kh"}})
+    assert known_hosts_path(explicit) == "/etc/kh"
+
+
+class TestNodeKubeconfig:
+    def kubeconfig(self, **user) -> dict:
+        return {"apiVersion": "v1", "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "default", "user": user}], "contexts": [{"name": "c", "context": {"cluster": "c", "user": "default"}}],
+                "current-context": "c"}
+
+    def test_inline_credentials_pass(self):
+        from unidesk_tui.targets import check_node_kubeconfig
+
+        check_node_kubeconfig(self.kubeconfig(**{"client-certificate-data": "eA==", "client-key-data": "eA=="}), "D601")
+        check_node_kubeconfig({"apiVersion": "v1", "clusters": [], "users": None}, "D601")
+
+    @pytest.mark.parametrize("user", [
+        {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh", "args": ["-c", "id"]}},
+        {"auth-provider": {"name": "gcp", "config": {"cmd-path": "/bin/sh"}}},
+        {"tokenFile": "/root/.ssh/id_ed25519"},
+    ])
+    def test_exec_auth_provider_and_token_file_are_refused(self, user):
+        from unidesk_tui.targets import check_node_kubeconfig
+
+        with pytest.raises(UnideskError) as exc:
+            check_node_kubeconfig(self.kubeconfig(**user), "D601")
+        assert exc.value.problems[0].code == "probe_failed" and next(iter(user)) in exc.value.problems[0].message
+
+    @pytest.mark.parametrize("doc", ["text", [], {"users": "x"}, {"users": ["x"]}])
+    def test_malformed_is_refused(self, doc):
+        from unidesk_tui.targets import check_node_kubeconfig
+
+        with pytest.raises(UnideskError):
+            check_node_kubeconfig(doc, "D601")

@@ -9,14 +9,16 @@ A `TargetSession` gives the probes and the job worker three ways onto a target:
 - `kube()`: a kubernetes-asyncio ApiClient over an SSH-forwarded port to the node's API server,
   configured from the kubeconfig read *from the node* at targets[].k3s.kubeconfig.
 
-Host keys are always verified against ssh.knownHosts (or the user's default known_hosts files);
-connecting is bounded by `connect_timeout` so one dead host never stalls the others.
+Host keys are always verified against one known_hosts file (ssh.knownHosts, else
+~/.ssh/known_hosts) and no ssh_config is read, so nothing outside the catalog can turn checking
+off; connecting is bounded by `connect_timeout` so one dead host never stalls the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -72,6 +74,31 @@ def command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> s
 
 def unreachable(target: Target, why: str) -> UnideskError:
     return UnideskError.of(ErrorCode.TARGET_UNREACHABLE, f"target {target.id} ({target.ssh.host}:{target.ssh.port}) unreachable: {why}")
+
+
+def known_hosts_path(target: Target) -> str:
+    """The one known_hosts file the target's host key is checked against."""
+    return target.ssh.knownHosts or os.path.expanduser("~/.ssh/known_hosts")
+
+
+# Kubeconfig user fields that make the client run a program or read a local file for credentials:
+# a node's kubeconfig must not be able to do either on the controller.
+KUBECONFIG_REFUSED_USER_FIELDS = ("exec", "auth-provider", "tokenFile")
+
+
+def check_node_kubeconfig(doc: Any, target_id: str) -> None:
+    """Refuse a kubeconfig read from a node whose users carry exec/auth-provider/tokenFile."""
+    users = doc.get("users") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or not isinstance(users, list | None):
+        raise UnideskError.of(ErrorCode.PROBE_FAILED, f"{target_id}: the node's kubeconfig is not a kubeconfig mapping")
+    for entry in users or []:
+        user = entry.get("user") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not isinstance(user, dict | None):
+            raise UnideskError.of(ErrorCode.PROBE_FAILED, f"{target_id}: the node's kubeconfig has a malformed users entry")
+        refused = [f for f in KUBECONFIG_REFUSED_USER_FIELDS if f in (user or {})]
+        if refused:
+            name = entry.get("name") if isinstance(entry.get("name"), str) else "?"
+            raise UnideskError.of(ErrorCode.PROBE_FAILED, f"{target_id}: refusing the node's kubeconfig: user {name[:64]!r} uses {', '.join(refused)} (would run or read on the controller)")
 
 
 class TargetSession:
@@ -173,6 +200,7 @@ class TargetSession:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise UnideskError.of(ErrorCode.PROBE_FAILED, f"{self.target.id}: kubeconfig is not YAML: {exc}") from None
+        check_node_kubeconfig(doc, self.target.id)
         cfg = type.__call__(Configuration)
         tmp = tempfile.TemporaryDirectory(prefix="unidesk-kube-")
         self._tmpdirs.append(tmp)
@@ -223,11 +251,16 @@ class TargetPool:
 
     async def _connect(self, target: Target) -> TargetSession:
         ssh = target.ssh
+        known_hosts = known_hosts_path(target)
+        if not os.path.isfile(known_hosts):
+            raise unreachable(target, f"known_hosts file {known_hosts} is missing; refusing to connect without verifying the host key")
         options: dict[str, Any] = {
             "port": ssh.port,
             "username": ssh.user,
-            # Host keys are always verified: the configured file, else the default known_hosts.
-            "known_hosts": ssh.knownHosts if ssh.knownHosts else (),
+            # Host keys are always verified against this one file; no ssh_config may override that
+            # (a `UserKnownHostsFile none` there would otherwise turn checking off).
+            "known_hosts": known_hosts,
+            "config": None,
             "connect_timeout": self.connect_timeout,
             "agent_path": None,
             "keepalive_interval": 15,
