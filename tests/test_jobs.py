@@ -15,7 +15,7 @@ import pytest
 from unidesk_tui import jobs, locks
 from unidesk_tui.documents import FileSourceDoc, JobRecord, StepRecord
 from unidesk_tui.errors import ErrorCode, UnideskError
-from unidesk_tui.redact import Redactor, redact, secret_env_values
+from unidesk_tui.redact import Redactor, redact, redact_url, secret_env_values
 
 
 def record(job_id: str | None = None, **kw) -> JobRecord:
@@ -194,6 +194,8 @@ def test_tail_of_a_job_without_events_and_of_no_job(tmp_path):
 
 @pytest.mark.parametrize("text, secret", [
     ("git fetch https://user:hunter22@github.com/o/r.git", "hunter22"),
+    ("git fetch https://u:p@ss@github.com/o/r.git", "ss@"),
+    ("proxy http://a@b:c@d@10.0.0.1:3128 down", "c@d"),
     ("HTTPS_PROXY=http://proxyuser:pr0xy@10.0.0.1:3128", "pr0xy"),
     ("Authorization: Bearer eyJhbGciOi.abc", "eyJhbGciOi.abc"),
     ("Proxy-Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
@@ -214,6 +216,21 @@ def test_redaction_patterns(text, secret):
 ])
 def test_redaction_keeps_ordinary_output(text):
     assert redact(text) == text
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://u:p@ss@host/x", "https://***@host/x"),
+    ("https://tok@host", "https://***@host"),
+    ("ssh://git@host:22/o/r.git", "ssh://***@host:22/o/r.git"),
+    ("https://host/path@v1?q=a@b#f@g", "https://host/path@v1?q=a@b#f@g"),
+    ("'http://x:y@z@h:1' and http://h2/", "'http://***@h:1' and http://h2/"),
+    ("http://127.0.0.1:18789", "http://127.0.0.1:18789"),
+])
+def test_redact_url_masks_userinfo_up_to_the_last_at(url, shown):
+    from unidesk_tui.resolve import redact_url as resolve_redact_url
+
+    assert redact_url(url) == shown and redact(url) == shown
+    assert resolve_redact_url is redact_url  # one implementation
 
 
 def test_literal_secrets_and_secret_env_values():

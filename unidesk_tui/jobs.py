@@ -36,7 +36,6 @@ JOB_FILE = "job.json"
 EVENTS_FILE = "events.jsonl"
 CATALOG_FILE = "catalog.json"
 STDERR_FILE = "worker.stderr"
-# Result codes of jobs that did not end by a step's own error. (Kept here until errors.py has them.)
 MAX_EVENT_TEXT = 64 * 1024
 MAX_READ_BYTES = 4 * 1024 * 1024
 HOST = socket.gethostname()

@@ -16,9 +16,11 @@ MASK = "***"
 # name=value / name: value where the name says "secret". Covers env dumps, build-arg echoes,
 # `--build-arg NPM_TOKEN=...`, JSON-ish `"password": "..."` and query strings.
 SECRET_NAME = r"[A-Za-z0-9_.-]*(?:passw(?:or)?d|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential)[A-Za-z0-9_.-]*"
+# scheme://user:pass@host and scheme://token@host: the userinfo runs to the LAST '@' of the
+# authority (a password may itself contain '@'), which ends at '/', '?', '#' or whitespace.
+URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # scheme://user:pass@host and scheme://token@host
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s:]*(?::[^/@\s]*)?@"), r"\1" + MASK + "@"),
+    (URL_USERINFO, r"\1" + MASK + "@"),
     # Authorization / Proxy-Authorization headers, any scheme
     (re.compile(r"(?i)\b((?:proxy-)?authorization\s*[:=]\s*)(?:(basic|bearer|token|digest)\s+)?\S+"), lambda m: m.group(1) + (m.group(2) + " " if m.group(2) else "") + MASK),
     # "name": "value" (JSON)
@@ -57,6 +59,11 @@ class Redactor:
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Redact one text with the patterns and the given literal secrets."""
     return Redactor(secrets)(text)
+
+
+def redact_url(text: str) -> str:
+    """Mask URL userinfo (tokens, passwords) in a URL or a text that contains URLs."""
+    return URL_USERINFO.sub(r"\1" + MASK + "@", text)
 
 
 def secret_env_values(environ: dict[str, str] | None = None) -> list[str]:

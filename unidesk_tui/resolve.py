@@ -14,7 +14,6 @@ import bisect
 import hashlib
 import logging
 import os
-import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import git
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.files import atomic_write, flocked
 from unidesk_tui.identifiers import is_commit_id, is_repo_url
+from unidesk_tui.redact import redact_url  # re-exported: callers import it from here
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,6 @@ FETCH_TIMEOUT_S = 120
 # Never prompt, never follow the user's credential helpers into a hang.
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "SSH_ASKPASS": "/bin/true", "GIT_SSH_COMMAND": "ssh -oBatchMode=yes"}
 _CACHE_NAME = "unidesk-reachable"
-
-
-def redact_url(url: str) -> str:
-    """Drop userinfo (tokens, passwords) from a URL before it reaches a message or log."""
-    return re.sub(r"(://)[^/@\s]+@", r"\1***@", url)
 
 
 def mirror_dir(state_dir: Path, url: str) -> Path:
