@@ -2,17 +2,20 @@
 
 The engine under test (apply, locks, the detached worker, the job store) is the real one; only the
 work the steps do is scripted. `behaviour.json` in the runtime dir picks per-step behaviour:
-{"build": "fail" | "silent" | "sleep" | "secret" | "session", "rollout": "stale"}.
-The worker process imports this module through UNIDESK_EXECUTOR_PLUGINS.
+{"build": "fail" | "silent" | "sleep" | "secret" | "secret-fail" | "session" | "import-planted", "rollout": "stale"}.
+The product has no plugin hook: the worker process imports this module and calls install() at start, from
+a `sitecustomize.py` the test puts on its PYTHONPATH (`worker_boot`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 from pathlib import Path
 
+import executors.registry  # noqa: F401  (the built-ins first, so install() replaces them)
 from executors.base import Executor, Step, register
 from unidesk_tui.documents import LiveState
 from unidesk_tui.errors import ErrorCode, UnideskError
@@ -20,6 +23,7 @@ from unidesk_tui.reconcile import Observation
 
 RUNTIME_ENV = "UNIDESK_TEST_RUNTIME"
 MODES = ("unidesk-direct", "internal-sidecar", "k3sctl-managed")
+PLANTED_MODULE = "unidesk_planted_probe"
 
 
 def runtime() -> Path:
@@ -48,11 +52,20 @@ async def build(ctx) -> None:
     if how == "fail":
         ctx.emit("step 3/4 RUN make: exit status 2", "stderr")
         raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{ctx.service.id}: docker build exited 2", service=ctx.service.id)
-    if how == "secret":
-        ctx.emit(f"using NPM_TOKEN={os.environ.get('NPM_TOKEN', '')} and {os.environ.get('LAB_PLAIN_SECRET', '')}")
-        ctx.emit(f"cloning http://builder:{os.environ.get('NPM_TOKEN', '')}@git.lab/sample.git")
+    if how in ("secret", "secret-fail"):
+        token = os.environ.get("NPM_TOKEN", "")
+        ctx.emit(f"using NPM_TOKEN={token} and {os.environ.get('LAB_PLAIN_SECRET', '')}")
+        ctx.emit(f"cloning http://builder:{token}@git.lab/sample.git")
+        if how == "secret-fail":  # the secret also reaches the step's error, hence job.json and the apply JSON
+            raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{ctx.service.id}: clone of http://builder:p@{token}@git.lab/sample.git with {token} failed", service=ctx.service.id)
     if how == "session":
         await ctx.session()
+    if how == "import-planted":  # what a late import in the worker would find: only a planted module has this name
+        try:
+            importlib.import_module(PLANTED_MODULE)
+            ctx.emit(f"{PLANTED_MODULE} imported")
+        except ImportError:
+            ctx.emit(f"{PLANTED_MODULE} not importable")
     if how == "sleep":
         (runtime() / f"{ctx.service.id}.building").write_text(str(os.getpid()))
         await asyncio.sleep(600)
@@ -95,9 +108,14 @@ def read_live(catalog, desired) -> dict[str, Observation]:
     return {d.id: observe(d) for d in desired}
 
 
+def worker_boot(directory: Path) -> Path:
+    """A directory whose sitecustomize.py loads this workload into every Python started with it
+    on PYTHONPATH (the detached worker)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sitecustomize.py").write_text(f"import {__name__}\n{__name__}.install()\n")
+    return directory
+
+
 def install() -> None:
     for mode in MODES:
         register(type(f"FileWorkload_{mode.replace('-', '_')}", (FileWorkload,), {"mode": mode}))
-
-
-install()

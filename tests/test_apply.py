@@ -15,11 +15,12 @@ import executors.base as base
 from tests import apply_workload
 from tests.conftest import git
 from unidesk_tui import jobs, locks
-from unidesk_tui.apply import apply, wait_job
+from unidesk_tui.apply import apply, launch, wait_job
 from unidesk_tui.cli import main as cli_main
-from unidesk_tui.errors import ErrorCode, ExitCode
+from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError
 from unidesk_tui.jobs_cli import finish_apply
-from unidesk_tui.worker import PLUGINS_ENV, load_executor_plugins
+from unidesk_tui.worker import load_executors
+from unidesk_tui.worker import main as worker_main
 from unidesk_tui.workspace import Workspace
 
 
@@ -29,8 +30,9 @@ def workload(tmp_path, monkeypatch):
     rt = tmp_path / "runtime"
     rt.mkdir()
     monkeypatch.setenv(apply_workload.RUNTIME_ENV, str(rt))
-    monkeypatch.setenv(PLUGINS_ENV, "tests.apply_workload")
-    load_executor_plugins()
+    boot = apply_workload.worker_boot(tmp_path / "worker-boot")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(boot), os.environ.get("PYTHONPATH")])))
+    load_executors()
     saved = dict(base._REGISTRY)
     apply_workload.install()
     yield rt
@@ -116,6 +118,20 @@ def test_second_apply_of_the_same_commit_is_a_skipped_noop_and_force_redeploys(w
     assert (workload / "backend-core.image").exists()
 
 
+def test_modules_planted_in_the_workspace_or_state_dir_are_not_imported_by_the_worker(ws, workload):
+    marker = workload / "planted-imported"
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    planted = f"open({str(marker)!r}, 'a').write(__file__ + '\\n')\n"
+    for where in (ws.root, ws.state_dir):  # the workspace, and the worker's cwd
+        (where / "pydantic.py").write_text(planted + "raise ImportError('planted')\n")
+        (where / f"{apply_workload.PLANTED_MODULE}.py").write_text(planted)
+    set_behaviour(workload, build="import-planted")
+    rec = run_to_end(ws)
+    assert rec.status == "succeeded", rec.result
+    assert any(f"{apply_workload.PLANTED_MODULE} not importable" in e.text for e in events(ws, rec.id))
+    assert not marker.exists(), marker.read_text()
+
+
 def test_dry_run_records_the_steps_it_would_run_and_changes_nothing(ws, workload):
     rec = run_to_end(ws, dry_run=True)
     assert rec.status == "succeeded" and rec.dryRun
@@ -136,6 +152,25 @@ def test_prod_apply_is_refused_in_the_apply_path(ws, git_world, dry_run):
     doc = apply(ws, env="prod", dry_run=dry_run, read_live=apply_workload.read_live)
     assert not doc.ok and codes(doc) == [ErrorCode.PROD_APPLY_DISABLED] and doc.jobId is None
     assert job_dirs(ws) == []
+
+
+def test_launch_and_the_worker_refuse_prod_too(ws, workload):
+    rec = run_to_end(ws, dry_run=True)
+    catalog = jobs.job_dir(ws.state_dir, rec.id) / jobs.CATALOG_FILE
+    with pytest.raises(UnideskError) as err:
+        launch(ws, None, rec.plan, rec.steps, lock_env="prod", source=rec.source)
+    assert err.value.problems[0].code == ErrorCode.PROD_APPLY_DISABLED
+    assert job_dirs(ws) == [rec.id] and locks.read_lock(ws.state_dir, "prod", "backend-core") is None
+    # A job.json for prod made by hand: the worker records the refusal and runs no step.
+    forged = rec.model_copy(update={"id": jobs.new_job_id(), "environment": "prod", "dryRun": False, "status": "queued",
+                                    "steps": [s.model_copy(update={"status": "pending", "message": None}) for s in rec.steps],
+                                    "result": None, "startedAt": None, "endedAt": None})
+    (jobs.create_job(ws.state_dir, forged) / jobs.CATALOG_FILE).write_bytes(catalog.read_bytes())
+    assert worker_main([str(ws.state_dir), forged.id]) == 1
+    done = jobs.load_job(ws.state_dir, forged.id)
+    assert done.status == "failed" and [e.code for e in done.result.errors] == [ErrorCode.PROD_APPLY_DISABLED]
+    assert {s.status for s in done.steps} == {"skipped"}
+    assert not (workload / "backend-core.commit").exists() and not (workload / "backend-core.image").exists()
 
 
 def test_dev_apply_only_for_the_enabled_slice(ws, git_world, workload):
@@ -204,6 +239,26 @@ def test_secrets_never_reach_the_event_log(ws, workload, monkeypatch):
     assert rec.status == "succeeded"
     log_text = (jobs.job_dir(ws.state_dir, rec.id) / jobs.EVENTS_FILE).read_text()
     assert "npm_s3cr3tvalue42" not in log_text and "NPM_TOKEN=***" in log_text and "http://***@git.lab" in log_text
+
+
+def test_secrets_in_a_step_error_reach_neither_job_json_nor_the_apply_and_status_json(ws, workload, monkeypatch, capsys):
+    monkeypatch.setenv("NPM_TOKEN", "npm_s3cr3tvalue42")
+    set_behaviour(workload, build="secret-fail")
+    doc, code = finish_apply(start(ws), ws, wait=True)
+    assert code == ExitCode.ERROR and doc.status == "failed" and [e.code for e in doc.errors] == [ErrorCode.BUILD_FAILED]
+    job_dir = jobs.job_dir(ws.state_dir, doc.jobId)
+    args = ["--workspace", str(ws.root), "--state-dir", str(ws.state_dir)]
+    assert cli_main([*args, "job", "status", doc.jobId]) == 0
+    texts = {
+        "job.json": (job_dir / jobs.JOB_FILE).read_text(),
+        "events": (job_dir / jobs.EVENTS_FILE).read_text(),
+        "apply JSON": doc.model_dump_json(),
+        "job status JSON": capsys.readouterr().out,
+    }
+    for name, text in texts.items():
+        assert "npm_s3cr3tvalue42" not in text and "s3cr3t" not in text, name
+    assert "http://***@git.lab" in texts["job.json"] and "http://***@git.lab" in texts["apply JSON"]
+    assert doc.job.steps[1].code == ErrorCode.BUILD_FAILED and "***" in doc.job.steps[1].message
 
 
 # ---- locks, killed and cancelled workers ---------------------------------------------------------

@@ -71,15 +71,18 @@ def _steps(run_catalog, items: list[PlanItem], environment: str | None) -> tuple
 
 
 def _spawn(ws: Workspace, job_id: str) -> subprocess.Popen:
-    """Start the worker in its own session, detached from our terminal and our stdio."""
+    """Start the worker in its own session, detached from our terminal and our stdio.
+
+    `-P` and cwd=state_dir: nothing in the workspace (a planted `pydantic.py`) can shadow an import.
+    """
     package_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     with open(jobs.job_dir(ws.state_dir, job_id) / jobs.STDERR_FILE, "ab") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "unidesk_tui.worker", str(ws.state_dir), job_id],
+            [sys.executable, "-P", "-m", "unidesk_tui.worker", str(ws.state_dir), job_id],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-            cwd=ws.root, env=env, start_new_session=True, close_fds=True,
+            cwd=ws.state_dir, env=env, start_new_session=True, close_fds=True,
         )
 
 
@@ -88,8 +91,10 @@ def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[Ste
     """Lock, record the job (its plan items, steps and catalog snapshot) and start its worker.
 
     Shared by `deploy apply` and task commands (dev-env prewarm-images); returns the job id.
-    Raises UnideskError(locked) when another live job holds a lock.
+    Raises UnideskError(locked) when another live job holds a lock, (prod_apply_disabled) for prod.
     """
+    if lock_env == "prod":
+        raise UnideskError.of(ErrorCode.PROD_APPLY_DISABLED, f"{command} --env prod is disabled until the production executor and its authorization policy exist")
     job_id = jobs.new_job_id()
     ids = [item.id for item in items]
     takeovers = [] if dry_run else locks.acquire(ws.state_dir, lock_env, ids, job_id)  # raises `locked`

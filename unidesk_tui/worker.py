@@ -8,7 +8,6 @@ records the result. SIGTERM cancels the job (`cancelled`); the locks are release
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import signal
@@ -26,23 +25,18 @@ from unidesk_tui.plan import DesiredService, desired_service
 
 log = logging.getLogger(__name__)
 
-# Extra executor modules imported after the built-ins, so their `register` calls win. This is how
-# a test workload (or a site-specific executor) reaches the worker process.
-PLUGINS_ENV = "UNIDESK_EXECUTOR_PLUGINS"
 
-
-def load_executor_plugins() -> None:
+def load_executors() -> None:
+    """Register the built-in executors (nothing from the environment can add or replace one)."""
     try:
-        import executors.registry  # noqa: F401  (built-ins first)
+        import executors.registry  # noqa: F401
     except ImportError as exc:
         log.debug("built-in executors unavailable: %s", exc)
-    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
-        importlib.import_module(name)
 
 
 def executor(mode: str) -> Executor:
     """The executor for `mode`; an UnideskError(unsupported_service) when there is none."""
-    load_executor_plugins()
+    load_executors()
     try:
         return executor_for(mode)
     except (KeyError, ImportError) as exc:
@@ -131,6 +125,9 @@ class Worker:
         outcome: dict[str, str] = {}
         errors: list[ErrorItem] = []
         status = "succeeded"
+        if record.environment == "prod":  # apply() and launch() refuse it; so does a job.json made by hand
+            errors.append(ErrorItem(code=ErrorCode.PROD_APPLY_DISABLED, message="a job for environment prod is refused: production apply is disabled"))
+            status = "failed"
         try:
             for item in record.plan:
                 if status != "succeeded":
