@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from unidesk_tui.catalog import Target
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_repo_url
-from unidesk_tui.resolve import redact_url
+from unidesk_tui.redact import redact_url
 
 log = logging.getLogger(__name__)
 

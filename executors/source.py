@@ -16,7 +16,7 @@ import secrets
 from executors.proxy import ProxyScope, check_repo_for_scope
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_full_sha, is_repo_url, is_safe_path
-from unidesk_tui.resolve import redact_url
+from unidesk_tui.redact import redact_url
 
 log = logging.getLogger(__name__)
 

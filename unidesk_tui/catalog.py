@@ -25,7 +25,7 @@ from unidesk_tui.identifiers import (
     is_service_id,
     is_target_id,
 )
-from unidesk_tui.resolve import redact_url
+from unidesk_tui.redact import redact_url
 
 DeploymentMode = Literal["unidesk-direct", "internal-sidecar", "k3sctl-managed"]
 COMPOSE_MODES: tuple[str, ...] = ("unidesk-direct", "internal-sidecar")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.identifiers import is_commit_id, is_repo_url, is_service_id
-from unidesk_tui.resolve import redact_url
+from unidesk_tui.redact import redact_url
 
 Environment = Literal["dev", "prod"]
 ENVIRONMENTS: tuple[str, ...] = ("dev", "prod")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from unidesk_tui.catalog import Catalog, EnvironmentProfile, K8sObjects, Microservice
 from unidesk_tui.documents import LiveState, PlanItem
 from unidesk_tui.errors import ErrorCode, Problem
-from unidesk_tui.resolve import redact_url
+from unidesk_tui.redact import redact_url
 from unidesk_tui.source import LoadedManifest
 
 

@@ -18,13 +18,16 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import git
 
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.files import atomic_write, flocked
 from unidesk_tui.identifiers import is_commit_id, is_repo_url
-from unidesk_tui.redact import redact_url  # re-exported: callers import it from here
+from unidesk_tui.redact import redact_url
+
+if TYPE_CHECKING:
+    import git
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,8 @@ class Resolver:
         return self.remote(url).resolve(commit_id, service)
 
     def _fetch(self, url: str) -> RemoteCommits:
+        import git  # lazily: gitpython costs ~80 ms at start-up, and most commands never fetch
+
         if not is_repo_url(url):
             raise UnideskError.of(ErrorCode.INVALID_VALUE, f"{url!r} is not a valid repository URL")
         path = mirror_dir(self.state_dir, url)
@@ -122,7 +127,8 @@ class Resolver:
                     env={**os.environ, **GIT_ENV}, kill_after_timeout=FETCH_TIMEOUT_S,
                 )
             except git.GitCommandError as exc:
-                detail = redact_url((exc.stderr or "").strip().splitlines()[-1:] and (exc.stderr or "").strip().splitlines()[-1] or "git fetch failed")
+                lines = (exc.stderr or "").strip().splitlines()
+                detail = redact_url(lines[-1] if lines else "git fetch failed")
                 raise UnideskError.of(ErrorCode.REPO_UNREACHABLE, f"cannot fetch {redact_url(url)}: {detail.removeprefix('stderr: ')}") from None
             return RemoteCommits(url, self._reachable(repo, path))
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import git
 
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.manifest import ENVIRONMENTS, DeployManifest, parse_manifest
-from unidesk_tui.resolve import FETCH_TIMEOUT_S, GIT_ENV, redact_url
+from unidesk_tui.redact import redact_url
+from unidesk_tui.resolve import FETCH_TIMEOUT_S, GIT_ENV
 
 MANIFEST_NAME = "deploy.json"
 ENV_BRANCHES = {"dev": "deploy/dev", "prod": "deploy/prod"}
@@ -59,6 +59,8 @@ def load_file(path: Path) -> LoadedManifest:
 
 def load_env(workspace: Path, environment: str) -> LoadedManifest:
     """Fetch origin's fixed ref for `environment` and read deploy.json from that commit."""
+    import git  # lazily: gitpython costs ~80 ms at start-up, and most commands never fetch
+
     if environment not in ENVIRONMENTS:
         raise UnideskError.of(ErrorCode.USAGE, f"unknown environment {environment!r}; expected dev or prod")
     branch = ENV_BRANCHES[environment]
