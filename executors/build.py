@@ -71,6 +71,16 @@ def build_base_image(image: str) -> str:
     return f"{image}-build-base"
 
 
+def base_candidates(image: str, production: str | None = None) -> list[str]:
+    """Warm base images to try, in order: `<image>-build-base`; for an environment image also the
+    production `<production>-build-base`, then the production image itself (only read, never
+    retagged), e.g. unidesk-code-queue:d601-build-base for a unidesk-code-queue:dev build."""
+    out = [build_base_image(image)]
+    if production and production != image:
+        out += [build_base_image(production), production]
+    return out
+
+
 def repo_file(context_root: str, relative: str) -> str:
     path = posixpath.normpath(posixpath.join(context_root, relative))
     if not (path == context_root or path.startswith(context_root + "/")):
@@ -80,10 +90,6 @@ def repo_file(context_root: str, relative: str) -> str:
 
 async def _ok(session, argv: list[str]) -> bool:
     return (await session.run(argv, timeout=60)).ok
-
-
-async def _false() -> bool:
-    return False
 
 
 async def build_step(ctx) -> None:
@@ -100,18 +106,19 @@ async def build_step(ctx) -> None:
         build = ms.build
         if build.baseImageArg and not is_plain_name(build.baseImageArg):
             raise UnideskError.of(ErrorCode.INVALID_VALUE, f"invalid baseImageArg {build.baseImageArg!r}")
-        base = build_base_image(image)
-        # Independent reads of the target: one round trip instead of four.
-        buildx, has_bridge, has_image, has_base = await asyncio.gather(
+        bases = base_candidates(image, build.image if service.environment else None) if build.baseImageArg else []
+        # Independent reads of the target: one round trip instead of several.
+        buildx, has_bridge, has_image, *has_bases = await asyncio.gather(
             _ok(session, ["docker", "buildx", "version"]),
             _ok(session, ["docker", "network", "inspect", "bridge"]),
             _ok(session, ["docker", "image", "inspect", "--", image]),
-            _ok(session, ["docker", "image", "inspect", "--", base]) if build.baseImageArg else _false(),
+            *(_ok(session, ["docker", "image", "inspect", "--", b]) for b in bases),
         )
         # Providers always; any target whose daemon has no default bridge (RUN steps would have no network).
         network_host = target.role == "provider" or not has_bridge
         cache_from = image if has_image else None
-        base_arg = (build.baseImageArg, base) if has_base else None
+        base = next((b for b, present in zip(bases, has_bases) if present), None)
+        base_arg = (build.baseImageArg, base) if base else None
         plan = BuildPlan(
             image=image,
             context_dir=repo_file(root, build.context),
@@ -129,7 +136,7 @@ async def build_step(ctx) -> None:
         if base_arg:
             ctx.emit(f"target_build_base_image={base_arg[1]}")
         elif build.baseImageArg:
-            ctx.emit(f"target_build_base_image=none ({build_base_image(image)} not present; {build.baseImageArg} keeps its default)")
+            ctx.emit(f"target_build_base_image=none ({', '.join(bases)} not present; {build.baseImageArg} keeps its default)")
         ctx.emit(f"target_build_network={'host' if network_host else 'default'}")
         ctx.emit(f"target_build_command={plan.printable()}")
         res = await session.run(plan.argv(), env=plan.env(), timeout=BUILD_TIMEOUT, on_line=lambda line, stream: ctx.emit(redact_url(line), stream))

@@ -167,3 +167,12 @@ def test_dev_apply_that_could_touch_production_is_refused_before_any_job(git_wor
     assert {e.code for e in doc.errors} == {ErrorCode.ENVIRONMENT_ISOLATION}
     assert {e.service for e in doc.errors} == {"backend-core", "frontend"}
     assert jobs.list_jobs(ws.state_dir) == []
+
+
+def test_an_environment_build_may_start_from_the_production_build_base():
+    """Spec (D601 Dev Code Queue): without a dev build base, reuse d601-build-base, then d601."""
+    from executors.build import base_candidates
+
+    assert base_candidates("unidesk-code-queue:dev", "unidesk-code-queue:d601") == [
+        "unidesk-code-queue:dev-build-base", "unidesk-code-queue:d601-build-base", "unidesk-code-queue:d601"]
+    assert base_candidates("unidesk-code-queue:d601") == ["unidesk-code-queue:d601-build-base"]
