@@ -19,7 +19,7 @@ from executors.source import remove_context
 from executors.stamp import LABEL_COMMIT, image_labels
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_image_ref, is_plain_name
-from unidesk_tui.resolve import redact_url
+from unidesk_tui.redact import redact_url
 
 log = logging.getLogger(__name__)
 
