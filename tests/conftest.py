@@ -124,7 +124,7 @@ def catalog_doc(service_url: str) -> dict:
             {"id": "backend-core", "repository": {"url": service_url, "commitId": "0000000"},
              "deployment": {"mode": "unidesk-direct", "target": "main-server"}, "build": build,
              "compose": {"project": "unidesk", "service": "backend-core"},
-             "environments": {"dev": {"deployment": {"mode": "k3sctl-managed", "target": "D601"},
+             "environments": {"dev": {"deployment": {"mode": "k3sctl-managed", "target": "D601"}, "build": {"image": "unidesk-sample:dev"},
                                       "k8s": {"manifest": "k3s/dev/core.k8s.yaml", "namespace": "unidesk-dev", "deployments": ["backend-core-dev"]}}}},
             {"id": "frontend", "repository": {"url": service_url}, "build": build,
              "deployment": {"mode": "unidesk-direct", "target": "main-server"},

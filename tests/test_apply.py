@@ -190,6 +190,19 @@ def test_dev_apply_only_for_the_enabled_slice(ws, git_world, workload):
     assert (workload / "backend-core.commit").read_text() == w.pushed[1]
 
 
+def test_environment_isolation_is_enforced_by_the_engine_whatever_the_executor(ws, git_world, workload):
+    """The test workload's steps run no isolation check of their own; apply() must refuse anyway."""
+    w = git_world
+    config = json.loads((w.workspace / "config.json").read_text())
+    backend = next(m for m in config["microservices"] if m["id"] == "backend-core")
+    del backend["environments"]["dev"]["build"]  # the dev build would tag the production image
+    (w.workspace / "config.json").write_text(json.dumps(config))
+    w.push_env("dev", w.manifest([{"id": "backend-core", "repo": w.service_url, "commitId": w.pushed[1]}], environment="dev"))
+    doc = apply(ws, env="dev", services=["backend-core"], read_live=apply_workload.read_live)
+    assert not doc.ok and codes(doc) == [ErrorCode.ENVIRONMENT_ISOLATION] and doc.errors[0].service == "backend-core"
+    assert job_dirs(ws) == [] and not (workload / "backend-core.commit").exists()
+
+
 def test_unsupported_and_unresolvable_services_are_refused_before_any_job(ws, git_world):
     w = git_world
     write_manifest(w, ("backend-core", w.pushed[0]), ("node-exporter", w.pushed[0]))

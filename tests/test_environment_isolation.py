@@ -160,6 +160,9 @@ def test_dev_apply_that_could_touch_production_is_refused_before_any_job(git_wor
     has no dev override at all; neither may start a job."""
     w = git_world
     ws = Workspace.at(w.workspace, w.root / "state")
+    config = json.loads((w.workspace / "config.json").read_text())
+    del next(m for m in config["microservices"] if m["id"] == "backend-core")["environments"]["dev"]["build"]
+    (w.workspace / "config.json").write_text(json.dumps(config))
     w.push_env("dev", w.manifest([{"id": "backend-core", "repo": w.service_url, "commitId": w.pushed[1]},
                                   {"id": "frontend", "repo": w.service_url, "commitId": w.pushed[1]}], environment="dev"))
     doc = apply(ws, env="dev")

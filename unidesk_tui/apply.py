@@ -19,6 +19,7 @@ from unidesk_tui import jobs, locks
 from unidesk_tui.documents import ApplyDocument, ErrorItem, JobEvent, JobRecord, PlanItem, StepRecord
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.files import atomic_write
+from unidesk_tui.plan import isolation_problems
 from unidesk_tui.reconcile import LiveReader, run_plan, to_errors
 from unidesk_tui.worker import desired_from_plan, executor
 from unidesk_tui.workspace import Workspace
@@ -160,8 +161,12 @@ def apply(
     problems: list[Problem] = []
     if env:
         problems += _environment_problems(plan.services, env, services)
+        # Enforced by the engine as well as by the executors' step lists: whichever executor
+        # runs, an environment apply never touches production objects or images.
+        enabled = {i.id for i in plan.services if i.applyEnabled}
+        problems += [p for d in run.desired if d.id in enabled for p in isolation_problems(d)]
     step_records, step_problems = _steps(run.catalog, plan.services, env)
-    problems += step_problems
+    problems = list(dict.fromkeys(problems + step_problems))
     if not plan.services:
         problems.append(Problem(ErrorCode.MANIFEST_INVALID, "the manifest lists no services to apply"))
     if problems:
