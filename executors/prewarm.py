@@ -13,7 +13,6 @@ import logging
 
 from executors.base import Executor, Step, register
 from executors.containerd import checked_image, import_image, require_listed
-from executors.containerd import containerd_name  # noqa: F401  (callers name it here)
 from executors.k3s_apply import _fail, k3s_node, preflight_step
 from unidesk_tui.errors import ErrorCode, UnideskError
 

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from executors.prewarm import FOUNDATION_IMAGES, MODE, PrewarmExecutor, containerd_name
+from executors.containerd import containerd_name
+from executors.prewarm import FOUNDATION_IMAGES, MODE, PrewarmExecutor
 from unidesk_tui.documents import PlanItem
 from unidesk_tui.plan import DesiredService
 from unidesk_tui.worker import desired_from_plan
