@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The console: the only modules allowed to import textual and rich.
-CONSOLE = ("unidesk_tui.app", "unidesk_tui.console", "unidesk_tui.messages", "unidesk_tui.commands", "unidesk_tui.screens", "unidesk_tui.widgets")
+CONSOLE = ("unidesk_tui.app", "unidesk_tui.console", "unidesk_tui.messages", "unidesk_tui.screens", "unidesk_tui.widgets")
 # Named in the contract: each must stay headless whenever it exists.
 REQUIRED = tuple(f"unidesk_tui.{m}" for m in (
     "errors", "identifiers", "manifest", "catalog", "resolve", "source", "documents", "plan", "workspace", "reconcile",

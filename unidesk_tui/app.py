@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from unidesk_tui import jobs, plan_cache
-from unidesk_tui.commands import JobsProvider, ServicesProvider
+from unidesk_tui.screens.palette import JobsProvider, ServicesProvider
 from unidesk_tui.documents import JobRecord
 from unidesk_tui.messages import JobsListed, JobStarted
 from unidesk_tui.reconcile import LiveReader
