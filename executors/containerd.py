@@ -12,24 +12,11 @@ import secrets
 from executors.source import run_checked
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_image_ref
+from unidesk_tui.identifiers import normalize_image as containerd_name  # `ctr images import` names images this way
 
 log = logging.getLogger(__name__)
 
 IMPORT_TIMEOUT = 900.0
-
-
-def containerd_name(image: str) -> str:
-    """The name `ctr images import` gives a `docker save`d image (Docker's normalization):
-    `postgres:16` -> docker.io/library/postgres:16, `org/name:tag` -> docker.io/org/name:tag."""
-    first = image.split("/", 1)[0]
-    if "/" in image and ("." in first or ":" in first or first == "localhost"):
-        return image
-    return f"docker.io/{image}" if "/" in image else f"docker.io/library/{image}"
-
-
-def same_image(a: str | None, b: str | None) -> bool:
-    """Two references name the same image once normalized (`x:1` is `docker.io/library/x:1`)."""
-    return isinstance(a, str) and isinstance(b, str) and bool(a and b) and containerd_name(a) == containerd_name(b)
 
 
 def image_tag(image: str) -> str:

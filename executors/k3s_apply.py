@@ -12,7 +12,7 @@ import json
 import logging
 import time
 
-from executors.containerd import ctr_argv, import_image, same_image
+from executors.containerd import ctr_argv, import_image
 from executors.health import health_expected, health_problems, read_health
 from executors.k3s import deployment_facts, read_deployments
 from executors.k8s_manifest import render
@@ -20,7 +20,7 @@ from executors.source import run_checked
 from executors.stamp import COMPOSE_PROJECT, COMPOSE_SERVICE, ENV_COMMIT, ENV_REQUESTED, deploy_env
 from executors.verify import poll
 from unidesk_tui.errors import ErrorCode, UnideskError
-from unidesk_tui.identifiers import is_image_ref
+from unidesk_tui.identifiers import is_image_ref, same_image
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 
 import yaml
 
-from executors.containerd import image_tag, same_image
+from executors.containerd import image_tag
+from unidesk_tui.identifiers import same_image
 from executors.stamp import ENVS
 from unidesk_tui.catalog import K8sObjects
 from unidesk_tui.errors import ErrorCode, UnideskError

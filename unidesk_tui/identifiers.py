@@ -88,3 +88,18 @@ def is_safe_path(value: object) -> bool:
 def is_relative_repo_path(value: object) -> bool:
     """A path inside a repository checkout: relative, no '..' components."""
     return is_safe_path(value) and not str(value).startswith("/") and ".." not in str(value).split("/")
+
+
+def normalize_image(image: str) -> str:
+    """Docker's normalization of an image reference, which is also the name `ctr images import`
+    gives a `docker save`d image: `postgres:16` -> docker.io/library/postgres:16,
+    `org/name:tag` -> docker.io/org/name:tag; a registry host (with '.', ':' or localhost) stays."""
+    first = image.split("/", 1)[0]
+    if "/" in image and ("." in first or ":" in first or first == "localhost"):
+        return image
+    return f"docker.io/{image}" if "/" in image else f"docker.io/library/{image}"
+
+
+def same_image(a: str | None, b: str | None) -> bool:
+    """Two references name the same image once normalized (`x:1` is `docker.io/library/x:1`)."""
+    return isinstance(a, str) and isinstance(b, str) and bool(a and b) and normalize_image(a) == normalize_image(b)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from unidesk_tui.catalog import Catalog, EnvironmentProfile, K8sObjects, Microservice
 from unidesk_tui.documents import LiveState, PlanItem
 from unidesk_tui.errors import ErrorCode, Problem
+from unidesk_tui.identifiers import same_image
 from unidesk_tui.redact import redact_url
 from unidesk_tui.source import LoadedManifest
 
@@ -57,8 +58,6 @@ def isolation_problems(service: DesiredService) -> list[Problem]:
     env, ms = service.environment, service.microservice
     if env is None or ms is None:
         return []
-    from executors.containerd import containerd_name  # one image-name normalization
-
     where = f"config.json microservices[{service.id}].environments.{env}"
     problems: list[str] = []
     override = ms.environments.get(env)
@@ -80,7 +79,7 @@ def isolation_problems(service: DesiredService) -> list[Problem]:
         others = {ms.build.image if ms.build else None} | {o.build.image for e, o in ms.environments.items() if e != env and o.build}
         if image is None:
             problems.append(f"{where}.build.image is not declared: an {env} build would replace the production image")
-        elif containerd_name(image) in {containerd_name(o) for o in others if o}:
+        elif any(same_image(image, o) for o in others):
             problems.append(f"{where}.build.image {image} is the image another environment runs")
     return [Problem(ErrorCode.ENVIRONMENT_ISOLATION, f"{service.id}: {p}", service=service.id) for p in problems]
 
