@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,17 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "Lab Author", "GIT_COMMITTER_EMAIL": "author@lab.invalid",
     "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent-home",
 }
+
+
+def wait_for(pred, what: str, timeout: float = 300.0, interval: float = 0.1):
+    """Poll `pred` until it returns something truthy (returned); fail naming `what` if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def git(cwd: Path, *args: str, env: dict | None = None, input: bytes | None = None) -> str:

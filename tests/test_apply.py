@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 import executors.base as base
 from tests import apply_workload
-from tests.conftest import git
+from tests.conftest import git, wait_for
 from unidesk_tui import jobs, locks
 from unidesk_tui.apply import apply, launch, wait_job
 from unidesk_tui.cli import main as cli_main
@@ -71,15 +70,6 @@ def events(ws: Workspace, job_id: str) -> list:
 def codes(doc) -> list[str]:
     return [e.code for e in doc.errors]
 
-
-def wait_for(pred, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def job_dirs(ws: Workspace) -> list[str]:

@@ -14,10 +14,11 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers_live import cli, host_snapshot, running_image_commit, service, ssh, write_manifest  # noqa: E402
@@ -51,15 +52,6 @@ def job_log(state: Path, job_id: str) -> list:
 def steps(job: dict) -> dict[tuple[str, str], dict]:
     return {(s["service"], s["name"]): s for s in job["steps"]}
 
-
-def wait_for(pred, what: str, timeout: float = 300.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _processes(pattern: str) -> bool:
