@@ -154,6 +154,8 @@ class JobLogScreen(Screen[None]):
             now = self.app.clock()
             # Redraw the header and steps when the job changed, and once a second for elapsed times.
             if message.job != self.job or now - self._shown_at >= 1.0:
+                if message.job.status in jobs.TERMINAL and (self.job is None or self.job.status not in jobs.TERMINAL):
+                    self.app.poll_jobs()  # the grid's last-job cells must not wait for the next poll
                 self.job = message.job
                 self._shown_at = now
                 await self._show_job(message.job)

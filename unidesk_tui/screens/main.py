@@ -149,6 +149,7 @@ class MainScreen(Screen[None]):
             return
         self._generation += 1
         self._refreshing = env_key(self.environment)
+        self.app.poll_jobs()  # a refresh shows jobs as current as the live state
         self.query_one(StatusHeader).refreshing = True
         self._check(self.environment, self._generation)
 
