@@ -20,9 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from unidesk_tui.lab import lab as labapi  # noqa: E402
-from unidesk_tui.lab import sample  # noqa: E402
-from unidesk_tui.lab.layout import Layout  # noqa: E402
+from unidesk_lab import lab as labapi  # noqa: E402
+from unidesk_lab import sample  # noqa: E402
+from unidesk_lab.layout import Layout  # noqa: E402
 
 SERVICE = "backend-core"
 HOST = "main-server"

@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from unidesk_tui.lab import lab  # noqa: E402
-from unidesk_tui.lab.layout import Layout  # noqa: E402
+from unidesk_lab import lab  # noqa: E402
+from unidesk_lab.layout import Layout  # noqa: E402
 
 HOSTS = ("main-server", "D601", "D518")
 D601_PORT = 18090

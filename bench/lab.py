@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from unidesk_tui.lab import lab  # noqa: E402
-from unidesk_tui.lab.layout import Layout  # noqa: E402
-from unidesk_tui.lab.seed import run as seed  # noqa: E402
+from unidesk_lab import lab  # noqa: E402
+from unidesk_lab.layout import Layout  # noqa: E402
+from unidesk_lab.seed import run as seed  # noqa: E402
 
 
 def timed(fn, *args, **kwargs) -> float:

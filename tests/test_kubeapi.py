@@ -13,7 +13,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from unidesk_tui.lab.kubeapi import (
+from unidesk_lab.kubeapi import (
     Store,
     find_resource,
     json_patch,
@@ -382,7 +382,7 @@ async def test_label_selector():
 
 
 async def test_image_candidates_accept_bare_and_docker_io_names():
-    from unidesk_tui.lab.kubecontroller import image_candidates
+    from unidesk_lab.kubecontroller import image_candidates
 
     assert "docker.io/library/labbox:1" in image_candidates("labbox:1")
     assert "labbox:1" in image_candidates("docker.io/library/labbox:1")
@@ -392,7 +392,7 @@ async def test_image_candidates_accept_bare_and_docker_io_names():
 
 
 async def test_container_ids_come_from_valid_names_only():
-    from unidesk_tui.lab.kubecontroller import container_id
+    from unidesk_lab.kubecontroller import container_id
 
     assert container_id("unidesk-dev", "web", 3) == "kubeapi_unidesk-dev_web_3"
     long_id = container_id("n" * 63, "d" * 63, 12)

@@ -107,7 +107,7 @@ REGISTRARS.append(_register_deploy)
 
 
 def _optional_registrars() -> None:
-    for module in ("unidesk_tui.lab.cli", "unidesk_tui.jobs_cli", "unidesk_tui.devenv"):
+    for module in ("unidesk_lab.cli", "unidesk_tui.jobs_cli", "unidesk_tui.devenv"):
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError:

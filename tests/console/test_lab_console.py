@@ -32,7 +32,7 @@ def console_lab():
     reason = lab_skip_reason()
     if reason:
         pytest.skip(reason)
-    from unidesk_tui.lab import lab as labapi
+    from unidesk_lab import lab as labapi
 
     # A fresh short directory per run (socket paths stay short; concurrent runs never collide).
     own = not os.environ.get("UNIDESK_CONSOLE_LAB_DIR")
@@ -89,7 +89,7 @@ def test_drift_across_hosts_snapshot(lab_world, snap_compare) -> None:
 
 
 async def test_a_host_that_stops_answering_turns_its_rows_unreachable(lab_world) -> None:
-    from unidesk_tui.lab import lab as labapi
+    from unidesk_lab import lab as labapi
 
     app = make_app(lab_world)
     async with app.run_test(size=SIZE) as pilot:

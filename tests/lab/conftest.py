@@ -48,16 +48,16 @@ def lab():
     """Status of the running session lab plus convenient paths.
 
     Keys: the `lab status` document (up, dir, workspace, gitRemote, ssh, hosts) and
-    `layout` (unidesk_tui.lab.layout.Layout), `config` (workspace config.json path),
+    `layout` (unidesk_lab.layout.Layout), `config` (workspace config.json path),
     `content` (sample content: commits old/new/prod, repo URLs), `addresses` {host: addr},
     `dockerSockets` {host: path}, `kubeconfig`, `containerdSocket`, `msproxyUrl`, `sshConfig`.
     """
     reason = lab_skip_reason()
     if reason:
         pytest.skip(reason)
-    from unidesk_tui.lab import lab as labapi
-    from unidesk_tui.lab import sample
-    from unidesk_tui.lab.layout import HOSTS, Layout
+    from unidesk_lab import lab as labapi
+    from unidesk_lab import sample
+    from unidesk_lab.layout import HOSTS, Layout
 
     path, lock = claim_lab_dir()
     labapi.down(path)  # whatever a crashed earlier session left

@@ -150,7 +150,7 @@ def test_apply_old_to_new_on_main_and_d518_then_noop_then_force(lab, tmp_path, r
 
 
 def test_provider_proxy_down_fails_at_the_probe_and_changes_nothing(lab, tmp_path, restore):
-    from unidesk_tui.lab import lab as labapi
+    from unidesk_lab import lab as labapi
 
     ensure_old(lab, tmp_path)
     state = tmp_path / "state"

@@ -1,6 +1,6 @@
 """The lab controller against a real containerd: Deployments become running containers, status tells the truth.
 
-Only the Kubernetes API is emulated (`unidesk_tui.lab.kubeapi`, run here through its real entry point);
+Only the Kubernetes API is emulated (`unidesk_lab.kubeapi`, run here through its real entry point);
 containerd, ctr, runc and busybox httpd are the real programs. The test starts its own containerd in a
 temporary directory (private mount namespace with its own /run) and imports a hand-made OCI image.
 """
@@ -144,7 +144,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 
 class KubeAPIProcess:
-    """`python -m unidesk_tui.lab.kubeapi` exactly as the lab starts it."""
+    """`python -m unidesk_lab.kubeapi` exactly as the lab starts it."""
 
     def __init__(self, ctrd: Containerd, data: Path) -> None:
         self.ctrd, self.data, self.port = ctrd, data, free_port()
@@ -153,7 +153,7 @@ class KubeAPIProcess:
     async def start(self) -> None:
         self.log = open(self.data.parent / "kubeapi.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "unidesk_tui.lab.kubeapi", "--host", "127.0.0.1", "--port", str(self.port),
+            [sys.executable, "-m", "unidesk_lab.kubeapi", "--host", "127.0.0.1", "--port", str(self.port),
              "--data", str(self.data), "--containerd-socket", self.ctrd.socket, "--containerd-namespace", CTR_NS],
             stderr=self.log, cwd=Path(__file__).resolve().parents[2])
         deadline = time.monotonic() + WAIT

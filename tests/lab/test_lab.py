@@ -1,5 +1,5 @@
 """The lab itself, against its real programs: sshd, dockerd, git http-backend, egress proxies,
-containerd and the microservice proxy. Only the Kubernetes API is emulated (unidesk_tui.lab.kubeapi).
+containerd and the microservice proxy. Only the Kubernetes API is emulated (unidesk_lab.kubeapi).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from tests.lab.conftest import lab_skip_reason
-from unidesk_tui.lab import lab as labapi
-from unidesk_tui.lab.layout import EGRESS_PORT, HOSTS, KUBE_PORT, Layout
+from unidesk_lab import lab as labapi
+from unidesk_lab.layout import EGRESS_PORT, HOSTS, KUBE_PORT, Layout
 
 pytestmark = [pytest.mark.lab]
 
@@ -61,7 +61,7 @@ def test_status_lists_every_host_with_running_daemons(lab):
 
 
 def test_cli_status_prints_one_json_document(lab):
-    proc = subprocess.run([sys.executable, "-m", "unidesk_tui.lab.cli", "lab", "status", "--dir", lab["dir"]], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "unidesk_lab.cli", "lab", "status", "--dir", lab["dir"]], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["up"] is True and doc["gitRemote"] == lab["gitRemote"]
@@ -69,9 +69,9 @@ def test_cli_status_prints_one_json_document(lab):
 
 
 def test_cli_status_of_no_lab_and_a_failing_up(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "unidesk_tui.lab.cli", "lab", "status", "--dir", str(tmp_path)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "unidesk_lab.cli", "lab", "status", "--dir", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 0 and json.loads(proc.stdout)["up"] is False
-    proc = subprocess.run([sys.executable, "-m", "unidesk_tui.lab.cli", "lab", "up", "--dir", "/proc/unidesk-lab-nowhere"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "unidesk_lab.cli", "lab", "up", "--dir", "/proc/unidesk-lab-nowhere"], capture_output=True, text=True)
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     assert doc["ok"] is False and doc["errors"][0]["code"] == "lab_failed" and doc["errors"][0]["message"]
@@ -268,7 +268,7 @@ def _kubeapi_running(lab) -> bool:
 
 async def test_deployment_applied_through_the_emulator_answers_through_the_microservice_proxy(lab, d601_image):
     if not _kubeapi_running(lab):
-        pytest.skip("the Kubernetes API emulator (unidesk_tui.lab.kubeapi) is not part of this checkout")
+        pytest.skip("the Kubernetes API emulator (unidesk_lab.kubeapi) is not part of this checkout")
     import aiohttp
     from kubernetes_asyncio import client
 

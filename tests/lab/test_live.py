@@ -1,7 +1,7 @@
 """Live state against the lab: `deploy check` reads the real runtimes over SSH and stays read-only.
 
 Hosts, sshd, dockerd, compose containers, the microservice proxy and git are the real programs;
-only the Kubernetes API of D601 is emulated (unidesk_tui/lab/kubeapi.py), reached through the SSH
+only the Kubernetes API of D601 is emulated (unidesk_lab/kubeapi.py), reached through the SSH
 tunnel with the kubeconfig read from the node.
 """
 
@@ -110,7 +110,7 @@ def test_image_only_service_is_unsupported(lab, state, tmp_path):
 
 
 def test_d518_sshd_stopped_is_unreachable_others_still_reported(lab, state, tmp_path):
-    from unidesk_tui.lab import lab as labapi
+    from unidesk_lab import lab as labapi
 
     commits = {sid: running(lab, sid) for sid in ("backend-core", "code-queue-mgr", "d518-worker")}
     manifest = write_manifest(tmp_path / "deploy.json", lab["content"]["sampleRepo"], commits)

@@ -113,7 +113,7 @@ def test_provider_apply_goes_through_the_egress_proxy_only(lab, state, tmp_path)
 
 
 def test_failed_proxy_probe_fails_the_job_without_fallback(lab, state, tmp_path):
-    from unidesk_tui.lab import lab as labapi
+    from unidesk_lab import lab as labapi
 
     repo = lab["content"]["sampleRepo"]
     current = running_image_commit(lab, D518, "unidesk", "d518-worker")

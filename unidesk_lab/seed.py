@@ -18,9 +18,9 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from unidesk_tui.lab import sample
-from unidesk_tui.lab.daemon import LabError
-from unidesk_tui.lab.layout import HOSTS, Layout
+from unidesk_lab import sample
+from unidesk_lab.daemon import LabError
+from unidesk_lab.layout import HOSTS, Layout
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from unidesk_tui.lab.daemon import Daemon, LabError
-from unidesk_tui.lab.layout import GIT, REGISTRY_PORT, Layout
-from unidesk_tui.lab.netns import tcp_open
+from unidesk_lab.daemon import Daemon, LabError
+from unidesk_lab.layout import GIT, REGISTRY_PORT, Layout
+from unidesk_lab.netns import tcp_open
 
 log = logging.getLogger(__name__)
 

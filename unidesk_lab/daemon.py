@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unidesk_tui.lab.layout import Layout
+from unidesk_lab.layout import Layout
 
 log = logging.getLogger(__name__)
 
-# the lab's own Python daemons (`python -m unidesk_tui.lab.…`) import this package from here, whatever the cwd
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+# the lab's own Python daemons (`python -m unidesk_lab.…`) import this package from here, whatever the cwd
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _children: dict[int, subprocess.Popen] = {}  # reaped on liveness checks so they never linger as zombies
 
 _INIT = 'mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -p /run/sshd /run/lock && hostname "$1" && exec -a "unidesk-lab-init $2" sleep infinity'

@@ -1,5 +1,5 @@
 """The k3s stand-in on D601: a real containerd on the configured socket, the Kubernetes API emulator
-(`unidesk_tui.lab.kubeapi`, the only emulated part of the lab) on 127.0.0.1:6443, and a kubeconfig
+(`unidesk_lab.kubeapi`, the only emulated part of the lab) on 127.0.0.1:6443, and a kubeconfig
 at the configured path.
 
 The kubeconfig points at plain HTTP without credentials: the emulator has no TLS and no auth.
@@ -12,16 +12,16 @@ import importlib.util
 import logging
 import sys
 
-from unidesk_tui.lab.daemon import Daemon
-from unidesk_tui.lab.layout import CONTAINERD_NAMESPACE, K3S_HOST, KUBE_PORT, Layout
-from unidesk_tui.lab.netns import tcp_open_in
+from unidesk_lab.daemon import Daemon
+from unidesk_lab.layout import CONTAINERD_NAMESPACE, K3S_HOST, KUBE_PORT, Layout
+from unidesk_lab.netns import tcp_open_in
 
 log = logging.getLogger(__name__)
 
 
 def kubeapi_available() -> bool:
     """The emulator module is written by another part of the project; the lab runs without it."""
-    return importlib.util.find_spec("unidesk_tui.lab.kubeapi") is not None
+    return importlib.util.find_spec("unidesk_lab.kubeapi") is not None
 
 
 def _unix_listening(path: str) -> bool:
@@ -71,7 +71,7 @@ def kubeapi_daemon(lay: Layout) -> Daemon:
         host=K3S_HOST,
         name="kubeapi",
         argv=[
-            sys.executable, "-m", "unidesk_tui.lab.kubeapi", "--host", "127.0.0.1", "--port", str(KUBE_PORT),
+            sys.executable, "-m", "unidesk_lab.kubeapi", "--host", "127.0.0.1", "--port", str(KUBE_PORT),
             "--data", str(lay.kube_data), "--containerd-socket", str(lay.containerd_socket),
             "--containerd-namespace", CONTAINERD_NAMESPACE,
         ],
@@ -113,7 +113,7 @@ def ensure_namespaces(lay: Layout, names: tuple[str, ...] = LAB_NAMESPACES) -> N
     import urllib.error
     import urllib.request
 
-    from unidesk_tui.lab.netns import in_netns
+    from unidesk_lab.netns import in_netns
 
     def create(name: str) -> None:
         body = json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}).encode()

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from unidesk_tui.files import flocked
-from unidesk_tui.lab.layout import GIT, HOSTS, MAIN, MAX_SLOTS, Layout
+from unidesk_lab.layout import GIT, HOSTS, MAIN, MAX_SLOTS, Layout
 
 log = logging.getLogger(__name__)
 

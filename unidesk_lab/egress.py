@@ -6,7 +6,7 @@ client connection, and appends one JSON line per request to `<host root>/egress.
 The listening socket is created before the process moves itself (setns) into the main-server
 namespace, so it stays in the provider's namespace while every later socket is created upstream.
 
-    python -m unidesk_tui.lab.egress --host D601 --port 18789 --upstream-netns NS --log FILE
+    python -m unidesk_lab.egress --host D601 --port 18789 --upstream-netns NS --log FILE
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from unidesk_tui.lab.daemon import Daemon
-from unidesk_tui.lab.layout import EGRESS_PORT, MAIN, Layout
-from unidesk_tui.lab.netns import setns_process, tcp_open_in
+from unidesk_lab.daemon import Daemon
+from unidesk_lab.layout import EGRESS_PORT, MAIN, Layout
+from unidesk_lab.netns import setns_process, tcp_open_in
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def daemon(lay: Layout, host: str) -> Daemon:
         host=host,
         name="egress",
         argv=[
-            sys.executable, "-m", "unidesk_tui.lab.egress", "--host", host, "--port", str(EGRESS_PORT),
+            sys.executable, "-m", "unidesk_lab.egress", "--host", host, "--port", str(EGRESS_PORT),
             "--upstream-netns", lay.netns(MAIN), "--log", str(lay.egress_log(host)),
         ],
         ready=lambda: tcp_open_in(ns, "127.0.0.1", EGRESS_PORT),

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import asyncssh
 
-from unidesk_tui.lab.daemon import Daemon
-from unidesk_tui.lab.layout import HOSTS, SSH_USER, Layout
-from unidesk_tui.lab.netns import tcp_open
+from unidesk_lab.daemon import Daemon
+from unidesk_lab.layout import HOSTS, SSH_USER, Layout
+from unidesk_lab.netns import tcp_open
 
 log = logging.getLogger(__name__)
 

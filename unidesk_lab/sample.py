@@ -23,8 +23,8 @@ import subprocess
 from pathlib import Path
 from string import Template
 
-from unidesk_tui.lab import gitserver, registry
-from unidesk_tui.lab.layout import CONTAINERD_NAMESPACE, HOSTS, K3S_HOST, MAIN, PROVIDERS, SSH_USER, Layout
+from unidesk_lab import gitserver, registry
+from unidesk_lab.layout import CONTAINERD_NAMESPACE, HOSTS, K3S_HOST, MAIN, PROVIDERS, SSH_USER, Layout
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import shutil
 import time
 from pathlib import Path
 
-from unidesk_tui.lab import daemon as daemons
-from unidesk_tui.lab import dockerd, egress, gitserver, k3s, msproxy, netns, registry, sample, sshd
-from unidesk_tui.lab import seed as seeding
-from unidesk_tui.lab.daemon import Daemon, LabError
-from unidesk_tui.lab.layout import GIT, HOSTS, K3S_HOST, MAIN, PROVIDERS, SSH_USER, Layout, default_dir
+from unidesk_lab import daemon as daemons
+from unidesk_lab import dockerd, egress, gitserver, k3s, msproxy, netns, registry, sample, sshd
+from unidesk_lab import seed as seeding
+from unidesk_lab.daemon import Daemon, LabError
+from unidesk_lab.layout import GIT, HOSTS, K3S_HOST, MAIN, PROVIDERS, SSH_USER, Layout, default_dir
 
 log = logging.getLogger(__name__)
 

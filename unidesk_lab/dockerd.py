@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import socket
 
-from unidesk_tui.lab.daemon import Daemon
-from unidesk_tui.lab.layout import Layout
+from unidesk_lab.daemon import Daemon
+from unidesk_lab.layout import Layout
 
 log = logging.getLogger(__name__)
 

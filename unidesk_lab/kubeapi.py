@@ -17,7 +17,7 @@ Objects persist to DIR/objects.json (atomic rewrite). Unless --no-controller is 
 controller (`kubecontroller`) runs in the same event loop and makes Deployments real containers in
 containerd.
 
-    python -m unidesk_tui.lab.kubeapi --host 127.0.0.1 --port 6443 --data DIR \
+    python -m unidesk_lab.kubeapi --host 127.0.0.1 --port 6443 --data DIR \
         --containerd-socket SOCK --containerd-namespace k8s.io [--no-controller]
 """
 
@@ -1050,7 +1050,7 @@ async def start_server(store: Store, host: str, port: int) -> tuple[web.AppRunne
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m unidesk_tui.lab.kubeapi", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m unidesk_lab.kubeapi", description=__doc__.splitlines()[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=6443, help="0 picks a free port (logged)")
     p.add_argument("--data", required=True, type=Path, help="state directory (objects.json, container logs)")
@@ -1071,7 +1071,7 @@ async def run(args: argparse.Namespace) -> None:
     store = Store(args.data)
     controller = None
     if not args.no_controller:
-        from unidesk_tui.lab.kubecontroller import LabController
+        from unidesk_lab.kubecontroller import LabController
 
         controller = LabController(store, args.containerd_socket, args.containerd_namespace, ctr=args.ctr,
                                    log_dir=args.data / "logs")
@@ -1106,6 +1106,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run the importable module, not this __main__ copy, so the controller shares its classes and tables.
-    from unidesk_tui.lab import kubeapi
+    from unidesk_lab import kubeapi
 
     sys.exit(kubeapi.main())

@@ -5,7 +5,7 @@ and `health.port`/`health.path`, and forwards to `http://<target>:<port><path>`,
 service runs (main-server, a provider, or a k3s pod on D601's host network). Unknown ids give 404,
 an unreachable or failing upstream 502, both with a JSON error body.
 
-    python -m unidesk_tui.lab.msproxy --config FILE --listen ADDR [--port 8090]
+    python -m unidesk_lab.msproxy --config FILE --listen ADDR [--port 8090]
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import re
 import sys
 from pathlib import Path
 
-from unidesk_tui.lab.daemon import Daemon
-from unidesk_tui.lab.layout import MAIN, MSPROXY_PORT, Layout
-from unidesk_tui.lab.netns import tcp_open
+from unidesk_lab.daemon import Daemon
+from unidesk_lab.layout import MAIN, MSPROXY_PORT, Layout
+from unidesk_lab.netns import tcp_open
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def daemon(lay: Layout) -> Daemon:
     return Daemon(
         host=MAIN,
         name="msproxy",
-        argv=[sys.executable, "-m", "unidesk_tui.lab.msproxy", "--config", str(lay.workspace / "config.json"), "--listen", addr, "--port", str(MSPROXY_PORT)],
+        argv=[sys.executable, "-m", "unidesk_lab.msproxy", "--config", str(lay.workspace / "config.json"), "--listen", addr, "--port", str(MSPROXY_PORT)],
         ready=lambda: tcp_open(addr, MSPROXY_PORT),
         in_host=True,
     )

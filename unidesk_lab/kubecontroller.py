@@ -25,7 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
-from unidesk_tui.lab.kubeapi import DNS1123_LABEL, Resource, Store, find_resource, now_iso
+from unidesk_lab.kubeapi import DNS1123_LABEL, Resource, Store, find_resource, now_iso
 
 log = logging.getLogger(__name__)
 

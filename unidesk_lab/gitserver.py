@@ -4,7 +4,7 @@ Runs in its own namespace on the lab "wan" (reachable from main-server and the o
 the providers). URLs are `http://<addr>/git/<name>.git`; pushes are enabled (http.receivepack) so
 tests can push new commits and force-push.
 
-    python -m unidesk_tui.lab.gitserver --root DIR --listen ADDR [--port 80]
+    python -m unidesk_lab.gitserver --root DIR --listen ADDR [--port 80]
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from unidesk_tui.lab.daemon import Daemon
-from unidesk_tui.lab.layout import GIT, GIT_PORT, Layout
-from unidesk_tui.lab.netns import tcp_open
+from unidesk_lab.daemon import Daemon
+from unidesk_lab.layout import GIT, GIT_PORT, Layout
+from unidesk_lab.netns import tcp_open
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def daemon(lay: Layout) -> Daemon:
     return Daemon(
         host=GIT,
         name="git-http",
-        argv=[sys.executable, "-m", "unidesk_tui.lab.gitserver", "--root", str(lay.git_root), "--listen", addr, "--port", str(GIT_PORT)],
+        argv=[sys.executable, "-m", "unidesk_lab.gitserver", "--root", str(lay.git_root), "--listen", addr, "--port", str(GIT_PORT)],
         ready=lambda: tcp_open(addr, GIT_PORT),
         netns=lay.netns(GIT),
     )

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unidesk_tui.lab import lab
+    from unidesk_lab import lab
 
     try:
         if args.lab_command == "up":
