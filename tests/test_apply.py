@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -321,7 +323,9 @@ def test_wait_exits_by_the_job_result(ws, workload):
     assert finish_apply(refused, ws, wait=True)[1] == ExitCode.ERROR
 
 
-def test_job_status_and_list_commands(ws, workload, capsys):
+def test_job_status_and_list_commands(ws, workload, capsys, monkeypatch):
+    monkeypatch.setenv("USER", "someone-else")
+    monkeypatch.setenv("LOGNAME", "someone-else")
     rec = run_to_end(ws)
     args = ["--workspace", str(ws.root), "--state-dir", str(ws.state_dir)]
     assert cli_main([*args, "job", "status", rec.id, "--tail-bytes", "300"]) == 0
@@ -332,6 +336,11 @@ def test_job_status_and_list_commands(ws, workload, capsys):
     assert cli_main([*args, "job", "list"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [j["id"] for j in listed["jobs"]] == [rec.id]
+    # who ran it: the real user (not $USER), this host, the workspace; in job.json, status and list
+    operator = {"user": pwd.getpwuid(os.getuid()).pw_name, "host": socket.gethostname(), "workspace": str(ws.root)}
+    assert doc["job"]["operator"] == operator and listed["jobs"][0]["operator"] == operator
+    assert json.loads((jobs.job_dir(ws.state_dir, rec.id) / "job.json").read_text())["operator"] == operator
+    assert f"operator={operator['user']}@{operator['host']} workspace={ws.root}" in [e.text for e in events(ws, rec.id)]
     assert cli_main([*args, "job", "status", "20200101T000000Z-abcdef"]) == ExitCode.ERROR
     assert json.loads(capsys.readouterr().out)["errors"][0]["code"] == ErrorCode.JOB_NOT_FOUND
 

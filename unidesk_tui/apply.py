@@ -106,10 +106,12 @@ def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[Ste
             dryRun=dry_run, force=force, services=ids, plan=items, steps=step_records,
             createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid),
             locks=[] if dry_run else [f"{lock_env}/{s}" for s in ids], warnings=list(warnings) + takeovers,
+            operator=jobs.current_operator(ws.root),
         )
         d = jobs.create_job(ws.state_dir, record)
         atomic_write(d / jobs.CATALOG_FILE, catalog.model_dump_json().encode())
         events = jobs.EventLog(ws.state_dir, job_id)
+        events.append(f"operator={jobs.operator_text(record.operator)} workspace={record.operator.workspace}", stream="engine")
         for message in takeovers:
             events.append(message, stream="engine")
         for item in items:

@@ -121,6 +121,15 @@ class JobResult(_Doc):
     errors: list[ErrorItem] = Field(default_factory=list)
 
 
+class Operator(_Doc):
+    """Who started a job (an audit trail, as Kamal's audit log keeps one): the local user, the
+    controller's host and the workspace the command ran in."""
+
+    user: str = Field(description="Local user name of the process that started the job")
+    host: str = Field(description="Host name of the controller")
+    workspace: str = Field(description="Absolute path of the controller's workspace")
+
+
 class JobRecord(_Doc):
     """`<state dir>/jobs/<id>/job.json`, rewritten atomically at every change."""
 
@@ -144,6 +153,7 @@ class JobRecord(_Doc):
     workerStart: int | None = Field(None, description="Worker process start time (clock ticks since boot), to tell a reused pid apart")
     locks: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    operator: Operator | None = Field(None, description="Who started the job (null in job.json written before it was recorded)")
 
 
 class JobEvent(_Doc):
@@ -198,6 +208,7 @@ class JobSummary(_Doc):
     dryRun: bool
     createdAt: str
     endedAt: str | None = None
+    operator: Operator | None = None
 
 
 class JobListDocument(_Doc):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import re
 import secrets
 import signal
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from unidesk_tui.documents import ErrorItem, JobEvent, JobRecord, JobResult, LogTail
+from unidesk_tui.documents import ErrorItem, JobEvent, JobRecord, JobResult, LogTail, Operator
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.files import atomic_write, flocked
 from unidesk_tui.redact import Redactor, secret_env_values
@@ -66,6 +67,22 @@ def jobs_root(state_dir: Path) -> Path:
 
 def job_dir(state_dir: Path, job_id: str) -> Path:
     return jobs_root(state_dir) / check_job_id(job_id)
+
+
+def current_operator(workspace: Path) -> Operator:
+    """Who is starting a job here: the process's real user (from the password database, not the
+    environment, which any caller sets), this host and the workspace."""
+    uid = os.getuid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid without an entry (e.g. in a container)
+        user = f"uid-{uid}"
+    return Operator(user=user, host=HOST, workspace=str(Path(workspace).resolve()))
+
+
+def operator_text(operator: Operator | None) -> str:
+    """`user@host` for one-line displays; empty for a job recorded before operators were."""
+    return f"{operator.user}@{operator.host}" if operator else ""
 
 
 # -- processes -----------------------------------------------------------------------------------

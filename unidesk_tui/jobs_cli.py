@@ -85,7 +85,8 @@ def _status(args: argparse.Namespace, ws: Workspace) -> int:
 
 def _list(args: argparse.Namespace, ws: Workspace) -> int:
     summaries = [
-        JobSummary(id=r.id, status=r.status, environment=r.environment, services=r.services, dryRun=r.dryRun, createdAt=r.createdAt, endedAt=r.endedAt)
+        JobSummary(id=r.id, status=r.status, environment=r.environment, services=r.services, dryRun=r.dryRun,
+                   createdAt=r.createdAt, endedAt=r.endedAt, operator=r.operator)
         for r in jobs.list_jobs(ws.state_dir)
     ]
     _emit(JobListDocument(ok=True, jobs=summaries))

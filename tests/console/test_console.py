@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Input, Log
 from tests.console.conftest import FIXED_NOW, SIZE, ConsoleWorld, record_job, step
 from unidesk_tui import jobs, plan_cache
 from unidesk_tui.app import UnideskApp
+from unidesk_tui.documents import Operator
 from unidesk_tui.live import read_live
 from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
 from unidesk_tui.screens.help import HelpScreen
@@ -313,6 +314,20 @@ class TestJobs:
             assert isinstance(app.screen, JobsScreen)
             table = app.screen.query_one(DataTable)
             assert "running" in table.get_cell(RUNNING_JOB, "status").plain
+
+    async def test_jobs_screen_shows_who_ran_each_job(self, world: ConsoleWorld) -> None:
+        done = "20261127T035000Z-0d0e0f"
+        record_job(world.state_dir, done, status="succeeded", services=["backend-core"], workspace=world.workspace,
+                   steps=[step("backend-core", "verify", "succeeded", 20, 1.0)], events=[(None, None, "engine", "job succeeded")])
+        who = Operator(user="alice", host="controller-1", workspace=str(world.workspace))
+        jobs.update_job(world.state_dir, done, lambda r: r.model_copy(update={"operator": who}))
+        app = make_app(world, reattach=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            await pilot.press("J")
+            assert isinstance(app.screen, JobsScreen)
+            await pilot.pause()
+            assert app.screen.query_one(DataTable).get_cell(done, "operator").plain == "alice@controller-1"
 
     async def test_quitting_while_a_job_runs_says_it_continues(self, world: ConsoleWorld) -> None:
         self._record_running(world)

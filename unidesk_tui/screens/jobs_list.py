@@ -11,12 +11,16 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from unidesk_tui.documents import JobRecord
+from unidesk_tui.jobs import operator_text
 from unidesk_tui.widgets.present import JOB_STATUS, age_text, duration_text, job_ended, job_started, labelled
 from unidesk_tui.widgets.guard import guard_handlers, guarded
 
 log = logging.getLogger(__name__)
 
-COLUMNS = (("id", "JOB"), ("status", "STATUS"), ("env", "ENV"), ("services", "SERVICES"), ("age", "STARTED"), ("took", "DURATION"), ("flags", "FLAGS"))
+COLUMNS = (
+    ("id", "JOB"), ("status", "STATUS"), ("env", "ENV"), ("services", "SERVICES"), ("age", "STARTED"),
+    ("took", "DURATION"), ("operator", "OPERATOR"), ("flags", "FLAGS"),
+)
 
 
 def job_cells(job: JobRecord, now: float) -> dict[str, Text]:
@@ -30,6 +34,7 @@ def job_cells(job: JobRecord, now: float) -> dict[str, Text]:
         "services": Text(", ".join(job.services)),
         "age": Text(age_text(started, now)),
         "took": Text(duration_text(took)),
+        "operator": Text(operator_text(job.operator), style="dim"),
         "flags": Text(flags, style="yellow"),
     }
 
