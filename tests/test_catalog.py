@@ -97,3 +97,56 @@ def test_secrets_in_rejected_values_are_not_echoed():
         parse_catalog(json.dumps(doc))
     assert all("pa55w0rd" not in p.message for p in exc.value.problems)
     assert exc.value.problems[0].path == "targets[1].egressProxy"
+
+
+def _example() -> dict:
+    return json.loads((EXAMPLE / "config.json").read_text())
+
+
+def _index(doc: dict, service_id: str) -> int:
+    return next(i for i, m in enumerate(doc["microservices"]) if m["id"] == service_id)
+
+
+def test_k3sctl_adapter_is_a_control_bridge_and_decision_center_k3s_only_by_default():
+    catalog = load_catalog(EXAMPLE / "config.json")
+    assert catalog.microservice("k3sctl-adapter").is_control_bridge
+    assert not catalog.microservice("k3sctl-adapter").is_k3s_only
+    assert catalog.microservice("decision-center").is_k3s_only
+    assert not catalog.microservice("decision-center").is_control_bridge
+    assert not any(m.is_control_bridge or m.is_k3s_only for m in catalog.microservices if m.id not in ("k3sctl-adapter", "decision-center"))
+
+
+def test_a_control_bridge_in_k3s_is_refused_with_its_path():
+    doc = _example()
+    i = _index(doc, "k3sctl-adapter")
+    adapter = doc["microservices"][i]
+    adapter["deployment"]["mode"] = "k3sctl-managed"
+    adapter["k8s"] = {"manifest": "k3s/adapter.yaml", "namespace": "unidesk", "deployments": ["k3sctl-adapter"]}
+    with pytest.raises(UnideskError) as exc:
+        parse_catalog(json.dumps(doc))
+    (problem,) = exc.value.problems
+    assert (problem.code, problem.path, problem.service) == (ErrorCode.CONFIG_INVALID, f"microservices[{i}].deployment.mode", "k3sctl-adapter")
+    assert "control bridge" in problem.message and "outside k3s" in problem.message
+
+
+def test_a_control_bridge_moved_into_k3s_by_an_environment_is_refused_too():
+    doc = _example()
+    i = _index(doc, "k3sctl-adapter")
+    doc["microservices"][i]["environments"] = {"dev": {
+        "deployment": {"mode": "k3sctl-managed", "target": "D601"},
+        "k8s": {"manifest": "k3s/adapter.yaml", "namespace": "unidesk-dev", "deployments": ["k3sctl-adapter-dev"]},
+    }}
+    assert errors_of(doc) == [(ErrorCode.CONFIG_INVALID, f"microservices[{i}].environments.dev.deployment.mode")]
+
+
+def test_control_bridge_is_a_catalog_field():
+    doc = _example()
+    j = _index(doc, "code-queue")
+    doc["microservices"][j]["controlBridge"] = True  # code-queue's dev override is k3sctl-managed
+    assert errors_of(doc) == [(ErrorCode.CONFIG_INVALID, f"microservices[{j}].environments.dev.deployment.mode")]
+    doc["microservices"][j]["controlBridge"] = False
+    i = _index(doc, "k3sctl-adapter")
+    doc["microservices"][i]["k3sOnly"] = True  # contradicts the default control-bridge mark
+    assert errors_of(doc) == [(ErrorCode.CONFIG_INVALID, f"microservices[{i}].k3sOnly")]
+    doc["microservices"][i]["controlBridge"] = False  # an explicit override of the default
+    assert not parse_catalog(json.dumps(doc)).microservice("k3sctl-adapter").is_control_bridge

@@ -29,6 +29,11 @@ from unidesk_tui.redact import redact_url
 
 DeploymentMode = Literal["unidesk-direct", "internal-sidecar", "k3sctl-managed"]
 COMPOSE_MODES: tuple[str, ...] = ("unidesk-direct", "internal-sidecar")
+# Services the specification names. k3sctl-adapter is UniDesk's bridge to native k3s, needed to
+# inspect and repair it, so it must stay outside k3s; Decision Center runs only inside k3s. The
+# catalog fields `controlBridge` and `k3sOnly` mark other services, or override these defaults.
+CONTROL_BRIDGES: frozenset[str] = frozenset({"k3sctl-adapter"})
+K3S_ONLY: frozenset[str] = frozenset({"decision-center"})
 
 
 def _check(pred, what: str):
@@ -175,6 +180,8 @@ class Microservice(_Model):
     compose: Compose | None = None
     k8s: K8sObjects | None = None
     environments: dict[Literal["dev", "prod"], EnvironmentOverride] = {}
+    controlBridge: bool | None = None  # null: true for the CONTROL_BRIDGES ids
+    k3sOnly: bool | None = None  # null: true for the K3S_ONLY ids
 
     @model_validator(mode="after")
     def _mode_needs_objects(self) -> Microservice:
@@ -182,6 +189,21 @@ class Microservice(_Model):
             if self.deployment.mode == "k3sctl-managed" and self.k8s is None:
                 raise ValueError("k3sctl-managed services need `k8s`")
         return self
+
+    @property
+    def is_control_bridge(self) -> bool:
+        """A bridge UniDesk needs to inspect or repair an orchestrator: it runs in a direct compose mode."""
+        return self.controlBridge if self.controlBridge is not None else self.id in CONTROL_BRIDGES
+
+    @property
+    def is_k3s_only(self) -> bool:
+        """A service that runs only inside k3s: no compose declaration, nothing exposed on the node."""
+        return self.k3sOnly if self.k3sOnly is not None else self.id in K3S_ONLY
+
+    def deployments(self) -> list[tuple[str, Deployment]]:
+        """(JSON path below the entry, deployment) of the base deployment and every environment's own."""
+        own = [(f"environments.{env}.deployment", o.deployment) for env, o in self.environments.items() if o.deployment]
+        return [("deployment", self.deployment), *own]
 
     @property
     def is_source_built(self) -> bool:
@@ -258,6 +280,30 @@ class Catalog(_Model):
         return f"{proxy['url'].rstrip('/')}/api/microservices/{service_id}/health"
 
 
+def policy_problems(catalog: Catalog) -> list[Problem]:
+    """Rules across fields, each reported at its JSON path: a control bridge never runs in k3s."""
+    problems: list[Problem] = []
+    for index, ms in enumerate(catalog.microservices):
+        base = f"microservices[{index}]"
+        if not ms.is_control_bridge:
+            continue
+        if ms.is_k3s_only:
+            path = f"{base}.k3sOnly"
+            why = f"{path}: {ms.id} is a control bridge, which stays outside k3s; it cannot also be k3s-only"
+            problems.append(Problem(ErrorCode.CONFIG_INVALID, why, service=ms.id, path=path))
+        for where, deployment in ms.deployments():
+            if deployment.mode in COMPOSE_MODES:
+                continue
+            path = f"{base}.{where}.mode"
+            problems.append(Problem(
+                ErrorCode.CONFIG_INVALID,
+                f"{path}: {ms.id} is a control bridge (controlBridge) UniDesk needs to inspect and repair k3s, so it must "
+                f"remain outside k3s in a direct compose mode ({' or '.join(COMPOSE_MODES)}), not {deployment.mode}",
+                service=ms.id, path=path,
+            ))
+    return problems
+
+
 def _pydantic_path(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -274,13 +320,17 @@ def parse_catalog(data: str | bytes, origin: str = "config.json") -> Catalog:
     except json.JSONDecodeError as exc:
         raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     try:
-        return Catalog.model_validate(doc)
+        catalog = Catalog.model_validate(doc)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             path = _pydantic_path(tuple(err["loc"]))
             problems.append(Problem(ErrorCode.CONFIG_INVALID, f"{origin}: {path}: {err['msg']}", path=path))
         raise UnideskError(*problems) from None
+    policy = policy_problems(catalog)
+    if policy:
+        raise UnideskError(*(Problem(p.code, f"{origin}: {p.message}", service=p.service, path=p.path) for p in policy))
+    return catalog
 
 
 def load_catalog(path: str | Path) -> Catalog:
