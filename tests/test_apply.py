@@ -206,6 +206,41 @@ def test_unsupported_and_unresolvable_services_are_refused_before_any_job(ws, gi
     assert job_dirs(ws) == []
 
 
+def test_file_mode_refuses_a_manifest_declaring_dev_and_says_to_use_env_dev(ws, git_world, capsys):
+    """A file declaring dev used to plan and apply against the production targets."""
+    w = git_world
+    dev_file = ws.root / "dev-declared.json"
+    dev_file.write_text(w.manifest([{"id": "backend-core", "repo": w.service_url, "commitId": w.pushed[-1]}], environment="dev"))
+    doc = apply(ws, file=dev_file, read_live=apply_workload.read_live)
+    assert not doc.ok and codes(doc) == [ErrorCode.ENVIRONMENT_MISMATCH], doc.errors
+    assert "--env dev" in doc.errors[0].message and doc.errors[0].path == "environment"
+    assert job_dirs(ws) == [] and locks.read_lock(ws.state_dir, "file", "backend-core") is None
+    args = ["--workspace", str(ws.root), "--state-dir", str(ws.state_dir)]
+    assert cli_main([*args, "deploy", "apply", "--file", str(dev_file), "--wait"]) == ExitCode.ERROR
+    assert json.loads(capsys.readouterr().out)["errors"][0]["code"] == ErrorCode.ENVIRONMENT_MISMATCH
+    # check and plan still read it, and warn; the source says what the file declares
+    for command in ("check", "plan"):
+        cli_main([*args, "deploy", command, "--file", str(dev_file)])
+        plan = json.loads(capsys.readouterr().out)
+        assert plan["source"] == {"kind": "file", "path": str(dev_file), "declaredEnvironment": "dev", "legacyProductionPath": False}
+        assert any("declares environment \"dev\"" in x and "--env dev" in x for x in plan["warnings"]), plan["warnings"]
+
+
+def test_file_mode_accepts_a_manifest_declaring_prod_as_the_legacy_production_path(ws, git_world, workload, capsys):
+    w = git_world
+    write_manifest(w, ("backend-core", w.pushed[-1]))
+    doc = json.loads((ws.root / "deploy.json").read_text())
+    (ws.root / "deploy.json").write_text(json.dumps({**doc, "environment": "prod"}))
+    args = ["--workspace", str(ws.root), "--state-dir", str(ws.state_dir)]
+    for command in ("check", "plan"):
+        cli_main([*args, "deploy", command])
+        plan = json.loads(capsys.readouterr().out)
+        assert plan["source"]["legacyProductionPath"] is True and plan["source"]["declaredEnvironment"] == "prod"
+        assert any("legacy production path" in x for x in plan["warnings"]), plan["warnings"]
+    rec = run_to_end(ws)
+    assert rec.status == "succeeded" and rec.environment == "file" and rec.source.legacyProductionPath
+
+
 # ---- failures end in the right status, logs kept ------------------------------------------------
 
 

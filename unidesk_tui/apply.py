@@ -21,6 +21,7 @@ from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.files import atomic_write
 from unidesk_tui.plan import isolation_problems
 from unidesk_tui.reconcile import LiveReader, run_plan, to_errors
+from unidesk_tui.source import file_mode_refusal
 from unidesk_tui.worker import desired_from_plan, executor
 from unidesk_tui.workspace import Workspace
 
@@ -157,6 +158,10 @@ def apply(
     run = run_plan(ws, "plan", file=file, env=env, services=services, force=force, read_live=read_live)
     plan = run.document
     doc.source, doc.environment, doc.services, doc.warnings = plan.source, plan.environment, plan.services, list(plan.warnings)
+    refusal = file_mode_refusal(run.loaded) if run.loaded is not None else None
+    if refusal is not None:  # before the plan's other errors: it says which command to run instead
+        doc.errors = to_errors(refusal.problems) + [e for e in plan.errors if e.code != ErrorCode.ENVIRONMENT_MISMATCH]
+        return doc
     if plan.errors or run.catalog is None:
         doc.errors = plan.errors
         return doc

@@ -31,6 +31,10 @@ class ErrorItem(_Doc):
 class FileSourceDoc(_Doc):
     kind: Literal["file"] = "file"
     path: str
+    declaredEnvironment: Literal["dev", "prod"] | None = Field(None, description="The manifest's own `environment`, if any")
+    legacyProductionPath: bool = Field(
+        False, description="True when the file declares prod: file mode is then the legacy production path (a file declaring dev is not applied)"
+    )
 
 
 class EnvSourceDoc(_Doc):

@@ -86,7 +86,10 @@ def run_plan(
         doc.errors = to_errors(exc.problems)
         return PlanRun(doc, [], None, None)
     src = loaded.source
-    doc.source = EnvSourceDoc(**{k: getattr(src, k) for k in ("environment", "ref", "manifestCommit", "manifestBlob")}) if isinstance(src, EnvSource) else FileSourceDoc(path=src.path)
+    if isinstance(src, EnvSource):
+        doc.source = EnvSourceDoc(**{k: getattr(src, k) for k in ("environment", "ref", "manifestCommit", "manifestBlob")})
+    else:
+        doc.source = FileSourceDoc(path=src.path, declaredEnvironment=src.declaredEnvironment, legacyProductionPath=src.legacyProductionPath)
     doc.warnings = list(loaded.warnings)
     problems: list[Problem] = []
     env_mode = isinstance(src, EnvSource)

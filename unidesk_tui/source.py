@@ -24,7 +24,13 @@ ENV_BRANCHES = {"dev": "deploy/dev", "prod": "deploy/prod"}
 @dataclass(frozen=True)
 class FileSource:
     path: str
+    declaredEnvironment: str | None = None  # the manifest's own `environment`
     kind: Literal["file"] = "file"
+
+    @property
+    def legacyProductionPath(self) -> bool:
+        """A file declaring prod: the legacy production path the spec keeps for local files."""
+        return self.declaredEnvironment == "prod"
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,32 @@ def load_file(path: Path) -> LoadedManifest:
         raise UnideskError.of(ErrorCode.MANIFEST_NOT_FOUND, f"manifest not found: {path}") from None
     except OSError as exc:
         raise UnideskError.of(ErrorCode.MANIFEST_INVALID, f"cannot read {path}: {exc.strerror}") from None
-    return LoadedManifest(parse_manifest(data, origin=str(path)), FileSource(str(path)))
+    manifest = parse_manifest(data, origin=str(path))
+    return LoadedManifest(manifest, FileSource(str(path), manifest.environment), file_mode_warnings(str(path), manifest.environment))
+
+
+def file_mode_warnings(path: str, declared: str | None) -> list[str]:
+    """File mode reads and plans against the production targets, whatever the file declares."""
+    if declared == "dev":
+        return [f"{path} declares environment \"dev\", but file mode reads and plans against the production targets; "
+                f"deploy apply refuses it (environment_mismatch): use --env dev, which reads origin/{ENV_BRANCHES['dev']}"]
+    if declared == "prod":
+        return [f"{path} declares environment \"prod\": file mode is the legacy production path (the live runtime of "
+                f"every host); the environment plan of origin/{ENV_BRANCHES['prod']} is --env prod"]
+    return []
+
+
+def file_mode_refusal(loaded: LoadedManifest) -> UnideskError | None:
+    """A file declaring dev must not be applied in file mode, which targets production."""
+    src = loaded.source
+    if not isinstance(src, FileSource) or src.declaredEnvironment != "dev":
+        return None
+    return UnideskError.of(
+        ErrorCode.ENVIRONMENT_MISMATCH,
+        f"{src.path} declares environment \"dev\", but a file-mode apply runs against the production targets; "
+        f"use deploy apply --env dev (it reads origin/{ENV_BRANCHES['dev']})",
+        path="environment",
+    )
 
 
 def load_env(workspace: Path, environment: str) -> LoadedManifest:
