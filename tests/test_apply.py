@@ -332,16 +332,53 @@ def test_concurrent_apply_is_locked_a_killed_worker_is_interrupted_and_its_lock_
     assert any("took over" in e.text for e in events(ws, third.jobId))
 
 
-def test_sigterm_cancels_the_job(ws, workload):
+def test_cancel_stops_the_running_step_names_it_and_releases_the_lock(ws, workload):
     set_behaviour(workload, build="sleep")
     doc = start(ws)
     wait_for(lambda: (workload / "backend-core.building").exists(), "the build to start")
-    assert jobs.cancel_job(ws.state_dir, doc.jobId)
-    rec = wait_job(ws.state_dir, doc.jobId, poll=0.05)
-    assert not jobs.cancel_job(ws.state_dir, doc.jobId)  # nothing left to cancel
+    rec = jobs.cancel(ws.state_dir, doc.jobId, wait=10)
     assert rec.status == "cancelled" and codes(rec.result) == [ErrorCode.CANCELLED]
+    assert "backend-core step build" in rec.result.errors[0].message
     assert [s.status for s in rec.steps] == ["succeeded", "cancelled", "skipped", "skipped"]
     assert locks.read_lock(ws.state_dir, "file", "backend-core") is None
+    with pytest.raises(UnideskError) as err:  # nothing left to cancel
+        jobs.cancel(ws.state_dir, doc.jobId)
+    assert err.value.problems[0].code == ErrorCode.JOB_FINISHED and "cancelled" in err.value.problems[0].message
+
+
+def test_cancel_before_the_worker_runs_runs_no_step(ws, workload, monkeypatch):
+    import unidesk_tui.apply as apply_mod
+
+    spawned = []
+    monkeypatch.setattr(apply_mod, "_spawn", lambda w, job_id: spawned.append(job_id) or _Sleeper())
+    doc = start(ws)
+    rec = jobs.cancel(ws.state_dir, doc.jobId)  # still queued: recorded, nobody signalled
+    assert rec.status == "queued" and jobs.cancel_requested(ws.state_dir, doc.jobId)
+    assert worker_main([str(ws.state_dir), doc.jobId]) == 1  # the worker starts late and reads the request
+    rec = jobs.load_job(ws.state_dir, doc.jobId)
+    assert rec.status == "cancelled" and "before any step ran" in rec.result.errors[0].message
+    assert all(s.status == "skipped" for s in rec.steps)
+    assert not (workload / "backend-core.image").exists()
+
+
+class _Sleeper:
+    """Stands in for the worker process in the queued-cancel test (its pid is ours)."""
+
+    pid = os.getpid()
+
+
+def test_job_cancel_cli(ws, workload, capsys):
+    args = ["--workspace", str(ws.root), "--state-dir", str(ws.state_dir)]
+    set_behaviour(workload, build="sleep")
+    doc = start(ws)
+    wait_for(lambda: (workload / "backend-core.building").exists(), "the build to start")
+    assert cli_main([*args, "job", "cancel", doc.jobId]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["command"] == "job cancel" and out["job"]["status"] == "cancelled"
+    assert cli_main([*args, "job", "cancel", doc.jobId]) == 1
+    assert [e["code"] for e in json.loads(capsys.readouterr().out)["errors"]] == ["job_finished"]
+    assert cli_main([*args, "job", "cancel", "20260101T000000Z-abcdef"]) == 1
+    assert [e["code"] for e in json.loads(capsys.readouterr().out)["errors"]] == ["job_not_found"]
 
 
 # ---- --wait exit codes and the job commands ----------------------------------------------------

@@ -19,7 +19,7 @@ from executors.verify import check_docker
 from unidesk_tui.catalog import Microservice, Target
 from unidesk_tui.errors import UnideskError
 from unidesk_tui.plan import DesiredService
-from unidesk_tui.targets import RunResult, command_line
+from unidesk_tui.targets import RunResult, command_line, killable_command_line
 
 A = "a" * 40
 B = "b" * 40
@@ -52,6 +52,37 @@ class TestCommandLine:
     def test_refuses_bad_env_names(self, bad):
         with pytest.raises(ValueError):
             command_line(["true"], env={bad: "1"})
+
+
+class TestKillOnClose:
+    """The remote wrapper, run by the local /bin/sh exactly as sshd would run it."""
+
+    def _start(self, tmp_path, script: str):
+        import subprocess
+
+        line = killable_command_line(["sh", "-c", script], env={"MARK": str(tmp_path)})
+        return subprocess.Popen(["sh", "-c", line], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def test_exit_status_and_output_pass_through(self, tmp_path):
+        proc = self._start(tmp_path, 'echo "out $MARK"; echo err >&2; exit 7')
+        rc = proc.wait(timeout=10)  # stdin stays open: the command ends on its own
+        assert (rc, proc.stdout.read().decode(), proc.stderr.read().decode()) == (7, f"out {tmp_path}\n", "err\n")
+        proc.stdin.close()
+
+    def test_closing_stdin_kills_the_whole_process_group(self, tmp_path):
+        import os
+        import time
+
+        # a child of the command (as docker build is of the client) must die with it
+        proc = self._start(tmp_path, 'sleep 60 & echo $! > "$MARK/child"; echo started; wait')
+        assert proc.stdout.readline() == b"started\n"
+        child = int((tmp_path / "child").read_text())
+        proc.stdin.close()  # what sshd does when the channel or the connection goes away
+        assert proc.wait(timeout=10) != 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{child}"):
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{child}"), "the command's child survived the close"
 
 
 class TestDeriveState:

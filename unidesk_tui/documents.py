@@ -195,10 +195,10 @@ class ApplyDocument(_Doc):
 
 
 class JobDocument(_Doc):
-    """Output of `job status`: job.json plus a bounded tail of its event log."""
+    """Output of `job status` (job.json plus a bounded tail of its event log) and `job cancel`."""
 
     ok: bool
-    command: Literal["job status"] = "job status"
+    command: Literal["job status", "job cancel"] = "job status"
     job: JobRecord | None = None
     log: LogTail | None = None
     errors: list[ErrorItem] = Field(default_factory=list)

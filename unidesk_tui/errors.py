@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     SERVICE_NOT_ENABLED = "service_not_enabled"
     LOCKED = "locked"
     JOB_NOT_FOUND = "job_not_found"
+    JOB_FINISHED = "job_finished"
     TARGET_UNREACHABLE = "target_unreachable"
     PROBE_FAILED = "probe_failed"
     PROXY_PROBE_FAILED = "proxy_probe_failed"

@@ -2,8 +2,8 @@
 
 Read API for the CLI and the console: `list_jobs`, `load_job`, `read_events` (incremental, from a
 byte offset) and `tail` (the last N bytes, whole lines, without reading the whole file); and
-`cancel_job`. Loading a
-job whose worker died reports it, and records it, as `interrupted`.
+`cancel`. Loading a job
+whose worker died reports it, and records it, as `interrupted`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ JOB_FILE = "job.json"
 EVENTS_FILE = "events.jsonl"
 CATALOG_FILE = "catalog.json"
 STDERR_FILE = "worker.stderr"
+CANCEL_FILE = "cancel.request"
 MAX_EVENT_TEXT = 64 * 1024
 MAX_READ_BYTES = 4 * 1024 * 1024
 HOST = socket.gethostname()
@@ -192,16 +194,39 @@ def load_job(state_dir: Path, job_id: str) -> JobRecord:
     return record
 
 
-def cancel_job(state_dir: Path, job_id: str) -> bool:
-    """Ask a running job's worker to stop (SIGTERM: it records `cancelled`); False if not running."""
+def cancel_requested(state_dir: Path, job_id: str) -> bool:
+    """Whether `cancel` was asked for this job (the worker checks before it starts any step)."""
+    return (job_dir(state_dir, job_id) / CANCEL_FILE).exists()
+
+
+def cancel(state_dir: Path, job_id: str, *, wait: float = 0.0, poll: float = 0.1) -> JobRecord:
+    """Cancel a queued or running job; returns its record (after at most `wait` seconds, sooner
+    once the worker has recorded its end).
+
+    The request is recorded in the job's directory first (a worker not yet running, or between
+    steps, reads it), then the worker gets SIGTERM: it stops the current step, kills that step's
+    remote command on the target, records `cancelled` naming the step and releases its locks.
+    Raises UnideskError `job_not_found`, or `job_finished` for a job that already ended.
+    """
     record = load_job(state_dir, job_id)
-    if record.status not in ACTIVE or record.host != HOST or not process_alive(record.workerPid, record.workerStart):
-        return False
-    try:
-        os.kill(record.workerPid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    return True
+    if record.status in TERMINAL:
+        raise UnideskError.of(ErrorCode.JOB_FINISHED, f"job {job_id} already ended ({record.status} at {record.endedAt or '?'}); there is nothing to cancel")
+    atomic_write(job_dir(state_dir, job_id) / CANCEL_FILE, f"{now_iso()} pid {os.getpid()} on {HOST}\n".encode())
+    # Only a worker that recorded itself (status running) is signalled: a queued job's pid may
+    # still be the launching command's own. The worker marks itself running before it reads the
+    # request, and we read its status after writing the request, so one of us sees the other.
+    record = load_job(state_dir, job_id)
+    if record.status == "running" and record.host == HOST and process_alive(record.workerPid, record.workerStart):
+        try:
+            os.kill(record.workerPid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + max(0.0, wait)
+    while True:
+        record = load_job(state_dir, job_id)
+        if record.status in TERMINAL or time.monotonic() >= deadline:
+            return record
+        time.sleep(poll)
 
 
 def list_jobs(state_dir: Path) -> list[JobRecord]:

@@ -1,8 +1,8 @@
-"""CLI for jobs: `deploy apply`, `job status JOB_ID [--tail-bytes N]` and `job list`.
+"""CLI for jobs: `deploy apply`, `job status JOB_ID [--tail-bytes N]`, `job cancel JOB_ID` and `job list`.
 
 Registered by cli.py's optional registrars, after `deploy` exists. Exit codes: apply 0 when the job
 started (with --wait: 0 only when it succeeded), 1 otherwise; job status/list 0 when the document
-was produced.
+was produced; job cancel 0 when the job was told to stop (its document shows the status reached).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TAIL_BYTES = 30000
 MAX_TAIL_BYTES = 64 * 1024 * 1024
+CANCEL_WAIT_S = 30.0
 
 
 def _emit(doc) -> None:
@@ -83,6 +84,16 @@ def _status(args: argparse.Namespace, ws: Workspace) -> int:
     return ExitCode.OK
 
 
+def _cancel(args: argparse.Namespace, ws: Workspace) -> int:
+    try:
+        record = jobs.cancel(ws.state_dir, args.job_id, wait=0.0 if args.no_wait else CANCEL_WAIT_S)
+    except UnideskError as exc:
+        _emit(JobDocument(ok=False, command="job cancel", errors=to_errors(exc.problems)))
+        return ExitCode.ERROR
+    _emit(JobDocument(ok=True, command="job cancel", job=record))
+    return ExitCode.OK
+
+
 def _list(args: argparse.Namespace, ws: Workspace) -> int:
     summaries = [
         JobSummary(id=r.id, status=r.status, environment=r.environment, services=r.services, dryRun=r.dryRun,
@@ -115,11 +126,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", action="store_true", help="follow the job to its end; exit 0 only if it succeeded")
     p.set_defaults(handler=_apply, command_name="apply")
 
-    job = sub.add_parser("job", help="deploy jobs: status and list")
+    job = sub.add_parser("job", help="deploy jobs: status, list, cancel")
     jsub = job.add_subparsers(dest="job_command", required=True, parser_class=sub._parser_class)
     s = jsub.add_parser("status", help="job.json plus a bounded tail of its event log")
     s.add_argument("job_id", metavar="JOB_ID")
     s.add_argument("--tail-bytes", type=_tail_bytes, default=DEFAULT_TAIL_BYTES, metavar="N", help=f"log bytes to return (default {DEFAULT_TAIL_BYTES})")
     s.set_defaults(handler=_status, command_name="job status")
+    c = jsub.add_parser("cancel", help="stop a queued or running job (its remote command too); waits for its end")
+    c.add_argument("job_id", metavar="JOB_ID")
+    c.add_argument("--no-wait", action="store_true", help="return once the worker was told, without waiting for its end")
+    c.set_defaults(handler=_cancel, command_name="job cancel")
     ls = jsub.add_parser("list", help="every job, newest first")
     ls.set_defaults(handler=_list, command_name="job list")

@@ -4,7 +4,9 @@ A `TargetSession` gives the probes and the job worker three ways onto a target:
 
 - `run(argv, env=…, timeout=…, on_line=…)`: a remote command. `argv` is joined with shlex.join;
   `env` becomes an `env VAR=val …` prefix of that one command, so no variable outlives it and
-  nothing is written to a shell profile.
+  nothing is written to a shell profile. The command runs in its own process group on the target,
+  and that group is killed when its channel closes: a timeout, a cancelled job or a dead
+  controller never leaves a `docker build` running there (see KILL_ON_CLOSE).
 - `docker()`: an aiodocker client over an SSH-forwarded Docker socket (targets[].docker.socket).
 - `kube()`: a kubernetes-asyncio ApiClient over an SSH-forwarded port to the node's API server,
   configured from the kubeconfig read *from the node* at targets[].k3s.kubeconfig.
@@ -59,8 +61,30 @@ class RunResult:
         return text[-limit:]
 
 
-def command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-    """The exact remote command: `env K=V … argv…`, every word quoted with shlex.join."""
+# `sh -c KILL_ON_CLOSE sh CMD…`: CMD runs in its own session (setsid) with stdin from /dev/null;
+# a watcher reads the channel's stdin, which we never close while CMD runs, so its EOF means the
+# channel (or the whole connection) went away: then it kills CMD's process group, TERM then KILL.
+# sshd gives a non-pty session no such guarantee, and a pty would merge stdout with stderr.
+KILL_ON_CLOSE = (
+    'exec 3<&0\n'
+    'setsid "$@" </dev/null 3<&- &\n'
+    'p=$!\n'
+    '( while read -r _; do :; done; kill -s TERM -- "-$p"; sleep 3; kill -s KILL -- "-$p" ) <&3 >/dev/null 2>&1 &\n'
+    'w=$!\n'
+    'exec 3<&-\n'
+    'wait "$p"; rc=$?\n'
+    'kill "$w" 2>/dev/null\n'
+    'exit "$rc"'
+)
+
+
+def killable_command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """`command_line` wrapped so that closing the SSH channel kills the command's process group."""
+    return shlex.join(["sh", "-c", KILL_ON_CLOSE, "sh", *command_words(argv, env)])
+
+
+def command_words(argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """The remote command's words: `env K=V … argv…` (env names checked)."""
     words = [str(a) for a in argv]
     if not words:
         raise ValueError("empty command")
@@ -69,7 +93,12 @@ def command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> s
             if not is_plain_name(key) or "=" in key or "." in key:
                 raise ValueError(f"invalid environment variable name {key!r}")
         words = ["env", *(f"{k}={v}" for k, v in env.items()), *words]
-    return shlex.join(words)
+    return words
+
+
+def command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """The exact remote command: `env K=V … argv…`, every word quoted with shlex.join."""
+    return shlex.join(command_words(argv, env))
 
 
 def unreachable(target: Target, why: str) -> UnideskError:
@@ -124,8 +153,14 @@ class TargetSession:
         on_line: LineCallback | None = None,
         input: str | None = None,
     ) -> RunResult:
-        """Run one command on the target; stream its lines to `on_line` as they arrive."""
-        cmd = command_line(argv, env)
+        """Run one command on the target; stream its lines to `on_line` as they arrive.
+
+        Without `input` the command is killed on the target when it times out, when the calling
+        task is cancelled, or when the connection drops. A command fed `input` gets EOF after it
+        and is not wrapped: such commands are short reads (e.g. kubectl reading a manifest).
+        """
+        killable = input is None
+        cmd = killable_command_line(argv, env) if killable else command_line(argv, env)
         out: list[str] = []
         err: list[str] = []
         try:
@@ -140,9 +175,9 @@ class TargetSession:
                     on_line(line.rstrip("\n"), stream)
 
         async def whole() -> int | None:
-            if input is not None:
-                proc.stdin.write(input)
-            proc.stdin.write_eof()
+            if not killable:
+                proc.stdin.write(input or "")
+                proc.stdin.write_eof()
             await asyncio.gather(pump(proc.stdout, out, "stdout"), pump(proc.stderr, err, "stderr"))
             result = await proc.wait()
             return result.exit_status
@@ -151,8 +186,11 @@ class TargetSession:
             rc = await asyncio.wait_for(whole(), timeout)
             timed_out = False
         except asyncio.TimeoutError:
-            proc.close()
+            proc.close()  # the remote watcher sees EOF and kills the command's process group
             rc, timed_out = None, True
+        except asyncio.CancelledError:
+            proc.close()
+            raise
         return RunResult(tuple(str(a) for a in argv), rc, "".join(out), "".join(err), timed_out)
 
     async def read_file(self, path: str, timeout: float = 15.0) -> str:

@@ -2,7 +2,9 @@
 
 Runs each service's executor steps in order, records every step's status and timing in job.json,
 appends their progress to the event log, fails a step that emitted nothing (`no_progress`), and
-records the result. SIGTERM cancels the job (`cancelled`); the locks are released at the end.
+records the result. `jobs.cancel` (a request file, then SIGTERM) cancels the job: the running step
+is stopped, its remote command killed on the target with its channel, and the job recorded
+`cancelled` naming that step; the locks are released at the end.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class Worker:
         self.state_dir = state_dir
         self.job_id = job_id
         self.log = jobs.EventLog(state_dir, job_id)
+        self.current: tuple[str, str] | None = None  # (service, step) running now, or the last one cancelled
 
     def update(self, change) -> JobRecord:
         return jobs.update_job(self.state_dir, self.job_id, change)
@@ -128,8 +131,14 @@ class Worker:
         if record.environment == "prod":  # apply() and launch() refuse it; so does a job.json made by hand
             errors.append(ErrorItem(code=ErrorCode.PROD_APPLY_DISABLED, message="a job for environment prod is refused: production apply is disabled"))
             status = "failed"
+        if jobs.cancel_requested(self.state_dir, self.job_id):
+            status = "cancelled"
         try:
             for item in record.plan:
+                if status == "succeeded" and jobs.cancel_requested(self.state_dir, self.job_id):
+                    status = "cancelled"
+                if status == "cancelled":
+                    break
                 if status != "succeeded":
                     self._skip_rest(item.id, "not run: an earlier service failed")
                     outcome[item.id] = "skipped"
@@ -147,7 +156,9 @@ class Worker:
             except (Exception, asyncio.CancelledError):  # closing must not change the job's result
                 log.debug("closing the target pool failed", exc_info=True)
         if status == "cancelled":
-            errors.append(ErrorItem(code=ErrorCode.CANCELLED, message="the job was cancelled (SIGTERM)"))
+            where = f"during {self.current[0]} step {self.current[1]}" if self.current else "before any step ran"
+            errors.append(ErrorItem(code=ErrorCode.CANCELLED, message=f"the job was cancelled {where}",
+                                    service=self.current[0] if self.current else None))
             for item in record.plan:
                 outcome.setdefault(item.id, "cancelled")
                 self._skip_rest(item.id, "not run: job cancelled")
@@ -184,6 +195,9 @@ class Worker:
         target = catalog.target(service.target or "")
         shared: dict = {}
         for index, step in zip(indexes, steps, strict=True):
+            if jobs.cancel_requested(self.state_dir, self.job_id):
+                self.current = (item.id, step.name)
+                raise asyncio.CancelledError
             if record.dryRun and not step.read_only:
                 self.set_step(index, status="skipped", message="dry run: would run")
                 self.engine(f"dry run: would run {step.name}", service=item.id, step=step.name)
@@ -217,6 +231,7 @@ class Worker:
     async def _step(self, index: int, step: Step, ctx: Context) -> tuple[bool, ErrorItem | None]:
         service = ctx.service.id
         started = time.monotonic()
+        self.current = (service, step.name)
         self.set_step(index, status="running", startedAt=jobs.now_iso())
         self.engine(f"step {step.name} started", service=service, step=step.name)
         problem: ErrorItem | None = None

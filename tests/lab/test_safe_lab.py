@@ -1,0 +1,116 @@
+"""Safe change in the lab (issue 12): cancel, and what it leaves behind on the target.
+
+Real programs throughout: the CLI, the detached worker, sshd, dockerd and its BuildKit, compose,
+git over HTTP, the microservice proxy. Test-only commits are pushed to their own branches of the
+lab's sample repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers_live import cli, running_image_commit, service, write_manifest  # noqa: E402
+
+from unidesk_tui import jobs, locks  # noqa: E402
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+SID = "backend-core"
+SLOW_MARK = "sleep 47"  # the slow commit's RUN step, unique to this module
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@lab.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@lab.invalid", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV).stdout.strip()
+
+
+def processes(pattern: str) -> list[str]:
+    """Command lines matching `pattern` (the lab's hosts share our pid namespace)."""
+    out = subprocess.run(["pgrep", "-a", "-f", "--", pattern], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+def running(lab: dict, sid: str = SID) -> str:
+    ms = service(lab, sid)
+    return running_image_commit(lab, ms["deployment"]["target"], ms["compose"]["project"], ms["compose"]["service"])
+
+
+def health(lab: dict, sid: str = SID) -> dict:
+    with urllib.request.urlopen(f"{lab['msproxyUrl']}/api/microservices/{sid}/health", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def apply(lab, state: Path, manifest: Path, *args: str) -> tuple[int, dict]:
+    return cli(lab, state, "deploy", "apply", "--file", str(manifest), *args, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def branches(lab, tmp_path_factory) -> dict[str, str]:
+    """Commits on test branches of sample-service: name -> full SHA."""
+    work = tmp_path_factory.mktemp("sample")
+    subprocess.run(["git", "clone", "-q", str(lab["layout"].git_root / "sample-service.git"), str(work)], check=True, env=GIT_ENV)
+    variants = {
+        # A fresh ENV value per session keeps the slow step out of any earlier build cache.
+        "slow": ("Dockerfile", lambda t: t + f'ENV TEST_NONCE={secrets.token_hex(8)}\nRUN ["/bin/busybox", "{SLOW_MARK.split()[0]}", "{SLOW_MARK.split()[1]}"]\n'),
+    }
+    out = {}
+    for name, (rel, edit) in variants.items():
+        git(work, "checkout", "-q", "-B", f"test-safe-{name}", lab["content"]["new"])
+        path = work / rel
+        path.write_text(edit(path.read_text()))
+        git(work, "commit", "-q", "-am", f"test: {name}")
+        out[name] = git(work, "rev-parse", "HEAD")
+        git(work, "push", "-q", "--force", "origin", f"HEAD:refs/heads/test-safe-{name}")
+    return out
+
+
+@pytest.fixture
+def at_old(lab, tmp_path):
+    """backend-core runs the seeded `old` commit before the test (and is left that way)."""
+    old = lab["content"]["old"]
+    if running(lab) != old:
+        rc, doc = apply(lab, tmp_path / "setup-state", write_manifest(tmp_path / "setup.json", lab["content"]["sampleRepo"], {SID: old}), "--wait")
+        assert rc == 0, doc
+    return old
+
+
+def test_cancel_mid_build_stops_the_remote_build_frees_the_lock_and_keeps_the_old_version(lab, tmp_path, branches, at_old):
+    state = tmp_path / "state"
+    rc, doc = apply(lab, state, write_manifest(tmp_path / "slow.json", lab["content"]["sampleRepo"], {SID: branches["slow"]}))
+    assert rc == 0 and doc["ok"], doc
+    job_id = doc["jobId"]
+    wait_for(lambda: processes(SLOW_MARK), "the slow RUN step to run on the target", 180)
+
+    started = time.monotonic()
+    rc, out = cli(lab, state, "job", "cancel", job_id)
+    took = time.monotonic() - started
+    assert rc == 0 and out["job"]["status"] == "cancelled", out
+    assert took < 10, f"cancel took {took:.1f} s"
+    build = next(s for s in out["job"]["steps"] if s["name"] == "build")
+    assert build["status"] == "cancelled" and build["code"] == "cancelled"
+    assert [e["code"] for e in out["job"]["result"]["errors"]] == ["cancelled"]
+    assert f"{SID} step build" in out["job"]["result"]["errors"][0]["message"]
+    # nothing of the build is left on the target: neither the RUN step nor the docker client
+    wait_for(lambda: not processes(SLOW_MARK) and not processes("docker build .*-t unidesk-backend-core:main"),
+             "the remote build to be gone", 5)
+    assert locks.read_lock(state, "file", SID) is None
+    assert running(lab) == at_old
+    body = health(lab)
+    assert body["status"] == "ok" and body["deploy"]["commit"] == at_old
+    # cancelling it again is a coded error
+    rc, again = cli(lab, state, "job", "cancel", job_id)
+    assert rc == 1 and [e["code"] for e in again["errors"]] == ["job_finished"]
+    assert jobs.load_job(state, job_id).status == "cancelled"
