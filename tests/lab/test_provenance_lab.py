@@ -1,0 +1,270 @@
+"""Provenance the reconciler can prove (issue 11), end to end in the lab.
+
+Every defect is reproduced the way an operator meets it, with real programs: `docker commit` of a
+hand-edited container, a compose file without the deploy-env lines, a provider container created
+with a relative `-f` or under a project config.json no longer names, a fake pause image already
+in containerd, a containerized k3s running on the node, and a commit whose container exits at
+start. The runtime is read back with the docker CLI, ctr and the API server on the hosts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers_live import cli, compose_container, compose_up, kube_request, running_image_commit, service, ssh, write_manifest  # noqa: E402
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+MAIN, D518, D601 = "main-server", "D518", "D601"
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@lab.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@lab.invalid", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+CRASH_LINE = "provenance-test: refusing to start"
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def crash_commit(lab, tmp_path_factory) -> str:
+    """A commit (on its own branch, from `new`) whose container prints one line and exits 3 at start."""
+    work = tmp_path_factory.mktemp("sample")
+    subprocess.run(["git", "clone", "-q", str(lab["layout"].git_root / "sample-service.git"), str(work)], check=True, env=GIT_ENV)
+    git(work, "checkout", "-q", "-B", "test-provenance-crash", lab["content"]["new"])
+    entry = work / "app" / "entrypoint.sh"
+    entry.write_text(entry.read_text().replace("set -e\n", f'set -e\necho "{CRASH_LINE}"\nexit 3\n', 1))
+    git(work, "commit", "-q", "-am", "test: a container that exits at start")
+    git(work, "push", "-q", "--force", "origin", "HEAD:refs/heads/test-provenance-crash")
+    return git(work, "rev-parse", "HEAD")
+
+
+def apply(lab, state: Path, manifest: Path, *args: str, workspace: Path | None = None) -> tuple[int, dict, list[str]]:
+    """`deploy apply --wait`; the job document and its event texts."""
+    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", *args, workspace=workspace, timeout=600)
+    assert doc.get("jobId"), doc
+    _, status = cli(lab, state, "job", "status", doc["jobId"], "--tail-bytes", "2000000", workspace=workspace)
+    return rc, doc, [e["text"] for e in status["log"]["events"]]
+
+
+def check(lab, state: Path, manifest: Path, workspace: Path | None = None) -> dict:
+    _, doc = cli(lab, state, "deploy", "check", "--file", str(manifest), workspace=workspace)
+    return doc["services"][0]
+
+
+def steps(doc: dict, sid: str) -> dict[str, dict]:
+    return {s["name"]: s for s in doc["job"]["steps"] if s["service"] == sid}
+
+
+def other_than(lab, current: str | None) -> str:
+    return lab["content"]["new"] if current != lab["content"]["new"] else lab["content"]["old"]
+
+
+def workspace_with(lab, tmp_path: Path, edit) -> Path:
+    """A copy of the lab workspace whose config.json is changed by `edit(cfg)`."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    cfg = json.loads(Path(lab["config"]).read_text())
+    edit(cfg)
+    (ws / "config.json").write_text(json.dumps(cfg))
+    return ws
+
+
+def docker_inspect(lab, host: str, fmt: str, *names: str) -> str:
+    return ssh(lab, host, ["docker", "inspect", "--format", fmt, *names]).stdout.decode().strip()
+
+
+def deploy_env_of(lab, host: str, container: str) -> dict[str, str]:
+    env = json.loads(docker_inspect(lab, host, "{{json .Config.Env}}", container))
+    return {k: v for k, _, v in (e.partition("=") for e in env) if k.startswith("UNIDESK_DEPLOY_")}
+
+
+def test_recommitted_container_with_original_labels_and_env_is_not_in_sync(lab, tmp_path):
+    """docker commit copies labels and env: only the target-side build record tells the images apart."""
+    repo, sid = lab["content"]["sampleRepo"], "backend-core"
+    ms = service(lab, sid)
+    want = other_than(lab, running_image_commit(lab, MAIN, "unidesk", sid))
+    manifest = write_manifest(tmp_path / "deploy.json", repo, {sid: want})
+    rc, doc, _ = apply(lab, tmp_path / "state", manifest)
+    assert rc == 0 and doc["job"]["status"] == "succeeded", doc
+    item = check(lab, tmp_path / "state", manifest)
+    assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == ("noop", "in-sync", "proven"), item
+    built = item["live"]["evidence"]["identity"]["recorded"]
+    # the record and the commit tag on the target say which image was built for `want`
+    work = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == MAIN)["workDir"]
+    record = json.loads(ssh(lab, MAIN, ["cat", f"{work}/provenance/{sid}/base/{want}.json"]).stdout)
+    assert (record["imageId"], record["commitTag"]) == (built, f"{ms['build']['image']}-{want[:12]}")
+    assert docker_inspect(lab, MAIN, "{{.Id}}", record["commitTag"]) == built
+
+    # hand-mutate the running container, commit it over the service's tag, recreate with the same stamps
+    cid = compose_container(lab, MAIN, "unidesk", sid)
+    ssh(lab, MAIN, ["docker", "exec", cid, "sh", "-c", "echo hand-edited > /app/www/index.html"])
+    ssh(lab, MAIN, ["docker", "commit", cid, ms["build"]["image"]])
+    compose_up(lab, MAIN, ms, {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want, "UNIDESK_DEPLOY_REQUESTED_COMMIT": want})
+    cid = compose_container(lab, MAIN, "unidesk", sid)
+    committed = docker_inspect(lab, MAIN, "{{.Image}}", cid)
+    assert committed != built and running_image_commit(lab, MAIN, "unidesk", sid) == want
+    assert deploy_env_of(lab, MAIN, cid)["UNIDESK_DEPLOY_COMMIT"] == want
+
+    item = check(lab, tmp_path / "state", manifest)
+    assert (item["live"]["state"], item["action"]) == ("provenance-mismatch", "deploy"), item
+    identity = item["live"]["evidence"]["identity"]
+    assert (identity["status"], identity["running"], identity["recorded"]) == ("mismatch", committed, built), identity
+    assert committed[:19] in item["live"]["message"] and built[:19] in item["live"]["message"], item["live"]
+
+    rc, doc, events = apply(lab, tmp_path / "state", manifest)
+    assert rc == 0 and doc["job"]["status"] == "succeeded", doc
+    assert any(t.startswith("verified: ") and "identity" in t for t in events), events
+    item = check(lab, tmp_path / "state", manifest)
+    assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == ("noop", "in-sync", "proven"), item
+    assert ssh(lab, MAIN, ["docker", "exec", compose_container(lab, MAIN, "unidesk", sid), "cat", "/app/www/index.html"]).stdout != b"hand-edited\n"
+
+
+def test_compose_file_without_deploy_env_lines_is_stamped_through_an_override(lab, tmp_path):
+    repo, sid = lab["content"]["sampleRepo"], "code-queue-mgr"
+    ms = service(lab, sid)
+    original = Path(ms["compose"]["file"])
+    bare = original.with_name("docker-compose.no-deploy-env.yml")
+    text = "".join(line for line in original.read_text().splitlines(keepends=True) if "UNIDESK_DEPLOY_" not in line or line.lstrip().startswith("#"))
+    assert "UNIDESK_DEPLOY_" not in "".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    bare.write_text(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+
+    def edit(cfg: dict) -> None:
+        next(m for m in cfg["microservices"] if m["id"] == sid)["compose"]["file"] = str(bare)
+
+    ws = workspace_with(lab, tmp_path, edit)
+    want = other_than(lab, running_image_commit(lab, MAIN, "unidesk", sid))
+    manifest = write_manifest(ws / "deploy.json", repo, {sid: want})
+    try:
+        rc, doc, events = apply(lab, tmp_path / "state", manifest, workspace=ws)
+        assert rc == 0 and doc["job"]["status"] == "succeeded", doc
+        override = next(t.split("=", 1)[1].split()[0] for t in events if t.startswith("compose_deploy_override="))
+        assert Path(override).parent == bare.parent and Path(override).exists()
+        assert hashlib.sha256(bare.read_bytes()).hexdigest() == digest  # never edited
+        env = deploy_env_of(lab, MAIN, compose_container(lab, MAIN, "unidesk", sid))
+        assert env == {"UNIDESK_DEPLOY_SERVICE_ID": sid, "UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want,
+                       "UNIDESK_DEPLOY_REQUESTED_COMMIT": want}, env
+        item = check(lab, tmp_path / "state", manifest, workspace=ws)
+        assert (item["action"], item["live"]["state"]) == ("noop", "in-sync"), item
+    finally:
+        compose_up(lab, MAIN, ms, {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want, "UNIDESK_DEPLOY_REQUESTED_COMMIT": want})
+        bare.unlink(missing_ok=True)
+
+
+def test_provider_container_from_relative_compose_file_and_stale_project_name_deploy(lab, tmp_path):
+    repo, sid = lab["content"]["sampleRepo"], "d518-worker"
+    ms = service(lab, sid)
+    compose_file = Path(ms["compose"]["file"])
+    current = running_image_commit(lab, D518, "unidesk", sid)
+    stamps = {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": current, "UNIDESK_DEPLOY_REQUESTED_COMMIT": current}
+    # recreated by hand from the compose file's directory with a relative -f, as operators do
+    ssh(lab, D518, ["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", str(compose_file.parent), "docker-compose", "-p", "unidesk",
+                    "-f", compose_file.name, "up", "-d", "--no-build", "--no-deps", "--force-recreate", sid], env=stamps)
+    cid = compose_container(lab, D518, "unidesk", sid)
+    assert docker_inspect(lab, D518, '{{index .Config.Labels "com.docker.compose.project.config_files"}}', cid) == compose_file.name
+
+    want = other_than(lab, current)
+    rc, doc, events = apply(lab, tmp_path / "state", write_manifest(tmp_path / "deploy.json", repo, {sid: want}))
+    assert rc == 0 and doc["job"]["status"] == "succeeded", doc
+    assert f"compose_files={compose_file}" in " ".join(events) or any(str(compose_file) in t and t.startswith("compose_project=") for t in events), events
+    assert running_image_commit(lab, D518, "unidesk", sid) == want
+
+    # config.json names a project the running container no longer belongs to: reported, not fatal
+    def stale(cfg: dict) -> None:
+        next(m for m in cfg["microservices"] if m["id"] == sid)["compose"]["project"] = "unidesk-renamed"
+
+    ws = workspace_with(lab, tmp_path, stale)
+    back = other_than(lab, want)
+    manifest = write_manifest(ws / "deploy.json", repo, {sid: back})
+    rc, doc, events = apply(lab, tmp_path / "state2", manifest, workspace=ws)
+    assert rc == 0 and doc["job"]["status"] == "succeeded", doc
+    assert any("unidesk-renamed" in t and "stale" in t for t in events), events
+    assert running_image_commit(lab, D518, "unidesk", sid) == back
+    names = ssh(lab, D518, ["docker", "ps", "-a", "--format", "{{.Names}}"]).stdout.decode().split()
+    assert not any(n.startswith("unidesk-renamed") for n in names), names  # no second copy under the stale name
+    item = check(lab, tmp_path / "state2", manifest, workspace=ws)
+    assert (item["action"], item["live"]["state"]) == ("noop", "in-sync"), item
+
+
+def ctr(lab, *args: str, check: bool = True):
+    node = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == D601)["k3s"]
+    return ssh(lab, D601, ["ctr", "-a", node["containerdSocket"], "-n", node["containerdNamespace"], *args], check=check)
+
+
+def pause_ref(lab) -> str:
+    return next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == D601)["k3s"]["pauseImage"]
+
+
+def k3s_commit(lab, sid: str) -> str | None:
+    ms = service(lab, sid)
+    live = kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ms['k8s']['namespace']}/deployments/{ms['k8s']['deployments'][0]}")
+    return (live.get("metadata", {}).get("annotations") or {}).get("UNIDESK_DEPLOY_COMMIT")
+
+
+def test_k3s_deploy_replaces_a_fake_pause_image_and_stops_a_containerized_k3s(lab, tmp_path):
+    repo, sid = lab["content"]["sampleRepo"], "decision-center"
+    real = pause_ref(lab)
+    fake = real.rsplit(":", 1)[0] + ":fake"
+    # a sleep-based impostor already sits under the real name (pulled through D601's egress by hand)
+    node = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == D601)["k3s"]
+    ssh(lab, D601, ["ctr", "-a", node["containerdSocket"], "-n", node["containerdNamespace"], "images", "pull", "--plain-http", fake],
+        env={"HTTP_PROXY": "http://127.0.0.1:18789"})
+    ctr(lab, "images", "rm", real, check=False)
+    ctr(lab, "images", "tag", fake, real)
+    # a containerized k3s server runs on the node (any local image under the rancher/k3s name will do)
+    source = service(lab, "d518-worker")["build"]["image"]
+    if ssh(lab, D601, ["docker", "image", "inspect", source], check=False).returncode != 0:
+        ssh(lab, D601, ["docker", "load"], input=ssh(lab, D518, ["docker", "save", source]).stdout)
+    ssh(lab, D601, ["docker", "tag", source, "rancher/k3s:v1.30.4-k3s1"])
+    ssh(lab, D601, ["docker", "rm", "-f", "k3s-server"], check=False)
+    ssh(lab, D601, ["docker", "run", "-d", "--init", "--name", "k3s-server", "--network", "none", "-e", "PORT=16443", "rancher/k3s:v1.30.4-k3s1"])
+    try:
+        want = other_than(lab, k3s_commit(lab, sid))
+        rc, doc, events = apply(lab, tmp_path / "state", write_manifest(tmp_path / "deploy.json", repo, {sid: want}))
+        assert rc == 0 and doc["job"]["status"] == "succeeded", doc
+        assert any(t.startswith(f"k3s_pause_image_replaced={real}") and '["/bin/sleep", "infinity"]' in t for t in events), events
+        assert "k3s_pause_image_entrypoint=/pause" in events
+        assert any(t.startswith("k3s_containerized_stopped=k3s-server") and "rancher/k3s" in t for t in events), events
+        assert docker_inspect(lab, D601, "{{.State.Running}}", "k3s-server") == "false"
+        # read back on D601: the image under the real name now runs /pause
+        digest = next(cols[2] for cols in (line.split() for line in ctr(lab, "images", "ls").stdout.decode().splitlines()[1:]) if cols and cols[0] == real)
+        config = json.loads(ctr(lab, "content", "get", json.loads(ctr(lab, "content", "get", digest).stdout)["config"]["digest"]).stdout)
+        assert config["config"]["Entrypoint"] == ["/pause"]
+        assert k3s_commit(lab, sid) == want
+    finally:
+        ssh(lab, D601, ["docker", "rm", "-f", "k3s-server"], check=False)
+        ctr(lab, "images", "rm", fake, check=False)
+
+
+def test_commit_whose_container_exits_at_start_fails_rollout_fast_with_its_exit_code(lab, tmp_path, crash_commit):
+    repo = lab["content"]["sampleRepo"]
+    manifest = write_manifest(tmp_path / "deploy.json", repo, {"decision-center": crash_commit})
+    rc, doc, events = apply(lab, tmp_path / "state", manifest)
+    assert rc != 0 and doc["job"]["status"] == "failed", doc
+    st = steps(doc, "decision-center")["k8s-rollout"]
+    assert st["status"] == "failed" and st["code"] == "rollout_failed", st
+    assert st["durationMs"] < 30_000, st
+    assert "exit code 3" in st["message"] and CRASH_LINE in st["message"], st["message"]
+
+
+def test_compose_container_that_exits_at_start_fails_fast_with_its_exit_code(lab, tmp_path, crash_commit):
+    repo, sid = lab["content"]["sampleRepo"], "backend-core"
+    before = running_image_commit(lab, MAIN, "unidesk", sid)
+    manifest = write_manifest(tmp_path / "deploy.json", repo, {sid: crash_commit})
+    try:
+        rc, doc, events = apply(lab, tmp_path / "state", manifest)
+        assert rc != 0 and doc["job"]["status"] == "failed", doc
+        failed = next(s for s in steps(doc, sid).values() if s["status"] == "failed")
+        assert failed["name"] in ("rollout", "verify") and failed["durationMs"] < 30_000, failed
+        assert "exit code 3" in failed["message"] and CRASH_LINE in failed["message"], failed
+    finally:  # the old version back (a no-op when the failed job already restored it)
+        rc, doc = cli(lab, tmp_path / "restore", "deploy", "apply", "--file", str(write_manifest(tmp_path / "restore.json", repo, {sid: before})), "--wait", timeout=600)
+        assert rc == 0, doc
