@@ -14,6 +14,7 @@ import logging
 import posixpath
 from dataclasses import dataclass
 
+from executors.provenance import new_record, write_record
 from executors.proxy import ProxyScope
 from executors.source import remove_context
 from executors.stamp import LABEL_COMMIT, image_labels
@@ -24,6 +25,17 @@ from unidesk_tui.redact import redact_url
 log = logging.getLogger(__name__)
 
 BUILD_TIMEOUT = 1800.0
+
+
+@dataclass(frozen=True)
+class BuildSource:
+    """What to build, as paths inside the repository: from the running service's compose config
+    on a provider, else from config.json's `build`."""
+
+    context: str
+    dockerfile: str
+    target: str | None
+    origin: str  # "docker compose config" | "config.json"
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,7 @@ class BuildPlan:
     cache_from: str | None
     base_arg: tuple[str, str] | None  # (ARG name, image)
     proxy: ProxyScope
+    target: str | None = None  # the Dockerfile stage to build (`--target`)
 
     def argv(self) -> list[str]:
         if self.buildx:
@@ -52,6 +65,8 @@ class BuildPlan:
         if self.base_arg:
             argv += ["--build-arg", f"{self.base_arg[0]}={self.base_arg[1]}"]
         argv += self.proxy.build_args()
+        if self.target:
+            argv += ["--target", self.target]
         for key, value in self.labels.items():
             argv += ["--label", f"{key}={value}"]
         argv += ["-f", self.dockerfile, "-t", self.image, "--", self.context_dir]
@@ -92,6 +107,22 @@ async def _ok(session, argv: list[str]) -> bool:
     return (await session.run(argv, timeout=60)).ok
 
 
+async def record_build(ctx, session, image: str, image_id: str) -> None:
+    """Provenance: tag the exact image just built `<repository>:<tag>-<12 hex>` and record it on the
+    target, so `deploy check` can tell it from a look-alike (see executors/provenance.py)."""
+    service, target = ctx.service, ctx.target
+    record = new_record(service.id, service.environment, service.commit, image, image_id, service.repo)
+    tagged = await session.run(["docker", "tag", image_id, record.commitTag], timeout=60)
+    if not tagged.ok:
+        raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{target.id}: cannot tag {image_id[:19]} as {record.commitTag}: {tagged.tail(300)}", service=service.id)
+    try:
+        path = await write_record(session, target.workDir, record)
+    except RuntimeError as exc:
+        raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{target.id}: provenance record: {exc}", service=service.id) from None
+    ctx.emit(f"target_build_commit_tag={record.commitTag}")
+    ctx.emit(f"provenance_record={path} imageId={image_id}")
+
+
 async def build_step(ctx) -> None:
     session = await ctx.session()
     service, target = ctx.service, ctx.target
@@ -115,21 +146,24 @@ async def build_step(ctx) -> None:
             *(_ok(session, ["docker", "image", "inspect", "--", b]) for b in bases),
         )
         # Providers always; any target whose daemon has no default bridge (RUN steps would have no network).
+        source: BuildSource = ctx.shared.get("build_source") or BuildSource(build.context, build.dockerfile, None, "config.json")
         network_host = target.role == "provider" or not has_bridge
         cache_from = image if has_image else None
         base = next((b for b, present in zip(bases, has_bases) if present), None)
         base_arg = (build.baseImageArg, base) if base else None
         plan = BuildPlan(
             image=image,
-            context_dir=repo_file(root, build.context),
-            dockerfile=repo_file(root, build.dockerfile),
-            labels=image_labels(service.id, service.repo, service.commit, build.dockerfile),
+            context_dir=repo_file(root, source.context),
+            dockerfile=repo_file(root, source.dockerfile),
+            labels=image_labels(service.id, service.repo, service.commit, source.dockerfile),
             buildx=buildx,
             network_host=network_host,
             cache_from=cache_from,
             base_arg=base_arg,
             proxy=ctx.shared.get("proxy") or ProxyScope(None),
+            target=source.target,
         )
+        ctx.emit(f"target_build_source=context {source.context} dockerfile {source.dockerfile}" + (f" target {source.target}" if source.target else "") + f" (from {source.origin})")
         ctx.emit(f"target_build_builder={'buildx' if buildx else 'docker-builtin-buildkit'} (target daemon, local cache)")
         ctx.emit(f"target_build_cache_from={cache_from or 'none (no current image)'}")
         ctx.emit(f"target_build_cache_to={'type=inline' if buildx else 'inline (BUILDKIT_INLINE_CACHE=1)'} -> {image}")
@@ -149,6 +183,7 @@ async def build_step(ctx) -> None:
             raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{target.id}: built image {image} is labelled {label or 'nothing'}, expected {service.commit}", service=service.id)
         ctx.shared["image_id"] = image_id
         ctx.emit(f"target_build_image={image} {image_id[:19]} unidesk.ai/source-commit={label}")
+        await record_build(ctx, session, image, image_id)
     finally:
         removed = await remove_context(session, target.workDir, root)
         ctx.shared.pop("context", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from executors.health import HealthReading
+from executors.provenance import Identity
 from executors.stamp import ENV_COMMIT, LABEL_COMMIT, Layer, commit_of, derive_state
 from unidesk_tui.documents import LiveState
 from unidesk_tui.reconcile import Observation
@@ -42,3 +43,16 @@ def missing(message: str, reading: HealthReading | None, evidence: dict, image_p
 def failed(state: str, message: str) -> Observation:
     """`unreachable` or `error` for a service whose target or probe failed."""
     return Observation(LiveState(commit=None, state=state, health="unknown", message=message), None)
+
+
+def with_identity(obs: Observation, identity: Identity) -> Observation:
+    """Add the image identity (executors/provenance.py) to an observation: a running image that is
+    not the one the reconciler built for the commit it claims is `provenance-mismatch`, whatever
+    its labels and env say; an unrecorded one (built before records existed) is only reported."""
+    live = obs.live
+    update: dict = {"evidence": {**live.evidence, "identity": identity.evidence()}}
+    if identity.status == "mismatch":
+        update |= {"state": "provenance-mismatch", "message": identity.message}
+    elif identity.status == "unrecorded" and live.state == "in-sync":
+        update["message"] = f"{live.message}; {identity.message}"
+    return Observation(live.model_copy(update=update), obs.imagePresent)

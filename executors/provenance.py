@@ -63,8 +63,10 @@ class BuildRecord:
         return record
 
 
-def scope_of(environment: str | None) -> str:
-    return environment or BASE_SCOPE
+def scope_of(environment: object) -> str:
+    """`base` for file mode (None or "file"), else the environment's name."""
+    name = str(environment) if environment else ""
+    return name if name and name != "file" else BASE_SCOPE
 
 
 def commit_tag(image: str, commit: str) -> str:
@@ -82,25 +84,30 @@ def record_path(work_dir: str, service_id: str, scope: str, commit: str) -> str:
     return posixpath.join(work_dir, RECORD_DIR, service_id, scope, f"{commit}.json")
 
 
-def new_record(service_id: str, environment: str | None, commit: str, image: str, image_id: str, repo: str) -> BuildRecord:
+def new_record(service_id: str, environment: object, commit: str, image: str, image_id: str, repo: str) -> BuildRecord:
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     return BuildRecord(service_id, scope_of(environment), commit, image, commit_tag(image, commit), image_id, repo, now)
 
 
-# The record is written to a temporary name and renamed: a reader never sees half a record.
+# Written to a temporary name and renamed: a reader never sees half a file.
 _WRITE = 'set -e; mkdir -p -- "$(dirname -- "$1")"; cat > "$1.tmp"; mv -f -- "$1.tmp" "$1"'
+
+
+async def write_text(session, path: str, text: str) -> None:
+    """Write a small file on the target atomically. Raises RuntimeError with the target's answer."""
+    res = await session.run(["sh", "-c", _WRITE, "sh", path], input=text, timeout=30)
+    if not res.ok:
+        raise RuntimeError(f"cannot write {path}: {res.tail(300)}")
 
 
 async def write_record(session, work_dir: str, record: BuildRecord) -> str:
     """Write `record` on the target; returns its path. Raises RuntimeError with the target's answer."""
     path = record_path(work_dir, record.service, record.scope, record.commit)
-    res = await session.run(["sh", "-c", _WRITE, "sh", path], input=record.to_json(), timeout=30)
-    if not res.ok:
-        raise RuntimeError(f"cannot write {path}: {res.tail(300)}")
+    await write_text(session, path, record.to_json())
     return path
 
 
-async def read_record(session, work_dir: str, service_id: str, environment: str | None, commit: str) -> BuildRecord | None:
+async def read_record(session, work_dir: str, service_id: str, environment: object, commit: str) -> BuildRecord | None:
     """The record of the reconciler's build of (service, commit) in this scope on the target, or None."""
     path = record_path(work_dir, service_id, scope_of(environment), commit)
     res = await session.run(["cat", "--", path], timeout=30)
@@ -113,7 +120,7 @@ async def read_record(session, work_dir: str, service_id: str, environment: str 
     return record
 
 
-async def built_image(session, work_dir: str, service_id: str, environment: str | None, commit: str) -> BuildRecord | None:
+async def built_image(session, work_dir: str, service_id: str, environment: object, commit: str) -> BuildRecord | None:
     """The image the reconciler built for (service, commit) when the target still holds it: the
     record exists and its commit tag still names the recorded image ID. None otherwise."""
     record = await read_record(session, work_dir, service_id, environment, commit)

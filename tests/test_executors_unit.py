@@ -6,9 +6,12 @@ import dataclasses
 import shlex
 
 import pytest
+import yaml
 
 from executors.build import BuildPlan, build_base_image, repo_file
-from executors.compose import ComposeTarget, compose_identity, image_from_config
+from executors.build import BuildSource
+from executors.compose import BuildDeclaration, ComposeTarget, build_from_config, compose_identity, config_version, image_from_config, repository_build
+from executors.compose_override import is_override, override_path, override_text
 from executors.docker_probe import ContainerFacts
 from executors.health import HealthReading, classify
 from executors.k3s import deployment_facts, rollout_status
@@ -286,20 +289,51 @@ class TestBuildPlan:
 class TestCompose:
     LABELS = {"com.docker.compose.project": "prov", "com.docker.compose.service": "web", "com.docker.compose.project.config_files": "/srv/a.yml,/srv/b.yml", "com.docker.compose.project.working_dir": "/srv"}
 
+    @staticmethod
+    def key(found) -> tuple:
+        return found.project, found.service, found.files, found.workdir
+
     def test_catalog_project_wins_on_main(self):
         s = svc(project="unidesk", service="backend-core", file="/etc/unidesk/compose.yml")
-        assert compose_identity(s, self.LABELS) == ("unidesk", "backend-core", ("/etc/unidesk/compose.yml",), "/srv")
+        assert self.key(compose_identity(s, self.LABELS)) == ("unidesk", "backend-core", ("/etc/unidesk/compose.yml",), "/srv")
 
     def test_provider_reads_labels(self):
-        assert compose_identity(svc(), self.LABELS) == ("prov", "web", ("/srv/a.yml", "/srv/b.yml"), "/srv")
+        assert self.key(compose_identity(svc(), self.LABELS)) == ("prov", "web", ("/srv/a.yml", "/srv/b.yml"), "/srv")
         declared = svc(project="unidesk", service="backend-core", file="/etc/c.yml")
-        assert compose_identity(declared, self.LABELS, provider=True)[0] == "prov"
-        assert compose_identity(declared, None, provider=True)[0] == "unidesk"
+        found = compose_identity(declared, self.LABELS, provider=True)
+        assert found.project == "prov" and any("compose.project unidesk is stale" in n for n in found.notes)
+        fallback = compose_identity(declared, None, provider=True)
+        assert fallback.project == "unidesk" and any("fallback" in n for n in fallback.notes)
+
+    def test_relative_config_file_resolves_against_the_working_dir_and_our_override_is_dropped(self):
+        labels = {**self.LABELS, "com.docker.compose.project.config_files": "docker-compose.yml,sub/../x.yml,/srv/unidesk-deploy.web.override.yml"}
+        assert compose_identity(svc(), labels, provider=True).files == ("/srv/docker-compose.yml", "/srv/x.yml")
 
     def test_never_guessed(self):
         with pytest.raises(UnideskError) as exc:
             compose_identity(svc(), None)
         assert exc.value.problems[0].code == "rollout_failed"
+
+    def test_deploy_env_override(self):
+        assert override_path("/srv/app/docker-compose.yml", "web") == "/srv/app/unidesk-deploy.web.override.yml"
+        assert is_override("/srv/app/unidesk-deploy.web.override.yml") and not is_override("/srv/app/docker-compose.yml")
+        text = override_text("web", {"UNIDESK_DEPLOY_COMMIT": A, "UNIDESK_DEPLOY_REPO": "http://h/$x.git"}, "2.4")
+        doc = yaml.safe_load(text)
+        assert doc["version"] == "2.4"
+        assert doc["services"]["web"]["environment"] == {"UNIDESK_DEPLOY_COMMIT": A, "UNIDESK_DEPLOY_REPO": "http://h/$$x.git"}
+        assert "version" not in yaml.safe_load(override_text("web", {}, None))
+        with pytest.raises(ValueError):
+            override_path("/srv/c.yml", "-x")
+
+    def test_build_from_compose_config_inside_the_repository(self):
+        config = "version: '2.4'\nservices:\n  web:\n    image: x:1\n    build:\n      context: /src/repo/svc\n      dockerfile: docker/Dockerfile\n      target: prod\n"
+        assert config_version(config) == "2.4"
+        declared = build_from_config(config, "web")
+        assert declared == BuildDeclaration("/src/repo/svc", "docker/Dockerfile", "prod")
+        assert repository_build(declared, "/src/repo") == BuildSource("svc", "svc/docker/Dockerfile", "prod", "docker compose config")
+        assert repository_build(declared, "/elsewhere") is None and repository_build(declared, "") is None
+        assert build_from_config("services:\n  web:\n    build: /src/repo\n", "web") == BuildDeclaration("/src/repo", "Dockerfile", None)
+        assert build_from_config("services:\n  web:\n    image: x\n", "web") is None
 
     def test_argv(self):
         t = ComposeTarget(("docker-compose",), "p", "s", ("/f.yml",), "/w", "img")

@@ -153,7 +153,9 @@ def test_declared_build_base_image_is_used(lab, state, tmp_path):
 
 
 def test_healthy_old_version_fails_verification(lab, state, tmp_path):
-    """A compose file that pins the deploy env keeps reporting the old commit: the job must fail."""
+    """A service whose process reports an old commit although image and env are stamped with the new
+    one (the compose file's entrypoint pins it; the deploy-env override cannot reach a process's own
+    env): the job must fail on health."""
     repo = lab["content"]["sampleRepo"]
     ms = service(lab, "backend-core")
     current = running_image_commit(lab, MAIN, "unidesk", "backend-core")
@@ -161,7 +163,9 @@ def test_healthy_old_version_fails_verification(lab, state, tmp_path):
     compose_file = Path(ms["compose"]["file"])
     stale_file = compose_file.with_name("docker-compose.stale-test.yml")
     text = compose_file.read_text()
-    stale_file.write_text(text.replace("$${UNIDESK_DEPLOY_COMMIT:-}", current).replace("${UNIDESK_DEPLOY_COMMIT:-}", current))
+    pinned = f'  backend-core:\n    entrypoint: ["/bin/env", "UNIDESK_DEPLOY_COMMIT={current}", "/app/entrypoint.sh"]\n'
+    assert "  backend-core:\n" in text
+    stale_file.write_text(text.replace("  backend-core:\n", pinned, 1))
     ws = tmp_path / "ws"
     ws.mkdir()
     cfg = json.loads(Path(lab["config"]).read_text())
