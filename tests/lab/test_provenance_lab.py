@@ -86,6 +86,7 @@ def deploy_env_of(lab, host: str, container: str) -> dict[str, str]:
     return {k: v for k, _, v in (e.partition("=") for e in env) if k.startswith("UNIDESK_DEPLOY_")}
 
 
+@pytest.mark.xfail(reason="issue 11 in progress: lands with the executor refactor", strict=True)
 def test_recommitted_container_with_original_labels_and_env_is_not_in_sync(lab, tmp_path):
     """docker commit copies labels and env: only the target-side build record tells the images apart."""
     repo, sid = lab["content"]["sampleRepo"], "backend-core"
@@ -209,6 +210,7 @@ def k3s_commit(lab, sid: str) -> str | None:
     return (live.get("metadata", {}).get("annotations") or {}).get("UNIDESK_DEPLOY_COMMIT")
 
 
+@pytest.mark.xfail(reason="issue 11 in progress: lands with the executor refactor", strict=True)
 def test_k3s_deploy_replaces_a_fake_pause_image_and_stops_a_containerized_k3s(lab, tmp_path):
     repo, sid = lab["content"]["sampleRepo"], "decision-center"
     real = pause_ref(lab)
@@ -244,6 +246,7 @@ def test_k3s_deploy_replaces_a_fake_pause_image_and_stops_a_containerized_k3s(la
         ctr(lab, "images", "rm", fake, check=False)
 
 
+@pytest.mark.xfail(reason="issue 11 in progress: lands with the executor refactor", strict=True)
 def test_commit_whose_container_exits_at_start_fails_rollout_fast_with_its_exit_code(lab, tmp_path, crash_commit):
     repo = lab["content"]["sampleRepo"]
     manifest = write_manifest(tmp_path / "deploy.json", repo, {"decision-center": crash_commit})
@@ -255,6 +258,7 @@ def test_commit_whose_container_exits_at_start_fails_rollout_fast_with_its_exit_
     assert "exit code 3" in st["message"] and CRASH_LINE in st["message"], st["message"]
 
 
+@pytest.mark.xfail(reason="issue 11 in progress: lands with the executor refactor", strict=True)
 def test_compose_container_that_exits_at_start_fails_fast_with_its_exit_code(lab, tmp_path, crash_commit):
     repo, sid = lab["content"]["sampleRepo"], "backend-core"
     before = running_image_commit(lab, MAIN, "unidesk", sid)
