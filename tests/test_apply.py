@@ -367,6 +367,25 @@ class _Sleeper:
     pid = os.getpid()
 
 
+def test_starting_a_job_prunes_finished_jobs_beyond_the_configured_cap(ws, workload, capsys):
+    cfg = json.loads(ws.config_path.read_text())
+    ws.config_path.write_text(json.dumps({**cfg, "jobs": {"keepFinished": 1}}))
+    first = run_to_end(ws)
+    second = run_to_end(ws, force=True)
+    set_behaviour(workload, build="sleep")
+    third = start(ws, force=True)
+    assert job_dirs(ws) == sorted([second.id, third.jobId])  # the running job and the 1 newest finished
+    jobs.cancel(ws.state_dir, third.jobId, wait=10)
+    args = ["--workspace", str(ws.root), "--state-dir", str(ws.state_dir)]
+    assert cli_main([*args, "job", "prune", "--keep", "0", "--older-than", "1d"]) == 0  # none ended a day ago
+    assert json.loads(capsys.readouterr().out)["removed"] == []
+    assert cli_main([*args, "job", "prune", "--keep", "0"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "command": "job prune", "removed": [third.jobId, second.id], "kept": [], "errors": []}
+    assert first.id not in job_dirs(ws) and job_dirs(ws) == []
+    assert cli_main([*args, "job", "prune", "--older-than", "7 days"]) == ExitCode.USAGE
+    assert [e["code"] for e in json.loads(capsys.readouterr().out)["errors"]] == ["usage"]
+
+
 def test_job_cancel_cli(ws, workload, capsys):
     args = ["--workspace", str(ws.root), "--state-dir", str(ws.state_dir)]
     set_behaviour(workload, build="sleep")

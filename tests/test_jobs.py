@@ -286,3 +286,79 @@ def test_release_and_transfer_only_touch_the_jobs_own_locks(tmp_path, sleeper):
     assert locks.read_lock(tmp_path, "file", "a") is None
     with pytest.raises(ValueError):
         locks.lock_path(tmp_path, "file", "../x")
+
+
+# ---- retention: prune and the bounded event log ------------------------------------------------
+
+
+def _jobs_at(tmp_path, statuses: list[str], sleeper) -> list[str]:
+    """Jobs created a minute apart, oldest first; running ones are held by a live `sleeper`."""
+    ids = []
+    for i, status in enumerate(statuses):
+        job_id = jobs.new_job_id(datetime(2026, 11, 27, 8, i, tzinfo=UTC))
+        ended = f"2026-11-27T08:{i:02d}:30Z" if status in jobs.TERMINAL else None
+        jobs.create_job(tmp_path, record(job_id, status=status, endedAt=ended, createdAt=f"2026-11-27T08:{i:02d}:00Z",
+                                         workerPid=sleeper.pid, workerStart=jobs.process_start(sleeper.pid)))
+        ids.append(job_id)
+    return ids
+
+
+def test_prune_keeps_the_newest_finished_and_every_running_job(tmp_path, sleeper):
+    ids = _jobs_at(tmp_path, ["succeeded", "running", "failed", "cancelled", "interrupted", "succeeded", "queued"], sleeper)
+    removed, kept = jobs.prune(tmp_path, keep=3)
+    assert removed == [ids[2], ids[0]]
+    assert kept == [ids[6], ids[5], ids[4], ids[3], ids[1]]
+    assert sorted(os.listdir(jobs.jobs_root(tmp_path))) == sorted(kept)
+    assert jobs.prune(tmp_path, keep=0)[0] == [ids[5], ids[4], ids[3]]
+    assert [r.id for r in jobs.list_jobs(tmp_path)] == [ids[6], ids[1]]
+
+
+def test_prune_older_than_and_both_bounds(tmp_path, sleeper):
+    from datetime import timedelta
+
+    ids = _jobs_at(tmp_path, ["succeeded", "failed", "succeeded"], sleeper)
+    young = jobs.new_job_id()
+    jobs.create_job(tmp_path, record(young, status="succeeded", endedAt=jobs.now_iso()))
+    assert jobs.prune(tmp_path) == ([], [young, ids[2], ids[1], ids[0]])  # no bound: nothing goes
+    # both: beyond the 2 newest AND ended more than an hour ago
+    assert jobs.prune(tmp_path, keep=2, older_than=timedelta(hours=1))[0] == [ids[1], ids[0]]
+    assert jobs.prune(tmp_path, older_than=jobs.parse_duration("1h"))[0] == [ids[2]]
+    assert [r.id for r in jobs.list_jobs(tmp_path)] == [young]
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("30m", 1800), ("12h", 43200), ("7d", 604800), ("2w", 1209600)])
+def test_parse_duration(text, seconds):
+    assert jobs.parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "7", "d", "-1d", "1.5h", "7days", "1y"])
+def test_parse_duration_refuses(bad):
+    with pytest.raises(UnideskError) as err:
+        jobs.parse_duration(bad)
+    assert err.value.problems[0].code == ErrorCode.USAGE
+
+
+def test_event_log_keeps_head_and_tail_and_marks_the_dropped_middle(tmp_path):
+    job_id = jobs.new_job_id()
+    jobs.create_job(tmp_path, record(job_id))
+    events = jobs.EventLog(tmp_path, job_id, max_bytes=64 * 1024)
+    follower = 0
+    seen: list[int] = []
+    for i in range(1, 3001):
+        events.append(f"line {i:05d} " + "x" * 80)
+        if i % 250 == 0:  # a follower reading incrementally never stalls on a trimmed log
+            got, follower = jobs.read_events(tmp_path, job_id, follower)
+            seen += [e.seq for e in got]
+    path = jobs.job_dir(tmp_path, job_id) / jobs.EVENTS_FILE
+    assert path.stat().st_size <= 64 * 1024
+    got = jobs.read_events(tmp_path, job_id)[0]
+    marks = [e for e in got if e.text.startswith(jobs.TRIM_MARK)]
+    assert len(marks) == 1 and marks[0].stream == "engine"
+    head = got[: got.index(marks[0])]
+    tail = got[got.index(marks[0]) + 1:]
+    assert head[0].text.startswith("line 00001") and [e.seq for e in head] == list(range(1, len(head) + 1))
+    assert tail[-1].text.startswith("line 03000") and [e.seq for e in tail] == list(range(tail[0].seq, 3001))
+    assert f"events {len(head) + 1}–{tail[0].seq - 1}" in marks[0].text
+    assert seen[-1] == 3000 and set(range(tail[0].seq, 3001)) <= set(seen)
+    # a new writer (the worker after a restart) continues the sequence
+    assert jobs.EventLog(tmp_path, job_id, max_bytes=64 * 1024).append("next").seq == 3001

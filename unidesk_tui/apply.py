@@ -133,6 +133,10 @@ def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[Ste
 
     jobs.update_job(ws.state_dir, job_id, hand_over)
     log.info("job %s started: worker pid %d", job_id, proc.pid)
+    try:  # the automatic cap (config.json jobs.keepFinished); running jobs are never removed
+        jobs.prune(ws.state_dir, keep=catalog.jobs.keepFinished)
+    except (OSError, UnideskError) as exc:
+        log.warning("pruning finished jobs failed: %s", exc)
     return job_id
 
 

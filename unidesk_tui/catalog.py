@@ -234,6 +234,14 @@ class Microservice(_Model):
         return self.build.image if self.build else None
 
 
+class JobRetention(_Model):
+    """How much of the job store is kept: finished jobs beyond `keepFinished` are removed when a
+    job starts (running ones never); an event log beyond `maxLogBytes` keeps its head and tail."""
+
+    keepFinished: int = Field(100, ge=1, le=100000)  # = jobs.DEFAULT_KEEP_FINISHED
+    maxLogBytes: int = Field(8 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)  # = jobs.DEFAULT_MAX_LOG_BYTES
+
+
 class Catalog(_Model):
     """A validated config.json."""
 
@@ -242,6 +250,7 @@ class Catalog(_Model):
     microserviceProxy: dict[Literal["url"], ProxyUrl] | None = None
     environments: dict[Literal["dev", "prod"], EnvironmentProfile] = {}
     microservices: tuple[Microservice, ...]
+    jobs: JobRetention = JobRetention()
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:

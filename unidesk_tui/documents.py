@@ -224,12 +224,23 @@ class JobListDocument(_Doc):
     errors: list[ErrorItem] = Field(default_factory=list)
 
 
+class JobPruneDocument(_Doc):
+    """Output of `job prune`: the finished jobs removed, and what was kept."""
+
+    ok: bool
+    command: Literal["job prune"] = "job prune"
+    removed: list[str] = Field(default_factory=list, description="Ids of the finished jobs removed, newest first")
+    kept: list[str] = Field(default_factory=list, description="Ids of the jobs kept (running and queued ones always), newest first")
+    errors: list[ErrorItem] = Field(default_factory=list)
+
+
 DOCUMENTS: dict[str, type[BaseModel]] = {
     "plan": PlanDocument,
     "error": ErrorDocument,
     "apply": ApplyDocument,
     "job": JobDocument,
     "job-list": JobListDocument,
+    "job-prune": JobPruneDocument,
 }
 
 

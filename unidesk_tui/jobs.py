@@ -14,12 +14,13 @@ import os
 import pwd
 import re
 import secrets
+import shutil
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -40,6 +41,8 @@ CATALOG_FILE = "catalog.json"
 STDERR_FILE = "worker.stderr"
 CANCEL_FILE = "cancel.request"
 MAX_EVENT_TEXT = 64 * 1024
+DEFAULT_MAX_LOG_BYTES = 8 * 1024 * 1024  # config.json jobs.maxLogBytes
+DEFAULT_KEEP_FINISHED = 100  # config.json jobs.keepFinished
 MAX_READ_BYTES = 4 * 1024 * 1024
 HOST = socket.gethostname()
 
@@ -243,16 +246,86 @@ def list_jobs(state_dir: Path) -> list[JobRecord]:
     return out
 
 
+# -- retention -----------------------------------------------------------------------------------
+
+DURATION_RE = re.compile(r"^([0-9]{1,9})([smhdw])$")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `30m`, `12h`, `7d`, `2w` -> timedelta; UnideskError(usage) otherwise."""
+    match = DURATION_RE.match(text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise UnideskError.of(ErrorCode.USAGE, f"{text!r} is not a duration (a number and one of s, m, h, d, w: e.g. 7d)")
+    return timedelta(seconds=int(match.group(1)) * DURATION_UNITS[match.group(2)])
+
+
+def _ended(record: JobRecord) -> datetime | None:
+    try:
+        return datetime.strptime(record.endedAt or record.createdAt, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def prune(state_dir: Path, *, keep: int | None = None, older_than: timedelta | None = None) -> tuple[list[str], list[str]]:
+    """Remove finished jobs; returns (removed ids, kept ids), newest first. Queued and running jobs
+    are never removed. A finished job goes when it is not among the `keep` newest finished ones and
+    (with `older_than`) ended longer ago than that; with neither given nothing is removed."""
+    if keep is None and older_than is None:
+        return [], [r.id for r in list_jobs(state_dir)]
+    now = datetime.now(UTC)
+    removed: list[str] = []
+    kept: list[str] = []
+    finished = 0
+    for record in list_jobs(state_dir):  # newest first; a dead worker's job reads as interrupted
+        if record.status not in TERMINAL:
+            kept.append(record.id)
+            continue
+        finished += 1
+        beyond = keep is None or finished > keep
+        ended = _ended(record)
+        old = older_than is None or (ended is not None and now - ended > older_than)
+        if not (beyond and old):
+            kept.append(record.id)
+            continue
+        d = job_dir(state_dir, record.id)
+        with flocked(d / ".lock"):  # never under a writer of job.json
+            current = _read(d, record.id)
+            if current.status not in TERMINAL:
+                kept.append(record.id)
+                continue
+            # rename first: a reader never sees a half-removed job, a crash leaves only a dot dir
+            doomed = d.with_name(f".pruned-{record.id}")
+            os.replace(d, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        removed.append(record.id)
+    if removed:
+        log.info("pruned %d finished job(s): %s", len(removed), ", ".join(removed))
+    return removed, kept
+
+
 # -- the event log -------------------------------------------------------------------------------
 
-class EventLog:
-    """Appends redacted JSON-lines events; one writer process at a time (the worker), thread-safe."""
+TRIM_MARK = "…[log trimmed: "
 
-    def __init__(self, state_dir: Path, job_id: str, redactor: Redactor | None = None) -> None:
+class EventLog:
+    """Appends redacted JSON-lines events; one writer process at a time (the worker), thread-safe.
+
+    Bounded: past `max_bytes` the log is rewritten (atomically) as its head (the first eighth), one
+    marker event saying which events were dropped, and its tail (the last half), so a runaway
+    step never fills the disk and both how the job began and how it ended stay readable.
+    """
+
+    def __init__(self, state_dir: Path, job_id: str, redactor: Redactor | None = None, *, max_bytes: int = DEFAULT_MAX_LOG_BYTES) -> None:
         self.path = job_dir(state_dir, job_id) / EVENTS_FILE
         self.redact = redactor or Redactor(secret_env_values())
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._seq = self._last_seq()
+        try:
+            self._size = self.path.stat().st_size
+        except FileNotFoundError:
+            self._size = 0
 
     def _last_seq(self) -> int:
         events = _tail_events(self.path, 64 * 1024)[0]
@@ -272,7 +345,60 @@ class EventLog:
                 os.write(fd, line)
             finally:
                 os.close(fd)
+            self._size += len(line)
+            if self._size > self.max_bytes:
+                self._trim()
         return event
+
+    def _trim(self) -> None:
+        """Keep the head and the tail of the log, and one marker event in place of the middle."""
+        data = self.path.read_bytes()
+        lines = data.splitlines(keepends=True)
+        head: list[bytes] = []
+        size = 0
+        for raw in lines:
+            if size + len(raw) > self.max_bytes // 8 or TRIM_MARK.encode() in raw:
+                break  # an earlier marker ends the head: everything after it was already the tail
+            head.append(raw)
+            size += len(raw)
+        tail: list[bytes] = []
+        size = 0
+        for raw in reversed(lines[len(head):]):
+            if size + len(raw) > self.max_bytes // 2:
+                break
+            tail.append(raw)
+            size += len(raw)
+        tail.reverse()
+        first, last = _seq_of(head[-1]) if head else 0, _seq_of(tail[0]) if tail else self._seq + 1
+        dropped_bytes = len(data) - sum(map(len, head)) - sum(map(len, tail))
+        text = f"{TRIM_MARK}events {first + 1}–{last - 1} ({last - first - 1} events, {dropped_bytes} bytes) dropped; the head and tail are kept]…"
+        marker = JobEvent(ts=now_iso(ms=True), seq=first + 1 if first + 1 < last else last, stream="engine", text=text)
+        body = b"".join([*head, (json.dumps(marker.model_dump(), ensure_ascii=False, separators=(",", ":")) + "\n").encode(), *tail])
+        atomic_write(self.path, body)
+        self._size = len(body)
+
+
+def _seq_of(raw: bytes) -> int:
+    try:
+        return int(json.loads(raw)["seq"])
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
+def trim_offset(state_dir: Path, job_id: str) -> int:
+    """Byte offset of the log's trim marker (0 when it was never trimmed): where a follower whose
+    offset lies beyond the trimmed log picks up again."""
+    path = job_dir(state_dir, job_id) / EVENTS_FILE
+    try:
+        with open(path, "rb") as handle:
+            offset = 0
+            for raw in handle:
+                if TRIM_MARK.encode() in raw:
+                    return offset
+                offset += len(raw)
+    except FileNotFoundError:
+        pass
+    return 0
 
 
 def _parse_lines(chunk: bytes) -> list[JobEvent]:
@@ -295,6 +421,8 @@ def read_events(state_dir: Path, job_id: str, offset: int = 0, max_bytes: int = 
     path = job_dir(state_dir, job_id) / EVENTS_FILE
     try:
         with open(path, "rb") as handle:
+            if offset > os.fstat(handle.fileno()).st_size:  # the log was trimmed under us
+                offset = trim_offset(state_dir, job_id)
             handle.seek(max(0, offset))
             chunk = handle.read(max_bytes)
     except FileNotFoundError:

@@ -1,4 +1,4 @@
-"""CLI for jobs: `deploy apply`, `job status JOB_ID [--tail-bytes N]`, `job cancel JOB_ID` and `job list`.
+"""CLI for jobs: `deploy apply`, `job status JOB_ID [--tail-bytes N]`, `job cancel JOB_ID`, `job prune` and `job list`.
 
 Registered by cli.py's optional registrars, after `deploy` exists. Exit codes: apply 0 when the job
 started (with --wait: 0 only when it succeeded), 1 otherwise; job status/list 0 when the document
@@ -12,8 +12,8 @@ import logging
 import sys
 
 from unidesk_tui import jobs
-from unidesk_tui.documents import ApplyDocument, JobDocument, JobEvent, JobListDocument, JobSummary
-from unidesk_tui.errors import ExitCode, UnideskError
+from unidesk_tui.documents import ApplyDocument, JobDocument, JobEvent, JobListDocument, JobPruneDocument, JobSummary
+from unidesk_tui.errors import ErrorCode, ExitCode, Problem, UnideskError
 from unidesk_tui.reconcile import to_errors
 from unidesk_tui.workspace import Workspace
 
@@ -94,6 +94,43 @@ def _cancel(args: argparse.Namespace, ws: Workspace) -> int:
     return ExitCode.OK
 
 
+def _keep(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return n
+
+
+def _duration(value: str):
+    try:
+        return jobs.parse_duration(value)
+    except UnideskError as exc:
+        raise argparse.ArgumentTypeError(exc.problems[0].message) from None
+
+
+def _configured_keep(ws: Workspace) -> int:
+    """config.json jobs.keepFinished, or the default when the catalog cannot be read."""
+    try:
+        return ws.catalog().jobs.keepFinished
+    except (UnideskError, OSError):
+        return jobs.DEFAULT_KEEP_FINISHED
+
+
+def _prune(args: argparse.Namespace, ws: Workspace) -> int:
+    keep = args.keep if args.keep is not None or args.older_than is not None else _configured_keep(ws)
+    try:
+        removed, kept = jobs.prune(ws.state_dir, keep=keep, older_than=args.older_than)
+    except (UnideskError, OSError) as exc:
+        problems = exc.problems if isinstance(exc, UnideskError) else [Problem(ErrorCode.INTERNAL, f"pruning jobs failed: {exc}")]
+        _emit(JobPruneDocument(ok=False, errors=to_errors(problems)))
+        return ExitCode.ERROR
+    _emit(JobPruneDocument(ok=True, removed=removed, kept=kept))
+    return ExitCode.OK
+
+
 def _list(args: argparse.Namespace, ws: Workspace) -> int:
     summaries = [
         JobSummary(id=r.id, status=r.status, environment=r.environment, services=r.services, dryRun=r.dryRun,
@@ -126,7 +163,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", action="store_true", help="follow the job to its end; exit 0 only if it succeeded")
     p.set_defaults(handler=_apply, command_name="apply")
 
-    job = sub.add_parser("job", help="deploy jobs: status, list, cancel")
+    job = sub.add_parser("job", help="deploy jobs: status, list, cancel, prune")
     jsub = job.add_subparsers(dest="job_command", required=True, parser_class=sub._parser_class)
     s = jsub.add_parser("status", help="job.json plus a bounded tail of its event log")
     s.add_argument("job_id", metavar="JOB_ID")
@@ -136,5 +173,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("job_id", metavar="JOB_ID")
     c.add_argument("--no-wait", action="store_true", help="return once the worker was told, without waiting for its end")
     c.set_defaults(handler=_cancel, command_name="job cancel")
+    pr = jsub.add_parser("prune", help="remove finished jobs (never a queued or running one)")
+    pr.add_argument("--keep", type=_keep, metavar="N", help="keep the N newest finished jobs (default: config.json jobs.keepFinished)")
+    pr.add_argument("--older-than", type=_duration, metavar="DURATION", help="remove only jobs that ended longer ago (e.g. 36h, 7d, 2w)")
+    pr.set_defaults(handler=_prune, command_name="job prune")
     ls = jsub.add_parser("list", help="every job, newest first")
     ls.set_defaults(handler=_list, command_name="job list")

@@ -123,6 +123,7 @@ class Worker:
         record = self.update(lambda r: r.model_copy(update={"status": "running", "startedAt": jobs.now_iso(), "workerPid": pid, "workerStart": jobs.process_start(pid)}))
         self.engine(f"worker {pid} started on {jobs.HOST}" + (" (dry run: only read-only steps run)" if record.dryRun else ""))
         catalog = parse_catalog((jobs.job_dir(self.state_dir, self.job_id) / jobs.CATALOG_FILE).read_bytes(), origin="catalog snapshot")
+        self.log.max_bytes = catalog.jobs.maxLogBytes
         environment = record.environment if record.environment != "file" else None
         pool = _Pool(catalog)
         outcome: dict[str, str] = {}

@@ -88,11 +88,23 @@ def at_old(lab, tmp_path):
 
 
 def test_cancel_mid_build_stops_the_remote_build_frees_the_lock_and_keeps_the_old_version(lab, tmp_path, branches, at_old):
+    """Also `job prune --keep 3` while that job runs: the 3 newest finished jobs stay, and the running one."""
     state = tmp_path / "state"
+    finished = []
+    for _ in range(5):
+        rc, doc = apply(lab, state, write_manifest(tmp_path / "dry.json", lab["content"]["sampleRepo"], {SID: lab["content"]["new"]}), "--dry-run", "--wait")
+        assert rc == 0 and doc["status"] == "succeeded", doc
+        finished.append(doc["jobId"])
     rc, doc = apply(lab, state, write_manifest(tmp_path / "slow.json", lab["content"]["sampleRepo"], {SID: branches["slow"]}))
     assert rc == 0 and doc["ok"], doc
     job_id = doc["jobId"]
     wait_for(lambda: processes(SLOW_MARK), "the slow RUN step to run on the target", 180)
+
+    rc, pruned = cli(lab, state, "job", "prune", "--keep", "3")
+    assert rc == 0 and pruned["removed"] == finished[1::-1], pruned
+    assert pruned["kept"] == [job_id, *finished[:1:-1]]
+    rc, listed = cli(lab, state, "job", "list")
+    assert [j["id"] for j in listed["jobs"]] == [job_id, *finished[:1:-1]]
 
     started = time.monotonic()
     rc, out = cli(lab, state, "job", "cancel", job_id)
