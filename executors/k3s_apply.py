@@ -39,34 +39,64 @@ def k3s_node(ctx):
     return ctx.target.k3s
 
 
-def containerized_k3s(ps_lines: list[str]) -> list[str]:
-    """Running containers whose image is a k3s distribution (name, image)."""
+def containerized_k3s(ps_lines: list[str]) -> list[tuple[str, str]]:
+    """Running containers whose image is a k3s distribution, from `docker ps` lines `ID NAME IMAGE`:
+    (id, "name (image)")."""
     found = []
     for line in ps_lines:
-        name, _, image = line.partition(" ")
+        cid, _, rest = line.strip().partition(" ")
+        name, _, image = rest.partition(" ")
         repo = image.split("@", 1)[0].rsplit(":", 1)[0] if ":" in image.split("/")[-1] else image.split("@", 1)[0]
         if repo.split("/")[-1] == "k3s" or repo.endswith("rancher/k3s"):
-            found.append(f"{name} ({image})")
+            found.append((cid, f"{name} ({image})"))
     return found
 
 
+async def running_containerized_k3s(session) -> list[tuple[str, str]]:
+    ps = await session.run(["docker", "ps", "--no-trunc", "--format", "{{.ID}} {{.Names}} {{.Image}}"], timeout=30)
+    return containerized_k3s(ps.stdout.splitlines()) if ps.ok else []
+
+
 async def preflight_step(ctx) -> None:
-    """Native k3s only: the node's API answers through the tunnel, containerd answers, no k3s in Docker."""
+    """Native k3s only: the node's API answers through the tunnel with the node's own kubeconfig,
+    its containerd answers; a k3s running in Docker is named (the next step stops it)."""
+    import aiohttp
+    from kubernetes_asyncio.client import VersionApi
+    from kubernetes_asyncio.client.exceptions import ApiException
+
     node = k3s_node(ctx)
     session = await ctx.session()
-    from kubernetes_asyncio.client import VersionApi
-
-    api = await session.kube()
-    version = await VersionApi(api).get_code(_request_timeout=10)
+    absent = f"no native k3s on {ctx.target.id}"
+    try:
+        api = await session.kube()
+        version = await VersionApi(api).get_code(_request_timeout=10)
+    except UnideskError as exc:
+        raise _fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: kubeconfig {node.kubeconfig}: {exc.problems[0].message}") from None
+    except (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        raise _fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: the API server of kubeconfig {node.kubeconfig} does not answer: {exc}") from None
     ctx.emit(f"k3s_kubeconfig={node.kubeconfig} api_version={version.git_version}")
-    res = await run_checked(session, QuietContext(ctx), ctr_argv(node, "version"), ErrorCode.ROLLOUT_FAILED, f"containerd at {node.containerdSocket}")
+    res = await session.run(ctr_argv(node, "version"), timeout=60)
+    if not res.ok:
+        raise _fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: containerd at {node.containerdSocket} does not answer: {res.tail(300)}")
     ctx.emit(f"k3s_containerd={node.containerdSocket} namespace={node.containerdNamespace} ({res.stdout.strip().splitlines()[-1] if res.stdout.strip() else 'ok'})")
-    ps = await session.run(["docker", "ps", "--format", "{{.Names}} {{.Image}}"], timeout=30)
-    if ps.ok:
-        boxed = containerized_k3s(ps.stdout.splitlines())
-        if boxed:
-            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"a containerized k3s is running on {ctx.target.id}: {', '.join(boxed)}; only native k3s is allowed")
-    ctx.emit("k3s_containerized=none")
+    boxed = await running_containerized_k3s(session)
+    ctx.emit(f"k3s_containerized={', '.join(d for _, d in boxed)} (to be stopped)" if boxed else "k3s_containerized=none")
+
+
+async def stop_containerized_step(ctx) -> None:
+    """The spec: running k3s in Docker is forbidden and an active containerized control plane must
+    be stopped before verification succeeds. It is stopped (restart policy cleared, so a daemon
+    restart does not bring it back), never removed: its image may still serve as a migration source."""
+    session = await ctx.session()
+    boxed = await running_containerized_k3s(session)
+    for cid, described in boxed:
+        for argv in (["docker", "update", "--restart=no", "--", cid], ["docker", "stop", "-t", "10", "--", cid]):
+            res = await session.run(argv, timeout=60)
+            if not res.ok:
+                raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"cannot stop the containerized k3s {described}: {res.tail(300)}")
+        ctx.emit(f"k3s_containerized_stopped={described} id={cid[:12]}")
+    if not boxed:
+        ctx.emit("k3s_containerized=none running")
 
 
 async def manifest_step(ctx) -> None:

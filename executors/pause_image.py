@@ -83,8 +83,34 @@ async def config_blobs(session, ctx, node, ref: str) -> list[str]:
     return [c for c in configs if c is not None]
 
 
+async def pause_verdict(session, ctx, node, ref: str) -> tuple[bool, str]:
+    """(ok, what it runs): every platform config of `ref` must run exactly `/pause`."""
+    for blob in await config_blobs(session, ctx, node, ref):
+        ok, runs = check_pause_config(blob)
+        if not ok:
+            return False, runs
+    return True, json.dumps(PAUSE_ENTRYPOINT)
+
+
+async def pull_pause(session, ctx, node, ref: str) -> str:
+    """`ctr images pull` through the node's egress path only (never direct); returns the channel."""
+    scope: ProxyScope | None = ctx.shared.get("proxy")
+    if scope is None or scope.direct:
+        try:
+            scope = scope_for(ctx.target, True)  # the sandbox image always comes through the egress path
+        except UnideskError as exc:
+            raise _fail(ctx, ErrorCode.PROXY_PROBE_FAILED, f"cannot pull pause image {ref}: {exc.problems[0].message}") from None
+    argv = ["images", "pull", *(["--plain-http"] if node.registryPlainHttp else []), ref]
+    ctx.emit(f"k3s_pause_image_pull=ctr {' '.join(argv)} via {scope.describe()}")
+    await run_checked(session, QuietContext(ctx), ctr_argv(node, *argv), ErrorCode.ROLLOUT_FAILED, f"pulling pause image {ref} through {scope.describe()}",
+                      env=scope.env(), timeout=PULL_TIMEOUT)
+    return scope.describe()
+
+
 async def pause_image_step(ctx) -> None:
-    """Preload the sandbox image through the egress proxy when absent; require `/pause`."""
+    """Preload the sandbox image through the egress proxy when absent; require `/pause`. A present
+    image that fails the check (a fake or sleep-based one) is removed and replaced the same way;
+    only when the one pulled fails too does the job fail with `pause_image_invalid`."""
     node = k3s_node(ctx)
     ref = node.pauseImage
     if not PULL_REF_RE.fullmatch(ref):  # validated by the catalog; checked again before use
@@ -92,30 +118,29 @@ async def pause_image_step(ctx) -> None:
     ctx.emit(f"k3s_pause_image={ref}")
     session = await ctx.session()
     listed = await run_checked(session, QuietContext(ctx), ctr_argv(node, "images", "ls", "-q"), ErrorCode.ROLLOUT_FAILED, "listing containerd images")
-    pulled = False
+    replaced = None
     if ref in listed.stdout.split():
-        ctx.emit("k3s_pause_image_source=present")
-    else:
-        scope: ProxyScope | None = ctx.shared.get("proxy")
-        if scope is None or scope.direct:
-            try:
-                scope = scope_for(ctx.target, True)  # the sandbox image always comes through the egress path
-            except UnideskError as exc:
-                raise _fail(ctx, ErrorCode.PROXY_PROBE_FAILED, f"cannot pull pause image {ref}: {exc.problems[0].message}") from None
-        argv = ["images", "pull", *(["--plain-http"] if node.registryPlainHttp else []), ref]
-        ctx.emit(f"k3s_pause_image_pull=ctr {' '.join(argv)} via {scope.describe()}")
-        await run_checked(session, QuietContext(ctx), ctr_argv(node, *argv), ErrorCode.ROLLOUT_FAILED, f"pulling pause image {ref} through {scope.describe()}",
-                          env=scope.env(), timeout=PULL_TIMEOUT)
-        pulled = True
-        ctx.emit(f"k3s_pause_image_source=pulled via {scope.describe()}")
+        ok, runs = await pause_verdict(session, ctx, node, ref)
+        if ok:
+            ctx.emit("k3s_pause_image_source=present")
+            ctx.emit("k3s_pause_image_entrypoint=/pause")
+            return
+        replaced = runs
+        ctx.emit(f"k3s_pause_image_invalid_present={ref}: its entrypoint is {runs}; replacing it through the egress path", "stderr")
+        removed = await session.run(ctr_argv(node, "images", "rm", ref), timeout=60)
+        if not removed.ok:
+            raise _fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref} runs {runs} and cannot be removed: {removed.tail(300)}")
+    channel = await pull_pause(session, ctx, node, ref)
+    ctx.emit(f"k3s_pause_image_source=pulled via {channel}")
     try:
-        for blob in await config_blobs(session, ctx, node, ref):
-            ok, runs = check_pause_config(blob)
-            if not ok:
-                raise _fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref} is not a valid sandbox image: its entrypoint is {runs}, expected [\"/pause\"]")
+        ok, runs = await pause_verdict(session, ctx, node, ref)
     except UnideskError:
-        if pulled:  # do not leave an impostor where k3s would find it
-            await session.run(ctr_argv(node, "images", "rm", ref), timeout=60)
-            ctx.emit(f"k3s_pause_image_removed={ref}", "stderr")
-        raise
+        ok, runs = False, "unreadable"
+    if not ok:  # do not leave an impostor where k3s would find it
+        await session.run(ctr_argv(node, "images", "rm", ref), timeout=60)
+        ctx.emit(f"k3s_pause_image_removed={ref}", "stderr")
+        raise _fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref} is not a valid sandbox image: its entrypoint is {runs}, expected [\"/pause\"]"
+                    + (" (the one present before ran " + replaced + " and was removed)" if replaced else ""))
+    if replaced:
+        ctx.emit(f"k3s_pause_image_replaced={ref}: the image present ran {replaced}; a valid one was pulled via {channel}")
     ctx.emit("k3s_pause_image_entrypoint=/pause")

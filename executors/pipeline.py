@@ -49,6 +49,7 @@ def k3s_steps(service: DesiredService) -> list[Step]:
     environment_run = service is not None and service.environment is not None
     return [
         Step("k3s-preflight", k3s_apply.preflight_step, read_only=True),
+        Step("k3s-containerized", k3s_apply.stop_containerized_step),
         Step("proxy-probe", probe_step, read_only=True),
         # the sandbox image first: nothing is imported or applied on a node without a real /pause
         Step("k3s-pause-image", pause_image_step),

@@ -442,8 +442,8 @@ metadata: {name: other, namespace: unidesk}
 def test_containerized_k3s_detected():
     from executors.k3s_apply import containerized_k3s
 
-    assert containerized_k3s(["k3s-server rancher/k3s:v1.30.0-k3s1", "web nginx:1"]) == ["k3s-server (rancher/k3s:v1.30.0-k3s1)"]
-    assert containerized_k3s(["web unidesk-k3sctl-adapter:main"]) == []
+    assert containerized_k3s(["abc k3s-server rancher/k3s:v1.30.0-k3s1", "def web nginx:1"]) == [("abc", "k3s-server (rancher/k3s:v1.30.0-k3s1)")]
+    assert containerized_k3s(["abc web unidesk-k3sctl-adapter:main"]) == []
 
 
 def test_check_k3s_layers():

@@ -53,6 +53,7 @@ class ErrorCode(StrEnum):
     ROLLOUT_FAILED = "rollout_failed"
     VERIFICATION_FAILED = "verification_failed"
     PAUSE_IMAGE_INVALID = "pause_image_invalid"
+    K3S_NOT_NATIVE = "k3s_not_native"
     IMAGE_NOT_FOUND = "image_not_found"
     NO_PROGRESS = "no_progress"
     INTERRUPTED = "interrupted"

@@ -233,7 +233,10 @@ class TargetSession:
 
         if self.target.k3s is None:
             raise UnideskError.of(ErrorCode.PROBE_FAILED, f"target {self.target.id} has no k3s node configured")
-        text = await self.read_file(self.target.k3s.kubeconfig)
+        res = await self.run(["cat", "--", self.target.k3s.kubeconfig], timeout=15)
+        if not res.ok:  # the node's own kubeconfig is how native k3s is found: without it there is none
+            raise UnideskError.of(ErrorCode.K3S_NOT_NATIVE, f"no native k3s on {self.target.id}: kubeconfig {self.target.k3s.kubeconfig} cannot be read: {res.tail(200)}")
+        text = res.stdout
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as exc:

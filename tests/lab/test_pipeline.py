@@ -205,7 +205,7 @@ def test_k3s_apply_builds_on_d601_imports_into_containerd_and_rolls_out(lab, sta
     ssh(lab, "D601", ["docker", "create", "--name", "decision-center-backend", "--label", "com.docker.compose.project=unidesk", "--label", "com.docker.compose.service=decision-center-backend", twin_image])
     rc, doc, events = apply(lab, state, manifest)
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
-    assert list(steps(doc, "decision-center")) == ["k3s-preflight", "proxy-probe", "k3s-pause-image", "source", "k8s-manifest", "build", "k3s-import", "k8s-apply", "k8s-rollout", "legacy-twin", "verify"]
+    assert list(steps(doc, "decision-center")) == ["k3s-preflight", "k3s-containerized", "proxy-probe", "k3s-pause-image", "source", "k8s-manifest", "build", "k3s-import", "k8s-apply", "k8s-rollout", "legacy-twin", "verify"]
     log = texts(events, "decision-center")
     assert "target_build_proxy_probe=ok" in log and "k3s_containerized=none" in log
     assert any(t.startswith("k8s_manifest=" + ms["k8s"]["manifest"] + "@" + want[:12]) for t in log)

@@ -70,7 +70,7 @@ def other_than(lab, current: str | None) -> str:
 def workspace_with(lab, tmp_path: Path, edit) -> Path:
     """A copy of the lab workspace whose config.json is changed by `edit(cfg)`."""
     ws = tmp_path / "ws"
-    ws.mkdir()
+    ws.mkdir(parents=True)
     cfg = json.loads(Path(lab["config"]).read_text())
     edit(cfg)
     (ws / "config.json").write_text(json.dumps(cfg))
@@ -210,7 +210,6 @@ def k3s_commit(lab, sid: str) -> str | None:
     return (live.get("metadata", {}).get("annotations") or {}).get("UNIDESK_DEPLOY_COMMIT")
 
 
-@pytest.mark.xfail(reason="issue 11 in progress: lands with the executor refactor", strict=True)
 def test_k3s_deploy_replaces_a_fake_pause_image_and_stops_a_containerized_k3s(lab, tmp_path):
     repo, sid = lab["content"]["sampleRepo"], "decision-center"
     real = pause_ref(lab)
@@ -244,6 +243,30 @@ def test_k3s_deploy_replaces_a_fake_pause_image_and_stops_a_containerized_k3s(la
     finally:
         ssh(lab, D601, ["docker", "rm", "-f", "k3s-server"], check=False)
         ctr(lab, "images", "rm", fake, check=False)
+
+
+def test_absent_native_k3s_is_a_clear_error_before_anything_runs(lab, tmp_path):
+    def no_kubeconfig(cfg: dict) -> None:
+        next(t for t in cfg["targets"] if t["id"] == D601)["k3s"]["kubeconfig"] = "/etc/rancher/k3s/absent.yaml"
+
+    ws = workspace_with(lab, tmp_path, no_kubeconfig)
+    manifest = write_manifest(ws / "deploy.json", lab["content"]["sampleRepo"], {"decision-center": lab["content"]["new"]})
+    item = check(lab, tmp_path / "state", manifest, workspace=ws)
+    assert item["live"]["state"] == "error" and "no native k3s on D601: kubeconfig /etc/rancher/k3s/absent.yaml" in item["live"]["message"], item
+    rc, doc = cli(lab, tmp_path / "state", "deploy", "apply", "--file", str(manifest), "--wait", workspace=ws)
+    assert rc != 0 and not doc.get("jobId") and "no native k3s on D601" in json.dumps(doc["errors"]), doc  # refused before any job
+
+    def no_containerd(cfg: dict) -> None:
+        next(t for t in cfg["targets"] if t["id"] == D601)["k3s"]["containerdSocket"] = "/run/k3s/containerd/absent.sock"
+
+    ws = workspace_with(lab, tmp_path / "b", no_containerd)
+    manifest = write_manifest(ws / "deploy.json", lab["content"]["sampleRepo"], {"decision-center": lab["content"]["new"]})
+    rc, doc, _ = apply(lab, tmp_path / "state", manifest, "--force", workspace=ws)
+    assert rc != 0 and doc["job"]["status"] == "failed", doc
+    st = steps(doc, "decision-center")
+    assert st["k3s-preflight"]["code"] == "k3s_not_native", st["k3s-preflight"]
+    assert "no native k3s on D601: containerd at /run/k3s/containerd/absent.sock" in st["k3s-preflight"]["message"], st["k3s-preflight"]
+    assert all(s["status"] == "skipped" for n, s in st.items() if n != "k3s-preflight"), st
 
 
 @pytest.mark.xfail(reason="issue 11 in progress: lands with the executor refactor", strict=True)
