@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import git
 from unidesk_tui.errors import ErrorCode, UnideskError
-from unidesk_tui.resolve import Resolver, mirror_dir
+from unidesk_tui.resolve import Resolver, decisive_line, mirror_dir
 
 
 def _code(exc: pytest.ExceptionInfo) -> str:
@@ -118,3 +120,66 @@ def test_malicious_repo_urls_never_reach_git(bad, tmp_path):
         Resolver(tmp_path / "state").resolve(bad, "abcd")
     assert _code(exc) == ErrorCode.INVALID_VALUE
     assert not (tmp_path / "state" / "mirrors").exists()
+
+
+# ---- mirrors that heal (issue 13) -----------------------------------------------------------------
+
+
+def test_a_lock_file_left_by_a_killed_git_is_removed_and_logged(git_world, tmp_path, caplog):
+    state = tmp_path / "state"
+    full = git_world.pushed[1]
+    Resolver(state).resolve(git_world.service_url, full)
+    mirror = mirror_dir(state, git_world.service_url)
+    litter = [mirror / "refs" / "heads" / "main.lock", mirror / "packed-refs.lock"]
+    for path in litter:
+        path.write_text(full + "\n")  # what a git killed mid-fetch leaves behind
+    with caplog.at_level("WARNING", logger="unidesk_tui.resolve"):
+        assert Resolver(state).resolve(git_world.service_url, full[:8]) == full
+    assert not any(p.exists() for p in litter)
+    assert any("main.lock" in r.getMessage() and "removed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_fetch_that_dies_midway_is_retried_once(git_world, tmp_path, monkeypatch):
+    """A `git` that is SIGKILLed on its first fetch (as by the OOM killer or a timeout)."""
+    real = subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True, check=True).stdout.strip()
+    bindir, mark = tmp_path / "bin", tmp_path / "killed-once"
+    bindir.mkdir()
+    (bindir / "git").write_text(f'#!/bin/sh\nif [ "$1" = fetch ] && [ ! -e {mark} ]; then : > {mark}; '
+                                f'echo "fatal: early EOF" >&2; kill -9 $$; fi\nexec {real} "$@"\n')
+    (bindir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    full = git_world.pushed[1]
+    assert Resolver(tmp_path / "state").resolve(git_world.service_url, full[:8]) == full
+    assert mark.exists()
+
+
+def test_a_corrupt_mirror_is_rebuilt_from_the_remote(git_world, tmp_path, caplog):
+    state = tmp_path / "state"
+    Resolver(state).resolve(git_world.service_url, git_world.pushed[0])
+    mirror = mirror_dir(state, git_world.service_url)
+    for obj in (mirror / "objects").rglob("*"):
+        if obj.is_file() and obj.parent.name != "info":
+            obj.write_bytes(b"garbage")  # every object unreadable
+    (mirror / "unidesk-reachable").unlink()
+    with caplog.at_level("WARNING", logger="unidesk_tui.resolve"):
+        assert Resolver(state).resolve(git_world.service_url, git_world.pushed[1]) == git_world.pushed[1]
+    assert any("rebuil" in r.getMessage() for r in caplog.records)
+    git(mirror, "fsck", "--no-progress")
+
+
+def test_repo_unreachable_keeps_gits_decisive_line(tmp_path):
+    with pytest.raises(UnideskError) as exc:
+        Resolver(tmp_path / "state").resolve(f"file://{tmp_path}/nowhere.git", "abcd")
+    assert _code(exc) == ErrorCode.REPO_UNREACHABLE
+    message = exc.value.problems[0].message
+    assert "does not appear to be a git repository" in message and "stderr" not in message
+
+
+def test_decisive_line_prefers_the_first_error_over_the_last_advice():
+    stderr = ("\n  stderr: 'error: cannot lock ref 'refs/heads/main': Unable to create '/m/refs/heads/main.lock': File exists.\n\n"
+              "Another git process seems to be running in this repository.\n"
+              "remove the file manually to continue.'")
+    assert decisive_line(stderr).startswith("error: cannot lock ref 'refs/heads/main'")
+    assert decisive_line("  stderr: 'warning: x\nfatal: unable to access 'h': Could not resolve host: h'") == \
+        "fatal: unable to access 'h': Could not resolve host: h"
+    assert decisive_line("") == "git fetch failed"

@@ -6,6 +6,11 @@ mirror's refs equal the remote's, so a commit that was never pushed, or was forc
 not reachable even if its object lingers. The reachable set is cached per refs state, so a
 repeated resolution costs one no-op fetch and a bisect. A file lock per mirror keeps two commands
 from fetching into it at once.
+
+Mirrors heal (issue 13): under that flock no git of ours can be running in the mirror, so `*.lock`
+files in it were left by a dead git (killed by a timeout, the OOM killer, a reboot) and are removed
+and logged; a fetch that dies mid-way is retried once; a mirror that `git fsck` finds corrupt is
+rebuilt from the remote. Errors keep git's decisive stderr line, not its closing advice.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import bisect
 import hashlib
 import logging
 import os
+import shutil
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +41,38 @@ FETCH_TIMEOUT_S = 120
 # Never prompt, never follow the user's credential helpers into a hang.
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "SSH_ASKPASS": "/bin/true", "GIT_SSH_COMMAND": "ssh -oBatchMode=yes"}
 _CACHE_NAME = "unidesk-reachable"
+# stderr of a fetch cut off mid-way (connection or process lost), worth one more try.
+_TRANSIENT = ("early EOF", "hung up unexpectedly", "unexpected disconnect", "index-pack failed", "RPC failed",
+              "Connection reset", "timed out", "transfer closed", "File exists")
+
+
+def decisive_line(stderr: str | None) -> str:
+    """The line of git's stderr that says what went wrong: its first `fatal:`/`error:` line
+    (git ends with advice such as "remove the file manually to continue"), else its last line."""
+    text = (stderr or "").strip()
+    text = text.removeprefix("stderr:").strip().removeprefix("'").removesuffix("'")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
+    return lines[-1] if lines else "git fetch failed"
+
+
+def remove_stale_locks(repo_dir: Path) -> list[Path]:
+    """Delete the `*.lock` files in a repository; call only while holding its flock."""
+    removed = []
+    for path in repo_dir.rglob("*.lock"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+            log.warning("%s: removed %s left by a git that died", repo_dir, path.relative_to(repo_dir))
+    return removed
+
+
+def _transient(exc: Exception) -> bool:
+    status = getattr(exc, "status", None)
+    killed = isinstance(status, int) and (status < 0 or status > 128)
+    return killed or any(marker in str(getattr(exc, "stderr", "")) for marker in _TRANSIENT)
 
 
 def mirror_dir(state_dir: Path, url: str) -> Path:
@@ -116,21 +154,34 @@ class Resolver:
             raise UnideskError.of(ErrorCode.INVALID_VALUE, f"{url!r} is not a valid repository URL")
         path = mirror_dir(self.state_dir, url)
         with flocked(path.with_suffix(".lock")):
-            if not (path / "HEAD").exists():
-                path.mkdir(parents=True, exist_ok=True)
-                git.Repo.init(path, bare=True)
-            repo = git.Repo(path)
-            try:
-                repo.git.fetch(
-                    "--prune", "--force", "--no-tags", "--quiet", "--", url,
-                    "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
-                    env={**os.environ, **GIT_ENV}, kill_after_timeout=FETCH_TIMEOUT_S,
-                )
-            except git.GitCommandError as exc:
-                lines = (exc.stderr or "").strip().splitlines()
-                detail = redact_url(lines[-1] if lines else "git fetch failed")
-                raise UnideskError.of(ErrorCode.REPO_UNREACHABLE, f"cannot fetch {redact_url(url)}: {detail.removeprefix('stderr: ')}") from None
-            return RemoteCommits(url, self._reachable(repo, path))
+            for attempt in (1, 2):
+                if path.exists():
+                    remove_stale_locks(path)
+                try:
+                    return RemoteCommits(url, self._sync(git, path, url))
+                except git.GitCommandError as exc:
+                    if attempt == 1 and _transient(exc):
+                        log.warning("%s: fetch of %s died (%s); retrying once", path, redact_url(url), decisive_line(exc.stderr))
+                        continue
+                    if attempt == 1 and path.exists() and not _fsck_clean(git, path):
+                        log.warning("%s: git fsck failed; rebuilding the mirror of %s from the remote", path, redact_url(url))
+                        shutil.rmtree(path)
+                        continue
+                    detail = redact_url(decisive_line(exc.stderr))
+                    raise UnideskError.of(ErrorCode.REPO_UNREACHABLE, f"cannot fetch {redact_url(url)}: {detail}") from None
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _sync(self, git, path: Path, url: str) -> list[str]:
+        if not (path / "HEAD").exists():
+            path.mkdir(parents=True, exist_ok=True)
+            git.Repo.init(path, bare=True)
+        repo = git.Repo(path)
+        repo.git.fetch(
+            "--prune", "--force", "--no-tags", "--quiet", "--", url,
+            "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
+            env={**os.environ, **GIT_ENV}, kill_after_timeout=FETCH_TIMEOUT_S,
+        )
+        return self._reachable(repo, path)
 
     @staticmethod
     def _reachable(repo: git.Repo, path: Path) -> list[str]:
@@ -146,6 +197,14 @@ class Resolver:
         shas = sorted(repo.git.rev_list("--all").split()) if refs.strip() else []
         atomic_write(cache, (state + "\n" + "\n".join(shas)).encode())
         return shas
+
+
+def _fsck_clean(git, path: Path) -> bool:
+    try:
+        git.Repo(path).git.fsck("--no-progress", "--connectivity-only", kill_after_timeout=FETCH_TIMEOUT_S)
+    except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return False
+    return True
 
 
 def resolve_many(resolver: Resolver, wanted: list[tuple[str, str, str]]) -> tuple[dict[str, str], list[Problem]]:
