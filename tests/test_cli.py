@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git
+from unidesk_tui.cli import main as cli_main
 from unidesk_tui.errors import ErrorCode, ExitCode
 from unidesk_tui.reconcile import exit_code, run_plan
 from unidesk_tui.workspace import Workspace
@@ -173,3 +174,13 @@ def test_missing_config_and_manifest(tmp_path):
     (tmp_path / "deploy.json").write_text('{"schemaVersion": 1, "services": [{"id": "a", "repo": "https://h/r", "commitId": "abcd"}]}')
     rc, doc, _ = unidesk("--workspace", str(tmp_path), "deploy", "check")
     assert rc == ExitCode.ERROR and codes(doc) == [ErrorCode.CONFIG_NOT_FOUND]
+
+
+@pytest.mark.parametrize("argv", [["-h"], ["deploy", "apply", "--help"], ["job", "status", "-h"]])
+def test_help_is_a_json_usage_document(argv, capsys):
+    """Issue 13: every command prints JSON, -h included."""
+    assert cli_main(argv) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["ok"] is True and doc["command"] == "help" and doc["usage"].startswith("usage: ") and err == ""
+    assert doc["prog"] == " ".join(["unidesk", *[a for a in argv if not a.startswith("-")]])

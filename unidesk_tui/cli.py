@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from unidesk_tui.documents import ErrorDocument, ErrorItem
+from unidesk_tui.documents import ErrorDocument, ErrorItem, HelpDocument
 from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError
 from unidesk_tui.manifest import ENVIRONMENTS
 from unidesk_tui.reconcile import exit_code, run_plan
@@ -27,11 +27,20 @@ class UsageError(Exception):
     pass
 
 
+class _Help(Exception):
+    def __init__(self, prog: str, usage: str) -> None:
+        super().__init__(prog)
+        self.prog, self.usage = prog, usage
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing usage to stdout and exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
+
+    def print_help(self, file=None) -> None:  # -h: a JSON usage document, like every command's output
+        raise _Help(self.prog, self.format_help())
 
 
 def emit(doc: dict | object) -> None:
@@ -137,11 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "unidesk"
     try:
         parser = build_parser()
-        if any(a in ("-h", "--help") for a in argv):
-            sys.stderr.write(parser.format_help() if not argv[:1] or argv[0] in ("-h", "--help") else "")
         try:
             args = parser.parse_args(argv)
-        except SystemExit as exc:  # --help (0), or a nested parser's usage error (already on stderr)
+        except _Help as usage:
+            emit(HelpDocument(prog=usage.prog, usage=usage.usage))
+            return ExitCode.OK
+        except SystemExit as exc:  # a nested parser's usage error (already on stderr)
             if not exc.code:
                 return 0
             raise UsageError("unidesk: invalid command line (see --help)") from None
@@ -167,9 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnideskError as exc:
         emit(ErrorDocument(command=command, errors=[ErrorItem(**p.to_dict()) for p in exc.problems]))
         return ExitCode.ERROR
-    except KeyboardInterrupt:
-        emit(ErrorDocument(command=command, errors=[ErrorItem(code=ErrorCode.INTERNAL, message="interrupted")]))
-        return ExitCode.ERROR
+    except KeyboardInterrupt as exc:  # before any job started (signals.py); SIGINT, SIGHUP or SIGTERM
+        signum = getattr(exc, "signum", 2)
+        emit(ErrorDocument(command=command, errors=[ErrorItem(code=ErrorCode.INTERRUPTED, message=f"interrupted ({exc or 'SIGINT'})")]))
+        return 128 + signum
     except Exception as exc:  # last resort: a coded error, never a traceback
         if os.environ.get("UNIDESK_DEBUG"):
             traceback.print_exc()

@@ -99,6 +99,15 @@ class ErrorDocument(_Doc):
     warnings: list[str] = Field(default_factory=list)
 
 
+class HelpDocument(_Doc):
+    """Output of `-h`/`--help`: the command's usage text, as every command prints JSON."""
+
+    ok: Literal[True] = True
+    command: Literal["help"] = "help"
+    prog: str = Field(description="The command the usage is for, e.g. `unidesk deploy apply`")
+    usage: str = Field(description="argparse's usage and options text")
+
+
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 LockEnvironment = Literal["file", "dev", "prod"]
@@ -237,6 +246,7 @@ class JobPruneDocument(_Doc):
 DOCUMENTS: dict[str, type[BaseModel]] = {
     "plan": PlanDocument,
     "error": ErrorDocument,
+    "help": HelpDocument,
     "apply": ApplyDocument,
     "job": JobDocument,
     "job-list": JobListDocument,
