@@ -2,7 +2,9 @@
 
 The engine under test (apply, locks, the detached worker, the job store) is the real one; only the
 work the steps do is scripted. `behaviour.json` in the runtime dir picks per-step behaviour:
-{"build": "fail" | "silent" | "sleep" | "secret" | "secret-fail" | "session" | "import-planted", "rollout": "stale"}.
+{"build": "fail" | "silent" | "sleep" | "hold" | "secret" | "secret-fail" | "session" | "import-planted", "rollout": "stale"}.
+"hold" records the build's start and end (time, worker pid) in intervals.jsonl and holds for
+"holdSeconds" (default 0.5): the reliability suites find overlapping jobs of one service there.
 The product has no plugin hook: the worker process imports this module and calls install() at start, from
 a `sitecustomize.py` the test puts on its PYTHONPATH (`worker_boot`).
 """
@@ -13,6 +15,7 @@ import asyncio
 import importlib
 import json
 import os
+import time
 from pathlib import Path
 
 import executors.registry  # noqa: F401  (the built-ins first, so install() replaces them)
@@ -69,7 +72,39 @@ async def build(ctx) -> None:
     if how == "sleep":
         (runtime() / f"{ctx.service.id}.building").write_text(str(os.getpid()))
         await asyncio.sleep(600)
+    if how == "hold":
+        interval("start", ctx.service.id)
+        await asyncio.sleep(float(behaviour().get("holdSeconds", 0.5)))
+        interval("end", ctx.service.id)
     (runtime() / f"{ctx.service.id}.image").write_text(ctx.service.commit)
+
+
+def interval(edge: str, service: str) -> None:
+    line = json.dumps({"edge": edge, "service": service, "pid": os.getpid(), "t": time.time()}) + "\n"
+    fd = os.open(runtime() / "intervals.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def overlaps(rt: Path, alive_until: float) -> list[tuple[int, int]]:
+    """Pairs of worker pids whose builds of one service overlapped (an unfinished build lasts to
+    `alive_until`, e.g. the moment its worker was seen dead)."""
+    spans: dict[tuple[str, int], list[float]] = {}
+    path = rt / "intervals.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        rec = json.loads(line)
+        span = spans.setdefault((rec["service"], rec["pid"]), [rec["t"], alive_until])
+        if rec["edge"] == "end":
+            span[1] = rec["t"]
+    out = []
+    items = sorted(spans.items(), key=lambda kv: kv[1][0])
+    for i, ((service, pid), (start, end)) in enumerate(items):
+        for (other_service, other_pid), (other_start, _) in items[i + 1:]:
+            if other_service == service and other_start < end:
+                out.append((pid, other_pid))
+    return out
 
 
 async def rollout(ctx) -> None:

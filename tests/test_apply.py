@@ -16,12 +16,12 @@ import executors.base as base
 from tests import apply_workload
 from tests.conftest import git, wait_for
 from unidesk_tui import jobs, locks
+from unidesk_tui import launch as launcher
 from unidesk_tui.apply import apply, launch, wait_job
 from unidesk_tui.cli import main as cli_main
 from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError
 from unidesk_tui.jobs_cli import finish_apply
 from unidesk_tui.worker import load_executors
-from unidesk_tui.worker import main as worker_main
 from unidesk_tui.workspace import Workspace
 
 
@@ -153,12 +153,13 @@ def test_launch_and_the_worker_refuse_prod_too(ws, workload):
         launch(ws, None, rec.plan, rec.steps, lock_env="prod", source=rec.source)
     assert err.value.problems[0].code == ErrorCode.PROD_APPLY_DISABLED
     assert job_dirs(ws) == [rec.id] and locks.read_lock(ws.state_dir, "prod", "backend-core") is None
-    # A job.json for prod made by hand: the worker records the refusal and runs no step.
+    # A launch request for prod made by hand: the worker records the refusal and runs no step.
     forged = rec.model_copy(update={"id": jobs.new_job_id(), "environment": "prod", "dryRun": False, "status": "queued",
                                     "steps": [s.model_copy(update={"status": "pending", "message": None}) for s in rec.steps],
                                     "result": None, "startedAt": None, "endedAt": None})
-    (jobs.create_job(ws.state_dir, forged) / jobs.CATALOG_FILE).write_bytes(catalog.read_bytes())
-    assert worker_main([str(ws.state_dir), forged.id]) == 1
+    worker = launcher._spawn(ws.state_dir, forged.id)
+    worker.communicate(launcher.Request(job=forged, catalog=catalog.read_text()).model_dump_json().encode(), timeout=60)
+    assert worker.returncode == 1
     done = jobs.load_job(ws.state_dir, forged.id)
     assert done.status == "failed" and [e.code for e in done.result.errors] == [ErrorCode.PROD_APPLY_DISABLED]
     assert {s.status for s in done.steps} == {"skipped"}
@@ -326,6 +327,7 @@ def test_concurrent_apply_is_locked_a_killed_worker_is_interrupted_and_its_lock_
 
     set_behaviour(workload)
     third = start(ws)
+    assert any(first.jobId in w and "took over" in w for w in third.warnings)  # in the apply document too
     rec = wait_job(ws.state_dir, third.jobId, poll=0.05)
     assert rec.status == "succeeded"
     assert any(first.jobId in w and "took over" in w for w in rec.warnings)

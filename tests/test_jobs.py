@@ -53,7 +53,7 @@ def rchar() -> int:
 def test_job_ids_sort_by_time_and_reject_paths():
     a = jobs.new_job_id(datetime(2026, 11, 27, 8, 15, tzinfo=UTC))
     b = jobs.new_job_id(datetime(2026, 11, 27, 8, 16, tzinfo=UTC))
-    assert a.startswith("20261127T081500Z-") and a < b and jobs.JOB_ID_RE.match(a)
+    assert a.startswith("20261127T081500Z-") and a < b and jobs.JOB_ID_RE.fullmatch(a)
     for bad in ("../../etc", "20261127T081500Z-zzzzzz", "-rf", ""):
         with pytest.raises(UnideskError) as err:
             jobs.job_dir(Path("/s"), bad)
@@ -275,10 +275,9 @@ def test_stale_locks_are_taken_over_and_logged(tmp_path, caplog, sleeper):
     assert locks.read_lock(tmp_path, "file", "a").jobId == new_job
 
 
-def test_release_and_transfer_only_touch_the_jobs_own_locks(tmp_path, sleeper):
+def test_release_only_touches_the_jobs_own_locks(tmp_path, sleeper):
     mine, theirs = jobs.new_job_id(), jobs.new_job_id()
-    locks.acquire(tmp_path, "file", ["a"], mine)
-    locks.transfer(tmp_path, "file", ["a"], mine, sleeper.pid)
+    locks.acquire(tmp_path, "file", ["a"], mine, pid=sleeper.pid)
     assert locks.read_lock(tmp_path, "file", "a").pid == sleeper.pid
     locks.release(tmp_path, "file", ["a"], theirs)
     assert locks.read_lock(tmp_path, "file", "a") is not None
@@ -362,3 +361,37 @@ def test_event_log_keeps_head_and_tail_and_marks_the_dropped_middle(tmp_path):
     assert seen[-1] == 3000 and set(range(tail[0].seq, 3001)) <= set(seen)
     # a new writer (the worker after a restart) continues the sequence
     assert jobs.EventLog(tmp_path, job_id, max_bytes=64 * 1024).append("next").seq == 3001
+
+
+def test_a_lock_whose_recorded_pid_died_is_not_stale_while_its_job_runs(tmp_path, sleeper):
+    """Issue 13 defect 1: the CLI that wrote the lock died, but the job's worker is alive."""
+    job = jobs.new_job_id()
+    jobs.create_job(tmp_path, record(job, status="running", workerPid=sleeper.pid, workerStart=jobs.process_start(sleeper.pid)))
+    locks.acquire(tmp_path, "file", ["a"], job, pid=dead_pid())
+    with pytest.raises(UnideskError) as err:
+        locks.acquire(tmp_path, "file", ["a"], jobs.new_job_id())
+    assert err.value.problems[0].code == ErrorCode.LOCKED and job in err.value.problems[0].message
+
+
+def test_a_lock_is_not_stale_while_its_holder_lives_even_before_its_job_is_recorded(tmp_path, sleeper):
+    job = jobs.new_job_id()
+    locks.acquire(tmp_path, "file", ["a"], job, pid=sleeper.pid)
+    with pytest.raises(UnideskError):
+        locks.acquire(tmp_path, "file", ["a"], jobs.new_job_id())
+    sleeper.kill()
+    sleeper.wait()
+    assert "never recorded" in locks.acquire(tmp_path, "file", ["a"], jobs.new_job_id())[0]
+
+
+def test_held_reports_live_locks_without_taking_anything(tmp_path, sleeper):
+    job = jobs.new_job_id()
+    locks.acquire(tmp_path, "dev", ["a"], job, pid=sleeper.pid)
+    problems = locks.held(tmp_path, "dev", ["a", "b"])
+    assert [(p.code, p.service) for p in problems] == [(ErrorCode.LOCKED, "a")] and job in problems[0].message
+    assert locks.read_lock(tmp_path, "dev", "b") is None and locks.held(tmp_path, "file", ["a"]) == []
+
+
+def test_job_ids_do_not_accept_a_trailing_newline():
+    job = jobs.new_job_id()
+    with pytest.raises(UnideskError):
+        jobs.check_job_id(job + "\n")

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from unidesk_tui import jobs, locks
+from unidesk_tui import launch as launcher
 from unidesk_tui.documents import ApplyDocument, ErrorItem, JobEvent, JobRecord, PlanItem, StepRecord
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
-from unidesk_tui.files import atomic_write
 from unidesk_tui.plan import isolation_problems
 from unidesk_tui.reconcile import LiveReader, run_plan, to_errors
 from unidesk_tui.source import file_mode_refusal
@@ -72,72 +70,39 @@ def _steps(run_catalog, items: list[PlanItem], environment: str | None) -> tuple
     return records, problems
 
 
-def _spawn(ws: Workspace, job_id: str) -> subprocess.Popen:
-    """Start the worker in its own session, detached from our terminal and our stdio.
-
-    `-P` and cwd=state_dir: nothing in the workspace (a planted `pydantic.py`) can shadow an import.
-    """
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    with open(jobs.job_dir(ws.state_dir, job_id) / jobs.STDERR_FILE, "ab") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-P", "-m", "unidesk_tui.worker", str(ws.state_dir), job_id],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-            cwd=ws.state_dir, env=env, start_new_session=True, close_fds=True,
-        )
-
-
 def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[StepRecord], *, lock_env: str, source,
-           dry_run: bool = False, force: bool = False, warnings: list[str] = (), command: str = "deploy apply") -> str:
-    """Lock, record the job (its plan items, steps and catalog snapshot) and start its worker.
+           dry_run: bool = False, force: bool = False, warnings: list[str] = (),
+           command: str = "deploy apply") -> tuple[str, list[str]]:
+    """Start the job's worker, which locks and records the job (its plan items, steps and catalog
+    snapshot) itself (unidesk_tui/launch.py).
 
-    Shared by `deploy apply` and task commands (dev-env prewarm-images); returns the job id.
-    Raises UnideskError(locked) when another live job holds a lock, (prod_apply_disabled) for prod.
+    Shared by `deploy apply` and task commands (dev-env prewarm-images); returns the job id and
+    the stale-lock takeovers. Raises UnideskError(locked) when another live job holds a lock,
+    (prod_apply_disabled) for prod.
     """
     if lock_env == "prod":
         raise UnideskError.of(ErrorCode.PROD_APPLY_DISABLED, f"{command} --env prod is disabled until the production executor and its authorization policy exist")
-    job_id = jobs.new_job_id()
     ids = [item.id for item in items]
-    takeovers = [] if dry_run else locks.acquire(ws.state_dir, lock_env, ids, job_id)  # raises `locked`
-    try:
-        pid = os.getpid()
-        record = JobRecord(
-            id=job_id, command=command, status="queued", environment=lock_env, source=source, workspace=str(ws.root),
-            dryRun=dry_run, force=force, services=ids, plan=items, steps=step_records,
-            createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid),
-            locks=[] if dry_run else [f"{lock_env}/{s}" for s in ids], warnings=list(warnings) + takeovers,
-            operator=jobs.current_operator(ws.root),
-        )
-        d = jobs.create_job(ws.state_dir, record)
-        atomic_write(d / jobs.CATALOG_FILE, catalog.model_dump_json().encode())
-        events = jobs.EventLog(ws.state_dir, job_id)
-        events.append(f"operator={jobs.operator_text(record.operator)} workspace={record.operator.workspace}", stream="engine")
-        for message in takeovers:
-            events.append(message, stream="engine")
-        for item in items:
-            events.append(f"{item.id}: {item.action} {(item.commit or '')[:12]} on {item.target} ({item.mode}): {item.reason}", service=item.id, stream="engine")
-        proc = _spawn(ws, job_id)
-    except BaseException:
-        if not dry_run:
-            locks.release(ws.state_dir, lock_env, ids, job_id)
-        raise
-    if not dry_run:
-        locks.transfer(ws.state_dir, lock_env, ids, job_id, proc.pid)
-    start = jobs.process_start(proc.pid)
-
-    def hand_over(rec: JobRecord) -> JobRecord | None:
-        if rec.workerPid == pid:  # the worker has not recorded itself yet
-            return rec.model_copy(update={"workerPid": proc.pid, "workerStart": start})
-        return None
-
-    jobs.update_job(ws.state_dir, job_id, hand_over)
-    log.info("job %s started: worker pid %d", job_id, proc.pid)
+    if not dry_run and (problems := locks.held(ws.state_dir, lock_env, ids)):
+        raise UnideskError(*problems)
+    job_id = jobs.new_job_id()
+    pid = os.getpid()
+    record = JobRecord(
+        id=job_id, command=command, status="queued", environment=lock_env, source=source, workspace=str(ws.root),
+        dryRun=dry_run, force=force, services=ids, plan=items, steps=step_records,
+        createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid),
+        locks=[] if dry_run else [f"{lock_env}/{s}" for s in ids], warnings=list(warnings),
+        operator=jobs.current_operator(ws.root),
+    )
+    events = [launcher.Event(text=f"operator={jobs.operator_text(record.operator)} workspace={record.operator.workspace}")]
+    events += [launcher.Event(text=f"{i.id}: {i.action} {(i.commit or '')[:12]} on {i.target} ({i.mode}): {i.reason}", service=i.id)
+               for i in items]
+    takeovers = launcher.start(ws.state_dir, launcher.Request(job=record, catalog=catalog.model_dump_json(), events=events))
     try:  # the automatic cap (config.json jobs.keepFinished); running jobs are never removed
         jobs.prune(ws.state_dir, keep=catalog.jobs.keepFinished)
     except (OSError, UnideskError) as exc:
         log.warning("pruning finished jobs failed: %s", exc)
-    return job_id
+    return job_id, takeovers
 
 
 def apply(
@@ -159,7 +124,9 @@ def apply(
         doc.errors = [ErrorItem(code=ErrorCode.USAGE, message=f"unknown environment {env!r}; apply supports --env dev")]
         return doc
 
-    run = run_plan(ws, "plan", file=file, env=env, services=services, force=force, read_live=read_live)
+    lock_env = env or "file"
+    gate = None if dry_run else (lambda ids: locks.held(ws.state_dir, lock_env, ids))
+    run = run_plan(ws, "plan", file=file, env=env, services=services, force=force, read_live=read_live, gate=gate)
     plan = run.document
     doc.source, doc.environment, doc.services, doc.warnings = plan.source, plan.environment, plan.services, list(plan.warnings)
     refusal = file_mode_refusal(run.loaded) if run.loaded is not None else None
@@ -185,17 +152,19 @@ def apply(
         return doc
 
     try:
-        job_id = launch(ws, run.catalog, plan.services, step_records, lock_env=env or "file", source=plan.source,
-                        dry_run=dry_run, force=force, warnings=doc.warnings)
+        job_id, takeovers = launch(ws, run.catalog, plan.services, step_records, lock_env=lock_env, source=plan.source,
+                                   dry_run=dry_run, force=force, warnings=doc.warnings)
     except UnideskError as exc:
         doc.errors = to_errors(exc.problems)
         return doc
     doc.ok, doc.jobId, doc.status = True, job_id, "queued"
+    doc.warnings += takeovers
     return doc
 
 
-def wait_job(state_dir: Path, job_id: str, *, on_events: Callable[[list[JobEvent]], None] | None = None, poll: float = POLL_S) -> JobRecord:
-    """Follow a job to its end (a dead worker ends it as `interrupted`)."""
+def wait_job(state_dir: Path, job_id: str, *, on_events: Callable[[list[JobEvent]], None] | None = None, poll: float = POLL_S,
+             stop: Callable[[], bool] | None = None) -> JobRecord:
+    """Follow a job to its end (a dead worker ends it as `interrupted`), or until `stop()`."""
     offset = 0
     while True:
         record = jobs.load_job(state_dir, job_id)
@@ -206,6 +175,6 @@ def wait_job(state_dir: Path, job_id: str, *, on_events: Callable[[list[JobEvent
                     break
                 offset = new
                 on_events(events)
-        if record.status in jobs.TERMINAL:
+        if record.status in jobs.TERMINAL or (stop is not None and stop()):
             return record
         time.sleep(poll)

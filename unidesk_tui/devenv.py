@@ -224,7 +224,10 @@ def prewarm_images(ws) -> dict:
                         reason=f"import {', '.join(FOUNDATION_IMAGES)} from Docker into {target.k3s.containerdSocket}")
         steps = executor(MODE).steps(DesiredService(TASK_ID, "", "", None, MODE, target.id))
         records = [StepRecord(service=TASK_ID, name=s.name, readOnly=s.read_only) for s in steps]
-        doc["jobId"] = apply.launch(ws, catalog, [item], records, lock_env="dev", source=FileSourceDoc(path=str(ws.config_path)), command=PREWARM_COMMAND)
+        doc["jobId"], takeovers = apply.launch(ws, catalog, [item], records, lock_env="dev", source=FileSourceDoc(path=str(ws.config_path)),
+                                               command=PREWARM_COMMAND)
+        if takeovers:
+            doc["warnings"] = list(doc.get("warnings", [])) + takeovers
     except UnideskError as exc:
         doc["errors"] = [p.to_dict() for p in exc.problems]
         return doc

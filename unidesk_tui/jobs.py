@@ -32,7 +32,7 @@ from unidesk_tui.redact import Redactor, secret_env_values
 
 log = logging.getLogger(__name__)
 
-JOB_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+JOB_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")  # always fullmatch: `$` would accept a trailing newline
 ACTIVE = frozenset({"queued", "running"})
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 JOB_FILE = "job.json"
@@ -61,7 +61,7 @@ def new_job_id(now: datetime | None = None) -> str:
 
 
 def check_job_id(job_id: str) -> str:
-    if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
+    if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
         raise UnideskError.of(ErrorCode.JOB_NOT_FOUND, f"{job_id!r} is not a job id (expected e.g. 20261127T081500Z-0a1b2c)")
     return job_id
 
@@ -238,7 +238,7 @@ def list_jobs(state_dir: Path) -> list[JobRecord]:
     if not root.is_dir():
         return []
     out = []
-    for name in sorted((n for n in os.listdir(root) if JOB_ID_RE.match(n)), reverse=True):
+    for name in sorted((n for n in os.listdir(root) if JOB_ID_RE.fullmatch(n)), reverse=True):
         try:
             out.append(load_job(state_dir, name))
         except UnideskError as exc:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 
-from unidesk_tui import jobs
+from unidesk_tui import jobs, signals
 from unidesk_tui.documents import ApplyDocument, JobDocument, JobEvent, JobListDocument, JobPruneDocument, JobSummary
 from unidesk_tui.errors import ErrorCode, ExitCode, Problem, UnideskError
 from unidesk_tui.reconcile import to_errors
@@ -48,15 +49,17 @@ def _progress_to_stderr(events: list[JobEvent]) -> None:
     sys.stderr.flush()
 
 
-def finish_apply(doc: ApplyDocument, ws: Workspace, wait: bool, *, progress: bool = False) -> tuple[ApplyDocument, int]:
-    """With --wait, follow the job and fold its end into the document; returns (doc, exit code)."""
+def finish_apply(doc: ApplyDocument, ws: Workspace, wait: bool, *, progress: bool = False,
+                 stop: Callable[[], bool] | None = None) -> tuple[ApplyDocument, int]:
+    """With --wait, follow the job (until it ends, or `stop` says so) and fold its state into the
+    document; returns (doc, exit code)."""
     if not doc.ok or not doc.jobId:
         return doc, ExitCode.ERROR
     if not wait:
         return doc, ExitCode.OK
     from unidesk_tui.apply import wait_job
 
-    record = wait_job(ws.state_dir, doc.jobId, on_events=_progress_to_stderr if progress else None)
+    record = wait_job(ws.state_dir, doc.jobId, on_events=_progress_to_stderr if progress else None, stop=stop)
     errors = list(record.result.errors) if record.result else []
     doc = doc.model_copy(update={"ok": record.status == "succeeded", "status": record.status, "job": record, "errors": errors})
     return doc, ExitCode.OK if record.status == "succeeded" else ExitCode.ERROR
@@ -66,11 +69,14 @@ def _apply(args: argparse.Namespace, ws: Workspace) -> int:
     from unidesk_tui.apply import apply  # loads the plan and executors; `job status` stays light
     from unidesk_tui.cli import _live_reader
 
-    doc = apply(ws, file=args.file, env=args.env, services=args.service, dry_run=args.dry_run, force=args.force,
-                read_live=None if args.env else _live_reader())
-    doc, code = finish_apply(doc, ws, args.wait, progress=sys.stderr.isatty())
-    _emit(doc)
-    return code
+    # An interrupt stops a plan; once the worker is spawned it waits until the job id is printed
+    # (with --wait it ends the wait, not the job), so no job ever runs unnamed (issue 13).
+    with signals.interruptible() as held:
+        doc = apply(ws, file=args.file, env=args.env, services=args.service, dry_run=args.dry_run, force=args.force,
+                    read_live=None if args.env else _live_reader())
+        doc, code = finish_apply(doc, ws, args.wait, progress=sys.stderr.isatty(), stop=lambda: bool(held))
+        _emit(doc)
+    return signals.exit_code(held) or code
 
 
 def _status(args: argparse.Namespace, ws: Workspace) -> int:

@@ -1,8 +1,11 @@
 """One apply per (environment, service): lock files under `<state dir>/locks/`.
 
-A lock records the holder's pid (and its start time), job id, host and time. A lock whose holder is
-dead, or whose job already ended, is stale and taken over (and logged); a live one refuses with
-`locked`, naming the holder's job. Every check-and-take runs under one flock, so two appliers
+A lock names its job and records the holder's pid (and its start time), host and time. The holder
+is the job's worker from the start: the worker takes its own locks (unidesk_tui/launch.py), so no
+lock is ever handed from one process to another. A lock is stale only when its job has ended, or
+when both its holder and the job's recorded worker are provably dead (pid gone, or reused by
+another process) and the job is not running; a stale lock is taken over (and logged), a live one
+refuses with `locked`, naming the job. Every check-and-take runs under one flock, so two appliers
 never both win.
 """
 
@@ -65,17 +68,38 @@ def read_lock(state_dir: Path, environment: str, service: str) -> LockRecord | N
 
 
 def stale_reason(state_dir: Path, lock: LockRecord) -> str | None:
-    """Why `lock` no longer protects anything, or None while its holder is live."""
-    if lock.host == jobs.HOST and not jobs.process_alive(lock.pid, lock.pidStart):
-        return f"holder pid {lock.pid} on {lock.host} is dead"
-    if jobs.JOB_ID_RE.match(lock.jobId):
+    """Why `lock` no longer protects anything, or None while its job may still be running."""
+    job = None
+    if jobs.JOB_ID_RE.fullmatch(lock.jobId):
         try:
-            job = jobs.load_job(state_dir, lock.jobId)
+            job = jobs.load_job(state_dir, lock.jobId)  # records `interrupted` if its worker is dead
         except UnideskError:
-            return None  # a live holder may still be writing its job (apply locks first)
-        if job.status in jobs.TERMINAL:
-            return f"job {lock.jobId} already ended ({job.status})"
-    return None
+            job = None  # never recorded (its worker died before creating it), or unreadable
+    if job is not None and job.status in jobs.TERMINAL:
+        return f"job {lock.jobId} already ended ({job.status})"
+    if lock.host != jobs.HOST or jobs.process_alive(lock.pid, lock.pidStart):
+        return None  # a live holder, or one on another host that cannot be checked from here
+    if job is not None:
+        return None  # still active: load_job found its worker alive
+    return f"holder pid {lock.pid} on {lock.host} is dead and job {lock.jobId} was never recorded"
+
+
+def held(state_dir: Path, environment: str, services: list[str]) -> list[Problem]:
+    """`locked` problems for the services another live job holds; takes nothing (a fast pre-check)."""
+    problems = []
+    for service in services:
+        lock = read_lock(state_dir, environment, service)
+        if lock is not None and stale_reason(state_dir, lock) is None:
+            problems.append(_locked(lock))
+    return problems
+
+
+def _locked(lock: LockRecord) -> Problem:
+    return Problem(
+        ErrorCode.LOCKED,
+        f"{lock.key} is locked by job {lock.jobId} (pid {lock.pid} on {lock.host} since {lock.time})",
+        service=lock.service,
+    )
 
 
 def _write(state_dir: Path, lock: LockRecord) -> None:
@@ -97,11 +121,7 @@ def acquire(state_dir: Path, environment: str, services: list[str], job_id: str,
                 continue
             reason = stale_reason(state_dir, held)
             if reason is None:
-                problems.append(Problem(
-                    ErrorCode.LOCKED,
-                    f"{environment}/{service} is locked by job {held.jobId} (pid {held.pid} on {held.host} since {held.time})",
-                    service=service,
-                ))
+                problems.append(_locked(held))
             else:
                 takeovers.append(f"took over the lock on {environment}/{service} from job {held.jobId}: {reason}")
         if problems:
@@ -111,15 +131,6 @@ def acquire(state_dir: Path, environment: str, services: list[str], job_id: str,
     for message in takeovers:
         log.warning("%s", message)
     return takeovers
-
-
-def transfer(state_dir: Path, environment: str, services: list[str], job_id: str, pid: int) -> None:
-    """Hand the job's locks to another process (the worker), keeping everything else."""
-    with _guard(state_dir):
-        for service in services:
-            held = read_lock(state_dir, environment, service)
-            if held is not None and held.jobId == job_id:
-                _write(state_dir, LockRecord(environment, service, pid, jobs.process_start(pid), job_id, jobs.HOST, held.time))
 
 
 def release(state_dir: Path, environment: str, services: list[str], job_id: str) -> None:

@@ -76,8 +76,13 @@ def run_plan(
     services: list[str] | None = None,
     force: bool = False,
     read_live: LiveReader | None = None,
+    gate: Callable[[list[str]], list[Problem]] | None = None,
 ) -> PlanRun:
-    """Build the check/plan document. Coded failures become `errors`; nothing is raised."""
+    """Build the check/plan document. Coded failures become `errors`; nothing is raised.
+
+    `gate` sees the selected service ids before any fetch or live read; problems it returns end the
+    run there (apply refuses a held lock in milliseconds, not after a full plan).
+    """
     doc = PlanDocument(ok=False, command=command)
     try:
         loaded = load_source(ws, file, env)
@@ -102,6 +107,9 @@ def run_plan(
             problems.extend(exc.problems)
 
     desired, join_problems, join_warnings = join(loaded, catalog, services)
+    if gate is not None and (refused := gate([d.id for d in desired])):
+        doc.errors = to_errors(refused)
+        return PlanRun(doc, [], None, loaded)
     problems += join_problems
     doc.warnings += join_warnings
     resolved, resolve_problems = resolve_many(Resolver(ws.state_dir), [(d.id, d.repo, d.requestedCommit) for d in desired if d.microservice is not None])

@@ -286,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m unidesk_tui.worker <state-dir> <job-id>\n")
         return 2
     state_dir, job_id = Path(argv[0]), jobs.check_job_id(argv[1])
+    from unidesk_tui import launch
+
+    if launch.accept(state_dir, job_id, sys.stdin.buffer, sys.stdout.buffer) is None:
+        return 3  # refused or abandoned: no job, no lock
     try:
         record = asyncio.run(_main(state_dir, job_id))
     except Exception as exc:  # the bookkeeping itself failed: leave a trace, the job reads as interrupted

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.reliability.figures import publish
+from tests.test_apply import workload, ws  # noqa: F401  (the engine-with-test-workload fixtures)
+
+
+@pytest.fixture
+def figures(capsys):
+    """publish(suite, title, figures, command): record the suite's figures and print them."""
+
+    def emit(suite: str, title: str, values: dict[str, object], command: str) -> None:
+        text = publish(suite, title, values, command)
+        with capsys.disabled():
+            print(text, end="")
+
+    return emit

@@ -1,0 +1,146 @@
+"""Starting a job's worker so that a lock is never held by anyone but the job's own worker.
+
+The CLI (`start`) spawns the detached worker and sends it the prepared job on its stdin. The
+worker (`accept`) takes the job's locks under its own pid, creates the job (job.json, catalog
+snapshot, first events) and only then answers on its stdout. So:
+- a CLI killed before the request is complete leaves no job and no lock (the worker sees a short
+  read and exits);
+- a CLI killed afterwards leaves a job run by a live worker that holds its own locks, which no
+  later apply can take over (locks.stale_reason);
+- a refused worker (`locked`) leaves no job and no lock, and the CLI reports its problems.
+Signals in the CLI from the spawn on wait until the job id is printed (signals.hold).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+from pydantic import BaseModel, ValidationError
+
+from unidesk_tui import jobs, locks, signals
+from unidesk_tui.documents import JobRecord
+from unidesk_tui.errors import ErrorCode, Problem, UnideskError
+from unidesk_tui.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+class Event(BaseModel):
+    text: str
+    service: str | None = None
+
+
+class Request(BaseModel):
+    """What the CLI hands the worker: the job to record and the catalog snapshot it runs with."""
+
+    job: JobRecord
+    catalog: str
+    events: list[Event] = []
+
+
+class Answer(BaseModel):
+    ok: bool
+    takeovers: list[str] = []
+    errors: list[dict] = []
+
+
+def _spawn(state_dir: Path, job_id: str) -> subprocess.Popen:
+    """The worker in its own session, detached from our terminal (stdin/stdout are the handshake).
+
+    `-P` and cwd=state_dir: nothing in the workspace (a planted `pydantic.py`) can shadow an import.
+    """
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-P", "-m", "unidesk_tui.worker", str(state_dir), job_id],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        cwd=state_dir, env=env, start_new_session=True, close_fds=True,
+    )
+
+
+def start(state_dir: Path, request: Request) -> list[str]:
+    """Start the job's worker and wait until it holds the locks and recorded the job.
+
+    Returns the stale locks it took over; raises the worker's refusal (`locked`) as UnideskError.
+    """
+    signals.hold()  # from the spawn on, an interrupt waits until the job id is printed
+    proc = _spawn(state_dir, request.job.id)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(request.model_dump_json().encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the worker died at start; its answer (none) says so below
+        line = proc.stdout.readline()
+        proc.stdout.close()
+    except BaseException:
+        proc.kill()  # before an answer nothing is recorded, or the worker's own locks go stale with it
+        raise
+    try:
+        answer = Answer.model_validate_json(line)
+    except ValidationError:
+        rc = proc.wait()
+        raise UnideskError.of(ErrorCode.INTERNAL, f"job {request.job.id}: the worker exited ({rc}) before starting the job") from None
+    if not answer.ok:
+        proc.wait()
+        raise UnideskError(*(Problem(ErrorCode(e["code"]), e["message"], service=e.get("service"), path=e.get("path")) for e in answer.errors))
+    log.info("job %s started: worker pid %d", request.job.id, proc.pid)
+    return answer.takeovers
+
+
+def _reply(out: BinaryIO, answer: Answer) -> None:
+    try:
+        out.write((answer.model_dump_json() + "\n").encode())
+        out.flush()
+    except (BrokenPipeError, ValueError):
+        pass  # the CLI is gone: the job runs all the same
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, out.fileno())
+    os.close(devnull)
+
+
+def accept(state_dir: Path, job_id: str, request_in: BinaryIO, answer_out: BinaryIO) -> JobRecord | None:
+    """Worker side: read the request, lock, record the job, answer. None when there is no job to run."""
+    try:
+        request = Request.model_validate_json(request_in.read())
+    except (ValidationError, ValueError):
+        log.warning("job %s: incomplete launch request (the CLI died); nothing recorded", job_id)
+        return None
+    if request.job.id != job_id:
+        _reply(answer_out, Answer(ok=False, errors=[{"code": ErrorCode.INTERNAL, "message": "launch request for another job"}]))
+        return None
+    pid = os.getpid()
+    job = request.job.model_copy(update={"workerPid": pid, "workerStart": jobs.process_start(pid)})
+    env = job.environment
+    try:
+        takeovers = [] if job.dryRun else locks.acquire(state_dir, env, job.services, job_id, pid=pid)
+    except UnideskError as exc:
+        _reply(answer_out, Answer(ok=False, errors=[p.to_dict() for p in exc.problems]))
+        return None
+    try:
+        job.warnings = list(job.warnings) + takeovers
+        d = jobs.create_job(state_dir, job)
+        atomic_write(d / jobs.CATALOG_FILE, request.catalog.encode())
+        events = jobs.EventLog(state_dir, job_id)
+        for message in takeovers:
+            events.append(message, stream="engine")
+        for event in request.events:
+            events.append(event.text, service=event.service, stream="engine")
+        stderr = os.open(d / jobs.STDERR_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(stderr, 2)
+        os.close(stderr)
+    except BaseException as exc:
+        if not job.dryRun:
+            locks.release(state_dir, env, job.services, job_id)
+        _reply(answer_out, Answer(ok=False, errors=[{"code": ErrorCode.INTERNAL, "message": f"job {job_id}: cannot record the job: {exc}"}]))
+        raise
+    _reply(answer_out, Answer(ok=True, takeovers=takeovers))
+    return job
