@@ -94,7 +94,7 @@ def test_apply_runs_every_step_in_a_detached_worker(ws, git_world, workload):
     evs = events(ws, rec.id)
     assert [e.seq for e in evs] == list(range(1, len(evs) + 1))
     assert any(e.step == "build" and e.stream == "stdout" and commit[:12] in e.text for e in evs)
-    assert locks.read_lock(ws.state_dir, "file", "backend-core") is None  # released at the end
+    wait_for(lambda: locks.read_lock(ws.state_dir, "file", "backend-core") is None, "the lock released at the end")
 
 
 def test_second_apply_of_the_same_commit_is_a_skipped_noop_and_force_redeploys(ws, workload):
@@ -342,7 +342,7 @@ def test_cancel_stops_the_running_step_names_it_and_releases_the_lock(ws, worklo
     assert rec.status == "cancelled" and codes(rec.result) == [ErrorCode.CANCELLED]
     assert "backend-core step build" in rec.result.errors[0].message
     assert [s.status for s in rec.steps] == ["succeeded", "cancelled", "skipped", "skipped"]
-    assert locks.read_lock(ws.state_dir, "file", "backend-core") is None
+    wait_for(lambda: locks.read_lock(ws.state_dir, "file", "backend-core") is None, "the worker to release its lock")
     with pytest.raises(UnideskError) as err:  # nothing left to cancel
         jobs.cancel(ws.state_dir, doc.jobId)
     assert err.value.problems[0].code == ErrorCode.JOB_FINISHED and "cancelled" in err.value.problems[0].message

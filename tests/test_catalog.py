@@ -150,3 +150,34 @@ def test_control_bridge_is_a_catalog_field():
     assert errors_of(doc) == [(ErrorCode.CONFIG_INVALID, f"microservices[{i}].k3sOnly")]
     doc["microservices"][i]["controlBridge"] = False  # an explicit override of the default
     assert not parse_catalog(json.dumps(doc)).microservice("k3sctl-adapter").is_control_bridge
+
+
+# ---- every input failure is coded (issue 13) ------------------------------------------------------
+
+BAD_JSON = {
+    "not UTF-8": b'\xff{"targets": []}',
+    "nested too deeply": b"[" * 5000 + b"]" * 5000,
+    "nested deeply": b'{"x": ' + b"[" * 900 + b"]" * 900 + b"}",
+    "a huge integer": b'{"targets": ' + b"1" * 5000 + b"}",
+    "a lone surrogate key": b'{"\\ud800": 1}',
+    "a lone surrogate value": b'{"targets": [{"id": "\\udfff"}]}',
+}
+
+
+@pytest.mark.parametrize("data", BAD_JSON.values(), ids=BAD_JSON.keys())
+def test_undecodable_deep_or_oversized_config_is_config_invalid(data):
+    with pytest.raises(UnideskError) as err:
+        parse_catalog(data)
+    problem = err.value.problems[0]
+    assert problem.code == ErrorCode.CONFIG_INVALID and problem.message.startswith("config.json: ")
+    json.dumps(err.value.problems[0].to_dict(), ensure_ascii=False).encode()  # the error document serializes
+
+
+@pytest.mark.parametrize("data", BAD_JSON.values(), ids=BAD_JSON.keys())
+def test_undecodable_deep_or_oversized_manifest_is_manifest_invalid(data):
+    with pytest.raises(UnideskError) as err:
+        parse_manifest(data)
+    problem = err.value.problems[0]
+    assert problem.code in (ErrorCode.MANIFEST_INVALID, ErrorCode.UNKNOWN_FIELD, ErrorCode.INVALID_VALUE), problem
+    for p in err.value.problems:
+        json.dumps(p.to_dict(), ensure_ascii=False).encode()  # a lone surrogate would fail here

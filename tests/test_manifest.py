@@ -104,7 +104,8 @@ def test_repo_urls_accepted(repo):
     "repo",
     ["-oProxyCommand=id", "https://x/$(id)", "https://x/a;id", "https://x/a b", "https://x/a\nb", "ftp://x/y",
      "/srv/git/x.git", "ext::sh -c id", "https://`id`", "", "https://alice:S3CRET@h/x", "https://ghp_S3CRET@h/x",
-     "ssh://git:S3CRET@h/x"],
+     "ssh://git:S3CRET@h/x", "ssh://git@-oProxyCommand=id/x", "git@-oProxyCommand=id:x.git", "ssh://git@-h/x",
+     "https://-h/x", "git@-h:x.git"],
 )
 def test_malicious_or_odd_repo_urls_rejected(repo):
     assert problems({"schemaVersion": 1, "services": [{**GOOD, "repo": repo}]}) == [(ErrorCode.INVALID_VALUE, "services[0].repo")]

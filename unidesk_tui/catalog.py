@@ -8,7 +8,6 @@ objects) is declared here. Host paths default to the specification's and are all
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,6 +24,7 @@ from unidesk_tui.identifiers import (
     is_service_id,
     is_target_id,
 )
+from unidesk_tui.json_input import load_json
 from unidesk_tui.redact import redact_url
 
 DeploymentMode = Literal["unidesk-direct", "internal-sidecar", "k3sctl-managed"]
@@ -324,10 +324,7 @@ def _pydantic_path(loc: tuple) -> str:
 
 
 def parse_catalog(data: str | bytes, origin: str = "config.json") -> Catalog:
-    try:
-        doc = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    doc = load_json(data, origin=origin, code=ErrorCode.CONFIG_INVALID)
     try:
         catalog = Catalog.model_validate(doc)
     except ValidationError as exc:

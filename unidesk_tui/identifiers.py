@@ -16,7 +16,7 @@ FULL_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/-]{1,200}(?<![./])$")
 REPO_SCHEMES = ("http://", "https://", "ssh://", "git://", "file://")
 # scp-like ssh: user@host:path
-SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._/~-]+$")
+SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.][A-Za-z0-9.-]*:[A-Za-z0-9._/~-]+$")  # host not option-like
 # Docker image reference (name[:tag][@digest]); conservative.
 IMAGE_RE = re.compile(r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -59,6 +59,8 @@ def is_repo_url(value: object) -> bool:
         if not rest or rest.startswith("-"):
             return False
         netloc = rest.split("/", 1)[0]
+        if netloc.rsplit("@", 1)[-1].startswith("-"):  # ssh would read `-oProxyCommand=...` as an option
+            return False
         if "@" in netloc:
             userinfo = netloc.rsplit("@", 1)[0]
             return scheme == "ssh" and ":" not in userinfo and bool(userinfo)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.identifiers import is_commit_id, is_repo_url, is_service_id
+from unidesk_tui.json_input import load_json
 from unidesk_tui.redact import redact_url
 
 Environment = Literal["dev", "prod"]
@@ -162,19 +163,8 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def parse_manifest(text: str | bytes, origin: str = "deploy.json") -> DeployManifest:
     """Parse and validate manifest text; unparseable JSON names the line and column."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise UnideskError.of(ErrorCode.MANIFEST_INVALID, f"{origin}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as exc:
-        raise UnideskError.of(
-            ErrorCode.MANIFEST_INVALID, f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
+        doc = load_json(text, origin=origin, code=ErrorCode.MANIFEST_INVALID, object_pairs_hook=_no_duplicate_keys)
     except _DuplicateKey as exc:
         raise UnideskError.of(ErrorCode.MANIFEST_INVALID, f"{origin}: duplicate key {str(exc)!r}") from None
-    except RecursionError:
-        raise UnideskError.of(ErrorCode.MANIFEST_INVALID, f"{origin}: JSON nested too deeply") from None
     return validate_document(doc)

@@ -191,6 +191,10 @@ class TargetSession:
         except asyncio.CancelledError:
             proc.close()
             raise
+        except (OSError, asyncssh.Error) as exc:  # the connection was lost mid-command (ConnectionLost & co.)
+            proc.close()
+            raise unreachable(self.target, f"connection lost during `{shlex.join(str(a) for a in argv)[:120]}`: "
+                                           f"{exc or type(exc).__name__}") from None
         return RunResult(tuple(str(a) for a in argv), rc, "".join(out), "".join(err), timed_out)
 
     async def read_file(self, path: str, timeout: float = 15.0) -> str:
