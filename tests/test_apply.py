@@ -22,6 +22,7 @@ from unidesk_tui.cli import main as cli_main
 from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError
 from unidesk_tui.jobs_cli import finish_apply
 from unidesk_tui.worker import load_executors
+from unidesk_tui.worker import run as worker_run
 from unidesk_tui.workspace import Workspace
 
 
@@ -348,25 +349,23 @@ def test_cancel_stops_the_running_step_names_it_and_releases_the_lock(ws, worklo
     assert err.value.problems[0].code == ErrorCode.JOB_FINISHED and "cancelled" in err.value.problems[0].message
 
 
-def test_cancel_before_the_worker_runs_runs_no_step(ws, workload, monkeypatch):
-    import unidesk_tui.apply as apply_mod
-
-    spawned = []
-    monkeypatch.setattr(apply_mod, "_spawn", lambda w, job_id: spawned.append(job_id) or _Sleeper())
-    doc = start(ws)
-    rec = jobs.cancel(ws.state_dir, doc.jobId)  # still queued: recorded, nobody signalled
-    assert rec.status == "queued" and jobs.cancel_requested(ws.state_dir, doc.jobId)
-    assert worker_main([str(ws.state_dir), doc.jobId]) == 1  # the worker starts late and reads the request
-    rec = jobs.load_job(ws.state_dir, doc.jobId)
+def test_cancel_before_the_worker_runs_runs_no_step(ws, workload):
+    """A cancel that lands after the worker recorded the job (launch.accept) but before its steps."""
+    dry = run_to_end(ws, dry_run=True)
+    catalog = (jobs.job_dir(ws.state_dir, dry.id) / jobs.CATALOG_FILE).read_text()
+    job = dry.model_copy(update={"id": jobs.new_job_id(), "dryRun": False, "status": "queued", "result": None,
+                                 "steps": [s.model_copy(update={"status": "pending", "message": None}) for s in dry.steps],
+                                 "startedAt": None, "endedAt": None, "warnings": []})
+    record, answer = launcher.accept(ws.state_dir, job.id, launcher.Request(job=job, catalog=catalog).model_dump_json().encode())
+    assert answer.ok and record.status == "queued" and locks.read_lock(ws.state_dir, "file", "backend-core").jobId == job.id
+    rec = jobs.cancel(ws.state_dir, job.id)  # still queued: recorded, nobody signalled
+    assert rec.status == "queued" and jobs.cancel_requested(ws.state_dir, job.id)
+    assert worker_run(ws.state_dir, job.id) == 1  # the worker goes on and reads the request
+    rec = jobs.load_job(ws.state_dir, job.id)
     assert rec.status == "cancelled" and "before any step ran" in rec.result.errors[0].message
     assert all(s.status == "skipped" for s in rec.steps)
     assert not (workload / "backend-core.image").exists()
-
-
-class _Sleeper:
-    """Stands in for the worker process in the queued-cancel test (its pid is ours)."""
-
-    pid = os.getpid()
+    assert locks.read_lock(ws.state_dir, "file", "backend-core") is None
 
 
 def test_starting_a_job_prunes_finished_jobs_beyond_the_configured_cap(ws, workload, capsys):

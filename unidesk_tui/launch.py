@@ -96,7 +96,8 @@ def start(state_dir: Path, request: Request) -> list[str]:
     return answer.takeovers
 
 
-def _reply(out: BinaryIO, answer: Answer) -> None:
+def reply(out: BinaryIO, answer: Answer) -> None:
+    """Worker side: send the answer, then point stdout at /dev/null (the CLI may be gone)."""
     try:
         out.write((answer.model_dump_json() + "\n").encode())
         out.flush()
@@ -107,24 +108,23 @@ def _reply(out: BinaryIO, answer: Answer) -> None:
     os.close(devnull)
 
 
-def accept(state_dir: Path, job_id: str, request_in: BinaryIO, answer_out: BinaryIO) -> JobRecord | None:
-    """Worker side: read the request, lock, record the job, answer. None when there is no job to run."""
+def accept(state_dir: Path, job_id: str, request_data: bytes) -> tuple[JobRecord | None, Answer | None]:
+    """Worker side: take the job's locks under our pid, then record the job. Returns the job (None
+    when there is none to run) and the answer for the CLI (None for an incomplete request)."""
     try:
-        request = Request.model_validate_json(request_in.read())
+        request = Request.model_validate_json(request_data)
     except (ValidationError, ValueError):
         log.warning("job %s: incomplete launch request (the CLI died); nothing recorded", job_id)
-        return None
+        return None, None
     if request.job.id != job_id:
-        _reply(answer_out, Answer(ok=False, errors=[{"code": ErrorCode.INTERNAL, "message": "launch request for another job"}]))
-        return None
+        return None, Answer(ok=False, errors=[{"code": ErrorCode.INTERNAL, "message": "launch request for another job"}])
     pid = os.getpid()
     job = request.job.model_copy(update={"workerPid": pid, "workerStart": jobs.process_start(pid)})
     env = job.environment
     try:
         takeovers = [] if job.dryRun else locks.acquire(state_dir, env, job.services, job_id, pid=pid)
     except UnideskError as exc:
-        _reply(answer_out, Answer(ok=False, errors=[p.to_dict() for p in exc.problems]))
-        return None
+        return None, Answer(ok=False, errors=[p.to_dict() for p in exc.problems])
     try:
         job.warnings = list(job.warnings) + takeovers
         d = jobs.create_job(state_dir, job)
@@ -134,13 +134,9 @@ def accept(state_dir: Path, job_id: str, request_in: BinaryIO, answer_out: Binar
             events.append(message, stream="engine")
         for event in request.events:
             events.append(event.text, service=event.service, stream="engine")
-        stderr = os.open(d / jobs.STDERR_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.dup2(stderr, 2)
-        os.close(stderr)
-    except BaseException as exc:
+    except Exception as exc:
         if not job.dryRun:
             locks.release(state_dir, env, job.services, job_id)
-        _reply(answer_out, Answer(ok=False, errors=[{"code": ErrorCode.INTERNAL, "message": f"job {job_id}: cannot record the job: {exc}"}]))
-        raise
-    _reply(answer_out, Answer(ok=True, takeovers=takeovers))
-    return job
+        log.exception("job %s: cannot record the job", job_id)
+        return None, Answer(ok=False, errors=[{"code": ErrorCode.INTERNAL, "message": f"job {job_id}: cannot record the job: {exc}"}])
+    return job, Answer(ok=True, takeovers=takeovers)

@@ -288,8 +288,19 @@ def main(argv: list[str] | None = None) -> int:
     state_dir, job_id = Path(argv[0]), jobs.check_job_id(argv[1])
     from unidesk_tui import launch
 
-    if launch.accept(state_dir, job_id, sys.stdin.buffer, sys.stdout.buffer) is None:
+    record, answer = launch.accept(state_dir, job_id, sys.stdin.buffer.read())
+    if answer is not None:
+        launch.reply(sys.stdout.buffer, answer)
+    if record is None:
         return 3  # refused or abandoned: no job, no lock
+    stderr = os.open(jobs.job_dir(state_dir, job_id) / jobs.STDERR_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(stderr, 2)
+    os.close(stderr)
+    return run(state_dir, job_id)
+
+
+def run(state_dir: Path, job_id: str) -> int:
+    """Run a recorded job to its end; 0 when it succeeded."""
     try:
         record = asyncio.run(_main(state_dir, job_id))
     except Exception as exc:  # the bookkeeping itself failed: leave a trace, the job reads as interrupted
