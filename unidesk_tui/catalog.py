@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -274,7 +275,12 @@ class Catalog(_Model):
         return next(t for t in self.targets if t.id == target_id)
 
     def microservice(self, service_id: str) -> Microservice | None:
-        return next((m for m in self.microservices if m.id == service_id), None)
+        return self._microservice_index.get(service_id)
+
+    @cached_property
+    def _microservice_index(self) -> dict[str, Microservice]:
+        """By id: a plan looks every service up, and must stay linear (issue 13)."""
+        return {m.id: m for m in self.microservices}
 
     def health_url(self, service_id: str, env: str | None = None) -> str | None:
         """The health endpoint through the UniDesk microservice proxy, as the frontend uses it: the

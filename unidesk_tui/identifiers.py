@@ -19,6 +19,8 @@ REPO_SCHEMES = ("http://", "https://", "ssh://", "git://", "file://")
 SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.][A-Za-z0-9.-]*:[A-Za-z0-9._/~-]+$")  # host not option-like
 # Docker image reference (name[:tag][@digest]); conservative.
 IMAGE_RE = re.compile(r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+# Whitespace, control characters and shell metacharacters never belong in a repository URL.
+_URL_FORBIDDEN = re.compile(r"[\s\x00-\x1f`$;|&<>\\\"']")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -52,7 +54,7 @@ def is_repo_url(value: object) -> bool:
     """
     if not isinstance(value, str) or not value or value.startswith("-"):
         return False
-    if any(c.isspace() or ord(c) < 0x20 or c in "`$;|&<>\\\"'" for c in value):
+    if _URL_FORBIDDEN.search(value):
         return False
     if value.startswith(REPO_SCHEMES):
         scheme, rest = value.split("://", 1)
@@ -83,7 +85,7 @@ def is_safe_path(value: object) -> bool:
         isinstance(value, str)
         and bool(value)
         and not value.startswith("-")
-        and not any(c in value for c in "\x00\n\r")
+        and "\x00" not in value and "\n" not in value and "\r" not in value
     )
 
 

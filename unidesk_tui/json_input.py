@@ -9,16 +9,18 @@ which no JSON document we print could carry back.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 from unidesk_tui.errors import ErrorCode, UnideskError
 
 MAX_DEPTH = 64  # real documents nest < 10 deep; the decoder itself gives up near 1000
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _has_surrogate(text: str) -> bool:
-    return any("\ud800" <= c <= "\udfff" for c in text)
+    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def _check(doc: Any, origin: str, code: ErrorCode) -> None:

@@ -125,6 +125,11 @@ def run_plan(
                 code = ErrorCode.TARGET_UNREACHABLE if obs.live.state == "unreachable" else ErrorCode.PROBE_FAILED
                 problems.append(Problem(code, f"{sid}: {obs.live.message or obs.live.state}", service=sid))
 
+    # Indexed by service: each decision sees only its own problems (a plan stays linear, issue 13).
+    by_service: dict[str | None, list[Problem]] = {}
+    for p in problems:
+        if p.code not in (ErrorCode.TARGET_UNREACHABLE, ErrorCode.PROBE_FAILED):
+            by_service.setdefault(p.service, []).append(p)
     for d in desired:
         obs = observations.get(d.id)
         live = obs.live if obs else None
@@ -134,7 +139,7 @@ def run_plan(
             decide(
                 d,
                 live=live,
-                problems=[p for p in problems if p.code not in (ErrorCode.TARGET_UNREACHABLE, ErrorCode.PROBE_FAILED)],
+                problems=by_service.get(d.id, []),
                 force=force,
                 env_mode=env_mode,
                 apply_enabled=(d.id in enabled) if env_mode else None,
