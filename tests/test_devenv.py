@@ -91,3 +91,60 @@ def test_odd_input_gives_coded_problems_not_exceptions(tmp_path, content):
 def test_a_directory_is_a_coded_problem(tmp_path):
     (tmp_path / CORE).mkdir()
     assert [p.code for p in validate_manifest(tmp_path / CORE).problems] == ["dev_manifest_invalid"]
+
+
+# ---- one test per named rule (devrules.RULES): the example passes, one change breaks exactly that rule
+
+
+def container(docs, kind, name):
+    return by(docs, kind, name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def drop_env(obj_container, name):
+    obj_container["env"] = [e for e in obj_container["env"] if e["name"] != name]
+
+
+RULE_CASES = {
+    "namespace": (CORE, lambda d: by(d, "Service", "frontend-dev")["metadata"].update(namespace="unidesk")),
+    "allowed-objects": (CODE_QUEUE, lambda d: by(d, "Service", "code-queue-read-dev")["metadata"].update(name="code-queue-dev")),
+    "cluster-ip-only": (CODE_QUEUE, lambda d: by(d, "Service", "code-queue-write-dev")["spec"].update(type="LoadBalancer")),
+    "no-host-network": (CORE, lambda d: by(d, "Deployment", "frontend-dev")["spec"]["template"]["spec"].update(hostNetwork=True)),
+    "production-reference": (CORE, lambda d: container(d, "Deployment", "frontend-dev")["env"].append(
+        {"name": "UPSTREAM", "value": "http://postgres.unidesk.svc:5432"})),
+    "container-limits": (FOUNDATION, lambda d: container(d, "StatefulSet", "postgres-dev")["resources"].pop("limits")),
+    "dev-database": (CODE_QUEUE, lambda d: drop_env(container(d, "Deployment", "code-queue-read-dev"), "DATABASE_URL")),
+    "runtime-config": (CORE, lambda d: container(d, "Deployment", "backend-core-dev")["envFrom"].pop()),
+    "backend-core-ports": (CORE, lambda d: container(d, "Deployment", "backend-core-dev").update(ports=[{"containerPort": 8080}])),
+    "backend-core-logs": (CORE, lambda d: container(d, "Deployment", "backend-core-dev").update(volumeMounts=[])),
+    "frontend-core-url": (CORE, lambda d: drop_env(container(d, "Deployment", "frontend-dev"), "CORE_INTERNAL_URL")),
+    "code-queue-state": (CODE_QUEUE, lambda d: set_env(by(d, "Deployment", "code-queue-write-dev"), "CODE_QUEUE_STATE_DIR", "/tmp/state")),
+    "code-queue-port": (CODE_QUEUE, lambda d: by(d, "Service", "code-queue-scheduler-dev")["spec"].update(ports=[{"port": 80}])),
+    "scheduler-env": (CODE_QUEUE, lambda d: set_env(by(d, "Deployment", "code-queue-scheduler-dev"), "CODE_QUEUE_WORKDIR", "/workspace")),
+    "notifications-off": (CODE_QUEUE, lambda d: set_env(by(d, "Deployment", "code-queue-read-dev"), "CODE_QUEUE_NOTIFY_CLAUDEQQ", "true")),
+    "scheduler-memory": (CODE_QUEUE, lambda d: container(d, "Deployment", "code-queue-scheduler-dev")["resources"]["limits"].update(memory="1Gi")),
+    "postgres-volume": (FOUNDATION, lambda d: by(d, "StatefulSet", "postgres-dev")["spec"].pop("volumeClaimTemplates")),
+    "migrate-job": (FOUNDATION, lambda d: container(d, "Job", "unidesk-dev-db-migrate").update(
+        args=[container(d, "Job", "unidesk-dev-db-migrate")["args"][0].replace("sh /guard/guard.sh\n", "")])),
+}
+
+
+def test_every_rule_has_a_case():
+    from unidesk_tui.devrules import RULES
+
+    assert set(RULE_CASES) == set(RULES)
+
+
+@pytest.mark.parametrize("rule", sorted(RULE_CASES))
+def test_rule(tmp_path, rule):
+    name, change = RULE_CASES[rule]
+    assert messages(EXAMPLE / DEV_DIR / name) == []
+    got = validate_manifest(mutate(tmp_path, name, change)).problems
+    assert got and {p.code for p in got} == {"dev_manifest_invalid"}, got
+    assert any(p.message.endswith(f"[rule {rule}]") for p in got), [p.message for p in got]
+    assert all("/" in (p.path or "") for p in got)  # names the object (Kind/name)
+
+
+def test_the_lab_sample_dev_manifests_pass():
+    lab = Path(__file__).resolve().parent.parent / "unidesk_lab" / "assets" / "sample-service" / "k3s" / "dev"
+    for name in (FOUNDATION, CORE, CODE_QUEUE):
+        assert messages(lab / name) == [], name

@@ -74,6 +74,9 @@ def kubeapi_daemon(lay: Layout) -> Daemon:
             sys.executable, "-m", "unidesk_lab.kubeapi", "--host", "127.0.0.1", "--port", str(KUBE_PORT),
             "--data", str(lay.kube_data), "--containerd-socket", str(lay.containerd_socket),
             "--containerd-namespace", CONTAINERD_NAMESPACE,
+            # pods in their own network namespaces on D601 (unidesk_lab.podnet), never the host network
+            "--pod-cidr", lay.pod_cidr, "--service-cidr", lay.service_cidr,
+            "--host-root", str(lay.host_root(K3S_HOST)),
         ],
         ready=lambda: tcp_open_in(ns, "127.0.0.1", KUBE_PORT),
         in_host=True,

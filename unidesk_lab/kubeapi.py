@@ -418,6 +418,7 @@ class Store:
         self._history: deque[tuple[int, str, Resource, dict]] = deque(maxlen=HISTORY_LIMIT)
         self._watchers: set[Watcher] = set()
         self.listeners: list[Listener] = []
+        self.allocate_cluster_ip: Callable[[set[str]], str] | None = None  # set when a pod network runs
         self._load()
         if not self._objects:
             for ns in DEFAULT_NAMESPACES:
@@ -492,6 +493,11 @@ class Store:
             meta["generation"] = 1
         if res.status:
             obj["status"] = initial_status(res)
+        if res.kind == "Service" and self.allocate_cluster_ip and isinstance(obj.get("spec"), dict) \
+                and not obj["spec"].get("clusterIP"):
+            taken = {(o.get("spec") or {}).get("clusterIP") for o in self.list(res)}
+            ip = self.allocate_cluster_ip({t for t in taken if t})
+            obj["spec"]["clusterIP"], obj["spec"]["clusterIPs"] = ip, [ip]
         _record_manager(obj, field_manager, operation, None)
         validate(res, obj, None)
         if dry_run:
@@ -522,6 +528,10 @@ class Store:
                     meta.pop(field, None)
             if res.status:
                 merged["status"] = old.get("status", {})
+            old_ip = (old.get("spec") or {}).get("clusterIP")
+            if res.kind == "Service" and old_ip and isinstance(merged.get("spec"), dict) \
+                    and not merged["spec"].get("clusterIP"):
+                merged["spec"]["clusterIP"], merged["spec"]["clusterIPs"] = old_ip, [old_ip]  # immutable once set
             if res.generation and merged.get("spec") != old.get("spec"):
                 meta["generation"] = old["metadata"].get("generation", 1) + 1
         _record_manager(merged, field_manager, operation, subresource)
@@ -1058,11 +1068,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--containerd-namespace", default="k8s.io")
     p.add_argument("--ctr", default="ctr", help="ctr binary")
     p.add_argument("--no-controller", action="store_true", help="serve the API only; run no containers")
+    p.add_argument("--pod-cidr", help="run each pod in its own network namespace on this range (unidesk_lab.podnet)")
+    p.add_argument("--service-cidr", help="ClusterIP range (with --pod-cidr)")
+    p.add_argument("--cni-path", default="/usr/lib/cni", help="CNI plugin directory")
+    p.add_argument("--host-root", type=Path, help="the node's lab filesystem root (hostPath volumes live below it)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--access-log", action="store_true", help="log every request")
     args = p.parse_args(argv)
     if not args.no_controller and not args.containerd_socket:
         p.error("--containerd-socket is required unless --no-controller is given")
+    if bool(args.pod_cidr) != bool(args.service_cidr):
+        p.error("--pod-cidr and --service-cidr go together")
     return args
 
 
@@ -1070,11 +1086,18 @@ async def run(args: argparse.Namespace) -> None:
     args.data.mkdir(parents=True, exist_ok=True)
     store = Store(args.data)
     controller = None
+    network = None
+    if args.pod_cidr:
+        from unidesk_lab.podnet import PodNetwork
+
+        network = PodNetwork(args.pod_cidr, args.service_cidr, args.data, cni_path=args.cni_path)
+        store.allocate_cluster_ip = network.allocate
     if not args.no_controller:
         from unidesk_lab.kubecontroller import LabController
 
         controller = LabController(store, args.containerd_socket, args.containerd_namespace, ctr=args.ctr,
-                                   log_dir=args.data / "logs")
+                                   log_dir=args.data / "logs", network=network, data_dir=args.data,
+                                   host_root=args.host_root)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,11 +1,22 @@
-"""Lab controller for the Kubernetes API emulator: runs each Deployment as one real containerd container via `ctr`.
+"""Lab controller for the Kubernetes API emulator: runs Deployments, StatefulSets and Jobs as real containerd containers via `ctr`.
 
-Pod-less on purpose: no Pod or ReplicaSet objects exist. For every Deployment generation the
-controller checks the first container's image in containerd, replaces the running container
-(`ctr run -d --net-host`) and reports the outcome in the Deployment's status the way the real
-deployment controller would (observedGeneration, replica counts, Available/Progressing
-conditions). A missing image keeps the old container and reports `ImagePullBackOff`. More than one
-replica still runs one container, and the counts say so.
+Pod-less on purpose: no Pod or ReplicaSet objects exist. Each workload runs one container (the
+pod template's first): for every Deployment or StatefulSet generation the controller checks the
+image in containerd, replaces the running container (`ctr run -d`) and reports the outcome in the
+status the way the real controllers would (observedGeneration, replica counts, conditions). A
+missing image keeps the old container and reports `ImagePullBackOff`. More than one replica still
+runs one container, and the counts say so. A Job's container runs to its end (`ctr run` in the
+foreground, its exit code read back); OnFailure/Never pods are retried up to `backoffLimit`, and the
+Job reports `succeeded` or `failed` with a Complete or Failed condition.
+
+With a pod network (`unidesk_lab.podnet`, given `--pod-cidr`/`--service-cidr`), each pod gets its own
+network namespace and address, probes go to that address, Services get ClusterIPs (allocated by the
+store) that forward to their ready pod, and each pod's /etc/hosts carries the cluster names. Without
+one (unit tests), containers share the host network (`--net-host`), as before.
+
+Volumes: configMap and secret (files written under the data dir), emptyDir, hostPath (under the
+node's lab root, never the machine's own paths) and persistentVolumeClaim / volumeClaimTemplates
+(a directory per claim; StatefulSet claims are created as bound PersistentVolumeClaim objects).
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +42,24 @@ from unidesk_lab.kubeapi import DNS1123_LABEL, Resource, Store, find_resource, n
 log = logging.getLogger(__name__)
 
 DEPLOYMENTS: Resource = find_resource("apps", "deployments")  # type: ignore[assignment]
+STATEFULSETS: Resource = find_resource("apps", "statefulsets")  # type: ignore[assignment]
+JOBS: Resource = find_resource("batch", "jobs")  # type: ignore[assignment]
 CONFIGMAPS: Resource = find_resource("", "configmaps")  # type: ignore[assignment]
 SECRETS: Resource = find_resource("", "secrets")  # type: ignore[assignment]
+SERVICES: Resource = find_resource("", "services")  # type: ignore[assignment]
+PVCS: Resource = find_resource("", "persistentvolumeclaims")  # type: ignore[assignment]
+WORKLOADS = {r.kind: r for r in (DEPLOYMENTS, STATEFULSETS, JOBS)}
 PREFIX = "kubeapi_"  # every container this controller creates; '_' never occurs in DNS-1123 names
+KIND_MARK = {"Deployment": "", "StatefulSet": "sts.", "Job": "job."}  # '.' never occurs in a namespace
 LABEL = "unidesk.lab/deployment"
 IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+MOUNT_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")  # no ',' or ':' (ctr's --mount syntax), no '..' below
 MONITOR_INTERVAL = 1.0
 STOP_GRACE = 1.0  # busybox as PID 1 ignores SIGTERM; don't wait the pod's 30 s for it
 CTR_TIMEOUT = 60.0
+JOB_BACKOFF_MAX = 10.0
 
-Key = tuple[str, str]  # (namespace, deployment name)
+Key = tuple[str, str, str]  # (kind, namespace, name)
 
 
 class ConfigError(Exception):
@@ -60,19 +80,19 @@ def image_candidates(ref: str) -> list[str]:
     return list(dict.fromkeys([ref, tagged, full, short]))
 
 
-def container_id(namespace: str, name: str, generation: int) -> str:
-    """containerd id for one generation of a Deployment (ids are limited to 76 characters)."""
-    return f"{key_prefix((namespace, name))}{generation}"
+def container_id(namespace: str, name: str, generation: int | str, kind: str = "Deployment") -> str:
+    """containerd id for one generation of a workload (ids are limited to 76 characters)."""
+    return f"{key_prefix((kind, namespace, name))}{generation}"
 
 
-def key_prefix(key: Key) -> str:
-    namespace, name = key
-    for part in key:
+def key_prefix(key: Key | tuple[str, str]) -> str:
+    kind, namespace, name = key if len(key) == 3 else ("Deployment", *key)  # type: ignore[misc]
+    for part in (namespace, name):
         if not DNS1123_LABEL.match(part) or len(part) > 63:
             raise ValueError(f"not a DNS-1123 label: {part!r}")
-    prefix = f"{PREFIX}{namespace}_{name}_"
+    prefix = f"{PREFIX}{KIND_MARK[kind]}{namespace}_{name}_"
     if len(prefix) > 60:
-        prefix = f"{PREFIX}{hashlib.sha256(f'{namespace}/{name}'.encode()).hexdigest()[:16]}_"
+        prefix = f"{PREFIX}{KIND_MARK[kind]}{hashlib.sha256(f'{namespace}/{name}'.encode()).hexdigest()[:16]}_"
     return prefix
 
 
@@ -85,7 +105,7 @@ def max_unavailable(spec: dict, replicas: int) -> int:
 
 @dataclass
 class Pod:
-    """What runs for one Deployment: its container and the state of its latest rollout."""
+    """What runs for one workload: its container and the state of its latest rollout."""
 
     container: str | None = None  # running (or last started) container id
     generation: int = 0  # generation the controller last acted on
@@ -95,35 +115,47 @@ class Pod:
     failure: tuple[str, str] | None = None  # (reason, message) when the latest generation could not start
     ready: bool = False
     template: dict | None = None  # pod template the running container was made from
+    ip: str | None = None  # pod address on the pod network (None: host network)
+    labels: dict = field(default_factory=dict)
+    hostname: str | None = None
+    job: asyncio.Task | None = None  # a Job's run-to-completion task
 
 
 class LabController:
-    """Reconciles Deployments in a Store into containers in one containerd namespace."""
+    """Reconciles Deployments, StatefulSets and Jobs in a Store into containers in one containerd namespace."""
 
     def __init__(self, store: Store, socket: str, namespace: str = "k8s.io", *, ctr: str = "ctr",
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, network=None, data_dir: Path | None = None,
+                 host_root: Path | None = None) -> None:
         for value in (socket, namespace, ctr):
             if not value or value.startswith("-"):
                 raise ValueError(f"refusing option-like or empty value {value!r}")
         self.store, self.socket, self.namespace, self.ctr = store, socket, namespace, ctr
         self.log_dir = log_dir
+        self.network = network  # unidesk_lab.podnet.PodNetwork, or None for the host network
+        self.data_dir = data_dir
+        self.host_root = host_root
         self._pods: dict[Key, Pod] = {}
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._pending: set[Key] = set()
         self._tasks: list[asyncio.Task] = []
         self._http: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()  # one rollout or monitor pass at a time: status writes never interleave
+        self._net_dirty = True
 
     # ---- lifecycle
 
     async def start(self) -> None:
-        """Remove leftovers of a previous run, then run every stored Deployment and follow changes."""
+        """Remove leftovers of a previous run, then run every stored workload and follow changes."""
         log.info("removing leftover containers, if any")
         await self._remove_all(PREFIX)
+        if self.network is not None:
+            await self.network.start()
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
         self.store.listeners.append(self._on_event)
-        for dep in self.store.list(DEPLOYMENTS):
-            self._enqueue((dep["metadata"]["namespace"], dep["metadata"]["name"]))
+        for res in WORKLOADS.values():
+            for obj in self.store.list(res):
+                self._enqueue((res.kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
         self._tasks = [asyncio.create_task(self._worker(), name="kubecontroller-worker"),
                        asyncio.create_task(self._monitor(), name="kubecontroller-monitor")]
 
@@ -131,12 +163,17 @@ class LabController:
         """Stop following the store and stop every container this controller started."""
         if self._on_event in self.store.listeners:
             self.store.listeners.remove(self._on_event)
-        for task in self._tasks:
+        jobs = [p.job for p in self._pods.values() if p.job]
+        for task in self._tasks + jobs:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *jobs, return_exceptions=True)
         self._tasks = []
         await self._remove_all(PREFIX)
         for key, pod in self._pods.items():  # the persisted status must not claim stopped containers serve
+            if self.network is not None:
+                await self.network.remove(self._pod_id(key))
+            if key[0] == "Job":
+                continue
             pod.container, pod.ready = None, False
             self._write_status(key, pod)
         self._pods.clear()
@@ -147,9 +184,12 @@ class LabController:
     # ---- event intake
 
     def _on_event(self, event: str, res: Resource, obj: dict) -> None:
-        if res != DEPLOYMENTS:
+        if res == SERVICES:
+            self._net_dirty = True
             return
-        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if res.kind not in WORKLOADS or res != WORKLOADS[res.kind]:
+            return
+        key = (res.kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
         pod = self._pods.get(key)
         # Status writes (ours included) keep the generation, so they don't trigger a rollout.
         if event == "DELETED" or pod is None or obj["metadata"].get("generation", 1) != pod.generation:
@@ -167,10 +207,11 @@ class LabController:
             try:
                 async with self._lock:
                     await self.reconcile(key)
+                    await self._sync_network()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("reconcile %s/%s failed", *key)
+                log.exception("reconcile %s %s/%s failed", *key)
 
     async def _monitor(self) -> None:
         """Keep status honest: task exits, readiness probes, and images that arrived after a back-off."""
@@ -179,16 +220,17 @@ class LabController:
             try:
                 async with self._lock:
                     await self._observe()
+                    await self._sync_network()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("monitor pass failed")
 
     async def _observe(self) -> None:
-        if not self._pods:
+        pods = [(k, p) for k, p in self._pods.items() if k[0] != "Job"]
+        if not pods:
             return
         tasks = await self._task_states()
-        pods = list(self._pods.items())
         states = [tasks.get(pod.container) if pod.container else None for _, pod in pods]
         probes = await asyncio.gather(*(self._probe(pod) if state == "RUNNING" else _false()
                                         for (_, pod), state in zip(pods, states)))
@@ -196,29 +238,78 @@ class LabController:
             if pod.failure and pod.failure[0] == "ImagePullBackOff" and await self._find_image(pod.image):
                 self._enqueue(key)
                 continue
+            if pod.ready != probed:
+                self._net_dirty = True
             pod.ready = probed
             if state == "STOPPED" and pod.failure is None:
                 pod.failure = ("CrashLoopBackOff", f"container {pod.container} exited")
             self._write_status(key, pod)
 
+    async def _sync_network(self) -> None:
+        """Service rules and DNS files follow the Services and the ready pods."""
+        if self.network is None or not self._net_dirty:
+            return
+        services = self.store.list(SERVICES)
+        taken = {s["spec"].get("clusterIP") for s in services if s.get("spec")}
+        for svc in services:  # created before the store allocated addresses (or by an older lab)
+            if not (svc.get("spec") or {}).get("clusterIP"):
+                ip = self.network.allocate(taken)
+                taken.add(ip)
+                svc["spec"]["clusterIP"], svc["spec"]["clusterIPs"] = ip, [ip]
+                self.store.update(SERVICES, svc["metadata"]["namespace"], svc["metadata"]["name"], svc)
+        from unidesk_lab.podnet import Endpoint
+
+        endpoints: dict[tuple[str, str], list] = {}
+        for svc in self.store.list(SERVICES):
+            selector = (svc.get("spec") or {}).get("selector") or {}
+            if not selector:
+                continue
+            ns = svc["metadata"]["namespace"]
+            for (kind, pns, _), pod in self._pods.items():
+                if kind == "Job" or pns != ns or not pod.ip or not pod.ready or pod.failure:
+                    continue
+                if all(pod.labels.get(k) == v for k, v in selector.items()):
+                    named = {p["name"]: p["containerPort"] for p in pod.ports if p.get("name")}
+                    numbered = {p["containerPort"]: p["containerPort"] for p in pod.ports}
+                    endpoints.setdefault((ns, svc["metadata"]["name"]), []).append(
+                        Endpoint(pod.ip, {**named, **numbered}, pod.hostname))
+        await self.network.sync(self.store.list(SERVICES), endpoints)
+        self._net_dirty = False  # only once synced: a failed pass is retried by the next monitor pass
+
     # ---- reconcile
 
+    def _pod_id(self, key: Key) -> str:
+        return "/".join(key)
+
+    async def _stop_pod(self, key: Key) -> None:
+        pod = self._pods.get(key)
+        if pod and pod.job:
+            pod.job.cancel()
+            await asyncio.gather(pod.job, return_exceptions=True)
+        await self._remove_all(key_prefix(key))
+        if self.network is not None:
+            await self.network.remove(self._pod_id(key))
+        self._net_dirty = True
+
     async def reconcile(self, key: Key) -> None:
-        """Make the containers of one Deployment match its latest generation and report the outcome."""
-        namespace, name = key
-        prefix = key_prefix(key)
-        obj = self.store.get(DEPLOYMENTS, namespace, name)
+        """Make the container of one workload match its latest generation and report the outcome."""
+        kind, namespace, name = key
+        res = WORKLOADS[kind]
+        obj = self.store.get(res, namespace, name)
         if obj is None:
-            log.info("deployment %s/%s deleted: stopping its container", namespace, name)
-            await self._remove_all(prefix)
+            log.info("%s %s/%s deleted: stopping its container", kind, namespace, name)
+            await self._stop_pod(key)
             self._pods.pop(key, None)
             return
         generation = obj["metadata"].get("generation", 1)
         spec = obj["spec"]
+        if kind == "Job":
+            await self._reconcile_job(key, obj)
+            return
         pod = self._pods.setdefault(key, Pod())
         pod.generation = generation
         if spec.get("replicas", 1) == 0:
-            await self._remove_all(prefix)
+            await self._stop_pod(key)
             self._pods[key] = Pod(generation=generation)
             self._write_status(key, self._pods[key])
             return
@@ -226,60 +317,99 @@ class LabController:
             # Only replicas (or another non-template field) changed: like a real scale, nothing restarts.
             self._write_status(key, pod)
             return
-        container = spec["template"]["spec"]["containers"][0]
+        new = await self._launch(key, obj, str(generation), detached=True)
+        if new.failure and new.container is None and new.failure[0] in ("ImagePullBackOff", "CreateContainerConfigError"):
+            # the old container (if any) keeps serving; only the failure is recorded
+            pod.image, pod.failure = new.image, new.failure
+            self._write_status(key, pod)
+            return
+        self._pods[key] = new
+        if new.container:
+            tasks = await self._task_states()
+            new.ready = tasks.get(new.container) == "RUNNING" and await self._probe(new)
+        self._net_dirty = True
+        self._write_status(key, new)
+
+    async def _launch(self, key: Key, obj: dict, suffix: str, *, detached: bool) -> Pod:
+        """Start (detached) or prepare (a Job's foreground run) the workload's container; the Pod says how it went.
+
+        A detached start replaces the workload's running container; a failure before that leaves it."""
+        kind, namespace, name = key
+        spec = obj["spec"]
+        generation = obj["metadata"].get("generation", 1)
+        template = spec["template"]
+        podspec = template.get("spec") or {}
+        container = podspec["containers"][0]
         image = container["image"]
+        labels = dict((template.get("metadata") or {}).get("labels") or {})
+        pod = Pod(generation=generation, image=image, probe=container.get("readinessProbe"),
+                  ports=container.get("ports") or [], template=copy.deepcopy(template), labels=labels,
+                  hostname=f"{name}-0" if kind == "StatefulSet" else None)
         ref = await self._find_image(image) if IMAGE_REF.match(image) else None
         if ref is None:
-            log.warning("deployment %s/%s: image %s not in containerd namespace %s", namespace, name, image,
+            log.warning("%s %s/%s: image %s not in containerd namespace %s", kind, namespace, name, image,
                         self.namespace)
-            pod.image = image
             pod.failure = ("ImagePullBackOff", f'Back-off pulling image "{image}": not present in containerd '
                                                f"namespace {self.namespace}")
-            self._write_status(key, pod)
-            return
+            return pod
         try:
-            env = self._resolve_env(namespace, container)
+            mounts = self._mounts(key, obj, podspec, container)
             argv = await self._process_args(ref, container)
+            env_probe = self._resolve_env(namespace, container, "0.0.0.0")  # config errors before touching anything
         except ConfigError as exc:
-            pod.image, pod.failure = image, ("CreateContainerConfigError", str(exc))
-            self._write_status(key, pod)
-            return
-        await self._remove_all(prefix)
-        cid = container_id(namespace, name, generation)
-        args = ["run", "-d", "--net-host", "--label", f"{LABEL}={namespace}.{name}"]
-        if self.log_dir:
+            pod.failure = ("CreateContainerConfigError", str(exc))
+            return pod
+        if detached:
+            await self._stop_pod(key)
+        cid = container_id(namespace, name, suffix, kind)
+        args = ["run", "--label", f"{LABEL}={namespace}.{name}"] + (["-d"] if detached else ["--rm"])
+        host_network = podspec.get("hostNetwork") or self.network is None
+        if host_network:
+            args.append("--net-host")
+            env = env_probe
+        else:
+            try:
+                netns, pod.ip = await self.network.add(self._pod_id(key))
+            except Exception as exc:  # the network is the node's problem: report it like a sandbox failure
+                pod.failure = ("FailedCreatePodSandBox", str(exc)[:500])
+                return pod
+            hosts = self.network.ensure_hosts(namespace)
+            args += ["--with-ns", f"network:{netns}", "--mount", f"type=bind,src={hosts},dst=/etc/hosts,options=rbind:ro"]
+            env = self._resolve_env(namespace, container, pod.ip)
+        for src, dst, ro in mounts:
+            args += ["--mount", f"type=bind,src={src},dst={dst},options=rbind:{'ro' if ro else 'rw'}"]
+        if self.log_dir and detached:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             args += ["--log-uri", f"file://{(self.log_dir / f'{cid}.log').resolve()}"]
         if container.get("workingDir"):
             args += ["--cwd", container["workingDir"]]
         # Values go through a private env file, not argv: secrets stay out of `ps` and out of logs.
         fd, env_file = tempfile.mkstemp(prefix="kubeapi-env-")
+        with os.fdopen(fd, "w") as fh:
+            for env_name, value in env:
+                if "\n" in value:
+                    args += ["--env", f"{env_name}={value}"]  # the env file is line-based
+                else:
+                    fh.write(f"{env_name}={value}\n")
+        args += ["--env-file", env_file]
+        pod.container = cid
+        if not detached:
+            pod.template = {"args": args, "ref": ref, "argv": argv, "env_file": env_file}  # the Job runner's recipe
+            return pod
+        log.info("%s %s/%s generation %d: starting %s from %s: %s", kind, namespace, name, generation, cid,
+                 ref, argv or "(image default)")
         try:
-            with os.fdopen(fd, "w") as fh:
-                for env_name, value in env:
-                    if "\n" in value:
-                        args += ["--env", f"{env_name}={value}"]  # the env file is line-based
-                    else:
-                        fh.write(f"{env_name}={value}\n")
-            args += ["--env-file", env_file]
-            log.info("deployment %s/%s generation %d: starting %s from %s: %s", namespace, name, generation, cid,
-                     ref, argv or "(image default)")
             rc, _, err = await self._ctr(*args, ref, cid, *argv, quiet=True)
         finally:
             os.unlink(env_file)
-        self._pods[key] = pod = Pod(container=cid, generation=generation, image=image,
-                                    probe=container.get("readinessProbe"), ports=container.get("ports") or [],
-                                    template=copy.deepcopy(spec["template"]))
+        pod.template = copy.deepcopy(template)
         if rc != 0:
             pod.container = None
             pod.failure = ("RunContainerError", f"ctr run failed: {err.strip()[:500]}")
             await self._remove(cid)
-        else:
-            tasks = await self._task_states()
-            pod.ready = tasks.get(cid) == "RUNNING" and await self._probe(pod)
-        self._write_status(key, pod)
+        return pod
 
-    def _resolve_env(self, namespace: str, container: dict) -> list[tuple[str, str]]:
+    def _resolve_env(self, namespace: str, container: dict, pod_ip: str = "127.0.0.1") -> list[tuple[str, str]]:
         env: list[tuple[str, str]] = []
         for source in container.get("envFrom") or []:
             prefix = source.get("prefix", "")
@@ -309,7 +439,7 @@ class LabController:
             else:
                 path = (source.get("fieldRef") or {}).get("fieldPath")
                 fields = {"metadata.namespace": namespace, "metadata.name": container["name"],
-                          "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1", "spec.nodeName": "d601"}
+                          "status.podIP": pod_ip, "status.hostIP": "127.0.0.1", "spec.nodeName": "d601"}
                 if path not in fields:
                     raise ConfigError(f"unsupported valueFrom for {name} in the lab")
                 env.append((name, fields[path]))
@@ -342,7 +472,10 @@ class LabController:
     # ---- status
 
     def _write_status(self, key: Key, pod: Pod) -> None:
-        namespace, name = key
+        kind, namespace, name = key
+        if kind == "StatefulSet":
+            self._write_sts_status(key, pod)
+            return
         obj = self.store.get(DEPLOYMENTS, namespace, name)
         if obj is None:
             return
@@ -380,6 +513,190 @@ class LabController:
         status["conditions"] = [_condition(previous.get("Available"), "Available", *avail),
                                 _condition(previous.get("Progressing"), "Progressing", *prog)]
         self.store.write_status(DEPLOYMENTS, namespace, name, status)
+
+    def _write_sts_status(self, key: Key, pod: Pod) -> None:
+        _, namespace, name = key
+        obj = self.store.get(STATEFULSETS, namespace, name)
+        if obj is None:
+            return
+        want = obj["spec"].get("replicas", 1)
+        running = 1 if pod.container and pod.failure is None and want else 0
+        ready = 1 if running and pod.ready else 0
+        revision = f"{name}-{hashlib.sha256(json.dumps(pod.template or {}, sort_keys=True).encode()).hexdigest()[:10]}"
+        status: dict = {"observedGeneration": pod.generation, "replicas": running, "collisionCount": 0,
+                        "currentRevision": revision, "updateRevision": revision}
+        for field_name, value in (("readyReplicas", ready), ("currentReplicas", running), ("updatedReplicas", running),
+                                  ("availableReplicas", ready)):
+            if value:
+                status[field_name] = value
+        self.store.write_status(STATEFULSETS, namespace, name, status)
+
+    # ---- jobs
+
+    async def _reconcile_job(self, key: Key, obj: dict) -> None:
+        """A Job runs once to its end; a finished or running one is left alone (its template is immutable)."""
+        pod = self._pods.get(key)
+        status = obj.get("status") or {}
+        if pod is not None and pod.job is not None:
+            return
+        if any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or []):
+            self._pods[key] = Pod(generation=obj["metadata"].get("generation", 1))
+            return
+        pod = self._pods[key] = Pod(generation=obj["metadata"].get("generation", 1))
+        pod.job = asyncio.create_task(self._run_job(key), name=f"job-{key[1]}-{key[2]}")
+
+    async def _run_job(self, key: Key) -> None:
+        """Run the Job's pod until one attempt exits 0 or the back-off limit is spent."""
+        kind, namespace, name = key
+        failed, attempt = 0, 0
+        started = now_iso()
+        while True:
+            obj = self.store.get(JOBS, namespace, name)
+            if obj is None:
+                return
+            limit = int(obj["spec"].get("backoffLimit", 6))
+            self._job_status(key, {"startTime": started, "active": 1, **({"failed": failed} if failed else {})})
+            attempt += 1
+            async with self._lock:
+                pod = await self._launch(key, obj, f"{obj['metadata'].get('generation', 1)}-{attempt}", detached=False)
+            if pod.container is None or pod.failure:
+                reason, message = pod.failure or ("RunContainerError", "no container")
+                rc, why = None, f"{reason}: {message}"
+            else:
+                rc, why = await self._run_foreground(key, pod), None
+                why = None if rc == 0 else f"container exited with code {rc}"
+            if self.network is not None:
+                await self.network.remove(self._pod_id(key))
+            if rc == 0:
+                log.info("job %s/%s complete after %d attempt(s)", namespace, name, attempt)
+                self._job_status(key, {"startTime": started, "completionTime": now_iso(), "succeeded": 1,
+                                       **({"failed": failed} if failed else {}),
+                                       "conditions": [_job_condition("Complete", "", "")]})
+                return
+            failed += 1
+            log.warning("job %s/%s attempt %d failed: %s", namespace, name, attempt, why)
+            if failed > limit:
+                self._job_status(key, {"startTime": started, "failed": failed, "conditions": [
+                    _job_condition("Failed", "BackoffLimitExceeded", f"Job has reached the specified backoff limit ({why})")]})
+                return
+            await asyncio.sleep(min(2.0 ** (failed - 1), JOB_BACKOFF_MAX))
+
+    async def _run_foreground(self, key: Key, pod: Pod) -> int:
+        recipe = pod.template or {}
+        cid = pod.container or ""
+        out = open(self.log_dir / f"{cid}.log", "ab") if self.log_dir else None
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.ctr, "-a", self.socket, "-n", self.namespace, *recipe["args"], recipe["ref"], cid, *recipe["argv"],
+                stdin=asyncio.subprocess.DEVNULL, stdout=out or asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.STDOUT)
+            try:
+                return await proc.wait()
+            except asyncio.CancelledError:
+                await self._remove(cid)
+                raise
+        finally:
+            os.unlink(recipe["env_file"])
+            if out:
+                out.close()
+            await self._remove(cid)  # --rm does it; a killed run leaves it
+
+    def _job_status(self, key: Key, status: dict) -> None:
+        self.store.write_status(JOBS, key[1], key[2], status)
+
+    # ---- volumes
+
+    def _mounts(self, key: Key, obj: dict, podspec: dict, container: dict) -> list[tuple[str, str, bool]]:
+        """(host dir or file, container path, read-only) for each volumeMount of the container."""
+        kind, namespace, name = key
+        volumes = {v.get("name"): v for v in podspec.get("volumes") or [] if isinstance(v, dict)}
+        claims = {}
+        if kind == "StatefulSet":
+            for tmpl in obj["spec"].get("volumeClaimTemplates") or []:
+                tname = (tmpl.get("metadata") or {}).get("name")
+                claims[tname] = self._claim(namespace, f"{tname}-{name}-0", tmpl.get("spec") or {}, name)
+        out = []
+        for vm in container.get("volumeMounts") or []:
+            vname, path = vm.get("name"), vm.get("mountPath", "")
+            if not MOUNT_PATH.match(path) or ".." in path.split("/"):
+                raise ConfigError(f"volumeMount {vname}: unsupported mountPath {path!r} in the lab")
+            if vname in claims:
+                src = claims[vname]
+            elif vname in volumes:
+                src = self._volume(key, volumes[vname])
+            else:
+                raise ConfigError(f'volume "{vname}" not found')
+            sub = vm.get("subPath")
+            if sub:
+                if not MOUNT_PATH.match("/" + sub) or ".." in sub.split("/"):
+                    raise ConfigError(f"volumeMount {vname}: unsupported subPath {sub!r}")
+                src = src / sub
+            out.append((str(src), path, bool(vm.get("readOnly"))))
+        return out
+
+    def _volume_root(self, key: Key) -> Path:
+        base = self.data_dir or Path(tempfile.gettempdir()) / "kubeapi-volumes"
+        return base / "volumes" / key_prefix(key).rstrip("_")
+
+    def _volume(self, key: Key, volume: dict) -> Path:
+        kind, namespace, name = key
+        vname = volume["name"]
+        if not DNS1123_LABEL.match(vname or ""):
+            raise ConfigError(f"invalid volume name {vname!r}")
+        target = self._volume_root(key) / vname
+        for field_name, res, ref_key in (("configMap", CONFIGMAPS, "name"), ("secret", SECRETS, "secretName")):
+            source = volume.get(field_name)
+            if source is None:
+                continue
+            data = self._ref_data(res, namespace, source.get(ref_key, ""), source.get("optional", False))
+            items = source.get("items") or [{"key": k, "path": k} for k in data]
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            for item in items:
+                rel = item.get("path") or item["key"]
+                if item["key"] not in data or ".." in rel.split("/") or rel.startswith("/"):
+                    raise ConfigError(f"{field_name} {source.get(ref_key)}: no key {item['key']!r}")
+                path = target / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(data[item["key"]])
+                path.chmod(item.get("mode") or source.get("defaultMode") or 0o644)
+            return target
+        if "emptyDir" in volume:
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            return target
+        if "hostPath" in volume:
+            host_path = (volume["hostPath"] or {}).get("path", "")
+            if not MOUNT_PATH.match(host_path) or ".." in host_path.split("/") or self.host_root is None:
+                raise ConfigError(f"hostPath {host_path!r} is not available in the lab")
+            src = self.host_root / host_path.lstrip("/")  # the node's own filesystem root in the lab
+            if (volume["hostPath"] or {}).get("type", "DirectoryOrCreate") in ("DirectoryOrCreate", "", "Directory"):
+                src.mkdir(parents=True, exist_ok=True)
+            return src
+        if "persistentVolumeClaim" in volume:
+            claim = (volume["persistentVolumeClaim"] or {}).get("claimName", "")
+            if self.store.get(PVCS, namespace, claim) is None:
+                raise ConfigError(f'persistentvolumeclaim "{claim}" not found')
+            return self._claim(namespace, claim, None, None)
+        raise ConfigError(f"volume {vname}: only configMap, secret, emptyDir, hostPath and persistentVolumeClaim run in the lab")
+
+    def _claim(self, namespace: str, claim: str, spec: dict | None, owner: str | None) -> Path:
+        """The directory behind a claim; a StatefulSet's template claim becomes a bound PVC object."""
+        if not DNS1123_LABEL.match(claim):
+            raise ConfigError(f"invalid claim name {claim!r}")
+        if spec is not None and self.store.get(PVCS, namespace, claim) is None:
+            body = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": claim, "namespace": namespace, "labels": {"app": owner or claim}},
+                    "spec": {**copy.deepcopy(spec), "volumeName": f"pvc-{claim}", "storageClassName": "local-path"}}
+            self.store.create(PVCS, namespace, body)
+            self.store.write_status(PVCS, namespace, claim, {
+                "phase": "Bound", "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")}})
+        base = self.data_dir or Path(tempfile.gettempdir()) / "kubeapi-volumes"
+        path = base / "pv" / namespace / claim
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     # ---- containerd
 
@@ -470,7 +787,7 @@ class LabController:
             log.warning("could not delete container %s: %s", cid, err.strip())
 
     async def _probe(self, pod: Pod) -> bool:
-        """readinessProbe (httpGet or tcpSocket on 127.0.0.1: containers share the host network)."""
+        """readinessProbe (httpGet or tcpSocket) on the pod's address (127.0.0.1 on the host network)."""
         probe = pod.probe or {}
         target = probe.get("httpGet") or probe.get("tcpSocket")
         if not target:
@@ -480,13 +797,14 @@ class LabController:
             port = next((p.get("containerPort") for p in pod.ports if p.get("name") == port), None)
         if port is None:
             return False
+        host = pod.ip or "127.0.0.1"
         try:
             if "httpGet" in probe:
                 assert self._http is not None
                 path = target.get("path", "/")
-                async with self._http.get(f"http://127.0.0.1:{int(port)}{path}") as resp:
+                async with self._http.get(f"http://{host}:{int(port)}{path}") as resp:
                     return 200 <= resp.status < 400
-            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", int(port)), 1.0)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
             writer.close()
             return True
         except (OSError, aiohttp.ClientError, asyncio.TimeoutError):
@@ -495,6 +813,14 @@ class LabController:
 
 async def _false() -> bool:
     return False
+
+
+def _job_condition(ctype: str, reason: str, message: str) -> dict:
+    stamp = now_iso()
+    cond = {"type": ctype, "status": "True", "lastProbeTime": stamp, "lastTransitionTime": stamp}
+    if reason:
+        cond.update(reason=reason, message=message)
+    return cond
 
 
 def _condition(previous: dict | None, ctype: str, status: str, reason: str, message: str) -> dict:

@@ -36,7 +36,7 @@ def daemon_names(host: str) -> list[str]:
     """The daemons a host runs, in start order."""
     names = ["init", "sshd", "dockerd"]
     if host == MAIN:
-        names.append("msproxy")
+        names += ["msproxy", "msproxy-dev"]
     if host in PROVIDERS:
         names.append("egress")
     if host == K3S_HOST:
@@ -55,6 +55,8 @@ def daemon_spec(lay: Layout, host: str, name: str) -> Daemon:
         return dockerd.daemon(lay, host)
     if name == "msproxy" and host == MAIN:
         return msproxy.daemon(lay)
+    if name == "msproxy-dev" and host == MAIN:
+        return msproxy.daemon(lay, "dev")
     if name == "egress" and host in PROVIDERS:
         return egress.daemon(lay, host)
     if name == "containerd" and host == K3S_HOST:

@@ -8,6 +8,8 @@ test's own lab, the benchmark) can coexist on one machine:
 - 10.232.n.0/24 "wan": operator .1, main-server .2, the git remote ("GitHub") and the image
   registry .10. Providers have no interface or route on the wan, so they reach both only through
   their egress proxy.
+- 10.244.n.0/24 pods and 10.96.n.0/24 Service addresses, both inside D601 (`unidesk_lab.podnet`);
+  main-server routes them via D601's lan address, the operator's namespace does not.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ GIT = "github"  # the git remote's namespace (not an SSH host)
 
 EGRESS_PORT = 18789
 MSPROXY_PORT = 8090
+DEV_MSPROXY_PORT = 8091  # the dev environment's own microservice proxy on the main server
 KUBE_PORT = 6443
 GIT_PORT = 80
 REGISTRY_PORT = 5000  # the image registry beside the git remote (plain HTTP)
@@ -117,6 +120,18 @@ class Layout:
         return f"http://{self.address(MAIN)}:{MSPROXY_PORT}"
 
     @property
+    def dev_msproxy_url(self) -> str:
+        return f"http://{self.address(MAIN)}:{DEV_MSPROXY_PORT}"
+
+    @property
+    def pod_cidr(self) -> str:
+        return f"10.244.{self.slot}.0/24"
+
+    @property
+    def service_cidr(self) -> str:
+        return f"10.96.{self.slot}.0/24"
+
+    @property
     def egress_url(self) -> str:
         return f"http://127.0.0.1:{EGRESS_PORT}"
 
@@ -200,3 +215,8 @@ class Layout:
     @property
     def kube_data(self) -> Path:
         return self.host_root(K3S_HOST) / "kube"
+
+    @property
+    def cluster_file(self) -> Path:
+        """Services, their addresses and endpoints, as D601's pod network last wrote them."""
+        return self.kube_data / "cluster.json"

@@ -1,11 +1,17 @@
-"""The main server's microservice proxy: `GET /api/microservices/<id>/health`, as the frontend uses it.
+"""The main server's microservice proxies: `GET /api/microservices/<id>/health`, as the frontend uses it.
 
-Each request re-reads the lab workspace's config.json, finds the service's target (its ssh.host)
-and `health.port`/`health.path`, and forwards to `http://<target>:<port><path>`, wherever the
-service runs (main-server, a provider, or a k3s pod on D601's host network). Unknown ids give 404,
-an unreachable or failing upstream 502, both with a JSON error body.
+Each request re-reads the lab workspace's config.json. A Docker service is forwarded to
+`http://<target ssh.host>:<health.port><health.path>`. A k3s service is forwarded to its first
+declared Service, `<svc>.<namespace>.svc.cluster.local`, at the health port when the Service has it
+(else its first port): the name is resolved from the cluster file D601's pod network writes
+(`unidesk_lab.podnet`), and main-server routes the Service range to D601, as a real proxy reaching a
+ClusterIP would. Unknown ids give 404, an unreachable or failing upstream 502, both with a JSON body.
 
-    python -m unidesk_lab.msproxy --config FILE --listen ADDR [--port 8090]
+One proxy per environment: production's (file mode, the catalog's base entries) and, with
+`--env dev`, the dev environment's own, which answers only for services with a dev override and
+routes them to the dev objects (environments.dev.k8s in config.json).
+
+    python -m unidesk_lab.msproxy --config FILE --listen ADDR [--port 8090] [--env dev] [--cluster FILE]
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import sys
 from pathlib import Path
 
 from unidesk_lab.daemon import Daemon
-from unidesk_lab.layout import MAIN, MSPROXY_PORT, Layout
+from unidesk_lab.layout import DEV_MSPROXY_PORT, MAIN, MSPROXY_PORT, Layout
 from unidesk_lab.netns import tcp_open
 
 log = logging.getLogger(__name__)
@@ -26,31 +32,61 @@ log = logging.getLogger(__name__)
 _ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-def daemon(lay: Layout) -> Daemon:
+def daemon(lay: Layout, env: str | None = None) -> Daemon:
     addr = lay.address(MAIN)
+    port = DEV_MSPROXY_PORT if env == "dev" else MSPROXY_PORT
+    argv = [sys.executable, "-m", "unidesk_lab.msproxy", "--config", str(lay.workspace / "config.json"), "--listen", addr,
+            "--port", str(port), "--cluster", str(lay.cluster_file)] + (["--env", env] if env else [])
     return Daemon(
         host=MAIN,
-        name="msproxy",
-        argv=[sys.executable, "-m", "unidesk_lab.msproxy", "--config", str(lay.workspace / "config.json"), "--listen", addr, "--port", str(MSPROXY_PORT)],
-        ready=lambda: tcp_open(addr, MSPROXY_PORT),
+        name="msproxy-dev" if env == "dev" else "msproxy",
+        argv=argv,
+        ready=lambda: tcp_open(addr, port),
         in_host=True,
     )
 
 
-def upstream_url(config: dict, service_id: str) -> tuple[str | None, str | None]:
+def _read_cluster(path: Path | None) -> dict:
+    try:
+        return json.loads(path.read_text()).get("services", {}) if path else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def upstream_url(config: dict, service_id: str, env: str | None = None, cluster_file: Path | None = None) -> tuple[str | None, str | None]:
     """(url, None) for a known service with a health port, else (None, reason)."""
     svc = next((m for m in config.get("microservices", []) if m.get("id") == service_id), None)
     if svc is None:
         return None, "unknown_service"
-    target_id = (svc.get("deployment") or {}).get("target")
-    target = next((t for t in config.get("targets", []) if t.get("id") == target_id), None)
+    override: dict = {}
+    if env:
+        override = (svc.get("environments") or {}).get(env) or {}
+        if not override:
+            return None, "unknown_service"  # not part of this environment
+    deployment = override.get("deployment") or svc.get("deployment") or {}
     health = svc.get("health") or {}
+    path = health.get("path", "/health")
+    k8s = override.get("k8s") or svc.get("k8s")
+    if deployment.get("mode") == "k3sctl-managed" and k8s and k8s.get("services"):
+        entry = _read_cluster(cluster_file).get(f"{k8s['namespace']}/{k8s['services'][0]}")
+        if entry is None:
+            return None, "no_service_endpoint"
+        ports = [p["port"] for p in entry.get("ports") or []]
+        port = health.get("port") if health.get("port") in ports else (ports[0] if ports else None)
+        host = entry.get("clusterIP")
+        if not host or host == "None":  # headless: the pod's own address
+            host = (entry.get("endpoints") or [{}])[0].get("ip")
+        if not host or not port:
+            return None, "no_service_endpoint"
+        return f"http://{host}:{int(port)}{path}", None
+    target_id = deployment.get("target")
+    target = next((t for t in config.get("targets", []) if t.get("id") == target_id), None)
     if target is None or not health.get("port"):
         return None, "no_health_endpoint"
-    return f"http://{target['ssh']['host']}:{int(health['port'])}{health.get('path', '/health')}", None
+    return f"http://{target['ssh']['host']}:{int(health['port'])}{path}", None
 
 
-def make_app(config_path: Path):
+def make_app(config_path: Path, env: str | None = None, cluster_file: Path | None = None):
     import aiohttp
     from aiohttp import web
 
@@ -65,7 +101,7 @@ def make_app(config_path: Path):
             config = json.loads(config_path.read_text())
         except (OSError, ValueError) as exc:
             return error(502, "config_unreadable", f"cannot read {config_path}: {exc}")
-        url, reason = upstream_url(config, sid)
+        url, reason = upstream_url(config, sid, env, cluster_file)
         if url is None:
             status = 404 if reason == "unknown_service" else 502
             return error(status, reason, f"microservice {sid!r}: {reason.replace('_', ' ')}")
@@ -91,9 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--listen", required=True)
     p.add_argument("--port", type=int, default=MSPROXY_PORT)
+    p.add_argument("--env", choices=["dev"], help="the environment this proxy serves (default: production)")
+    p.add_argument("--cluster", type=Path, help="cluster.json of D601's pod network (k3s Services)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
-    web.run_app(make_app(args.config), host=args.listen, port=args.port, print=None)
+    web.run_app(make_app(args.config, args.env, args.cluster), host=args.listen, port=args.port, print=None)
 
 
 if __name__ == "__main__":

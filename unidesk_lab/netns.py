@@ -99,6 +99,8 @@ def create(lay: Layout) -> None:
         bridge += [f"link add {port} type veth peer name {dev} netns {lay.netns(h)}", f"link set {port} master wan up"]
         per_host[h] += [f"addr add {lay.wan_address(h)}/24 dev {dev}", f"link set {dev} up"]
     _ip("-n", net, batch="\n".join(bridge) + "\n")
+    # main-server reaches D601's pods and Service addresses (the frontend's proxy path); nobody else routes there
+    per_host[MAIN] += [f"route add {cidr} via {lay.address('D601')}" for cidr in (lay.pod_cidr, lay.service_cidr)]
     for h, cmds in per_host.items():
         _ip("-n", lay.netns(h), batch="\n".join(cmds) + "\n")
 

@@ -10,6 +10,12 @@ only deploy.json. Compose files of the compose services are written under each h
 
 Commits: `old` (3rd) is what `lab up --seed` runs; `new` (5th, master) is what deploy.json and
 deploy/dev name; deploy/prod names the 4th. `<dir>/content.json` records all of it.
+
+The 2nd commit adds the k3s manifests: production's (`k3s/sample.k8s.yaml`) and the spec-shaped dev
+ones beside them (`k3s/dev/unidesk-dev-{foundation,core,code-queue}.k8s.yaml`). config.json gives
+backend-core, frontend and code-queue a dev override (k3s on D601 in unidesk-dev, their own `:dev`
+image, whose build may start from the production build base) and the dev environment its own
+microservice proxy.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ ASSETS = Path(__file__).parent / "assets"
 BUSYBOX = Path("/bin/busybox")
 SAMPLE_REPO = "sample-service"
 WORKSPACE_REPO = "unidesk"
-CONTENT_VERSION = 5
+CONTENT_VERSION = 6
 HEALTH_PATH = "/cgi-bin/health"  # busybox httpd runs CGI only under /cgi-bin/
 _AUTHOR = "UniDesk Lab <lab@unidesk.invalid>"
 _BASE_TS = 1767600000  # 2026-01-05T08:00:00Z; commit i is dated a day after commit i-1
@@ -40,14 +46,24 @@ _BASE_TS = 1767600000  # 2026-01-05T08:00:00Z; commit i is dated a day after com
 # id, mode, target, health port, image, compose service (None for k3s)
 SERVICES: tuple[dict, ...] = (
     {"id": "backend-core", "mode": "unidesk-direct", "target": MAIN, "port": 18080, "image": "unidesk-backend-core:main", "compose": True},
+    {"id": "frontend", "mode": "unidesk-direct", "target": MAIN, "port": 18085, "image": "unidesk-frontend:main", "compose": True},
     {"id": "code-queue-mgr", "mode": "internal-sidecar", "target": MAIN, "port": 18081, "image": "unidesk-code-queue-mgr:main", "compose": True},
     {"id": "d518-worker", "mode": "unidesk-direct", "target": "D518", "port": 18082, "image": "unidesk-d518-worker:d518", "compose": True},
     {"id": "decision-center", "mode": "k3sctl-managed", "target": K3S_HOST, "port": 18083, "image": "unidesk-decision-center:d601", "compose": False},
-    {"id": "code-queue", "mode": "k3sctl-managed", "target": K3S_HOST, "port": 18084, "image": "unidesk-code-queue:d601", "compose": False},
+    {"id": "code-queue", "mode": "k3sctl-managed", "target": K3S_HOST, "port": 4222, "image": "unidesk-code-queue:d601", "compose": False},
 )
 IMAGE_ONLY = {"id": "node-exporter", "image": "docker.io/prom/node-exporter:v1.8.0", "target": "D518"}
 COMPOSE_PROJECT = "unidesk"
-DEV_APPLY_ENABLED = ("backend-core", "code-queue", "decision-center", "d518-worker")
+DEV_APPLY_ENABLED = ("backend-core", "frontend", "code-queue")  # the spec's isolated D601 dev slice
+DEV_NAMESPACE = "unidesk-dev"
+DEV_MANIFESTS = {name: f"k3s/dev/unidesk-dev-{name}.k8s.yaml" for name in ("foundation", "core", "code-queue")}
+CODE_QUEUE_DEV = ("code-queue-scheduler-dev", "code-queue-read-dev", "code-queue-write-dev", "d601-dev-provider-egress-proxy")
+# environments.dev.k8s per service: (manifest, objects); each object is a Deployment and a Service
+DEV_OBJECTS = {
+    "backend-core": (DEV_MANIFESTS["core"], ("backend-core-dev",)),
+    "frontend": (DEV_MANIFESTS["core"], ("frontend-dev",)),
+    "code-queue": (DEV_MANIFESTS["code-queue"], CODE_QUEUE_DEV),
+}
 
 
 def _git(cwd: Path, *args: str, input: bytes | None = None) -> str:
@@ -109,7 +125,7 @@ def _sample_files(root: Path, step: int) -> None:
         shutil.copyfile(BUSYBOX, root / "busybox")
         (root / "busybox").chmod(0o755)
     if step == 2:
-        for rel in ("k3s/sample.k8s.yaml", "k3s/dev/sample-dev.k8s.yaml"):
+        for rel in ("k3s/sample.k8s.yaml", *DEV_MANIFESTS.values()):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / rel, root / rel)
     (root / "app" / "VERSION").write_text(f"0.{step}.0\n")
@@ -213,9 +229,12 @@ def config(lay: Layout, old: str) -> dict:
             m["k8s"] = {"manifest": "k3s/sample.k8s.yaml", "namespace": "unidesk", "deployments": [s["id"]], "services": [s["id"]]}
             # the legacy direct-Docker twin a file-mode k3s rollout removes (only this project/service)
             m["compose"] = {"project": COMPOSE_PROJECT, "service": f"{s['id']}-backend"}
+        if s["id"] in DEV_OBJECTS:
+            manifest, objects = DEV_OBJECTS[s["id"]]
             m["environments"] = {
                 "dev": {
-                    "k8s": {"manifest": "k3s/dev/sample-dev.k8s.yaml", "namespace": "unidesk-dev", "deployments": [f"{s['id']}-dev"], "services": [f"{s['id']}-dev"]},
+                    "deployment": {"mode": "k3sctl-managed", "target": K3S_HOST},
+                    "k8s": {"manifest": manifest, "namespace": DEV_NAMESPACE, "deployments": list(objects), "services": list(objects)},
                     "build": {"image": s["image"].rsplit(":", 1)[0] + ":dev"},
                 }
             }
@@ -230,12 +249,13 @@ def config(lay: Layout, old: str) -> dict:
                 "namespace": "unidesk-dev", "providerId": "D601-dev", "target": K3S_HOST,
                 "database": {"host": "postgres-dev.unidesk-dev.svc.cluster.local", "port": 5432, "name": "unidesk_dev"},
                 "applyEnabled": list(DEV_APPLY_ENABLED),
-                "microserviceProxy": {"url": lay.msproxy_url},
+                "microserviceProxy": {"url": lay.dev_msproxy_url},
             },
             "prod": {
                 "namespace": "unidesk", "providerId": K3S_HOST, "target": K3S_HOST,
                 "database": {"host": "postgres.unidesk.svc.cluster.local", "port": 5432, "name": "unidesk"},
                 "applyEnabled": [],
+                "microserviceProxy": {"url": lay.msproxy_url},
             },
         },
         "microservices": services,

@@ -1,4 +1,6 @@
-"""Lab fixture: run the compose services at the sample repo's OLD commit, so `deploy check` has drift.
+"""Lab fixture: run the compose services at the sample repo's OLD commit, so `deploy check` has drift,
+and the D601 dev foundation (`unidesk_lab.foundation`), so dev applies have their namespace,
+runtime config and database.
 
 For each compose service: `git archive <old>` of the lab remote's bare repo is the build context of
 a BuildKit `docker build` on the service's own host (its dockerd socket), stamped with the four
@@ -18,9 +20,9 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from unidesk_lab import sample
+from unidesk_lab import foundation, sample
 from unidesk_lab.daemon import LabError
-from unidesk_lab.layout import HOSTS, Layout
+from unidesk_lab.layout import HOSTS, K3S_HOST, Layout
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ def health_commit(lay: Layout, service_id: str) -> str | None:
 
 def _seed_host(lay: Layout, host: str, repo: str, commit: str) -> list[str]:
     done = []
+    if host == K3S_HOST:
+        foundation.apply(lay, commit)
     for service in sample.compose_services(host):
         build_image(lay, host, service, repo, commit)
         compose_up(lay, host, service, repo, commit)

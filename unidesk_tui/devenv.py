@@ -1,44 +1,23 @@
 """`unidesk dev-env validate`: static guardrails for the D601 dev environment manifests.
 `unidesk dev-env prewarm-images`: a job importing the foundation images into native k3s containerd.
 
-The spec lets each dev phase create only named objects in `unidesk-dev`. This reads the YAML
-without any cluster and reports every object that breaks a rule, so a bad manifest is caught
-before anything is applied.
+The spec lets each dev phase create only named objects in `unidesk-dev`, with named content. This
+reads the YAML without any cluster and reports every object that breaks a rule (`devrules`), so a
+bad manifest is caught before anything is applied.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from unidesk_tui.devrules import CODE_QUEUE, CORE, FOUNDATION, check_objects
 from unidesk_tui.errors import ErrorCode, ExitCode, Problem
 
-DEV_NAMESPACE = "unidesk-dev"
 DEV_DIR = "src/components/microservices/k3sctl-adapter/k3s/dev"
-FOUNDATION, CORE, CODE_QUEUE = "unidesk-dev-foundation.k8s.yaml", "unidesk-dev-core.k8s.yaml", "unidesk-dev-code-queue.k8s.yaml"
-
-# What each phase's manifest may create: (kind, name) pairs; any other object is a violation.
-ALLOWED: dict[str, set[tuple[str, str]]] = {
-    FOUNDATION: {
-        ("Namespace", DEV_NAMESPACE), ("Secret", "unidesk-dev-runtime-secrets"),
-        ("ConfigMap", "unidesk-dev-runtime-config"), ("ConfigMap", "unidesk-dev-db-guard"),
-        ("StatefulSet", "postgres-dev"), ("Service", "postgres-dev"), ("Job", "unidesk-dev-db-migrate"),
-    },
-    CORE: {(k, n) for n in ("backend-core-dev", "frontend-dev") for k in ("Deployment", "Service")},
-    CODE_QUEUE: {
-        (k, n)
-        for n in ("code-queue-scheduler-dev", "code-queue-read-dev", "code-queue-write-dev", "d601-dev-provider-egress-proxy")
-        for k in ("Deployment", "Service")
-    },
-}
-# Quota and default limits are part of the foundation whatever they are called.
-ANY_NAME_KINDS = {FOUNDATION: {"ResourceQuota", "LimitRange"}}
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "DaemonSet"}
-PROD_MARKERS = re.compile(r"d601-tcp-egress-gateway|postgres\.unidesk\.svc|/unidesk(?![_-]dev)\b")
 
 
 @dataclass
@@ -55,28 +34,8 @@ class ManifestReport:
         return out
 
 
-def _containers(obj: dict) -> list[dict]:
-    spec = obj.get("spec") or {}
-    pod = (spec.get("template") or {}).get("spec") or {}
-    return list(pod.get("containers") or []) + list(pod.get("initContainers") or [])
-
-
-def _env(container: dict) -> dict[str, str]:
-    return {e.get("name"): str(e.get("value", "")) for e in container.get("env") or [] if isinstance(e, dict)}
-
-
-def _memory_bytes(value: str) -> float:
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 1e3, "M": 1e6, "G": 1e9}
-    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(value))
-    return float(m.group(1)) * units.get(m.group(2), 1) if m else 0.0
-
-
 def validate_manifest(path: Path) -> ManifestReport:
     report = ManifestReport(str(path))
-
-    def bad(where: str, message: str) -> None:
-        report.problems.append(Problem(ErrorCode.DEV_MANIFEST_INVALID, f"{path.name}: {where}: {message}", path=where))
-
     try:
         docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
     except FileNotFoundError:
@@ -90,60 +49,8 @@ def validate_manifest(path: Path) -> ManifestReport:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         report.problems.append(Problem(ErrorCode.DEV_MANIFEST_INVALID, f"{path.name}: invalid YAML{where}"))
         return report
-    allowed = ALLOWED.get(path.name)
-    for index, obj in enumerate(docs):
-        if not isinstance(obj, dict) or not isinstance(obj.get("kind"), str):
-            bad(f"[{index}]", "not a Kubernetes object")
-            continue
-        try:
-            _check_object(obj, allowed, path, report, bad)
-        except (AttributeError, TypeError, ValueError):
-            # A field of the wrong shape (e.g. `spec: [...]`): the object is not valid Kubernetes.
-            bad(f"[{index}] {obj['kind']}", "malformed object (a field has the wrong type)")
+    report.objects, report.problems = check_objects(docs, path.name)
     return report
-
-
-def _check_object(obj: dict, allowed: set[tuple[str, str]] | None, path: Path, report: ManifestReport, bad) -> None:
-    """Every rule for one object; `bad(where, message)` records a violation."""
-    kind, meta = obj["kind"], obj.get("metadata") or {}
-    name, ns = meta.get("name", "?"), meta.get("namespace")
-    where = f"{kind}/{name}"
-    report.objects.append(where)
-    if kind == "Namespace":
-        if name != DEV_NAMESPACE:
-            bad(where, f"only the {DEV_NAMESPACE} namespace may be created")
-    elif ns != DEV_NAMESPACE:
-        bad(where, f"namespace {ns!r}: dev manifests may create objects only in {DEV_NAMESPACE}")
-    if allowed is not None and (kind, name) not in allowed and kind not in ANY_NAME_KINDS.get(path.name, set()):
-        bad(where, f"not one of the objects {path.name} may create")
-    if kind == "Service" and (obj.get("spec") or {}).get("type") in ("NodePort", "LoadBalancer"):
-        bad(where, "dev services must be ClusterIP (no NodePort/LoadBalancer)")
-    text = yaml.safe_dump(obj)
-    if PROD_MARKERS.search(text):
-        bad(where, "references a production route or database")
-    if kind in WORKLOAD_KINDS:
-        for c in _containers(obj):
-            cname = c.get("name", "?")
-            limits = (c.get("resources") or {}).get("limits") or {}
-            if "cpu" not in limits or "memory" not in limits:
-                bad(f"{where}/{cname}", "every dev container needs CPU and memory limits (the LimitRange default would break the quota)")
-            if any("hostPort" in p for p in c.get("ports") or []):
-                bad(f"{where}/{cname}", "hostPort is not allowed")
-            env = _env(c)
-            if "DATABASE_URL" in env and "unidesk_dev" not in env["DATABASE_URL"]:
-                bad(f"{where}/{cname}", "DATABASE_URL must point at the unidesk_dev database")
-            if name == "frontend-dev" and env.get("CORE_INTERNAL_URL") != "http://backend-core-dev.unidesk-dev.svc.cluster.local:8080":
-                bad(f"{where}/{cname}", "frontend-dev must set CORE_INTERNAL_URL to backend-core-dev in unidesk-dev")
-            if name == "code-queue-scheduler-dev":
-                if env.get("CODE_QUEUE_MAIN_PROVIDER_ID") != "D601-dev":
-                    bad(f"{where}/{cname}", "the dev scheduler must use CODE_QUEUE_MAIN_PROVIDER_ID=D601-dev")
-                if _memory_bytes(limits.get("memory", "0")) != 5 * 2**30:
-                    bad(f"{where}/{cname}", "the dev scheduler needs an explicit 5Gi memory limit")
-    if kind == "StatefulSet" and name == "postgres-dev":
-        claims = (obj.get("spec") or {}).get("volumeClaimTemplates") or []
-        sizes = [((c.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage") for c in claims]
-        if sizes != ["5Gi"]:
-            bad(where, f"postgres-dev needs one 5Gi volume claim, has {sizes}")
 
 
 def default_manifests(workspace: Path) -> list[Path]:
