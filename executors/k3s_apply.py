@@ -15,7 +15,7 @@ import time
 from executors.containerd import ctr_argv, import_image
 from executors.health import health_expected, health_problems, read_health
 from executors.k3s import deployment_facts, read_deployments
-from executors.k8s_manifest import render
+from executors.k8s_manifest import fixed_images, render
 from executors.source import run_checked
 from executors.stamp import COMPOSE_PROJECT, COMPOSE_SERVICE, ENV_COMMIT, ENV_REQUESTED, deploy_env
 from executors.verify import poll
@@ -239,7 +239,8 @@ async def legacy_twin_step(ctx) -> None:
         ctx.emit(f"legacy_docker_twin_removed={name} ({declared.project}/{declared.service}, {info.get('Image')}, was {info.get('State')})")
 
 
-def check_k3s(service, deployments: dict, reading, health_expected: bool, image: str | None) -> tuple[bool, bool, str]:
+def check_k3s(service, deployments: dict, reading, health_expected: bool, image: str | None,
+              fixed: frozenset[str] = frozenset()) -> tuple[bool, bool, str]:
     """(ok, settled, message): every Deployment's annotations and env show the commit, its
     containers run `image` (the one imported), the rollout is complete, health is healthy and shows
     the commit where exposed. `settled` when waiting cannot help."""
@@ -259,7 +260,7 @@ def check_k3s(service, deployments: dict, reading, health_expected: bool, image:
             if facts[layer].get(ENV_REQUESTED) != service.requestedCommit:
                 problems.append(f"{name} {layer} UNIDESK_DEPLOY_REQUESTED_COMMIT is {facts[layer].get(ENV_REQUESTED) or 'absent'}")
                 settled = True
-        foreign = [i for i in facts["images"] if not same_image(i, image)]
+        foreign = [i for i in facts["images"] if not same_image(i, image) and i not in fixed]
         if foreign or not facts["images"]:
             problems.append(f"{name} runs {', '.join(map(str, foreign)) or 'no container'}, expected the imported image {image}")
             settled = True
@@ -278,9 +279,11 @@ async def verify_step(ctx) -> None:
     expected = health_expected(catalog, service)
     url = catalog.health_url(service.id, service.environment)
     image = ctx.shared.get("imported") or ctx.shared.get("image") or service.image
+    # images the manifest declares fixed (checked present by the validate step) run as declared
+    fixed = frozenset(i for _, i in fixed_images(ctx.shared.get("k8s_objects") or [], ctx.shared.get("image") or image))
 
     async def read() -> tuple[bool, bool, str]:
         deps, reading = await asyncio.gather(read_deployments(session, k8s.namespace, k8s.deployments), read_health(url))
-        return check_k3s(service, deps, reading, expected, image)
+        return check_k3s(service, deps, reading, expected, image, fixed)
 
     await poll(ctx, read)

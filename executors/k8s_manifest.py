@@ -3,8 +3,10 @@
 The manifest (read from the target's mirror at the deployed commit, never from the operator's
 tree) is narrowed to the service's declared Deployments and Services, checked to stay inside the
 allowed namespace, its placeholders replaced and every Deployment stamped with UNIDESK_DEPLOY_*
-annotations, pod-template annotations and container env. A placeholder left over, or a container of
-a narrowed Deployment running any image but the one just built, refuses the render.
+annotations, pod-template annotations and container env. A placeholder left over, or a container
+whose image names a placeholder but is not the one just built, refuses the render. A container that
+declares a fixed image (no placeholder, e.g. the dev provider egress proxy) keeps it: the apply's
+validate step requires that image in the node's containerd before anything is applied.
 """
 
 from __future__ import annotations
@@ -105,9 +107,11 @@ def containers(doc: dict) -> list[dict]:
     return [c for c in spec.get("containers") or [] if isinstance(c, dict)]
 
 
-def foreign_images(doc: dict, image: str) -> list[str]:
-    """`container=image` for every container of a Deployment that does not run `image`."""
-    return [f"{c.get('name')}={c.get('image')}" for c in containers(doc) if not same_image(c.get("image"), image)]
+def fixed_images(objects: list[dict], image: str) -> list[tuple[str, str]]:
+    """(`Deployment/name/container`, image) for every rendered container that does not run the built
+    `image`: declared fixed in the manifest (render refuses any other mismatch)."""
+    return [(f"{d['kind']}/{d['metadata']['name']}/{c.get('name')}", c.get("image"))
+            for d in objects if d.get("kind") == "Deployment" for c in containers(d) if not same_image(c.get("image"), image)]
 
 
 def render(text: str, objects: K8sObjects, service_id: str, image: str, env: dict[str, str], *, restart: bool = False) -> list[dict]:
@@ -121,8 +125,8 @@ def render(text: str, objects: K8sObjects, service_id: str, image: str, env: dic
         "__DEPLOY_REQUESTED_COMMIT__": env["UNIDESK_DEPLOY_REQUESTED_COMMIT"],
     }
     out = []
-    for doc in narrow(text, objects, service_id):
-        doc = substitute(doc, mapping)
+    for raw in narrow(text, objects, service_id):
+        doc = substitute(raw, mapping)
         where = f"{doc['kind']} {doc['metadata']['name']} in {objects.manifest}"
         left = leftovers(doc)
         if left:
@@ -131,7 +135,8 @@ def render(text: str, objects: K8sObjects, service_id: str, image: str, env: dic
         if doc["kind"] == "Deployment":
             if not containers(doc):
                 raise _bad(service_id, f"{where} declares no containers")
-            foreign = foreign_images(doc, image)
+            templated = [c for r, c in zip(containers(raw), containers(doc)) if PLACEHOLDER_RE.search(str(r.get("image", "")))]
+            foreign = [f"{c.get('name')}={c.get('image')}" for c in templated if not same_image(c.get("image"), image)]
             if foreign:
                 raise _bad(service_id, f"{where} runs {', '.join(foreign)}, not the built image {image}")
             doc = stamp_deployment(doc, env, restart=restart)

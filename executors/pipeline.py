@@ -44,6 +44,7 @@ def compose_steps(service: DesiredService) -> list[Step]:
 def k3s_steps(service: DesiredService) -> list[Step]:
     from executors import k3s_apply
     from executors.pause_image import pause_image_step
+    from executors.validate import validate_step
 
     refuse_unisolated(service)
     environment_run = service is not None and service.environment is not None
@@ -55,6 +56,8 @@ def k3s_steps(service: DesiredService) -> list[Step]:
         Step("k3s-pause-image", pause_image_step),
         Step("source", source_step),
         Step("k8s-manifest", k3s_apply.manifest_step),
+        # environment runs: dev-env rules, client dry-run, fixed images, before anything is built or applied
+        *([Step("validate", validate_step, read_only=True)] if environment_run else []),
         Step("build", build_step),
         Step("k3s-import", k3s_apply.import_step),
         Step("k8s-apply", k3s_apply.apply_step),

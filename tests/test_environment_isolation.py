@@ -10,7 +10,7 @@ import pytest
 
 from executors.containerd import containerd_name, image_tag
 from executors.k3s_apply import twin_rows
-from executors.k8s_manifest import leftovers, render
+from executors.k8s_manifest import fixed_images, leftovers, render
 from executors.pipeline import compose_steps, k3s_steps
 from executors.stamp import deploy_env
 from unidesk_tui import jobs
@@ -126,9 +126,12 @@ def test_shipped_example_manifests_render_bound_to_the_built_image(sid, env):
     deployments = [o for o in objects if o["kind"] == "Deployment"]
     assert sorted(o["metadata"]["name"] for o in deployments) == sorted(service.k8s.deployments)
     assert all(o["metadata"]["namespace"] == service.k8s.namespace for o in objects)
+    fixed = {where: image for where, image in fixed_images(objects, service.image)}
     for dep in deployments:
         for container in dep["spec"]["template"]["spec"]["containers"]:
-            assert containerd_name(container["image"]) == containerd_name(service.image)
+            where = f"Deployment/{dep['metadata']['name']}/{container['name']}"
+            assert containerd_name(container["image"]) == containerd_name(service.image) or fixed[where] == container["image"]
+    assert set(fixed) <= {"Deployment/d601-dev-provider-egress-proxy/d601-dev-provider-egress-proxy"}
     assert leftovers(objects) == set()
 
 
@@ -144,11 +147,15 @@ def test_render_refuses_another_image_or_a_leftover_placeholder():
     service = desired(example(), "code-queue", "dev")
     text = (EXAMPLES / service.k8s.manifest).read_text()
     env = deploy_env("code-queue", service.repo, A, A)
-    with pytest.raises(UnideskError) as exc:  # the production image in a dev manifest hard-coding :dev
-        render(text, service.k8s, "code-queue", "unidesk-code-queue:d601", env)
-    assert "not the built image unidesk-code-queue:d601" in exc.value.problems[0].message
+    with pytest.raises(UnideskError) as exc:  # a templated image that is not the one built
+        render(text.replace("unidesk-code-queue:__DEV_IMAGE_TAG__", "unidesk-other:__DEV_IMAGE_TAG__", 1), service.k8s, "code-queue", service.image, env)
+    assert "not the built image unidesk-code-queue:dev" in exc.value.problems[0].message
+    # a fixed image (no placeholder) is kept as declared; the validate step requires it in containerd
+    objects = render(text, service.k8s, "code-queue", service.image, env)
+    assert fixed_images(objects, service.image) == [
+        ("Deployment/d601-dev-provider-egress-proxy/d601-dev-provider-egress-proxy", "unidesk-provider-egress:dev")]
     with pytest.raises(UnideskError) as exc:
-        render(text.replace("value: D601-dev", "value: __PROVIDER_ID__", 1), service.k8s, "code-queue", service.image, env)
+        render(text.replace("D601-dev", "__PROVIDER_ID__", 1), service.k8s, "code-queue", service.image, env)
     assert "__PROVIDER_ID__" in exc.value.problems[0].message
 
 

@@ -277,16 +277,19 @@ async def test_deployment_applied_through_the_emulator_answers_through_the_micro
     text = subprocess.run(["git", "--git-dir", str(bare), "show", f"{new}:k3s/sample.k8s.yaml"], capture_output=True, text=True, check=True).stdout
     for key, value in {"__IMAGE__": d601_image, "__SERVICE_ID__": "decision-center", "__DEPLOY_REPO__": url, "__DEPLOY_COMMIT__": new, "__DEPLOY_REQUESTED_COMMIT__": new}.items():
         text = text.replace(key, value)
-    deployment = next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "decision-center")
+    docs = [d for d in yaml.safe_load_all(text) if d and d["metadata"]["name"] == "decision-center"]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    svc = next(d for d in docs if d["kind"] == "Service")  # the proxy reaches the pod through its Service
     health = f"{lab['msproxyUrl']}/api/microservices/decision-center/health"
 
     async with await connect(lab, "D601") as conn:
         listener = await conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", KUBE_PORT)
         config = client.Configuration(host=f"http://127.0.0.1:{listener.get_port()}")
         async with client.ApiClient(config) as api_client:
-            apps = client.AppsV1Api(api_client)
-            await _delete_deployment(apps, "decision-center")  # left by an earlier test in this session
+            apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+            await _delete_deployment(apps, "decision-center", core)  # left by an earlier test in this session
             await apps.create_namespaced_deployment("unidesk", deployment)
+            await core.create_namespaced_service("unidesk", svc)
             try:
                 body = None
                 deadline = time.monotonic() + 60
@@ -302,7 +305,7 @@ async def test_deployment_applied_through_the_emulator_answers_through_the_micro
                 dep = await apps.read_namespaced_deployment("decision-center", "unidesk")
                 assert dep.metadata.annotations["UNIDESK_DEPLOY_COMMIT"] == new
             finally:
-                await _delete_deployment(apps, "decision-center")
+                await _delete_deployment(apps, "decision-center", core)
         listener.close()
     # leave the session lab as it was: the container is gone and its port free again
     async with aiohttp.ClientSession() as http:
@@ -314,14 +317,16 @@ async def test_deployment_applied_through_the_emulator_answers_through_the_micro
             await _sleep(0.3)
 
 
-async def _delete_deployment(apps, name: str) -> None:
+async def _delete_deployment(apps, name: str, core=None) -> None:
     from kubernetes_asyncio.client.exceptions import ApiException
 
-    try:
-        await apps.delete_namespaced_deployment(name, "unidesk")
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    deletes = [apps.delete_namespaced_deployment] + ([core.delete_namespaced_service] if core else [])
+    for delete in deletes:
+        try:
+            await delete(name, "unidesk")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
 
 async def _sleep(seconds: float) -> None:

@@ -1,0 +1,153 @@
+"""The dev environment end to end on the session lab (issue 10's acceptance): real sshd, dockerd,
+containerd, CNI pod network, git remote and proxies; only the Kubernetes API is emulated.
+
+- `deploy apply --env dev --service X --wait` succeeds for backend-core, frontend and code-queue,
+  passing a logged `validate` step before anything is built or applied;
+- production's objects in `unidesk` are the same before and after those applies;
+- production code-queue (file mode) and dev code-queue run at once, each healthy through its own
+  microservice proxy;
+- a commit whose dev manifest breaks a guardrail fails at `validate` with `dev_manifest_invalid`
+  naming the object and the rule, and the dev objects are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers_live import cli, ssh, write_manifest  # noqa: E402
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+D601 = "D601"
+SLICE = ("backend-core", "frontend", "code-queue")
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@lab.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@lab.invalid", "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def kubectl(lab, *args: str) -> str:
+    return ssh(lab, D601, ["kubectl", "--kubeconfig", str(lab["kubeconfig"]), *args]).stdout.decode()
+
+
+def production_names(lab) -> list[str]:
+    """The spec's post-check: `kubectl -n unidesk get deploy,sts,svc,secret,pvc -o name` on D601."""
+    return kubectl(lab, "-n", "unidesk", "get", "deploy,sts,svc,secret,pvc", "-o", "name").split()
+
+
+def versions(lab, ns: str) -> dict[str, str]:
+    items = json.loads(kubectl(lab, "-n", ns, "get", "deploy,sts,svc,secret,configmap,pvc", "-o", "json"))["items"]
+    return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
+
+
+def health(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV).stdout.strip()
+
+
+def steps(job: dict) -> list[tuple[str, str]]:
+    return [(s["name"], s["status"]) for s in job["steps"]]
+
+
+@pytest.fixture(scope="module")
+def dev_applied(lab, tmp_path_factory):
+    """Production code-queue applied in file mode first (so `unidesk` is not empty), then the dev slice."""
+    state = tmp_path_factory.mktemp("dev-state")
+    manifest = write_manifest(state / "deploy.json", lab["content"]["sampleRepo"], {"code-queue": lab["content"]["new"]})
+    prod = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--service", "code-queue", "--wait")
+    before = (production_names(lab), versions(lab, "unidesk"))
+    docs = {sid: cli(lab, state, "deploy", "apply", "--env", "dev", "--service", sid, "--wait") for sid in SLICE}
+    yield {"state": state, "prod": prod, "before": before, "after": (production_names(lab), versions(lab, "unidesk")), "docs": docs}
+    # later modules expect production code-queue not running (as the seed leaves it)
+    kubectl(lab, "-n", "unidesk", "delete", "deployment,service", "code-queue", "--ignore-not-found")
+
+
+def test_dev_applies_of_the_slice_succeed_after_a_validate_step(lab, dev_applied):
+    new = lab["content"]["new"]
+    for sid, (rc, doc) in dev_applied["docs"].items():
+        assert rc == 0 and doc["status"] == "succeeded", (sid, doc.get("errors"), doc.get("job", {}).get("steps"))
+        names = [n for n, _ in steps(doc["job"])]
+        assert names.index("k8s-manifest") < names.index("validate") < names.index("build") < names.index("k8s-apply")
+        assert ("validate", "succeeded") in steps(doc["job"])
+    dev = json.loads(kubectl(lab, "-n", "unidesk-dev", "get", "deploy", "-o", "json"))["items"]
+    stamped = {d["metadata"]["name"]: d["metadata"]["annotations"].get("UNIDESK_DEPLOY_COMMIT") for d in dev}
+    for name in ("backend-core-dev", "frontend-dev", "code-queue-scheduler-dev", "code-queue-read-dev", "code-queue-write-dev",
+                 "d601-dev-provider-egress-proxy"):
+        assert stamped[name] == new, stamped
+    egress = next(d for d in dev if d["metadata"]["name"] == "d601-dev-provider-egress-proxy")
+    assert egress["spec"]["template"]["spec"]["containers"][0]["image"] == "unidesk-provider-egress:dev"  # fixed, as declared
+    # backend-core-dev wrote its log under /var/log/unidesk-dev (a hostPath below D601's lab root)
+    log = lab["layout"].host_root(D601) / "var" / "log" / "unidesk-dev" / "backend-core.log"
+    assert new in log.read_text()
+
+
+def test_production_objects_are_unchanged_by_dev_applies(dev_applied):
+    names, rvs = dev_applied["before"]
+    assert {"deployment.apps/code-queue", "service/code-queue"} <= set(names)
+    assert dev_applied["after"] == (names, rvs)  # same names, and not one of them written to
+
+
+def test_production_and_dev_code_queue_run_at_once_each_healthy_through_its_own_proxy(lab, dev_applied):
+    new = lab["content"]["new"]
+    rc, doc = dev_applied["prod"]
+    assert rc == 0 and doc["status"] == "succeeded", doc.get("errors")
+    prod = health(f"{lab['msproxyUrl']}/api/microservices/code-queue/health")
+    dev = health(f"{lab['layout'].dev_msproxy_url}/api/microservices/code-queue/health")
+    assert prod["deploy"]["commit"] == new and "environment" not in prod
+    assert dev["deploy"]["commit"] == new and dev["environment"] == "dev" and dev["namespace"] == "unidesk-dev"
+    # both on container port 4222, in their own pods
+    cluster = json.loads(lab["layout"].cluster_file.read_text())["services"]
+    prod_ep, dev_ep = cluster["unidesk/code-queue"]["endpoints"][0], cluster["unidesk-dev/code-queue-scheduler-dev"]["endpoints"][0]
+    assert prod_ep["ip"] != dev_ep["ip"] and "4222" in prod_ep["ports"] and "4222" in dev_ep["ports"]
+
+
+@pytest.fixture
+def guardrail_breaking_commit(lab, tmp_path):
+    """A sample-service commit whose dev core manifest makes frontend-dev a NodePort, named by deploy/dev."""
+    content = lab["content"]
+    sample = tmp_path / "sample"
+    subprocess.run(["git", "clone", "-q", content["sampleRepo"], str(sample)], check=True, env=GIT_ENV)
+    path = sample / "k3s" / "dev" / "unidesk-dev-core.k8s.yaml"
+    text = path.read_text()
+    assert "spec: {type: ClusterIP, selector: {app: frontend-dev}" in text
+    path.write_text(text.replace("spec: {type: ClusterIP, selector: {app: frontend-dev}", "spec: {type: NodePort, selector: {app: frontend-dev}"))
+    git(sample, "commit", "-qam", "frontend-dev as a NodePort (breaks a dev guardrail)")
+    bad = git(sample, "rev-parse", "HEAD")
+    branch = f"refs/heads/guardrail-{uuid.uuid4().hex[:6]}"
+    git(sample, "push", "-q", "origin", f"HEAD:{branch}")
+    ws = tmp_path / "ws"
+    subprocess.run(["git", "clone", "-q", "-b", "deploy/dev", content["workspaceRepo"], str(ws)], check=True, env=GIT_ENV)
+    original = git(ws, "rev-parse", "HEAD")
+    doc = json.loads((ws / "deploy.json").read_text())
+    next(s for s in doc["services"] if s["id"] == "frontend")["commitId"] = bad
+    (ws / "deploy.json").write_text(json.dumps(doc, indent=2) + "\n")
+    git(ws, "commit", "-qam", "deploy/dev: frontend at a guardrail-breaking commit")
+    git(ws, "push", "-q", "origin", "HEAD:refs/heads/deploy/dev")
+    yield bad
+    git(ws, "push", "-q", "--force", "origin", f"{original}:refs/heads/deploy/dev")
+    git(sample, "push", "-q", "origin", f":{branch}")
+
+
+def test_a_guardrail_breaking_commit_fails_at_validate_and_changes_no_dev_object(lab, dev_applied, guardrail_breaking_commit):
+    before = versions(lab, "unidesk-dev")
+    rc, doc = cli(lab, dev_applied["state"], "deploy", "apply", "--env", "dev", "--service", "frontend", "--wait")
+    assert rc == 1 and doc["status"] == "failed"
+    job = doc["job"]
+    failed = [(n, s) for n, s in steps(job) if s == "failed"]
+    assert failed == [("validate", "failed")], steps(job)
+    assert all(s in ("skipped", "pending") for n, s in steps(job)[[n for n, _ in steps(job)].index("validate") + 1:]), steps(job)
+    errors = doc["errors"]
+    assert errors[0]["code"] == "dev_manifest_invalid" and errors[0]["service"] == "frontend"
+    assert "Service/frontend-dev" in errors[0]["message"] and "[rule cluster-ip-only]" in errors[0]["message"]
+    assert versions(lab, "unidesk-dev") == before
