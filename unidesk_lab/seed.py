@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from unidesk_lab import foundation, sample
 from unidesk_lab.daemon import LabError
-from unidesk_lab.layout import HOSTS, K3S_HOST, Layout
+from unidesk_lab.layout import HOSTS, Layout
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +77,10 @@ def health_commit(lay: Layout, service_id: str) -> str | None:
         return None
 
 
-def _seed_host(lay: Layout, host: str, repo: str, commit: str) -> list[str]:
-    done = []
-    if host == K3S_HOST:
-        foundation.apply(lay, commit)
-    for service in sample.compose_services(host):
-        build_image(lay, host, service, repo, commit)
-        compose_up(lay, host, service, repo, commit)
-        done.append(service["id"])
-    return done
+def _seed_service(lay: Layout, host: str, service: dict, repo: str, commit: str) -> str:
+    build_image(lay, host, service, repo, commit)
+    compose_up(lay, host, service, repo, commit)
+    return service["id"]
 
 
 def run(lay: Layout) -> dict:
@@ -93,8 +88,12 @@ def run(lay: Layout) -> dict:
     content = sample.content(lay) or sample.ensure(lay)
     repo, old = content["sampleRepo"], content["old"]
     started = time.monotonic()
-    with ThreadPoolExecutor(len(HOSTS)) as pool:
-        seeded = [sid for ids in pool.map(lambda h: _seed_host(lay, h, repo, old), HOSTS) for sid in ids]
+    work = [(h, svc) for h in HOSTS for svc in sample.compose_services(h)]
+    # every service at once (builds on one daemon share its BuildKit cache), beside the dev foundation
+    with ThreadPoolExecutor(len(work) + 1) as pool:
+        dev = pool.submit(foundation.apply, lay, old)
+        seeded = list(pool.map(lambda hs: _seed_service(lay, hs[0], hs[1], repo, old), work))
+        dev.result()
     deadline = time.monotonic() + 20
     pending = set(seeded)
     while pending and time.monotonic() < deadline:
