@@ -29,6 +29,7 @@ from unidesk_tui.screens.main import MainScreen
 from unidesk_tui.screens.message_dialog import MessageDialog
 from unidesk_tui.workspace import Workspace
 from unidesk_tui.widgets.guard import guard_handlers
+from unidesk_tui.widgets.present import job_reason, job_shown_status
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,12 @@ class UnideskApp(App[int]):
     TITLE = "unidesk"
     COMMANDS = App.COMMANDS | {ServicesProvider, JobsProvider}
     BINDINGS = [
-        Binding("question_mark", "help", "Help"),
+        # Declaring any command_palette binding stops Textual adding its own ctrl+p: name both.
+        Binding("ctrl+p", "command_palette", "Palette", key_display="ctrl+p", show=False, priority=True),
         Binding("colon", "command_palette", "Palette", show=False),
+        Binding("question_mark", "help", "Help"),
         Binding("q", "quit_console", "Quit"),
-        Binding("ctrl+c", "quit_console", "Quit", show=False, priority=True),
+        Binding("ctrl+c", "force_quit", "Quit", show=False, priority=True),
     ]
 
     #: Every job in the state directory, newest first (re-read every JOBS_POLL_S).
@@ -91,6 +94,7 @@ class UnideskApp(App[int]):
         self.reattach = reattach
         self._jobs_seen = False
         self._polling_jobs = False
+        self._job_status: dict[str, str] = {}  # last seen status per job, to notice a job ending
         # The cached plan of the first environment, read before the event loop starts (no I/O
         # on the loop, and the grid paints from it at once).
         self.preloaded: dict[str, plan_cache.CachedPlan] = {}
@@ -134,6 +138,11 @@ class UnideskApp(App[int]):
     def _jobs_listed(self, message: JobsListed) -> None:
         if message.jobs != self.jobs or not self._jobs_seen:
             self.jobs = message.jobs
+        for job in message.jobs:
+            before = self._job_status.get(job.id)
+            self._job_status[job.id] = job.status
+            if self._jobs_seen and before in jobs.ACTIVE and job.status in jobs.TERMINAL:
+                self.job_ended(job)
         if not self._jobs_seen:
             self._jobs_seen = True
             active = [j for j in message.jobs if j.status in jobs.ACTIVE]
@@ -141,14 +150,74 @@ class UnideskApp(App[int]):
                 self.notify(f"job {active[0].id} is still {active[0].status}: reattached to its log", title="Reattached", timeout=5)
                 self.open_job(active[0].id)
 
+    def job_ended(self, job: JobRecord) -> None:
+        """A job reached its end: a toast naming the reason, and a bell when it failed."""
+        viewing = isinstance(self.screen, JobLogScreen) and self.screen.job_id == job.id
+        self.clear_notifications()  # "Job started" must not outlive the job
+        status = job_shown_status(job)
+        if job.status == "succeeded":
+            if not viewing:
+                self.notify(f"job {job.id} {status}: {', '.join(job.services)}", title="Job finished", timeout=6)
+            return
+        if job.status == "failed":
+            self.bell()
+        reason = job_reason(job) or job.status
+        self.notify(f"{', '.join(job.services)}: {reason}\nl or J opens its log", title=f"Job {job.status}: {job.id}",
+                    severity="error" if job.status == "failed" else "warning", timeout=15)
+
+    def _push_bounded(self, screen: Screen) -> None:
+        """Push `screen`, first closing any open screen of its kind: the stack stays shallow
+        (job log → J → log … would otherwise grow without bound)."""
+        kind = type(screen)
+        if any(type(s) is kind for s in self.screen_stack[1:]):
+            while type(self.screen) is not kind:
+                self.pop_screen()
+            self.pop_screen()
+        self.push_screen(screen)
+
     def open_job(self, job_id: str) -> None:
         if isinstance(self.screen, JobLogScreen) and self.screen.job_id == job_id:
             return
-        self.push_screen(JobLogScreen(job_id))
+        self._push_bounded(JobLogScreen(job_id))
 
     def action_show_jobs(self) -> None:
         if not isinstance(self.screen, JobsScreen):
-            self.push_screen(JobsScreen())
+            self._push_bounded(JobsScreen())
+
+    def yank(self, text: str) -> None:
+        """Copy to the terminal's clipboard (OSC 52: works over SSH and in tmux with set-clipboard)."""
+        self.copy_to_clipboard(text)
+        self.notify(f"copied {text}", timeout=2)
+
+    def confirm_cancel(self, job_id: str) -> None:
+        """Ask, then cancel a running job through the job store (the worker stops at a step boundary)."""
+        job = next((j for j in self.jobs if j.id == job_id), None)
+        if job is None or job.status not in jobs.ACTIVE:
+            self.notify(f"job {job_id} is not running", timeout=3)
+            return
+        cancel = getattr(jobs, "cancel", None)
+        if cancel is None:
+            self.notify("this build cannot cancel jobs yet (unidesk job cancel is missing)", severity="warning", timeout=5)
+            return
+        body = f"job {job.id} ({job.environment} · {', '.join(job.services)}) is {job.status}.\nCancelling stops it; a step already changing a target finishes first."
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._cancel(job_id)
+
+        self.push_screen(MessageDialog(f"Cancel job {job.id}?", body, question=True, yes="cancel the job", no="keep it running"), answered)
+
+    @work(thread=True, group="cancel", exit_on_error=False)
+    def _cancel(self, job_id: str) -> None:
+        from unidesk_tui.errors import UnideskError
+
+        try:
+            jobs.cancel(self.workspace.state_dir, job_id)  # type: ignore[attr-defined]
+        except UnideskError as exc:
+            self.call_from_thread(self.notify, "; ".join(f"{p.code}: {p.message}" for p in exc.problems), title="Cancel refused", severity="error", timeout=8)
+            return
+        self.call_from_thread(self.notify, f"job {job_id}: cancel requested", timeout=4)
+        self.call_from_thread(self.poll_jobs)
 
     def start_apply(self, request: ApplyRequest) -> None:
         """Called only after the confirmation: starts the detached job in a worker."""
@@ -169,14 +238,15 @@ class UnideskApp(App[int]):
             read_live=None if request.environment else self.read_live,
         )
         if not doc.ok or not doc.jobId:
-            body = "\n".join(f"✗ {e.code}: {e.message}" for e in doc.errors) or "apply returned no job"
+            lines = dict.fromkeys(f"✗ {e.code}: {e.message}" for e in doc.errors)  # each refusal once
+            body = "\n".join(lines) or "apply returned no job"
             self.call_from_thread(self.push_screen, MessageDialog("Apply refused", body, error=True))
             return
         self.post_message(JobStarted(doc.jobId, request.environment, [i.id for i in request.items]))
 
     @on(JobStarted)
     def _job_started(self, message: JobStarted) -> None:
-        self.notify(f"job {message.job_id} started; it keeps running if you quit. Follow: {follow_hint(message.job_id)}", title="Job started", timeout=8)
+        self.notify(f"job {message.job_id} started; it keeps running if you quit", title="Job started", timeout=4)
         main = self.main_screen
         if main is not None:
             main.unstage(message.environment, message.services)
@@ -195,12 +265,24 @@ class UnideskApp(App[int]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.screen))
+
+    def action_force_quit(self) -> None:
+        """ctrl+c quits from anywhere (asking first only when jobs run)."""
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, MessageDialog):
+            self.pop_screen()
+        if isinstance(self.screen, MessageDialog):
+            self.exit(0)
+            return
+        self.action_quit_console()
 
     def active_jobs(self) -> list[JobRecord]:
         return [j for j in self.jobs if j.status in jobs.ACTIVE]
 
     def action_quit_console(self) -> None:
+        if self.screen is not self.main_screen:
+            self.notify("q quits from the main screen; esc goes back", timeout=3)
+            return
         active = self.active_jobs()
         if not active:
             self.exit(0)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from textual.message import Message
 
-from unidesk_tui.documents import JobEvent, JobRecord, PlanDocument
+from unidesk_tui.documents import JobEvent, JobRecord, PlanDocument, PlanItem
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +59,22 @@ class JobLogBatch(Message):
     job_id: str
     events: list[JobEvent]
     job: JobRecord | None
+
+
+@dataclass
+class TargetsPending(Message):
+    """A refresh started reading these targets; their rows are marked until each answers."""
+
+    environment: str | None
+    targets: set[str]
+    generation: int = 0
+
+
+@dataclass
+class TargetAnswered(Message):
+    """One target answered (or gave up) during a refresh: its services' items, decided."""
+
+    environment: str | None
+    target: str
+    items: list[PlanItem]
+    generation: int = 0

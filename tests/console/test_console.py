@@ -132,10 +132,14 @@ class TestNavigation:
             await pilot.press("question_mark")
             assert isinstance(app.screen, HelpScreen)
             text = str(app.screen.query_one("VerticalScroll Static").render())
-            for key in ("space", "stage", "y / n", "filter", "ctrl+p"):
+            for key in ("space", "Stage", "Filter", "Diff", "ctrl+p", "Stage all drifted", "in-sync"):
                 assert key in text
             await pilot.press("escape")
             assert app.screen is app.main_screen
+            # on the jobs list, help names that screen's keys, not the grid's
+            await pilot.press("J", "question_mark")
+            text = str(app.screen.query_one("VerticalScroll Static").render())
+            assert "Open log" in text and "Cancel job" in text and "Stage" not in text
 
     async def test_palette_jumps_to_a_service(self, world: ConsoleWorld) -> None:
         app = make_app(world)
@@ -213,8 +217,10 @@ class TestPlanAndApply:
             assert grid(app).get_cell("backend-core", "mark").plain == "●"
             await pilot.press("k", "space")
             assert [i.id for i in pane.items] == ["code-queue"]
-            await pilot.press("f", "d")
-            assert pane.force and pane.dry_run
+            await pilot.press("x")  # unstage all, with an undo
+            assert pane.items == []
+            await pilot.press("u")
+            assert [i.id for i in pane.items] == ["code-queue"]
 
     async def test_cancel_changes_nothing(self, world: ConsoleWorld) -> None:
         app = make_app(world)
@@ -236,9 +242,10 @@ class TestPlanAndApply:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("2")
             await settle(pilot, app)
-            await pilot.press("space", "d", "a")  # backend-core, dry-run
+            await pilot.press("space", "a", "d")  # backend-core; dry-run chosen in the dialog
             dialog = app.screen
             assert isinstance(dialog, ConfirmApplyScreen)
+            assert dialog.request.dry_run and not dialog.request.force
             text = str(dialog.query_one("#confirm-body Static").render())
             assert "DEV" in text and "D601" in text and world.commits[2] in text and "dry run" in text
             await pilot.press("y")

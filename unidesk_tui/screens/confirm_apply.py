@@ -1,9 +1,10 @@
-"""The apply confirmation: names the environment, targets, commits and what will happen; y/n."""
+"""The apply confirmation: names the environment, targets, commits and what will happen; force
+and dry-run are chosen here (f, d), for this apply only; y starts it, n or esc cancels."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -13,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from unidesk_tui.documents import EnvSourceDoc, PlanDocument, PlanItem
+from unidesk_tui.widgets.present import PLAIN
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +31,22 @@ class ApplyRequest:
     manifest_file: str | None = None
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def where(environment: str | None, manifest_file: str | None = None) -> str:
+    return f"the local {manifest_file or 'deploy.json'}" if environment is None else environment
+
+
 def what_happens(item: PlanItem, request: ApplyRequest) -> str:
     sha = (item.commit or "?")[:12]
     if request.dry_run:
         return f"dry run: resolve and plan {sha}; nothing is built or replaced"
     if item.action == "noop" and not request.force:
         return f"already running {sha}: nothing is rebuilt; live verification runs again"
+    if item.action == "noop":
+        return f"force: rebuild {sha} on {item.target} and roll it out again, although it already runs"
     if item.mode == "k3sctl-managed":
         return f"build {sha} on {item.target}, import into k3s containerd, roll out, verify annotations + health"
     return f"build {sha} on {item.target}, force-recreate its compose service, verify labels, env + health"
@@ -48,18 +60,23 @@ def describe(request: ApplyRequest) -> Text:
     if env is None:
         out.append(f"local file {request.manifest_file or 'deploy.json'}", style="bold yellow")
     else:
-        out.append(env.upper(), style="bold reverse " + ("red" if env == "prod" else "yellow"))
+        out.append(env.upper(), style=PLAIN.style("bold reverse " + ("$error" if env == "prod" else "$warning")))
         if isinstance(doc.source, EnvSourceDoc):
             out.append(f"  {doc.source.ref} @ {doc.source.manifestCommit}")
         if doc.environment:
             e = doc.environment
             out.append(f"\n             namespace {e.namespace} · provider {e.providerId} · db {e.databaseName} #{e.databaseFingerprint}")
     out.append("\nOptions      ", style="bold")
-    out.append(f"force {'ON' if request.force else 'off'} · dry-run {'ON' if request.dry_run else 'off'}")
+    out.append("f force ", style="dim")
+    out.append("ON" if request.force else "off", style="bold reverse" if request.force else "")
+    out.append("  (rebuild and roll out even what already runs)", style="dim")
+    out.append("\n             d dry-run ", style="dim")
+    out.append("ON" if request.dry_run else "off", style="bold reverse" if request.dry_run else "")
+    out.append("  (resolve and plan only; build and replace nothing)", style="dim")
     targets = sorted({i.target or "?" for i in request.items})
     out.append("\nTargets      ", style="bold")
     out.append(", ".join(targets), style="bold")
-    out.append(f"\n\n{len(request.items)} service(s):\n", style="bold")
+    out.append(f"\n\n{plural(len(request.items), 'service')}:\n", style="bold")
     for item in request.items:
         out.append(f"\n • {item.id}", style="bold")
         out.append(f"  on {item.target} ({item.mode})")
@@ -72,13 +89,15 @@ def describe(request: ApplyRequest) -> Text:
     return out
 
 
-class ConfirmApplyScreen(ModalScreen[bool]):
-    """Nothing mutates without this dialog: y starts the job, n or escape cancels."""
+class ConfirmApplyScreen(ModalScreen[ApplyRequest | None]):
+    """Nothing mutates without this dialog: y answers with the request (as toggled), n or esc with None."""
 
     BINDINGS = [
         Binding("y", "answer(True)", "Yes, apply"),
         Binding("n", "answer(False)", "No"),
         Binding("escape", "answer(False)", "Cancel"),
+        Binding("f", "toggle('force')", "Force"),
+        Binding("d", "toggle('dry_run')", "Dry-run"),
     ]
 
     def __init__(self, request: ApplyRequest) -> None:
@@ -86,12 +105,17 @@ class ConfirmApplyScreen(ModalScreen[bool]):
         self.request = request
 
     def compose(self) -> ComposeResult:
-        env = self.request.environment or "local file"
+        request = self.request
         with Vertical(id="confirm-dialog"):
-            yield Static(Text(f"Apply {len(self.request.items)} service(s) to {env}?", style="bold"), id="confirm-title")
+            yield Static(Text(f"Apply {plural(len(request.items), 'service')} to {where(request.environment, request.manifest_file)}?", style="bold"), id="confirm-title")
             with VerticalScroll(id="confirm-body"):
-                yield Static(describe(self.request))
-            yield Static(Text.assemble(("y", "bold reverse green"), " apply    ", ("n", "bold reverse"), " / ", ("esc", "bold reverse"), " cancel"), id="confirm-keys")
+                yield Static(describe(request), id="confirm-text")
+            yield Static(Text.assemble(("y", "bold reverse"), " apply   ", ("f", "bold reverse"), " force   ", ("d", "bold reverse"), " dry-run   ",
+                                       ("n", "bold reverse"), "/", ("esc", "bold reverse"), " cancel"), id="confirm-keys")
+
+    def action_toggle(self, option: str) -> None:
+        self.request = replace(self.request, **{option: not getattr(self.request, option)})
+        self.query_one("#confirm-text", Static).update(describe(self.request))
 
     def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
+        self.dismiss(self.request if yes else None)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections import defaultdict
 from functools import partial
 
 from rich.text import Text
@@ -11,17 +13,21 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
+from textual.containers import Horizontal
 from textual.worker import Worker
 from textual.widgets import Footer, Input, Static
 
 from unidesk_tui import plan_cache
-from unidesk_tui.documents import JobRecord, PlanDocument, PlanItem
-from unidesk_tui.messages import PlanRefreshed, RefreshFailed
-from unidesk_tui.reconcile import run_plan
+from unidesk_tui.catalog import Catalog
+from unidesk_tui.documents import JobRecord, LiveState, PlanDocument, PlanItem
+from unidesk_tui.messages import PlanRefreshed, RefreshFailed, TargetAnswered, TargetsPending
+from unidesk_tui.plan import DesiredService, decide
+from unidesk_tui.reconcile import LiveReader, Observation, run_plan
 from unidesk_tui.screens.confirm_apply import ApplyRequest, ConfirmApplyScreen
-from unidesk_tui.screens.service_detail import ServiceDetailScreen
+from unidesk_tui.screens.service_detail import ServiceDetailScreen, detail_text, job_summary
+from unidesk_tui.widgets.daemon import in_daemon_thread
 from unidesk_tui.widgets.plan_pane import PROD_DISABLED_REASON, PlanPane, apply_blocker
-from unidesk_tui.widgets.present import JOB_STATUS, age_text, job_started, row_state
+from unidesk_tui.widgets.present import JOB_STATUS, Palette, age_text, job_when, row_state, summary_text
 from unidesk_tui.widgets.service_grid import SORTABLE, STATE_RANK, ServiceGrid, row_cells
 from unidesk_tui.widgets.status_header import StatusHeader
 from unidesk_tui.widgets.guard import guard_handlers, guarded
@@ -30,6 +36,9 @@ log = logging.getLogger(__name__)
 
 ENVIRONMENTS: tuple[str | None, ...] = (None, "dev", "prod")
 HEALTH_RANK = {"unhealthy": 0, "unknown": 1, "healthy": 2}
+SIDE_PANE_MIN_WIDTH = 160  # from here on the selected service's detail (or the running job) shows beside the grid
+# What "stage all drifted" takes: services whose runtime does not prove the desired commit.
+STAGE_ALL_STATES = ("drift", "missing", "degraded", "provenance-mismatch", "planned")
 
 
 def env_key(environment: str | None) -> str:
@@ -41,22 +50,25 @@ class MainScreen(Screen[None]):
     """Drives `run_plan` in a thread worker and keeps the grid in step, row by row."""
 
     BINDINGS = [
-        Binding("r", "refresh", "Refresh"),
         Binding("space", "stage", "Stage"),
         Binding("a", "apply", "Apply"),
-        Binding("f", "toggle_force", "Force"),
-        Binding("d", "toggle_dry_run", "Dry-run"),
-        Binding("x", "clear_staged", "Unstage all", show=False),
-        Binding("slash", "filter", "Filter"),
-        Binding("s", "sort", "Sort"),
-        Binding("S", "reverse_sort", "Reverse", show=False),
-        Binding("e", "next_environment", "Env"),
-        Binding("1", "environment('file')", "file", show=False),
-        Binding("2", "environment('dev')", "dev", show=False),
-        Binding("3", "environment('prod')", "prod", show=False),
-        Binding("l", "last_job_log", "Job log", show=False),
+        Binding("d,equals_sign", "diff", "Diff", key_display="d"),
         Binding("J", "app.show_jobs", "Jobs"),
-        Binding("escape", "escape", "Clear filter", show=False),
+        Binding("slash", "filter", "Filter"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("plus", "stage_drifted", "Stage all drifted", show=False),
+        Binding("x", "clear_staged", "Unstage all (u undoes)", show=False),
+        Binding("u", "undo_clear", "Undo unstage all", show=False),
+        Binding("s", "sort", "Sort by next column", show=False),
+        Binding("S", "reverse_sort", "Reverse the sort", show=False),
+        Binding("e", "next_environment", "Next environment", show=False),
+        Binding("1", "environment('file')", "Local deploy.json", show=False),
+        Binding("2", "environment('dev')", "dev environment", show=False),
+        Binding("3", "environment('prod')", "prod environment (read-only)", show=False),
+        Binding("l", "last_job_log", "Log of the service's last job", show=False),
+        Binding("c", "cancel_job", "Cancel the service's running job", show=False),
+        Binding("y", "yank", "Copy the desired SHA (OSC 52)", show=False),
+        Binding("escape", "escape", "Clear the filter", show=False),
     ]
 
     #: The environment on screen: None for the local deploy.json, "dev" or "prod".
@@ -78,12 +90,16 @@ class MainScreen(Screen[None]):
         self._pending_refresh = False
         self._grid_stale = False
         self._freshness: dict[str, tuple[float | None, float | None, bool]] = {}
+        self._waiting: set[str] = set()  # targets of the refresh in flight that have not answered
+        self._cleared: tuple[str, list[str]] | None = None  # what `x` unstaged, for `u`
 
     # -- layout --------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="status")
-        yield ServiceGrid(id="grid")
+        with Horizontal(id="main-body"):
+            yield ServiceGrid(id="grid")
+            yield Static(id="side")
         yield Input(placeholder="filter: service, mode, target or state — enter keeps it, esc clears", id="filter")
         yield PlanPane(id="plan")
         yield Static(id="jobs-strip")
@@ -91,15 +107,36 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         header = self.query_one(StatusHeader)
-        header.workspace = self.app.workspace.root.name
+        root = self.app.workspace.root
+        header.workspace = f"{root.parent.name}/{root.name}" if root.parent.name else root.name
         box = self.query_one("#filter", Input)
         box.display = False
         box.cursor_blink = not self.app.is_headless  # steady screenshots in tests
         self.query_one("#jobs-strip", Static).display = False
+        self.query_one("#side", Static).display = False
         self.watch(self.app, "jobs", self._jobs_changed, init=True)
+        self.watch(self.query_one(ServiceGrid), "cursor_row", self._render_side, init=False)
         self._show_environment(initial=True)
         if self.app.refresh_interval > 0:
             self.set_interval(self.app.refresh_interval, self._interval_refresh, name="refresh")
+        self.set_interval(1.0, self._tick, name="tick")  # ages ("26s ago") and elapsed times move
+
+    def on_resize(self) -> None:
+        side = self.query_one("#side", Static)
+        wide = self.size.width >= SIDE_PANE_MIN_WIDTH
+        if side.display != wide:
+            side.display = wide
+            self._render_side()
+
+    def _tick(self) -> None:
+        if self._visible_now():
+            self._render_grid()
+            self._render_jobs_strip()
+            self._render_side()
+
+    @property
+    def palette(self) -> Palette:
+        return Palette.of(self.app)
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -157,22 +194,84 @@ class MainScreen(Screen[None]):
         if self._refreshing is None:
             self.refresh_plan()
 
-    @work(thread=True, group="refresh", exit_on_error=False)
-    def _check(self, environment: str | None, generation: int) -> None:
+    @work(group="refresh", exit_on_error=False)
+    async def _check(self, environment: str | None, generation: int) -> None:
         app = self.app
-        started = app.clock()
+        reader = None if environment else app.read_live
+        if reader is not None:
+            reader = self._streaming(reader, environment, generation)
+
+        def check() -> tuple[PlanDocument, float, float]:
+            started = app.clock()
+            run = run_plan(app.workspace, "check", env=environment, read_live=reader)
+            duration = app.clock() - started
+            try:
+                plan_cache.save(app.workspace.state_dir, app.workspace.root, environment, plan_cache.CachedPlan(run.document, started, duration))
+            except OSError as exc:
+                log.warning("cannot write the plan cache: %s", exc)
+            return run.document, started, duration
+
         try:
-            run = run_plan(app.workspace, "check", env=environment, read_live=None if environment else app.read_live)
+            # A daemon thread: quitting never waits on a silent host.
+            document, started, duration = await in_daemon_thread(check)
         except Exception as exc:  # the core reports in-document; anything else is shown, not raised
             log.exception("check failed")
             self.post_message(RefreshFailed(environment, f"{type(exc).__name__}: {exc}", generation))
             return
-        duration = app.clock() - started
-        try:
-            plan_cache.save(app.workspace.state_dir, app.workspace.root, environment, plan_cache.CachedPlan(run.document, started, duration))
-        except OSError as exc:
-            log.warning("cannot write the plan cache: %s", exc)
-        self.post_message(PlanRefreshed(environment, run.document, started, duration, generation=generation))
+        self.post_message(PlanRefreshed(environment, document, started, duration, generation=generation))
+
+    def _streaming(self, reader: LiveReader, environment: str | None, generation: int) -> LiveReader:
+        """A live reader that reads each target in its own thread and posts each target's rows
+        as soon as that target answers; the check's document still arrives when all are done."""
+
+        def read(catalog: Catalog, desired: list[DesiredService]) -> dict[str, Observation]:
+            by_target: dict[str, list[DesiredService]] = defaultdict(list)
+            for service in desired:
+                by_target[service.target or "?"].append(service)
+            self.post_message(TargetsPending(environment, set(by_target), generation))
+            merged: dict[str, Observation] = {}
+            lock = threading.Lock()
+
+            def one(target: str, services: list[DesiredService]) -> None:
+                try:
+                    observed = reader(catalog, services)
+                except Exception as exc:  # shown on this target's rows; the others go on
+                    log.warning("live read of %s failed: %s", target, exc)
+                    observed = {s.id: Observation(LiveState(state="error", message=f"live read failed: {exc}")) for s in services}
+                items = [decide(s, live=observed[s.id].live, image_present=observed[s.id].imagePresent) for s in services if s.id in observed]
+                self.post_message(TargetAnswered(environment, target, items, generation))
+                with lock:
+                    merged.update(observed)
+
+            threads = [threading.Thread(target=one, args=pair, name=f"unidesk-live-{pair[0]}", daemon=True) for pair in by_target.items()]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return merged
+
+        return read
+
+    @on(TargetsPending)
+    def _on_targets_pending(self, message: TargetsPending) -> None:
+        if message.generation == self._generation and env_key(message.environment) == env_key(self.environment):
+            self._waiting = set(message.targets)
+            self._render_grid()
+
+    @on(TargetAnswered)
+    def _on_target_answered(self, message: TargetAnswered) -> None:
+        if message.generation != self._generation:
+            return
+        key = env_key(message.environment)
+        self._waiting.discard(message.target)
+        doc = self.documents.get(key)
+        if doc is not None:
+            fresh = {i.id: i for i in message.items}
+            known = {i.id for i in doc.services}
+            services = [fresh.get(i.id, i) for i in doc.services] + [i for i in message.items if i.id not in known]
+            self.documents[key] = doc.model_copy(update={"services": services})
+        if key == env_key(self.environment):
+            self._render_all()
 
     @on(PlanRefreshed)
     def _on_refreshed(self, message: PlanRefreshed) -> None:
@@ -194,6 +293,7 @@ class MainScreen(Screen[None]):
 
     def _refresh_done(self) -> None:
         self._refreshing = None
+        self._waiting = set()
         self.query_one(StatusHeader).refreshing = False
         if self._pending_refresh:
             self._pending_refresh = False
@@ -216,6 +316,7 @@ class MainScreen(Screen[None]):
         header.refreshed_at, header.duration_s, header.stale = self._freshness.get(key, (None, None, False))
         self._render_grid()
         self._render_plan()
+        self._render_side()
 
     def _visible(self, doc: PlanDocument) -> list[PlanItem]:
         env_mode = self.environment is not None
@@ -233,8 +334,8 @@ class MainScreen(Screen[None]):
             return (HEALTH_RANK.get(item.live.health if item.live else "unknown", 1), item.id)
         if column == "job":
             job = self.last_job(item.id)
-            started = job_started(job) if job else None
-            return (-(started or 0), item.id)
+            when = job_when(job) if job else None
+            return (-(when or 0), item.id)
         return (getattr(item, column) or "", item.id)
 
     def _visible_now(self) -> bool:
@@ -255,21 +356,53 @@ class MainScreen(Screen[None]):
             return
         self._grid_stale = False
         grid = self.query_one(ServiceGrid)
+        grid.set_sort(self.sort_column, self.sort_reverse)
+        self.set_class(self.environment == "prod", "-prod")
         doc = self.document
         if doc is None:
+            grid.empty_text = "no plan yet: reading the manifest…"
             grid.sync({}, [])
             return
         env_mode = self.environment is not None
         now = self.app.clock()
         staged = set(self.staged_ids)
+        palette = self.palette
         items = self._visible(doc)
         rows = {}
         for item in items:
             job = self.last_job(item.id)
-            signature = (item, env_mode, item.id in staged, job.id if job else None, job.status if job else None, age_text(job_started(job), now) if job else None)
-            rows[item.id] = (signature, partial(row_cells, item, env_mode=env_mode, staged=item.id in staged, last_job=job, now=now))
+            waiting = (item.target or "?") in self._waiting
+            signature = (item, env_mode, item.id in staged, waiting, job, age_text(job_when(job), now) if job else None, id(palette))
+            rows[item.id] = (signature, partial(row_cells, item, env_mode=env_mode, staged=item.id in staged, last_job=job, now=now, palette=palette, waiting=waiting))
+        if self.filter_text and not items:
+            grid.empty_text = f"no service matches “{self.filter_text}” (esc clears the filter)"
+        else:
+            grid.empty_text = "the manifest names no service" if not doc.services else ""
         grid.sync(rows, [i.id for i in items])
-        grid.border_subtitle = f"{len(items)}/{len(doc.services)} services · sort {self.sort_column}{' ↓' if self.sort_reverse else ''}" + (f" · filter “{self.filter_text}”" if self.filter_text else "")
+        grid.border_title = summary_text([row_state(i, env_mode) for i in doc.services], palette)
+        if self.environment == "prod":
+            grid.border_title = Text.assemble((" PROD · read-only ", palette.style("bold reverse $error")), " ", grid.border_title)
+        grid.border_subtitle = f"{len(items)}/{len(doc.services)} services · sort {self.sort_column} {'↓' if self.sort_reverse else '↑'}" + (f" · filter “{self.filter_text}”" if self.filter_text else "")
+
+    def _render_side(self, *_args: object) -> None:
+        side = self.query_one("#side", Static)
+        if not side.display:
+            return
+        active = self.app.active_jobs()
+        if active:
+            side.update(job_summary(active[0], self.app.clock(), self.palette))
+            return
+        sid = self.query_one(ServiceGrid).selected_id
+        item = self.item(sid) if sid else None
+        if item is None:
+            side.update(Text("select a service to see its detail", style="dim"))
+            return
+        side.update(detail_text(item, self.environment is not None, self.service_jobs(item.id), self.palette, now=self.app.clock()))
+
+    def service_jobs(self, service_id: str) -> list[JobRecord]:
+        """This environment's jobs that touched the service, newest first."""
+        env = env_key(self.environment)
+        return [j for j in self.app.jobs if j.environment == env and service_id in j.services]
 
     def _render_plan(self) -> None:
         pane = self.query_one(PlanPane)
@@ -289,15 +422,17 @@ class MainScreen(Screen[None]):
         if not active:
             return
         out = Text()
+        palette = self.palette
         for job in active[:3]:
             symbol, style = JOB_STATUS[job.status]
+            style = palette.style(style)
             done = sum(1 for s in job.steps if s.status in ("succeeded", "skipped"))
             current = next((s for s in job.steps if s.status == "running"), None)
             out.append(f" {symbol} job {job.id} {job.status}", style=style)
             out.append(f" · {job.environment} · {', '.join(job.services)} · step {done}/{len(job.steps)}")
             if current:
                 out.append(f" {current.service} · {current.name}", style="bold")
-            out.append("   (J jobs, l log)\n", style="dim")
+            out.append("   (J jobs · l log · c cancel)\n", style="dim")
         out.rstrip()
         strip.update(out)
 
@@ -351,21 +486,63 @@ class MainScreen(Screen[None]):
         self._render_all()
 
     def action_clear_staged(self) -> None:
-        self.staged_ids.clear()
+        staged = self.staged_ids
+        if not staged:
+            return
+        self._cleared = (env_key(self.environment), list(staged))
+        self.app.notify(f"unstaged {len(staged)}: {', '.join(staged)} — u restores", timeout=6)
+        staged.clear()
         self._render_all()
 
-    def action_toggle_force(self) -> None:
-        pane = self.query_one(PlanPane)
-        pane.force = not pane.force
+    def action_undo_clear(self) -> None:
+        if self._cleared is None or self._cleared[0] != env_key(self.environment):
+            self.app.notify("nothing to restore", timeout=2)
+            return
+        staged = self.staged_ids
+        staged.extend(s for s in self._cleared[1] if s not in staged)
+        self._cleared = None
+        self._render_all()
 
-    def action_toggle_dry_run(self) -> None:
-        pane = self.query_one(PlanPane)
-        pane.dry_run = not pane.dry_run
+    def action_stage_drifted(self) -> None:
+        doc = self.document
+        if doc is None:
+            return
+        env_mode = self.environment is not None
+        staged = self.staged_ids
+        picked = [i.id for i in self._visible(doc)
+                  if i.action == "deploy" and row_state(i, env_mode) in STAGE_ALL_STATES and i.applyEnabled is not False and i.id not in staged]
+        staged.extend(picked)
+        self.app.notify(f"staged {len(picked)}: {', '.join(picked)}" if picked else "nothing drifted to stage", timeout=3)
+        self._render_all()
+
+    def action_yank(self) -> None:
+        item = self._selected_item()
+        if item is not None and (item.commit or item.requestedCommit):
+            self.app.yank(item.commit or item.requestedCommit or "")
+
+    def _selected_item(self) -> PlanItem | None:
+        sid = self.query_one(ServiceGrid).selected_id
+        return self.item(sid) if sid else None
+
+    def action_diff(self) -> None:
+        from unidesk_tui.screens.diff import DiffScreen
+
+        item = self._selected_item()
+        if item is not None:
+            self.app.push_screen(DiffScreen(item, self.environment))
+
+    def action_cancel_job(self) -> None:
+        sid = self.query_one(ServiceGrid).selected_id
+        job = self.last_job(sid) if sid else None
+        active = [j for j in self.app.active_jobs() if job is None or j.id == job.id] or self.app.active_jobs()
+        if not active:
+            self.app.notify("no running job to cancel", timeout=3)
+            return
+        self.app.confirm_cancel(active[0].id)
 
     def action_sort(self) -> None:
         i = SORTABLE.index(self.sort_column) if self.sort_column in SORTABLE else -1
         self.sort_column = SORTABLE[(i + 1) % len(SORTABLE)]
-        self.app.notify(f"sorted by {self.sort_column}", timeout=1.5)
 
     def action_reverse_sort(self) -> None:
         self.sort_reverse = not self.sort_reverse
@@ -406,7 +583,7 @@ class MainScreen(Screen[None]):
     def _row_selected(self, event: ServiceGrid.RowSelected) -> None:
         item = self.item(event.row_key)
         if item is not None:
-            self.app.push_screen(ServiceDetailScreen(item, self.environment is not None, self.last_job(item.id)))
+            self.app.push_screen(ServiceDetailScreen(item, self.environment))
 
     def action_last_job_log(self) -> None:
         sid = self.query_one(ServiceGrid).selected_id
@@ -429,17 +606,33 @@ class MainScreen(Screen[None]):
         pane = self.query_one(PlanPane)
         blocker = apply_blocker(env, items, pane.enabled)
         if blocker:
-            self.app.notify(blocker, title="Apply refused", severity="error", timeout=8)
+            # The plan pane already shows the reason; the toast only says the key did nothing.
+            self.app.notify("see the plan pane for why", title="Apply refused", severity="error", timeout=4)
             return
-        request = ApplyRequest(env, doc, tuple(items), force=pane.force, dry_run=pane.dry_run)
+        self.confirm_apply(ApplyRequest(env, doc, tuple(items), force=False, dry_run=False))
 
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self.app.start_apply(request)
+    def confirm_apply(self, request: ApplyRequest) -> None:
+        """Force and dry-run are chosen in the dialog; it answers with the request to run, or None."""
+
+        def confirmed(answer: ApplyRequest | None) -> None:
+            if answer is not None:
+                self.app.start_apply(answer)
             else:
                 self.app.notify("apply cancelled; nothing changed", timeout=3)
 
         self.app.push_screen(ConfirmApplyScreen(request), confirmed)
+
+    def stage_redeploy(self, service_id: str) -> None:
+        """Ask to apply `service_id` again at the commit the manifest names (force: it may be in sync)."""
+        item = self.item(service_id)
+        doc = self.document
+        if item is None or doc is None:
+            return
+        blocker = apply_blocker(self.environment, [item], self.query_one(PlanPane).enabled)
+        if blocker:
+            self.app.notify(blocker, title="Redeploy refused", severity="error", timeout=8)
+            return
+        self.confirm_apply(ApplyRequest(self.environment, doc, (item,), force=True, dry_run=False))
 
     def select_service(self, service_id: str) -> None:
         if not self.query_one(ServiceGrid).select(service_id):

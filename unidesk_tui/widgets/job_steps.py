@@ -10,7 +10,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import ProgressBar, Static
 
 from unidesk_tui.documents import JobRecord, StepRecord
-from unidesk_tui.widgets.present import JOB_STATUS, duration_text, step_seconds
+from unidesk_tui.widgets.present import JOB_STATUS, Palette, duration_text, step_seconds
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class StepRow(Horizontal):
         self.step = step
         symbol, style = JOB_STATUS.get(step.status, ("?", ""))
         label = Text()
-        label.append(f"{symbol} ", style=style)
+        label.append(f"{symbol} ", style=Palette.of(self.app).style(style))
         label.append(f"{step.service} · {step.name}", style="bold" if step.status == "running" else "")
         label.append(f"  {duration_text(step_seconds(step, now))}", style="dim")
         self.query_one(".step-label", Static).update(label)

@@ -1,4 +1,5 @@
-"""The plan pane: staged services with their planned action and reason, and the apply toggles."""
+"""The plan pane: staged services with their planned action and reason (force and dry-run are
+chosen in the confirmation dialog, so nothing here is a hidden mode)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from unidesk_tui.documents import PlanItem
-from unidesk_tui.widgets.present import ACTIONS, labelled, short
+from unidesk_tui.widgets.present import ACTIONS, Palette, labelled, short
 
 log = logging.getLogger(__name__)
 
@@ -42,35 +43,26 @@ class PlanPane(Static):
     environment: reactive[str | None] = reactive(None, layout=True)
     #: Environment apply slice (dev) or None when not in environment mode.
     enabled: reactive[set[str] | None] = reactive(None, always_update=True)
-    #: Rebuild and roll out even where the live commit already matches.
-    force: reactive[bool] = reactive(False)
-    #: Resolve and plan in the job but build and replace nothing.
-    dry_run: reactive[bool] = reactive(False)
-
     def render(self) -> Text:
+        palette = Palette.of(self.app)
         out = Text(no_wrap=True, overflow="ellipsis")
         out.append("PLAN ", style="bold")
         out.append(f"({len(self.items)} staged)  ")
-        out.append("[f] force ", style="dim")
-        out.append("ON" if self.force else "off", style="bold yellow" if self.force else "dim")
-        out.append("   [d] dry-run ", style="dim")
-        out.append("ON" if self.dry_run else "off", style="bold cyan" if self.dry_run else "dim")
-        out.append("   [a] apply  ", style="dim")
         blocker = apply_blocker(self.environment, self.items, self.enabled)
         if self.environment == "prod":
-            out.append("⊘ apply disabled in prod", style="bold red")
-            out.append("\n ⊘ " + PROD_DISABLED_REASON, style="red")
+            out.append("⊘ apply disabled in prod", style=palette.style("bold $error"))
+            out.append("\n ⊘ " + PROD_DISABLED_REASON, style=palette.style("$error"))
         elif blocker and self.items:
-            out.append("⊘ refused", style="bold red")
-            out.append("\n ⊘ " + blocker, style="red")
+            out.append("⊘ refused", style=palette.style("bold $error"))
+            out.append("\n ⊘ " + blocker, style=palette.style("$error"))
         elif self.items:
-            out.append("ready: y/n confirmation follows", style="green")
+            out.append("a: apply (the dialog offers force and dry-run) · x: unstage all", style=palette.style("$success"))
         for item in self.items:
             out.append("\n ")
-            out.append(labelled(ACTIONS, item.action))
+            out.append(labelled(ACTIONS, item.action, palette=palette))
             out.append(f"  {item.id}", style="bold")
             out.append(f"  {short(item.commit or item.requestedCommit, 12)} → {item.target or '?'}  ")
             out.append(item.reason, style="dim")
         if not self.items:
-            out.append("\n space stages the selected service; staged rows are marked ●", style="dim")
+            out.append("\n space stages the selected service (+ all drifted); staged rows are marked ●", style="dim")
         return out

@@ -12,45 +12,113 @@ from unidesk_tui.documents import JobRecord, PlanItem, StepRecord
 
 log = logging.getLogger(__name__)
 
-# state -> (symbol, style). Symbols differ in shape so the grid reads in monochrome too.
+# state -> (symbol, style). Shapes differ so the grid reads without colour; colours are theme
+# variables ($name), resolved by `Palette` for the theme in use: green is fine, yellow needs a
+# deploy, red is broken, blue is under way, muted is not read.
 STATES: dict[str, tuple[str, str]] = {
-    "in-sync": ("✓", "green"),
-    "drift": ("≠", "yellow"),
-    "missing": ("∅", "red"),
-    "provenance-mismatch": ("⚠", "magenta"),
-    "unreachable": ("⊘", "bold red"),
+    "in-sync": ("✓", "$success"),
+    "drift": ("≠", "bold $warning"),
+    "degraded": ("▼", "$warning"),  # rolled out, but no replica is available
+    "progressing": ("◐", "bold $primary"),  # a rollout is under way
+    "missing": ("∅", "$error"),
+    "provenance-mismatch": ("⚠", "bold $error"),
+    "runtime-unreachable": ("⊗", "$error"),  # SSH answers, the runtime (docker, k3s API) does not
+    "unreachable": ("⊘", "bold $error"),
     "unsupported": ("–", "dim"),
-    "error": ("✗", "bold red"),
-    "planned": ("◇", "cyan"),  # environment dry-run plan: live runtime not read
+    "error": ("✗", "bold $error"),
+    "planned": ("◇", "$primary"),  # environment dry-run plan: live runtime not read
     "not-read": ("?", "dim"),
 }
+# Worst first (sorting by state, and the summary line's order): what needs attention floats up.
+STATE_ORDER: tuple[str, ...] = ("error", "unreachable", "runtime-unreachable", "provenance-mismatch", "missing", "degraded",
+                                "drift", "progressing", "planned", "not-read", "unsupported", "in-sync")
 HEALTH: dict[str, tuple[str, str]] = {
-    "healthy": ("+", "green"),
-    "unhealthy": ("!", "red"),
+    "healthy": ("+", "$success"),
+    "unhealthy": ("!", "$error"),
     "unknown": ("?", "dim"),
 }
 JOB_STATUS: dict[str, tuple[str, str]] = {
-    "queued": ("…", "cyan"),
-    "running": ("▶", "bold cyan"),
-    "succeeded": ("✓", "green"),
-    "failed": ("✗", "bold red"),
-    "cancelled": ("■", "yellow"),
-    "interrupted": ("↯", "yellow"),
+    "queued": ("…", "$primary"),
+    "running": ("▶", "bold $primary"),
+    "succeeded": ("✓", "$success"),
+    "failed": ("✗", "bold $error"),
+    "cancelled": ("■", "$warning"),
+    "interrupted": ("↯", "$warning"),
     "pending": ("·", "dim"),
     "skipped": ("»", "dim"),
+    "dry-run": ("◇", "$primary"),  # a succeeded dry run: nothing was deployed
 }
 ACTIONS: dict[str, tuple[str, str]] = {
-    "noop": ("=", "green"),
-    "deploy": ("↑", "yellow"),
+    "noop": ("=", "$success"),
+    "deploy": ("↑", "$warning"),
+    "redeploy": ("↻", "$warning"),  # noop, but force rebuilds and rolls out again
     "unsupported": ("–", "dim"),
-    "error": ("✗", "bold red"),
+    "error": ("✗", "bold $error"),
 }
+PROD_STYLE = "bold reverse $error"
+CHANGED_STYLE = "bold $warning"  # a running commit that differs from the desired one
 
 
-def labelled(table: dict[str, tuple[str, str]], name: str | None, fallback: str = "?") -> Text:
+class Palette:
+    """Resolves `$variable` tokens in a style to the current theme's colours (cached per theme)."""
+
+    _cache: dict[str, Palette] = {}
+
+    def __init__(self, variables: dict[str, str]) -> None:
+        self.variables = variables
+        self._styles: dict[str, str] = {}
+
+    @classmethod
+    def of(cls, app: Any) -> Palette:
+        """The palette of the app's current theme (plain fallbacks without an app)."""
+        name = getattr(getattr(app, "current_theme", None), "name", None) or ""
+        palette = cls._cache.get(name)
+        if palette is None:
+            variables = dict(FALLBACK)
+            if app is not None:
+                from textual.color import Color
+
+                for key, value in app.get_css_variables().items():
+                    try:
+                        variables[key] = Color.parse(value).hex
+                    except Exception:  # "auto 60%" and the like: not a plain colour
+                        continue
+            palette = cls._cache[name] = cls(variables)
+        return palette
+
+    def style(self, spec: str) -> str:
+        out = self._styles.get(spec)
+        if out is None:
+            out = " ".join(self.variables.get(w[1:], "default") if w.startswith("$") else w for w in spec.split())
+            self._styles[spec] = out
+        return out
+
+    def text(self, text: str, spec: str = "") -> Text:
+        return Text(text, style=self.style(spec))
+
+
+FALLBACK = {"success": "green", "warning": "yellow", "error": "red", "primary": "blue", "accent": "cyan"}
+PLAIN = Palette(FALLBACK)
+
+
+def labelled(table: dict[str, tuple[str, str]], name: str | None, fallback: str = "?", palette: Palette = PLAIN) -> Text:
     name = name or fallback
     symbol, style = table.get(name, ("?", ""))
-    return Text(f"{symbol} {name}", style=style)
+    return Text(f"{symbol} {name}", style=palette.style(style))
+
+
+def summary_text(states: list[str], palette: Palette = PLAIN) -> Text:
+    """`✓ 3 in-sync · ≠ 2 drift · ⊘ 1 unreachable`, worst first."""
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state] = counts.get(state, 0) + 1
+    out = Text()
+    for state in sorted(counts, key=lambda s: STATE_ORDER.index(s) if s in STATE_ORDER else 99):
+        if out:
+            out.append(" · ", style="dim")
+        symbol, style = STATES.get(state, ("?", ""))
+        out.append(f"{symbol} {counts[state]} {state}", style=palette.style(style))
+    return out
 
 
 def row_state(item: PlanItem, env_mode: bool) -> str:
@@ -76,8 +144,10 @@ def clock_text(epoch: float) -> str:
 def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "—"
-    if seconds < 60:
+    if seconds < 10:
         return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{int(seconds)}s"
     minutes, secs = divmod(int(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
@@ -130,9 +200,38 @@ def step_seconds(step: StepRecord, now: float) -> float | None:
     return (end if end is not None else now) - start
 
 
-def last_job_cell(job: JobRecord | None, now: float) -> Text:
+def job_shown_status(job: JobRecord) -> str:
+    """The status as shown: a succeeded dry run is `dry-run` (it deployed nothing)."""
+    return "dry-run" if job.dryRun and job.status == "succeeded" else job.status
+
+
+def job_when(job: JobRecord) -> float | None:
+    """When the job last changed: its end once finished (a cancel counts from the cancel)."""
+    return job_ended(job) or job_started(job)
+
+
+def failed_step(job: JobRecord) -> StepRecord | None:
+    return next((s for s in job.steps if s.status == "failed"), None)
+
+
+def job_reason(job: JobRecord) -> str | None:
+    """One line saying why a job did not succeed (None when it did, or still runs)."""
+    if job.status in ("succeeded", "queued", "running"):
+        return None
+    step = failed_step(job)
+    if step is not None:
+        return f"{step.service} · {step.name}: {step.message or step.code or 'failed'}"
+    errors = job.result.errors if job.result else []
+    if errors:
+        return f"{errors[0].code}: {errors[0].message}"
+    return f"job {job.status}"
+
+
+def last_job_cell(job: JobRecord | None, now: float, palette: Palette = PLAIN) -> Text:
     if job is None:
         return Text("—", style="dim")
-    status = job.status
+    status = job_shown_status(job)
     symbol, style = JOB_STATUS.get(status, ("?", ""))
-    return Text(f"{symbol} {status} {age_text(job_started(job), now)}", style=style)
+    step = failed_step(job)
+    where = f" at {step.name}" if step is not None else ""
+    return Text(f"{symbol} {status}{where} {age_text(job_when(job), now)}", style=palette.style(style))

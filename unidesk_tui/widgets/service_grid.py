@@ -25,7 +25,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from unidesk_tui.documents import JobRecord, PlanItem
-from unidesk_tui.widgets.present import HEALTH, STATES, labelled, last_job_cell, row_state, short
+from unidesk_tui.widgets.present import CHANGED_STYLE, HEALTH, PLAIN, STATE_ORDER, STATES, Palette, labelled, last_job_cell, row_state, short
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +42,38 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("job", "LAST JOB"),
 )
 SORTABLE: tuple[str, ...] = ("id", "mode", "target", "state", "health", "job")
-# Worst first when sorting by state: what needs attention floats up.
-STATE_RANK = {name: i for i, name in enumerate(("error", "unreachable", "provenance-mismatch", "missing", "drift", "planned", "not-read", "unsupported", "in-sync"))}
+# Columns dropped first when the terminal is narrow: id, state, desired and running stay.
+DROP_ORDER: tuple[str, ...] = ("mode", "job", "target", "health")
+STATE_RANK = {name: i for i, name in enumerate(STATE_ORDER)}
 PAD = 2  # spaces after each column
 
 
-def row_cells(item: PlanItem, *, env_mode: bool, staged: bool, last_job: JobRecord | None, now: float) -> dict[str, Text]:
-    """The cells of one service's row."""
+def row_cells(item: PlanItem, *, env_mode: bool, staged: bool, last_job: JobRecord | None, now: float,
+              palette: Palette = PLAIN, waiting: bool = False) -> dict[str, Text]:
+    """The cells of one service's row. `waiting`: its target has not answered this refresh yet."""
     state = row_state(item, env_mode)
-    health = item.live.health if item.live else "unknown"
-    running = item.live.commit if item.live else None
-    running_style = "" if running is None or running == item.commit else "yellow"
+    live = item.live
+    running = live.commit if live else None
+    state_cell = labelled(STATES, state, palette=palette)
+    if waiting:
+        state_cell.append(" ⟳", style="dim")
+    if live is None:
+        health = Text("—", style="dim")
+    elif state in ("missing", "unreachable", "runtime-unreachable"):
+        # An answer on the health path then comes from something else (another environment's pod).
+        health = Text("—", style="dim")
+    else:
+        health = labelled(HEALTH, live.health, palette=palette)
     return {
-        "mark": Text("●", style="bold cyan") if staged else Text(" "),
+        "mark": Text("●", style=palette.style("bold $accent")) if staged else Text(" "),
         "id": Text(item.id, style="bold"),
         "mode": Text(item.mode or "—"),
         "target": Text(item.target or "—"),
         "desired": Text(short(item.commit or item.requestedCommit)),
-        "running": Text(short(running), style=running_style),
-        "state": labelled(STATES, state),
-        "health": labelled(HEALTH, health) if item.live else Text("—", style="dim"),
-        "job": last_job_cell(last_job, now),
+        "running": Text(short(running), style=palette.style(CHANGED_STYLE) if running is not None and running != item.commit else ""),
+        "state": state_cell,
+        "health": health,
+        "job": last_job_cell(last_job, now, palette),
     }
 
 
@@ -115,6 +126,9 @@ class ServiceGrid(ScrollView, can_focus=True):
         self._widths: dict[str, int] = {key: Text(label).cell_len for key, label in COLUMNS}
         self._strips: dict[tuple[str, bool], Strip] = {}
         self._header: Strip | None = None
+        self._shown: tuple[str, ...] = tuple(key for key, _ in COLUMNS)
+        self.sort_key: tuple[str, bool] = ("id", False)  # (column, reverse): the header shows an arrow
+        self.empty_text: str = ""  # shown when there are no rows (e.g. the filter matches nothing)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -160,16 +174,40 @@ class ServiceGrid(ScrollView, can_focus=True):
                     self._widths[column] = text.cell_len
                     widths_changed = True
         if widths_changed:
-            self._strips.clear()
-            self._header = None
+            self._fit()
         self._order = order
         self._index = {k: i for i, k in enumerate(order)}
-        self.virtual_size = Size(sum(self._widths.values()) + PAD * len(COLUMNS), len(order) + 1)
+        self.virtual_size = Size(self._line_width(), len(order) + 1)
         if keep is not None and keep in self._index:
             self.set_reactive(ServiceGrid.cursor_row, self._index[keep])
         elif order:
             self.set_reactive(ServiceGrid.cursor_row, min(self.cursor_row, len(order) - 1))
         self.refresh()
+
+    def _line_width(self) -> int:
+        return sum(self._widths[k] + PAD for k in self._shown)
+
+    def _fit(self) -> None:
+        """Choose the columns that fit the width, dropping the least needed first."""
+        width = self.scrollable_content_region.width or self.size.width
+        shown = [key for key, _ in COLUMNS]
+        for key in DROP_ORDER:
+            if width <= 0 or sum(self._widths[k] + PAD for k in shown) <= width:
+                break
+            shown.remove(key)
+        self._shown = tuple(shown)
+        self._strips.clear()
+        self._header = None
+        self.virtual_size = Size(self._line_width(), len(self._order) + 1)
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def set_sort(self, column: str, reverse: bool) -> None:
+        if (column, reverse) != self.sort_key:
+            self.sort_key = (column, reverse)
+            self._header = None
+            self.refresh()
 
     def _forget(self, key: str) -> None:
         self._strips.pop((key, True), None)
@@ -221,15 +259,18 @@ class ServiceGrid(ScrollView, can_focus=True):
             self.post_message(self.RowSelected(self, self.selected_id))
 
     def on_click(self, event: events.Click) -> None:
-        if event.y == 0:
-            x = event.x + int(self.scroll_x)
-            for key, _label in COLUMNS:
+        offset = event.get_content_offset(self)  # inside the border: row 0 is the header
+        if offset is None:
+            return
+        if offset.y == 0:
+            x = offset.x + int(self.scroll_x)
+            for key in self._shown:
                 x -= self._widths[key] + PAD
                 if x < 0:
                     self.post_message(self.HeaderSelected(self, key))
                     break
             return
-        row = int(self.scroll_y) + event.y - 1
+        row = int(self.scroll_y) + offset.y - 1
         if 0 <= row < len(self._order):
             self.cursor_row = row
             if event.chain >= 2:
@@ -242,11 +283,11 @@ class ServiceGrid(ScrollView, can_focus=True):
         self._strips.clear()
         self._header = None
 
-    def _line(self, texts: list[Text], style: Style) -> Strip:
+    def _line(self, texts: dict[str, Text], style: Style) -> Strip:
         segments: list[Segment] = []
         console = self.app.console
-        for (key, _label), text in zip(COLUMNS, texts):
-            cell = text.copy()
+        for key in self._shown:
+            cell = texts[key].copy()
             cell.truncate(self._widths[key], overflow="ellipsis", pad=True)
             cell.append(" " * PAD)
             segments.extend(cell.render(console, end=""))
@@ -258,10 +299,14 @@ class ServiceGrid(ScrollView, can_focus=True):
         base = self.rich_style
         if y == 0:
             if self._header is None:
-                self._header = self._line([Text(label) for _key, label in COLUMNS], base + self.get_component_rich_style("grid--header"))
+                column, reverse = self.sort_key
+                labels = {key: Text(label + ((" ↓" if reverse else " ↑") if key == column else "")) for key, label in COLUMNS}
+                self._header = self._line(labels, base + self.get_component_rich_style("grid--header"))
             return self._header.crop_extend(scroll_x, scroll_x + width, base + self.get_component_rich_style("grid--header"))
         row = scroll_y + y - 1
         if row >= len(self._order):
+            if row == 0 and self.empty_text:
+                return Strip(Text(f" {self.empty_text}", style="italic").render(self.app.console, end="")).crop_extend(0, width, base)
             return Strip.blank(width, base)
         key = self._order[row]
         cursor = row == self.cursor_row
@@ -269,7 +314,7 @@ class ServiceGrid(ScrollView, can_focus=True):
         if strip is None:
             style = base + self.get_component_rich_style("grid--cursor") if cursor else base
             cells = self._cells[key]
-            strip = self._line([cells[c] for c, _ in COLUMNS], style)
+            strip = self._line(cells, style)
             self._strips[(key, cursor)] = strip
         fill = base + self.get_component_rich_style("grid--cursor") if cursor else base
         return strip.crop_extend(scroll_x, scroll_x + width, fill)

@@ -9,7 +9,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from unidesk_tui.documents import EnvSourceDoc, FileSourceDoc, PlanDocument
-from unidesk_tui.widgets.present import clock_text, duration_text
+from unidesk_tui.widgets.present import Palette, clock_text, duration_text
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,13 @@ class StatusHeader(Static):
     def render(self) -> Text:
         out = Text()
         out.append(" UniDesk ", style="bold reverse")
-        out.append(f"  workspace {self.workspace}  ", style="bold")
+        out.append(f"  {self.workspace}  ", style="bold")
         out.append(" env ")
+        palette = Palette.of(self.app)
         for key, label in ENV_CHOICES:
             number = {None: 1, "dev": 2, "prod": 3}[key]
             if key == self.environment:
-                out.append(f" {number}:{label} ", style="bold reverse" + (" red" if key == "prod" else ""))
+                out.append(f" {number}:{label} ", style=palette.style("bold reverse $error") if key == "prod" else "bold reverse")
             else:
                 out.append(f" {number}:{label} ", style="dim")
         out.append("\n")
@@ -68,32 +69,33 @@ class StatusHeader(Static):
         if doc and doc.environment:
             e = doc.environment
             line.append("dry-run environment plan: ", style="dim")
-            line.append(f"namespace {e.namespace} · provider {e.providerId} · target {e.target} · database {e.databaseName} #{e.databaseFingerprint}", style="cyan")
+            line.append(f"namespace {e.namespace} · provider {e.providerId} · target {e.target} · database {e.databaseName} #{e.databaseFingerprint}", style=Palette.of(self.app).style("$primary"))
         elif doc and isinstance(source, FileSourceDoc):
             line.append("live runtime read from each target over SSH", style="dim")
         return line
 
     def _freshness(self) -> Text:
+        palette = Palette.of(self.app)
         line = Text(" ")
         if self.refreshed_at is None:
             line.append("not refreshed yet", style="dim")
         else:
             line.append(f"refreshed {clock_text(self.refreshed_at)} in {duration_text(self.duration_s)}")
             if self.stale:
-                line.append("  STALE (cached)", style="bold yellow")
+                line.append("  STALE (cached)", style=palette.style("bold $warning"))
         if self.refreshing:
-            line.append("  ⟳ refreshing…", style="cyan")
+            line.append("  ⟳ refreshing…", style=palette.style("$primary"))
         doc = self.document
         if doc is not None:
             down: dict[str, int] = {}
             for item in doc.services:
-                if item.live is not None and item.live.state == "unreachable":
+                if item.live is not None and item.live.state in ("unreachable", "runtime-unreachable"):
                     down[item.target or "?"] = down.get(item.target or "?", 0) + 1
             if down:
-                line.append("  ⊘ unreachable: " + ", ".join(f"{t} ({n})" for t, n in sorted(down.items())), style="bold red")
+                line.append("  ⊘ unreachable: " + ", ".join(f"{t} ({n})" for t, n in sorted(down.items())), style=palette.style("bold $error"))
             general = [e for e in doc.errors if not e.service]
             if general:
-                line.append(f"  ✗ {general[0].code}: {general[0].message}", style="bold red")
+                line.append(f"  ✗ {general[0].code}: {general[0].message}", style=palette.style("bold $error"))
             elif doc.warnings:
-                line.append(f"  ⚠ {doc.warnings[0]}", style="yellow")
+                line.append(f"  ⚠ {doc.warnings[0]}", style=palette.style("$warning"))
         return line

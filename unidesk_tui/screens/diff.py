@@ -1,0 +1,113 @@
+"""What a deploy of one service would change: the commit range running..desired (subject, author),
+the files changed, and for k3s services the rendered manifest against the live objects."""
+
+from __future__ import annotations
+
+import logging
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.worker import Worker
+from textual.widgets import Footer, Static
+
+from unidesk_tui.changes import CommitRange, commit_range
+from unidesk_tui.documents import PlanItem
+from unidesk_tui.widgets.daemon import in_daemon_thread
+from unidesk_tui.widgets.guard import guard_handlers
+from unidesk_tui.widgets.present import PLAIN, Palette, short
+
+log = logging.getLogger(__name__)
+
+
+def range_text(item: PlanItem, changes: CommitRange, palette: Palette = PLAIN) -> Text:
+    out = Text()
+    out.append("running ", style="dim")
+    out.append(short(changes.running, 12), style=palette.style("bold $warning") if changes.running != changes.desired else "bold")
+    out.append("  →  desired ", style="dim")
+    out.append(short(changes.desired, 12), style="bold")
+    out.append(f"   {item.repo or ''}\n", style="dim")
+    if changes.note:
+        out.append(f"{changes.note}\n", style="italic")
+    out.append(f"\nCommits the deploy brings ({len(changes.forward)})\n", style="bold underline")
+    for c in changes.forward:
+        out.append("+ ", style=palette.style("$success"))
+        out.append(f"{c.sha[:12]} ", style=palette.style("$primary"))
+        out.append(c.subject)
+        out.append(f"  — {c.author}, {c.date}\n", style="dim")
+    if not changes.forward:
+        out.append("none\n", style="dim")
+    if changes.backward:
+        out.append(f"\nCommits it takes away ({len(changes.backward)})\n", style="bold underline")
+        for c in changes.backward:
+            out.append("- ", style=palette.style("$error"))
+            out.append(f"{c.sha[:12]} ", style=palette.style("$primary"))
+            out.append(c.subject)
+            out.append(f"  — {c.author}, {c.date}\n", style="dim")
+    out.append(f"\nFiles changed ({len(changes.files)})\n", style="bold underline")
+    for f in changes.files:
+        if f.added is None:
+            out.append("   bin  ", style="dim")
+        else:
+            out.append(f"{'+' + str(f.added):>6}", style=palette.style("$success"))
+            out.append(f" {'-' + str(f.removed):<6}", style=palette.style("$error"))
+        out.append(f" {f.path}\n")
+    if not changes.files:
+        out.append("none\n", style="dim")
+    return out
+
+
+@guard_handlers
+class DiffScreen(Screen[None]):
+    """Read-only; esc goes back."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("y", "yank", "Copy desired SHA"),
+    ]
+
+    def __init__(self, item: PlanItem, environment: str | None) -> None:
+        super().__init__()
+        self.item = item
+        self.environment = environment
+        self.changes: CommitRange | None = None
+        self.manifest: Text | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text.assemble((f" Diff {self.item.id} ", "bold reverse"), f"  {self.environment or 'local deploy.json'} · {self.item.mode or '?'} on {self.item.target or '?'}"), id="diff-title")
+        with VerticalScroll(id="diff-body"):
+            yield Static(Text("reading the commit range from the local mirror…", style="dim"), id="diff-range")
+            yield Static(id="diff-manifest")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#diff-manifest").display = False
+        self.load()
+
+    @work(group="diff", exit_on_error=False)
+    async def load(self) -> None:
+        item = self.item
+        running = item.live.commit if item.live else None
+        self.changes = await in_daemon_thread(commit_range, self.app.workspace.state_dir, item.repo, running, item.commit)
+        self.query_one("#diff-range", Static).update(range_text(item, self.changes, Palette.of(self.app)))
+        if item.mode == "k3sctl-managed":
+            await self._load_manifest()
+
+    async def _load_manifest(self) -> None:
+        from unidesk_tui.manifest_diff import manifest_diff
+
+        box = self.query_one("#diff-manifest", Static)
+        box.display = True
+        box.update(Text("\nrendering the manifest and reading the live objects…", style="dim"))
+        self.manifest = await in_daemon_thread(manifest_diff, self.app.workspace, self.item.id, self.environment)
+        box.update(self.manifest)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.app.report_worker(event)
+
+    def action_yank(self) -> None:
+        if self.item.commit:
+            self.app.yank(self.item.commit)
