@@ -63,10 +63,12 @@ class JobLogBatch(Message):
 
 @dataclass
 class TargetsPending(Message):
-    """A refresh started reading these targets; their rows are marked until each answers."""
+    """A refresh started reading these targets; their rows are marked until each answers.
+    `items`: the services being read, decided without live state (painted when nothing is yet)."""
 
     environment: str | None
     targets: set[str]
+    items: list[PlanItem]
     generation: int = 0
 
 

@@ -93,12 +93,14 @@ class DiffScreen(Screen[None]):
         running = item.live.commit if item.live else None
         self.changes = await in_daemon_thread(commit_range, self.app.workspace.state_dir, item.repo, running, item.commit)
         self.query_one("#diff-range", Static).update(range_text(item, self.changes, Palette.of(self.app)))
-        if item.mode == "k3sctl-managed":
+        if item.mode == "k3sctl-managed" and self.environment != "prod":
             await self._load_manifest()
 
     async def _load_manifest(self) -> None:
-        from unidesk_tui.manifest_diff import manifest_diff
-
+        try:
+            from unidesk_tui.manifest_diff import manifest_diff
+        except ImportError:  # this build has no manifest diff
+            return
         box = self.query_one("#diff-manifest", Static)
         box.display = True
         box.update(Text("\nrendering the manifest and reading the live objects…", style="dim"))

@@ -452,7 +452,7 @@ class JobLogScreen(Screen[None]):
             return
         title = f"{SECTION}{step.service} · {step.name} "
         lines = self.query_one(LogView).lines
-        at = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].startswith(title)), None)
+        at = next((i for i in range(len(lines) - 1, -1, -1) if title in lines[i]), None)
         if at is None:
             self.app.notify(f"{step.service} · {step.name} failed, but it wrote no log line", timeout=4)
             return

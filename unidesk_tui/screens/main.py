@@ -228,7 +228,7 @@ class MainScreen(Screen[None]):
             by_target: dict[str, list[DesiredService]] = defaultdict(list)
             for service in desired:
                 by_target[service.target or "?"].append(service)
-            self.post_message(TargetsPending(environment, set(by_target), generation))
+            self.post_message(TargetsPending(environment, set(by_target), [decide(s, live=None) for s in desired], generation))
             merged: dict[str, Observation] = {}
             lock = threading.Lock()
 
@@ -254,9 +254,14 @@ class MainScreen(Screen[None]):
 
     @on(TargetsPending)
     def _on_targets_pending(self, message: TargetsPending) -> None:
-        if message.generation == self._generation and env_key(message.environment) == env_key(self.environment):
+        if message.generation != self._generation:
+            return
+        key = env_key(message.environment)
+        if key not in self.documents:  # first run, no cache: the rows show now, waiting for their hosts
+            self.documents[key] = PlanDocument(ok=False, command="check", services=message.items)
+        if key == env_key(self.environment):
             self._waiting = set(message.targets)
-            self._render_grid()
+            self._render_all()
 
     @on(TargetAnswered)
     def _on_target_answered(self, message: TargetAnswered) -> None:

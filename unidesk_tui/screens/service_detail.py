@@ -185,6 +185,8 @@ class ServiceDetailScreen(ModalScreen[None]):
         options.add_options([Option(history_line(j, self.item.id, now, palette), id=j.id) for j in self.history[:HISTORY_SHOWN]])
         if not self.history:
             options.add_option(Option(Text("no job touched this service here yet", style="dim"), disabled=True))
+        else:
+            options.highlighted = 0
         options.focus()
 
     def _selected(self) -> JobRecord | None:

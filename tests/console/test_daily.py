@@ -1,0 +1,344 @@
+"""The console for daily use (issue 14): colour, layout, mouse, keys, history, diff, log viewer,
+alerts and the streaming refresh, on the real git workspace of conftest and real job files."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.console.conftest import FIXED_NOW, SIZE, ConsoleWorld, record_job, step
+from tests.console.test_console import grid, make_app, row_ids, settle
+from unidesk_tui import jobs
+from unidesk_tui.changes import commit_range
+from unidesk_tui.documents import ErrorItem, JobResult, LiveState, PlanItem
+from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
+from unidesk_tui.screens.diff import DiffScreen
+from unidesk_tui.screens.job_log import JobLogScreen, LogView
+from unidesk_tui.screens.jobs_list import JobsScreen
+from unidesk_tui.screens.message_dialog import MessageDialog
+from unidesk_tui.screens.service_detail import ServiceDetailScreen
+from unidesk_tui.widgets.present import STATES, Palette, last_job_cell, summary_text
+
+FAILED_JOB = "20261127T035500Z-5e1f0a"
+RUNNING_JOB = "20261127T035800Z-0a1b2c"
+DRY_JOB = "20261127T035000Z-d1d1d1"
+
+
+def failed_job(world: ConsoleWorld, job_id: str = FAILED_JOB, status: str = "failed", alive: bool = False) -> None:
+    want, old = world.commits[2], world.commits[1]
+    message = f"backend-core: live runtime does not prove {want}: health deploy.commit is {old} (healthy), expected {want}"
+    steps = [step("backend-core", "source", "succeeded", 92, 3.1), step("backend-core", "build", "succeeded", 88, 21.5),
+             step("backend-core", "verify", status if status != "running" else "running", 63, None if status == "running" else 60.0,
+                  **({"code": "verification_failed", "message": message} if status == "failed" else {}))]
+    record_job(
+        world.state_dir, job_id, status=status, services=["backend-core"], workspace=world.workspace, alive=alive, steps=steps,
+        result=JobResult(ok=False, services={"backend-core": "failed"}, errors=[ErrorItem(code="verification_failed", message=message, service="backend-core")]) if status == "failed" else None,
+        events=[
+            ("backend-core", "build", "stderr", "#8 DONE 0.0s"),
+            ("backend-core", "build", "stdout", "#9 exporting to image"),
+            *[("backend-core", "build", "stdout", f"#10 layer {i} pushed to the build cache " + "x" * 80) for i in range(40)],
+            ("backend-core", "verify", "stdout", f"verification pending: health deploy.commit is {old} (healthy), expected {want}"),
+            ("backend-core", "verify", "stderr", f"verification_failed: health deploy.commit is {old} (healthy), expected {want}"),
+        ],
+    )
+
+
+async def wait_until(pilot, pred, what: str, tries: int = 400) -> None:
+    for _ in range(tries):
+        await pilot.pause(0.05)
+        if pred():
+            return
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- colour --------------------------------------------------------------------------------------
+
+def test_every_state_has_its_own_shape() -> None:
+    symbols = [symbol for symbol, _style in STATES.values()]
+    assert len(set(symbols)) == len(symbols)
+    for name in ("progressing", "degraded", "runtime-unreachable"):
+        assert name in STATES and STATES[name][0] != STATES["missing"][0]
+
+
+def test_a_dry_run_is_not_shown_as_succeeded(world: ConsoleWorld) -> None:
+    record_job(world.state_dir, DRY_JOB, status="succeeded", services=["backend-core"], workspace=world.workspace, steps=[], events=[])
+    job = jobs.load_job(world.state_dir, DRY_JOB).model_copy(update={"dryRun": True})
+    cell = last_job_cell(job, FIXED_NOW).plain
+    assert "dry-run" in cell and "succeeded" not in cell
+    assert "10s ago" in cell  # counted from its end, not its start (94 s ago)
+
+
+class TestColour:
+    async def test_states_take_theme_colours_and_a_summary_counts_them(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            palette = Palette.of(app)
+            theme = app.get_css_variables()
+            assert palette.style("$error").lower() == theme["error"].lower()
+            unreachable = grid(app).get_cell("backend-core", "state")
+            unsupported = grid(app).get_cell("node-exporter", "state")
+            assert theme["error"].lower() in str(unreachable.style).lower()
+            assert str(unreachable.style) != str(unsupported.style)
+            title = grid(app).border_title
+            assert "4 unreachable" in str(title) and "1 unsupported" in str(title)
+            assert summary_text(["drift", "drift", "missing", "in-sync"]).plain == "∅ 1 missing · ≠ 2 drift · ✓ 1 in-sync"
+
+    async def test_prod_is_marked(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await settle(pilot, app)
+            assert app.main_screen.has_class("-prod")
+            assert "PROD" in str(grid(app).border_title)
+
+
+# -- layout and mouse ----------------------------------------------------------------------------
+
+class TestLayout:
+    async def test_80x24_keeps_id_state_desired_running_and_dialogs_fit(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            shown = grid(app)._shown
+            assert {"id", "state", "desired", "running"} <= set(shown)
+            line = grid(app).render_line(1).text
+            assert "backend-core" in line and "◇ planned" in line
+            await pilot.press("space", "a")
+            assert isinstance(app.screen, ConfirmApplyScreen)
+            dialog = app.screen.query_one("#confirm-dialog")
+            assert dialog.region.right <= 80 and dialog.region.bottom <= 24
+            assert app.screen.query_one("#confirm-keys").region.bottom <= 24  # the keys line is not cut
+
+    async def test_wide_terminal_shows_the_side_pane(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=(200, 50)) as pilot:
+            await settle(pilot, app)
+            side = app.main_screen.query_one("#side")
+            assert side.display
+            await pilot.press("j")
+            await pilot.pause()
+            assert "code-queue" in str(side.render())
+        narrow = make_app(world)
+        async with narrow.run_test(size=SIZE) as pilot:
+            await settle(pilot, narrow)
+            assert not narrow.main_screen.query_one("#side").display
+
+    async def test_a_click_selects_the_clicked_row(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            # widget row 0 is the border, row 1 the header: row 3 is the second service
+            await pilot.click("#grid", offset=(5, 3))
+            assert grid(app).selected_id == row_ids(app)[1]
+
+    async def test_an_empty_filter_result_says_so(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            await pilot.press("slash", *"zzz")
+            await pilot.pause()
+            assert row_ids(app) == []
+            assert "no service matches" in grid(app).render_line(1).text
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+class TestKeys:
+    async def test_stage_all_drifted_and_yank(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            await pilot.press("plus")
+            # the dev slice's planned services, not code-queue-mgr (outside the slice)
+            assert app.main_screen.staged_ids == ["backend-core", "code-queue", "frontend"]
+            await pilot.press("y")
+            assert app.clipboard == world.commits[2]
+
+    async def test_force_and_dry_run_belong_to_the_dialog(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            await pilot.press("space", "a", "f")
+            text = str(app.screen.query_one("#confirm-text").render())
+            assert "force ON" in text.replace("\n", " ") or "f force ON" in text
+            assert "Apply 1 service to dev?" in str(app.screen.query_one("#confirm-title").render())
+            await pilot.press("escape", "a")
+            assert not app.screen.request.force  # not sticky: a new dialog starts with both off
+
+    async def test_enter_opens_jobs_and_the_stack_stays_shallow_and_q_only_quits_main(self, world: ConsoleWorld) -> None:
+        failed_job(world)
+        app = make_app(world, reattach=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            for _ in range(3):
+                await pilot.press("J")
+                await wait_until(pilot, lambda: isinstance(app.screen, JobsScreen) and app.screen.selected_job(), "jobs list")
+                await pilot.press("enter")
+                await wait_until(pilot, lambda: isinstance(app.screen, JobLogScreen), "job log")
+            assert len(app.screen_stack) <= 3
+            await pilot.press("q")
+            assert app.is_running and isinstance(app.screen, JobLogScreen)
+            await pilot.press("escape")
+            assert app.screen is not None and not isinstance(app.screen, JobLogScreen)
+
+
+# -- detail, history, diff -----------------------------------------------------------------------
+
+class TestDetail:
+    async def test_history_and_a_redeploy_that_needs_the_manifest(self, world: ConsoleWorld) -> None:
+        failed_job(world)
+        old = world.commits[0]
+        jobs.update_job(world.state_dir, FAILED_JOB, lambda r: r.model_copy(update={"plan": [PlanItem(id="backend-core", commit=old, action="deploy", reason="drift")]}))
+        app = make_app(world, reattach=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            await pilot.press("enter")
+            screen = app.screen
+            assert isinstance(screen, ServiceDetailScreen)
+            text = str(screen.query_one("#detail-text").render())
+            assert text.index("Layers") < text.index("Evidence")
+            assert "desired" in text and world.commits[2][:12] in text
+            assert "verify" in text  # the last job's reason
+            assert [j.id for j in screen.history] == [FAILED_JOB]
+            await pilot.press("R")
+            assert isinstance(app.screen, MessageDialog)
+            body = str(app.screen.query_one("#message-body").render())
+            assert f'"commitId": "{old}"' in body and "deploy.json" in body
+
+    def test_commit_range_from_the_mirror(self, world: ConsoleWorld) -> None:
+        from unidesk_tui.reconcile import run_plan
+
+        run_plan(world.ws(), "check")  # resolving fills the mirror
+        changes = commit_range(world.state_dir, world.service_url, world.commits[0], world.commits[2])
+        assert [c.subject for c in changes.forward] == ["v2", "v1"]
+        assert changes.forward[0].author == "Lab Author" and changes.forward[0].sha == world.commits[2]
+        assert [f.path for f in changes.files] == ["Dockerfile"]
+        back = commit_range(world.state_dir, world.service_url, world.commits[2], world.commits[0])
+        assert back.forward == [] and [c.subject for c in back.backward] == ["v2", "v1"] and "rolls back" in (back.note or "")
+
+    async def test_d_opens_the_diff_view(self, world: ConsoleWorld) -> None:
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            main = app.main_screen
+            item = main.item("frontend")
+            live = LiveState(state="drift", commit=world.commits[0], health="healthy", evidence={"layers": {"image label": world.commits[0]}})
+            services = main.documents["file"].services
+            services[[i.id for i in services].index("frontend")] = item.model_copy(update={"live": live})
+            main._render_all()
+            grid(app).select("frontend")
+            await pilot.press("d")
+            assert isinstance(app.screen, DiffScreen)
+            await wait_until(pilot, lambda: app.screen.changes is not None, "the commit range")
+            text = str(app.screen.query_one("#diff-range").render())
+            assert "v1" in text and "Lab Author" in text and "Dockerfile" in text
+            await pilot.press("escape")
+            assert app.screen is main
+
+
+# -- log viewer ----------------------------------------------------------------------------------
+
+class TestLogViewer:
+    async def test_search_wrap_timestamps_failure_and_save(self, world: ConsoleWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        failed_job(world)
+        monkeypatch.chdir(tmp_path)
+        app = make_app(world, reattach=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            app.open_job(FAILED_JOB)
+            await wait_until(pilot, lambda: isinstance(app.screen, JobLogScreen) and app.screen.job is not None and app.screen.lines_written, "the log")
+            screen = app.screen
+            view = screen.query_one(LogView)
+            assert app.focused is view  # the log scrolls without Tab
+            lines = list(view.lines)
+            assert any("#8 DONE 0.0s" in line for line in lines)
+            assert not any(line.startswith("! ") for line in lines)  # stderr progress is no warning
+            await pilot.press("slash", *"layer 3", "enter")
+            assert len(screen.matches) == 11  # layer 3, 30..39
+            assert "search “layer 3”" in str(screen.query_one("#log-status").render())
+            last = screen.match_index
+            await pilot.press("n")
+            assert screen.match_index == (last + 1) % 11
+            await pilot.press("N", "N")
+            assert screen.match_index == (last - 1) % 11
+            before = len(view.lines)
+            await pilot.press("w")
+            assert len(view.lines) > before  # long lines wrap
+            await pilot.press("t")
+            assert view.lines[0][:2].isdigit()  # HH:MM:SS first
+            await pilot.press("exclamation_mark")
+            assert "failing step: backend-core · verify" in str(screen.query_one("#log-status").render())
+            await pilot.press("z")
+            assert not screen.query_one("#job-steps").display
+            await pilot.press("s")
+            saved = tmp_path / f"unidesk-job-{FAILED_JOB}.log"
+            await wait_until(pilot, saved.exists, "the saved log")
+            assert "verification_failed" in saved.read_text()
+
+
+# -- alerts and timers ---------------------------------------------------------------------------
+
+class TestAlerts:
+    async def test_a_job_failing_in_the_background_raises_a_toast_and_a_bell(self, world: ConsoleWorld) -> None:
+        failed_job(world, RUNNING_JOB, status="running", alive=True)
+        app = make_app(world, reattach=False, jobs_interval=0.1)
+        bells = []
+        app.bell = lambda: bells.append(1)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            assert "running" in grid(app).get_cell("backend-core", "job").plain
+
+            def fail(record):
+                done = [s.model_copy(update={"status": "failed", "message": "verification failed: health is old"}) if s.name == "verify" else s for s in record.steps]
+                return record.model_copy(update={"status": "failed", "steps": done, "endedAt": record.startedAt})
+
+            jobs.update_job(world.state_dir, RUNNING_JOB, fail)
+            await wait_until(pilot, lambda: bells, "the bell")
+            toast = [str(n.message) for n in app._notifications]
+            assert any("verify" in t and "health is old" in t for t in toast)
+            assert not any(n.title == "Job started" for n in app._notifications)
+            assert "failed at verify" in grid(app).get_cell("backend-core", "job").plain
+
+    async def test_the_elapsed_time_of_a_hung_job_ticks(self, world: ConsoleWorld) -> None:
+        failed_job(world, RUNNING_JOB, status="running", alive=True)
+        now = [FIXED_NOW]
+        app = make_app(world, clock=lambda: now[0])
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, JobLogScreen) and app.screen.job is not None, "reattach")
+            header = lambda: str(app.screen.query_one("#job-header").render())  # noqa: E731
+            assert "elapsed 1m34s" in header()
+            now[0] += 30  # no event arrives; the header moves on its own
+            await wait_until(pilot, lambda: "elapsed 2m04s" in header(), "the elapsed time to tick", tries=60)
+
+
+# -- streaming refresh ---------------------------------------------------------------------------
+
+class TestStreaming:
+    async def test_a_silent_host_holds_only_its_own_rows(self, world: ConsoleWorld) -> None:
+        """main-server accepts TCP and never speaks SSH; D601 refuses at once: its rows turn
+        unreachable while main-server's wait (⟳), then main-server's turn within the connect bound."""
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        try:
+            config = (world.workspace / "config.json").read_text()
+            (world.workspace / "config.json").write_text(config.replace('"port": 1,', f'"port": {silent.getsockname()[1]},'))
+            app = make_app(world)
+            async with app.run_test(size=SIZE) as pilot:
+                started = time.monotonic()
+                await wait_until(pilot, lambda: "unreachable" in grid(app).get_cell("code-queue", "state").plain if "code-queue" in row_ids(app) else False, "D601's rows", 60)
+                assert time.monotonic() - started < 2.0
+                assert app.main_screen._refreshing is not None  # the refresh is still waiting on main-server
+                assert "⟳" in grid(app).get_cell("backend-core", "state").plain
+                await settle(pilot, app)
+                assert "unreachable" in grid(app).get_cell("backend-core", "state").plain
+                assert time.monotonic() - started < 8.0  # the connect bound (5 s), not the probe bound
+        finally:
+            silent.close()
