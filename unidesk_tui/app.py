@@ -66,7 +66,7 @@ class UnideskApp(App[int]):
         Binding("ctrl+p", "command_palette", "Palette", key_display="ctrl+p", show=False, priority=True),
         Binding("colon", "command_palette", "Palette", show=False),
         Binding("question_mark", "help", "Help"),
-        Binding("q", "quit_console", "Quit"),
+        Binding("q", "quit_console", "Quit (from the main screen)", show=False),
         Binding("ctrl+c", "force_quit", "Quit", show=False, priority=True),
     ]
 
@@ -195,11 +195,7 @@ class UnideskApp(App[int]):
         if job is None or job.status not in jobs.ACTIVE:
             self.notify(f"job {job_id} is not running", timeout=3)
             return
-        cancel = getattr(jobs, "cancel", None)
-        if cancel is None:
-            self.notify("this build cannot cancel jobs yet (unidesk job cancel is missing)", severity="warning", timeout=5)
-            return
-        body = f"job {job.id} ({job.environment} · {', '.join(job.services)}) is {job.status}.\nCancelling stops it; a step already changing a target finishes first."
+        body = f"job {job.id} ({job.environment} · {', '.join(job.services)}) is {job.status}.\nCancelling stops its current step (and that step's command on the target); the job records which step it stopped."
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -212,7 +208,7 @@ class UnideskApp(App[int]):
         from unidesk_tui.errors import UnideskError
 
         try:
-            jobs.cancel(self.workspace.state_dir, job_id)  # type: ignore[attr-defined]
+            jobs.cancel(self.workspace.state_dir, job_id)
         except UnideskError as exc:
             self.call_from_thread(self.notify, "; ".join(f"{p.code}: {p.message}" for p in exc.problems), title="Cancel refused", severity="error", timeout=8)
             return

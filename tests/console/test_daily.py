@@ -112,7 +112,9 @@ class TestLayout:
             assert isinstance(app.screen, ConfirmApplyScreen)
             dialog = app.screen.query_one("#confirm-dialog")
             assert dialog.region.right <= 80 and dialog.region.bottom <= 24
-            assert app.screen.query_one("#confirm-keys").region.bottom <= 24  # the keys line is not cut
+            await pilot.pause()
+            keys = app.screen.query_one("#confirm-keys")
+            assert keys.region.height == 1 and keys.region.bottom < dialog.region.bottom  # the keys line is not cut
 
     async def test_wide_terminal_shows_the_side_pane(self, world: ConsoleWorld) -> None:
         app = make_app(world)
@@ -342,3 +344,58 @@ class TestStreaming:
                 assert time.monotonic() - started < 8.0  # the connect bound (5 s), not the probe bound
         finally:
             silent.close()
+
+
+# -- cancel --------------------------------------------------------------------------------------
+
+class TestCancel:
+    async def test_c_asks_then_cancels_the_running_job(self, world: ConsoleWorld) -> None:
+        """The worker is a real process of its own (never this test): cancel signals it."""
+        import subprocess
+
+        worker = subprocess.Popen(["sleep", "60"])
+        try:
+            failed_job(world, RUNNING_JOB, status="running")
+            jobs.update_job(world.state_dir, RUNNING_JOB, lambda r: r.model_copy(update={"workerPid": worker.pid, "workerStart": jobs.process_start(worker.pid)}))
+            app = make_app(world, reattach=False)
+            async with app.run_test(size=SIZE) as pilot:
+                await settle(pilot, app)
+                await pilot.press("c")
+                assert isinstance(app.screen, MessageDialog) and RUNNING_JOB in str(app.screen.query_one("#message-title").render())
+                await pilot.press("n")
+                assert not jobs.cancel_requested(world.state_dir, RUNNING_JOB)
+                await pilot.press("c", "y")
+                await wait_until(pilot, lambda: jobs.cancel_requested(world.state_dir, RUNNING_JOB), "the cancel request")
+                assert worker.wait(timeout=5) == -15  # SIGTERM reached the worker
+        finally:
+            worker.kill()
+            worker.wait()
+
+
+# -- manifest diff -------------------------------------------------------------------------------
+
+def test_the_manifest_diff_compares_only_what_the_manifest_sets() -> None:
+    from unidesk_tui.manifest_diff import object_diff
+
+    rendered = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "code-queue", "namespace": "unidesk"},
+                "spec": {"replicas": 1, "template": {"metadata": {"annotations": {"unidesk.ai/deployed-at": "now"}},
+                                                     "spec": {"containers": [{"name": "app", "image": "svc:new"}]}}}}
+    live = {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "code-queue", "namespace": "unidesk", "uid": "1234", "managedFields": [{}]},
+            "spec": {"replicas": 1, "template": {"metadata": {"annotations": {"unidesk.ai/deployed-at": "earlier"}},
+                                                 "spec": {"containers": [{"name": "sidecar", "image": "x"}, {"name": "app", "image": "svc:old", "imagePullPolicy": "Never"}]}}},
+            "status": {"availableReplicas": 1}}
+    changed = object_diff(rendered, live)
+    assert "-      - image: svc:old" in changed.diff and "+      - image: svc:new" in changed.diff
+    assert not any("uid" in line or "status" in line or "deployed-at" in line or "sidecar" in line for line in changed.diff)
+    same = object_diff(rendered, {**live, "spec": {**live["spec"], "template": {**live["spec"]["template"], "spec": {"containers": [{"name": "app", "image": "svc:new"}]}}}})
+    assert same.diff == []
+    assert object_diff(rendered, None).live_missing
+
+
+def test_the_manifest_diff_says_why_it_has_no_render(world: ConsoleWorld) -> None:
+    from unidesk_tui.manifest_diff import manifest_diff
+
+    diff = manifest_diff(world.ws(), "code-queue", None)
+    assert diff.manifest == f"k3s/code-queue.k8s.yaml@{world.commits[2][:12]}"
+    assert "cannot read k3s/code-queue.k8s.yaml" in (diff.note or "")

@@ -121,3 +121,97 @@ class TestJobSnapshots:
 
         assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
+
+
+def _vary_states(app, world: ConsoleWorld) -> None:
+    """Give the real check's rows one live state each, so the picture shows every colour: the
+    grid's rendering is what is photographed (the states themselves are tested on the lab)."""
+    from unidesk_tui.documents import LiveState
+
+    main = app.main_screen
+    doc = main.documents["file"]
+    old = world.commits[0]
+    states = {
+        "backend-core": LiveState(state="drift", commit=old, health="healthy"),
+        "frontend": LiveState(state="in-sync", commit=world.commits[1], health="healthy"),
+        "code-queue": LiveState(state="missing", health="unknown", message="Deployment unidesk/code-queue not found"),
+        "code-queue-mgr": LiveState(state="provenance-mismatch", commit=old, health="healthy", message="rollout incomplete"),
+    }
+    main.documents["file"] = doc.model_copy(update={"services": [
+        i.model_copy(update={"live": states[i.id], "action": "noop" if states[i.id].state == "in-sync" else "deploy"}) if i.id in states else i
+        for i in doc.services
+    ]})
+    main._render_all()
+
+
+class TestDailySnapshots:
+    def test_coloured_grid(self, world: ConsoleWorld, snap_compare) -> None:
+        """Shape and colour per state, the running commit that differs highlighted, the summary line."""
+        app = make_app(world)
+        _still(app)
+
+        async def run_before(pilot) -> None:
+            await settle(pilot, app)
+            _vary_states(app, world)
+            await pilot.pause()
+
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+    def test_80x24(self, world: ConsoleWorld, snap_compare) -> None:
+        """id, state, desired and running stay; the confirmation fits."""
+        app = make_app(world)
+        _still(app)
+
+        async def run_before(pilot) -> None:
+            await pilot.press("2")
+            await settle(pilot, app)
+            await pilot.press("space", "a")
+            await pilot.pause()
+
+        assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+    def test_wide_layout_side_pane(self, world: ConsoleWorld, snap_compare) -> None:
+        app = make_app(world)
+        _still(app)
+
+        async def run_before(pilot) -> None:
+            await settle(pilot, app)
+            _vary_states(app, world)
+            await pilot.pause()
+
+        assert snap_compare(app, terminal_size=(200, 50), run_before=run_before)
+
+    def test_diff_view(self, world: ConsoleWorld, snap_compare) -> None:
+        from unidesk_tui.screens.diff import DiffScreen
+
+        app = make_app(world)
+        _still(app)
+
+        async def run_before(pilot) -> None:
+            await settle(pilot, app)
+            _vary_states(app, world)
+            app.main_screen.select_service("backend-core")
+            await pilot.press("d")
+            for _ in range(200):
+                await pilot.pause(0.05)
+                if isinstance(app.screen, DiffScreen) and app.screen.changes is not None:
+                    break
+            await pilot.pause()
+
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+    def test_log_search(self, world: ConsoleWorld, snap_compare) -> None:
+        from tests.console.test_daily import failed_job
+
+        failed_job(world)
+        app = make_app(world)
+        _still(app)
+
+        async def run_before(pilot) -> None:
+            await settle(pilot, app)
+            app.open_job(FAILED_JOB)
+            await _wait_job_view(pilot, app, FAILED_JOB)
+            await pilot.press("slash", *"layer 3", "enter", "N")
+            await pilot.pause()
+
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

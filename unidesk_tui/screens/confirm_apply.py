@@ -113,6 +113,10 @@ class ConfirmApplyScreen(ModalScreen[ApplyRequest | None]):
             yield Static(Text.assemble(("y", "bold reverse"), " apply   ", ("f", "bold reverse"), " force   ", ("d", "bold reverse"), " dry-run   ",
                                        ("n", "bold reverse"), "/", ("esc", "bold reverse"), " cancel"), id="confirm-keys")
 
+    def on_resize(self) -> None:
+        # The keys line must stay on screen: the body scrolls instead (title, margins, keys, border: 7 rows).
+        self.query_one("#confirm-body").styles.max_height = max(3, min(22, self.size.height - 7))
+
     def action_toggle(self, option: str) -> None:
         self.request = replace(self.request, **{option: not getattr(self.request, option)})
         self.query_one("#confirm-text", Static).update(describe(self.request))

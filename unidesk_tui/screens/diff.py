@@ -16,6 +16,7 @@ from textual.widgets import Footer, Static
 
 from unidesk_tui.changes import CommitRange, commit_range
 from unidesk_tui.documents import PlanItem
+from unidesk_tui.manifest_diff import ManifestDiff, manifest_diff
 from unidesk_tui.widgets.daemon import in_daemon_thread
 from unidesk_tui.widgets.guard import guard_handlers
 from unidesk_tui.widgets.present import PLAIN, Palette, short
@@ -60,6 +61,33 @@ def range_text(item: PlanItem, changes: CommitRange, palette: Palette = PLAIN) -
     return out
 
 
+def manifest_text(diff: ManifestDiff, palette: Palette = PLAIN) -> Text:
+    out = Text()
+    out.append(f"\nManifest {diff.manifest or ''} rendered, against the live objects\n", style="bold underline")
+    if diff.note:
+        out.append(f"{diff.note}\n", style="italic")
+    for obj in diff.objects:
+        out.append(f"\n{obj.kind} {obj.namespace}/{obj.name}  ", style="bold")
+        if obj.live_missing:
+            out.append("not in the cluster: the deploy creates it\n", style=palette.style("$warning"))
+        elif not obj.diff:
+            out.append("no change\n", style=palette.style("$success"))
+        else:
+            out.append("\n")
+        for line in obj.diff:
+            if diff.note and not obj.live_missing:  # live side unknown: the render, unmarked
+                out.append(f"  {line[1:]}\n", style="dim")
+            elif line.startswith(("---", "+++", "@@")):
+                out.append(f"{line}\n", style="dim")
+            elif line.startswith("+"):
+                out.append(f"{line}\n", style=palette.style("$success"))
+            elif line.startswith("-"):
+                out.append(f"{line}\n", style=palette.style("$error"))
+            else:
+                out.append(f"{line}\n")
+    return out
+
+
 @guard_handlers
 class DiffScreen(Screen[None]):
     """Read-only; esc goes back."""
@@ -74,7 +102,7 @@ class DiffScreen(Screen[None]):
         self.item = item
         self.environment = environment
         self.changes: CommitRange | None = None
-        self.manifest: Text | None = None
+        self.manifest: ManifestDiff | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(Text.assemble((f" Diff {self.item.id} ", "bold reverse"), f"  {self.environment or 'local deploy.json'} · {self.item.mode or '?'} on {self.item.target or '?'}"), id="diff-title")
@@ -97,15 +125,11 @@ class DiffScreen(Screen[None]):
             await self._load_manifest()
 
     async def _load_manifest(self) -> None:
-        try:
-            from unidesk_tui.manifest_diff import manifest_diff
-        except ImportError:  # this build has no manifest diff
-            return
         box = self.query_one("#diff-manifest", Static)
         box.display = True
         box.update(Text("\nrendering the manifest and reading the live objects…", style="dim"))
         self.manifest = await in_daemon_thread(manifest_diff, self.app.workspace, self.item.id, self.environment)
-        box.update(self.manifest)
+        box.update(manifest_text(self.manifest, Palette.of(self.app)))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         self.app.report_worker(event)

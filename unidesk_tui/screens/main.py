@@ -69,6 +69,7 @@ class MainScreen(Screen[None]):
         Binding("c", "cancel_job", "Cancel the service's running job", show=False),
         Binding("y", "yank", "Copy the desired SHA (OSC 52)", show=False),
         Binding("escape", "escape", "Clear the filter", show=False),
+        Binding("q", "app.quit_console", "Quit"),
     ]
 
     #: The environment on screen: None for the local deploy.json, "dev" or "prod".
