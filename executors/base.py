@@ -61,6 +61,8 @@ class Executor(ABC):
     mode: ClassVar[str]
     # A task (e.g. dev-env prewarm-images) runs for a target, not for a catalog microservice.
     task: ClassVar[bool] = False
+    # The job holds a lock on the item's target host while it runs (unidesk_tui/target_locks.py).
+    target_lock: ClassVar[bool] = True
 
     @abstractmethod
     async def probe(self, session, catalog: Catalog, service: DesiredService) -> Observation:

@@ -122,6 +122,7 @@ async def verify(ctx) -> None:
 
 class FileWorkload(Executor):
     mode = "unidesk-direct"
+    target_lock = False  # it acts on files in the runtime dir, never on a target host
 
     async def probe(self, session, catalog, service) -> Observation:
         return observe(service)

@@ -2,7 +2,8 @@
 
 Runs each service's executor steps in order, records every step's status and timing in job.json,
 appends their progress to the event log, fails a step that emitted nothing (`no_progress`), and
-records the result. `jobs.cancel` (a request file, then SIGTERM) cancels the job: the running step
+records the result. Before the first step it takes the lock on each service's target host
+(target_locks.py), held by its SSH session until the job ends. `jobs.cancel` (a request file, then SIGTERM) cancels the job: the running step
 is stopped, its remote command killed on the target with its channel, and the job recorded
 `cancelled` naming that step; the locks are released at the end.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from executors.base import Executor, Step, executor_for
-from unidesk_tui import jobs, locks
+from unidesk_tui import jobs, locks, target_locks
 from unidesk_tui.catalog import Catalog, Target, parse_catalog
 from unidesk_tui.documents import ErrorItem, JobRecord, JobResult, PlanItem, StepRecord
 from unidesk_tui.errors import ErrorCode, UnideskError
@@ -134,7 +135,17 @@ class Worker:
             status = "failed"
         if jobs.cancel_requested(self.state_dir, self.job_id):
             status = "cancelled"
+        held = target_locks.TargetLocks()
         try:
+            if status == "succeeded" and not record.dryRun:
+                try:
+                    held = await self._target_locks(record, pool)
+                except UnideskError as exc:
+                    errors += [ErrorItem(**p.to_dict()) for p in exc.problems]
+                    status = "failed"
+                    for item in record.plan:
+                        outcome[item.id] = "skipped"
+                        self._skip_rest(item.id, f"not run: {exc.problems[0].message}")
             for item in record.plan:
                 if status == "succeeded" and jobs.cancel_requested(self.state_dir, self.job_id):
                     status = "cancelled"
@@ -153,6 +164,7 @@ class Worker:
             status = "cancelled"
         finally:
             try:
+                await asyncio.shield(held.release())
                 await asyncio.shield(pool.close())
             except (Exception, asyncio.CancelledError):  # closing must not change the job's result
                 log.debug("closing the target pool failed", exc_info=True)
@@ -171,6 +183,18 @@ class Worker:
         if not record.dryRun:
             locks.release(self.state_dir, record.environment, record.services, self.job_id)
         return final
+
+    async def _target_locks(self, record: JobRecord, pool: _Pool) -> target_locks.TargetLocks:
+        """Take the lock on each service's target (one apply per service across controllers)."""
+        wanted = {item.id: item.target for item in record.plan
+                  if item.target and item.mode and (item.action != "noop" or record.force) and executor(item.mode).target_lock}
+        if not wanted:
+            return target_locks.TargetLocks()
+        held = await target_locks.acquire(pool, record.environment, wanted, str(self.state_dir), os.getpid(), self.job_id)
+        for message in held.takeovers:
+            self.engine(message)
+        self.engine("target locks held: " + ", ".join(f"{key} on {target}" for target, key, _ in held.held))
+        return held
 
     def _skip_rest(self, service: str, why: str) -> None:
         def change(rec: JobRecord) -> None:

@@ -126,3 +126,86 @@ def test_cancel_mid_build_stops_the_remote_build_frees_the_lock_and_keeps_the_ol
     rc, again = cli(lab, state, "job", "cancel", job_id)
     assert rc == 1 and [e["code"] for e in again["errors"]] == ["job_finished"]
     assert jobs.load_job(state, job_id).status == "cancelled"
+
+
+def _start_apply(lab, state: Path, manifest: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(lab["workspace"]), "--state-dir", str(state),
+                             "deploy", "apply", "--file", str(manifest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _locked_errors(state: Path, doc: dict) -> list[dict]:
+    """The `locked` refusal of an apply: in its document, or (a job refused by its worker) in its job."""
+    if not doc.get("ok"):
+        return [e for e in doc["errors"] if e["code"] == "locked"]
+
+    def decided():
+        record = jobs.load_job(state, doc["jobId"])
+        texts = [e.text for e in jobs.read_events(state, doc["jobId"])[0]]
+        return (record.status in jobs.TERMINAL or any(t.startswith("target locks held") for t in texts)) and record
+
+    record = wait_for(decided, "the job to hold its target locks or end", 60)
+    return [e.model_dump() for e in record.result.errors if e.code == "locked"] if record.result else []
+
+
+def test_two_controllers_at_once_give_one_job_and_one_locked(lab, tmp_path, branches, at_old):
+    """Two state directories (two controllers' locks that cannot see each other) apply one service at once."""
+    manifest = write_manifest(tmp_path / "slow.json", lab["content"]["sampleRepo"], {SID: branches["slow"]})
+    states = [tmp_path / "state-a", tmp_path / "state-b"]
+    procs = [_start_apply(lab, state, manifest) for state in states]
+    docs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    refused = [(_locked_errors(state, doc), state, doc) for state, doc in zip(states, docs, strict=True)]
+    locked = [r for r in refused if r[0]]
+    ran = [r for r in refused if not r[0]]
+    assert len(locked) == 1 and len(ran) == 1, docs
+    (errors, _, _), (_, state, doc) = locked[0], ran[0]
+    assert doc["jobId"] in errors[0]["message"] and jobs.HOST in errors[0]["message"], errors
+    assert "on target main-server" in errors[0]["message"]
+    wait_for(lambda: processes(SLOW_MARK), "the one job's build", 180)
+    rc, out = cli(lab, state, "job", "cancel", doc["jobId"])
+    assert rc == 0 and out["job"]["status"] == "cancelled"
+    assert running(lab) == at_old
+
+
+async def _target_lock(lab, job_id: str, pid: int):
+    from unidesk_tui.catalog import load_catalog
+    from unidesk_tui.target_locks import acquire
+    from unidesk_tui.targets import TargetPool
+
+    pool = TargetPool(load_catalog(lab["config"]))
+    try:
+        held = await acquire(pool, "file", {SID: "main-server"}, "/tmp/other-controller", pid, job_id)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool, held
+
+
+async def test_a_dead_holders_target_lock_is_taken_over_and_logged(lab):
+    import asyncio
+
+    from unidesk_tui.errors import UnideskError
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    # A lock whose remote holder lingers (a half-open connection) while its worker is dead.
+    pool1, first = await _target_lock(lab, "20261202T000000Z-00dead", gone.pid)
+    pool2, alive = None, None
+    try:
+        pool2, second = await _target_lock(lab, "20261202T000000Z-0a11fe", os.getpid())
+        assert len(second.takeovers) == 1 and "20261202T000000Z-00dead" in second.takeovers[0]
+        assert f"pid {gone.pid}" in second.takeovers[0] and "is gone" in second.takeovers[0]
+        # a live holder is not taken over: `locked`, naming it
+        with pytest.raises(UnideskError) as err:
+            await _target_lock(lab, "20261202T000000Z-0b0b0b", os.getpid())
+        assert err.value.problems[0].code == "locked" and "20261202T000000Z-0a11fe" in err.value.problems[0].message
+        await second.release()
+        pool3, third = await _target_lock(lab, "20261202T000000Z-0c0c0c", os.getpid())  # released: free again
+        assert third.takeovers == []
+        await third.release()
+        await pool3.close()
+    finally:
+        await first.release()
+        await pool1.close()
+        if pool2 is not None:
+            await pool2.close()
+        await asyncio.sleep(0)
