@@ -115,11 +115,13 @@ async def fresh_despite_a_hung_host(ws: Workspace) -> float:
         started = time.perf_counter()
         app = UnideskApp(ws, refresh_interval=0, read_live=read_live, reattach=False)
         async with app.run_test(size=SIZE):
+            pending_seen = False  # the cache paints first: wait for this refresh's own answers
             while True:
                 main = app.main_screen
                 if main is not None and main.is_mounted and main.document is not None and main._refreshing is not None:
+                    pending_seen = pending_seen or "main-server" in main._waiting
                     d601 = [i for i in main.document.services if i.target == "D601"]
-                    if d601 and "D601" not in main._waiting and all(i.live is not None and i.live.state == "unreachable" for i in d601):
+                    if pending_seen and "D601" not in main._waiting and all(i.live is not None and i.live.state == "unreachable" for i in d601):
                         took = time.perf_counter() - started
                         assert "main-server" in main._waiting  # the silent host still holds only its own rows
                         return took

@@ -118,8 +118,8 @@ async def test_dry_run_apply_through_the_console_streams_a_real_job(lab_world) -
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app)
         grid(app).select("backend-core")
-        await pilot.press("space", "d", "a")
-        assert isinstance(app.screen, ConfirmApplyScreen)
+        await pilot.press("space", "a", "d")  # dry-run is chosen in the dialog
+        assert isinstance(app.screen, ConfirmApplyScreen) and app.screen.request.dry_run
         await pilot.press("y")
         for _ in range(600):
             await pilot.pause(0.05)

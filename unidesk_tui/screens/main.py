@@ -375,16 +375,17 @@ class MainScreen(Screen[None]):
         palette = self.palette
         items = self._visible(doc)
         rows = {}
+        last = self._last_jobs()
         for item in items:
-            job = self.last_job(item.id)
-            waiting = (item.target or "?") in self._waiting
-            signature = (item, env_mode, item.id in staged, waiting, job, age_text(job_when(job), now) if job else None, id(palette))
-            rows[item.id] = (signature, partial(row_cells, item, env_mode=env_mode, staged=item.id in staged, last_job=job, now=now, palette=palette, waiting=waiting))
+            job = last.get(item.id)
+            signature = (item, env_mode, item.id in staged, job, age_text(job_when(job), now) if job else None, id(palette))
+            rows[item.id] = (signature, partial(row_cells, item, env_mode=env_mode, staged=item.id in staged, last_job=job, now=now, palette=palette))
         if self.filter_text and not items:
             grid.empty_text = f"no service matches “{self.filter_text}” (esc clears the filter)"
         else:
             grid.empty_text = "the manifest names no service" if not doc.services else ""
         grid.sync(rows, [i.id for i in items])
+        grid.set_waiting({i.id for i in items if (i.target or "?") in self._waiting} if self._waiting else set())
         grid.border_title = summary_text([row_state(i, env_mode) for i in doc.services], palette)
         if self.environment == "prod":
             grid.border_title = Text.assemble((" PROD · read-only ", palette.style("bold reverse $error")), " ", grid.border_title)
@@ -404,6 +405,16 @@ class MainScreen(Screen[None]):
             side.update(Text("select a service to see its detail", style="dim"))
             return
         side.update(detail_text(item, self.environment is not None, self.service_jobs(item.id), self.palette, now=self.app.clock()))
+
+    def _last_jobs(self) -> dict[str, JobRecord]:
+        """Each service's newest job in this environment (one pass over the jobs, not one per row)."""
+        env = env_key(self.environment)
+        out: dict[str, JobRecord] = {}
+        for job in self.app.jobs:  # newest first
+            if job.environment == env:
+                for sid in job.services:
+                    out.setdefault(sid, job)
+        return out
 
     def service_jobs(self, service_id: str) -> list[JobRecord]:
         """This environment's jobs that touched the service, newest first."""

@@ -48,15 +48,16 @@ STATE_RANK = {name: i for i, name in enumerate(STATE_ORDER)}
 PAD = 2  # spaces after each column
 
 
+WAITING = " ⟳"  # appended to the state of a row whose target has not answered this refresh yet
+
+
 def row_cells(item: PlanItem, *, env_mode: bool, staged: bool, last_job: JobRecord | None, now: float,
-              palette: Palette = PLAIN, waiting: bool = False) -> dict[str, Text]:
-    """The cells of one service's row. `waiting`: its target has not answered this refresh yet."""
+              palette: Palette = PLAIN) -> dict[str, Text]:
+    """The cells of one service's row."""
     state = row_state(item, env_mode)
     live = item.live
     running = live.commit if live else None
     state_cell = labelled(STATES, state, palette=palette)
-    if waiting:
-        state_cell.append(" ⟳", style="dim")
     if live is None:
         health = Text("—", style="dim")
     elif state in ("missing", "unreachable", "runtime-unreachable"):
@@ -123,12 +124,13 @@ class ServiceGrid(ScrollView, can_focus=True):
         self._index: dict[str, int] = {}
         self._cells: dict[str, dict[str, Text]] = {}
         self._signatures: dict[str, object] = {}
-        self._widths: dict[str, int] = {key: Text(label).cell_len for key, label in COLUMNS}
+        self._widths: dict[str, int] = {key: Text(label).cell_len + 2 for key, label in COLUMNS}  # + a sort arrow
         self._strips: dict[tuple[str, bool], Strip] = {}
         self._header: Strip | None = None
         self._shown: tuple[str, ...] = tuple(key for key, _ in COLUMNS)
         self.sort_key: tuple[str, bool] = ("id", False)  # (column, reverse): the header shows an arrow
         self.empty_text: str = ""  # shown when there are no rows (e.g. the filter matches nothing)
+        self.waiting: set[str] = set()  # rows marked ⟳ (kept out of the cells: marking all is cheap)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -170,8 +172,9 @@ class ServiceGrid(ScrollView, can_focus=True):
             self._cells[key] = cells
             self._forget(key)
             for column, text in cells.items():
-                if text.cell_len > self._widths[column]:  # widen only: no jitter, no re-measuring
-                    self._widths[column] = text.cell_len
+                width = text.cell_len + (len(WAITING) if column == "state" else 0)
+                if width > self._widths[column]:  # widen only: no jitter, no re-measuring
+                    self._widths[column] = width
                     widths_changed = True
         if widths_changed:
             self._fit()
@@ -202,6 +205,15 @@ class ServiceGrid(ScrollView, can_focus=True):
 
     def on_resize(self) -> None:
         self._fit()
+
+    def set_waiting(self, keys: set[str]) -> None:
+        """Mark exactly these rows as waiting for their target (only changed rows re-render)."""
+        if keys == self.waiting:
+            return
+        for key in keys ^ self.waiting:
+            self._forget(key)
+        self.waiting = set(keys)
+        self.refresh()
 
     def set_sort(self, column: str, reverse: bool) -> None:
         if (column, reverse) != self.sort_key:
@@ -283,11 +295,13 @@ class ServiceGrid(ScrollView, can_focus=True):
         self._strips.clear()
         self._header = None
 
-    def _line(self, texts: dict[str, Text], style: Style) -> Strip:
+    def _line(self, texts: dict[str, Text], style: Style, waiting: bool = False) -> Strip:
         segments: list[Segment] = []
         console = self.app.console
         for key in self._shown:
             cell = texts[key].copy()
+            if waiting and key == "state":
+                cell.append(WAITING, style="dim")
             cell.truncate(self._widths[key], overflow="ellipsis", pad=True)
             cell.append(" " * PAD)
             segments.extend(cell.render(console, end=""))
@@ -314,7 +328,7 @@ class ServiceGrid(ScrollView, can_focus=True):
         if strip is None:
             style = base + self.get_component_rich_style("grid--cursor") if cursor else base
             cells = self._cells[key]
-            strip = self._line(cells, style)
+            strip = self._line(cells, style, key in self.waiting)
             self._strips[(key, cursor)] = strip
         fill = base + self.get_component_rich_style("grid--cursor") if cursor else base
         return strip.crop_extend(scroll_x, scroll_x + width, fill)
