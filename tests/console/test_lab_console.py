@@ -113,6 +113,42 @@ async def test_a_host_that_stops_answering_turns_its_rows_unreachable(lab_world)
         assert states(app)["d518-worker"] == "drift"
 
 
+async def test_a_hung_host_holds_only_its_rows_while_the_others_refresh(lab_world) -> None:
+    """D518's sshd is frozen (SIGSTOP: TCP still connects, SSH never answers). The other hosts'
+    rows are fresh within 2 s; D518's wait (⟳), then turn unreachable within the connect bound."""
+    import signal
+    import time
+
+    from unidesk_lab import daemon, lab as labapi
+
+    pid = daemon.running_pid(labapi._loaded(lab_world.lab_dir), "D518", "sshd")
+    assert pid is not None
+    app = make_app(lab_world)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        main = app.main_screen
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            await pilot.press("r")
+            seen = False
+            for _ in range(400):
+                await pilot.pause(0.01)
+                seen = seen or "main-server" in main._waiting
+                if seen and "main-server" not in main._waiting:
+                    break
+            fresh_after = time.monotonic() - started
+            assert seen and "main-server" not in main._waiting
+            assert fresh_after <= 2.0, f"main-server's rows took {fresh_after:.1f} s"
+            assert "D518" in main._waiting and "d518-worker" in grid(app).waiting
+            assert states(app)["backend-core"] == "drift"
+            await settle(pilot, app)
+            assert states(app)["d518-worker"] == "unreachable"
+            assert time.monotonic() - started < 10.0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+
 async def test_dry_run_apply_through_the_console_streams_a_real_job(lab_world) -> None:
     app = make_app(lab_world)
     async with app.run_test(size=SIZE) as pilot:

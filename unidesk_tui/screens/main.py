@@ -55,7 +55,7 @@ class MainScreen(Screen[None]):
         Binding("d,equals_sign", "diff", "Diff", key_display="d"),
         Binding("J", "app.show_jobs", "Jobs"),
         Binding("slash", "filter", "Filter"),
-        Binding("r", "refresh", "Refresh"),
+        Binding("r", "refresh", "Refresh", show=False),
         Binding("plus", "stage_drifted", "Stage all drifted", show=False),
         Binding("x", "clear_staged", "Unstage all (u undoes)", show=False),
         Binding("u", "undo_clear", "Undo unstage all", show=False),
@@ -123,6 +123,7 @@ class MainScreen(Screen[None]):
         self.set_interval(1.0, self._tick, name="tick")  # ages ("26s ago") and elapsed times move
 
     def on_resize(self) -> None:
+        self.query_one(Footer).compact = self.size.width < 110  # the keys fit in 80 columns
         side = self.query_one("#side", Static)
         wide = self.size.width >= SIDE_PANE_MIN_WIDTH
         if side.display != wide:
