@@ -136,6 +136,57 @@ def test_dry_run_records_the_steps_it_would_run_and_changes_nothing(ws, workload
     assert any("dry run: would run build" in e.text for e in events(ws, rec.id))
 
 
+# ---- plan-bound apply ----------------------------------------------------------------------------
+
+
+def _saved_plan(ws: Workspace, path: Path):
+    from unidesk_tui import plan_binding
+    from unidesk_tui.documents import PlanRequest
+    from unidesk_tui.reconcile import run_plan
+
+    run = run_plan(ws, "plan", read_live=apply_workload.read_live)
+    saved = plan_binding.bind(run.document, run.catalog, PlanRequest(), ws.root)
+    plan_binding.write(path, saved)
+    return plan_binding.read(path)
+
+
+def test_a_saved_plan_applies_while_its_facts_hold_and_is_stale_once_live_moves(ws, git_world, workload, tmp_path):
+    saved = _saved_plan(ws, tmp_path / "plan.json")
+    assert saved.facts["backend-core"]["live.state"] == "missing" and saved.plan.services[0].action == "deploy"
+    doc = apply(ws, saved=saved, read_live=apply_workload.read_live)
+    assert doc.ok, doc.errors
+    assert wait_job(ws.state_dir, doc.jobId, poll=0.05).status == "succeeded"
+
+    # the same plan again: the live state it rests on has moved (missing -> the commit it deployed)
+    before = job_dirs(ws)
+    stale = apply(ws, saved=saved, read_live=apply_workload.read_live)
+    assert not stale.ok and set(codes(stale)) == {ErrorCode.PLAN_STALE} and stale.jobId is None
+    paths = {e.path for e in stale.errors}
+    assert {"services.backend-core.live.state", "services.backend-core.live.commit", "services.backend-core.action"} <= paths
+    commit = git_world.pushed[-1]
+    assert any(f"live.commit was null when planned, now {commit[:12]}" in e.message for e in stale.errors)
+    assert job_dirs(ws) == before  # nothing ran
+
+
+def test_a_saved_plan_refuses_another_workspace_and_an_edited_file(ws, workload, tmp_path):
+    from unidesk_tui import plan_binding
+
+    path = tmp_path / "plan.json"
+    saved = _saved_plan(ws, path)
+    other = Workspace.at(tmp_path, ws.state_dir)
+    assert [e.path for e in plan_binding.differences(saved, saved.facts, other.root)] == ["workspace"]
+    data = json.loads(path.read_text())
+    data["facts"]["backend-core"]["commit"] = "0" * 40
+    path.write_text(json.dumps(data))
+    with pytest.raises(UnideskError) as err:
+        plan_binding.read(path)
+    assert err.value.problems[0].code == ErrorCode.PLAN_INVALID and "edited" in err.value.problems[0].message
+    path.write_text("{}")
+    with pytest.raises(UnideskError) as err:
+        plan_binding.read(path)
+    assert err.value.problems[0].code == ErrorCode.PLAN_INVALID
+
+
 # ---- refused before anything runs ---------------------------------------------------------------
 
 

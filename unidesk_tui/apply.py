@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from unidesk_tui import jobs, locks
+from unidesk_tui import jobs, locks, plan_binding
 from unidesk_tui import launch as launcher
-from unidesk_tui.documents import ApplyDocument, ErrorItem, JobEvent, JobRecord, PlanItem, StepRecord
+from unidesk_tui.documents import ApplyDocument, ErrorItem, JobEvent, JobRecord, PlanItem, SavedPlan, StepRecord
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.plan import isolation_problems
 from unidesk_tui.reconcile import LiveReader, run_plan, to_errors
@@ -114,9 +114,17 @@ def apply(
     dry_run: bool = False,
     force: bool = False,
     read_live: LiveReader | None = None,
+    saved: SavedPlan | None = None,
 ) -> ApplyDocument:
-    """Plan, lock, record and start the job. Coded failures come back as `errors`, never raised."""
+    """Plan, lock, record and start the job. Coded failures come back as `errors`, never raised.
+
+    With `saved` (a saved plan: `deploy plan --out`, or the console's confirmation) the request is
+    the plan's own, and the job starts only when a fresh plan still rests on the same facts;
+    otherwise `plan_stale`, naming each difference, and nothing runs.
+    """
     doc = ApplyDocument(ok=False, dryRun=dry_run)
+    if saved is not None:
+        file, env, services, force = saved.request.file, saved.request.env, saved.request.services, saved.request.force
     if env == "prod":
         doc.errors = [ErrorItem(code=ErrorCode.PROD_APPLY_DISABLED, message="deploy apply --env prod is disabled until the production executor and its authorization policy exist; use deploy plan --env prod")]
         return doc
@@ -136,6 +144,12 @@ def apply(
     if plan.errors or run.catalog is None:
         doc.errors = plan.errors
         return doc
+    if saved is not None:
+        try:
+            plan_binding.check(saved, plan, run.catalog, ws.root)
+        except UnideskError as exc:
+            doc.errors = to_errors(exc.problems)
+            return doc
     problems: list[Problem] = []
     if env:
         problems += _environment_problems(plan.services, env, services)

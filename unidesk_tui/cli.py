@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from unidesk_tui.documents import ErrorDocument, ErrorItem, HelpDocument
 from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError
@@ -79,11 +80,33 @@ def _plan_command(name: str) -> Callable[[argparse.Namespace, Workspace], int]:
         read_live = None
         if not args.env:
             read_live = _live_reader()
-        result = run_plan(ws, name, file=args.file, env=args.env, services=args.service, force=getattr(args, "force", False), read_live=read_live)
-        emit(result.document)
-        return exit_code(result.document)
+        force = getattr(args, "force", False)
+        result = run_plan(ws, name, file=args.file, env=args.env, services=args.service, force=force, read_live=read_live)
+        doc = result.document
+        if getattr(args, "out", None):
+            doc = _save_plan(ws, result, args, force)
+        emit(doc)
+        return exit_code(doc)
 
     return run
+
+
+def _save_plan(ws: Workspace, result, args: argparse.Namespace, force: bool):
+    """`deploy plan --out FILE`: bind the plan to its facts and save it for `deploy apply --plan`."""
+    from unidesk_tui import plan_binding
+    from unidesk_tui.documents import PlanRequest
+
+    doc = result.document
+    request = PlanRequest(file=str(Path(args.file).resolve()) if args.file else None, env=args.env, services=args.service, force=force)
+    try:
+        saved = plan_binding.bind(doc, result.catalog, request, ws.root)
+        plan_binding.write(Path(args.out), saved)
+    except UnideskError as exc:
+        return doc.model_copy(update={"ok": False, "errors": [*doc.errors, *(ErrorItem(**p.to_dict()) for p in exc.problems)]})
+    except OSError as exc:
+        error = ErrorItem(code=ErrorCode.PLAN_INVALID, message=f"cannot write the plan file {args.out}: {exc.strerror}")
+        return doc.model_copy(update={"ok": False, "errors": [*doc.errors, error]})
+    return doc.model_copy(update={"planFile": str(Path(args.out).resolve()), "digest": saved.digest})
 
 
 def _live_reader():
@@ -109,6 +132,7 @@ def _register_deploy(sub: argparse._SubParsersAction) -> None:
             _add_source_args(p)
             if name == "plan":
                 p.add_argument("--force", action="store_true", help="plan deploy even where the live commit matches")
+                p.add_argument("--out", metavar="FILE", help="save the plan, bound to the desired and live state it rests on, for deploy apply --plan")
             p.set_defaults(handler=_plan_command(name), command_name=name)
 
 

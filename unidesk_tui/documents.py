@@ -88,6 +88,30 @@ class PlanDocument(_Doc):
     services: list[PlanItem] = Field(default_factory=list)
     errors: list[ErrorItem] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    planFile: str | None = Field(None, description="`deploy plan --out FILE`: where the plan was saved for `deploy apply --plan`")
+    digest: str | None = Field(None, description="`deploy plan --out`: sha256 of the desired and live facts the plan binds")
+
+
+class PlanRequest(_Doc):
+    """What a saved plan was computed from; `deploy apply --plan` plans again from the same."""
+
+    file: str | None = None
+    env: Literal["dev", "prod"] | None = None
+    services: list[str] | None = None
+    force: bool = False
+
+
+class SavedPlan(_Doc):
+    """`deploy plan --out FILE`: the reviewed plan bound to the facts it was decided from."""
+
+    kind: Literal["unidesk-plan"] = "unidesk-plan"
+    schemaVersion: Literal[1] = 1
+    createdAt: str
+    workspace: str
+    request: PlanRequest
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of workspace + facts")
+    facts: dict[str, dict[str, Any]] = Field(description="Per service: desired (repo, commits, mode, target, catalog entry digest, manifest commit) and live (state, commit, health, imagePresent)")
+    plan: PlanDocument
 
 
 class ErrorDocument(_Doc):
@@ -251,6 +275,7 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "job": JobDocument,
     "job-list": JobListDocument,
     "job-prune": JobPruneDocument,
+    "saved-plan": SavedPlan,
 }
 
 

@@ -44,6 +44,8 @@ class ErrorCode(StrEnum):
     PROD_APPLY_DISABLED = "prod_apply_disabled"
     SERVICE_NOT_ENABLED = "service_not_enabled"
     LOCKED = "locked"
+    PLAN_STALE = "plan_stale"
+    PLAN_INVALID = "plan_invalid"
     JOB_NOT_FOUND = "job_not_found"
     JOB_FINISHED = "job_finished"
     TARGET_UNREACHABLE = "target_unreachable"

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from unidesk_tui import jobs, signals
-from unidesk_tui.documents import ApplyDocument, JobDocument, JobEvent, JobListDocument, JobPruneDocument, JobSummary
+from unidesk_tui.documents import ApplyDocument, ErrorItem, JobDocument, JobEvent, JobListDocument, JobPruneDocument, JobSummary
 from unidesk_tui.errors import ErrorCode, ExitCode, Problem, UnideskError
 from unidesk_tui.reconcile import to_errors
 from unidesk_tui.workspace import Workspace
@@ -65,15 +65,34 @@ def finish_apply(doc: ApplyDocument, ws: Workspace, wait: bool, *, progress: boo
     return doc, ExitCode.OK if record.status == "succeeded" else ExitCode.ERROR
 
 
+def _usage(command: str, message: str) -> int:
+    from unidesk_tui.documents import ErrorDocument
+
+    _emit(ErrorDocument(command=command, errors=[ErrorItem(code=ErrorCode.USAGE, message=message)]))
+    return ExitCode.USAGE
+
+
 def _apply(args: argparse.Namespace, ws: Workspace) -> int:
     from unidesk_tui.apply import apply  # loads the plan and executors; `job status` stays light
     from unidesk_tui.cli import _live_reader
 
     # An interrupt stops a plan; once the worker is spawned it waits until the job id is printed
     # (with --wait it ends the wait, not the job), so no job ever runs unnamed (issue 13).
+    saved = None
+    if args.plan:
+        from unidesk_tui import plan_binding
+
+        if args.service or args.force:
+            return _usage("apply", "--plan FILE applies the saved plan's own services and --force; drop --service/--force")
+        try:
+            saved = plan_binding.read(args.plan)
+        except UnideskError as exc:
+            _emit(ApplyDocument(ok=False, dryRun=args.dry_run, errors=to_errors(exc.problems)))
+            return ExitCode.ERROR
     with signals.interruptible() as held:
+        env = saved.request.env if saved else args.env
         doc = apply(ws, file=args.file, env=args.env, services=args.service, dry_run=args.dry_run, force=args.force,
-                    read_live=None if args.env else _live_reader())
+                    read_live=None if env else _live_reader(), saved=saved)
         doc, code = finish_apply(doc, ws, args.wait, progress=sys.stderr.isatty(), stop=lambda: bool(held))
         _emit(doc)
     return signals.exit_code(held) or code
@@ -163,6 +182,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--file", help="manifest file (default: <workspace>/deploy.json)")
     # prod is accepted here so that the apply path itself refuses it with prod_apply_disabled.
     group.add_argument("--env", choices=["dev", "prod"], help="apply origin/deploy/dev (prod is refused)")
+    group.add_argument("--plan", metavar="FILE", help="apply a plan saved by deploy plan --out, only if the state it rests on is unchanged (else plan_stale)")
     p.add_argument("--service", action="append", type=_service_id, metavar="ID", help="only this service (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="resolve the plan and record the steps; change nothing")
     p.add_argument("--force", action="store_true", help="rebuild and roll out even where the live commit matches")

@@ -77,6 +77,15 @@ def branches(lab, tmp_path_factory) -> dict[str, str]:
     return out
 
 
+@pytest.fixture(scope="module", autouse=True)
+def leave_old(lab, tmp_path_factory):
+    """Leave backend-core running the seeded `old` commit for later modules."""
+    yield
+    if running(lab) != lab["content"]["old"]:
+        tmp = tmp_path_factory.mktemp("leave-old")
+        apply(lab, tmp / "state", write_manifest(tmp / "old.json", lab["content"]["sampleRepo"], {SID: lab["content"]["old"]}), "--wait")
+
+
 @pytest.fixture
 def at_old(lab, tmp_path):
     """backend-core runs the seeded `old` commit before the test (and is left that way)."""
@@ -209,3 +218,27 @@ async def test_a_dead_holders_target_lock_is_taken_over_and_logged(lab):
         if pool2 is not None:
             await pool2.close()
         await asyncio.sleep(0)
+
+
+def test_a_plan_whose_live_state_moved_is_stale_and_runs_nothing(lab, tmp_path, at_old):
+    content = lab["content"]
+    state = tmp_path / "state"
+    manifest = write_manifest(tmp_path / "deploy.json", content["sampleRepo"], {SID: content["new"]})
+    plan_file = tmp_path / "reviewed.plan.json"
+    rc, planned = cli(lab, state, "deploy", "plan", "--file", str(manifest), "--out", str(plan_file))
+    assert rc == 3 and planned["planFile"] == str(plan_file) and len(planned["digest"]) == 64, planned
+    assert planned["services"][0]["action"] == "deploy" and planned["services"][0]["live"]["commit"] == at_old
+
+    # someone else changes the live state: another commit goes out
+    other = content["prod"]
+    rc, doc = apply(lab, tmp_path / "other-state", write_manifest(tmp_path / "other.json", content["sampleRepo"], {SID: other}), "--wait")
+    assert rc == 0 and running(lab) == other, doc
+
+    rc, doc = cli(lab, state, "deploy", "apply", "--plan", str(plan_file), "--wait")
+    assert rc == 1 and not doc["ok"] and doc["jobId"] is None, doc
+    assert {e["code"] for e in doc["errors"]} == {"plan_stale"}
+    moved = {e["path"]: e["message"] for e in doc["errors"]}
+    assert f"{SID}: live.commit was {at_old[:12]} when planned, now {other[:12]}" == moved[f"services.{SID}.live.commit"]
+    assert not jobs.jobs_root(state).exists() or not os.listdir(jobs.jobs_root(state))  # nothing ran
+    assert running(lab) == other
+
