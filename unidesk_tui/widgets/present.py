@@ -101,10 +101,15 @@ FALLBACK = {"success": "green", "warning": "yellow", "error": "red", "primary": 
 PLAIN = Palette(FALLBACK)
 
 
-def labelled(table: dict[str, tuple[str, str]], name: str | None, fallback: str = "?", palette: Palette = PLAIN) -> Text:
+def label(table: dict[str, tuple[str, str]], name: str | None, fallback: str = "?", palette: Palette = PLAIN) -> tuple[str, str]:
+    """(`symbol name`, resolved style): a cell's parts, before any Text is made."""
     name = name or fallback
     symbol, style = table.get(name, ("?", ""))
-    return Text(f"{symbol} {name}", style=palette.style(style))
+    return f"{symbol} {name}", palette.style(style)
+
+
+def labelled(table: dict[str, tuple[str, str]], name: str | None, fallback: str = "?", palette: Palette = PLAIN) -> Text:
+    return Text(*label(table, name, fallback, palette))
 
 
 def summary_text(states: list[str], palette: Palette = PLAIN) -> Text:
@@ -227,11 +232,15 @@ def job_reason(job: JobRecord) -> str | None:
     return f"job {job.status}"
 
 
-def last_job_cell(job: JobRecord | None, now: float, palette: Palette = PLAIN) -> Text:
+def last_job_parts(job: JobRecord | None, now: float, palette: Palette = PLAIN) -> tuple[str, str]:
     if job is None:
-        return Text("—", style="dim")
+        return "—", "dim"
     status = job_shown_status(job)
     symbol, style = JOB_STATUS.get(status, ("?", ""))
     step = failed_step(job)
     where = f" at {step.name}" if step is not None else ""
-    return Text(f"{symbol} {status}{where} {age_text(job_when(job), now)}", style=palette.style(style))
+    return f"{symbol} {status}{where} {age_text(job_when(job), now)}", palette.style(style)
+
+
+def last_job_cell(job: JobRecord | None, now: float, palette: Palette = PLAIN) -> Text:
+    return Text(*last_job_parts(job, now, palette))

@@ -25,7 +25,9 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from unidesk_tui.documents import JobRecord, PlanItem
-from unidesk_tui.widgets.present import CHANGED_STYLE, HEALTH, PLAIN, STATE_ORDER, STATES, Palette, labelled, last_job_cell, row_state, short
+from rich.cells import cell_len
+
+from unidesk_tui.widgets.present import CHANGED_STYLE, HEALTH, PLAIN, STATE_ORDER, STATES, Palette, label, last_job_parts, row_state, short
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +53,32 @@ PAD = 2  # spaces after each column
 WAITING = " ⟳"  # appended to the state of a row whose target has not answered this refresh yet
 
 
+# A cell is (text, style): a Text is only made for the rows on screen (a 1,000-row first paint
+# would otherwise build 9,000 of them).
+Cell = tuple[str, str]
+
+
 def row_cells(item: PlanItem, *, env_mode: bool, staged: bool, last_job: JobRecord | None, now: float,
-              palette: Palette = PLAIN) -> dict[str, Text]:
+              palette: Palette = PLAIN) -> dict[str, Cell]:
     """The cells of one service's row."""
     state = row_state(item, env_mode)
     live = item.live
     running = live.commit if live else None
-    state_cell = labelled(STATES, state, palette=palette)
-    if live is None:
-        health = Text("—", style="dim")
-    elif state in ("missing", "unreachable", "runtime-unreachable"):
-        # An answer on the health path then comes from something else (another environment's pod).
-        health = Text("—", style="dim")
+    if live is None or state in ("missing", "unreachable", "runtime-unreachable"):
+        # Not read; or an answer on the health path comes from something else (another environment's pod).
+        health: Cell = ("—", "dim")
     else:
-        health = labelled(HEALTH, live.health, palette=palette)
+        health = label(HEALTH, live.health, palette=palette)
     return {
-        "mark": Text("●", style=palette.style("bold $accent")) if staged else Text(" "),
-        "id": Text(item.id, style="bold"),
-        "mode": Text(item.mode or "—"),
-        "target": Text(item.target or "—"),
-        "desired": Text(short(item.commit or item.requestedCommit)),
-        "running": Text(short(running), style=palette.style(CHANGED_STYLE) if running is not None and running != item.commit else ""),
-        "state": state_cell,
+        "mark": ("●", palette.style("bold $accent")) if staged else (" ", ""),
+        "id": (item.id, "bold"),
+        "mode": (item.mode or "—", ""),
+        "target": (item.target or "—", ""),
+        "desired": (short(item.commit or item.requestedCommit), ""),
+        "running": (short(running), palette.style(CHANGED_STYLE) if running is not None and running != item.commit else ""),
+        "state": label(STATES, state, palette=palette),
         "health": health,
-        "job": last_job_cell(last_job, now, palette),
+        "job": last_job_parts(last_job, now, palette),
     }
 
 
@@ -122,7 +126,7 @@ class ServiceGrid(ScrollView, can_focus=True):
         super().__init__(**kwargs)
         self._order: list[str] = []
         self._index: dict[str, int] = {}
-        self._cells: dict[str, dict[str, Text]] = {}
+        self._cells: dict[str, dict[str, Cell]] = {}
         self._signatures: dict[str, object] = {}
         self._widths: dict[str, int] = {key: Text(label).cell_len + 2 for key, label in COLUMNS}  # + a sort arrow
         self._strips: dict[tuple[str, bool], Strip] = {}
@@ -149,11 +153,11 @@ class ServiceGrid(ScrollView, can_focus=True):
         return self._order[min(self.cursor_row, len(self._order) - 1)]
 
     def get_cell(self, row_key: str, column_key: str) -> Text:
-        return self._cells[row_key][column_key]
+        return Text(*self._cells[row_key][column_key])
 
     # -- updates -------------------------------------------------------------------------------
 
-    def sync(self, rows: dict[str, tuple[object, Callable[[], dict[str, Text]]]], order: Iterable[str]) -> None:
+    def sync(self, rows: dict[str, tuple[object, Callable[[], dict[str, Cell]]]], order: Iterable[str]) -> None:
         """Show exactly `rows` in `order`. Each row is (signature, make_cells); cells are only
         rebuilt, and the row only re-rendered, when its signature changed."""
         keep = self.selected_id
@@ -171,8 +175,8 @@ class ServiceGrid(ScrollView, can_focus=True):
             cells = make_cells()
             self._cells[key] = cells
             self._forget(key)
-            for column, text in cells.items():
-                width = text.cell_len + (len(WAITING) if column == "state" else 0)
+            for column, (text, _style) in cells.items():
+                width = cell_len(text) + (len(WAITING) if column == "state" else 0)
                 if width > self._widths[column]:  # widen only: no jitter, no re-measuring
                     self._widths[column] = width
                     widths_changed = True
@@ -295,11 +299,11 @@ class ServiceGrid(ScrollView, can_focus=True):
         self._strips.clear()
         self._header = None
 
-    def _line(self, texts: dict[str, Text], style: Style, waiting: bool = False) -> Strip:
+    def _line(self, texts: dict[str, Cell], style: Style, waiting: bool = False) -> Strip:
         segments: list[Segment] = []
         console = self.app.console
         for key in self._shown:
-            cell = texts[key].copy()
+            cell = Text(*texts[key])
             if waiting and key == "state":
                 cell.append(WAITING, style="dim")
             cell.truncate(self._widths[key], overflow="ellipsis", pad=True)
@@ -314,7 +318,7 @@ class ServiceGrid(ScrollView, can_focus=True):
         if y == 0:
             if self._header is None:
                 column, reverse = self.sort_key
-                labels = {key: Text(label + ((" ↓" if reverse else " ↑") if key == column else "")) for key, label in COLUMNS}
+                labels = {key: (title + ((" ↓" if reverse else " ↑") if key == column else ""), "") for key, title in COLUMNS}
                 self._header = self._line(labels, base + self.get_component_rich_style("grid--header"))
             return self._header.crop_extend(scroll_x, scroll_x + width, base + self.get_component_rich_style("grid--header"))
         row = scroll_y + y - 1
