@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 if TYPE_CHECKING:
     from unidesk_tui.catalog import Catalog, Target
@@ -46,6 +46,8 @@ class Step:
     run: StepFn
     # Steps a dry run still executes because they change nothing (e.g. reading labels).
     read_only: bool = False
+    # Which per-service limit (config.json microservices[].timeouts) bounds the step, if any.
+    limit: Literal["build", "rollout", "verify"] | None = None
 
 
 @dataclass

@@ -24,7 +24,7 @@ from unidesk_tui.redact import redact_url
 
 log = logging.getLogger(__name__)
 
-BUILD_TIMEOUT = 1800.0
+BUILD_TIMEOUT = None  # bounded by the engine: config.json microservices[].timeouts.build
 
 
 @dataclass(frozen=True)

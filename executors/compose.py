@@ -281,7 +281,7 @@ async def rollout_step(ctx) -> None:
     compose = replace(base, override=path)
     ctx.emit(f"rollout: {' '.join(compose.up_argv())} ({', '.join(f'{k}={v}' for k, v in env.items())})")
     # The env is still passed: a compose file may interpolate the variables elsewhere (labels, command).
-    res = await session.run(compose.up_argv(), env=env, timeout=300, on_line=lambda line, stream: ctx.emit(line, stream))
+    res = await session.run(compose.up_argv(), env=env, timeout=None, on_line=lambda line, stream: ctx.emit(line, stream))  # engine-bounded
     if not res.ok:
         why = "timed out" if res.timed_out else res.tail(600)
         raise UnideskError.of(ErrorCode.ROLLOUT_FAILED, f"{ctx.target.id}: compose up of {compose.service} failed: {why}", service=service.id)

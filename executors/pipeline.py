@@ -35,9 +35,9 @@ def compose_steps(service: DesiredService) -> list[Step]:
         Step("resolve-compose", resolve_step, read_only=True),
         Step("proxy-probe", probe_step, read_only=True),
         Step("source", source_step),
-        Step("build", build_step),
-        Step("rollout", rollout_step),
-        Step("verify", verify_step),
+        Step("build", build_step, limit="build"),
+        Step("rollout", rollout_step, limit="rollout"),
+        Step("verify", verify_step, limit="verify"),
     ]
 
 
@@ -58,11 +58,11 @@ def k3s_steps(service: DesiredService) -> list[Step]:
         Step("k8s-manifest", k3s_apply.manifest_step),
         # environment runs: dev-env rules, client dry-run, fixed images, before anything is built or applied
         *([Step("validate", validate_step, read_only=True)] if environment_run else []),
-        Step("build", build_step),
-        Step("k3s-import", k3s_apply.import_step),
-        Step("k8s-apply", k3s_apply.apply_step),
-        Step("k8s-rollout", k3s_apply.rollout_step),
+        Step("build", build_step, limit="build"),
+        Step("k3s-import", k3s_apply.import_step, limit="rollout"),
+        Step("k8s-apply", k3s_apply.apply_step, limit="rollout"),
+        Step("k8s-rollout", k3s_apply.rollout_step, limit="rollout"),
         # a legacy direct-Docker twin is production's: never removed by an environment run
         *([] if environment_run else [Step("legacy-twin", k3s_apply.legacy_twin_step)]),
-        Step("verify", k3s_apply.verify_step),
+        Step("verify", k3s_apply.verify_step, limit="verify"),
     ]

@@ -128,7 +128,8 @@ class FileWorkload(Executor):
         return observe(service)
 
     def steps(self, service) -> list[Step]:
-        return [Step("inspect", inspect, read_only=True), Step("build", build), Step("rollout", rollout), Step("verify", verify)]
+        return [Step("inspect", inspect, read_only=True), Step("build", build, limit="build"), Step("rollout", rollout, limit="rollout"),
+                Step("verify", verify, limit="verify")]
 
 
 def observe(service) -> Observation:

@@ -438,6 +438,20 @@ def test_starting_a_job_prunes_finished_jobs_beyond_the_configured_cap(ws, workl
     assert [e["code"] for e in json.loads(capsys.readouterr().out)["errors"]] == ["usage"]
 
 
+def test_a_step_past_its_configured_limit_fails_with_step_timeout(ws, workload):
+    cfg = json.loads(ws.config_path.read_text())
+    for ms in cfg["microservices"]:
+        ms["timeouts"] = {"build": 1}
+    ws.config_path.write_text(json.dumps(cfg))
+    set_behaviour(workload, build="sleep")
+    rec = run_to_end(ws)
+    assert rec.status == "failed" and codes(rec.result) == [ErrorCode.STEP_TIMEOUT]
+    build = rec.steps[1]
+    assert build.status == "failed" and build.code == ErrorCode.STEP_TIMEOUT and 1000 <= build.durationMs < 10000
+    assert "backend-core: step build exceeded its limit of 1 s" in build.message and "timeouts.build" in build.message
+    assert [s.status for s in rec.steps[2:]] == ["skipped", "skipped"]
+
+
 def test_job_cancel_cli(ws, workload, capsys):
     args = ["--workspace", str(ws.root), "--state-dir", str(ws.state_dir)]
     set_behaviour(workload, build="sleep")

@@ -181,3 +181,17 @@ def test_undecodable_deep_or_oversized_manifest_is_manifest_invalid(data):
     assert problem.code in (ErrorCode.MANIFEST_INVALID, ErrorCode.UNKNOWN_FIELD, ErrorCode.INVALID_VALUE), problem
     for p in err.value.problems:
         json.dumps(p.to_dict(), ensure_ascii=False).encode()  # a lone surrogate would fail here
+
+
+def test_step_timeouts_default_per_kind_and_code_queue_builds_longer():
+    from unidesk_tui.catalog import DEFAULT_TIMEOUTS, Microservice
+
+    def ms(sid: str, **timeouts) -> Microservice:
+        return Microservice.model_validate({"id": sid, "deployment": {"mode": "unidesk-direct", "target": "t"}, **({"timeouts": timeouts} if timeouts else {})})
+
+    assert {k: ms("backend-core").timeout(k) for k in DEFAULT_TIMEOUTS} == DEFAULT_TIMEOUTS
+    assert ms("code-queue").timeout("build") > 2 * ms("backend-core").timeout("build")
+    assert ms("code-queue").timeout("rollout") == DEFAULT_TIMEOUTS["rollout"]
+    assert ms("code-queue", build=60).timeout("build") == 60 and ms("backend-core", verify=5).timeout("verify") == 5
+    with pytest.raises(ValueError):
+        ms("backend-core", build=0)

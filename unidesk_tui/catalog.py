@@ -35,6 +35,10 @@ COMPOSE_MODES: tuple[str, ...] = ("unidesk-direct", "internal-sidecar")
 # catalog fields `controlBridge` and `k3sOnly` mark other services, or override these defaults.
 CONTROL_BRIDGES: frozenset[str] = frozenset({"k3sctl-adapter"})
 K3S_ONLY: frozenset[str] = frozenset({"decision-center"})
+# Step limits in seconds when config.json gives none. Code Queue carries the agent toolchain and
+# browser runtime, so the spec gives its build a longer window than lightweight services.
+DEFAULT_TIMEOUTS: dict[str, int] = {"build": 1200, "rollout": 300, "verify": 120}
+LONG_BUILDS: dict[str, int] = {"code-queue": 3600}
 
 
 def _check(pred, what: str):
@@ -169,6 +173,14 @@ class EnvironmentOverride(_Model):
     build: EnvironmentBuild | None = None
 
 
+class Timeouts(_Model):
+    """Per-service step limits in seconds; null takes the default (DEFAULT_TIMEOUTS, LONG_BUILDS)."""
+
+    build: int | None = Field(None, ge=1, le=86400)
+    rollout: int | None = Field(None, ge=1, le=86400)
+    verify: int | None = Field(None, ge=1, le=86400)
+
+
 class Microservice(_Model):
     """A catalog entry. Either a source-built service (`repository` + `build`) or image-only."""
 
@@ -183,6 +195,7 @@ class Microservice(_Model):
     environments: dict[Literal["dev", "prod"], EnvironmentOverride] = {}
     controlBridge: bool | None = None  # null: true for the CONTROL_BRIDGES ids
     k3sOnly: bool | None = None  # null: true for the K3S_ONLY ids
+    timeouts: Timeouts = Timeouts()
 
     @model_validator(mode="after")
     def _mode_needs_objects(self) -> Microservice:
@@ -195,6 +208,13 @@ class Microservice(_Model):
     def is_control_bridge(self) -> bool:
         """A bridge UniDesk needs to inspect or repair an orchestrator: it runs in a direct compose mode."""
         return self.controlBridge if self.controlBridge is not None else self.id in CONTROL_BRIDGES
+
+    def timeout(self, kind: Literal["build", "rollout", "verify"]) -> int:
+        """The limit for this service's `kind` steps, in seconds."""
+        own = getattr(self.timeouts, kind)
+        if own is not None:
+            return own
+        return LONG_BUILDS.get(self.id, DEFAULT_TIMEOUTS[kind]) if kind == "build" else DEFAULT_TIMEOUTS[kind]
 
     @property
     def is_k3s_only(self) -> bool:

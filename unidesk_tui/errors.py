@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     K3S_NOT_NATIVE = "k3s_not_native"
     IMAGE_NOT_FOUND = "image_not_found"
     NO_PROGRESS = "no_progress"
+    STEP_TIMEOUT = "step_timeout"
     INTERRUPTED = "interrupted"
     CANCELLED = "cancelled"
     DEV_MANIFEST_INVALID = "dev_manifest_invalid"

@@ -261,8 +261,16 @@ class Worker:
         self.engine(f"step {step.name} started", service=service, step=step.name)
         problem: ErrorItem | None = None
         status = "succeeded"
+        ms = ctx.service.microservice
+        limit = ms.timeout(step.limit) if step.limit and ms is not None else None
         try:
-            await step.run(ctx)
+            try:
+                # On timeout the step is cancelled: its remote command dies with its SSH channel.
+                await asyncio.wait_for(step.run(ctx), limit)
+            except asyncio.TimeoutError:
+                ctx.emit(f"step {step.name} exceeded its limit of {limit} s: stopped, its remote command killed", "stderr")
+                raise UnideskError.of(ErrorCode.STEP_TIMEOUT, f"{service}: step {step.name} exceeded its limit of {limit} s "
+                                      f"(config.json microservices[].timeouts.{step.limit})", service=service) from None
             if ctx.events == 0:
                 problem = ErrorItem(code=ErrorCode.NO_PROGRESS, message=f"{service}: step {step.name} emitted no progress event", service=service)
         except asyncio.CancelledError:
