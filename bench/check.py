@@ -106,7 +106,7 @@ def live_read(lay: Layout, manifest: Path, state: Path) -> float:
     """Only the live read of `deploy check` (commit resolution and process start excluded)."""
     from unidesk_tui.catalog import load_catalog
     from unidesk_tui.live import read_live
-    from unidesk_tui.plan import DesiredService
+    from unidesk_tui.model import DesiredService
 
     catalog = load_catalog(lay.workspace / "config.json")
     doc = json.loads(manifest.read_text())

@@ -38,7 +38,7 @@ from unidesk_tui.app import UnideskApp  # noqa: E402
 from unidesk_tui.documents import FileSourceDoc, JobRecord, LiveState, StepRecord  # noqa: E402
 from unidesk_tui.live import read_live  # noqa: E402
 from unidesk_tui.messages import PlanRefreshed  # noqa: E402
-from unidesk_tui.reconcile import run_plan  # noqa: E402
+from unidesk_tui.planning import run_plan  # noqa: E402
 from unidesk_tui.screens.job_log import JobLogScreen  # noqa: E402
 from unidesk_tui.widgets.service_grid import ServiceGrid  # noqa: E402
 from unidesk_tui.workspace import Workspace  # noqa: E402

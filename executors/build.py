@@ -10,7 +10,6 @@ RUN steps. Every cache source and destination is logged; the build context is re
 from __future__ import annotations
 
 import asyncio
-import logging
 import posixpath
 from dataclasses import dataclass
 
@@ -21,8 +20,6 @@ from executors.stamp import LABEL_COMMIT, image_labels
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_image_ref, is_plain_name
 from unidesk_tui.redact import redact_url
-
-log = logging.getLogger(__name__)
 
 BUILD_TIMEOUT = None  # bounded by the engine: config.json microservices[].timeouts.build
 
@@ -137,7 +134,7 @@ async def build_step(ctx) -> None:
         build = ms.build
         if build.baseImageArg and not is_plain_name(build.baseImageArg):
             raise UnideskError.of(ErrorCode.INVALID_VALUE, f"invalid baseImageArg {build.baseImageArg!r}")
-        bases = base_candidates(image, build.image if service.environment else None) if build.baseImageArg else []
+        bases = base_candidates(image, build.image if service.environment.named else None) if build.baseImageArg else []
         # Independent reads of the target: one round trip instead of several.
         buildx, has_bridge, has_image, *has_bases = await asyncio.gather(
             _ok(session, ["docker", "buildx", "version"]),

@@ -9,28 +9,28 @@ Apply: the shared target-side pipeline (proxy probe, source, build), then
 from __future__ import annotations
 
 import asyncio
-import logging
 import posixpath
 from dataclasses import dataclass, replace
+from typing import Any
 
 import yaml
 
-from executors.base import Executor, Step, register
-from executors.build import BuildSource
+from executors.base import Executor, Step, StepContext
+from executors.build import BuildSource, build_step
 from executors.compose_override import is_override, override_path, override_text
 from executors.docker_probe import ComposeRef, ContainerFacts, container_facts, image_present
 from executors.health import health_expected, read_health
 from executors.observe import docker_layers, missing, observed, with_identity
-from executors.stamp import COMPOSE_FILES, COMPOSE_PROJECT, COMPOSE_SERVICE, COMPOSE_WORKDIR, deploy_env
 from executors.provenance import judge, read_record, write_text
+from executors.proxy import probe_step
+from executors.source import source_step
+from executors.stamp import COMPOSE_FILES, COMPOSE_PROJECT, COMPOSE_SERVICE, COMPOSE_WORKDIR, deploy_env
 from executors.verify import verify_docker
 from unidesk_tui.catalog import Catalog
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_image_ref, is_plain_name, is_relative_repo_path, is_safe_path
-from unidesk_tui.plan import DesiredService
-from unidesk_tui.reconcile import Observation
-
-log = logging.getLogger(__name__)
+from unidesk_tui.isolation import refuse_unisolated
+from unidesk_tui.model import DesiredService, Observation
 
 
 def compose_ref(service: DesiredService) -> ComposeRef:
@@ -230,7 +230,7 @@ async def build_source(ctx, session, config_text: str, name: str) -> BuildSource
     return source
 
 
-async def resolve_step(ctx) -> None:
+async def resolve_step(ctx: StepContext) -> None:
     """Read the compose project, file and image from the target (read-only)."""
     service = ctx.service
     session = await ctx.session()
@@ -265,7 +265,7 @@ async def resolve_step(ctx) -> None:
     ctx.emit(f"target_image={image}" + (f" (running container {facts.name}, {facts.status})" if facts else " (no running container)"))
 
 
-async def rollout_step(ctx) -> None:
+async def rollout_step(ctx: StepContext) -> None:
     """`up -d --no-build --no-deps --force-recreate <svc>` with the reconciler's deploy-env override
     beside the service's compose file (the stamps never depend on that file mentioning them)."""
     service = ctx.service
@@ -288,18 +288,17 @@ async def rollout_step(ctx) -> None:
     ctx.emit(f"rollout: {compose.project}/{compose.service} recreated")
 
 
-async def verify_step(ctx) -> None:
+async def verify_step(ctx: StepContext) -> None:
     compose: ComposeTarget | None = ctx.shared.get("compose")
     ref = ComposeRef(compose.project, compose.service) if compose else compose_ref(ctx.service)
     await verify_docker(ctx, ref, ctx.catalog.health_url(ctx.service.id, ctx.service.environment), health_expected(ctx.catalog, ctx.service))
 
 
 class ComposeExecutor(Executor):
-    """`unidesk-direct` (main server or provider): a compose service built on its own target."""
+    """`unidesk-direct` (main server or provider) and `internal-sidecar` (main server, fixed compose
+    project): a compose service built on its own target."""
 
-    mode = "unidesk-direct"
-
-    async def probe(self, session, catalog: Catalog, service: DesiredService) -> Observation:
+    async def probe(self, session: Any, catalog: Catalog, service: DesiredService) -> Observation:
         docker = await session.docker()
         facts, present, reading = await asyncio.gather(
             service_container(docker, service, provider=session.target.role == "provider"),
@@ -319,16 +318,12 @@ class ComposeExecutor(Executor):
         return with_identity(obs, judge(record, facts.image_id, claimed))
 
     def steps(self, service: DesiredService) -> list[Step]:
-        from executors.pipeline import compose_steps
-
-        return compose_steps(service)
-
-
-class SidecarExecutor(ComposeExecutor):
-    """`internal-sidecar` on the main server: the same pipeline, fixed compose project."""
-
-    mode = "internal-sidecar"
-
-
-register(ComposeExecutor)
-register(SidecarExecutor)
+        refuse_unisolated(service)
+        return [
+            Step("resolve-compose", resolve_step, read_only=True),
+            Step("proxy-probe", probe_step, read_only=True),
+            Step("source", source_step),
+            Step("build", build_step, limit="build"),
+            Step("rollout", rollout_step, limit="rollout"),
+            Step("verify", verify_step, limit="verify"),
+        ]

@@ -4,17 +4,14 @@
 
 from __future__ import annotations
 
-import logging
 import posixpath
 import re
 import secrets
 
-from executors.source import run_checked
+from executors.steps import run_checked
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_image_ref
 from unidesk_tui.identifiers import normalize_image as containerd_name  # `ctr images import` names images this way
-
-log = logging.getLogger(__name__)
 
 IMPORT_TIMEOUT = 900.0
 

@@ -7,9 +7,9 @@ Read from the operator's side over HTTP, exactly the path the frontend uses; the
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +17,7 @@ from typing import Any
 import aiohttp
 
 from executors.stamp import health_commit
-
-log = logging.getLogger(__name__)
+from unidesk_tui.model import Check, Health, Layer
 
 HEALTH_TIMEOUT = 5.0
 MAX_BODY = 64 * 1024
@@ -28,7 +27,7 @@ MAX_BODY = 64 * 1024
 class HealthReading:
     """One health read: `health` is healthy / unhealthy / unknown."""
 
-    health: str
+    health: Health
     url: str | None
     status: int | None = None
     body: Any = None
@@ -45,27 +44,27 @@ class HealthReading:
         return out
 
 
-def classify(status: int, body: Any) -> str:
+def classify(status: int, body: Any) -> Health:
     """healthy when 2xx and the body (if JSON with a status) does not say otherwise."""
     if not 200 <= status < 300:
-        return "unhealthy"
+        return Health.UNHEALTHY
     if isinstance(body, dict) and isinstance(body.get("status"), str):
-        return "healthy" if body["status"].lower() in ("ok", "healthy", "up", "pass") else "unhealthy"
-    return "healthy"
+        return Health.HEALTHY if body["status"].lower() in ("ok", "healthy", "up", "pass") else Health.UNHEALTHY
+    return Health.HEALTHY
 
 
 # One HTTP client shared by every probe of a command (set by `health_client`), and the reads
 # already started for it (health does not need SSH, so it overlaps with connecting to targets).
 _shared: ContextVar[aiohttp.ClientSession | None] = ContextVar("unidesk_health_http", default=None)
-_started: ContextVar[dict | None] = ContextVar("unidesk_health_started", default=None)
+_started: ContextVar[dict[str, asyncio.Future[HealthReading]] | None] = ContextVar("unidesk_health_started", default=None)
 
 
 @contextlib.asynccontextmanager
-async def health_client(prefetch: list[str | None] = ()):
+async def health_client(prefetch: Sequence[str | None] = ()) -> AsyncIterator[aiohttp.ClientSession]:
     """Share one aiohttp session among all health reads inside this block; start `prefetch` now."""
     async with aiohttp.ClientSession() as http:
         token = _shared.set(http)
-        started: dict[str, asyncio.Future] = {}
+        started: dict[str, asyncio.Future[HealthReading]] = {}
         token2 = _started.set(started)
         try:
             for url in prefetch:
@@ -82,7 +81,7 @@ async def health_client(prefetch: list[str | None] = ()):
 async def read_health(url: str | None, *, timeout: float = HEALTH_TIMEOUT) -> HealthReading:
     """GET the health URL; never raises (a failed read is `unknown` or `unhealthy`)."""
     if not url:
-        return HealthReading("unknown", None, error="no microserviceProxy configured")
+        return HealthReading(Health.UNKNOWN, None, error="no microserviceProxy configured")
     started = _started.get()
     if started and url in started:
         # A prefetched read is used once; a later read of the same URL (e.g. while verifying) goes out again.
@@ -104,9 +103,9 @@ async def _read(http: aiohttp.ClientSession, url: str, timeout: float) -> Health
             raw = await resp.content.read(MAX_BODY)
             status = resp.status
     except asyncio.TimeoutError:
-        return HealthReading("unknown", url, error=f"no answer within {timeout:g} s")
+        return HealthReading(Health.UNKNOWN, url, error=f"no answer within {timeout:g} s")
     except aiohttp.ClientError as exc:
-        return HealthReading("unknown", url, error=f"{type(exc).__name__}: {exc}")
+        return HealthReading(Health.UNKNOWN, url, error=f"{type(exc).__name__}: {exc}")
     text = raw.decode("utf-8", "replace")
     try:
         body: Any = json.loads(text)
@@ -124,12 +123,11 @@ def health_expected(catalog, service) -> bool:
     return bool(ms and ms.health.exposesDeployCommit and catalog.health_url(service.id, service.environment))
 
 
-def health_problems(reading: HealthReading, want: str, commit_expected: bool) -> list[str]:
+def health_checks(reading: HealthReading, want: str | None, commit_expected: bool) -> list[Check]:
     """Verification's health layer: always healthy, and showing `want` where deploy.commit is exposed."""
-    problems = []
-    if reading.health != "healthy":
-        why = reading.error or (f"HTTP {reading.status}" if reading.status is not None else "no answer")
-        problems.append(f"health is {reading.health} ({why})")
-    if commit_expected and reading.commit != want:
-        problems.append(f"health deploy.commit is {reading.commit or 'absent'} ({reading.health}), expected {want}")
-    return problems
+    why = reading.error or (f"HTTP {reading.status}" if reading.status is not None else "no answer")
+    status = reading.health if reading.health == Health.HEALTHY else f"{reading.health} ({why})"
+    checks = [Check(Layer.HEALTH, "status", Health.HEALTHY, status, reading.health == Health.HEALTHY)]
+    if commit_expected:
+        checks.append(Check(Layer.HEALTH, "deploy.commit", want, reading.commit, reading.commit == want))
+    return checks

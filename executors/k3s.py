@@ -3,105 +3,36 @@
 Probe: for each of the service's Deployments (through the node's API server, reached over the
 SSH tunnel with the node's own kubeconfig): the `UNIDESK_DEPLOY_*` annotations and container env,
 the image and the rollout status; plus health through the microservice proxy.
+Apply: preflight, proxy probe, the pod sandbox (pause) image, target-side source and build, import
+into containerd, apply the narrowed manifest, wait for the rollout, verify (executors/k3s_apply.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+from typing import Any
 
-from executors.base import Executor, Step, register
+from executors import k3s_apply
+from executors.base import Executor, Step
+from executors.build import build_step
+from executors.deployments import deployment_facts, deployment_layers, read_deployments
 from executors.docker_probe import image_present
 from executors.health import health_expected, read_health
-from executors.observe import health_layer, missing, observed
-from executors.stamp import ENV_COMMIT, ENVS, Layer, commit_of
+from executors.observe import Evidence, health_layer, missing, observed
+from executors.pause_image import pause_image_step
+from executors.proxy import probe_step
+from executors.source import source_step
+from executors.validate import validate_step
 from unidesk_tui.catalog import Catalog
 from unidesk_tui.errors import ErrorCode, UnideskError
-from unidesk_tui.plan import DesiredService
-from unidesk_tui.reconcile import Observation
-
-log = logging.getLogger(__name__)
-
-# Annotation spellings accepted for the stamp: the env names themselves (the spec's wording) and
-# the `unidesk.ai/deploy-*` form Kubernetes tooling prefers.
-ANNOTATION_ALIASES = {f"unidesk.ai/deploy-{name.removeprefix('UNIDESK_DEPLOY_').lower().replace('_', '-')}": name for name in ENVS}
-
-
-def deploy_annotations(annotations: dict | None) -> dict[str, str]:
-    """UNIDESK_DEPLOY_* values from annotations, whichever spelling is used."""
-    out: dict[str, str] = {}
-    for key, value in (annotations or {}).items():
-        if key in ENVS:
-            out[key] = value
-        elif key in ANNOTATION_ALIASES:
-            out.setdefault(ANNOTATION_ALIASES[key], value)
-    return out
-
-
-def rollout_status(dep: dict) -> dict:
-    """The rollout as `kubectl rollout status` judges it."""
-    meta, spec, status = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
-    want = spec.get("replicas", 1)
-    generation = meta.get("generation") or 0
-    observed = status.get("observedGeneration") or 0
-    updated = status.get("updatedReplicas") or 0
-    available = status.get("availableReplicas") or 0
-    complete = observed >= generation and updated >= want and available >= want and (status.get("replicas") or 0) <= updated
-    return {"replicas": want, "updated": updated, "available": available, "observedGeneration": observed, "generation": generation, "complete": complete}
-
-
-def deployment_facts(dep: dict) -> dict:
-    """Annotations (metadata and pod template), deploy env and images of one Deployment."""
-    meta = dep.get("metadata") or {}
-    template = (dep.get("spec") or {}).get("template") or {}
-    annotations = deploy_annotations((template.get("metadata") or {}).get("annotations"))
-    annotations.update(deploy_annotations(meta.get("annotations")))
-    containers = (template.get("spec") or {}).get("containers") or []
-    env: dict[str, str] = {}
-    for container in containers:
-        for item in container.get("env") or []:
-            if item.get("name") in ENVS and isinstance(item.get("value"), str):
-                env.setdefault(item["name"], item["value"])
-    return {
-        "annotations": annotations,
-        "env": env,
-        "images": [c.get("image") for c in containers],
-        "rollout": rollout_status(dep),
-    }
-
-
-def deployment_layers(name: str, facts: dict) -> list[Layer]:
-    return [
-        Layer(f"{name} annotation", commit_of(facts["annotations"].get(ENV_COMMIT)), note="no UNIDESK_DEPLOY_COMMIT annotation"),
-        Layer(f"{name} env", commit_of(facts["env"].get(ENV_COMMIT)), note="no UNIDESK_DEPLOY_COMMIT env"),
-    ]
-
-
-async def read_deployments(session, namespace: str, names: tuple[str, ...]) -> dict[str, dict | None]:
-    """Each Deployment as a plain dict (None when absent)."""
-    from kubernetes_asyncio.client import AppsV1Api
-    from kubernetes_asyncio.client.exceptions import ApiException
-
-    api = await session.kube()
-    apps = AppsV1Api(api)
-
-    async def one(name: str) -> dict | None:
-        try:
-            obj = await apps.read_namespaced_deployment(name, namespace, _request_timeout=10)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise UnideskError.of(ErrorCode.PROBE_FAILED, f"Deployment {namespace}/{name}: HTTP {exc.status} {exc.reason}") from None
-        return api.sanitize_for_serialization(obj)
-
-    found = await asyncio.gather(*(one(n) for n in names))
-    return dict(zip(names, found))
+from unidesk_tui.isolation import refuse_unisolated, touches_production_twin
+from unidesk_tui.model import DesiredService, Observation, State
 
 
 class K3sExecutor(Executor):
-    mode = "k3sctl-managed"
+    """`k3sctl-managed`: Deployments in the node's native k3s, built and imported on the node."""
 
-    async def probe(self, session, catalog: Catalog, service: DesiredService) -> Observation:
+    async def probe(self, session: Any, catalog: Catalog, service: DesiredService) -> Observation:
         k8s = service.k8s
         if k8s is None:
             raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"{service.id}: k3sctl-managed without k8s objects", service=service.id)
@@ -111,16 +42,17 @@ class K3sExecutor(Executor):
             image_present(docker, service.id, service.commit),
             read_health(catalog.health_url(service.id, service.environment)),
         )
-        evidence = {"namespace": k8s.namespace, "deployments": {}}
-        layers: list[Layer] = []
+        found: dict[str, Any] = {}
+        evidence: dict[str, Any] = {"namespace": k8s.namespace, "deployments": found}
+        layers: list[Evidence] = []
         absent, stalled = [], []
         for name, dep in deployments.items():
             if dep is None:
                 absent.append(name)
-                evidence["deployments"][name] = None
+                found[name] = None
                 continue
             facts = deployment_facts(dep)
-            evidence["deployments"][name] = facts
+            found[name] = facts
             layers += deployment_layers(name, facts)
             if facts["rollout"]["available"] == 0:
                 stalled.append(name)
@@ -129,17 +61,30 @@ class K3sExecutor(Executor):
             return missing("; ".join(parts), reading, evidence, present)
         layers.append(health_layer(reading, health_expected(catalog, service)))
         obs = observed(layers, service.commit, reading, evidence, present)
-        incomplete = [n for n, d in evidence["deployments"].items() if not d["rollout"]["complete"]]
-        if incomplete and obs.live.state == "in-sync":
+        incomplete = [n for n, d in found.items() if not d["rollout"]["complete"]]
+        if incomplete and obs.live.state == State.IN_SYNC:
             # A rollout still in progress does not prove that every replica runs the commit.
-            live = obs.live.model_copy(update={"state": "provenance-mismatch", "message": f"rollout incomplete for {', '.join(incomplete)}"})
+            live = obs.live.model_copy(update={"state": State.PROVENANCE_MISMATCH, "message": f"rollout incomplete for {', '.join(incomplete)}"})
             return Observation(live, obs.imagePresent)
         return obs
 
     def steps(self, service: DesiredService) -> list[Step]:
-        from executors.pipeline import k3s_steps
-
-        return k3s_steps(service)
-
-
-register(K3sExecutor)
+        refuse_unisolated(service)
+        return [
+            Step("k3s-preflight", k3s_apply.preflight_step, read_only=True),
+            Step("k3s-containerized", k3s_apply.stop_containerized_step),
+            Step("proxy-probe", probe_step, read_only=True),
+            # the sandbox image first: nothing is imported or applied on a node without a real /pause
+            Step("k3s-pause-image", pause_image_step),
+            Step("source", source_step),
+            Step("k8s-manifest", k3s_apply.manifest_step),
+            # environment runs: dev-env rules, client dry-run, fixed images, before anything is built or applied
+            *([Step("validate", validate_step, read_only=True)] if service.environment.named else []),
+            Step("build", build_step, limit="build"),
+            Step("k3s-import", k3s_apply.import_step, limit="rollout"),
+            Step("k8s-apply", k3s_apply.apply_step, limit="rollout"),
+            Step("k8s-rollout", k3s_apply.rollout_step, limit="rollout"),
+            # a legacy direct-Docker twin is production's: never removed by an environment run
+            *([Step("legacy-twin", k3s_apply.legacy_twin_step)] if touches_production_twin(service) else []),
+            Step("verify", k3s_apply.verify_step, limit="verify"),
+        ]

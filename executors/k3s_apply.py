@@ -9,34 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
+from typing import Any
 
 from executors.containerd import ctr_argv, import_image
-from executors.health import health_expected, health_problems, read_health
-from executors.k3s import deployment_facts, read_deployments
+from executors.deployments import deployment_facts, read_deployments
+from executors.health import HealthReading, health_checks, health_expected, read_health
 from executors.k8s_manifest import fixed_images, render
-from executors.source import run_checked
 from executors.stamp import COMPOSE_PROJECT, COMPOSE_SERVICE, ENV_COMMIT, ENV_REQUESTED, deploy_env
+from executors.steps import QuietContext, fail, k3s_node, run_checked
 from executors.verify import poll
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_image_ref, same_image
-
-log = logging.getLogger(__name__)
+from unidesk_tui.isolation import touches_production_twin
+from unidesk_tui.model import Check, DesiredService, Layer, Verification, check
 
 ROLLOUT_TIMEOUT = 180.0
 POLL = 1.0
-
-
-def _fail(ctx, code: ErrorCode, message: str) -> UnideskError:
-    ctx.emit(message, "stderr")
-    return UnideskError.of(code, f"{ctx.service.id}: {message}", service=ctx.service.id)
-
-
-def k3s_node(ctx):
-    if ctx.target.k3s is None:
-        raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"target {ctx.target.id} declares no native k3s node (targets[].k3s)")
-    return ctx.target.k3s
 
 
 def containerized_k3s(ps_lines: list[str]) -> list[tuple[str, str]]:
@@ -71,13 +60,13 @@ async def preflight_step(ctx) -> None:
         api = await session.kube()
         version = await VersionApi(api).get_code(_request_timeout=10)
     except UnideskError as exc:
-        raise _fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: kubeconfig {node.kubeconfig}: {exc.problems[0].message}") from None
+        raise fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: kubeconfig {node.kubeconfig}: {exc.problems[0].message}") from None
     except (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-        raise _fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: the API server of kubeconfig {node.kubeconfig} does not answer: {exc}") from None
+        raise fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: the API server of kubeconfig {node.kubeconfig} does not answer: {exc}") from None
     ctx.emit(f"k3s_kubeconfig={node.kubeconfig} api_version={version.git_version}")
     res = await session.run(ctr_argv(node, "version"), timeout=60)
     if not res.ok:
-        raise _fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: containerd at {node.containerdSocket} does not answer: {res.tail(300)}")
+        raise fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: containerd at {node.containerdSocket} does not answer: {res.tail(300)}")
     ctx.emit(f"k3s_containerd={node.containerdSocket} namespace={node.containerdNamespace} ({res.stdout.strip().splitlines()[-1] if res.stdout.strip() else 'ok'})")
     boxed = await running_containerized_k3s(session)
     ctx.emit(f"k3s_containerized={', '.join(d for _, d in boxed)} (to be stopped)" if boxed else "k3s_containerized=none")
@@ -93,7 +82,7 @@ async def stop_containerized_step(ctx) -> None:
         for argv in (["docker", "update", "--restart=no", "--", cid], ["docker", "stop", "-t", "10", "--", cid]):
             res = await session.run(argv, timeout=60)
             if not res.ok:
-                raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"cannot stop the containerized k3s {described}: {res.tail(300)}")
+                raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"cannot stop the containerized k3s {described}: {res.tail(300)}")
         ctx.emit(f"k3s_containerized_stopped={described} id={cid[:12]}")
     if not boxed:
         ctx.emit("k3s_containerized=none running")
@@ -105,32 +94,18 @@ async def manifest_step(ctx) -> None:
     k8s = service.k8s
     mirror = ctx.shared.get("mirror")
     if k8s is None or not mirror:
-        raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, "no k8s objects or no materialized source")
+        raise fail(ctx, ErrorCode.ROLLOUT_FAILED, "no k8s objects or no materialized source")
     session = await ctx.session()
     res = await run_checked(session, QuietContext(ctx), ["git", "--git-dir", mirror, "show", f"{service.commit}:{k8s.manifest}"], ErrorCode.ROLLOUT_FAILED, f"reading {k8s.manifest} at {service.commit[:12]}")
     image = service.image  # the environment's own image in an environment run
     if not image or not is_image_ref(image):
-        raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"no valid image name ({image!r})")
+        raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"no valid image name ({image!r})")
     ctx.shared["image"] = image
     env = deploy_env(service.id, service.repo, service.commit, service.requestedCommit)
     objects = render(res.stdout, k8s, service.id, image, env, restart=ctx.force)
     ctx.shared["k8s_objects"] = objects
     ctx.emit(f"k8s_manifest={k8s.manifest}@{service.commit[:12]} (from the target's mirror)")
     ctx.emit(f"k8s_objects={', '.join(o['kind'] + ' ' + k8s.namespace + '/' + o['metadata']['name'] for o in objects)} image={image}")
-
-
-class QuietContext:
-    """A context whose command output is not echoed (a manifest is data, not progress)."""
-
-    def __init__(self, ctx) -> None:
-        self._ctx = ctx
-
-    def __getattr__(self, name):
-        return getattr(self._ctx, name)
-
-    def emit(self, text: str, stream: str = "stdout") -> None:
-        if stream == "stderr":
-            self._ctx.emit(text, stream)
 
 
 async def import_step(ctx) -> None:
@@ -154,8 +129,8 @@ async def apply_step(ctx) -> None:
         await core.read_namespace(ns, _request_timeout=10)
     except ApiException as exc:
         if exc.status == 404:
-            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"namespace {ns} does not exist; apply never creates one (apply its foundation first)") from None
-        raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"namespace {ns}: HTTP {exc.status}") from None
+            raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"namespace {ns} does not exist; apply never creates one (apply its foundation first)") from None
+        raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"namespace {ns}: HTTP {exc.status}") from None
     ctx.emit(f"k8s_namespace={ns} (exists)")
     calls = {
         "Deployment": (apps.read_namespaced_deployment, apps.create_namespaced_deployment, apps.replace_namespaced_deployment),
@@ -180,7 +155,7 @@ async def apply_step(ctx) -> None:
             await replace(name, ns, body, _request_timeout=10)
             ctx.emit(f"k8s_applied={obj['kind']} {ns}/{name} (replaced)")
         except ApiException as exc:
-            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"applying {obj['kind']} {ns}/{name}: HTTP {exc.status} {exc.reason}: {(exc.body or '')[:300]}") from None
+            raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"applying {obj['kind']} {ns}/{name}: HTTP {exc.status} {exc.reason}: {(exc.body or '')[:300]}") from None
 
 
 async def rollout_step(ctx) -> None:
@@ -203,7 +178,7 @@ async def rollout_step(ctx) -> None:
         if time.monotonic() >= deadline:
             conditions = [c.get("message") for d in deps.values() if d for c in (d.get("status") or {}).get("conditions") or [] if c.get("status") == "False"]
             why = "; ".join(filter(None, conditions))
-            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"rollout not complete after {ROLLOUT_TIMEOUT:g} s: {summary}" + (f" ({why})" if why else ""))
+            raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"rollout not complete after {ROLLOUT_TIMEOUT:g} s: {summary}" + (f" ({why})" if why else ""))
         await asyncio.sleep(POLL)
 
 
@@ -217,7 +192,7 @@ async def legacy_twin_step(ctx) -> None:
     the service's base `compose` (e.g. Code Queue's code-queue/code-queue-backend), so only one copy
     (e.g. one scheduler) runs on the node. Never in an environment run: that twin is production."""
     service = ctx.service
-    if service.environment is not None:
+    if not touches_production_twin(service):
         ctx.emit(f"legacy_docker_twin=skipped ({service.environment} run: the declared twin is production's)")
         return
     declared = service.microservice.compose if service.microservice else None
@@ -235,41 +210,35 @@ async def legacy_twin_step(ctx) -> None:
         name = (info.get("Names") or ["?"])[0].lstrip("/")
         res = await session.run(["docker", "rm", "-f", "--", info["Id"]], timeout=120)
         if not res.ok:
-            raise _fail(ctx, ErrorCode.ROLLOUT_FAILED, f"cannot remove legacy Docker twin {name}: {res.tail(300)}")
+            raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"cannot remove legacy Docker twin {name}: {res.tail(300)}")
         ctx.emit(f"legacy_docker_twin_removed={name} ({declared.project}/{declared.service}, {info.get('Image')}, was {info.get('State')})")
 
 
-def check_k3s(service, deployments: dict, reading, health_expected: bool, image: str | None,
-              fixed: frozenset[str] = frozenset()) -> tuple[bool, bool, str]:
-    """(ok, settled, message): every Deployment's annotations and env show the commit, its
-    containers run `image` (the one imported), the rollout is complete, health is healthy and shows
-    the commit where exposed. `settled` when waiting cannot help."""
+def check_k3s(service: DesiredService, deployments: dict[str, dict[str, Any] | None], reading: HealthReading,
+              health_expected: bool, image: str | None, fixed: frozenset[str] = frozenset()) -> Verification:
+    """Every Deployment exists, its annotations and env show the commit, its containers run `image`
+    (the one imported) or a fixed image the manifest declares, its rollout is complete; health is
+    healthy and shows the commit where exposed."""
     want = service.commit
-    problems, settled = [], False
+    checks: list[Check] = []
     for name, dep in deployments.items():
         if dep is None:
-            problems.append(f"Deployment {name} absent")
-            settled = True
+            checks.append(Check(Layer.ANNOTATION, f"Deployment {name}", "present", None, False))
             continue
         facts = deployment_facts(dep)
-        for layer in ("annotations", "env"):
-            got = facts[layer].get(ENV_COMMIT)
-            if got != want:
-                problems.append(f"{name} {layer} UNIDESK_DEPLOY_COMMIT is {got or 'absent'}, expected {want}")
-                settled = True
-            if facts[layer].get(ENV_REQUESTED) != service.requestedCommit:
-                problems.append(f"{name} {layer} UNIDESK_DEPLOY_REQUESTED_COMMIT is {facts[layer].get(ENV_REQUESTED) or 'absent'}")
-                settled = True
+        for layer, key in ((Layer.ANNOTATION, "annotations"), (Layer.ENV, "env")):
+            checks.append(check(layer, f"{name} {ENV_COMMIT}", want, facts[key].get(ENV_COMMIT)))
+            checks.append(check(layer, f"{name} {ENV_REQUESTED}", service.requestedCommit, facts[key].get(ENV_REQUESTED)))
         foreign = [i for i in facts["images"] if not same_image(i, image) and i not in fixed]
-        if foreign or not facts["images"]:
-            problems.append(f"{name} runs {', '.join(map(str, foreign)) or 'no container'}, expected the imported image {image}")
-            settled = True
-        if not facts["rollout"]["complete"]:
-            problems.append(f"{name} rollout incomplete")
-    problems += health_problems(reading, want, health_expected)
-    if problems:
-        return False, settled, "; ".join(problems)
-    return True, False, f"running {want} on {', '.join(deployments)} (annotations, env, image {image}, health {reading.health}" + (", deploy.commit)" if health_expected else ")")
+        running = ", ".join(map(str, foreign or facts["images"])) or None
+        checks.append(Check(Layer.IMAGE, f"{name} image", image, running, bool(facts["images"]) and not foreign))
+        rollout = facts["rollout"]
+        progress = "complete" if rollout["complete"] else "updated {updated}/{replicas}, available {available}".format(**rollout)
+        checks.append(Check(Layer.RUNTIME, f"{name} rollout", "complete", progress, rollout["complete"]))
+    checks += health_checks(reading, want, health_expected)
+    summary = (f"running {want} on {', '.join(deployments)} (annotations, env, image {image}, health {reading.health}"
+               + (", deploy.commit)" if health_expected else ")"))
+    return Verification(tuple(checks), summary)
 
 
 async def verify_step(ctx) -> None:
@@ -282,7 +251,7 @@ async def verify_step(ctx) -> None:
     # images the manifest declares fixed (checked present by the validate step) run as declared
     fixed = frozenset(i for _, i in fixed_images(ctx.shared.get("k8s_objects") or [], ctx.shared.get("image") or image))
 
-    async def read() -> tuple[bool, bool, str]:
+    async def read() -> Verification:
         deps, reading = await asyncio.gather(read_deployments(session, k8s.namespace, k8s.deployments), read_health(url))
         return check_k3s(service, deps, reading, expected, image, fixed)
 

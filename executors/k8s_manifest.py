@@ -12,7 +12,6 @@ validate step requires that image in the node's containerd before anything is ap
 from __future__ import annotations
 
 import copy
-import logging
 import re
 from datetime import UTC, datetime
 
@@ -24,9 +23,6 @@ from executors.stamp import ENVS
 from unidesk_tui.catalog import K8sObjects
 from unidesk_tui.errors import ErrorCode, UnideskError
 
-log = logging.getLogger(__name__)
-
-PLACEHOLDERS = ("__IMAGE__", "__DEV_IMAGE_TAG__", "__SERVICE_ID__", "__DEPLOY_REPO__", "__DEPLOY_COMMIT__", "__DEPLOY_REQUESTED_COMMIT__")
 PLACEHOLDER_RE = re.compile(r"__[A-Z_]+__")
 RESTARTED_AT = "unidesk.ai/deployed-at"
 

@@ -11,16 +11,13 @@ with `pause_image_invalid` (and removed again when this step pulled it).
 from __future__ import annotations
 
 import json
-import logging
 import re
 
-from executors.k3s_apply import QuietContext, _fail, ctr_argv, k3s_node
+from executors.containerd import ctr_argv
 from executors.proxy import ProxyScope, scope_for
-from executors.source import run_checked
+from executors.steps import QuietContext, fail, k3s_node, run_checked
 from unidesk_tui.catalog import PULL_REF_RE
 from unidesk_tui.errors import ErrorCode, UnideskError
-
-log = logging.getLogger(__name__)
 
 PULL_TIMEOUT = 600.0
 PAUSE_ENTRYPOINT = ["/pause"]
@@ -59,7 +56,7 @@ def listed_digest(listing: str, ref: str) -> str | None:
 async def _content(session, ctx, node, digest: str) -> str | None:
     """One blob of the content store, or None when it is not there (another platform's manifest)."""
     if not DIGEST_RE.match(digest):
-        raise _fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image: refusing digest {digest!r}")
+        raise fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image: refusing digest {digest!r}")
     res = await session.run(ctr_argv(node, "content", "get", digest), timeout=60)
     return res.stdout if res.ok else None
 
@@ -69,7 +66,7 @@ async def config_blobs(session, ctx, node, ref: str) -> list[str]:
     listing = await run_checked(session, QuietContext(ctx), ctr_argv(node, "images", "ls"), ErrorCode.ROLLOUT_FAILED, "listing containerd images")
     digest = listed_digest(listing.stdout, ref)
     if digest is None:
-        raise _fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref} is not listed by containerd")
+        raise fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref} is not listed by containerd")
     top = await _content(session, ctx, node, digest)
     try:
         doc = json.loads(top or "")
@@ -77,9 +74,9 @@ async def config_blobs(session, ctx, node, ref: str) -> list[str]:
         docs = [doc] if manifests is None else [json.loads(t) for t in [await _content(session, ctx, node, d) for d in manifests] if t]
         configs = [await _content(session, ctx, node, d["config"]["digest"]) for d in docs]
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise _fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref}: its manifest is unreadable in the content store") from None
+        raise fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref}: its manifest is unreadable in the content store") from None
     if not configs or any(c is None for c in configs):
-        raise _fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref}: its config blob is missing from the content store")
+        raise fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref}: its config blob is missing from the content store")
     return [c for c in configs if c is not None]
 
 
@@ -99,7 +96,7 @@ async def pull_pause(session, ctx, node, ref: str) -> str:
         try:
             scope = scope_for(ctx.target, True)  # the sandbox image always comes through the egress path
         except UnideskError as exc:
-            raise _fail(ctx, ErrorCode.PROXY_PROBE_FAILED, f"cannot pull pause image {ref}: {exc.problems[0].message}") from None
+            raise fail(ctx, ErrorCode.PROXY_PROBE_FAILED, f"cannot pull pause image {ref}: {exc.problems[0].message}") from None
     argv = ["images", "pull", *(["--plain-http"] if node.registryPlainHttp else []), ref]
     ctx.emit(f"k3s_pause_image_pull=ctr {' '.join(argv)} via {scope.describe()}")
     await run_checked(session, QuietContext(ctx), ctr_argv(node, *argv), ErrorCode.ROLLOUT_FAILED, f"pulling pause image {ref} through {scope.describe()}",
@@ -114,7 +111,7 @@ async def pause_image_step(ctx) -> None:
     node = k3s_node(ctx)
     ref = node.pauseImage
     if not PULL_REF_RE.fullmatch(ref):  # validated by the catalog; checked again before use
-        raise _fail(ctx, ErrorCode.INVALID_VALUE, f"refusing pause image reference {ref!r}")
+        raise fail(ctx, ErrorCode.INVALID_VALUE, f"refusing pause image reference {ref!r}")
     ctx.emit(f"k3s_pause_image={ref}")
     session = await ctx.session()
     listed = await run_checked(session, QuietContext(ctx), ctr_argv(node, "images", "ls", "-q"), ErrorCode.ROLLOUT_FAILED, "listing containerd images")
@@ -129,7 +126,7 @@ async def pause_image_step(ctx) -> None:
         ctx.emit(f"k3s_pause_image_invalid_present={ref}: its entrypoint is {runs}; replacing it through the egress path", "stderr")
         removed = await session.run(ctr_argv(node, "images", "rm", ref), timeout=60)
         if not removed.ok:
-            raise _fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref} runs {runs} and cannot be removed: {removed.tail(300)}")
+            raise fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref} runs {runs} and cannot be removed: {removed.tail(300)}")
     channel = await pull_pause(session, ctx, node, ref)
     ctx.emit(f"k3s_pause_image_source=pulled via {channel}")
     try:
@@ -139,7 +136,7 @@ async def pause_image_step(ctx) -> None:
     if not ok:  # do not leave an impostor where k3s would find it
         await session.run(ctr_argv(node, "images", "rm", ref), timeout=60)
         ctx.emit(f"k3s_pause_image_removed={ref}", "stderr")
-        raise _fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref} is not a valid sandbox image: its entrypoint is {runs}, expected [\"/pause\"]"
+        raise fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref} is not a valid sandbox image: its entrypoint is {runs}, expected [\"/pause\"]"
                     + (" (the one present before ran " + replaced + " and was removed)" if replaced else ""))
     if replaced:
         ctx.emit(f"k3s_pause_image_replaced={ref}: the image present ran {replaced}; a valid one was pulled via {channel}")

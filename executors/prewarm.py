@@ -9,14 +9,11 @@ microservice. Per image: it must already be in the target's Docker (missing fail
 
 from __future__ import annotations
 
-import logging
-
-from executors.base import Executor, Step, register
+from executors.base import Executor, Step
 from executors.containerd import checked_image, import_image, require_listed
-from executors.k3s_apply import _fail, k3s_node, preflight_step
+from executors.k3s_apply import preflight_step
+from executors.steps import fail, k3s_node
 from unidesk_tui.errors import ErrorCode, UnideskError
-
-log = logging.getLogger(__name__)
 
 MODE = "dev-env-prewarm-images"
 TASK_ID = "dev-foundation-images"  # the job's one item (and its lock name)
@@ -33,8 +30,8 @@ def present_step(image: str):
         res = await session.run(["docker", "image", "inspect", "--format", "{{.Id}}", "--", _image(image)], timeout=60)
         if not res.ok:
             if "No such image" in res.stderr or "no such image" in res.stderr.lower():
-                raise _fail(ctx, ErrorCode.IMAGE_NOT_FOUND, f"foundation image {image} is not in {ctx.target.id}'s Docker; load or pull it there first (prewarm-images only imports)")
-            raise _fail(ctx, ErrorCode.PROBE_FAILED, f"docker image inspect {image} on {ctx.target.id} failed: {res.tail(300)}")
+                raise fail(ctx, ErrorCode.IMAGE_NOT_FOUND, f"foundation image {image} is not in {ctx.target.id}'s Docker; load or pull it there first (prewarm-images only imports)")
+            raise fail(ctx, ErrorCode.PROBE_FAILED, f"docker image inspect {image} on {ctx.target.id} failed: {res.tail(300)}")
         ctx.emit(f"prewarm_docker_image={image} id={res.stdout.strip()[:19]}")
 
     return run
@@ -62,7 +59,6 @@ def verify_step(image: str):
 class PrewarmExecutor(Executor):
     """The foundation image import as job steps (a task: no catalog microservice behind it)."""
 
-    mode = MODE
     task = True
 
     async def probe(self, session, catalog, service):
@@ -79,5 +75,3 @@ class PrewarmExecutor(Executor):
             ]
         return out
 
-
-register(PrewarmExecutor)

@@ -24,6 +24,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from unidesk_tui.identifiers import is_full_sha, is_image_ref, is_service_id
+from unidesk_tui.model import Environment
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,9 @@ class BuildRecord:
         return record
 
 
-def scope_of(environment: object) -> str:
-    """`base` for file mode (None or "file"), else the environment's name."""
-    name = str(environment) if environment else ""
-    return name if name and name != "file" else BASE_SCOPE
+def scope_of(environment: Environment) -> str:
+    """`base` for file mode, else the environment's name."""
+    return str(environment) if Environment(environment).named else BASE_SCOPE
 
 
 def commit_tag(image: str, commit: str) -> str:
@@ -84,7 +84,7 @@ def record_path(work_dir: str, service_id: str, scope: str, commit: str) -> str:
     return posixpath.join(work_dir, RECORD_DIR, service_id, scope, f"{commit}.json")
 
 
-def new_record(service_id: str, environment: object, commit: str, image: str, image_id: str, repo: str) -> BuildRecord:
+def new_record(service_id: str, environment: Environment, commit: str, image: str, image_id: str, repo: str) -> BuildRecord:
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     return BuildRecord(service_id, scope_of(environment), commit, image, commit_tag(image, commit), image_id, repo, now)
 
@@ -107,7 +107,7 @@ async def write_record(session, work_dir: str, record: BuildRecord) -> str:
     return path
 
 
-async def read_record(session, work_dir: str, service_id: str, environment: object, commit: str) -> BuildRecord | None:
+async def read_record(session, work_dir: str, service_id: str, environment: Environment, commit: str) -> BuildRecord | None:
     """The record of the reconciler's build of (service, commit) in this scope on the target, or None."""
     path = record_path(work_dir, service_id, scope_of(environment), commit)
     res = await session.run(["cat", "--", path], timeout=30)
@@ -120,7 +120,7 @@ async def read_record(session, work_dir: str, service_id: str, environment: obje
     return record
 
 
-async def built_image(session, work_dir: str, service_id: str, environment: object, commit: str) -> BuildRecord | None:
+async def built_image(session, work_dir: str, service_id: str, environment: Environment, commit: str) -> BuildRecord | None:
     """The image the reconciler built for (service, commit) when the target still holds it: the
     record exists and its commit tag still names the recorded image ID. None otherwise."""
     record = await read_record(session, work_dir, service_id, environment, commit)

@@ -10,7 +10,6 @@ would silently go direct) is refused.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -18,8 +17,6 @@ from unidesk_tui.catalog import Target
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_repo_url
 from unidesk_tui.redact import redact_url
-
-log = logging.getLogger(__name__)
 
 CHANNEL = "provider-gateway-ws-egress"
 PROBE_TIMEOUT = 30.0

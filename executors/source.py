@@ -14,6 +14,7 @@ import re
 import secrets
 
 from executors.proxy import ProxyScope, check_repo_for_scope
+from executors.steps import run_checked
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_full_sha, is_repo_url, is_safe_path
 from unidesk_tui.redact import redact_url
@@ -48,14 +49,6 @@ def is_context_path(work_dir: str, path: str) -> bool:
 def locked(mirror: str, argv: list[str]) -> list[str]:
     """Serialize work on one mirror between concurrent jobs on the target."""
     return ["flock", "-w", LOCK_WAIT, f"{mirror}.lock", *argv]
-
-
-async def run_checked(session, ctx, argv: list[str], code: ErrorCode, what: str, *, env=None, timeout=120.0):
-    res = await session.run(argv, env=env, timeout=timeout, on_line=lambda line, stream: ctx.emit(line, stream))
-    if not res.ok:
-        why = "timed out" if res.timed_out else redact_url(res.tail(400))
-        raise UnideskError.of(code, f"{ctx.target.id}: {what} failed: {why}", service=ctx.service.id)
-    return res
 
 
 async def remove_context(session, work_dir: str, path: str) -> bool:

@@ -1,18 +1,12 @@
-"""The version stamping contract: label and env names, and how layers of evidence become a state.
-
-Every layer a runtime has (image label, container env or Deployment annotation, health body) must
-prove the same full SHA; `derive_state` turns what the layers show into the live state name.
+"""The version stamping contract: the label and env names every runtime layer carries, and how
+a layer's value is read as a commit (judging the layers is executors/observe.py's).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from unidesk_tui.identifiers import is_full_sha
-
-log = logging.getLogger(__name__)
 
 LABEL_SERVICE = "unidesk.ai/service-id"
 LABEL_REPO = "unidesk.ai/source-repo"
@@ -69,47 +63,3 @@ def health_commit(body: object) -> str | None:
     if isinstance(body, dict) and isinstance(body.get("deploy"), dict):
         return commit_of(body["deploy"].get("commit"))
     return None
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One piece of runtime evidence: its name, whether the runtime should have it, its commit."""
-
-    name: str
-    commit: str | None
-    expected: bool = True
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class Derived:
-    state: str
-    commit: str | None
-    message: str
-
-
-def derive_state(layers: Iterable[Layer], desired: str | None) -> Derived:
-    """The live state of a running service from its layers.
-
-    - layers that show different commits: `provenance-mismatch`;
-    - all showing one commit other than `desired`: `drift`;
-    - all showing `desired` but an expected layer proves nothing: `provenance-mismatch`
-      (noop needs every layer the runtime has);
-    - no layer proves any commit: `drift` with commit None.
-    """
-    layers = list(layers)
-    shown = {layer.name: layer.commit for layer in layers if layer.commit}
-    distinct = sorted(set(shown.values()))
-    if len(distinct) > 1:
-        parts = ", ".join(f"{name} {commit[:12]}" for name, commit in shown.items())
-        return Derived("provenance-mismatch", None, f"layers disagree: {parts}")
-    if not distinct:
-        return Derived("drift", None, "runtime proves no commit (no unidesk.ai labels, deploy env or health deploy.commit)")
-    commit = distinct[0]
-    if desired and commit != desired:
-        return Derived("drift", commit, f"running {commit[:12]}")
-    silent = [layer for layer in layers if layer.expected and not layer.commit]
-    if silent:
-        parts = ", ".join(f"{layer.name}{' (' + layer.note + ')' if layer.note else ''}" for layer in silent)
-        return Derived("provenance-mismatch", commit, f"{', '.join(shown)} show {commit[:12]} but {parts} prove nothing")
-    return Derived("in-sync", commit, f"{', '.join(shown)} show {commit[:12]}")

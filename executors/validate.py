@@ -23,7 +23,7 @@ import posixpath
 import yaml
 
 from executors.containerd import containerd_name, listed_names
-from executors.k3s_apply import k3s_node
+from executors.steps import k3s_node
 from executors.k8s_manifest import RESTARTED_AT, containers, fixed_images
 from executors.stamp import ENVS
 from unidesk_tui.devrules import check_objects

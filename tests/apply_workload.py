@@ -18,11 +18,10 @@ import os
 import time
 from pathlib import Path
 
-import executors.registry  # noqa: F401  (the built-ins first, so install() replaces them)
-from executors.base import Executor, Step, register
-from unidesk_tui.documents import LiveState
+from executors import registry
+from executors.base import Executor, Step
 from unidesk_tui.errors import ErrorCode, UnideskError
-from unidesk_tui.reconcile import Observation
+from unidesk_tui.model import LiveState, Observation
 
 RUNTIME_ENV = "UNIDESK_TEST_RUNTIME"
 MODES = ("unidesk-direct", "internal-sidecar", "k3sctl-managed")
@@ -121,7 +120,6 @@ async def verify(ctx) -> None:
 
 
 class FileWorkload(Executor):
-    mode = "unidesk-direct"
     target_lock = False  # it acts on files in the runtime dir, never on a target host
 
     async def probe(self, session, catalog, service) -> Observation:
@@ -154,5 +152,6 @@ def worker_boot(directory: Path) -> Path:
 
 
 def install() -> None:
+    """Map every mode to the workload in the registry (one line per mode, as for a real executor)."""
     for mode in MODES:
-        register(type(f"FileWorkload_{mode.replace('-', '_')}", (FileWorkload,), {"mode": mode}))
+        registry.EXECUTORS[mode] = f"{__name__}:FileWorkload"

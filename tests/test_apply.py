@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import executors.base as base
+from executors import registry
 from tests import apply_workload
 from tests.conftest import git, wait_for
 from unidesk_tui import jobs, locks
@@ -21,7 +21,6 @@ from unidesk_tui.apply import apply, launch, wait_job
 from unidesk_tui.cli import main as cli_main
 from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError
 from unidesk_tui.jobs_cli import finish_apply
-from unidesk_tui.worker import load_executors
 from unidesk_tui.worker import run as worker_run
 from unidesk_tui.workspace import Workspace
 
@@ -34,12 +33,11 @@ def workload(tmp_path, monkeypatch):
     monkeypatch.setenv(apply_workload.RUNTIME_ENV, str(rt))
     boot = apply_workload.worker_boot(tmp_path / "worker-boot")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(boot), os.environ.get("PYTHONPATH")])))
-    load_executors()
-    saved = dict(base._REGISTRY)
+    saved = dict(registry.EXECUTORS)
     apply_workload.install()
     yield rt
-    base._REGISTRY.clear()
-    base._REGISTRY.update(saved)
+    registry.EXECUTORS.clear()
+    registry.EXECUTORS.update(saved)
 
 
 @pytest.fixture
@@ -142,7 +140,7 @@ def test_dry_run_records_the_steps_it_would_run_and_changes_nothing(ws, workload
 def _saved_plan(ws: Workspace, path: Path):
     from unidesk_tui import plan_binding
     from unidesk_tui.documents import PlanRequest
-    from unidesk_tui.reconcile import run_plan
+    from unidesk_tui.planning import run_plan
 
     run = run_plan(ws, "plan", read_live=apply_workload.read_live)
     saved = plan_binding.bind(run.document, run.catalog, PlanRequest(), ws.root)

@@ -13,6 +13,7 @@ from tests.conftest import catalog_doc
 from unidesk_tui.catalog import load_catalog, parse_catalog
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.manifest import parse_manifest
+from unidesk_tui.model import Environment
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "unidesk"
 
@@ -38,7 +39,7 @@ def test_example_workspace_is_valid_and_complete():
 def test_example_k8s_manifests_stay_in_their_namespaces():
     catalog = load_catalog(EXAMPLE / "config.json")
     for ms in catalog.microservices:
-        for env in (None, "dev"):
+        for env in (Environment.FILE, Environment.DEV):
             _, k8s = ms.for_environment(env)
             if k8s is None:
                 continue

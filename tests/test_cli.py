@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import git
 from unidesk_tui.cli import main as cli_main
 from unidesk_tui.errors import ErrorCode, ExitCode
-from unidesk_tui.reconcile import exit_code, run_plan
+from unidesk_tui.planning import exit_code, run_plan
 from unidesk_tui.workspace import Workspace
 
 

@@ -11,13 +11,15 @@ import pytest
 from executors.containerd import containerd_name, image_tag
 from executors.k3s_apply import twin_rows
 from executors.k8s_manifest import fixed_images, leftovers, render
-from executors.pipeline import compose_steps, k3s_steps
+from executors.registry import executor_for
 from executors.stamp import deploy_env
 from unidesk_tui import jobs
 from unidesk_tui.apply import apply
 from unidesk_tui.catalog import load_catalog, parse_catalog
 from unidesk_tui.errors import ErrorCode, UnideskError
-from unidesk_tui.plan import desired_service, isolation_problems
+from unidesk_tui.isolation import isolation_problems
+from unidesk_tui.model import environment
+from unidesk_tui.plan import desired_service
 from unidesk_tui.workspace import Workspace
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "unidesk"
@@ -34,7 +36,7 @@ def example_doc() -> dict:
 
 def desired(catalog, sid: str, env: str | None):
     ms = catalog.microservice(sid)
-    return desired_service(catalog, ms, sid, "https://github.com/pikasTech/unidesk", A[:12], env, A)
+    return desired_service(catalog, ms, sid, "https://github.com/pikasTech/unidesk", A[:12], environment(env), A)
 
 
 def codes_of(problems) -> set[str]:
@@ -82,14 +84,14 @@ def test_unisolated_dev_runs_are_refused_before_any_step(change, needle):
     problems = isolation_problems(service)
     assert codes_of(problems) == {ErrorCode.ENVIRONMENT_ISOLATION} and any(needle in p.message for p in problems), problems
     with pytest.raises(UnideskError) as exc:
-        (k3s_steps if service.mode == "k3sctl-managed" else compose_steps)(service)
+        executor_for(service.mode).steps(service)
     assert exc.value.problems[0].code == ErrorCode.ENVIRONMENT_ISOLATION
 
 
 def test_legacy_twin_step_never_runs_for_an_environment():
     c = example()
-    dev = [s.name for s in k3s_steps(desired(c, "code-queue", "dev"))]
-    prod = [s.name for s in k3s_steps(desired(c, "decision-center", None))]
+    dev = [s.name for s in executor_for("k3sctl-managed").steps(desired(c, "code-queue", "dev"))]
+    prod = [s.name for s in executor_for("k3sctl-managed").steps(desired(c, "decision-center", None))]
     assert "legacy-twin" not in dev and "legacy-twin" in prod
     # an environment run adds its validate gate and drops the production twin's removal
     assert [n for n in dev if n != "validate"] == [n for n in prod if n != "legacy-twin"]

@@ -14,14 +14,15 @@ from executors.compose import BuildDeclaration, ComposeTarget, build_from_config
 from executors.compose_override import is_override, override_path, override_text
 from executors.docker_probe import ContainerFacts
 from executors.health import HealthReading, classify
-from executors.k3s import deployment_facts, rollout_status
+from executors.deployments import deployment_facts, rollout_status
 from executors.proxy import ProxyScope, check_repo_for_scope, probe_argv, scope_for
 from executors.source import context_path, is_context_path, mirror_path, source_step
-from executors.stamp import Layer, derive_state, health_commit, parse_env
+from executors.observe import Evidence, derive_state
+from executors.stamp import health_commit, parse_env
 from executors.verify import check_docker
 from unidesk_tui.catalog import Microservice, Target
 from unidesk_tui.errors import UnideskError
-from unidesk_tui.plan import DesiredService
+from unidesk_tui.model import DesiredService, Layer
 from unidesk_tui.targets import RunResult, command_line, killable_command_line
 
 A = "a" * 40
@@ -90,27 +91,27 @@ class TestKillOnClose:
 
 class TestDeriveState:
     def test_all_layers_desired_is_in_sync(self):
-        d = derive_state([Layer("image label", A), Layer("env", A), Layer("health", A)], A)
+        d = derive_state([Evidence("image label", A), Evidence("env", A), Evidence("health", A)], A)
         assert (d.state, d.commit) == ("in-sync", A)
 
     def test_one_old_commit_everywhere_is_drift(self):
-        d = derive_state([Layer("image label", B), Layer("env", B), Layer("health", B)], A)
+        d = derive_state([Evidence("image label", B), Evidence("env", B), Evidence("health", B)], A)
         assert (d.state, d.commit) == ("drift", B)
 
     def test_layers_disagree_is_provenance_mismatch(self):
-        d = derive_state([Layer("image label", A), Layer("env", A), Layer("health", B)], A)
+        d = derive_state([Evidence("image label", A), Evidence("env", A), Evidence("health", B)], A)
         assert d.state == "provenance-mismatch" and d.commit is None and "health" in d.message
 
     def test_silent_expected_layer_blocks_in_sync(self):
-        d = derive_state([Layer("image label", A), Layer("env", A), Layer("health", None, note="unhealthy")], A)
+        d = derive_state([Evidence("image label", A), Evidence("env", A), Evidence("health", None, note="unhealthy")], A)
         assert d.state == "provenance-mismatch" and d.commit == A
 
     def test_silent_optional_layer_is_fine(self):
-        d = derive_state([Layer("image label", A), Layer("env", A), Layer("health", None, expected=False)], A)
+        d = derive_state([Evidence("image label", A), Evidence("env", A), Evidence("health", None, expected=False)], A)
         assert d.state == "in-sync"
 
     def test_nothing_proven_is_drift_without_commit(self):
-        d = derive_state([Layer("image label", None), Layer("env", None)], A)
+        d = derive_state([Evidence("image label", None), Evidence("env", None)], A)
         assert (d.state, d.commit) == ("drift", None)
 
 
@@ -355,6 +356,12 @@ class TestCheckDocker:
     def test_healthy_old_version_fails(self):
         v = check_docker(svc(), self.facts(B, B), HealthReading("healthy", "u", 200, {}, B), True)
         assert not v.ok and "expected " + A in v.message
+        failed = {(c.layer, c.what): (c.expected, c.actual) for c in v.failed}
+        assert failed == {
+            ("image", "unidesk.ai/source-commit"): (A, B),
+            ("env", "UNIDESK_DEPLOY_COMMIT"): (A, B),
+            ("health", "deploy.commit"): (A, B),
+        }
 
     def test_health_must_report_when_exposed(self):
         assert not check_docker(svc(), self.facts(), HealthReading("unhealthy", "u", 502), True).ok
@@ -364,7 +371,7 @@ class TestCheckDocker:
         {"status": "down"} with the right commit) fails verification."""
         for commit_exposed in (False, True):
             v = check_docker(svc(), self.facts(), HealthReading("unhealthy", "u", 502), commit_exposed)
-            assert not v.ok and "health is unhealthy (HTTP 502)" in v.message
+            assert not v.ok and (Layer.HEALTH, "status", "unhealthy (HTTP 502)") in [(c.layer, c.what, c.actual) for c in v.failed]
         down = HealthReading("unhealthy", "u", 500, {"status": "down", "deploy": {"commit": A}}, A)
         assert not check_docker(svc(), self.facts(), down, True).ok
         assert not check_docker(svc(), self.facts(), HealthReading("unknown", None, error="no microserviceProxy configured"), False).ok
@@ -372,11 +379,12 @@ class TestCheckDocker:
 
 
 def test_settled_failures_do_not_wait():
-    from executors.verify import settled
-
+    """Labels and env are fixed when a container is created: a wrong one settles verification;
+    health (or a container not running yet) may still change."""
     t = TestCheckDocker()
-    assert settled(check_docker(svc(), t.facts(B, B), HealthReading("healthy", "u", 200, {}, B), True))
-    assert not settled(check_docker(svc(), t.facts(), HealthReading("healthy", "u", 200, {}, B), True))
+    assert check_docker(svc(), t.facts(B, B), HealthReading("healthy", "u", 200, {}, B), True).settled
+    assert not check_docker(svc(), t.facts(), HealthReading("healthy", "u", 200, {}, B), True).settled
+    assert not check_docker(svc(), None, HealthReading("healthy", "u", 200, {}, A), True).settled
 
 
 class TestK8sManifest:
@@ -455,19 +463,22 @@ def test_check_k3s_layers():
         "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i", "env": [{"name": k, "value": v} for k, v in stamp.items()]}]}}},
         "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
     }
-    ok, settled, _ = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, A), True, "docker.io/library/i")
-    assert ok and not settled
-    ok, settled, msg = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, B), True, "i")
-    assert not ok and not settled and "health" in msg
+    v = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, A), True, "docker.io/library/i")
+    assert v.ok and not v.settled
+    v = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, B), True, "i")
+    assert not v.ok and not v.settled and [(c.layer, c.what) for c in v.failed] == [("health", "deploy.commit")]
     old = {**dep, "metadata": {**dep["metadata"], "annotations": {**stamp, "UNIDESK_DEPLOY_COMMIT": B}}}
-    ok, settled, _ = check_k3s(svc(), {"dc": old}, HealthReading("healthy", "u", 200, {}, B), True, "i")
-    assert not ok and settled
+    v = check_k3s(svc(), {"dc": old}, HealthReading("healthy", "u", 200, {}, B), True, "i")
+    assert not v.ok and v.settled and ("annotation", "dc UNIDESK_DEPLOY_COMMIT", A, B) in [(c.layer, c.what, c.expected, c.actual) for c in v.failed]
     # health is read and must be healthy even where deploy.commit is not exposed
-    ok, settled, msg = check_k3s(svc(), {"dc": dep}, HealthReading("unhealthy", "u", 500, {"status": "down"}), False, "i")
-    assert not ok and not settled and "health is unhealthy" in msg
+    v = check_k3s(svc(), {"dc": dep}, HealthReading("unhealthy", "u", 500, {"status": "down"}), False, "i")
+    assert not v.ok and not v.settled and [(c.layer, c.actual) for c in v.failed] == [("health", "unhealthy (HTTP 500)")]
     # our own stamps are not enough: the Deployment must run the imported image
-    ok, settled, msg = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, A), True, "i:new")
-    assert not ok and settled and "expected the imported image i:new" in msg
+    v = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, A), True, "i:new")
+    assert not v.ok and v.settled and [(c.layer, c.expected, c.actual) for c in v.failed] == [("image", "i:new", "i")]
+    # an absent Deployment settles it too
+    v = check_k3s(svc(), {"dc": None}, HealthReading("healthy", "u", 200, {}, A), True, "i")
+    assert not v.ok and v.settled
 
 
 async def test_silent_host_is_unreachable_within_the_connect_timeout(tmp_path):

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONSOLE = ("unidesk_tui.app", "unidesk_tui.console", "unidesk_tui.messages", "unidesk_tui.screens", "unidesk_tui.widgets")
 # Named in the contract: each must stay headless whenever it exists.
 REQUIRED = tuple(f"unidesk_tui.{m}" for m in (
-    "errors", "identifiers", "manifest", "catalog", "resolve", "source", "documents", "plan", "workspace", "reconcile",
+    "errors", "identifiers", "manifest", "catalog", "resolve", "manifest_source", "documents", "plan", "workspace", "planning",
+    "model", "isolation", "engine",
     "cli", "jobs", "apply", "live", "targets", "worker", "locks", "plan_cache",
 ))
 

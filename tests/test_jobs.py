@@ -15,6 +15,7 @@ import pytest
 from unidesk_tui import jobs, locks
 from unidesk_tui.documents import FileSourceDoc, JobRecord, StepRecord
 from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.model import JOB_TERMINAL
 from unidesk_tui.redact import Redactor, redact, redact_url, secret_env_values
 
 
@@ -295,7 +296,7 @@ def _jobs_at(tmp_path, statuses: list[str], sleeper) -> list[str]:
     ids = []
     for i, status in enumerate(statuses):
         job_id = jobs.new_job_id(datetime(2026, 11, 27, 8, i, tzinfo=UTC))
-        ended = f"2026-11-27T08:{i:02d}:30Z" if status in jobs.TERMINAL else None
+        ended = f"2026-11-27T08:{i:02d}:30Z" if status in JOB_TERMINAL else None
         jobs.create_job(tmp_path, record(job_id, status=status, endedAt=ended, createdAt=f"2026-11-27T08:{i:02d}:00Z",
                                          workerPid=sleeper.pid, workerStart=jobs.process_start(sleeper.pid)))
         ids.append(job_id)

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
+from executors.k3s import K3sExecutor
 from executors.pause_image import check_pause_config, listed_digest, sandbox_entrypoint
-from executors.pipeline import k3s_steps
 from unidesk_tui.catalog import K3sNode, parse_catalog
 from unidesk_tui.errors import UnideskError
+from unidesk_tui.model import DesiredService
 
 D = "sha256:" + "ab" * 32
 
@@ -77,7 +78,7 @@ def test_catalog_reports_a_bad_pause_image_with_its_path():
 
 
 def test_pause_image_step_runs_before_import_and_apply():
-    names = [s.name for s in k3s_steps(None)]
+    names = [s.name for s in K3sExecutor().steps(DesiredService("svc", "", "", None, "k3sctl-managed", "node"))]
     assert names.index("k3s-pause-image") < names.index("k3s-import") < names.index("k8s-apply")
     assert names.index("proxy-probe") < names.index("k3s-pause-image")
-    assert not next(s for s in k3s_steps(None) if s.name == "k3s-pause-image").read_only
+    assert not next(s for s in K3sExecutor().steps(DesiredService("svc", "", "", None, "k3sctl-managed", "node")) if s.name == "k3s-pause-image").read_only

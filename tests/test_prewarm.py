@@ -11,8 +11,8 @@ from pathlib import Path
 from executors.containerd import containerd_name
 from executors.prewarm import FOUNDATION_IMAGES, MODE, PrewarmExecutor
 from unidesk_tui.documents import PlanItem
-from unidesk_tui.plan import DesiredService
-from unidesk_tui.worker import desired_from_plan
+from unidesk_tui.model import DesiredService, Environment
+from unidesk_tui.engine import desired_from_plan
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "unidesk" / "config.json"
 
@@ -35,7 +35,7 @@ def test_worker_rebuilds_a_task_item_without_a_microservice():
     from unidesk_tui.catalog import load_catalog
 
     item = PlanItem(id="dev-foundation-images", mode=MODE, target="D601", action="deploy", reason="prewarm")
-    desired = desired_from_plan(load_catalog(EXAMPLE), item, "dev")
+    desired = desired_from_plan(load_catalog(EXAMPLE), item, Environment.DEV)
     assert (desired.id, desired.mode, desired.target, desired.microservice) == ("dev-foundation-images", MODE, "D601", None)
 
 

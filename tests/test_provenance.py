@@ -7,6 +7,7 @@ import json
 import pytest
 
 from executors.provenance import BuildRecord, commit_tag, judge, new_record, record_path
+from unidesk_tui.model import Environment
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 ID_A = "sha256:" + "a" * 64
@@ -34,18 +35,18 @@ def test_record_path_is_per_service_scope_and_commit_and_refuses_odd_keys() -> N
 
 
 def test_record_round_trips_and_malformed_ones_are_not_trusted() -> None:
-    record = new_record("backend-core", None, SHA, "unidesk-backend-core:main", ID_A, "http://git/x.git")
+    record = new_record("backend-core", Environment.FILE, SHA, "unidesk-backend-core:main", ID_A, "http://git/x.git")
     assert record.scope == "base" and record.commitTag == "unidesk-backend-core:main-0123456789ab"
     assert BuildRecord.from_json(record.to_json()) == record
     doc = json.loads(record.to_json())
     assert BuildRecord.from_json(json.dumps({**doc, "imageId": "sha256:short"})) is None
     assert BuildRecord.from_json(json.dumps({k: v for k, v in doc.items() if k != "commit"})) is None
     assert BuildRecord.from_json("not json") is None
-    assert new_record("code-queue", "dev", SHA, "unidesk-code-queue:dev", ID_A, "r").scope == "dev"
+    assert new_record("code-queue", Environment.DEV, SHA, "unidesk-code-queue:dev", ID_A, "r").scope == "dev"
 
 
 def test_judge_names_both_ids_and_never_calls_an_unrecorded_image_a_mismatch() -> None:
-    record = new_record("backend-core", None, SHA, "unidesk-backend-core:main", ID_A, "r")
+    record = new_record("backend-core", Environment.FILE, SHA, "unidesk-backend-core:main", ID_A, "r")
     proven = judge(record, ID_A, SHA)
     assert proven.status == "proven" and proven.evidence() == {"status": "proven", "running": ID_A, "recorded": ID_A}
     mismatch = judge(record, ID_B, SHA)

@@ -91,12 +91,6 @@ class Layout:
         """Root-namespace veth ends onto the lan and the wan bridge."""
         return f"udl{self.slot}lan", f"udl{self.slot}wan"
 
-    def lan_subnet(self) -> str:
-        return f"10.231.{self.slot}.0/24"
-
-    def wan_subnet(self) -> str:
-        return f"10.232.{self.slot}.0/24"
-
     def address(self, host: str) -> str:
         """A host's lan address (what config.json's ssh.host holds); the operator is "operator"."""
         return f"10.231.{self.slot}.{_LAN_OCTET[host]}"

@@ -17,10 +17,10 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from unidesk_tui import jobs, plan_cache
+from unidesk_tui.model import JOB_ACTIVE, JOB_TERMINAL, LiveReader
 from unidesk_tui.screens.palette import JobsProvider, ServicesProvider
 from unidesk_tui.documents import JobRecord
 from unidesk_tui.messages import JobsListed, JobStarted
-from unidesk_tui.reconcile import LiveReader
 from unidesk_tui.screens.confirm_apply import ApplyRequest
 from unidesk_tui.screens.help import HelpScreen
 from unidesk_tui.screens.job_log import JobLogScreen
@@ -40,13 +40,10 @@ DEFAULT_REFRESH_S = 5.0
 JOBS_POLL_S = 1.0
 
 
-def default_live_reader() -> LiveReader | None:
-    """The live reader of this build (None when the live layer is not installed)."""
-    try:
-        from unidesk_tui.live import read_live
-    except ImportError as exc:
-        log.warning("live state is not available: %s", exc)
-        return None
+def default_live_reader() -> LiveReader:
+    """The live reader the console uses unless a test gives it another."""
+    from unidesk_tui.live import read_live
+
     return read_live
 
 
@@ -141,11 +138,11 @@ class UnideskApp(App[int]):
         for job in message.jobs:
             before = self._job_status.get(job.id)
             self._job_status[job.id] = job.status
-            if self._jobs_seen and before in jobs.ACTIVE and job.status in jobs.TERMINAL:
+            if self._jobs_seen and before in JOB_ACTIVE and job.status in JOB_TERMINAL:
                 self.job_ended(job)
         if not self._jobs_seen:
             self._jobs_seen = True
-            active = [j for j in message.jobs if j.status in jobs.ACTIVE]
+            active = [j for j in message.jobs if j.status in JOB_ACTIVE]
             if self.reattach and active:
                 self.notify(f"job {active[0].id} is still {active[0].status}: reattached to its log", title="Reattached", timeout=5)
                 self.open_job(active[0].id)
@@ -192,7 +189,7 @@ class UnideskApp(App[int]):
     def confirm_cancel(self, job_id: str) -> None:
         """Ask, then cancel a running job through the job store (the worker stops at a step boundary)."""
         job = next((j for j in self.jobs if j.id == job_id), None)
-        if job is None or job.status not in jobs.ACTIVE:
+        if job is None or job.status not in JOB_ACTIVE:
             self.notify(f"job {job_id} is not running", timeout=3)
             return
         body = f"job {job.id} ({job.environment} · {', '.join(job.services)}) is {job.status}.\nCancelling stops its current step (and that step's command on the target); the job records which step it stopped."
@@ -273,7 +270,7 @@ class UnideskApp(App[int]):
         self.action_quit_console()
 
     def active_jobs(self) -> list[JobRecord]:
-        return [j for j in self.jobs if j.status in jobs.ACTIVE]
+        return [j for j in self.jobs if j.status in JOB_ACTIVE]
 
     def action_quit_console(self) -> None:
         if self.screen is not self.main_screen:

@@ -16,16 +16,16 @@ from pathlib import Path
 from unidesk_tui import jobs, locks, plan_binding
 from unidesk_tui import launch as launcher
 from unidesk_tui.documents import ApplyDocument, ErrorItem, JobEvent, JobRecord, PlanItem, SavedPlan, StepRecord
+from unidesk_tui.engine import step_records
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
-from unidesk_tui.plan import isolation_problems
-from unidesk_tui.reconcile import LiveReader, run_plan, to_errors
-from unidesk_tui.source import file_mode_refusal
-from unidesk_tui.worker import desired_from_plan, executor
+from unidesk_tui.isolation import isolation_problems
+from unidesk_tui.manifest_source import file_mode_refusal
+from unidesk_tui.model import APPLY_ENVIRONMENTS, JOB_TERMINAL, Environment, JobStatus, LiveReader, environment
+from unidesk_tui.planning import run_plan, to_errors
 from unidesk_tui.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-APPLY_ENVIRONMENTS = ("dev",)
 POLL_S = 0.2
 
 
@@ -44,33 +44,7 @@ def _environment_problems(items: list[PlanItem], env: str, only: list[str] | Non
     return problems
 
 
-def _steps(run_catalog, items: list[PlanItem], environment: str | None) -> tuple[list[StepRecord], list[Problem]]:
-    """The steps each service will run, as the executors describe them; noop is a skipped step."""
-    records: list[StepRecord] = []
-    problems: list[Problem] = []
-    for item in items:
-        if item.action == "unsupported":
-            problems.append(Problem(ErrorCode.UNSUPPORTED_SERVICE, f"{item.id}: {item.reason}", service=item.id))
-            continue
-        if item.action == "error":
-            problems.append(Problem(ErrorCode.PROBE_FAILED, f"{item.id}: {item.reason}", service=item.id))
-            continue
-        if item.action == "noop":
-            records.append(StepRecord(service=item.id, name="noop", status="skipped", message=item.reason))
-            continue
-        try:
-            desired = desired_from_plan(run_catalog, item, environment)
-            steps = executor(desired.mode or "").steps(desired)
-        except UnideskError as exc:
-            problems.extend(Problem(p.code, p.message, service=item.id, path=p.path) for p in exc.problems)
-            continue
-        if not steps:
-            problems.append(Problem(ErrorCode.UNSUPPORTED_SERVICE, f"{item.id}: the {item.mode} executor has no steps", service=item.id))
-        records += [StepRecord(service=item.id, name=s.name, readOnly=s.read_only) for s in steps]
-    return records, problems
-
-
-def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[StepRecord], *, lock_env: str, source,
+def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[StepRecord], *, lock_env: Environment, source,
            dry_run: bool = False, force: bool = False, warnings: list[str] = (),
            command: str = "deploy apply") -> tuple[str, list[str]]:
     """Start the job's worker, which locks and records the job (its plan items, steps and catalog
@@ -80,7 +54,7 @@ def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[Ste
     the stale-lock takeovers. Raises UnideskError(locked) when another live job holds a lock,
     (prod_apply_disabled) for prod.
     """
-    if lock_env == "prod":
+    if lock_env == Environment.PROD:
         raise UnideskError.of(ErrorCode.PROD_APPLY_DISABLED, f"{command} --env prod is disabled until the production executor and its authorization policy exist")
     ids = [item.id for item in items]
     if not dry_run and (problems := locks.held(ws.state_dir, lock_env, ids)):
@@ -88,7 +62,7 @@ def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[Ste
     job_id = jobs.new_job_id()
     pid = os.getpid()
     record = JobRecord(
-        id=job_id, command=command, status="queued", environment=lock_env, source=source, workspace=str(ws.root),
+        id=job_id, command=command, status=JobStatus.QUEUED, environment=lock_env, source=source, workspace=str(ws.root),
         dryRun=dry_run, force=force, services=ids, plan=items, steps=step_records,
         createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid),
         locks=[] if dry_run else [f"{lock_env}/{s}" for s in ids], warnings=list(warnings),
@@ -132,7 +106,7 @@ def apply(
         doc.errors = [ErrorItem(code=ErrorCode.USAGE, message=f"unknown environment {env!r}; apply supports --env dev")]
         return doc
 
-    lock_env = env or "file"
+    lock_env = environment(env)
     gate = None if dry_run else (lambda ids: locks.held(ws.state_dir, lock_env, ids))
     run = run_plan(ws, "plan", file=file, env=env, services=services, force=force, read_live=read_live, gate=gate)
     plan = run.document
@@ -157,7 +131,7 @@ def apply(
         # runs, an environment apply never touches production objects or images.
         enabled = {i.id for i in plan.services if i.applyEnabled}
         problems += [p for d in run.desired if d.id in enabled for p in isolation_problems(d)]
-    step_records, step_problems = _steps(run.catalog, plan.services, env)
+    records, step_problems = step_records(run.catalog, plan.services, lock_env)
     problems = list(dict.fromkeys(problems + step_problems))
     if not plan.services:
         problems.append(Problem(ErrorCode.MANIFEST_INVALID, "the manifest lists no services to apply"))
@@ -166,12 +140,12 @@ def apply(
         return doc
 
     try:
-        job_id, takeovers = launch(ws, run.catalog, plan.services, step_records, lock_env=lock_env, source=plan.source,
+        job_id, takeovers = launch(ws, run.catalog, plan.services, records, lock_env=lock_env, source=plan.source,
                                    dry_run=dry_run, force=force, warnings=doc.warnings)
     except UnideskError as exc:
         doc.errors = to_errors(exc.problems)
         return doc
-    doc.ok, doc.jobId, doc.status = True, job_id, "queued"
+    doc.ok, doc.jobId, doc.status = True, job_id, JobStatus.QUEUED
     doc.warnings += takeovers
     return doc
 
@@ -189,6 +163,6 @@ def wait_job(state_dir: Path, job_id: str, *, on_events: Callable[[list[JobEvent
                     break
                 offset = new
                 on_events(events)
-        if record.status in jobs.TERMINAL or (stop is not None and stop()):
+        if record.status in JOB_TERMINAL or (stop is not None and stop()):
             return record
         time.sleep(poll)

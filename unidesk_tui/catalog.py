@@ -26,6 +26,7 @@ from unidesk_tui.identifiers import (
     is_target_id,
 )
 from unidesk_tui.json_input import load_json
+from unidesk_tui.model import Environment
 from unidesk_tui.redact import redact_url
 
 DeploymentMode = Literal["unidesk-direct", "internal-sidecar", "k3sctl-managed"]
@@ -239,17 +240,17 @@ class Microservice(_Model):
             return f"image-only service ({self.image}) has no Dockerfile source artifact; wrap it in a source repository with a Dockerfile"
         return "no Dockerfile source artifact (needs `repository` and `build` in config.json)"
 
-    def for_environment(self, env: str | None) -> tuple[Deployment, K8sObjects | None]:
-        """The deployment and k8s objects in effect for a file-mode (None) or environment run."""
-        override = self.environments.get(env) if env else None
+    def for_environment(self, env: Environment) -> tuple[Deployment, K8sObjects | None]:
+        """The deployment and k8s objects in effect for a file-mode or environment run."""
+        override = self.environments.get(env) if Environment(env).named else None
         if override is None:
             return self.deployment, self.k8s
         return override.deployment or self.deployment, override.k8s or self.k8s
 
-    def image_for(self, env: str | None) -> str | None:
-        """The image built and run in a file-mode (None) or environment run (the base one when the
+    def image_for(self, env: Environment) -> str | None:
+        """The image built and run in a file-mode or environment run (the base one when the
         environment declares none: environment apply refuses that)."""
-        override = self.environments.get(env) if env else None
+        override = self.environments.get(env) if Environment(env).named else None
         if override is not None and override.build is not None:
             return override.build.image
         return self.build.image if self.build else None
@@ -302,10 +303,10 @@ class Catalog(_Model):
         """By id: a plan looks every service up, and must stay linear (issue 13)."""
         return {m.id: m for m in self.microservices}
 
-    def health_url(self, service_id: str, env: str | None = None) -> str | None:
+    def health_url(self, service_id: str, env: Environment = Environment.FILE) -> str | None:
         """The health endpoint through the UniDesk microservice proxy, as the frontend uses it: the
-        top-level proxy in file mode (None), only the environment's own proxy for an environment."""
-        if env:
+        top-level proxy in file mode, only the environment's own proxy for an environment."""
+        if Environment(env).named:
             profile = self.environments.get(env)
             proxy = profile.microserviceProxy if profile else None
         else:

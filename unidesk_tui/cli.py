@@ -7,6 +7,7 @@ reaches the user (set UNIDESK_DEBUG=1 to see one on stderr).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -17,8 +18,8 @@ from pathlib import Path
 
 from unidesk_tui.documents import ErrorDocument, ErrorItem, HelpDocument
 from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError
-from unidesk_tui.manifest import ENVIRONMENTS
-from unidesk_tui.reconcile import exit_code, run_plan
+from unidesk_tui.model import NAMED_ENVIRONMENTS
+from unidesk_tui.planning import exit_code, run_plan
 from unidesk_tui.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def _add_source_args(p: argparse.ArgumentParser, envs: Sequence[str] = ENVIRONMENTS) -> None:
+def _add_source_args(p: argparse.ArgumentParser, envs: Sequence[str] = NAMED_ENVIRONMENTS) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--file", help="manifest file (default: <workspace>/deploy.json)")
     group.add_argument("--env", choices=list(envs), help="read deploy.json from origin/deploy/<env>")
@@ -79,7 +80,7 @@ def _plan_command(name: str) -> Callable[[argparse.Namespace, Workspace], int]:
     def run(args: argparse.Namespace, ws: Workspace) -> int:
         read_live = None
         if not args.env:
-            read_live = _live_reader()
+            from unidesk_tui.live import read_live
         force = getattr(args, "force", False)
         result = run_plan(ws, name, file=args.file, env=args.env, services=args.service, force=force, read_live=read_live)
         doc = result.document
@@ -109,15 +110,6 @@ def _save_plan(ws: Workspace, result, args: argparse.Namespace, force: bool):
     return doc.model_copy(update={"planFile": str(Path(args.out).resolve()), "digest": saved.digest})
 
 
-def _live_reader():
-    """The live-state reader, when the live layer is installed in this build."""
-    try:
-        from unidesk_tui.live import read_live
-    except ImportError:
-        return None
-    return read_live
-
-
 # Each registrar adds its subcommands and sets `handler` on them. Other areas (lab, jobs, apply,
 # console) register here so that this module stays the one entry point.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
@@ -139,14 +131,16 @@ def _register_deploy(sub: argparse._SubParsersAction) -> None:
 REGISTRARS.append(_register_deploy)
 
 
-def _optional_registrars() -> None:
-    for module in ("unidesk_lab.cli", "unidesk_tui.jobs_cli", "unidesk_tui.devenv"):
-        try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ImportError:
-            continue
-        if mod.add_parser not in REGISTRARS:
-            REGISTRARS.append(mod.add_parser)
+# Modules that add their own subcommands. They always ship: a failing import is an error, not a
+# missing feature. The lab is its own package; only `unidesk lab` reaches it, by name.
+REGISTRAR_MODULES = ("unidesk_lab.cli", "unidesk_tui.jobs_cli", "unidesk_tui.devenv")
+
+
+def _module_registrars() -> None:
+    for module in REGISTRAR_MODULES:
+        add_parser = importlib.import_module(module).add_parser
+        if add_parser not in REGISTRARS:
+            REGISTRARS.append(add_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,10 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", metavar="DIR", help="state directory (default: <workspace>/.state)")
     parser.add_argument("--json", action="store_true", help="headless: print JSON only (check/plan aliases)")
     console = parser.add_argument_group("console (no subcommand)")
-    console.add_argument("--env", dest="console_env", choices=["file", *ENVIRONMENTS], default="file", help="environment to open on (default: file)")
+    console.add_argument("--env", dest="console_env", choices=["file", *NAMED_ENVIRONMENTS], default="file", help="environment to open on (default: file)")
     console.add_argument("--refresh", type=_seconds, metavar="SECONDS", help="refresh interval (default: $UNIDESK_REFRESH_S or 5)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    _optional_registrars()
+    _module_registrars()
     for register in REGISTRARS:
         register(sub)
     return parser
@@ -188,10 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handler is None and getattr(args, "func", None) is not None:
             return int(args.func(args))  # registrars that need no workspace (e.g. lab)
         if handler is None:
-            console = _console()
-            if console is None or args.json:
+            if args.json:
                 raise UsageError("unidesk: a command is required (deploy check|plan, job, lab); see --help")
-            return console(args)
+            from unidesk_tui.console import run_console
+
+            return run_console(args)
         ws = Workspace.at(args.workspace, args.state_dir)
         return int(handler(args, ws))
     except UsageError as exc:
@@ -210,15 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         emit(ErrorDocument(command=command, errors=[ErrorItem(code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}: {exc}")]))
         return ExitCode.ERROR
-
-
-def _console():
-    """The Textual console entry point, when the console is part of this build."""
-    try:
-        from unidesk_tui.console import run_console
-    except ImportError:
-        return None
-    return run_console
 
 
 if __name__ == "__main__":

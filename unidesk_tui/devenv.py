@@ -112,33 +112,34 @@ def prewarm_images(ws) -> dict:
     """
     from executors.prewarm import FOUNDATION_IMAGES, MODE, TASK_ID
     from unidesk_tui import apply
-    from unidesk_tui.documents import FileSourceDoc, PlanItem, StepRecord
+    from unidesk_tui.documents import FileSourceDoc, PlanItem
+    from unidesk_tui.engine import step_records
     from unidesk_tui.errors import UnideskError
-    from unidesk_tui.plan import DesiredService
-    from unidesk_tui.worker import executor
+    from unidesk_tui.model import Action, Environment, JobStatus
 
     doc: dict = {"ok": False, "command": PREWARM_COMMAND, "jobId": None, "images": list(FOUNDATION_IMAGES), "errors": []}
     try:
         catalog = ws.catalog()
-        dev = catalog.environments.get("dev")
+        dev = catalog.environments.get(Environment.DEV)
         if dev is None:
             raise UnideskError.of(ErrorCode.CONFIG_INVALID, "config.json has no environments.dev: prewarm-images needs its target", path="environments.dev")
         target = catalog.target(dev.target)
         if target.k3s is None:
             raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"target {target.id} (environments.dev.target) declares no native k3s node (targets[].k3s)", path="environments.dev.target")
         doc["target"] = target.id
-        item = PlanItem(id=TASK_ID, mode=MODE, target=target.id, action="deploy",
+        item = PlanItem(id=TASK_ID, mode=MODE, target=target.id, action=Action.DEPLOY,
                         reason=f"import {', '.join(FOUNDATION_IMAGES)} from Docker into {target.k3s.containerdSocket}")
-        steps = executor(MODE).steps(DesiredService(TASK_ID, "", "", None, MODE, target.id))
-        records = [StepRecord(service=TASK_ID, name=s.name, readOnly=s.read_only) for s in steps]
-        doc["jobId"], takeovers = apply.launch(ws, catalog, [item], records, lock_env="dev", source=FileSourceDoc(path=str(ws.config_path)),
-                                               command=PREWARM_COMMAND)
+        records, problems = step_records(catalog, [item], Environment.DEV)
+        if problems:
+            raise UnideskError(*problems)
+        doc["jobId"], takeovers = apply.launch(ws, catalog, [item], records, lock_env=Environment.DEV,
+                                               source=FileSourceDoc(path=str(ws.config_path)), command=PREWARM_COMMAND)
         if takeovers:
             doc["warnings"] = list(doc.get("warnings", [])) + takeovers
     except UnideskError as exc:
         doc["errors"] = [p.to_dict() for p in exc.problems]
         return doc
-    doc["ok"], doc["status"] = True, "queued"
+    doc["ok"], doc["status"] = True, JobStatus.QUEUED
     return doc
 
 
@@ -148,10 +149,11 @@ def _prewarm(args: argparse.Namespace, ws) -> int:
     doc = prewarm_images(ws)
     if doc["ok"] and args.wait:
         from unidesk_tui.apply import wait_job
+        from unidesk_tui.model import JobStatus
 
         record = wait_job(ws.state_dir, doc["jobId"])
         errors = [e.model_dump(exclude_none=True) for e in record.result.errors] if record.result else []
-        doc.update(ok=record.status == "succeeded", status=record.status, errors=errors)
+        doc.update(ok=record.status == JobStatus.SUCCEEDED, status=record.status, errors=errors)
     emit(doc)
     return ExitCode.OK if doc["ok"] else ExitCode.ERROR
 

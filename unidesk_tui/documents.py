@@ -12,13 +12,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Action = Literal["noop", "deploy", "unsupported", "error"]
-LiveStateName = Literal["in-sync", "drift", "missing", "provenance-mismatch", "unreachable", "unsupported", "error"]
-HealthName = Literal["healthy", "unhealthy", "unknown"]
+from unidesk_tui.model import Action, Environment, JobStatus, Layer, LiveState, Outcome, StepStatus
+
+__all__ = ["LiveState"]  # defined with the vocabulary (executors build it), published in plan items
 
 
 class _Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use, not at import: `job list` and `--help` need only a few of them.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ErrorItem(_Doc):
@@ -43,16 +44,6 @@ class EnvSourceDoc(_Doc):
     ref: str
     manifestCommit: str = Field(pattern=r"^[0-9a-f]{40}$")
     manifestBlob: str = Field(pattern=r"^[0-9a-f]{40}$")
-
-
-class LiveState(_Doc):
-    """What the runtime proves about one service."""
-
-    commit: str | None = Field(None, description="Full SHA the runtime proves, or null")
-    state: LiveStateName
-    health: HealthName = "unknown"
-    message: str | None = None
-    evidence: dict[str, Any] = Field(default_factory=dict, description="Labels, env, annotations, health body")
 
 
 class PlanItem(_Doc):
@@ -132,9 +123,16 @@ class HelpDocument(_Doc):
     usage: str = Field(description="argparse's usage and options text")
 
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
-StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
-LockEnvironment = Literal["file", "dev", "prod"]
+
+
+class LayerCheck(_Doc):
+    """One verification comparison of a runtime layer with the requested deploy."""
+
+    layer: Layer
+    what: str = Field(description="What was compared, e.g. unidesk.ai/source-commit or `dc UNIDESK_DEPLOY_COMMIT`")
+    expected: str | None = None
+    actual: str | None = None
+    ok: bool
 
 
 class StepRecord(_Doc):
@@ -142,7 +140,7 @@ class StepRecord(_Doc):
 
     service: str
     name: str
-    status: StepStatus = "pending"
+    status: StepStatus = StepStatus.PENDING
     readOnly: bool = False
     startedAt: str | None = None
     endedAt: str | None = None
@@ -150,11 +148,12 @@ class StepRecord(_Doc):
     events: int = Field(0, description="Events the step itself emitted; a run step with 0 fails with no_progress")
     code: str | None = Field(None, description="Error code when failed")
     message: str | None = None
+    verification: list[LayerCheck] = Field(default_factory=list, description="Verification steps: every layer compared in the last read")
 
 
 class JobResult(_Doc):
     ok: bool
-    services: dict[str, Literal["succeeded", "failed", "skipped", "cancelled", "interrupted", "dry-run"]] = Field(default_factory=dict)
+    services: dict[str, Outcome] = Field(default_factory=dict)
     errors: list[ErrorItem] = Field(default_factory=list)
 
 
@@ -173,7 +172,7 @@ class JobRecord(_Doc):
     id: str = Field(pattern=r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
     command: Literal["deploy apply", "dev-env prewarm-images"] = "deploy apply"
     status: JobStatus
-    environment: LockEnvironment = Field(description="Lock scope: file mode, or the environment")
+    environment: Environment = Field(description="Lock scope: file mode, or the environment")
     source: FileSourceDoc | EnvSourceDoc
     workspace: str
     dryRun: bool = False
@@ -240,7 +239,7 @@ class JobDocument(_Doc):
 class JobSummary(_Doc):
     id: str
     status: JobStatus
-    environment: LockEnvironment
+    environment: Environment
     services: list[str]
     dryRun: bool
     createdAt: str
@@ -282,10 +281,6 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
 def schemas() -> dict[str, str]:
     """File name -> JSON Schema text, for every published document."""
     return {f"{name}.schema.json": json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n" for name, model in DOCUMENTS.items()}
-
-
-def dump(doc: BaseModel) -> str:
-    return doc.model_dump_json(exclude_none=False)
 
 
 if __name__ == "__main__":

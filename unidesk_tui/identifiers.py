@@ -13,7 +13,6 @@ TARGET_ID_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
 SHORT_SHA_RE = re.compile(r"^[0-9a-fA-F]{4,40}$")
 FULL_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 # git check-ref-format, restricted to what deploy refs need.
-REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/-]{1,200}(?<![./])$")
 REPO_SCHEMES = ("http://", "https://", "ssh://", "git://", "file://")
 # scp-like ssh: user@host:path
 SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.][A-Za-z0-9.-]*:[A-Za-z0-9._/~-]+$")  # host not option-like
@@ -40,10 +39,6 @@ def is_commit_id(value: object) -> bool:
 
 def is_full_sha(value: object) -> bool:
     return isinstance(value, str) and bool(FULL_SHA_RE.fullmatch(value))
-
-
-def is_ref(value: object) -> bool:
-    return isinstance(value, str) and bool(REF_RE.fullmatch(value)) and not value.endswith(".lock")
 
 
 def is_repo_url(value: object) -> bool:

@@ -28,13 +28,12 @@ from pydantic import ValidationError
 from unidesk_tui.documents import ErrorItem, JobEvent, JobRecord, JobResult, LogTail, Operator
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.files import atomic_write, flocked
+from unidesk_tui.model import JOB_ACTIVE, JOB_TERMINAL, JobStatus, Outcome, StepStatus
 from unidesk_tui.redact import Redactor, secret_env_values
 
 log = logging.getLogger(__name__)
 
 JOB_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")  # always fullmatch: `$` would accept a trailing newline
-ACTIVE = frozenset({"queued", "running"})
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 JOB_FILE = "job.json"
 EVENTS_FILE = "events.jsonl"
 CATALOG_FILE = "catalog.json"
@@ -157,7 +156,7 @@ def update_job(state_dir: Path, job_id: str, change: Callable[[JobRecord], JobRe
 
 
 def _worker_dead(record: JobRecord) -> bool:
-    if record.status not in ACTIVE or record.host != HOST:
+    if record.status not in JOB_ACTIVE or record.host != HOST:
         return False  # another host's processes cannot be checked from here
     return not process_alive(record.workerPid, record.workerStart)
 
@@ -166,14 +165,14 @@ def mark_interrupted(record: JobRecord, why: str) -> JobRecord:
     now = now_iso()
     services = dict(record.result.services) if record.result else {}
     for step in record.steps:
-        if step.status == "running":
-            step.status, step.endedAt, step.code, step.message = "failed", now, ErrorCode.INTERRUPTED, why
-        if step.service not in services or services[step.service] not in ("succeeded", "skipped", "dry-run"):
-            if step.status in ("pending", "running", "failed"):
-                services[step.service] = "interrupted"
+        if step.status == StepStatus.RUNNING:
+            step.status, step.endedAt, step.code, step.message = StepStatus.FAILED, now, ErrorCode.INTERRUPTED, why
+        if step.service not in services or services[step.service] not in (Outcome.SUCCEEDED, Outcome.SKIPPED, Outcome.DRY_RUN):
+            if step.status in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.FAILED):
+                services[step.service] = Outcome.INTERRUPTED
     errors = list(record.result.errors) if record.result else []
     errors.append(ErrorItem(code=ErrorCode.INTERRUPTED, message=why))
-    return record.model_copy(update={"status": "interrupted", "endedAt": now, "result": JobResult(ok=False, services=services, errors=errors)})
+    return record.model_copy(update={"status": JobStatus.INTERRUPTED, "endedAt": now, "result": JobResult(ok=False, services=services, errors=errors)})
 
 
 def load_job(state_dir: Path, job_id: str) -> JobRecord:
@@ -188,7 +187,7 @@ def load_job(state_dir: Path, job_id: str) -> JobRecord:
         return mark_interrupted(current, why) if _worker_dead(current) else None
 
     record = update_job(state_dir, job_id, change)
-    if record.status == "interrupted":
+    if record.status == JobStatus.INTERRUPTED:
         log.warning("job %s: %s", job_id, why)
         try:
             EventLog(state_dir, job_id).append(why, stream="engine")
@@ -212,14 +211,14 @@ def cancel(state_dir: Path, job_id: str, *, wait: float = 0.0, poll: float = 0.1
     Raises UnideskError `job_not_found`, or `job_finished` for a job that already ended.
     """
     record = load_job(state_dir, job_id)
-    if record.status in TERMINAL:
+    if record.status in JOB_TERMINAL:
         raise UnideskError.of(ErrorCode.JOB_FINISHED, f"job {job_id} already ended ({record.status} at {record.endedAt or '?'}); there is nothing to cancel")
     atomic_write(job_dir(state_dir, job_id) / CANCEL_FILE, f"{now_iso()} pid {os.getpid()} on {HOST}\n".encode())
     # Only a worker that recorded itself (status running) is signalled: a queued job's pid may
     # still be the launching command's own. The worker marks itself running before it reads the
     # request, and we read its status after writing the request, so one of us sees the other.
     record = load_job(state_dir, job_id)
-    if record.status == "running" and record.host == HOST and process_alive(record.workerPid, record.workerStart):
+    if record.status == JobStatus.RUNNING and record.host == HOST and process_alive(record.workerPid, record.workerStart):
         try:
             os.kill(record.workerPid, signal.SIGTERM)
         except ProcessLookupError:
@@ -227,7 +226,7 @@ def cancel(state_dir: Path, job_id: str, *, wait: float = 0.0, poll: float = 0.1
     deadline = time.monotonic() + max(0.0, wait)
     while True:
         record = load_job(state_dir, job_id)
-        if record.status in TERMINAL or time.monotonic() >= deadline:
+        if record.status in JOB_TERMINAL or time.monotonic() >= deadline:
             return record
         time.sleep(poll)
 
@@ -278,7 +277,7 @@ def prune(state_dir: Path, *, keep: int | None = None, older_than: timedelta | N
     kept: list[str] = []
     finished = 0
     for record in list_jobs(state_dir):  # newest first; a dead worker's job reads as interrupted
-        if record.status not in TERMINAL:
+        if record.status not in JOB_TERMINAL:
             kept.append(record.id)
             continue
         finished += 1
@@ -291,7 +290,7 @@ def prune(state_dir: Path, *, keep: int | None = None, older_than: timedelta | N
         d = job_dir(state_dir, record.id)
         with flocked(d / ".lock"):  # never under a writer of job.json
             current = _read(d, record.id)
-            if current.status not in TERMINAL:
+            if current.status not in JOB_TERMINAL:
                 kept.append(record.id)
                 continue
             # rename first: a reader never sees a half-removed job, a crash leaves only a dot dir

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from unidesk_tui import jobs, signals
 from unidesk_tui.documents import ApplyDocument, ErrorItem, JobDocument, JobEvent, JobListDocument, JobPruneDocument, JobSummary
 from unidesk_tui.errors import ErrorCode, ExitCode, Problem, UnideskError
-from unidesk_tui.reconcile import to_errors
+from unidesk_tui.model import JobStatus
+from unidesk_tui.planning import to_errors
 from unidesk_tui.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ def finish_apply(doc: ApplyDocument, ws: Workspace, wait: bool, *, progress: boo
 
     record = wait_job(ws.state_dir, doc.jobId, on_events=_progress_to_stderr if progress else None, stop=stop)
     errors = list(record.result.errors) if record.result else []
-    doc = doc.model_copy(update={"ok": record.status == "succeeded", "status": record.status, "job": record, "errors": errors})
-    return doc, ExitCode.OK if record.status == "succeeded" else ExitCode.ERROR
+    doc = doc.model_copy(update={"ok": record.status == JobStatus.SUCCEEDED, "status": record.status, "job": record, "errors": errors})
+    return doc, ExitCode.OK if record.status == JobStatus.SUCCEEDED else ExitCode.ERROR
 
 
 def _usage(command: str, message: str) -> int:
@@ -74,7 +75,7 @@ def _usage(command: str, message: str) -> int:
 
 def _apply(args: argparse.Namespace, ws: Workspace) -> int:
     from unidesk_tui.apply import apply  # loads the plan and executors; `job status` stays light
-    from unidesk_tui.cli import _live_reader
+    from unidesk_tui.live import read_live
 
     # An interrupt stops a plan; once the worker is spawned it waits until the job id is printed
     # (with --wait it ends the wait, not the job), so no job ever runs unnamed (issue 13).
@@ -92,7 +93,7 @@ def _apply(args: argparse.Namespace, ws: Workspace) -> int:
     with signals.interruptible() as held:
         env = saved.request.env if saved else args.env
         doc = apply(ws, file=args.file, env=args.env, services=args.service, dry_run=args.dry_run, force=args.force,
-                    read_live=None if env else _live_reader(), saved=saved)
+                    read_live=None if env else read_live, saved=saved)
         doc, code = finish_apply(doc, ws, args.wait, progress=sys.stderr.isatty(), stop=lambda: bool(held))
         _emit(doc)
     return signals.exit_code(held) or code

@@ -1,6 +1,6 @@
 """Live state: probe every service's runtime on its target, all hosts and services concurrently.
 
-`read_live` is the reconcile.LiveReader the CLI and console use. One SSH connection per target per
+`read_live` is the model.LiveReader the CLI and console use. One SSH connection per target per
 call; a target that does not answer within a bounded time makes its services `unreachable` while
 every other target's results are still reported.
 """
@@ -14,15 +14,10 @@ from collections import defaultdict
 
 import asyncssh
 
-from executors.base import executor_for
-from executors.docker_probe import shared_listings
-from executors.health import health_client
-from executors.observe import failed
+from executors.registry import executor_for, shared_reads
 from unidesk_tui.catalog import Catalog
-from unidesk_tui.documents import LiveState
 from unidesk_tui.errors import ErrorCode, UnideskError
-from unidesk_tui.plan import DesiredService
-from unidesk_tui.reconcile import Observation
+from unidesk_tui.model import DesiredService, LiveState, Observation, State
 from unidesk_tui.targets import CONNECT_TIMEOUT, TargetPool
 
 log = logging.getLogger(__name__)
@@ -33,20 +28,20 @@ PROBE_TIMEOUT = 20.0  # per target, connecting included
 async def probe_one(pool: TargetPool, catalog: Catalog, service: DesiredService) -> Observation:
     """One service's observation; every failure becomes a state, never an exception."""
     try:
-        executor = executor_for(service.mode or "")
-    except KeyError:
-        return Observation(LiveState(state="unsupported", message=f"no executor for deployment mode {service.mode!r}"))
+        executor = executor_for(service.mode)
+    except UnideskError as exc:
+        return Observation(LiveState(state=State.UNSUPPORTED, message=exc.problems[0].message))
     try:
-        session = await pool.session(service.target)
+        session = await pool.session(service.target)  # type: ignore[arg-type]  # a supported service has a target
         return await executor.probe(session, catalog, service)
     except UnideskError as exc:
-        state = "unreachable" if any(p.code == ErrorCode.TARGET_UNREACHABLE for p in exc.problems) else "error"
-        return failed(state, str(exc.problems[0].message))
+        state = State.UNREACHABLE if any(p.code == ErrorCode.TARGET_UNREACHABLE for p in exc.problems) else State.ERROR
+        return Observation.failed(state, str(exc.problems[0].message))
     except (asyncssh.Error, ConnectionError) as exc:
-        return failed("unreachable", f"target {service.target}: connection lost: {exc}")
+        return Observation.failed(State.UNREACHABLE, f"target {service.target}: connection lost: {exc}")
     except Exception as exc:  # a probe bug or an unexpected API answer must not sink the others
         log.debug("probe of %s failed", service.id, exc_info=True)
-        return failed("error", f"probe failed: {type(exc).__name__}: {exc}")
+        return Observation.failed(State.ERROR, f"probe failed: {type(exc).__name__}: {exc}")
 
 
 async def read_live_async(catalog: Catalog, desired: list[DesiredService], *, pool: TargetPool | None = None, timeout: float = PROBE_TIMEOUT) -> dict[str, Observation]:
@@ -67,13 +62,12 @@ async def read_live_async(catalog: Catalog, desired: list[DesiredService], *, po
             if task in done:
                 out[sid] = task.result()
             else:
-                out[sid] = failed("unreachable", f"target {target}: no answer within {timeout:g} s")
+                out[sid] = Observation.failed(State.UNREACHABLE, f"target {target}: no answer within {timeout:g} s")
         return out
 
     try:
-        with shared_listings():
-            async with health_client([catalog.health_url(s.id) for s in desired]):
-                results = await asyncio.gather(*(target_probes(t, s) for t, s in by_target.items()))
+        async with shared_reads(catalog.health_url(s.id, s.environment) for s in desired):
+            results = await asyncio.gather(*(target_probes(t, s) for t, s in by_target.items()))
     finally:
         if own_pool:
             await pool.close()
@@ -84,7 +78,7 @@ async def read_live_async(catalog: Catalog, desired: list[DesiredService], *, po
 
 
 def read_live(catalog: Catalog, desired: list[DesiredService]) -> dict[str, Observation]:
-    """Synchronous entry point (reconcile.LiveReader); safe to call from inside an event loop."""
+    """Synchronous entry point (model.LiveReader); safe to call from inside an event loop."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:

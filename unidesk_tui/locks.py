@@ -21,10 +21,11 @@ from unidesk_tui import jobs
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.files import atomic_write, flocked
 from unidesk_tui.identifiers import is_service_id
+from unidesk_tui.model import JOB_TERMINAL, Environment
 
 log = logging.getLogger(__name__)
 
-ENVIRONMENTS = ("file", "dev", "prod")
+ENVIRONMENTS: frozenset[str] = frozenset(Environment)  # lock scopes
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def stale_reason(state_dir: Path, lock: LockRecord) -> str | None:
             job = jobs.load_job(state_dir, lock.jobId)  # records `interrupted` if its worker is dead
         except UnideskError:
             job = None  # never recorded (its worker died before creating it), or unreadable
-    if job is not None and job.status in jobs.TERMINAL:
+    if job is not None and job.status in JOB_TERMINAL:
         return f"job {lock.jobId} already ended ({job.status})"
     if lock.host != jobs.HOST or jobs.process_alive(lock.pid, lock.pidStart):
         return None  # a live holder, or one on another host that cannot be checked from here

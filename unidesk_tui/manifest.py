@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.identifiers import is_commit_id, is_repo_url, is_service_id
 from unidesk_tui.json_input import load_json
+from unidesk_tui.model import NAMED_ENVIRONMENTS
 from unidesk_tui.redact import redact_url
 
 Environment = Literal["dev", "prod"]
-ENVIRONMENTS: tuple[str, ...] = ("dev", "prod")
 SCHEMA_VERSION = 1
 
 # Kinds of runtime detail the spec keeps out of deploy.json, as normalised key names
@@ -122,7 +122,7 @@ def validate_document(doc: Any) -> DeployManifest:
         problems.append(Problem(ErrorCode.MISSING_FIELD, "schemaVersion: required field is missing", path="schemaVersion"))
     elif type(version) is not int or version != SCHEMA_VERSION:
         problems.append(Problem(ErrorCode.INVALID_VALUE, f"schemaVersion: must be {SCHEMA_VERSION}, got {json.dumps(version)[:40]}", path="schemaVersion"))
-    if "environment" in doc and doc["environment"] not in ENVIRONMENTS:
+    if "environment" in doc and doc["environment"] not in NAMED_ENVIRONMENTS:
         problems.append(
             Problem(ErrorCode.INVALID_VALUE, f"environment: must be \"dev\" or \"prod\", got {json.dumps(doc['environment'])[:40]}", path="environment")
         )

@@ -113,7 +113,7 @@ def manifest_diff(ws: Workspace, service_id: str, environment: str | None) -> Ma
     the `note`, and whatever was made before it is kept."""
     from executors.k8s_manifest import render
     from executors.stamp import deploy_env
-    from unidesk_tui.reconcile import run_plan
+    from unidesk_tui.planning import run_plan
 
     out = ManifestDiff()
     run = run_plan(ws, "check", env=environment, services=[service_id])

@@ -14,7 +14,8 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension
 
 from tests.conftest import commit_file, git
 from unidesk_tui import jobs
-from unidesk_tui.documents import FileSourceDoc, JobRecord, JobResult, StepRecord
+from unidesk_tui.documents import FileSourceDoc, JobRecord, JobResult, PlanItem, StepRecord
+from unidesk_tui.model import JOB_ACTIVE
 from unidesk_tui.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -169,6 +170,7 @@ def record_job(
     environment: str = "file",
     workspace: Path,
     alive: bool = False,
+    plan: list[PlanItem] | None = None,
 ) -> JobRecord:
     """Write job.json and events.jsonl with jobs.create_job / jobs.EventLog.
 
@@ -177,9 +179,9 @@ def record_job(
     pid = os.getpid() if alive else None
     record = JobRecord(
         id=job_id, status=status, environment=environment, source=FileSourceDoc(path=str(workspace / "deploy.json")),
-        workspace=str(workspace), services=services, steps=steps, result=result,
+        workspace=str(workspace), services=services, steps=steps, result=result, plan=plan or [],
         createdAt=iso(FIXED_NOW - 95), startedAt=iso(FIXED_NOW - 94),
-        endedAt=None if status in jobs.ACTIVE else iso(FIXED_NOW - 10),
+        endedAt=None if status in JOB_ACTIVE else iso(FIXED_NOW - 10),
         host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid) if pid else None,
     )
     jobs.create_job(state_dir, record)

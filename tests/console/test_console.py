@@ -19,6 +19,7 @@ from unidesk_tui import jobs, plan_cache
 from unidesk_tui.app import UnideskApp
 from unidesk_tui.documents import Operator
 from unidesk_tui.live import read_live
+from unidesk_tui.model import JOB_ACTIVE
 from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
 from unidesk_tui.screens.help import HelpScreen
 from unidesk_tui.screens.job_log import JobLogScreen
@@ -262,10 +263,10 @@ class TestPlanAndApply:
                 if app.screen.lines_written:
                     break
             assert app.screen.lines_written > 0
-            jobs_done = [j for j in jobs.list_jobs(world.state_dir) if j.status in jobs.ACTIVE]
+            jobs_done = [j for j in jobs.list_jobs(world.state_dir) if j.status in JOB_ACTIVE]
             for job in jobs_done:  # let the detached worker finish before the fixture is reused
                 for _ in range(600):
-                    if jobs.load_job(world.state_dir, job.id).status not in jobs.ACTIVE:
+                    if jobs.load_job(world.state_dir, job.id).status not in JOB_ACTIVE:
                         break
                     await asyncio.sleep(0.05)
 

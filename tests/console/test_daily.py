@@ -13,7 +13,7 @@ from tests.console.conftest import FIXED_NOW, SIZE, ConsoleWorld, record_job, st
 from tests.console.test_console import grid, make_app, row_ids, settle
 from unidesk_tui import jobs
 from unidesk_tui.changes import commit_range
-from unidesk_tui.documents import ErrorItem, JobResult, LiveState, PlanItem
+from unidesk_tui.documents import ErrorItem, JobResult, LayerCheck, LiveState, PlanItem
 from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
 from unidesk_tui.screens.diff import DiffScreen
 from unidesk_tui.screens.job_log import JobLogScreen, LogView
@@ -32,9 +32,13 @@ def failed_job(world: ConsoleWorld, job_id: str = FAILED_JOB, status: str = "fai
     message = f"backend-core: live runtime does not prove {want}: health deploy.commit is {old} (healthy), expected {want}"
     steps = [step("backend-core", "source", "succeeded", 92, 3.1), step("backend-core", "build", "succeeded", 88, 21.5),
              step("backend-core", "verify", status if status != "running" else "running", 63, None if status == "running" else 60.0,
-                  **({"code": "verification_failed", "message": message} if status == "failed" else {}))]
+                  **({"code": "verification_failed", "message": message, "verification": [
+                      LayerCheck(layer="image", what="unidesk.ai/source-commit", expected=want, actual=want, ok=True),
+                      LayerCheck(layer="health", what="deploy.commit", expected=want, actual=old, ok=False),
+                  ]} if status == "failed" else {}))]
     record_job(
         world.state_dir, job_id, status=status, services=["backend-core"], workspace=world.workspace, alive=alive, steps=steps,
+        plan=[PlanItem(id="backend-core", commit=want, action="deploy", reason=f"running {old[:12]}, desired {want[:12]}")],
         result=JobResult(ok=False, services={"backend-core": "failed"}, errors=[ErrorItem(code="verification_failed", message=message, service="backend-core")]) if status == "failed" else None,
         events=[
             ("backend-core", "build", "stderr", "#8 DONE 0.0s"),
@@ -215,7 +219,7 @@ class TestDetail:
             assert f'"commitId": "{old}"' in body and "deploy.json" in body
 
     def test_commit_range_from_the_mirror(self, world: ConsoleWorld) -> None:
-        from unidesk_tui.reconcile import run_plan
+        from unidesk_tui.planning import run_plan
 
         run_plan(world.ws(), "check")  # resolving fills the mirror
         changes = commit_range(world.state_dir, world.service_url, world.commits[0], world.commits[2])

@@ -17,6 +17,7 @@ from tests.console.conftest import SIZE
 from tests.console.test_console import make_app, settle
 from tests.lab.conftest import lab_skip_reason
 from unidesk_tui import jobs
+from unidesk_tui.model import JOB_TERMINAL
 from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
 from unidesk_tui.screens.job_log import JobLogScreen
 from unidesk_tui.widgets.service_grid import ServiceGrid
@@ -165,10 +166,10 @@ async def test_dry_run_apply_through_the_console_streams_a_real_job(lab_world) -
         assert isinstance(screen, JobLogScreen)
         for _ in range(1200):  # a dry run only reads: compose labels, proxy probe
             await pilot.pause(0.05)
-            if screen.job is not None and screen.job.status in jobs.TERMINAL:
+            if screen.job is not None and screen.job.status in JOB_TERMINAL:
                 break
         job = jobs.load_job(lab_world.state_dir, screen.job_id)
-        assert job.dryRun and job.status in jobs.TERMINAL
+        assert job.dryRun and job.status in JOB_TERMINAL
         assert screen.lines_written > 0
         await pilot.press("escape")
         assert app.screen is app.main_screen
@@ -190,7 +191,7 @@ async def test_apply_through_the_console_brings_the_service_in_sync(lab_world) -
         assert isinstance(screen, JobLogScreen)
         for _ in range(6000):
             await pilot.pause(0.05)
-            if screen.job is not None and screen.job.status in jobs.TERMINAL:
+            if screen.job is not None and screen.job.status in JOB_TERMINAL:
                 break
         assert screen.job.status == "succeeded", screen.job.result
         await pilot.press("escape", "r")

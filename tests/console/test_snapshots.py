@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tests.console.conftest import SIZE, ConsoleWorld, record_job, step
 from tests.console.test_console import make_app, settle
-from unidesk_tui.documents import ErrorItem, JobResult
+from unidesk_tui.documents import ErrorItem, JobResult, LayerCheck, PlanItem
 from unidesk_tui.screens.job_log import JobLogScreen
 
 FAILED_JOB = "20261127T035500Z-5e1f0a"
@@ -102,8 +102,14 @@ class TestJobSnapshots:
                 step("backend-core", "source", "succeeded", 92, 3.1),
                 step("backend-core", "build", "succeeded", 88, 21.5),
                 step("backend-core", "rollout", "succeeded", 66, 2.3),
-                step("backend-core", "verify", "failed", 63, 60.0, code="verification_failed", message=message),
+                step("backend-core", "verify", "failed", 63, 60.0, code="verification_failed", message=message, verification=[
+                    LayerCheck(layer="image", what="unidesk.ai/source-commit", expected=want, actual=want, ok=True),
+                    LayerCheck(layer="env", what="UNIDESK_DEPLOY_COMMIT", expected=want, actual=want, ok=True),
+                    LayerCheck(layer="health", what="status", expected="healthy", actual="healthy", ok=True),
+                    LayerCheck(layer="health", what="deploy.commit", expected=want, actual=old, ok=False),
+                ]),
             ],
+            plan=[PlanItem(id="backend-core", commit=want, action="deploy", reason=f"running {old[:12]}, desired {want[:12]}")],
             result=JobResult(ok=False, services={"backend-core": "failed"}, errors=[ErrorItem(code="verification_failed", message=message, service="backend-core")]),
             events=[
                 ("backend-core", "rollout", "stdout", "docker compose up -d --no-build --no-deps --force-recreate backend-core"),

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers_live import cli, running_image_commit, service, write_manifest  # noqa: E402
 
 from unidesk_tui import jobs, locks  # noqa: E402
+from unidesk_tui.model import JOB_TERMINAL  # noqa: E402
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -150,7 +151,7 @@ def _locked_errors(state: Path, doc: dict) -> list[dict]:
     def decided():
         record = jobs.load_job(state, doc["jobId"])
         texts = [e.text for e in jobs.read_events(state, doc["jobId"])[0]]
-        return (record.status in jobs.TERMINAL or any(t.startswith("target locks held") for t in texts)) and record
+        return (record.status in JOB_TERMINAL or any(t.startswith("target locks held") for t in texts)) and record
 
     record = wait_for(decided, "the job to hold its target locks or end", 60)
     return [e.model_dump() for e in record.result.errors if e.code == "locked"] if record.result else []

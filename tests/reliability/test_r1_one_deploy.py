@@ -22,6 +22,7 @@ from tests.conftest import wait_for
 from unidesk_tui import jobs, locks
 from unidesk_tui.apply import apply
 from unidesk_tui.errors import ErrorCode
+from unidesk_tui.model import JOB_TERMINAL
 
 CONCURRENT = 20
 KILLS = 30
@@ -44,7 +45,7 @@ def document(proc: subprocess.Popen) -> dict | None:
 
 
 def all_ended(ws) -> bool:
-    return all(r.status in jobs.TERMINAL for r in jobs.list_jobs(ws.state_dir))
+    return all(r.status in JOB_TERMINAL for r in jobs.list_jobs(ws.state_dir))
 
 
 def job_ids(ws) -> set[str]:

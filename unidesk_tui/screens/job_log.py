@@ -26,6 +26,7 @@ from textual.widgets import Footer, Input, Log, Static
 from unidesk_tui import jobs
 from unidesk_tui.documents import JobEvent, JobRecord
 from unidesk_tui.messages import JobLogBatch
+from unidesk_tui.model import JOB_ACTIVE, JOB_TERMINAL, JobStatus, StepStatus
 from unidesk_tui.widgets.job_steps import JobSteps
 from unidesk_tui.widgets.present import JOB_STATUS, PLAIN, Palette, clock_text, duration_text, job_ended, job_shown_status, job_started, parse_ts
 from unidesk_tui.widgets.guard import guard_handlers
@@ -126,25 +127,22 @@ class LogView(Log):
 
 def verdict(job: JobRecord) -> Text | None:
     """Why a finished job failed, in plain words naming the step and layer that disagreed."""
-    if job.status in jobs.ACTIVE or job.status == "succeeded":
+    if job.status in JOB_ACTIVE or job.status == JobStatus.SUCCEEDED:
         return None
     out = Text()
-    failed = [s for s in job.steps if s.status == "failed"]
+    failed = [s for s in job.steps if s.status == StepStatus.FAILED]
     for step in failed:
         message = step.message or step.code or "no message"
-        if step.code == "verification_failed" or step.name.startswith("verify"):
+        wrong = [c for c in step.verification if not c.ok]
+        if wrong:  # the verification step recorded its layers: name each that disagreed
             out.append(f"✗ verification failed for {step.service}: ", style=PLAIN.style("bold $error"))
-            head, sep, layers = message.partition(": live runtime does not prove ")
-            if sep:  # "<svc>: live runtime does not prove <sha>: <layer> is X, expected Y; ..."
-                sha, _, detail = layers.partition(": ")
-                out.append(f"the live runtime does not prove {sha[:12]}\n")
-                for part in detail.split("; "):
-                    layer, _, rest = part.partition(" is ")
-                    out.append(f"   layer {layer}", style="bold")
-                    out.append(f" disagrees: is {rest}\n" if rest else "\n")
-                continue
-        else:
-            out.append(f"✗ {step.service} · {step.name} failed: ", style="bold red")
+            commit = next((i.commit for i in job.plan if i.id == step.service), None)
+            out.append(f"the live runtime does not prove {(commit or '?')[:12]}\n")
+            for c in wrong:
+                out.append(f"   layer {c.layer} {c.what}", style="bold")
+                out.append(f" disagrees: is {c.actual or 'absent'}, expected {c.expected}\n")
+            continue
+        out.append(f"✗ {step.service} · {step.name} failed: ", style="bold red")
         out.append(f"{message}\n")
     errors = job.result.errors if job.result else []
     for err in errors:
@@ -240,7 +238,7 @@ class JobLogScreen(Screen[None]):
         self.set_class(self.size.width < NARROW, "-narrow")
 
     async def _tick(self) -> None:
-        if self.job is not None and self.job.status in jobs.ACTIVE:
+        if self.job is not None and self.job.status in JOB_ACTIVE:
             await self._show_job(self.job)  # elapsed times move even when no event arrives
 
     @work(exclusive=True, group="job-log", exit_on_error=False)
@@ -259,7 +257,7 @@ class JobLogScreen(Screen[None]):
                 job = await asyncio.to_thread(jobs.load_job, state_dir, self.job_id)
             if events or job != self.job:
                 self.post_message(JobLogBatch(self.job_id, events, job))
-            if job.status not in jobs.ACTIVE and not events:
+            if job.status not in JOB_ACTIVE and not events:
                 idle += 1
                 if idle > 2:  # one more read after the end, for lines written just before it
                     return
@@ -277,7 +275,7 @@ class JobLogScreen(Screen[None]):
             now = self.app.clock()
             # Redraw the header and steps when the job changed, and once a second for elapsed times.
             if message.job != self.job or now - self._shown_at >= 1.0:
-                if message.job.status in jobs.TERMINAL and (self.job is None or self.job.status not in jobs.TERMINAL):
+                if message.job.status in JOB_TERMINAL and (self.job is None or self.job.status not in JOB_TERMINAL):
                     self.app.poll_jobs()  # the grid's last-job cells must not wait for the next poll
                 self.job = message.job
                 self._shown_at = now
@@ -319,7 +317,7 @@ class JobLogScreen(Screen[None]):
         created = parse_ts(job.createdAt)
         if started is None and created is not None:
             header.append(f"created {clock_text(created)}", style="dim")
-        if job.status in jobs.ACTIVE:
+        if job.status in JOB_ACTIVE:
             header.append(f"   follow: unidesk job status {job.id} --tail-bytes 30000", style="dim")
         self.query_one("#job-header", Static).update(header)
         text = verdict(job)

@@ -19,10 +19,11 @@ from textual.widgets import Footer, Input, Static
 
 from unidesk_tui import plan_cache
 from unidesk_tui.catalog import Catalog
-from unidesk_tui.documents import JobRecord, LiveState, PlanDocument, PlanItem
+from unidesk_tui.documents import JobRecord, PlanDocument, PlanItem
 from unidesk_tui.messages import PlanRefreshed, RefreshFailed, TargetAnswered, TargetsPending
-from unidesk_tui.plan import DesiredService, decide
-from unidesk_tui.reconcile import LiveReader, Observation, run_plan
+from unidesk_tui.model import DesiredService, LiveReader, LiveState, Observation
+from unidesk_tui.plan import decide
+from unidesk_tui.planning import run_plan
 from unidesk_tui.screens.confirm_apply import ApplyRequest, ConfirmApplyScreen
 from unidesk_tui.screens.service_detail import ServiceDetailScreen, detail_text, job_summary
 from unidesk_tui.widgets.daemon import in_daemon_thread

@@ -1,36 +1,21 @@
-"""check / plan: load the manifest, join it with the catalog, resolve commits, read live state,
-decide. The CLI and the console both call `run_plan`; neither re-implements it.
+"""The planning run behind check / plan: load the manifest, join it with the catalog, resolve
+commits, read live state, decide. The CLI and the console both call `run_plan`; neither re-implements it.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from unidesk_tui.catalog import Catalog
-from unidesk_tui.documents import EnvironmentPlan, EnvSourceDoc, ErrorItem, FileSourceDoc, LiveState, PlanDocument
+from unidesk_tui.documents import EnvironmentPlan, EnvSourceDoc, ErrorItem, FileSourceDoc, PlanDocument
 from unidesk_tui.errors import ErrorCode, ExitCode, Problem, UnideskError
-from unidesk_tui.plan import DesiredService, decide, join, with_commit
+from unidesk_tui.manifest_source import EnvSource, LoadedManifest, load_env, load_file
+from unidesk_tui.model import PROBE_FAILURES, Action, DesiredService, LiveReader, LiveState, Observation, State
+from unidesk_tui.plan import decide, join, with_commit
 from unidesk_tui.resolve import Resolver, resolve_many
-from unidesk_tui.source import EnvSource, LoadedManifest, load_env, load_file
 from unidesk_tui.workspace import Workspace
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What a live read found for one service: its state and whether the desired image exists."""
-
-    live: LiveState
-    imagePresent: bool | None = None
-
-
-# Reads live state for the given (resolved, supported) services. Provided by the live-state layer.
-LiveReader = Callable[[Catalog, list[DesiredService]], dict[str, Observation]]
 
 
 @dataclass
@@ -121,8 +106,8 @@ def run_plan(
     if not env_mode and read_live is not None and live_candidates:
         observations = read_live(catalog, live_candidates)
         for sid, obs in observations.items():
-            if obs.live.state in ("unreachable", "error"):
-                code = ErrorCode.TARGET_UNREACHABLE if obs.live.state == "unreachable" else ErrorCode.PROBE_FAILED
+            if obs.live.state in PROBE_FAILURES:
+                code = ErrorCode.TARGET_UNREACHABLE if obs.live.state == State.UNREACHABLE else ErrorCode.PROBE_FAILED
                 problems.append(Problem(code, f"{sid}: {obs.live.message or obs.live.state}", service=sid))
 
     # Indexed by service: each decision sees only its own problems (a plan stays linear, issue 13).
@@ -134,7 +119,7 @@ def run_plan(
         obs = observations.get(d.id)
         live = obs.live if obs else None
         if live is None and read_live is not None and not env_mode and d.microservice is not None and not d.supported:
-            live = LiveState(state="unsupported", message=d.microservice.unsupported_reason)
+            live = LiveState(state=State.UNSUPPORTED, message=d.microservice.unsupported_reason)
         doc.services.append(
             decide(
                 d,
@@ -154,6 +139,6 @@ def run_plan(
 def exit_code(doc: PlanDocument) -> ExitCode:
     if doc.errors:
         return ExitCode.ERROR
-    if any(s.action in ("deploy", "unsupported") for s in doc.services):
+    if any(s.action in (Action.DEPLOY, Action.UNSUPPORTED) for s in doc.services):
         return ExitCode.WORK_TO_DO
     return ExitCode.OK

@@ -13,7 +13,8 @@ from typing import Literal
 
 
 from unidesk_tui.errors import ErrorCode, UnideskError
-from unidesk_tui.manifest import ENVIRONMENTS, DeployManifest, parse_manifest
+from unidesk_tui.manifest import DeployManifest, parse_manifest
+from unidesk_tui.model import NAMED_ENVIRONMENTS
 from unidesk_tui.redact import redact_url
 from unidesk_tui.resolve import FETCH_TIMEOUT_S, GIT_ENV
 
@@ -92,7 +93,7 @@ def load_env(workspace: Path, environment: str) -> LoadedManifest:
     """Fetch origin's fixed ref for `environment` and read deploy.json from that commit."""
     import git  # lazily: gitpython costs ~80 ms at start-up, and most commands never fetch
 
-    if environment not in ENVIRONMENTS:
+    if environment not in NAMED_ENVIRONMENTS:
         raise UnideskError.of(ErrorCode.USAGE, f"unknown environment {environment!r}; expected dev or prod")
     branch = ENV_BRANCHES[environment]
     tracking = f"refs/remotes/origin/{branch}"

@@ -1,0 +1,50 @@
+"""Helpers every executor's steps share: a checked remote command, a quiet context, a coded failure."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.redact import redact_url
+
+if TYPE_CHECKING:
+    from executors.base import StepContext
+    from unidesk_tui.catalog import K3sNode
+    from unidesk_tui.targets import RunResult
+
+
+async def run_checked(session: Any, ctx: StepContext, argv: list[str], code: ErrorCode, what: str, *,
+                      env: dict[str, str] | None = None, timeout: float = 120.0) -> RunResult:
+    """Run `argv` on the target, echoing its output to the job log; a failure raises `code`."""
+    res = await session.run(argv, env=env, timeout=timeout, on_line=lambda line, stream: ctx.emit(line, stream))
+    if not res.ok:
+        why = "timed out" if res.timed_out else redact_url(res.tail(400))
+        raise UnideskError.of(code, f"{ctx.target.id}: {what} failed: {why}", service=ctx.service.id)
+    return res
+
+
+class QuietContext:
+    """A context whose command output is not echoed (a manifest is data, not progress)."""
+
+    def __init__(self, ctx: StepContext) -> None:
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def emit(self, text: str, stream: str = "stdout") -> None:
+        if stream == "stderr":
+            self._ctx.emit(text, stream)
+
+
+def fail(ctx: StepContext, code: ErrorCode, message: str) -> UnideskError:
+    """Log `message` on stderr and return the coded error naming the service (for `raise`)."""
+    ctx.emit(message, "stderr")
+    return UnideskError.of(code, f"{ctx.service.id}: {message}", service=ctx.service.id)
+
+
+def k3s_node(ctx: StepContext) -> K3sNode:
+    """The target's native k3s node (targets[].k3s); a target without one fails the step."""
+    if ctx.target.k3s is None:
+        raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"target {ctx.target.id} declares no native k3s node (targets[].k3s)")
+    return ctx.target.k3s
