@@ -221,6 +221,7 @@ class UnideskApp(App[int]):
     def _apply(self, request: ApplyRequest) -> None:
         from unidesk_tui.apply import apply
 
+        # With the plan the dialog bound, the apply plans again and runs only if nothing moved.
         doc = apply(
             self.workspace,
             file=request.manifest_file,
@@ -229,11 +230,16 @@ class UnideskApp(App[int]):
             dry_run=request.dry_run,
             force=request.force,
             read_live=None if request.environment else self.read_live,
+            saved=request.saved,
         )
         if not doc.ok or not doc.jobId:
             lines = dict.fromkeys(f"✗ {e.code}: {e.message}" for e in doc.errors)  # each refusal once
+            stale = bool(doc.errors) and all(e.code == "plan_stale" for e in doc.errors)
+            title = "Nothing ran: the plan you confirmed is stale" if stale else "Apply refused"
             body = "\n".join(lines) or "apply returned no job"
-            self.call_from_thread(self.push_screen, MessageDialog("Apply refused", body, error=True))
+            if stale:
+                body += "\n\nr refreshes; stage and apply again to review the current plan."
+            self.call_from_thread(self.push_screen, MessageDialog(title, body, error=True))
             return
         self.post_message(JobStarted(doc.jobId, request.environment, [i.id for i in request.items]))
 

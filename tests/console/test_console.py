@@ -247,6 +247,10 @@ class TestPlanAndApply:
             dialog = app.screen
             assert isinstance(dialog, ConfirmApplyScreen)
             assert dialog.request.dry_run and not dialog.request.force
+            for _ in range(400):  # the dialog binds the plan it shows; y waits for that
+                await pilot.pause(0.05)
+                if dialog.request.saved is not None:
+                    break
             text = str(dialog.query_one("#confirm-body Static").render())
             assert "DEV" in text and "D601" in text and world.commits[2] in text and "dry run" in text
             await pilot.press("y")

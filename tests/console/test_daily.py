@@ -403,3 +403,39 @@ def test_the_manifest_diff_says_why_it_has_no_render(world: ConsoleWorld) -> Non
     diff = manifest_diff(world.ws(), "code-queue", None)
     assert diff.manifest == f"k3s/code-queue.k8s.yaml@{world.commits[2][:12]}"
     assert "cannot read k3s/code-queue.k8s.yaml" in (diff.note or "")
+
+
+# -- the plan-bound confirmation ------------------------------------------------------------------
+
+async def confirmed_plan(pilot, app) -> None:
+    await wait_until(pilot, lambda: isinstance(app.screen, ConfirmApplyScreen) and (app.screen.request.saved is not None or app.screen.refusal), "the bound plan")
+
+
+class TestBoundPlan:
+    async def test_the_dialog_shows_the_bound_plan_and_a_stale_one_runs_nothing(self, world: ConsoleWorld) -> None:
+        from tests.console.conftest import _env_branch
+
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            grid(app).select("backend-core")
+            await pilot.press("space", "a", "d")
+            await confirmed_plan(pilot, app)
+            dialog = app.screen
+            assert dialog.request.saved is not None and dialog.request.dry_run
+            assert "bound at" in str(dialog.query_one("#confirm-text").render())
+            # deploy/dev moves backend-core to another commit after the plan was shown
+            url = world.service_url
+            moved = '{"schemaVersion": 1, "environment": "dev", "services": [' + ", ".join(
+                f'{{"id": "{sid}", "repo": "{url}", "commitId": "{sha[:7]}"}}'
+                for sid, sha in (("backend-core", world.commits[1]), ("frontend", world.commits[2]), ("code-queue", world.commits[1]),
+                                 ("code-queue-mgr", world.commits[1]))) + "]}\n"
+            _env_branch(world.workspace, "dev", moved)
+            await pilot.press("y")
+            await wait_until(pilot, lambda: isinstance(app.screen, MessageDialog), "the refusal")
+            title = str(app.screen.query_one("#message-title").render())
+            body = str(app.screen.query_one("#message-body").render())
+            assert "stale" in title
+            assert "plan_stale" in body and "backend-core: commit was " + world.commits[2][:12] in body and world.commits[1][:12] in body
+            assert jobs.list_jobs(world.state_dir) == []  # nothing ran

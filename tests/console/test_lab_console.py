@@ -67,6 +67,15 @@ def lab_world(console_lab, tmp_path: Path):
     return World()
 
 
+async def bound(pilot, app) -> None:
+    """The confirmation binds the plan it shows before y can start it."""
+    for _ in range(1200):
+        await pilot.pause(0.05)
+        if isinstance(app.screen, ConfirmApplyScreen) and app.screen.request.saved is not None:
+            return
+    raise AssertionError(f"the plan was never bound: {getattr(app.screen, 'refusal', None)}")
+
+
 def grid(app) -> ServiceGrid:
     return app.main_screen.query_one(ServiceGrid)
 
@@ -157,6 +166,7 @@ async def test_dry_run_apply_through_the_console_streams_a_real_job(lab_world) -
         grid(app).select("backend-core")
         await pilot.press("space", "a", "d")  # dry-run is chosen in the dialog
         assert isinstance(app.screen, ConfirmApplyScreen) and app.screen.request.dry_run
+        await bound(pilot, app)
         await pilot.press("y")
         for _ in range(600):
             await pilot.pause(0.05)
@@ -182,7 +192,9 @@ async def test_apply_through_the_console_brings_the_service_in_sync(lab_world) -
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app)
         grid(app).select("backend-core")
-        await pilot.press("space", "a", "y")
+        await pilot.press("space", "a")
+        await bound(pilot, app)
+        await pilot.press("y")
         for _ in range(600):
             await pilot.pause(0.05)
             if isinstance(app.screen, JobLogScreen):

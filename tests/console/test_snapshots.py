@@ -16,6 +16,16 @@ FAILED_JOB = "20261127T035500Z-5e1f0a"
 RUNNING_JOB = "20261127T035800Z-0a1b2c"
 
 
+async def _wait_bound(pilot, app) -> None:
+    from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
+
+    for _ in range(400):
+        await pilot.pause(0.05)
+        if isinstance(app.screen, ConfirmApplyScreen) and (app.screen.request.saved is not None or app.screen.refusal):
+            break
+    await pilot.pause()
+
+
 def _still(app) -> None:
     app.animation_level = "none"
 
@@ -44,7 +54,7 @@ class TestGridSnapshots:
             await pilot.press("2")
             await settle(pilot, app)
             await pilot.press("space", "j", "j", "j", "space", "a")
-            await pilot.pause()
+            await _wait_bound(pilot, app)
 
         assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
@@ -172,7 +182,7 @@ class TestDailySnapshots:
             await pilot.press("2")
             await settle(pilot, app)
             await pilot.press("space", "a")
-            await pilot.pause()
+            await _wait_bound(pilot, app)
 
         assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 

@@ -1,5 +1,8 @@
 """The apply confirmation: names the environment, targets, commits and what will happen; force
-and dry-run are chosen here (f, d), for this apply only; y starts it, n or esc cancels."""
+and dry-run are chosen here (f, d), for this apply only; y starts it, n or esc cancels.
+
+What it shows is a plan made for this request and bound to its facts (plan_binding): the apply
+plans again and refuses with `plan_stale`, naming each difference, if anything moved meanwhile."""
 
 from __future__ import annotations
 
@@ -7,14 +10,18 @@ import logging
 from dataclasses import dataclass, replace
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from unidesk_tui.documents import EnvSourceDoc, PlanDocument, PlanItem
-from unidesk_tui.widgets.present import PLAIN
+from unidesk_tui.documents import EnvSourceDoc, PlanDocument, PlanItem, PlanRequest, SavedPlan
+from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.widgets.daemon import in_daemon_thread
+from unidesk_tui.widgets.guard import guard_handlers
+from unidesk_tui.widgets.present import PLAIN, clock_text, parse_ts
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,8 @@ class ApplyRequest:
     force: bool
     dry_run: bool
     manifest_file: str | None = None
+    saved: SavedPlan | None = None  # the plan the dialog bound and showed (None until bound)
+    bound_at: float | None = None  # when it was bound (the console's clock)
 
 
 def plural(n: int, word: str) -> str:
@@ -52,9 +61,24 @@ def what_happens(item: PlanItem, request: ApplyRequest) -> str:
     return f"build {sha} on {item.target}, force-recreate its compose service, verify labels, env + health"
 
 
-def describe(request: ApplyRequest) -> Text:
-    doc = request.document
+def binding_text(request: ApplyRequest, refusal: str | None) -> Text:
     out = Text()
+    out.append("Plan         ", style="bold")
+    if refusal is not None:
+        out.append(f"cannot be bound: {refusal}", style=PLAIN.style("bold $error"))
+    elif request.saved is None:
+        out.append("binding the plan to the current facts…", style="dim")
+    else:
+        made = request.bound_at if request.bound_at is not None else parse_ts(request.saved.createdAt)
+        out.append(f"bound at {clock_text(made) if made else '?'}", style="bold")
+        out.append(": what follows is this plan; if any of its facts moves before the job starts, nothing runs", style="dim")
+    return out
+
+
+def describe(request: ApplyRequest, refusal: str | None = None) -> Text:
+    doc = request.document
+    out = binding_text(request, refusal)
+    out.append("\n")
     env = request.environment
     out.append("Environment  ", style="bold")
     if env is None:
@@ -89,6 +113,7 @@ def describe(request: ApplyRequest) -> Text:
     return out
 
 
+@guard_handlers
 class ConfirmApplyScreen(ModalScreen[ApplyRequest | None]):
     """Nothing mutates without this dialog: y answers with the request (as toggled), n or esc with None."""
 
@@ -103,6 +128,46 @@ class ConfirmApplyScreen(ModalScreen[ApplyRequest | None]):
     def __init__(self, request: ApplyRequest) -> None:
         super().__init__()
         self.request = request
+        self.refusal: str | None = None  # why the plan could not be bound (y is refused then)
+
+    def on_mount(self) -> None:
+        self.bind_plan()
+
+    @work(exclusive=True, group="bind", exit_on_error=False)
+    async def bind_plan(self) -> None:
+        """Plan this request afresh and bind it; what the dialog shows is that plan."""
+        request = replace(self.request, saved=None)
+        self.request, self.refusal = request, None
+        self._show()
+        app = self.app
+        ids = [i.id for i in request.items]
+
+        def plan() -> SavedPlan:
+            from unidesk_tui import plan_binding
+            from unidesk_tui.reconcile import run_plan
+
+            run = run_plan(app.workspace, "plan", file=request.manifest_file, env=request.environment, services=ids,
+                           force=request.force, read_live=None if request.environment else app.read_live)
+            req = PlanRequest(file=request.manifest_file, env=request.environment, services=ids, force=request.force)
+            if run.document.errors:
+                raise UnideskError.of(ErrorCode.PLAN_INVALID, "; ".join(dict.fromkeys(f"{e.code}: {e.message}" for e in run.document.errors)))
+            return plan_binding.bind(run.document, run.catalog, req, app.workspace.root)
+
+        try:
+            saved = await in_daemon_thread(plan)
+        except UnideskError as exc:
+            self.refusal = "; ".join(p.message for p in exc.problems)
+            self._show()
+            return
+        fresh = {i.id: i for i in saved.plan.services}
+        items = tuple(fresh.get(i.id, i) for i in request.items)
+        if request.force == self.request.force:  # not toggled meanwhile (a new binding is under way)
+            self.request = replace(self.request, saved=saved, items=items, document=saved.plan, bound_at=app.clock())
+            self._show()
+
+    def _show(self) -> None:
+        if self.is_mounted:
+            self.query_one("#confirm-text", Static).update(describe(self.request, self.refusal))
 
     def compose(self) -> ComposeResult:
         request = self.request
@@ -119,7 +184,17 @@ class ConfirmApplyScreen(ModalScreen[ApplyRequest | None]):
 
     def action_toggle(self, option: str) -> None:
         self.request = replace(self.request, **{option: not getattr(self.request, option)})
-        self.query_one("#confirm-text", Static).update(describe(self.request))
+        if option == "force":  # force changes the plan: bind it again
+            self.bind_plan()
+        else:
+            self._show()
 
     def action_answer(self, yes: bool) -> None:
-        self.dismiss(self.request if yes else None)
+        if not yes:
+            self.dismiss(None)
+        elif self.refusal is not None:
+            self.app.notify(f"nothing to apply: {self.refusal}", title="Plan not bound", severity="error", timeout=6)
+        elif self.request.saved is None:
+            self.app.notify("the plan is still being bound; y again in a moment", timeout=3)
+        else:
+            self.dismiss(self.request)
