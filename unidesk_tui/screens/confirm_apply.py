@@ -144,7 +144,7 @@ class ConfirmApplyScreen(ModalScreen[ApplyRequest | None]):
 
         def plan() -> SavedPlan:
             from unidesk_tui import plan_binding
-            from unidesk_tui.reconcile import run_plan
+            from unidesk_tui.planning import run_plan
 
             run = run_plan(app.workspace, "plan", file=request.manifest_file, env=request.environment, services=ids,
                            force=request.force, read_live=None if request.environment else app.read_live)
