@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+from unidesk_tui.errors import ErrorCode, UnideskError
+
 if TYPE_CHECKING:
     from unidesk_tui.catalog import Catalog, Target
     from unidesk_tui.model import DesiredService, Observation, Verification
@@ -66,3 +68,7 @@ class Executor(ABC):
     @abstractmethod
     def steps(self, service: DesiredService) -> list[Step]:
         """The apply pipeline for `service`, in order, ending with verification."""
+
+    def manifest_objects(self, text: str, service: DesiredService) -> list[dict[str, Any]]:
+        """The objects of a Kubernetes manifest as a deploy of `service` applies them (for a diff)."""
+        raise UnideskError.of(ErrorCode.UNSUPPORTED_SERVICE, f"{service.id}: a {service.mode} service has no Kubernetes manifest", service=service.id)

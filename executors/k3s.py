@@ -18,10 +18,12 @@ from executors.build import build_step
 from executors.deployments import deployment_facts, deployment_layers, read_deployments
 from executors.docker_probe import image_present
 from executors.health import health_expected, read_health
+from executors.k8s_manifest import render
 from executors.observe import Evidence, health_layer, missing, observed
 from executors.pause_image import pause_image_step
 from executors.proxy import probe_step
 from executors.source import source_step
+from executors.stamp import deploy_env
 from executors.validate import validate_step
 from unidesk_tui.catalog import Catalog
 from unidesk_tui.errors import ErrorCode, UnideskError
@@ -67,6 +69,13 @@ class K3sExecutor(Executor):
             live = obs.live.model_copy(update={"state": State.PROVENANCE_MISMATCH, "message": f"rollout incomplete for {', '.join(incomplete)}"})
             return Observation(live, obs.imagePresent)
         return obs
+
+    def manifest_objects(self, text: str, service: DesiredService) -> list[dict[str, Any]]:
+        """The service's objects of manifest `text` as a deploy applies them (narrowed, filled in, stamped)."""
+        if service.k8s is None or not service.commit:
+            raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"{service.id}: no k8s objects or no resolved commit", service=service.id)
+        env = deploy_env(service.id, service.repo, service.commit, service.requestedCommit)
+        return render(text, service.k8s, service.id, service.image or "", env)
 
     def steps(self, service: DesiredService) -> list[Step]:
         refuse_unisolated(service)

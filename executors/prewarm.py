@@ -13,11 +13,10 @@ from executors.base import Executor, Step
 from executors.containerd import checked_image, import_image, require_listed
 from executors.k3s_apply import preflight_step
 from executors.steps import fail, k3s_node
+from unidesk_tui.devrules import FOUNDATION_IMAGES, PREWARM_MODE, PREWARM_TASK
 from unidesk_tui.errors import ErrorCode, UnideskError
 
-MODE = "dev-env-prewarm-images"
-TASK_ID = "dev-foundation-images"  # the job's one item (and its lock name)
-FOUNDATION_IMAGES: tuple[str, ...] = ("postgres:16-alpine", "rancher/mirrored-library-busybox:1.36.1")
+MODE, TASK_ID = PREWARM_MODE, PREWARM_TASK
 SAVE_TIMEOUT = 900.0
 
 _image = checked_image

@@ -17,16 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from unidesk_tui.documents import ErrorDocument, ErrorItem, HelpDocument
-from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError
+from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError, UsageError
 from unidesk_tui.model import NAMED_ENVIRONMENTS
 from unidesk_tui.planning import exit_code, run_plan
 from unidesk_tui.workspace import Workspace
 
 log = logging.getLogger(__name__)
-
-
-class UsageError(Exception):
-    pass
 
 
 class _Help(Exception):

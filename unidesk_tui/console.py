@@ -16,7 +16,7 @@ def run_console(args: argparse.Namespace) -> int:
     from unidesk_tui.app import UnideskApp, follow_hint, refresh_interval_from_env
 
     if not sys.stdout.isatty() or not sys.stdin.isatty():
-        from unidesk_tui.cli import UsageError
+        from unidesk_tui.errors import UsageError
 
         # Without a terminal this is a script: answer like every other command (a JSON error).
         raise UsageError("unidesk: the console needs a terminal; for scripts use `unidesk --json check` or `unidesk deploy ...`")

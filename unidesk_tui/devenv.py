@@ -110,7 +110,9 @@ def prewarm_images(ws) -> dict:
     Steps per foundation image (executors/prewarm.py): present in the target's Docker, `docker save`
     + `ctr images import`, listed by containerd. The job takes the dev lock of its one task item.
     """
-    from executors.prewarm import FOUNDATION_IMAGES, MODE, TASK_ID
+    from unidesk_tui.devrules import FOUNDATION_IMAGES
+    from unidesk_tui.devrules import PREWARM_MODE as MODE
+    from unidesk_tui.devrules import PREWARM_TASK as TASK_ID
     from unidesk_tui import apply
     from unidesk_tui.documents import FileSourceDoc, PlanItem
     from unidesk_tui.engine import step_records

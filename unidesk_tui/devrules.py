@@ -16,6 +16,11 @@ import yaml
 from unidesk_tui.errors import ErrorCode, Problem
 
 DEV_NAMESPACE = "unidesk-dev"
+# `dev-env prewarm-images`: the job's deployment mode (executors/registry.py), its one task item
+# (also its lock name) and the foundation images it imports into D601's k3s containerd.
+PREWARM_MODE = "dev-env-prewarm-images"
+PREWARM_TASK = "dev-foundation-images"
+FOUNDATION_IMAGES: tuple[str, ...] = ("postgres:16-alpine", "rancher/mirrored-library-busybox:1.36.1")
 FOUNDATION, CORE, CODE_QUEUE = "unidesk-dev-foundation.k8s.yaml", "unidesk-dev-core.k8s.yaml", "unidesk-dev-code-queue.k8s.yaml"
 RUNTIME_CONFIG, RUNTIME_SECRETS = "unidesk-dev-runtime-config", "unidesk-dev-runtime-secrets"
 DEV_DB_HOST = "postgres-dev.unidesk-dev.svc.cluster.local"

@@ -100,3 +100,7 @@ class UnideskError(Exception):
 
     def __str__(self) -> str:
         return "; ".join(f"{p.code}: {p.message}" for p in self.problems)
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (`usage`, exit 2)."""

@@ -111,8 +111,7 @@ async def _read_live(catalog, target: str, objects: list[dict]) -> list[dict | N
 def manifest_diff(ws: Workspace, service_id: str, environment: str | None) -> ManifestDiff:
     """The rendered manifest of `service_id` against its live objects. Never raises: a failure is
     the `note`, and whatever was made before it is kept."""
-    from executors.k8s_manifest import render
-    from executors.stamp import deploy_env
+    from executors.registry import executor_for
     from unidesk_tui.planning import run_plan
 
     out = ManifestDiff()
@@ -130,7 +129,7 @@ def manifest_diff(ws: Workspace, service_id: str, environment: str | None) -> Ma
         out.note = f"cannot read {out.manifest} from the local mirror: {getattr(exc, 'stderr', '') or exc}".strip()
         return out
     try:
-        rendered = render(text, k8s, service.id, service.image or "", deploy_env(service.id, service.repo, service.commit, service.requestedCommit))
+        rendered = executor_for(service.mode).manifest_objects(text, service)
     except UnideskError as exc:
         out.note = exc.problems[0].message
         return out
