@@ -15,13 +15,13 @@ from pathlib import Path
 
 from unidesk_tui import jobs, locks, plan_binding
 from unidesk_tui import launch as launcher
-from unidesk_tui.documents import ApplyDocument, ErrorItem, JobEvent, JobRecord, PlanItem, SavedPlan, StepRecord
+from unidesk_tui.documents import ApplyDocument, ErrorItem, JobEvent, JobRecord, PlanItem, SavedPlan, StepRecord, to_errors
 from unidesk_tui.engine import step_records
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.isolation import isolation_problems
 from unidesk_tui.manifest_source import file_mode_refusal
 from unidesk_tui.model import APPLY_ENVIRONMENTS, JOB_TERMINAL, Environment, JobStatus, LiveReader, environment
-from unidesk_tui.planning import run_plan, to_errors
+from unidesk_tui.planning import run_plan
 from unidesk_tui.workspace import Workspace
 
 log = logging.getLogger(__name__)

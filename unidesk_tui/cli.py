@@ -15,12 +15,17 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from unidesk_tui.documents import ErrorDocument, ErrorItem, HelpDocument
 from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError, UsageError
 from unidesk_tui.model import NAMED_ENVIRONMENTS
-from unidesk_tui.planning import exit_code, run_plan
 from unidesk_tui.workspace import Workspace
+
+if TYPE_CHECKING:
+    from unidesk_tui.documents import ErrorDocument
+
+# Start-up time is part of the interface (`job status` is polled by scripts): modules that build
+# many pydantic models or read git are imported by the commands that need them, not here.
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,8 @@ def _add_source_args(p: argparse.ArgumentParser, envs: Sequence[str] = NAMED_ENV
 
 def _plan_command(name: str) -> Callable[[argparse.Namespace, Workspace], int]:
     def run(args: argparse.Namespace, ws: Workspace) -> int:
+        from unidesk_tui.planning import exit_code, run_plan
+
         read_live = None
         if not args.env:
             from unidesk_tui.live import read_live
@@ -91,7 +98,7 @@ def _plan_command(name: str) -> Callable[[argparse.Namespace, Workspace], int]:
 def _save_plan(ws: Workspace, result, args: argparse.Namespace, force: bool):
     """`deploy plan --out FILE`: bind the plan to its facts and save it for `deploy apply --plan`."""
     from unidesk_tui import plan_binding
-    from unidesk_tui.documents import PlanRequest
+    from unidesk_tui.documents import ErrorItem, PlanRequest
 
     doc = result.document
     request = PlanRequest(file=str(Path(args.file).resolve()) if args.file else None, env=args.env, services=args.service, force=force)
@@ -130,16 +137,39 @@ REGISTRARS.append(_register_deploy)
 # Modules that add their own subcommands. They always ship: a failing import is an error, not a
 # missing feature. The lab is its own package; only `unidesk lab` reaches it, by name.
 REGISTRAR_MODULES = ("unidesk_lab.cli", "unidesk_tui.jobs_cli", "unidesk_tui.devenv")
+# The top-level word each module serves: a command line naming one loads only that module
+# (`deploy apply` is the jobs module's). Anything else (--help, no command) loads them all.
+COMMAND_MODULES = {"lab": ("unidesk_lab.cli",), "job": ("unidesk_tui.jobs_cli",), "deploy": ("unidesk_tui.jobs_cli",),
+                   "dev-env": ("unidesk_tui.devenv",), "check": (), "plan": ()}
+# Options of the top-level parser that take a value (their value is not the command word).
+_VALUED = ("--workspace", "--state-dir", "--env", "--refresh")
 
 
-def _module_registrars() -> None:
-    for module in REGISTRAR_MODULES:
+def command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand a command line names (None: none, or help before it)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _VALUED:
+            skip = True
+        elif arg in ("-h", "--help"):
+            return None
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _module_registrars(argv: Sequence[str] | None = None) -> None:
+    word = command_word(argv) if argv is not None else None
+    for module in COMMAND_MODULES.get(word or "", REGISTRAR_MODULES):
         add_parser = importlib.import_module(module).add_parser
         if add_parser not in REGISTRARS:
             REGISTRARS.append(add_parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the command line, with only the subcommands it can name."""
     parser = _Parser(prog="unidesk", description="Desired-state deploy reconciler for UniDesk.")
     parser.add_argument("--workspace", metavar="DIR", help="UniDesk workspace (default: current directory)")
     parser.add_argument("--state-dir", metavar="DIR", help="state directory (default: <workspace>/.state)")
@@ -148,21 +178,29 @@ def build_parser() -> argparse.ArgumentParser:
     console.add_argument("--env", dest="console_env", choices=["file", *NAMED_ENVIRONMENTS], default="file", help="environment to open on (default: file)")
     console.add_argument("--refresh", type=_seconds, metavar="SECONDS", help="refresh interval (default: $UNIDESK_REFRESH_S or 5)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    _module_registrars()
-    for register in REGISTRARS:
-        register(sub)
+    _module_registrars(argv)
+    modules = [m.__module__ for m in REGISTRARS]
+    wanted = COMMAND_MODULES.get(command_word(argv) or "", REGISTRAR_MODULES) if argv is not None else REGISTRAR_MODULES
+    for register, module in zip(REGISTRARS, modules):
+        if module == __name__ or module in wanted:
+            register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # We use no pydantic plugins; looking for them scans every installed distribution's entry
+    # points the first time a model is built, which costs more than `job status` itself.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     logging.basicConfig(level=os.environ.get("UNIDESK_LOG_LEVEL", "WARNING"), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "unidesk"
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
         try:
             args = parser.parse_args(argv)
         except _Help as usage:
+            from unidesk_tui.documents import HelpDocument
+
             emit(HelpDocument(prog=usage.prog, usage=usage.usage))
             return ExitCode.OK
         except SystemExit as exc:  # a nested parser's usage error (already on stderr)
@@ -187,20 +225,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args, ws))
     except UsageError as exc:
         sys.stderr.write(f"{exc}\n")
-        emit(ErrorDocument(command=command, errors=[ErrorItem(code=ErrorCode.USAGE, message=str(exc))]))
+        emit(_error_document(command, ErrorCode.USAGE, str(exc)))
         return ExitCode.USAGE
     except UnideskError as exc:
-        emit(ErrorDocument(command=command, errors=[ErrorItem(**p.to_dict()) for p in exc.problems]))
+        from unidesk_tui.documents import ErrorDocument, to_errors
+
+        emit(ErrorDocument(command=command, errors=to_errors(exc.problems)))
         return ExitCode.ERROR
     except KeyboardInterrupt as exc:  # before any job started (signals.py); SIGINT, SIGHUP or SIGTERM
         signum = getattr(exc, "signum", 2)
-        emit(ErrorDocument(command=command, errors=[ErrorItem(code=ErrorCode.INTERRUPTED, message=f"interrupted ({exc or 'SIGINT'})")]))
+        emit(_error_document(command, ErrorCode.INTERRUPTED, f"interrupted ({exc or 'SIGINT'})"))
         return 128 + signum
     except Exception as exc:  # last resort: a coded error, never a traceback
         if os.environ.get("UNIDESK_DEBUG"):
             traceback.print_exc()
-        emit(ErrorDocument(command=command, errors=[ErrorItem(code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}: {exc}")]))
+        emit(_error_document(command, ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"))
         return ExitCode.ERROR
+
+
+def _error_document(command: str, code: ErrorCode, message: str) -> ErrorDocument:
+    from unidesk_tui.documents import ErrorDocument, ErrorItem
+
+    return ErrorDocument(command=command, errors=[ErrorItem(code=code, message=message)])
 
 
 if __name__ == "__main__":

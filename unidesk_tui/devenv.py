@@ -12,8 +12,6 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from unidesk_tui.devrules import CODE_QUEUE, CORE, FOUNDATION, check_objects
 from unidesk_tui.errors import ErrorCode, ExitCode, Problem
 
@@ -35,6 +33,8 @@ class ManifestReport:
 
 
 def validate_manifest(path: Path) -> ManifestReport:
+    import yaml  # only `dev-env validate` parses YAML; the CLI's other commands start without it
+
     report = ManifestReport(str(path))
     try:
         docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]

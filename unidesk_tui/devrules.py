@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
-import yaml
-
 from unidesk_tui.errors import ErrorCode, Problem
 
 DEV_NAMESPACE = "unidesk-dev"
@@ -142,6 +140,8 @@ def check_object(obj: dict, manifest: str, bad: Bad) -> None:
             bad(where, "code-queue-port", f"Code Queue dev Services expose 4222 only, not {sorted(_service_ports(obj))}")
         if name == "backend-core-dev" and not {8080, 8081} <= _service_ports(obj):
             bad(where, "backend-core-ports", "the backend-core-dev Service needs ports 8080 (HTTP) and 8081 (provider ingress)")
+    import yaml  # (devrules is imported by the CLI's start; YAML is needed only here)
+
     if PROD_MARKERS.search(yaml.safe_dump(obj)):
         bad(where, "production-reference", "references a production route or database")
     if kind in WORKLOAD_KINDS:

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from unidesk_tui.model import Action, Environment, JobStatus, Layer, LiveState, Outcome, StepStatus
+
+if TYPE_CHECKING:
+    from unidesk_tui.errors import Problem
 
 __all__ = ["LiveState"]  # defined with the vocabulary (executors build it), published in plan items
 
@@ -27,6 +31,11 @@ class ErrorItem(_Doc):
     message: str
     service: str | None = None
     path: str | None = None
+
+
+def to_errors(problems: Iterable[Problem]) -> list[ErrorItem]:
+    """Coded problems as the `errors` of a document."""
+    return [ErrorItem(**p.to_dict()) for p in problems]
 
 
 class FileSourceDoc(_Doc):

@@ -13,10 +13,18 @@ import sys
 from collections.abc import Callable
 
 from unidesk_tui import jobs, signals
-from unidesk_tui.documents import ApplyDocument, ErrorItem, JobDocument, JobEvent, JobListDocument, JobPruneDocument, JobSummary
+from unidesk_tui.documents import (
+    ApplyDocument,
+    ErrorItem,
+    JobDocument,
+    JobEvent,
+    JobListDocument,
+    JobPruneDocument,
+    JobSummary,
+    to_errors,
+)
 from unidesk_tui.errors import ErrorCode, ExitCode, Problem, UnideskError
 from unidesk_tui.model import JobStatus
-from unidesk_tui.planning import to_errors
 from unidesk_tui.workspace import Workspace
 
 log = logging.getLogger(__name__)

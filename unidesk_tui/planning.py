@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from unidesk_tui.catalog import Catalog
-from unidesk_tui.documents import EnvironmentPlan, EnvSourceDoc, ErrorItem, FileSourceDoc, PlanDocument
+from unidesk_tui.documents import EnvironmentPlan, EnvSourceDoc, FileSourceDoc, PlanDocument, to_errors
 from unidesk_tui.errors import ErrorCode, ExitCode, Problem, UnideskError
 from unidesk_tui.manifest_source import EnvSource, LoadedManifest, load_env, load_file
 from unidesk_tui.model import PROBE_FAILURES, Action, DesiredService, LiveReader, LiveState, Observation, State
@@ -26,10 +26,6 @@ class PlanRun:
     desired: list[DesiredService]
     catalog: Catalog | None
     loaded: LoadedManifest | None
-
-
-def to_errors(problems: list[Problem]) -> list[ErrorItem]:
-    return [ErrorItem(**p.to_dict()) for p in problems]
 
 
 def load_source(ws: Workspace, file: str | Path | None, env: str | None) -> LoadedManifest:

@@ -6,7 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from unidesk_tui.catalog import Catalog, load_catalog
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from unidesk_tui.catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -29,4 +32,6 @@ class Workspace:
         return self.root / "deploy.json"
 
     def catalog(self) -> Catalog:
+        from unidesk_tui.catalog import load_catalog  # pydantic models: only commands that read config.json
+
         return load_catalog(self.config_path)

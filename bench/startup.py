@@ -1,0 +1,78 @@
+"""Benchmark: how long the CLI takes to start and answer, against `python -c pass`.
+
+    python bench/startup.py [--rounds 15]
+
+Runs `unidesk job list` (an empty state dir), `unidesk job status JOB_ID` (one recorded job) and
+`unidesk --help` as fresh processes, each `--rounds` times, and prints the median and the fastest
+wall time of each, with the bare interpreter's start for comparison. Goal: job list, job status and
+--help <= 0.12 s median on the operator's machine. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+GOAL_S = 0.12
+
+
+def timed(argv: list[str], cwd: Path, rounds: int) -> list[float]:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0"}
+    subprocess.run(argv, cwd=cwd, env=env, capture_output=True)  # warm the page cache and .pyc files
+    out = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        res = subprocess.run(argv, cwd=cwd, env=env, capture_output=True)
+        out.append(time.perf_counter() - start)
+        if res.returncode not in (0, 1):
+            raise SystemExit(f"{' '.join(argv)} exited {res.returncode}: {res.stderr.decode()[-400:]}")
+    return out
+
+
+def record_job(state: Path) -> str:
+    from unidesk_tui import jobs
+    from unidesk_tui.documents import FileSourceDoc, JobRecord
+
+    job_id = jobs.new_job_id()
+    jobs.create_job(state, JobRecord(id=job_id, status="succeeded", environment="file", source=FileSourceDoc(path="deploy.json"),
+                                     workspace=str(state.parent), createdAt=jobs.now_iso(), host=jobs.HOST))
+    return job_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    unidesk = str(Path(sys.executable).with_name("unidesk"))
+    with tempfile.TemporaryDirectory(prefix="unidesk-startup-") as tmp:
+        ws = Path(tmp)
+        empty, one = ws / "empty-state", ws / "state"
+        empty.mkdir()
+        job_id = record_job(one)
+        cases = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "unidesk job list": [unidesk, "--state-dir", str(empty), "job", "list"],
+            "unidesk job status": [unidesk, "--state-dir", str(one), "job", "status", job_id],
+            "unidesk --help": [unidesk, "--help"],
+        }
+        base = None
+        print(f"{'command':<22} {'median':>8} {'fastest':>8} {'- python':>9}  goal <= {GOAL_S:.2f} s")
+        for name, argv in cases.items():
+            times = timed(argv, ws, args.rounds)
+            median = statistics.median(times)
+            base = median if base is None else base
+            verdict = "" if name.startswith("python") else ("ok" if median <= GOAL_S else "over")
+            print(f"{name:<22} {median:8.3f} {min(times):8.3f} {median - base:9.3f}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
