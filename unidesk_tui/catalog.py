@@ -242,7 +242,8 @@ class Microservice(_Model):
 
     def for_environment(self, env: Environment) -> tuple[Deployment, K8sObjects | None]:
         """The deployment and k8s objects in effect for a file-mode or environment run."""
-        override = self.environments.get(env) if Environment(env).named else None
+        key = Environment(env).key
+        override = self.environments.get(key) if key else None
         if override is None:
             return self.deployment, self.k8s
         return override.deployment or self.deployment, override.k8s or self.k8s
@@ -250,7 +251,8 @@ class Microservice(_Model):
     def image_for(self, env: Environment) -> str | None:
         """The image built and run in a file-mode or environment run (the base one when the
         environment declares none: environment apply refuses that)."""
-        override = self.environments.get(env) if Environment(env).named else None
+        key = Environment(env).key
+        override = self.environments.get(key) if key else None
         if override is not None and override.build is not None:
             return override.build.image
         return self.build.image if self.build else None
@@ -306,8 +308,9 @@ class Catalog(_Model):
     def health_url(self, service_id: str, env: Environment = Environment.FILE) -> str | None:
         """The health endpoint through the UniDesk microservice proxy, as the frontend uses it: the
         top-level proxy in file mode, only the environment's own proxy for an environment."""
-        if Environment(env).named:
-            profile = self.environments.get(env)
+        key = Environment(env).key
+        if key:
+            profile = self.environments.get(key)
             proxy = profile.microserviceProxy if profile else None
         else:
             proxy = self.microserviceProxy

@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError, UsageError
 from unidesk_tui.model import NAMED_ENVIRONMENTS
@@ -77,13 +77,12 @@ def _add_source_args(p: argparse.ArgumentParser, envs: Sequence[str] = NAMED_ENV
     p.add_argument("--service", action="append", type=_service_id, metavar="ID", help="only this service (repeatable)")
 
 
-def _plan_command(name: str) -> Callable[[argparse.Namespace, Workspace], int]:
+def _plan_command(name: Literal["check", "plan"]) -> Callable[[argparse.Namespace, Workspace], int]:
     def run(args: argparse.Namespace, ws: Workspace) -> int:
+        from unidesk_tui.live import read_live as live_reader
         from unidesk_tui.planning import exit_code, run_plan
 
-        read_live = None
-        if not args.env:
-            from unidesk_tui.live import read_live
+        read_live = None if args.env else live_reader
         force = getattr(args, "force", False)
         result = run_plan(ws, name, file=args.file, env=args.env, services=args.service, force=force, read_live=read_live)
         doc = result.document
@@ -121,7 +120,9 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
 def _register_deploy(sub: argparse._SubParsersAction) -> None:
     deploy = sub.add_parser("deploy", help="check, plan and apply desired state")
     dsub = deploy.add_subparsers(dest="deploy_command", required=True, parser_class=_Parser)
-    for name, text in (("check", "compare desired and live state (read-only)"), ("plan", "live state plus the intended action")):
+    commands: tuple[tuple[Literal["check", "plan"], str], ...] = (
+        ("check", "compare desired and live state (read-only)"), ("plan", "live state plus the intended action"))
+    for name, text in commands:
         for parent, cmd in ((dsub, name), (sub, name)):
             p = parent.add_parser(cmd, help=text)
             _add_source_args(p)

@@ -122,7 +122,7 @@ def prewarm_images(ws) -> dict:
     doc: dict = {"ok": False, "command": PREWARM_COMMAND, "jobId": None, "images": list(FOUNDATION_IMAGES), "errors": []}
     try:
         catalog = ws.catalog()
-        dev = catalog.environments.get(Environment.DEV)
+        dev = catalog.environments.get("dev")
         if dev is None:
             raise UnideskError.of(ErrorCode.CONFIG_INVALID, "config.json has no environments.dev: prewarm-images needs its target", path="environments.dev")
         target = catalog.target(dev.target)

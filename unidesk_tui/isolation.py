@@ -24,7 +24,7 @@ def isolation_problems(service: DesiredService) -> list[Problem]:
         return []
     where = f"config.json microservices[{service.id}].environments.{env}"
     problems: list[str] = []
-    override = ms.environments.get(env)
+    override = ms.environments.get(env.key) if env.key else None
     profile = service.profile
     if profile is None:
         problems.append(f"config.json declares no environments.{env} profile")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +29,11 @@ class Environment(StrEnum):
     def named(self) -> bool:
         """An environment run (dev, prod), not file mode."""
         return self != Environment.FILE
+
+    @property
+    def key(self) -> Literal["dev", "prod"] | None:
+        """Its key in config.json's `environments` maps; None in file mode."""
+        return cast(Literal["dev", "prod"], self.value) if self.named else None
 
 
 NAMED_ENVIRONMENTS: tuple[Environment, ...] = (Environment.DEV, Environment.PROD)

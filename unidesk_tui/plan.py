@@ -6,6 +6,7 @@ do" (PlanItem) stay separate, typed steps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from unidesk_tui.catalog import Catalog, Microservice
@@ -21,7 +22,7 @@ def desired_service(catalog: Catalog, ms: Microservice, service_id: str, repo: s
     """A catalog entry as it is deployed in file mode or in the environment `env`."""
     env = Environment(env)
     deployment, k8s = ms.for_environment(env)
-    profile = catalog.environments.get(env) if env.named else None
+    profile = catalog.environments.get(env.key) if env.key else None
     return DesiredService(service_id, repo, requested, ms, deployment.mode, deployment.target, k8s, commit, env, profile)
 
 
@@ -58,7 +59,7 @@ def decide(
     service: DesiredService,
     *,
     live: LiveState | None,
-    problems: list[Problem] = (),
+    problems: Sequence[Problem] = (),
     force: bool = False,
     env_mode: bool = False,
     apply_enabled: bool | None = None,

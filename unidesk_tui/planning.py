@@ -4,6 +4,7 @@ commits, read live state, decide. The CLI and the console both call `run_plan`; 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -12,7 +13,7 @@ from unidesk_tui.catalog import Catalog
 from unidesk_tui.documents import EnvironmentPlan, EnvSourceDoc, FileSourceDoc, PlanDocument, to_errors
 from unidesk_tui.errors import ErrorCode, ExitCode, Problem, UnideskError
 from unidesk_tui.manifest_source import EnvSource, LoadedManifest, load_env, load_file
-from unidesk_tui.model import PROBE_FAILURES, Action, DesiredService, LiveReader, LiveState, Observation, State
+from unidesk_tui.model import PROBE_FAILURES, Action, DesiredService, Environment, LiveReader, LiveState, Observation, State
 from unidesk_tui.plan import decide, join, with_commit
 from unidesk_tui.resolve import Resolver, resolve_many
 from unidesk_tui.workspace import Workspace
@@ -34,9 +35,10 @@ def load_source(ws: Workspace, file: str | Path | None, env: str | None) -> Load
     return load_file(Path(file) if file else ws.manifest_path)
 
 
-def environment_plan(catalog: Catalog, environment: str) -> EnvironmentPlan:
-    profile = catalog.environments.get(environment)
-    if profile is None:
+def environment_plan(catalog: Catalog, name: str) -> EnvironmentPlan:
+    environment = Environment(name).key
+    profile = catalog.environments.get(environment) if environment else None
+    if environment is None or profile is None:
         raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"config.json has no environments.{environment} profile", path=f"environments.{environment}")
     return EnvironmentPlan(
         environment=environment,
@@ -75,15 +77,16 @@ def run_plan(
     if isinstance(src, EnvSource):
         doc.source = EnvSourceDoc(**{k: getattr(src, k) for k in ("environment", "ref", "manifestCommit", "manifestBlob")})
     else:
-        doc.source = FileSourceDoc(path=src.path, declaredEnvironment=src.declaredEnvironment, legacyProductionPath=src.legacyProductionPath)
+        doc.source = FileSourceDoc(path=src.path, declaredEnvironment=Environment(src.declaredEnvironment).key if src.declaredEnvironment else None,
+                                   legacyProductionPath=src.legacyProductionPath)
     doc.warnings = list(loaded.warnings)
     problems: list[Problem] = []
     env_mode = isinstance(src, EnvSource)
     enabled: set[str] = set()
-    if env_mode:
+    if isinstance(src, EnvSource):
         try:
             doc.environment = environment_plan(catalog, src.environment)
-            enabled = set(catalog.environments[src.environment].applyEnabled)
+            enabled = set(catalog.environments[doc.environment.environment].applyEnabled)
         except UnideskError as exc:
             problems.extend(exc.problems)
 
@@ -112,8 +115,8 @@ def run_plan(
         if p.code not in (ErrorCode.TARGET_UNREACHABLE, ErrorCode.PROBE_FAILED):
             by_service.setdefault(p.service, []).append(p)
     for d in desired:
-        obs = observations.get(d.id)
-        live = obs.live if obs else None
+        found = observations.get(d.id)
+        live = found.live if found else None
         if live is None and read_live is not None and not env_mode and d.microservice is not None and not d.supported:
             live = LiveState(state=State.UNSUPPORTED, message=d.microservice.unsupported_reason)
         doc.services.append(
@@ -124,7 +127,7 @@ def run_plan(
                 force=force,
                 env_mode=env_mode,
                 apply_enabled=(d.id in enabled) if env_mode else None,
-                image_present=obs.imagePresent if obs else None,
+                image_present=found.imagePresent if found else None,
             )
         )
     doc.errors = to_errors(problems)
