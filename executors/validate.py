@@ -17,7 +17,6 @@ imported or applied before this step passes.
 from __future__ import annotations
 
 import copy
-import logging
 import posixpath
 
 import yaml
@@ -28,8 +27,6 @@ from executors.k8s_manifest import RESTARTED_AT, containers, fixed_images
 from executors.stamp import ENVS
 from unidesk_tui.devrules import check_objects
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
-
-log = logging.getLogger(__name__)
 
 DRY_RUN_TIMEOUT = 120.0
 

@@ -57,19 +57,15 @@ print(json.dumps({"culprits": culprits, "failed": failed}))
 
 def test_headless_modules_never_import_textual_or_rich() -> None:
     modules = headless_modules()
-    for name in REQUIRED:
-        if (ROOT / (name.replace(".", "/") + ".py")).exists():
-            assert name in modules
+    assert set(REQUIRED) <= set(modules), "a module the contract names is missing"
     out = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(modules)], cwd=ROOT, capture_output=True, text=True, check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["culprits"] == [], f"headless modules import the console stack: {result['culprits']}"
-    # A module that cannot even be imported hides what it would import; only missing optional
-    # third-party packages are acceptable here.
-    ours = {k: v for k, v in result["failed"].items() if "unidesk_tui" in v or "executors" in v}
-    assert ours == {}
+    # A module that cannot even be imported hides what it would import: every dependency ships.
+    assert result["failed"] == {}
 
 
 def test_the_console_modules_do_import_textual() -> None:

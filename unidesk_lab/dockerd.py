@@ -6,13 +6,10 @@ containers run with `network_mode: host`, bound to the host's address.
 
 from __future__ import annotations
 
-import logging
 import socket
 
 from unidesk_lab.daemon import Daemon
 from unidesk_lab.layout import Layout
-
-log = logging.getLogger(__name__)
 
 
 def docker_ping(path: str) -> bool:

@@ -9,14 +9,11 @@ Both daemons run in D601's host namespaces, so `ctr` over SSH on D601 sees the s
 from __future__ import annotations
 
 import importlib.util
-import logging
 import sys
 
 from unidesk_lab.daemon import Daemon
 from unidesk_lab.layout import CONTAINERD_NAMESPACE, K3S_HOST, KUBE_PORT, Layout
 from unidesk_lab.netns import tcp_open_in
-
-log = logging.getLogger(__name__)
 
 
 def kubeapi_available() -> bool:

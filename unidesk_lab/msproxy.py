@@ -27,8 +27,6 @@ from unidesk_lab.daemon import Daemon
 from unidesk_lab.layout import DEV_MSPROXY_PORT, MAIN, MSPROXY_PORT, Layout
 from unidesk_lab.netns import tcp_open
 
-log = logging.getLogger(__name__)
-
 _ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 

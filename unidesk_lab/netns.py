@@ -8,7 +8,6 @@ bridge so tests and the CLI reach every sshd, the microservice proxy and the git
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import socket
 import subprocess
@@ -17,8 +16,6 @@ from pathlib import Path
 
 from unidesk_tui.files import flocked
 from unidesk_lab.layout import GIT, HOSTS, MAIN, MAX_SLOTS, Layout
-
-log = logging.getLogger(__name__)
 
 NETNS_DIR = Path("/run/netns")
 LOCK_FILE = Path("/run/lock/unidesk-lab.lock")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -31,8 +30,6 @@ from string import Template
 
 from unidesk_lab import gitserver, registry
 from unidesk_lab.layout import CONTAINERD_NAMESPACE, HOSTS, K3S_HOST, MAIN, PROVIDERS, SSH_USER, Layout
-
-log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).parent / "assets"
 BUSYBOX = Path("/bin/busybox")

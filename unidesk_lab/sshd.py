@@ -8,7 +8,6 @@ HOME = the host's own home (its own ~/.gitconfig and ~/.docker, and no operator 
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -17,8 +16,6 @@ import asyncssh
 from unidesk_lab.daemon import Daemon
 from unidesk_lab.layout import HOSTS, SSH_USER, Layout
 from unidesk_lab.netns import tcp_open
-
-log = logging.getLogger(__name__)
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 # Start-up time is part of the interface (`job status` is polled by scripts): modules that build
 # many pydantic models or read git are imported by the commands that need them, not here.
 
-log = logging.getLogger(__name__)
-
 
 class _Help(Exception):
     def __init__(self, prog: str, usage: str) -> None:
