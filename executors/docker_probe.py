@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiodocker.exceptions import DockerError
 
@@ -34,6 +34,8 @@ class ContainerFacts:
     image_labels: dict[str, str]  # unidesk.ai/* labels of the image it runs
     env: dict[str, str]  # UNIDESK_DEPLOY_* only
     others: int = 0  # further containers of the same service
+    state: dict = field(default_factory=dict)  # Docker's State (ExitCode, Restarting, Error, ...)
+    restarts: int = 0  # RestartCount: restarts since this container was created
 
     def evidence(self) -> dict:
         return {
@@ -139,6 +141,8 @@ async def container_facts(docker, ref: ComposeRef) -> ContainerFacts | None:
         image_labels=await image_unidesk_labels(docker, image_id) if image_id else {},
         env=deploy_values(parse_env(config.get("Env"))),
         others=others,
+        state=dict(state),
+        restarts=int(inspected.get("RestartCount") or 0),
     )
 
 
