@@ -21,7 +21,7 @@ from executors.compose_override import is_override, override_path, override_text
 from executors.docker_probe import ComposeRef, ContainerFacts, container_facts, image_present
 from executors.health import health_expected, read_health
 from executors.observe import docker_layers, missing, observed, with_identity
-from executors.provenance import judge, read_record, write_text
+from executors.provenance import expected_image_id, judge, read_record, write_text
 from executors.proxy import probe_step
 from executors.source import source_step
 from executors.stamp import COMPOSE_FILES, COMPOSE_PROJECT, COMPOSE_SERVICE, COMPOSE_WORKDIR, deploy_env
@@ -291,7 +291,8 @@ async def rollout_step(ctx: StepContext) -> None:
 async def verify_step(ctx: StepContext) -> None:
     compose: ComposeTarget | None = ctx.shared.get("compose")
     ref = ComposeRef(compose.project, compose.service) if compose else compose_ref(ctx.service)
-    await verify_docker(ctx, ref, ctx.catalog.health_url(ctx.service.id, ctx.service.environment), health_expected(ctx.catalog, ctx.service))
+    built = await expected_image_id(ctx)
+    await verify_docker(ctx, ref, ctx.catalog.health_url(ctx.service.id, ctx.service.environment), health_expected(ctx.catalog, ctx.service), built=built)
 
 
 class ComposeExecutor(Executor):

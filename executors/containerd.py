@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import secrets
@@ -14,6 +15,7 @@ from unidesk_tui.identifiers import is_image_ref
 from unidesk_tui.identifiers import normalize_image as containerd_name  # `ctr images import` names images this way
 
 IMPORT_TIMEOUT = 900.0
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def image_tag(image: str) -> str:
@@ -67,3 +69,33 @@ async def require_listed(ctx, node, image: str) -> str:
         ctx.emit(f"{full} is not in containerd", "stderr")
         raise UnideskError.of(ErrorCode.ROLLOUT_FAILED, f"{ctx.service.id}: {full} is not in containerd after the import", service=ctx.service.id)
     return full
+
+
+def listed_digest(listing: str, ref: str) -> str | None:
+    """The target digest of `ref` in `ctr images ls` output (REF TYPE DIGEST SIZE PLATFORMS LABELS)."""
+    for line in listing.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) > 2 and cols[0] == ref and DIGEST_RE.match(cols[2]):
+            return cols[2]
+    return None
+
+
+async def image_id(session, node, image: str) -> str | None:
+    """The image ID (config digest, the same as Docker's after `docker save | ctr images import`)
+    containerd holds under `image`, or None when it holds none (read-only)."""
+    name = containerd_name(checked_image(image))
+    listing = await session.run(ctr_argv(node, "images", "ls"), timeout=60)
+    digest = listed_digest(listing.stdout, name) if listing.ok else None
+    if digest is None:
+        return None
+    top = await session.run(ctr_argv(node, "content", "get", digest), timeout=60)
+    try:
+        doc = json.loads(top.stdout) if top.ok else {}
+        if "manifests" in doc:  # an index: the linux/amd64 (or only) manifest
+            chosen = next((m for m in doc["manifests"] if (m.get("platform") or {}).get("architecture") == "amd64"), doc["manifests"][0])
+            sub = await session.run(ctr_argv(node, "content", "get", chosen["digest"]), timeout=60) if DIGEST_RE.match(chosen["digest"]) else None
+            doc = json.loads(sub.stdout) if sub is not None and sub.ok else {}
+        config = doc["config"]["digest"]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+    return config if DIGEST_RE.match(config) else None

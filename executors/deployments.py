@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from executors.crashes import TAIL_LINES, Crash, pod_crashes
 from executors.observe import Evidence
 from executors.stamp import ENV_COMMIT, ENVS, commit_of
 from unidesk_tui.errors import ErrorCode, UnideskError
@@ -85,3 +86,35 @@ async def read_deployments(session, namespace: str, names: tuple[str, ...]) -> d
 
     found = await asyncio.gather(*(one(n) for n in names))
     return dict(zip(names, found))
+
+
+async def rollout_crashes(session, namespace: str, deployments: dict[str, dict | None], commit: str) -> list[Crash]:
+    """Containers of the pods rolled out for `commit` (matched by the Deployments' selectors and the
+    pods' UNIDESK_DEPLOY_COMMIT annotation, copied from the pod template) that exited or cannot
+    start, each with the last lines of its output (read-only)."""
+    from kubernetes_asyncio.client import CoreV1Api
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    api = await session.kube()
+    core = CoreV1Api(api)
+    found: list[Crash] = []
+    for dep in deployments.values():
+        selector = (((dep or {}).get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        if not selector:
+            continue
+        try:
+            listed = await core.list_namespaced_pod(namespace, label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())), _request_timeout=10)
+        except ApiException as exc:
+            raise UnideskError.of(ErrorCode.PROBE_FAILED, f"pods of {namespace}: HTTP {exc.status} {exc.reason}") from None
+        for pod in api.sanitize_for_serialization(listed).get("items") or []:
+            if ((pod.get("metadata") or {}).get("annotations") or {}).get(ENV_COMMIT) != commit:
+                continue  # an older rollout's pod
+            for crash in pod_crashes(pod):
+                container = crash.where.rsplit(" container ", 1)[-1]
+                try:
+                    text = await core.read_namespaced_pod_log(pod["metadata"]["name"], namespace, container=container, tail_lines=TAIL_LINES,
+                                                              previous=crash.restarts > 0 and crash.exit_code is not None, _request_timeout=10)
+                except ApiException:
+                    text = ""
+                found.append(crash.with_output(text if isinstance(text, str) else ""))
+    return found

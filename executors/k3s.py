@@ -18,9 +18,11 @@ from executors.build import build_step
 from executors.deployments import deployment_facts, deployment_layers, read_deployments
 from executors.docker_probe import image_present
 from executors.health import health_expected, read_health
+from executors.containerd import image_id as containerd_image_id
 from executors.k8s_manifest import render
-from executors.observe import Evidence, health_layer, missing, observed
+from executors.observe import Evidence, health_layer, missing, observed, with_identity
 from executors.pause_image import pause_image_step
+from executors.provenance import judge, read_record
 from executors.proxy import probe_step
 from executors.source import source_step
 from executors.stamp import deploy_env
@@ -63,6 +65,14 @@ class K3sExecutor(Executor):
             return missing("; ".join(parts), reading, evidence, present)
         layers.append(health_layer(reading, health_expected(catalog, service)))
         obs = observed(layers, service.commit, reading, evidence, present)
+        claimed = obs.live.commit
+        images = [i for d in found.values() for i in d["images"] if i]
+        if claimed is not None and images and session.target.k3s is not None:
+            # identity: the image containerd holds under the name the Deployment runs, against the build record
+            record, running = await asyncio.gather(
+                read_record(session, session.target.workDir, service.id, service.environment, claimed),
+                containerd_image_id(session, session.target.k3s, images[0]))
+            obs = with_identity(obs, judge(record, running, claimed))
         incomplete = [n for n, d in found.items() if not d["rollout"]["complete"]]
         if incomplete and obs.live.state == State.IN_SYNC:
             # A rollout still in progress does not prove that every replica runs the commit.

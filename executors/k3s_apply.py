@@ -13,9 +13,11 @@ import time
 from typing import Any
 
 from executors.containerd import ctr_argv, import_image
-from executors.deployments import deployment_facts, read_deployments
+from executors.containerd import image_id as containerd_image_id
+from executors.deployments import deployment_facts, read_deployments, rollout_crashes
 from executors.health import HealthReading, health_checks, health_expected, read_health
 from executors.k8s_manifest import fixed_images, render
+from executors.provenance import expected_image_id
 from executors.stamp import COMPOSE_PROJECT, COMPOSE_SERVICE, ENV_COMMIT, ENV_REQUESTED, deploy_env
 from executors.steps import QuietContext, fail, k3s_node, run_checked
 from executors.verify import poll
@@ -159,7 +161,8 @@ async def apply_step(ctx) -> None:
 
 
 async def rollout_step(ctx) -> None:
-    """Wait until every Deployment of the service has rolled out its newest generation."""
+    """Wait until every Deployment of the service has rolled out its newest generation; a container
+    of the new pods that exits or crash-loops fails the step at once, with exit code and output."""
     session = await ctx.session()
     k8s = ctx.service.k8s
     deadline = time.monotonic() + ROLLOUT_TIMEOUT
@@ -171,6 +174,9 @@ async def rollout_step(ctx) -> None:
             done = ", ".join(f"{n} {s['available']}/{s['replicas']}" for n, s in states.items())
             ctx.emit(f"k8s_rollout=complete {done}")
             return
+        crashes = await rollout_crashes(session, k8s.namespace, deps, ctx.service.commit)
+        if crashes:  # waiting cannot help: fail now, not after the rollout timeout
+            raise fail(ctx, ErrorCode.ROLLOUT_FAILED, "rollout failed: " + "; ".join(c.describe() for c in crashes))
         summary = "; ".join(f"{n}: " + ("absent" if s is None else "updated {updated}/{replicas}, available {available}, generation {observedGeneration}/{generation}".format(**s)) for n, s in states.items())
         if summary != last:
             ctx.emit(f"k8s_rollout=waiting {summary}")
@@ -215,10 +221,12 @@ async def legacy_twin_step(ctx) -> None:
 
 
 def check_k3s(service: DesiredService, deployments: dict[str, dict[str, Any] | None], reading: HealthReading,
-              health_expected: bool, image: str | None, fixed: frozenset[str] = frozenset()) -> Verification:
+              health_expected: bool, image: str | None, fixed: frozenset[str] = frozenset(), *, built: str | None = None,
+              running_id: str | None = None, containerized: tuple[str, ...] = ()) -> Verification:
     """Every Deployment exists, its annotations and env show the commit, its containers run `image`
-    (the one imported) or a fixed image the manifest declares, its rollout is complete; health is
-    healthy and shows the commit where exposed."""
+    (the one imported) or a fixed image the manifest declares, containerd holds exactly the image ID
+    `built` under that name (identity), its rollout is complete; no containerized k3s runs; health
+    is healthy and shows the commit where exposed."""
     want = service.commit
     checks: list[Check] = []
     for name, dep in deployments.items():
@@ -235,8 +243,12 @@ def check_k3s(service: DesiredService, deployments: dict[str, dict[str, Any] | N
         rollout = facts["rollout"]
         progress = "complete" if rollout["complete"] else "updated {updated}/{replicas}, available {available}".format(**rollout)
         checks.append(Check(Layer.RUNTIME, f"{name} rollout", "complete", progress, rollout["complete"]))
+    if built:
+        checks.append(check(Layer.IDENTITY, f"{image} image ID", built, running_id))
+    if containerized:  # the spec: an active containerized k3s must be stopped before verification succeeds
+        checks.append(Check(Layer.RUNTIME, "containerized k3s", "none running", ", ".join(containerized), False))
     checks += health_checks(reading, want, health_expected)
-    summary = (f"running {want} on {', '.join(deployments)} (annotations, env, image {image}, health {reading.health}"
+    summary = (f"running {want} on {', '.join(deployments)} (annotations, env, image {image}" + (", identity" if built else "") + f", health {reading.health}"
                + (", deploy.commit)" if health_expected else ")"))
     return Verification(tuple(checks), summary)
 
@@ -245,14 +257,23 @@ async def verify_step(ctx) -> None:
     session = await ctx.session()
     service, catalog = ctx.service, ctx.catalog
     k8s = service.k8s
+    node = k3s_node(ctx)
     expected = health_expected(catalog, service)
     url = catalog.health_url(service.id, service.environment)
     image = ctx.shared.get("imported") or ctx.shared.get("image") or service.image
     # images the manifest declares fixed (checked present by the validate step) run as declared
     fixed = frozenset(i for _, i in fixed_images(ctx.shared.get("k8s_objects") or [], ctx.shared.get("image") or image))
+    built = await expected_image_id(ctx)
 
     async def read() -> Verification:
-        deps, reading = await asyncio.gather(read_deployments(session, k8s.namespace, k8s.deployments), read_health(url))
-        return check_k3s(service, deps, reading, expected, image, fixed)
+        deps, reading, running, boxed = await asyncio.gather(
+            read_deployments(session, k8s.namespace, k8s.deployments), read_health(url),
+            containerd_image_id(session, node, image) if built else _none(), running_containerized_k3s(session))
+        return check_k3s(service, deps, reading, expected, image, fixed, built=built, running_id=running,
+                         containerized=tuple(d for _, d in boxed))
 
     await poll(ctx, read)
+
+
+async def _none() -> None:
+    return None

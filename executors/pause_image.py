@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 
-from executors.containerd import ctr_argv
+from executors.containerd import DIGEST_RE, ctr_argv, listed_digest
 from executors.proxy import ProxyScope, scope_for
 from executors.steps import QuietContext, fail, k3s_node, run_checked
 from unidesk_tui.catalog import PULL_REF_RE
@@ -21,7 +21,6 @@ from unidesk_tui.errors import ErrorCode, UnideskError
 
 PULL_TIMEOUT = 600.0
 PAUSE_ENTRYPOINT = ["/pause"]
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
 
@@ -42,15 +41,6 @@ def check_pause_config(raw: str | bytes) -> tuple[bool, str]:
         return False, "an unreadable config (not an image config object)"
     argv = sandbox_entrypoint(doc)
     return argv == PAUSE_ENTRYPOINT, json.dumps(argv) if argv else "empty (no Entrypoint, no Cmd)"
-
-
-def listed_digest(listing: str, ref: str) -> str | None:
-    """The target digest of `ref` in `ctr images ls` output (REF TYPE DIGEST SIZE PLATFORMS LABELS)."""
-    for line in listing.splitlines()[1:]:
-        cols = line.split()
-        if len(cols) > 2 and cols[0] == ref and DIGEST_RE.match(cols[2]):
-            return cols[2]
-    return None
 
 
 async def _content(session, ctx, node, digest: str) -> str | None:

@@ -153,3 +153,17 @@ def judge(record: BuildRecord | None, running_id: str | None, commit: str | None
     if record.imageId == running_id:
         return Identity("proven", running_id, record.imageId, f"image {running_id[:19]} is the one built for {short}")
     return Identity("mismatch", running_id, record.imageId, f"running image {running_id[:19]} is not the image built for {short} ({record.imageId[:19]})")
+
+
+async def expected_image_id(ctx) -> str | None:
+    """The image ID verification requires: the one this job built (or reused), else the record of
+    the commit on the target; None (logged) for a commit built before records existed."""
+    built = ctx.shared.get("image_id")
+    if built:
+        return built
+    service = ctx.service
+    record = await read_record(await ctx.session(), ctx.target.workDir, service.id, service.environment, service.commit)
+    if record is not None:
+        return record.imageId
+    ctx.emit(f"identity=unrecorded (no build record for {service.commit[:12]} on {ctx.target.id}; labels, env and health only)")
+    return None

@@ -14,9 +14,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 from executors.base import StepContext
+from executors.crashes import TAIL_LINES, docker_crash
 from executors.docker_probe import ComposeRef, ContainerFacts, container_facts
 from executors.health import HealthReading, health_checks, read_health
 from executors.stamp import ENV_COMMIT, ENV_REPO, ENV_REQUESTED, ENV_SERVICE, LABEL_COMMIT, LABEL_REPO, LABEL_SERVICE
+from executors.steps import fail
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.model import Check, DesiredService, Layer, Verification, check
 
@@ -24,8 +26,10 @@ VERIFY_TIMEOUT = 60.0
 VERIFY_INTERVAL = 1.0
 
 
-def check_docker(service: DesiredService, facts: ContainerFacts | None, reading: HealthReading, health_expected: bool) -> Verification:
-    """Compare every layer with the requested deploy (pure)."""
+def check_docker(service: DesiredService, facts: ContainerFacts | None, reading: HealthReading, health_expected: bool,
+                 built: str | None = None) -> Verification:
+    """Compare every layer with the requested deploy (pure). `built`: the image ID this job built
+    (or reused) for the commit; the container must run exactly it (layer `identity`)."""
     want = service.commit
     if facts is None or not facts.running:
         actual = "no running container" if facts is None else f"container {facts.name} is {facts.status}"
@@ -39,9 +43,10 @@ def check_docker(service: DesiredService, facts: ContainerFacts | None, reading:
         check(Layer.ENV, ENV_SERVICE, service.id, env.get(ENV_SERVICE)),
         check(Layer.ENV, ENV_REPO, service.repo, env.get(ENV_REPO)),
         check(Layer.ENV, ENV_REQUESTED, service.requestedCommit, env.get(ENV_REQUESTED)),
+        *([check(Layer.IDENTITY, "image ID", built, facts.image_id)] if built else []),
         *health_checks(reading, want, health_expected),
     ]
-    shown = ["image label", "env", *(["health"] if health_expected else [])]
+    shown = ["image label", "env", *(["identity"] if built else []), *(["health"] if health_expected else [])]
     health = f"; health {reading.health}" if reading.url else ""
     return Verification(tuple(checks), f"running {want} on {', '.join(shown)}{health}")
 
@@ -67,13 +72,21 @@ async def poll(ctx: StepContext, read: Callable[[], Awaitable[Verification]], *,
         await asyncio.sleep(VERIFY_INTERVAL)
 
 
-async def verify_docker(ctx: StepContext, ref: ComposeRef, health_url: str | None, health_expected: bool, *, timeout: float = VERIFY_TIMEOUT) -> None:
-    """Poll until every layer proves the commit or `timeout` passes; raise verification_failed."""
+async def verify_docker(ctx: StepContext, ref: ComposeRef, health_url: str | None, health_expected: bool, *,
+                        built: str | None = None, timeout: float = VERIFY_TIMEOUT) -> None:
+    """Poll until every layer proves the commit or `timeout` passes; raise verification_failed. A
+    container that exits or restarts meanwhile fails at once (rollout_failed), with its exit code
+    and last output lines."""
     session = await ctx.session()
     docker = await session.docker()
 
     async def read() -> Verification:
         facts, reading = await asyncio.gather(container_facts(docker, ref), read_health(health_url))
-        return check_docker(ctx.service, facts, reading, health_expected)
+        crash = docker_crash(facts.name, facts.state, facts.restarts) if facts is not None else None
+        if crash is not None:
+            logs = await session.run(["docker", "logs", "--tail", str(TAIL_LINES), "--", facts.id], timeout=30)
+            crash = crash.with_output(logs.stdout + logs.stderr)
+            raise fail(ctx, ErrorCode.ROLLOUT_FAILED, crash.describe())
+        return check_docker(ctx.service, facts, reading, health_expected, built)
 
     await poll(ctx, read, timeout=timeout)

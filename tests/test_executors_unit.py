@@ -353,6 +353,13 @@ class TestCheckDocker:
     def test_all_layers_prove_commit(self):
         assert check_docker(svc(), self.facts(), HealthReading("healthy", "u", 200, {}, A), True).ok
 
+    def test_identity_layer_requires_the_built_image(self):
+        good = HealthReading("healthy", "u", 200, {}, A)
+        v = check_docker(svc(), self.facts(), good, True, built="sha256:x")
+        assert v.ok and "identity" in v.message
+        v = check_docker(svc(), self.facts(), good, True, built="sha256:y")
+        assert not v.ok and v.settled and [(c.layer, c.expected, c.actual) for c in v.failed] == [("identity", "sha256:y", "sha256:x")]
+
     def test_healthy_old_version_fails(self):
         v = check_docker(svc(), self.facts(B, B), HealthReading("healthy", "u", 200, {}, B), True)
         assert not v.ok and "expected " + A in v.message
@@ -479,6 +486,14 @@ def test_check_k3s_layers():
     # an absent Deployment settles it too
     v = check_k3s(svc(), {"dc": None}, HealthReading("healthy", "u", 200, {}, A), True, "i")
     assert not v.ok and v.settled
+    # identity: containerd must hold the very image built for the commit under that name
+    good = HealthReading("healthy", "u", 200, {}, A)
+    v = check_k3s(svc(), {"dc": dep}, good, True, "i", built="sha256:" + "a" * 64, running_id="sha256:" + "a" * 64)
+    assert v.ok and "identity" in v.message
+    v = check_k3s(svc(), {"dc": dep}, good, True, "i", built="sha256:" + "a" * 64, running_id="sha256:" + "b" * 64)
+    assert not v.ok and v.settled and [(c.layer, c.actual) for c in v.failed] == [("identity", "sha256:" + "b" * 64)]
+    v = check_k3s(svc(), {"dc": dep}, good, True, "i", containerized=("k3s-server (rancher/k3s:v1)",))
+    assert not v.ok and [(c.layer, c.what) for c in v.failed] == [("runtime", "containerized k3s")]
 
 
 async def test_silent_host_is_unreachable_within_the_connect_timeout(tmp_path):

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from executors.k3s import K3sExecutor
-from executors.pause_image import check_pause_config, listed_digest, sandbox_entrypoint
+from executors.containerd import listed_digest
+from executors.pause_image import check_pause_config, sandbox_entrypoint
 from unidesk_tui.catalog import K3sNode, parse_catalog
 from unidesk_tui.errors import UnideskError
 from unidesk_tui.model import DesiredService

@@ -87,6 +87,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, status=True, short=("pvc",)),
     Resource("", "v1", "ResourceQuota", "resourcequotas", True, status=True, short=("quota",)),
     Resource("", "v1", "LimitRange", "limitranges", True, short=("limits",)),
+    Resource("", "v1", "Pod", "pods", True, status=True, short=("po",)),
     Resource("apps", "v1", "Deployment", "deployments", True, status=True, generation=True, short=("deploy",)),
     Resource("apps", "v1", "StatefulSet", "statefulsets", True, status=True, generation=True, short=("sts",)),
     Resource("batch", "v1", "Job", "jobs", True, status=True, generation=True),
@@ -419,6 +420,8 @@ class Store:
         self._watchers: set[Watcher] = set()
         self.listeners: list[Listener] = []
         self.allocate_cluster_ip: Callable[[set[str]], str] | None = None  # set when a pod network runs
+        # (namespace, pod, tailLines) -> the pod's container output, or None (set by the lab controller)
+        self.pod_log: Callable[[str, str, int | None], str | None] | None = None
         self._load()
         if not self._objects:
             for ns in DEFAULT_NAMESPACES:
@@ -894,7 +897,8 @@ class KubeAPI:
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
         scalable = res.kind in ("Deployment", "StatefulSet")
-        if sub is not None and not ((sub == "status" and res.status) or (sub == "scale" and scalable)):
+        logs = sub == "log" and res.kind == "Pod"
+        if sub is not None and not ((sub == "status" and res.status) or (sub == "scale" and scalable) or logs):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
         q = request.query
@@ -914,6 +918,8 @@ class KubeAPI:
                                                     "resource")
         if sub == "scale":
             return await self._scale(request, res, namespace, name, dry_run, manager)
+        if logs:
+            return self._pod_log(request, namespace, name)
         if method == "GET":
             return _json(self.store.require(res, namespace, name))
         if method == "PUT":
@@ -957,6 +963,21 @@ class KubeAPI:
             raise conflict(res, name)
         obj["spec"]["replicas"] = replicas
         return _json(scale_of(self.store.update(res, namespace, name, obj, dry_run=dry_run, field_manager=manager)))
+
+    def _pod_log(self, request: web.Request, namespace: str | None, name: str) -> web.Response:
+        """GET pods/NAME/log (`tailLines`, `previous`), served from the controller's container logs."""
+        if request.method != "GET":
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        pod = self.store.require(find_resource("", "pods"), namespace, name)  # type: ignore[arg-type]
+        tail = request.query.get("tailLines")
+        if tail is not None and not tail.isdigit():
+            raise bad_request("tailLines must be a non-negative integer")
+        reader = self.store.pod_log
+        text = reader(namespace or "", name, int(tail) if tail is not None else None) if reader else None
+        if text is None:
+            containers = ((pod.get("spec") or {}).get("containers") or [{}])
+            raise bad_request(f'container "{containers[0].get("name")}" in pod "{name}" has no logs')
+        return web.Response(text=text, content_type="text/plain")
 
     def _list(self, res: Resource, namespace: str | None, q) -> web.Response:
         match = _matcher(q)

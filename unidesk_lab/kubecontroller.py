@@ -46,6 +46,7 @@ STATEFULSETS: Resource = find_resource("apps", "statefulsets")  # type: ignore[a
 JOBS: Resource = find_resource("batch", "jobs")  # type: ignore[assignment]
 CONFIGMAPS: Resource = find_resource("", "configmaps")  # type: ignore[assignment]
 SECRETS: Resource = find_resource("", "secrets")  # type: ignore[assignment]
+PODS: Resource = find_resource("", "pods")  # type: ignore[assignment]
 SERVICES: Resource = find_resource("", "services")  # type: ignore[assignment]
 PVCS: Resource = find_resource("", "persistentvolumeclaims")  # type: ignore[assignment]
 WORKLOADS = {r.kind: r for r in (DEPLOYMENTS, STATEFULSETS, JOBS)}
@@ -115,6 +116,7 @@ class Pod:
     failure: tuple[str, str] | None = None  # (reason, message) when the latest generation could not start
     ready: bool = False
     template: dict | None = None  # pod template the running container was made from
+    exit_code: int | None = None  # how the container exited (it is not restarted: CrashLoopBackOff)
     ip: str | None = None  # pod address on the pod network (None: host network)
     labels: dict = field(default_factory=dict)
     hostname: str | None = None
@@ -153,6 +155,7 @@ class LabController:
             await self.network.start()
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
         self.store.listeners.append(self._on_event)
+        self.store.pod_log = self.pod_log
         for res in WORKLOADS.values():
             for obj in self.store.list(res):
                 self._enqueue((res.kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
@@ -242,7 +245,8 @@ class LabController:
                 self._net_dirty = True
             pod.ready = probed
             if state == "STOPPED" and pod.failure is None:
-                pod.failure = ("CrashLoopBackOff", f"container {pod.container} exited")
+                pod.exit_code = await self._exit_code(pod.container)
+                pod.failure = ("CrashLoopBackOff", f"container {pod.container} exited with code {pod.exit_code}")
             self._write_status(key, pod)
 
     async def _sync_network(self) -> None:
@@ -300,6 +304,8 @@ class LabController:
             log.info("%s %s/%s deleted: stopping its container", kind, namespace, name)
             await self._stop_pod(key)
             self._pods.pop(key, None)
+            if kind == "Deployment":
+                self._write_pod(key, Pod(), {})
             return
         generation = obj["metadata"].get("generation", 1)
         spec = obj["spec"]
@@ -513,6 +519,74 @@ class LabController:
         status["conditions"] = [_condition(previous.get("Available"), "Available", *avail),
                                 _condition(previous.get("Progressing"), "Progressing", *prog)]
         self.store.write_status(DEPLOYMENTS, namespace, name, status)
+        self._write_pod(key, pod, obj)
+
+    # ---- pods: one Pod object per Deployment, its status saying how the container runs or ended
+
+    @staticmethod
+    def pod_name(name: str, generation: int) -> str:
+        return f"{name}-{generation}"
+
+    def _write_pod(self, key: Key, pod: Pod, dep: dict) -> None:
+        """The Deployment's current pod as a Pod object (labels and annotations from its template,
+        containerStatuses with the exit code of a container that ended), so a rollout watcher reads
+        what it reads on a real cluster; older ones are deleted."""
+        _, namespace, name = key
+        owner = f"{namespace}.{name}"[:63]
+        current = self.pod_name(name, pod.generation) if (pod.container or pod.failure) else None
+        for old in self.store.list(PODS, namespace, lambda o: (o["metadata"].get("labels") or {}).get(LABEL) == owner):
+            if old["metadata"]["name"] != current:
+                self.store.delete(PODS, namespace, old["metadata"]["name"])
+        if current is None:
+            return
+        template = pod.template if pod.template and not pod.failure else dep["spec"]["template"]
+        container = ((template.get("spec") or {}).get("containers") or [{}])[0]
+        if self.store.get(PODS, namespace, current) is None:
+            meta = template.get("metadata") or {}
+            self.store.create(PODS, namespace, {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": current, "namespace": namespace, "labels": {**(meta.get("labels") or {}), LABEL: owner},
+                             "annotations": dict(meta.get("annotations") or {}),
+                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
+                                                  "uid": dep["metadata"].get("uid", ""), "controller": True}]},
+                "spec": copy.deepcopy(template.get("spec") or {}),
+            })
+        cname = container.get("name") or name
+        cs: dict = {"name": cname, "image": container.get("image", pod.image), "imageID": "", "ready": pod.ready,
+                    "restartCount": 0, "started": False, "state": {}}
+        if pod.exit_code is not None:
+            cs["state"] = {"waiting": {"reason": "CrashLoopBackOff",
+                                       "message": f"back-off 10s restarting failed container={cname} pod={current}"}}
+            cs["lastState"] = {"terminated": {"exitCode": pod.exit_code, "reason": "Error" if pod.exit_code else "Completed"}}
+            cs["restartCount"] = 1
+        elif pod.failure:
+            cs["state"] = {"waiting": {"reason": pod.failure[0], "message": pod.failure[1]}}
+        elif pod.container:
+            cs["state"], cs["started"] = {"running": {}}, True
+        phase = "Running" if pod.container and (pod.failure is None or pod.exit_code is not None) else "Pending"
+        status: dict = {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if pod.ready else "False"}],
+                        "containerStatuses": [cs]}
+        if pod.ip:
+            status["podIP"] = pod.ip
+        self.store.write_status(PODS, namespace, current, status)
+
+    def pod_log(self, namespace: str, pod_name: str, tail: int | None) -> str | None:
+        """The output of the container behind a Pod object (its log file), the last `tail` lines."""
+        for (kind, ns, name), pod in self._pods.items():
+            if kind == "Deployment" and ns == namespace and pod.container and self.pod_name(name, pod.generation) == pod_name and self.log_dir:
+                try:
+                    lines = (self.log_dir / f"{pod.container}.log").read_text(errors="replace").splitlines()
+                except FileNotFoundError:
+                    return ""
+                return "".join(f"{line}\n" for line in (lines[-tail:] if tail else ([] if tail == 0 else lines)))
+        return None
+
+    async def _exit_code(self, cid: str) -> int | None:
+        """The exit code of a stopped task, read by deleting it (ctr 1.6 lists no exit status; `tasks
+        delete` warns `exit with non-zero exit code N`)."""
+        rc, _, err = await self._ctr("tasks", "delete", cid)
+        found = re.search(r"exit code (\d+)", err)
+        return int(found.group(1)) if found else (0 if rc == 0 else None)
 
     def _write_sts_status(self, key: Key, pod: Pod) -> None:
         _, namespace, name = key

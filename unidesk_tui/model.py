@@ -181,10 +181,11 @@ class Layer(StrEnum):
     ANNOTATION = "annotation"  # a Deployment's UNIDESK_DEPLOY_* annotations (or the Deployment itself)
     HEALTH = "health"  # health through the microservice proxy, and its deploy.commit
     RUNTIME = "runtime"  # a running container, a complete rollout
+    IDENTITY = "identity"  # the running image ID is the one the reconciler built for the commit (executors/provenance.py)
 
 
 # Fixed when a container or Deployment is created: waiting cannot change them.
-FIXED_LAYERS: frozenset[Layer] = frozenset({Layer.IMAGE, Layer.ENV, Layer.ANNOTATION})
+FIXED_LAYERS: frozenset[Layer] = frozenset({Layer.IMAGE, Layer.ENV, Layer.ANNOTATION, Layer.IDENTITY})
 
 
 @dataclass(frozen=True)
