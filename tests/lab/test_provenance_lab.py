@@ -131,6 +131,17 @@ def test_recommitted_container_with_original_labels_and_env_is_not_in_sync(lab, 
     assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == ("noop", "in-sync", "proven"), item
     assert ssh(lab, MAIN, ["docker", "exec", compose_container(lab, MAIN, "unidesk", sid), "cat", "/app/www/index.html"]).stdout != b"hand-edited\n"
 
+    # upgrade path: an image built before records existed is reported, never a mismatch
+    path = f"{work}/provenance/{sid}/base/{want}.json"
+    saved = ssh(lab, MAIN, ["cat", path]).stdout
+    ssh(lab, MAIN, ["rm", "-f", "--", path])
+    try:
+        item = check(lab, tmp_path / "state", manifest)
+        assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == ("noop", "in-sync", "unrecorded"), item
+        assert "no build record" in item["live"]["message"], item
+    finally:
+        ssh(lab, MAIN, ["sh", "-c", 'cat > "$1"', "sh", path], input=saved)
+
 
 def test_compose_file_without_deploy_env_lines_is_stamped_through_an_override(lab, tmp_path):
     repo, sid = lab["content"]["sampleRepo"], "code-queue-mgr"
