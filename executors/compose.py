@@ -101,6 +101,8 @@ def compose_identity(service: DesiredService, labels: dict[str, str] | None, *, 
     declared = ms.compose if ms else None
     labels = labels or {}
     notes: list[str] = []
+    project: str | None
+    name: str | None
     from_labels = provider and bool(labels.get(COMPOSE_PROJECT) and labels.get(COMPOSE_FILES) and labels.get(COMPOSE_SERVICE))
     if from_labels:
         project, name = labels[COMPOSE_PROJECT], labels[COMPOSE_SERVICE]

@@ -5,7 +5,6 @@ annotations and container env, the images and the rollout status. Nothing here c
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from executors.crashes import TAIL_LINES, Crash, pod_crashes
 from executors.observe import Evidence

@@ -15,10 +15,10 @@ from typing import Any
 from executors import k3s_apply
 from executors.base import Executor, Step
 from executors.build import build_step
+from executors.containerd import image_id as containerd_image_id
 from executors.deployments import deployment_facts, deployment_layers, read_deployments
 from executors.docker_probe import image_present
 from executors.health import health_expected, read_health
-from executors.containerd import image_id as containerd_image_id
 from executors.k8s_manifest import render
 from executors.observe import Evidence, health_layer, missing, observed, with_identity
 from executors.pause_image import pause_image_step

@@ -63,7 +63,7 @@ async def preflight_step(ctx) -> None:
         version = await VersionApi(api).get_code(_request_timeout=10)
     except UnideskError as exc:
         raise fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: kubeconfig {node.kubeconfig}: {exc.problems[0].message}") from None
-    except (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, ApiException, aiohttp.ClientError, OSError) as exc:
         raise fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: the API server of kubeconfig {node.kubeconfig} does not answer: {exc}") from None
     ctx.emit(f"k3s_kubeconfig={node.kubeconfig} api_version={version.git_version}")
     res = await session.run(ctr_argv(node, "version"), timeout=60)

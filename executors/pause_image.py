@@ -11,7 +11,6 @@ with `pause_image_invalid` (and removed again when this step pulled it).
 from __future__ import annotations
 
 import json
-import re
 
 from executors.containerd import DIGEST_RE, ctr_argv, listed_digest
 from executors.proxy import ProxyScope, scope_for

@@ -85,7 +85,7 @@ def record_path(work_dir: str, service_id: str, scope: str, commit: str) -> str:
 
 
 def new_record(service_id: str, environment: Environment, commit: str, image: str, image_id: str, repo: str) -> BuildRecord:
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     return BuildRecord(service_id, scope_of(environment), commit, image, commit_tag(image, commit), image_id, repo, now)
 
 

@@ -83,7 +83,7 @@ async def verify_docker(ctx: StepContext, ref: ComposeRef, health_url: str | Non
     async def read() -> Verification:
         facts, reading = await asyncio.gather(container_facts(docker, ref), read_health(health_url))
         crash = docker_crash(facts.name, facts.state, facts.restarts) if facts is not None else None
-        if crash is not None:
+        if facts is not None and crash is not None:
             logs = await session.run(["docker", "logs", "--tail", str(TAIL_LINES), "--", facts.id], timeout=30)
             crash = crash.with_output(logs.stdout + logs.stderr)
             raise fail(ctx, ErrorCode.ROLLOUT_FAILED, crash.describe())

@@ -19,7 +19,16 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, compose_container, compose_up, kube_request, running_image_commit, service, ssh, write_manifest  # noqa: E402
+from helpers_live import (  # noqa: E402
+    cli,
+    compose_container,
+    compose_up,
+    kube_request,
+    running_image_commit,
+    service,
+    ssh,
+    write_manifest,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
