@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 import grimp
+import pytest
 
 from executors import registry
 from unidesk_tui import jobs
@@ -153,3 +154,26 @@ def test_an_unknown_mode_is_unsupported() -> None:
         assert exc.problems[0].code == ErrorCode.UNSUPPORTED_SERVICE
     else:
         raise AssertionError("an unknown mode must be refused")
+
+
+LIGHT_PROBE = """
+import contextlib, io, json, sys
+from unidesk_tui.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    main(sys.argv[1:])
+heavy = ("unidesk_tui.planning", "unidesk_tui.catalog", "unidesk_tui.live", "unidesk_tui.engine", "executors", "yaml",
+         "git", "asyncssh", "aiohttp", "textual", "rich", "unidesk_lab.lab")
+print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("argv", [["job", "list"], ["job", "status", "20261127T081500Z-0a1b2c"], ["--help"]])
+def test_job_commands_and_help_start_without_the_heavy_modules(argv, tmp_path) -> None:
+    """What bench/startup.py times: `job list`, `job status` and `--help` load none of the planning,
+    catalog, live, executor, git, SSH, HTTP, YAML or console modules."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", LIGHT_PROBE, "--state-dir", str(tmp_path), *argv],
+                         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
