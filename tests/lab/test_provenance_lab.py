@@ -184,7 +184,9 @@ def test_compose_file_without_deploy_env_lines_is_stamped_through_an_override(la
         bare.unlink(missing_ok=True)
 
 
-def test_provider_container_from_relative_compose_file_and_stale_project_name_deploy(lab, tmp_path):
+def test_provider_container_from_relative_compose_file_under_a_stale_project_name_deploys(lab, tmp_path):
+    """Both blockers at once: the running container was created with a relative `-f`, and
+    config.json names a project it no longer belongs to (reported as stale, not fatal)."""
     repo, sid = lab["content"]["sampleRepo"], "d518-worker"
     ms = service(lab, sid)
     compose_file = Path(ms["compose"]["file"])
@@ -196,26 +198,21 @@ def test_provider_container_from_relative_compose_file_and_stale_project_name_de
     cid = compose_container(lab, D518, "unidesk", sid)
     assert docker_inspect(lab, D518, '{{index .Config.Labels "com.docker.compose.project.config_files"}}', cid) == compose_file.name
 
-    want = other_than(lab, current)
-    rc, doc, events = apply(lab, tmp_path / "state", write_manifest(tmp_path / "deploy.json", repo, {sid: want}))
-    assert rc == 0 and doc["job"]["status"] == "succeeded", failures(doc)
-    assert f"compose_files={compose_file}" in " ".join(events) or any(str(compose_file) in t and t.startswith("compose_project=") for t in events), events
-    assert running_image_commit(lab, D518, "unidesk", sid) == want
-
-    # config.json names a project the running container no longer belongs to: reported, not fatal
     def stale(cfg: dict) -> None:
         next(m for m in cfg["microservices"] if m["id"] == sid)["compose"]["project"] = "unidesk-renamed"
 
     ws = workspace_with(lab, tmp_path, stale)
-    back = other_than(lab, want)
-    manifest = write_manifest(ws / "deploy.json", repo, {sid: back})
-    rc, doc, events = apply(lab, tmp_path / "state2", manifest, workspace=ws)
+    want = other_than(lab, current)
+    manifest = write_manifest(ws / "deploy.json", repo, {sid: want})
+    rc, doc, events = apply(lab, tmp_path / "state", manifest, workspace=ws)
     assert rc == 0 and doc["job"]["status"] == "succeeded", failures(doc)
-    assert any("unidesk-renamed" in t and "stale" in t for t in events), events
-    assert running_image_commit(lab, D518, "unidesk", sid) == back
+    assert f"compose_project=unidesk compose_service={sid} compose_files={compose_file} working_dir={compose_file.parent}" in events, events
+    assert any("config.json compose.project unidesk-renamed is stale" in t for t in events), events
+    assert any(t.startswith("compose_build=none declared") and "fallback" in t for t in events), events  # config.json build, logged
+    assert running_image_commit(lab, D518, "unidesk", sid) == want
     names = ssh(lab, D518, ["docker", "ps", "-a", "--format", "{{.Names}}"]).stdout.decode().split()
     assert not any(n.startswith("unidesk-renamed") for n in names), names  # no second copy under the stale name
-    item = check(lab, tmp_path / "state2", manifest, workspace=ws)
+    item = check(lab, tmp_path / "state", manifest, workspace=ws)
     assert (item["action"], item["live"]["state"]) == ("noop", "in-sync"), item
 
 
@@ -295,8 +292,11 @@ def test_absent_native_k3s_is_a_clear_error_before_anything_runs(lab, tmp_path):
     rc, doc = cli(lab, tmp_path / "state", "deploy", "apply", "--file", str(manifest), "--wait", workspace=ws)
     assert rc != 0 and not doc.get("jobId") and "no native k3s on D601" in json.dumps(doc["errors"]), doc  # refused before any job
 
+    dead = tmp_path / "containerd.sock"  # a socket file nobody listens on any more (hosts share this filesystem)
+    dead.write_text("")
+
     def no_containerd(cfg: dict) -> None:
-        next(t for t in cfg["targets"] if t["id"] == D601)["k3s"]["containerdSocket"] = "/run/k3s/containerd/absent.sock"
+        next(t for t in cfg["targets"] if t["id"] == D601)["k3s"]["containerdSocket"] = str(dead)
 
     ws = workspace_with(lab, tmp_path / "b", no_containerd)
     manifest = write_manifest(ws / "deploy.json", lab["content"]["sampleRepo"], {"decision-center": lab["content"]["new"]})
@@ -304,7 +304,7 @@ def test_absent_native_k3s_is_a_clear_error_before_anything_runs(lab, tmp_path):
     assert rc != 0 and doc["job"]["status"] == "failed", doc
     st = steps(doc, "decision-center")
     assert st["k3s-preflight"]["code"] == "k3s_not_native", st["k3s-preflight"]
-    assert "no native k3s on D601: containerd at /run/k3s/containerd/absent.sock" in st["k3s-preflight"]["message"], st["k3s-preflight"]
+    assert f"no native k3s on D601: containerd at {dead}" in st["k3s-preflight"]["message"], st["k3s-preflight"]
     assert all(s["status"] == "skipped" for n, s in st.items() if n != "k3s-preflight"), st
 
 
