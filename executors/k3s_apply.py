@@ -12,6 +12,8 @@ import json
 import time
 from typing import Any
 
+import yaml
+
 from executors.containerd import ctr_argv, import_image
 from executors.containerd import image_id as containerd_image_id
 from executors.deployments import deployment_facts, read_deployments, rollout_crashes
@@ -21,6 +23,7 @@ from executors.provenance import expected_image_id
 from executors.stamp import COMPOSE_PROJECT, COMPOSE_SERVICE, ENV_COMMIT, ENV_REQUESTED, deploy_env
 from executors.steps import QuietContext, fail, k3s_node, run_checked
 from executors.verify import poll
+from unidesk_tui import k3s_only
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_image_ref, same_image
 from unidesk_tui.isolation import touches_production_twin
@@ -105,9 +108,26 @@ async def manifest_step(ctx) -> None:
     ctx.shared["image"] = image
     env = deploy_env(service.id, service.repo, service.commit, service.requestedCommit)
     objects = render(res.stdout, k8s, service.id, image, env, restart=ctx.force)
+    refuse_node_exposure(ctx, res.stdout, objects)
     ctx.shared["k8s_objects"] = objects
     ctx.emit(f"k8s_manifest={k8s.manifest}@{service.commit[:12]} (from the target's mirror)")
     ctx.emit(f"k8s_objects={', '.join(o['kind'] + ' ' + k8s.namespace + '/' + o['metadata']['name'] for o in objects)} image={image}")
+
+
+def refuse_node_exposure(ctx, manifest_text: str, objects: list[dict]) -> None:
+    """A k3s-only service (decision-center by default) exposed on a node is refused here, before
+    anything is built, imported or applied: every k3s apply renders its manifest in this step."""
+    service = ctx.service
+    if service.microservice is None or not service.microservice.is_k3s_only:
+        return
+    everything = [d for d in yaml.safe_load_all(manifest_text) if isinstance(d, dict)]
+    k8s = service.k8s
+    problems = k3s_only.manifest_problems(service.id, k8s.manifest, k8s.namespace, objects, everything)
+    for problem in problems:
+        ctx.emit(problem.message, "stderr")
+    if problems:
+        raise UnideskError(*problems)
+    ctx.emit(f"k3s_only=ok (no NodePort, hostPort or hostNetwork in {len(objects)} objects)")
 
 
 async def import_step(ctx) -> None:

@@ -246,6 +246,18 @@ def test_environment_isolation_is_enforced_by_the_engine_whatever_the_executor(w
     assert job_dirs(ws) == [] and not (workload / "backend-core.commit").exists()
 
 
+def test_a_k3s_only_service_with_a_compose_declaration_is_refused_before_any_job(ws, git_world, workload):
+    w = git_world
+    config = json.loads((w.workspace / "config.json").read_text())
+    config["microservices"][0]["k3sOnly"] = True  # backend-core: compose on the main server
+    (w.workspace / "config.json").write_text(json.dumps(config))
+    write_manifest(w, ("backend-core", w.pushed[1]))
+    doc = apply(ws, read_live=apply_workload.read_live)
+    assert not doc.ok and set(codes(doc)) == {ErrorCode.K3S_ONLY_VIOLATION}
+    assert sorted(e.path for e in doc.errors) == ["microservices[0].compose", "microservices[0].deployment.mode"]
+    assert job_dirs(ws) == [] and not (workload / "backend-core.commit").exists()
+
+
 def test_unsupported_and_unresolvable_services_are_refused_before_any_job(ws, git_world):
     w = git_world
     write_manifest(w, ("backend-core", w.pushed[0]), ("node-exporter", w.pushed[0]))

@@ -35,7 +35,7 @@ ASSETS = Path(__file__).parent / "assets"
 BUSYBOX = Path("/bin/busybox")
 SAMPLE_REPO = "sample-service"
 WORKSPACE_REPO = "unidesk"
-CONTENT_VERSION = 6
+CONTENT_VERSION = 7
 HEALTH_PATH = "/cgi-bin/health"  # busybox httpd runs CGI only under /cgi-bin/
 _AUTHOR = "UniDesk Lab <lab@unidesk.invalid>"
 _BASE_TS = 1767600000  # 2026-01-05T08:00:00Z; commit i is dated a day after commit i-1
@@ -224,8 +224,9 @@ def config(lay: Layout, old: str) -> dict:
             m["compose"] = {"project": COMPOSE_PROJECT, "service": s["id"], "file": str(lay.compose_file(s["target"]))}
         else:
             m["k8s"] = {"manifest": "k3s/sample.k8s.yaml", "namespace": "unidesk", "deployments": [s["id"]], "services": [s["id"]]}
-            # the legacy direct-Docker twin a file-mode k3s rollout removes (only this project/service)
-            m["compose"] = {"project": COMPOSE_PROJECT, "service": f"{s['id']}-backend"}
+            if s["id"] == "code-queue":  # decision-center is k3s-only: it never has a Compose service
+                # the legacy direct-Docker twin a file-mode k3s rollout removes (only this project/service)
+                m["compose"] = {"project": COMPOSE_PROJECT, "service": f"{s['id']}-backend"}
         if s["id"] in DEV_OBJECTS:
             manifest, objects = DEV_OBJECTS[s["id"]]
             m["environments"] = {

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from unidesk_tui import jobs, locks, plan_binding
+from unidesk_tui import jobs, k3s_only, locks, plan_binding
 from unidesk_tui import launch as launcher
 from unidesk_tui.documents import ApplyDocument, ErrorItem, JobEvent, JobRecord, PlanItem, SavedPlan, StepRecord, to_errors
 from unidesk_tui.engine import step_records
@@ -21,7 +21,7 @@ from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.isolation import isolation_problems
 from unidesk_tui.manifest_source import file_mode_refusal
 from unidesk_tui.model import APPLY_ENVIRONMENTS, JOB_TERMINAL, Environment, JobStatus, LiveReader, environment
-from unidesk_tui.planning import run_plan
+from unidesk_tui.planning import load_source, run_plan
 from unidesk_tui.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[Ste
         locks=[] if dry_run else [f"{lock_env}/{s}" for s in ids], warnings=list(warnings),
         operator=jobs.current_operator(ws.root),
     )
-    events = [launcher.Event(text=f"operator={jobs.operator_text(record.operator)} workspace={record.operator.workspace}")]
+    who = record.operator
+    events = [launcher.Event(text=f"operator={jobs.operator_text(who)} workspace={who.workspace if who else ''}")]
     events += [launcher.Event(text=f"{i.id}: {i.action} {(i.commit or '')[:12]} on {i.target} ({i.mode}): {i.reason}", service=i.id)
                for i in items]
     takeovers = launcher.start(ws.state_dir, launcher.Request(job=record, catalog=catalog.model_dump_json(), events=events))
@@ -77,6 +78,14 @@ def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[Ste
     except (OSError, UnideskError) as exc:
         log.warning("pruning finished jobs failed: %s", exc)
     return job_id, takeovers
+
+
+def _file_mode_refusal(ws: Workspace, file: str | Path | None) -> UnideskError | None:
+    """A file declaring dev is refused up front; an unreadable one is left for the plan to report."""
+    try:
+        return file_mode_refusal(load_source(ws, file, None))
+    except UnideskError:
+        return None
 
 
 def apply(
@@ -106,6 +115,9 @@ def apply(
         doc.errors = [ErrorItem(code=ErrorCode.USAGE, message=f"unknown environment {env!r}; apply supports --env dev")]
         return doc
 
+    if env is None and (refusal := _file_mode_refusal(ws, file)) is not None:
+        doc.errors = to_errors(refusal.problems)  # before any fetch or live read
+        return doc
     lock_env = environment(env)
     gate = None if dry_run else (lambda ids: locks.held(ws.state_dir, lock_env, ids))
     run = run_plan(ws, "plan", file=file, env=env, services=services, force=force, read_live=read_live, gate=gate)
@@ -131,6 +143,11 @@ def apply(
         # runs, an environment apply never touches production objects or images.
         enabled = {i.id for i in plan.services if i.applyEnabled}
         problems += [p for d in run.desired if d.id in enabled for p in isolation_problems(d)]
+    # A k3s-only service (decision-center) never gets a Compose service, in any mode or environment.
+    deploying = {i.id for i in plan.services if i.action == "deploy"}
+    for d in run.desired:
+        if d.id in deploying and d.microservice is not None:
+            problems += k3s_only.catalog_problems(run.catalog, d.microservice)
     records, step_problems = step_records(run.catalog, plan.services, lock_env)
     problems = list(dict.fromkeys(problems + step_problems))
     if not plan.services:

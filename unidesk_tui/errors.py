@@ -62,6 +62,7 @@ class ErrorCode(StrEnum):
     INTERRUPTED = "interrupted"
     CANCELLED = "cancelled"
     DEV_MANIFEST_INVALID = "dev_manifest_invalid"
+    K3S_ONLY_VIOLATION = "k3s_only_violation"
     LAB_FAILED = "lab_failed"
     INTERNAL = "internal_error"
 

@@ -19,7 +19,7 @@ from helpers_live import cli, kube_snapshot, kube_request, service, ssh, write_m
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 D601 = "D601"
-SID = "decision-center"  # test_pipeline adapts to its live commit and expects code-queue untouched
+SID = "decision-center"  # test_pipeline's k3s test applies code-queue and checks decision-center by its own before/after
 CHANNEL = "provider-gateway-ws-egress:http://127.0.0.1:18789"
 
 

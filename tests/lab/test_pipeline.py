@@ -187,39 +187,47 @@ def test_healthy_old_version_fails_verification(lab, state, tmp_path):
     assert any(e["code"] == "verification_failed" for e in doc["job"]["result"]["errors"])
 
 
+def spec_of(obj: dict) -> tuple:
+    """What an apply would change of an object (its status moves on its own)."""
+    return obj.get("metadata", {}).get("annotations"), obj.get("spec")
+
+
 def test_k3s_apply_builds_on_d601_imports_into_containerd_and_rolls_out(lab, state, tmp_path):
     from helpers_live import kube_request
 
     repo = lab["content"]["sampleRepo"]
-    ms = service(lab, "decision-center")
+    sid = "code-queue"  # its legacy direct-Docker twin is the spec's case (decision-center, k3s-only, has none)
+    ms = service(lab, sid)
     ns, name = ms["k8s"]["namespace"], ms["k8s"]["deployments"][0]
+    twin = ms["compose"]["service"]
+    untouched = spec_of(kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/decision-center"))
     live = kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
     current = (live.get("metadata", {}).get("annotations") or {}).get("UNIDESK_DEPLOY_COMMIT")
     want = lab["content"]["new"] if current != lab["content"]["new"] else lab["content"]["old"]  # both carry the k3s manifest
-    manifest = write_manifest(tmp_path / "deploy.json", repo, {"decision-center": want})
+    manifest = write_manifest(tmp_path / "deploy.json", repo, {sid: want})
     # a legacy direct-Docker twin of the service (created, never started) must be gone afterwards
-    ssh(lab, "D601", ["docker", "rm", "-f", "decision-center-backend"], check=False)
+    ssh(lab, "D601", ["docker", "rm", "-f", twin], check=False)
     twin_image = service(lab, "d518-worker")["build"]["image"]
     if ssh(lab, "D601", ["docker", "image", "inspect", twin_image], check=False).returncode != 0:
         ssh(lab, "D601", ["docker", "load"], input=ssh(lab, D518, ["docker", "save", twin_image]).stdout)
-    ssh(lab, "D601", ["docker", "create", "--name", "decision-center-backend", "--label", "com.docker.compose.project=unidesk", "--label", "com.docker.compose.service=decision-center-backend", twin_image])
+    ssh(lab, "D601", ["docker", "create", "--name", twin, "--label", f"com.docker.compose.project={ms['compose']['project']}", "--label", f"com.docker.compose.service={twin}", twin_image])
     rc, doc, events = apply(lab, state, manifest)
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
-    assert list(steps(doc, "decision-center")) == ["k3s-preflight", "k3s-containerized", "proxy-probe", "k3s-pause-image", "source", "k8s-manifest", "build", "k3s-import", "k8s-apply", "k8s-rollout", "legacy-twin", "verify"]
-    log = texts(events, "decision-center")
+    assert list(steps(doc, sid)) == ["k3s-preflight", "k3s-containerized", "proxy-probe", "k3s-pause-image", "source", "k8s-manifest", "build", "k3s-import", "k8s-apply", "k8s-rollout", "legacy-twin", "verify"]
+    log = texts(events, sid)
     assert "target_build_proxy_probe=ok" in log and "k3s_containerized=none" in log
     assert any(t.startswith("k8s_manifest=" + ms["k8s"]["manifest"] + "@" + want[:12]) for t in log)
     assert any(t.startswith("k3s_image_imported=docker.io/library/" + ms["build"]["image"]) for t in log)
     assert any(t.startswith("k8s_rollout=complete") for t in log)
-    assert any(t.startswith("legacy_docker_twin_removed=decision-center-backend") for t in log)
-    assert ssh(lab, "D601", ["docker", "ps", "-aq", "--filter", "name=decision-center-backend"]).stdout.strip() == b""
+    assert any(t.startswith(f"legacy_docker_twin_removed={twin}") for t in log)
+    assert ssh(lab, "D601", ["docker", "ps", "-aq", "--filter", f"name={twin}"]).stdout.strip() == b""
     # read back on D601 itself: the emulated API object and the real containerd image store
     dep = kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
     assert dep["metadata"]["annotations"]["UNIDESK_DEPLOY_COMMIT"] == want
     assert dep["metadata"]["annotations"]["UNIDESK_DEPLOY_REPO"] == repo
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == ms["build"]["image"]
-    other = kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/code-queue")
-    assert (other.get("metadata", {}).get("annotations") or {}).get("UNIDESK_DEPLOY_COMMIT") != want or other.get("kind") == "Status"  # narrowed: code-queue untouched
+    # narrowed: decision-center, in the same manifest, untouched
+    assert spec_of(kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/decision-center")) == untouched
     cfg = json.loads(Path(lab["config"]).read_text())
     node = next(t for t in cfg["targets"] if t["id"] == "D601")["k3s"]
     images = ssh(lab, "D601", ["ctr", "-a", node["containerdSocket"], "-n", node["containerdNamespace"], "images", "ls", "-q"]).stdout.decode().split()

@@ -11,13 +11,15 @@ import json
 import os
 import pwd
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, config, host_snapshot, running_image_commit, write_manifest  # noqa: E402
+from helpers_live import cli, config, host_snapshot, kube_snapshot, running_image_commit, write_manifest  # noqa: E402
 
 pytestmark = [pytest.mark.lab]
 
@@ -53,7 +55,8 @@ def test_a_config_running_k3sctl_adapter_in_k3s_is_refused_with_its_path(lab, st
     for args in (("deploy", "check"), ("deploy", "apply", "--service", "k3sctl-adapter")):
         rc, doc = cli(lab, state, *args, workspace=ws)
         assert rc == 1 and not doc["ok"], doc
-        assert [(e["code"], e["path"]) for e in doc["errors"]] == [("config_invalid", f"microservices[{index}].deployment.mode")]
+        path = f"microservices[{index}].deployment.mode"
+        assert [(e["code"], e["path"]) for e in doc["errors"]] == [("config_invalid", path)]
         assert "control bridge" in doc["errors"][0]["message"]
     assert not (state / "jobs").exists()
 
@@ -70,7 +73,7 @@ def test_file_mode_apply_of_a_dev_manifest_is_refused_and_production_is_unchange
 
 
 @pytest.mark.slow
-def test_buildx_plugin_on_a_provider_gets_inline_cache_and_host_network_and_job_status_shows_the_operator(lab, state, tmp_path):
+def test_buildx_plugin_gets_inline_cache_and_host_network_and_job_status_shows_the_operator(lab, state, tmp_path):
     """A `docker-buildx` shim (unidesk_lab/buildx_shim.py) stands in for the plugin no registry
     ships: the real docker client dispatches `docker buildx` to it, it records its argv and builds
     with the built-in BuildKit."""
@@ -93,7 +96,8 @@ def test_buildx_plugin_on_a_provider_gets_inline_cache_and_host_network_and_job_
     assert "--load" in build and f"unidesk.ai/source-commit={current}" in build
     _, status = cli(lab, state, "job", "status", doc["jobId"], "--tail-bytes", "2000000")
     # `job status` (and `job list`) say who ran the job: checked on this job to spare another one
-    who = {"user": pwd.getpwuid(os.getuid()).pw_name, "host": socket.gethostname(), "workspace": str(Path(lab["workspace"]).resolve())}
+    workspace = str(Path(lab["workspace"]).resolve())
+    who = {"user": pwd.getpwuid(os.getuid()).pw_name, "host": socket.gethostname(), "workspace": workspace}
     assert status["job"]["operator"] == who
     assert status["log"]["events"][0]["text"] == f"operator={who['user']}@{who['host']} workspace={who['workspace']}"
     assert [(j["id"], j["operator"]) for j in cli(lab, state, "job", "list")[1]["jobs"]] == [(doc["jobId"], who)]
@@ -105,3 +109,52 @@ def test_buildx_plugin_on_a_provider_gets_inline_cache_and_host_network_and_job_
 
 def config_image(lab: dict, sid: str) -> str:
     return next(m for m in config(lab)["microservices"] if m["id"] == sid)["build"]["image"]
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_TERMINAL_PROMPT": "0"}
+    for who in ("AUTHOR", "COMMITTER"):  # fixed: the same commit every session
+        env.update({f"GIT_{who}_NAME": "UniDesk Lab", f"GIT_{who}_EMAIL": "lab@unidesk.invalid",
+                    f"GIT_{who}_DATE": "2026-01-20T08:00:00Z"})
+    proc = subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=env)
+    return proc.stdout.strip()
+
+
+def push_nodeport_commit(lab: dict, tmp_path: Path) -> str:
+    """A decision-center commit whose k3s manifest turns its Service into a NodePort, pushed to a
+    side branch of the lab's sample repository (master is left alone)."""
+    bare = lab["layout"].git_root / "sample-service.git"
+    work = tmp_path / "sample-service"
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True, capture_output=True)
+    path = work / "k3s" / "sample.k8s.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "decision-center")
+    svc["spec"]["type"] = "NodePort"
+    svc["spec"]["ports"][0]["nodePort"] = 30083
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    git(work, "commit", "-q", "-am", "decision-center: expose it on a NodePort")
+    git(work, "push", "-q", "--force", "origin", "HEAD:refs/heads/spec-guard-nodeport")
+    return git(work, "rev-parse", "HEAD")
+
+
+@pytest.mark.slow
+def test_a_decision_center_commit_adding_a_nodeport_fails_before_apply_naming_the_object(lab, state, tmp_path):
+    sid = "decision-center"
+    commit = push_nodeport_commit(lab, tmp_path)
+    manifest = write_manifest(tmp_path / "deploy.json", lab["content"]["sampleRepo"], {sid: commit})
+    before = kube_snapshot(lab)
+    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", timeout=600)
+    assert rc == 1 and doc["job"]["status"] == "failed", doc
+    steps = {s["name"]: s for s in doc["job"]["steps"] if s["service"] == sid}
+    failed = [s for s in steps.values() if s["status"] == "failed"]
+    assert [s["code"] for s in failed] == ["k3s_only_violation"], steps
+    assert "Service unidesk/decision-center" in failed[0]["message"] and "NodePort" in failed[0]["message"]
+    errors = doc["job"]["result"]["errors"]
+    want = ("k3s_only_violation", "Service/decision-center.spec.type", sid)
+    assert [(e["code"], e["path"], e["service"]) for e in errors] == [want]
+    assert "nodePort 30083" in errors[0]["message"]
+    # nothing was built, imported or applied: production objects are unchanged (read on D601 itself)
+    names = list(steps)
+    after_guard = names[names.index(failed[0]["name"]) + 1:]
+    assert {"build", "k8s-apply"} <= set(after_guard) and all(steps[n]["status"] != "succeeded" for n in after_guard)
+    assert kube_snapshot(lab) == before
