@@ -336,8 +336,8 @@ def policy_problems(catalog: Catalog) -> list[Problem]:
             path = f"{base}.{where}.mode"
             problems.append(Problem(
                 ErrorCode.CONFIG_INVALID,
-                f"{path}: {ms.id} is a control bridge (controlBridge) UniDesk needs to inspect and repair k3s, so it must "
-                f"remain outside k3s in a direct compose mode ({' or '.join(COMPOSE_MODES)}), not {deployment.mode}",
+                f"{path}: {ms.id} is a control bridge (controlBridge) UniDesk needs to inspect and repair k3s, "
+                f"so it must remain outside k3s in a direct compose mode ({' or '.join(COMPOSE_MODES)}), not {deployment.mode}",
                 service=ms.id, path=path,
             ))
     return problems

@@ -41,9 +41,13 @@ def to_errors(problems: Iterable[Problem]) -> list[ErrorItem]:
 class FileSourceDoc(_Doc):
     kind: Literal["file"] = "file"
     path: str
-    declaredEnvironment: Literal["dev", "prod"] | None = Field(None, description="The manifest's own `environment`, if any")
+    declaredEnvironment: Literal["dev", "prod"] | None = Field(
+        None, description="The manifest's own `environment`, if any"
+    )
     legacyProductionPath: bool = Field(
-        False, description="True when the file declares prod: file mode is then the legacy production path (a file declaring dev is not applied)"
+        False,
+        description="True when the file declares prod: file mode is then the legacy production path "
+        "(a file declaring dev is not applied)",
     )
 
 
@@ -198,7 +202,9 @@ class JobRecord(_Doc):
     workerStart: int | None = Field(None, description="Worker process start time (clock ticks since boot), to tell a reused pid apart")
     locks: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
-    operator: Operator | None = Field(None, description="Who started the job (null in job.json written before it was recorded)")
+    operator: Operator | None = Field(
+        None, description="Who started the job (null in job.json written before it was recorded)"
+    )
 
 
 class JobEvent(_Doc):

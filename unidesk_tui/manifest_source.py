@@ -62,14 +62,16 @@ def load_file(path: Path) -> LoadedManifest:
     except OSError as exc:
         raise UnideskError.of(ErrorCode.MANIFEST_INVALID, f"cannot read {path}: {exc.strerror}") from None
     manifest = parse_manifest(data, origin=str(path))
-    return LoadedManifest(manifest, FileSource(str(path), manifest.environment), file_mode_warnings(str(path), manifest.environment))
+    warnings = file_mode_warnings(str(path), manifest.environment)
+    return LoadedManifest(manifest, FileSource(str(path), manifest.environment), warnings)
 
 
 def file_mode_warnings(path: str, declared: str | None) -> list[str]:
     """File mode reads and plans against the production targets, whatever the file declares."""
     if declared == "dev":
-        return [f"{path} declares environment \"dev\", but file mode reads and plans against the production targets; "
-                f"deploy apply refuses it (environment_mismatch): use --env dev, which reads origin/{ENV_BRANCHES['dev']}"]
+        return [f"{path} declares environment \"dev\", but file mode reads and plans against the production "
+                f"targets; deploy apply refuses it (environment_mismatch): use --env dev, which reads "
+                f"origin/{ENV_BRANCHES['dev']}"]
     if declared == "prod":
         return [f"{path} declares environment \"prod\": file mode is the legacy production path (the live runtime of "
                 f"every host); the environment plan of origin/{ENV_BRANCHES['prod']} is --env prod"]

@@ -75,9 +75,11 @@ def run_plan(
         return PlanRun(doc, [], None, None)
     src = loaded.source
     if isinstance(src, EnvSource):
-        doc.source = EnvSourceDoc(**{k: getattr(src, k) for k in ("environment", "ref", "manifestCommit", "manifestBlob")})
+        keys = ("environment", "ref", "manifestCommit", "manifestBlob")
+        doc.source = EnvSourceDoc(**{k: getattr(src, k) for k in keys})
     else:
-        doc.source = FileSourceDoc(path=src.path, declaredEnvironment=Environment(src.declaredEnvironment).key if src.declaredEnvironment else None,
+        declared = Environment(src.declaredEnvironment).key if src.declaredEnvironment else None
+        doc.source = FileSourceDoc(path=src.path, declaredEnvironment=declared,
                                    legacyProductionPath=src.legacyProductionPath)
     doc.warnings = list(loaded.warnings)
     problems: list[Problem] = []
