@@ -2,7 +2,7 @@
 
 The engine under test (apply, locks, the detached worker, the job store) is the real one; only the
 work the steps do is scripted. `behaviour.json` in the runtime dir picks per-step behaviour:
-{"build": "fail" | "silent" | "sleep" | "hold" | "secret" | "secret-fail" | "session" | "import-planted", "rollout": "stale"}.
+{"build": "fail" | "silent" | "blank" | "sleep" | "hold" | "secret" | "secret-fail" | "session" | "import-planted", "rollout": "stale"}.
 "hold" records the build's start and end (time, worker pid) in intervals.jsonl and holds for
 "holdSeconds" (default 0.5): the reliability suites find overlapping jobs of one service there.
 The product has no plugin hook: the worker process imports this module and calls install() at start, from
@@ -49,6 +49,10 @@ async def inspect(ctx) -> None:
 async def build(ctx) -> None:
     how = behaviour().get("build")
     if how == "silent":
+        return
+    if how == "blank":  # output, but no text: not progress
+        for text in ("", "\n", "   "):
+            ctx.emit(text)
         return
     ctx.emit(f"building {ctx.service.commit[:12]} for {ctx.service.id}")
     if how == "fail":

@@ -307,14 +307,17 @@ def test_file_mode_accepts_a_manifest_declaring_prod_as_the_legacy_production_pa
 # ---- failures end in the right status, logs kept ------------------------------------------------
 
 
-def test_a_step_that_emits_nothing_fails_the_job_with_no_progress(ws, workload):
-    set_behaviour(workload, build="silent")
+@pytest.mark.parametrize("how", ["silent", "blank"])
+def test_a_step_that_emits_nothing_fails_the_job_with_no_progress(ws, workload, how):
+    """Only output is progress: a step emitting only empty lines emitted nothing (issue 13)."""
+    set_behaviour(workload, build=how)
     rec = run_to_end(ws)
     assert rec.status == "failed" and codes(rec.result) == [ErrorCode.NO_PROGRESS]
     build = rec.steps[1]
     assert build.status == "failed" and build.events == 0 and build.code == ErrorCode.NO_PROGRESS
     assert [s.status for s in rec.steps[2:]] == ["skipped", "skipped"]
     assert not (workload / "backend-core.commit").exists()
+    assert not [e for e in events(ws, rec.id) if not e.text.strip()]  # empty lines are not recorded
 
 
 def test_build_failure_and_stale_health_fail_with_their_codes_and_keep_logs(ws, workload):

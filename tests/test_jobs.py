@@ -74,6 +74,19 @@ def test_job_json_is_rewritten_atomically(tmp_path):
         jobs.load_job(tmp_path, jobs.new_job_id())
 
 
+def test_temp_files_of_dead_writers_are_removed_on_the_next_write(tmp_path, sleeper):
+    """Issue 13: a writer killed between its temp file and the rename leaves `.job.json.<pid>.<tid>.tmp`."""
+    rec = record()
+    d = jobs.create_job(tmp_path, rec)
+    dead = d / f".job.json.{dead_pid()}.140000.tmp"
+    live = d / f".job.json.{sleeper.pid}.140000.tmp"  # a writer still at work
+    other = d / f".catalog.json.{dead_pid()}.1.tmp"  # another file's: left to that file's next write
+    for path in (dead, live, other):
+        path.write_text("{")
+    jobs.update_job(tmp_path, rec.id, lambda r: r.model_copy(update={"status": "running"}))
+    assert not dead.exists() and live.exists() and other.exists()
+
+
 def test_list_jobs_newest_first_skipping_junk(tmp_path):
     old = record(jobs.new_job_id(datetime(2026, 1, 1, tzinfo=UTC)))
     new = record(jobs.new_job_id(datetime(2026, 2, 1, tzinfo=UTC)))

@@ -114,6 +114,8 @@ class Context:
     verification: Verification | None = None
 
     def emit(self, text: str, stream: str = "stdout") -> None:
+        if not text.strip():  # progress means output: an empty line is neither recorded nor counted
+            return
         self.events += 1
         self._log.append(text, step=self.step, service=self.service.id, stream=stream)
 

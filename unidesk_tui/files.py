@@ -15,8 +15,34 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _remove_dead_temps(path: Path) -> None:
+    """Temp files of `path` left by writers that died before their rename (kill -9)."""
+    prefix, me = f".{path.name}.", os.getpid()
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            (path.parent / name).unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Temp file, fsync, rename, fsync the directory: a reader sees the old or the new file."""
+    """Temp file, fsync, rename, fsync the directory: a reader sees the old or the new file.
+
+    Temp files of this path whose writer died are removed first, so a kill -9 leaves no litter
+    beyond the next write.
+    """
+    _remove_dead_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
