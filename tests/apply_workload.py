@@ -3,6 +3,7 @@
 The engine under test (apply, locks, the detached worker, the job store) is the real one; only the
 work the steps do is scripted. `behaviour.json` in the runtime dir picks per-step behaviour:
 {"build": "fail" | "silent" | "blank" | "sleep" | "hold" | "secret" | "secret-fail" | "session" | "import-planted", "rollout": "stale"}.
+"stepSeconds" makes every step last that long (the reliability suites kill workers mid-step).
 "hold" records the build's start and end (time, worker pid) in intervals.jsonl and holds for
 "holdSeconds" (default 0.5): the reliability suites find overlapping jobs of one service there.
 The product has no plugin hook: the worker process imports this module and calls install() at start, from
@@ -42,8 +43,13 @@ def running_commit(service_id: str) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
+async def pace() -> None:
+    await asyncio.sleep(float(behaviour().get("stepSeconds", 0)))
+
+
 async def inspect(ctx) -> None:
     ctx.emit(f"live commit: {running_commit(ctx.service.id) or 'none'}")
+    await pace()
 
 
 async def build(ctx) -> None:
@@ -79,6 +85,7 @@ async def build(ctx) -> None:
         interval("start", ctx.service.id)
         await asyncio.sleep(float(behaviour().get("holdSeconds", 0.5)))
         interval("end", ctx.service.id)
+    await pace()
     (runtime() / f"{ctx.service.id}.image").write_text(ctx.service.commit)
 
 
@@ -112,6 +119,7 @@ def overlaps(rt: Path, alive_until: float) -> list[tuple[int, int]]:
 
 async def rollout(ctx) -> None:
     ctx.emit(f"recreating {ctx.service.id}")
+    await pace()
     if behaviour().get("rollout") != "stale":
         (runtime() / f"{ctx.service.id}.commit").write_text(ctx.service.commit)
 
@@ -119,6 +127,7 @@ async def rollout(ctx) -> None:
 async def verify(ctx) -> None:
     live = running_commit(ctx.service.id)
     ctx.emit(f"health reports {live or 'nothing'}")
+    await pace()
     if live != ctx.service.commit:
         raise UnideskError.of(ErrorCode.VERIFICATION_FAILED, f"{ctx.service.id}: runs {live}, requested {ctx.service.commit}", service=ctx.service.id)
 
