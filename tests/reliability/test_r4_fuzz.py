@@ -124,7 +124,8 @@ def test_r4_injection_corpus_and_figures(git_world, tmp_path, figures):
         (w.workspace / "deploy.json").write_text(json.dumps(manifest))
     found = sorted(os.listdir(canaries)) + [p for p in ("/tmp/dollar", "/tmp/proxy") if os.path.exists(p)]
     figures("R4", "generated inputs and injection corpus", {
-        "generated_documents": TALLY["cases"] // 2, "parse_cases": TALLY["cases"], "injection_plans": plans, "string_fields": len(cases), "payloads": len(PAYLOADS),
+        "generated_documents": TALLY["cases"] // 2, "parse_cases": TALLY["cases"], "injection_plans": plans,
+        "string_fields": len(cases), "payloads": len(PAYLOADS),
         "tracebacks": TALLY["tracebacks"], "internal_error": TALLY["internal_error"],
         "unserializable_errors": TALLY["unserializable"], "canaries": len(found),
     }, COMMAND)
