@@ -31,11 +31,13 @@ def _check(doc: Any, origin: str, code: ErrorCode) -> None:
         if depth > MAX_DEPTH:
             raise UnideskError.of(code, f"{origin}: JSON nested more than {MAX_DEPTH} levels deep (at {path[:80]}…)")
         if isinstance(value, str) and _has_surrogate(value):
-            raise UnideskError.of(code, f"{origin}: {path[:120]}: a string holds a lone surrogate (invalid Unicode)", path=path)
+            raise UnideskError.of(code, f"{origin}: {path[:120]}: a string holds a lone surrogate (invalid Unicode)",
+                                  path=path)
         if isinstance(value, dict):
             for key, item in value.items():
                 if _has_surrogate(key):
-                    raise UnideskError.of(code, f"{origin}: {path[:120]}: a key holds a lone surrogate (invalid Unicode)", path=path)
+                    raise UnideskError.of(code, f"{origin}: {path[:120]}: a key holds a lone surrogate (invalid Unicode)",
+                                          path=path)
                 stack.append((item, key if path == "$" else f"{path}.{key}", depth + 1))
         elif isinstance(value, list):
             stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
@@ -53,7 +55,8 @@ def load_json(data: str | bytes, *, origin: str, code: ErrorCode,
     try:
         doc = json.loads(data, object_pairs_hook=object_pairs_hook)
     except json.JSONDecodeError as exc:
-        raise UnideskError.of(code, f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise UnideskError.of(code, f"{origin}: invalid JSON at {where}: {exc.msg}") from None
     except RecursionError:
         raise UnideskError.of(code, f"{origin}: JSON nested more than {MAX_DEPTH} levels deep") from None
     except ValueError as exc:  # int() refuses numbers of more than sys.get_int_max_str_digits() digits

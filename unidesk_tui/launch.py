@@ -88,10 +88,12 @@ def start(state_dir: Path, request: Request) -> list[str]:
         answer = Answer.model_validate_json(line)
     except ValidationError:
         rc = proc.wait()
-        raise UnideskError.of(ErrorCode.INTERNAL, f"job {request.job.id}: the worker exited ({rc}) before starting the job") from None
+        why = f"job {request.job.id}: the worker exited ({rc}) before starting the job"
+        raise UnideskError.of(ErrorCode.INTERNAL, why) from None
     if not answer.ok:
         proc.wait()
-        raise UnideskError(*(Problem(ErrorCode(e["code"]), e["message"], service=e.get("service"), path=e.get("path")) for e in answer.errors))
+        raise UnideskError(*(Problem(ErrorCode(e["code"]), e["message"], service=e.get("service"), path=e.get("path"))
+                             for e in answer.errors))
     log.info("job %s started: worker pid %d", request.job.id, proc.pid)
     return answer.takeovers
 
@@ -108,6 +110,10 @@ def reply(out: BinaryIO, answer: Answer) -> None:
     os.close(devnull)
 
 
+def _refusal(message: str) -> Answer:
+    return Answer(ok=False, errors=[{"code": ErrorCode.INTERNAL, "message": message}])
+
+
 def accept(state_dir: Path, job_id: str, request_data: bytes) -> tuple[JobRecord | None, Answer | None]:
     """Worker side: take the job's locks under our pid, then record the job. Returns the job (None
     when there is none to run) and the answer for the CLI (None for an incomplete request)."""
@@ -117,7 +123,7 @@ def accept(state_dir: Path, job_id: str, request_data: bytes) -> tuple[JobRecord
         log.warning("job %s: incomplete launch request (the CLI died); nothing recorded", job_id)
         return None, None
     if request.job.id != job_id:
-        return None, Answer(ok=False, errors=[{"code": ErrorCode.INTERNAL, "message": "launch request for another job"}])
+        return None, _refusal("launch request for another job")
     pid = os.getpid()
     job = request.job.model_copy(update={"workerPid": pid, "workerStart": jobs.process_start(pid)})
     env = job.environment
@@ -138,5 +144,5 @@ def accept(state_dir: Path, job_id: str, request_data: bytes) -> tuple[JobRecord
         if not job.dryRun:
             locks.release(state_dir, env, job.services, job_id)
         log.exception("job %s: cannot record the job", job_id)
-        return None, Answer(ok=False, errors=[{"code": ErrorCode.INTERNAL, "message": f"job {job_id}: cannot record the job: {exc}"}])
+        return None, _refusal(f"job {job_id}: cannot record the job: {exc}")
     return job, Answer(ok=True, takeovers=takeovers)

@@ -161,14 +161,17 @@ class Resolver:
                     return RemoteCommits(url, self._sync(git, path, url))
                 except git.GitCommandError as exc:
                     if attempt == 1 and _transient(exc):
-                        log.warning("%s: fetch of %s died (%s); retrying once", path, redact_url(url), decisive_line(exc.stderr))
+                        log.warning("%s: fetch of %s died (%s); retrying once", path, redact_url(url),
+                                    decisive_line(exc.stderr))
                         continue
                     if attempt == 1 and path.exists() and not _fsck_clean(git, path):
-                        log.warning("%s: git fsck failed; rebuilding the mirror of %s from the remote", path, redact_url(url))
+                        log.warning("%s: git fsck failed; rebuilding the mirror of %s from the remote", path,
+                                    redact_url(url))
                         shutil.rmtree(path)
                         continue
                     detail = redact_url(decisive_line(exc.stderr))
-                    raise UnideskError.of(ErrorCode.REPO_UNREACHABLE, f"cannot fetch {redact_url(url)}: {detail}") from None
+                    message = f"cannot fetch {redact_url(url)}: {detail}"
+                    raise UnideskError.of(ErrorCode.REPO_UNREACHABLE, message) from None
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _sync(self, git, path: Path, url: str) -> list[str]:

@@ -89,7 +89,7 @@ def test_mirror_survives_concurrent_and_killed_fetches(tmp_path, figures):
     litter = [p for p in mirror_dir(state, url).rglob("*.lock")]
     figures("mirror", "self-healing mirrors", {
         "concurrent_fetches": CONCURRENT, "concurrent_ok": concurrent_ok, "killed_fetches": KILLS,
-        "kills_leaving_lock_files": left_locks,        "next_command_ok": recovered, "fsck_clean": fsck.returncode == 0, "lock_files_left": len(litter),
+        "kills_leaving_lock_files": left_locks, "next_command_ok": recovered, "fsck_clean": fsck.returncode == 0, "lock_files_left": len(litter),
     }, COMMAND)
     assert concurrent_ok == CONCURRENT and recovered == KILLS and fsck.returncode == 0, fsck.stderr
     assert litter == []
