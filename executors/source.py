@@ -3,6 +3,13 @@
 Runs on the target over SSH, through the step's proxy scope; the operator's tree is never used.
 The mirror lives under `<workDir>/mirrors/`, build contexts under `<workDir>/contexts/` and are
 removed after the build.
+
+Mirrors heal as the controller's do (unidesk_tui/resolve.py): under the mirror's flock, `*.lock`
+files a dead git left are removed and reported, a failed fetch is retried once, and a mirror that
+`git fsck` finds corrupt is rebuilt from the remote. Contexts are named after the job's
+(environment, service); the job holds that target lock (unidesk_tui/target_locks.py) while it
+runs, so any other context of the pair on this target belongs to a job that is no longer running
+and is removed at the next apply, whatever its age.
 """
 
 from __future__ import annotations
@@ -23,8 +30,21 @@ log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = 600.0
 LOCK_WAIT = "600"
-# A context older than this cannot belong to a running build (builds time out after 30 min).
+# Contexts named before they carried the environment are still pruned by age: older than this
+# they cannot belong to a running build (builds time out after 30 min).
 STALE_CONTEXT_MINUTES = 120
+# `sh -c HEAL sh MIRROR FETCH-ARGV...`, run under the mirror's flock (no git of ours can be at work
+# in it): remove what a dead git left, fetch, retry once, rebuild a mirror git fsck finds corrupt.
+HEAL = (
+    'm=$1; shift\n'
+    'find "$m" -name "*.lock" -type f -print -delete 2>/dev/null | sed "s|^|target_source_stale_lock_removed=|"\n'
+    '"$@" && exit 0\n'
+    'echo "target_source_fetch_retry=the fetch failed; retrying once" >&2\n'
+    '"$@" && exit 0\n'
+    'if git --git-dir "$m" fsck --connectivity-only --no-progress >/dev/null 2>&1; then exit 1; fi\n'
+    'echo "target_source_mirror_rebuilt=git fsck failed; fetching the mirror anew" >&2\n'
+    'rm -rf -- "$m" && git init --bare --quiet "$m" && exec "$@"\n'
+)
 
 
 def mirror_path(work_dir: str, repo: str) -> str:
@@ -34,9 +54,9 @@ def mirror_path(work_dir: str, repo: str) -> str:
     return posixpath.join(work_dir, "mirrors", f"{stem}-{key}.git")
 
 
-def context_path(work_dir: str, service_id: str, commit: str) -> str:
+def context_path(work_dir: str, environment: str, service_id: str, commit: str) -> str:
     """A fresh directory per build."""
-    return posixpath.join(work_dir, "contexts", f"{service_id}-{commit[:12]}-{secrets.token_hex(4)}")
+    return posixpath.join(work_dir, "contexts", f"{environment}--{service_id}-{commit[:12]}-{secrets.token_hex(4)}")
 
 
 def is_context_path(work_dir: str, path: str) -> bool:
@@ -51,6 +71,11 @@ def locked(mirror: str, argv: list[str]) -> list[str]:
     return ["flock", "-w", LOCK_WAIT, f"{mirror}.lock", *argv]
 
 
+def healing(mirror: str, fetch: list[str]) -> list[str]:
+    """`fetch` under the mirror's flock, healing the mirror first and after a failure (HEAL)."""
+    return locked(mirror, ["sh", "-c", HEAL, "sh", mirror, *fetch])
+
+
 async def remove_context(session, work_dir: str, path: str) -> bool:
     if not is_context_path(work_dir, path):
         log.warning("refusing to remove %s", path)
@@ -59,15 +84,16 @@ async def remove_context(session, work_dir: str, path: str) -> bool:
     return res.ok
 
 
-async def prune_stale_contexts(session, ctx, work_dir: str, service_id: str) -> None:
-    """Remove this service's contexts left behind by a killed worker.
+async def prune_dead_contexts(session, ctx, work_dir: str, environment: str, service_id: str) -> None:
+    """Remove the contexts of (environment, service) left by jobs that are no longer running.
 
-    Only contexts older than any build may run are touched, so a concurrent job's live context
-    (another environment's apply of the same service) is never removed.
+    Called while the job holds the target lock for the pair, so no other job of it runs here:
+    every such context is dead, whatever its age. Another environment's contexts are untouched.
     """
     contexts = posixpath.join(work_dir, "contexts")
     res = await session.run(
-        ["find", contexts, "-mindepth", "1", "-maxdepth", "1", "-name", f"{service_id}-*", "-mmin", f"+{STALE_CONTEXT_MINUTES}",
+        ["find", contexts, "-mindepth", "1", "-maxdepth", "1",
+         "(", "-name", f"{environment}--{service_id}-*", "-o", "-name", f"{service_id}-*", "-mmin", f"+{STALE_CONTEXT_MINUTES}", ")",
          "-print", "-exec", "rm", "-rf", "--", "{}", "+"],
         timeout=120,
     )
@@ -96,23 +122,24 @@ async def source_step(ctx) -> None:
     ctx.emit(f"target_source_mirror={mirror}")
     ctx.emit(f"target_source_proxy={scope.describe()}")
     await run_checked(session, ctx, ["mkdir", "-p", "--", posixpath.dirname(mirror), posixpath.join(work_dir, "contexts")], ErrorCode.BUILD_FAILED, "creating the work directories")
-    await prune_stale_contexts(session, ctx, work_dir, sid)
+    environment = ctx.service.environment or "file"
+    await prune_dead_contexts(session, ctx, work_dir, environment, sid)
     probe = await session.run(["git", "--git-dir", mirror, "rev-parse", "--git-dir"], timeout=30)
     if not probe.ok:
         await run_checked(session, ctx, locked(mirror, ["git", "init", "--bare", "--quiet", mirror]), ErrorCode.BUILD_FAILED, "creating the mirror")
     # Branches first (they make reachability visible), then the SHA itself if still absent.
     fetch = ["git", "--git-dir", mirror, "-c", "credential.interactive=never", "fetch", "--quiet", "--prune", "--no-tags", "--", repo, "+refs/heads/*:refs/heads/*"]
-    await run_checked(session, ctx, locked(mirror, fetch), ErrorCode.REPO_UNREACHABLE, f"fetching {redact_url(repo)}", env=git_env, timeout=FETCH_TIMEOUT)
+    await run_checked(session, ctx, healing(mirror, fetch), ErrorCode.REPO_UNREACHABLE, f"fetching {redact_url(repo)}", env=git_env, timeout=FETCH_TIMEOUT)
     have = await session.run(["git", "--git-dir", mirror, "cat-file", "-e", f"{commit}^{{commit}}"], timeout=30)
     if not have.ok:
         fetch_sha = ["git", "--git-dir", mirror, "-c", "credential.interactive=never", "fetch", "--quiet", "--no-tags", "--", repo, commit]
-        await run_checked(session, ctx, locked(mirror, fetch_sha), ErrorCode.COMMIT_NOT_FOUND, f"fetching commit {commit}", env=git_env, timeout=FETCH_TIMEOUT)
+        await run_checked(session, ctx, healing(mirror, fetch_sha), ErrorCode.COMMIT_NOT_FOUND, f"fetching commit {commit}", env=git_env, timeout=FETCH_TIMEOUT)
     resolved = await run_checked(session, ctx, ["git", "--git-dir", mirror, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"], ErrorCode.COMMIT_NOT_FOUND, f"resolving {commit}")
     full = resolved.stdout.strip()
     if full != commit:
         raise UnideskError.of(ErrorCode.COMMIT_NOT_FOUND, f"{ctx.target.id}: {commit} resolved to {full!r} on the target", service=sid)
     ctx.emit(f"target_source_commit={full}")
-    context = context_path(work_dir, sid, full)
+    context = context_path(work_dir, environment, sid, full)
     ctx.shared["context"] = context
     try:
         await run_checked(session, ctx, ["mkdir", "--", context], ErrorCode.BUILD_FAILED, "creating the build context")

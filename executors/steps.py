@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.redact import redact_url
+from unidesk_tui.resolve import decisive_line
 
 if TYPE_CHECKING:
     from executors.base import StepContext
@@ -18,7 +19,9 @@ async def run_checked(session: Any, ctx: StepContext, argv: list[str], code: Err
     """Run `argv` on the target, echoing its output to the job log; a failure raises `code`."""
     res = await session.run(argv, env=env, timeout=timeout, on_line=lambda line, stream: ctx.emit(line, stream))
     if not res.ok:
-        why = "timed out" if res.timed_out else redact_url(res.tail(400))
+        # git's decisive line (its first fatal:/error:), not its closing advice
+        decisive = decisive_line(res.stderr) if ("fatal:" in res.stderr or "error:" in res.stderr) else res.tail(400)
+        why = "timed out" if res.timed_out else redact_url(decisive)
         raise UnideskError.of(code, f"{ctx.target.id}: {what} failed: {why}", service=ctx.service.id)
     return res
 

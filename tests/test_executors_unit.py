@@ -252,7 +252,7 @@ class TestSourcePaths:
         assert a.startswith("/w/mirrors/sample-") and a.endswith(".git") and a != b
 
     def test_context_paths_are_fresh_and_removable_only_under_contexts(self):
-        c1, c2 = context_path("/w", "svc", A), context_path("/w", "svc", A)
+        c1, c2 = context_path("/w", "dev", "svc", A), context_path("/w", "dev", "svc", A)
         assert c1 != c2 and is_context_path("/w", c1)
         assert not is_context_path("/w", "/w/contexts/../etc")
         assert not is_context_path("/w", "/w/mirrors/x")
