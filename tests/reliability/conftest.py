@@ -7,11 +7,11 @@ from tests.test_apply import workload, ws  # noqa: F401  (the engine-with-test-w
 
 
 @pytest.fixture
-def figures(capsys):
-    """publish(suite, title, figures, command): record the suite's figures and print them."""
+def figures(capsys, request):
+    """figures(suite, title, values): record the calling suite's figures and print them."""
 
-    def emit(suite: str, title: str, values: dict[str, object], command: str) -> None:
-        text = publish(suite, title, values, command)
+    def emit(suite: str, title: str, values: dict[str, object]) -> None:
+        text = publish(suite, title, values, request.node.path)
         with capsys.disabled():
             print(text, end="")
 

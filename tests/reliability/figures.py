@@ -1,9 +1,9 @@
 """The reliability suites' published figures.
 
 Each suite calls `publish` with its figures; they are printed and written as JSON to the results
-dir ($UNIDESK_RELIABILITY_DIR, default /tmp/unidesk-reliability). `python -m tests.reliability.report`
-turns the results into docs/reliability.md, stamped with the digest of the suites' sources, so a
-test (tests/test_reliability_doc.py) fails when the committed document is older than the suites.
+dir ($UNIDESK_RELIABILITY_DIR, default build/reliability in the checkout). `python -m tests.reliability.report`
+turns the results into docs/reliability.md, each section stamped with the digest of its suite's
+sources, so a test (tests/test_reliability_doc.py) fails when the document is older than a suite.
 """
 
 from __future__ import annotations
@@ -20,21 +20,22 @@ DOC = REPO / "docs" / "reliability.md"
 
 
 def results_dir() -> Path:
-    return Path(os.environ.get("UNIDESK_RELIABILITY_DIR", "/tmp/unidesk-reliability"))
+    return Path(os.environ.get("UNIDESK_RELIABILITY_DIR", REPO / "build" / "reliability"))
 
 
-def suites_digest() -> str:
-    """sha256 over the suites' sources (tests/reliability/*.py, this file and the report included)."""
+def suite_digest(suite_file: str | Path) -> str:
+    """sha256 over one suite's source and the shared machinery (this file, conftest, report)."""
     h = hashlib.sha256()
-    for path in sorted(SUITES.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in [SUITES / "figures.py", SUITES / "conftest.py", SUITES / "report.py", Path(suite_file)]:
+        h.update(path.name.encode() + b"\0" + Path(path).read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
-def publish(suite: str, title: str, figures: dict[str, object], command: str) -> str:
+def publish(suite: str, title: str, figures: dict[str, object], suite_file: str) -> str:
     """Record one suite's figures; returns the text printed for them."""
+    name = Path(suite_file).name
     doc = {"suite": suite, "title": title, "figures": figures, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-           "command": command, "digest": suites_digest()}
+           "file": name, "command": f"pytest -q tests/reliability/{name}", "digest": suite_digest(suite_file)}
     out = results_dir()
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{suite}.json").write_text(json.dumps(doc, indent=2) + "\n")

@@ -17,7 +17,6 @@ from unidesk_tui.resolve import Resolver, mirror_dir
 CONCURRENT = 8
 KILLS = 10
 REPO = Path(__file__).resolve().parents[2]
-COMMAND = "pytest -q tests/reliability/test_mirror_suite.py"
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "m", "GIT_AUTHOR_EMAIL": "m@m", "GIT_COMMITTER_NAME": "m", "GIT_COMMITTER_EMAIL": "m@m"}
 RESOLVE = "import sys; from pathlib import Path; from unidesk_tui.resolve import Resolver; print(Resolver(Path(sys.argv[1])).resolve(sys.argv[2], sys.argv[3]))"
 
@@ -90,6 +89,6 @@ def test_mirror_survives_concurrent_and_killed_fetches(tmp_path, figures):
     figures("mirror", "self-healing mirrors", {
         "concurrent_fetches": CONCURRENT, "concurrent_ok": concurrent_ok, "killed_fetches": KILLS,
         "kills_leaving_lock_files": left_locks, "next_command_ok": recovered, "fsck_clean": fsck.returncode == 0, "lock_files_left": len(litter),
-    }, COMMAND)
+    })
     assert concurrent_ok == CONCURRENT and recovered == KILLS and fsck.returncode == 0, fsck.stderr
     assert litter == []

@@ -23,7 +23,6 @@ from unidesk_tui.documents import JobEvent, JobRecord
 RUNS = 50
 STEP_S = 0.15
 SERVICE = "backend-core"
-COMMAND = "pytest -q tests/reliability/test_r2_worker_kills.py"
 PIPELINES = {"compose": {}, "k3s": {"env": "dev"}}
 
 
@@ -98,6 +97,6 @@ def test_r2_kill_the_worker_at_every_step_and_at_random(ws, git_world, workload,
         "runs": RUNS, "killed_mid_job": killed_mid_job, "ended_before_the_kill": ended_first,
         "interrupted": interrupted, "steps_hit": len(steps_hit), "corrupt_files": len(bad),
         "next_apply_ran": next_ran + 1, "jobs": len(jobs.list_jobs(ws.state_dir)),
-    }, COMMAND)
+    })
     assert bad == [] and interrupted == killed_mid_job
     assert {(p, s) for p in PIPELINES for s in ("inspect", "build", "rollout", "verify")} <= steps_hit

@@ -23,8 +23,6 @@ from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.jobs_cli import finish_apply
 
 REPO = Path(__file__).resolve().parents[2]
-COMMAND_R5 = "pytest -q tests/reliability/test_r5_r6_guards.py -k r5"
-COMMAND_R6 = "pytest -q tests/reliability/test_r5_r6_guards.py -k r6"
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
@@ -81,7 +79,7 @@ def test_r5_prod_and_out_of_slice_applies_are_refused_and_change_nothing(ws, git
         "attempts": len(refusals), "refused": sum(bool(c) and set(c) <= expected for c in refusals.values()),
         "runtime_files_changed": len(changed), "steps_run_for_prod": sum(s.status not in ("skipped", "pending") for s in done.steps),
         "locks_left": len(locks_left),
-    }, COMMAND_R5)
+    })
     assert all(c and set(c) <= expected for c in refusals.values()), refusals
     assert changed == [] and locks_left == [] and {s.status for s in done.steps} == {"skipped"}
 
@@ -119,5 +117,5 @@ def test_r6_planted_secrets_reach_no_state_file_and_no_output(ws, git_world, wor
     figures("R6", "planted secrets", {
         "secrets_planted": len(SECRETS), "state_files_scanned": len(files), "outputs_scanned": len(outputs),
         "masked_in_event_logs": masked, "leaks": len(leaks),
-    }, COMMAND_R6)
+    })
     assert leaks == [] and masked >= 4
