@@ -19,6 +19,7 @@ from tests.conftest import wait_for
 from unidesk_tui import jobs
 from unidesk_tui.apply import apply, wait_job
 from unidesk_tui.documents import JobEvent, JobRecord
+from unidesk_tui.model import JOB_TERMINAL
 
 RUNS = 50
 STEP_S = 0.15
@@ -55,7 +56,7 @@ def corrupt_files(state_dir) -> list[str]:
 
 def step_running(ws, job_id: str, index: int) -> bool:
     rec = jobs.load_job(ws.state_dir, job_id)
-    return rec.steps[index].status == "running" or rec.status in jobs.TERMINAL
+    return rec.steps[index].status == "running" or rec.status in JOB_TERMINAL
 
 
 def test_r2_kill_the_worker_at_every_step_and_at_random(ws, git_world, workload, figures):
@@ -81,12 +82,12 @@ def test_r2_kill_the_worker_at_every_step_and_at_random(ws, git_world, workload,
         rec = jobs.load_job(ws.state_dir, doc.jobId)
         running = [s.name for s in rec.steps if s.status == "running"]
         os.kill(rec.workerPid, signal.SIGKILL)
-        if rec.status in jobs.TERMINAL:
+        if rec.status in JOB_TERMINAL:
             ended_first += 1
             continue
         killed_mid_job += 1
         steps_hit.update((pipeline, name) for name in running)
-        end = wait_for(lambda: (r := jobs.load_job(ws.state_dir, doc.jobId)).status in jobs.TERMINAL and r, "the job to end")
+        end = wait_for(lambda: (r := jobs.load_job(ws.state_dir, doc.jobId)).status in JOB_TERMINAL and r, "the job to end")
         interrupted += end.status == "interrupted"
         assert end.status == "interrupted", end
     last = apply(ws, force=True, read_live=apply_workload.read_live)

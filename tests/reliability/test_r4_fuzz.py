@@ -20,7 +20,7 @@ from unidesk_tui.catalog import parse_catalog
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.live import read_live
 from unidesk_tui.manifest import parse_manifest
-from unidesk_tui.reconcile import run_plan
+from unidesk_tui.planning import run_plan
 from unidesk_tui.workspace import Workspace
 
 GENERATED = 10_000  # half manifests, half configs

@@ -21,6 +21,7 @@ from unidesk_tui import launch as launcher
 from unidesk_tui.apply import apply, launch, wait_job
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.jobs_cli import finish_apply
+from unidesk_tui.model import JOB_TERMINAL
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,7 +71,7 @@ def test_r5_prod_and_out_of_slice_applies_are_refused_and_change_nothing(ws, git
     catalog = (jobs.job_dir(ws.state_dir, rec.id) / jobs.CATALOG_FILE).read_text()
     worker = launcher._spawn(ws.state_dir, forged.id)
     worker.communicate(launcher.Request(job=forged, catalog=catalog).model_dump_json().encode(), timeout=60)
-    done = wait_for(lambda: (r := jobs.load_job(ws.state_dir, forged.id)).status in jobs.TERMINAL and r, "the forged job")
+    done = wait_for(lambda: (r := jobs.load_job(ws.state_dir, forged.id)).status in JOB_TERMINAL and r, "the forged job")
     refusals["forged prod job to the worker"] = codes(done.result.errors)
     expected = {ErrorCode.PROD_APPLY_DISABLED, ErrorCode.SERVICE_NOT_ENABLED, ErrorCode.ENVIRONMENT_MISMATCH}
     changed = sorted(set(before.items()) ^ set(snapshot(workload).items()))
