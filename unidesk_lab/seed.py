@@ -4,7 +4,8 @@ runtime config and database.
 
 For each compose service: `git archive <old>` of the lab remote's bare repo is the build context of
 a BuildKit `docker build` on the service's own host (its dockerd socket), stamped with the four
-`unidesk.ai/*` labels; then `docker-compose up -d` with the UNIDESK_DEPLOY_* environment, and the
+`unidesk.ai/*` labels and recorded as the reconciler records its builds (commit tag and provenance
+record, executors/provenance.py); then `docker-compose up -d` with the UNIDESK_DEPLOY_* environment, and the
 health answer through the microservice proxy must report the old commit. This is fixture code,
 not the product's apply path.
 """
@@ -19,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from unidesk_lab import foundation, sample
 from unidesk_lab.daemon import LabError
@@ -57,6 +59,25 @@ def build_image(lay: Layout, host: str, service: dict, repo: str, commit: str) -
     _run(argv, env, input=archive, what=f"{host}: docker build of {service['id']} at {commit[:12]}")
 
 
+def record_build(lay: Layout, host: str, service: dict, repo: str, commit: str) -> None:
+    """Record the seeded build as the reconciler's build step does (commit tag + the target-side
+    record of executors/provenance.py): the lab starts as deployed by this reconciler, so a
+    hand-mutated, re-committed seeded service is a provenance-mismatch at once."""
+    from executors.provenance import new_record, record_path
+    from unidesk_tui.model import Environment
+
+    env = {"DOCKER_HOST": f"unix://{lay.docker_socket(host)}"}
+    inspect = subprocess.run([DOCKER, "image", "inspect", "--format", "{{.Id}}", service["image"]], capture_output=True,
+                             env={**os.environ, **env})
+    if inspect.returncode != 0:
+        raise LabError(f"seed: {host}: {service['image']} not found after its build")
+    record = new_record(service["id"], Environment.FILE, commit, service["image"], inspect.stdout.decode().strip(), repo)
+    _run([DOCKER, "tag", record.imageId, record.commitTag], env, what=f"{host}: docker tag {record.commitTag}")
+    path = Path(record_path(str(lay.work_dir(host)), record.service, record.scope, commit))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(record.to_json())
+
+
 def compose_up(lay: Layout, host: str, service: dict, repo: str, commit: str) -> None:
     env = {
         "DOCKER_HOST": f"unix://{lay.docker_socket(host)}",
@@ -79,6 +100,7 @@ def health_commit(lay: Layout, service_id: str) -> str | None:
 
 def _seed_service(lay: Layout, host: str, service: dict, repo: str, commit: str) -> str:
     build_image(lay, host, service, repo, commit)
+    record_build(lay, host, service, repo, commit)
     compose_up(lay, host, service, repo, commit)
     return service["id"]
 
