@@ -8,6 +8,8 @@ import os
 import pwd
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -520,3 +522,19 @@ def test_cli_apply_refuses_prod_with_a_coded_error(ws, git_world, capsys):
     code = cli_main(["--workspace", str(ws.root), "--state-dir", str(ws.state_dir), "deploy", "apply", "--env", "prod", "--wait"])
     doc = json.loads(capsys.readouterr().out)
     assert code == ExitCode.ERROR and doc["command"] == "apply" and doc["errors"][0]["code"] == ErrorCode.PROD_APPLY_DISABLED
+
+
+def test_a_held_lock_is_refused_before_the_planning_modules_load(ws, workload):
+    """Issue 13: `locked` comes back at once, not after a plan (fetches, live reads, imports)."""
+    set_behaviour(workload, build="sleep")
+    first = start(ws)
+    wait_for(lambda: (workload / "backend-core.building").exists(), "the first job to reach its build")
+    probe = ("import json, sys; from unidesk_tui.cli import main; rc = main(sys.argv[1:]); "
+             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncssh', 'git') "
+             "or m in ('unidesk_tui.planning', 'unidesk_tui.engine', 'unidesk_tui.apply'))), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", probe, "--workspace", str(ws.root), "--state-dir", str(ws.state_dir),
+                          "deploy", "apply"], capture_output=True, text=True, timeout=120)
+    doc = json.loads(out.stdout)
+    assert [e["code"] for e in doc["errors"]] == [ErrorCode.LOCKED] and first.jobId in doc["errors"][0]["message"]
+    assert json.loads(out.stderr.strip().splitlines()[-1]) == []
+    jobs.cancel(ws.state_dir, first.jobId, wait=10)

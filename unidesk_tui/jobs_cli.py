@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from unidesk_tui import jobs, signals
 from unidesk_tui.documents import (
@@ -81,7 +82,29 @@ def _usage(command: str, message: str) -> int:
     return ExitCode.USAGE
 
 
+def _held_at_once(args: argparse.Namespace, ws: Workspace) -> list[Problem]:
+    """`locked` for services another live job holds, found before the planning, executor and SSH
+    modules even load (issue 13: a refusal in well under 2 s under load). The services are the
+    `--service` ones, or a file-mode manifest's; anything unclear is left to the full apply."""
+    if args.dry_run or args.plan:
+        return []
+    ids = list(args.service or [])
+    if not ids and not args.env:
+        from unidesk_tui.manifest import parse_manifest
+
+        try:
+            ids = [s.id for s in parse_manifest(Path(args.file or ws.manifest_path).read_bytes()).services]
+        except (OSError, UnideskError):
+            return []
+    from unidesk_tui import locks
+
+    return locks.held(ws.state_dir, args.env or "file", ids)
+
+
 def _apply(args: argparse.Namespace, ws: Workspace) -> int:
+    if held_now := _held_at_once(args, ws):
+        _emit(ApplyDocument(ok=False, dryRun=args.dry_run, errors=to_errors(held_now)))
+        return ExitCode.ERROR
     from unidesk_tui.apply import apply  # loads the plan and executors; `job status` stays light
     from unidesk_tui.live import read_live
 
