@@ -56,7 +56,11 @@ def test_env_plan_reads_the_ref_not_the_working_tree(git_world):
     # dev overrides the deployment: backend-core runs on D601's k3s in dev
     assert by_id["backend-core"]["mode"] == "k3sctl-managed" and by_id["backend-core"]["target"] == "D601"
     assert by_id["frontend"]["commit"] == w.pushed[1]
-    assert all(s["applyEnabled"] is True and s["live"] is None and s["action"] == "deploy" for s in doc["services"])
+    assert all(s["live"] is None and s["action"] == "deploy" for s in doc["services"])
+    # the plan agrees with apply: frontend is enabled but has no dev override, so apply would refuse it
+    assert by_id["backend-core"]["applyEnabled"] is True
+    assert by_id["frontend"]["applyEnabled"] is False
+    assert "apply refused" in by_id["frontend"]["reason"] and "environments.dev is not declared" in by_id["frontend"]["reason"]
 
 
 def test_env_check_is_the_same_dry_run_plan_and_reports_slice(git_world):

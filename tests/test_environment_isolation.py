@@ -190,3 +190,22 @@ def test_an_environment_build_may_start_from_the_production_build_base():
     assert base_candidates("unidesk-code-queue:dev", "unidesk-code-queue:d601") == [
         "unidesk-code-queue:dev-build-base", "unidesk-code-queue:d601-build-base", "unidesk-code-queue:d601"]
     assert base_candidates("unidesk-code-queue:d601") == ["unidesk-code-queue:d601-build-base"]
+
+
+def test_the_plan_agrees_with_apply_on_every_service(git_world):
+    """applyEnabled is true exactly when `deploy apply --env dev --service X` accepts X (no job is
+    needed to tell: a refusal comes before any job); a refused service's plan reason is apply's."""
+    from unidesk_tui.reconcile import run_plan
+
+    w = git_world
+    ws = Workspace.at(w.workspace, w.root / "state")
+    ids = ("backend-core", "frontend", "code-queue-mgr")  # isolated; enabled but no dev override; not enabled
+    w.push_env("dev", w.manifest([{"id": sid, "repo": w.service_url, "commitId": w.pushed[1]} for sid in ids], environment="dev"))
+    for sid in ids:
+        plan = {i.id: i for i in run_plan(ws, "plan", env="dev", services=[sid]).document.services}
+        refused = [e for e in apply(ws, env="dev", services=[sid], dry_run=True).errors]
+        assert plan[sid].applyEnabled is (not refused), (sid, plan[sid], refused)
+        for e in refused:
+            assert e.code in (ErrorCode.SERVICE_NOT_ENABLED, ErrorCode.ENVIRONMENT_ISOLATION) and e.message in plan[sid].reason
+    whole = {i.id: i.applyEnabled for i in run_plan(ws, "plan", env="dev").document.services}
+    assert whole == {"backend-core": True, "frontend": False, "code-queue-mgr": False}

@@ -255,8 +255,9 @@ class LabController:
             return
         services = self.store.list(SERVICES)
         taken = {s["spec"].get("clusterIP") for s in services if s.get("spec")}
-        for svc in services:  # created before the store allocated addresses (or by an older lab)
-            if not (svc.get("spec") or {}).get("clusterIP"):
+        for svc in services:  # created before the store allocated addresses, or kept from a lab on another slot
+            ip = (svc.get("spec") or {}).get("clusterIP")
+            if not ip or (ip != "None" and not self.network.owns(ip)):
                 ip = self.network.allocate(taken)
                 taken.add(ip)
                 svc["spec"]["clusterIP"], svc["spec"]["clusterIPs"] = ip, [ip]

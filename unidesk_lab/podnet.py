@@ -154,6 +154,13 @@ class PodNetwork:
 
     # ---- services and DNS
 
+    def owns(self, ip: str) -> bool:
+        """Whether `ip` is in this node's service range."""
+        try:
+            return ipaddress.ip_address(ip) in self.service_net
+        except ValueError:
+            return False
+
     def allocate(self, taken: set[str]) -> str:
         """A free ClusterIP (the first address is the range's own, as on a real cluster)."""
         for host in list(self.service_net.hosts())[1:]:

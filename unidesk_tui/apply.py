@@ -18,7 +18,7 @@ from unidesk_tui import launch as launcher
 from unidesk_tui.documents import ApplyDocument, ErrorItem, JobEvent, JobRecord, PlanItem, SavedPlan, StepRecord, to_errors
 from unidesk_tui.engine import step_records
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
-from unidesk_tui.isolation import isolation_problems
+from unidesk_tui.isolation import apply_refusal
 from unidesk_tui.manifest_source import file_mode_refusal
 from unidesk_tui.model import APPLY_ENVIRONMENTS, JOB_TERMINAL, Environment, JobStatus, LiveReader, environment
 from unidesk_tui.planning import load_source, run_plan
@@ -27,21 +27,6 @@ from unidesk_tui.workspace import Workspace
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
-
-
-def _environment_problems(items: list[PlanItem], env: str, only: list[str] | None) -> list[Problem]:
-    """--env dev applies only the catalog's environments.dev.applyEnabled services."""
-    problems = []
-    for item in items:
-        if item.applyEnabled:
-            continue
-        if only:
-            msg = f"{item.id}: environment apply is not enabled for {env} (config.json environments.{env}.applyEnabled)"
-        else:
-            msg = (f"{item.id}: the {env} manifest lists a service environment apply does not support yet "
-                   f"(config.json environments.{env}.applyEnabled); pass --service for the enabled ones")
-        problems.append(Problem(ErrorCode.SERVICE_NOT_ENABLED, msg, service=item.id))
-    return problems
 
 
 def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[StepRecord], *, lock_env: Environment, source,
@@ -138,17 +123,18 @@ def apply(
             return doc
     problems: list[Problem] = []
     if env:
-        problems += _environment_problems(plan.services, env, services)
-        # Enforced by the engine as well as by the executors' step lists: whichever executor
-        # runs, an environment apply never touches production objects or images.
-        enabled = {i.id for i in plan.services if i.applyEnabled}
-        problems += [p for d in run.desired if d.id in enabled for p in isolation_problems(d)]
+        # The plan's applyEnabled comes from the same refusal (isolation.apply_refusal); the engine
+        # and the executors' step lists enforce isolation again, whichever executor runs.
+        profile = run.catalog.environments.get(env)
+        enabled = set(profile.applyEnabled) if profile else set()
+        problems += [p for d in run.desired for p in apply_refusal(d, enabled, only=bool(services))]
     # A k3s-only service (decision-center) never gets a Compose service, in any mode or environment.
     deploying = {i.id for i in plan.services if i.action == "deploy"}
     for d in run.desired:
         if d.id in deploying and d.microservice is not None:
             problems += k3s_only.catalog_problems(run.catalog, d.microservice)
-    records, step_problems = step_records(run.catalog, plan.services, lock_env)
+    refused = {p.service for p in problems}
+    records, step_problems = step_records(run.catalog, [i for i in plan.services if i.id not in refused], lock_env)
     problems = list(dict.fromkeys(problems + step_problems))
     if not plan.services:
         problems.append(Problem(ErrorCode.MANIFEST_INVALID, "the manifest lists no services to apply"))

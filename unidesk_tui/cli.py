@@ -80,7 +80,7 @@ def _plan_command(name: Literal["check", "plan"]) -> Callable[[argparse.Namespac
         from unidesk_tui.live import read_live as live_reader
         from unidesk_tui.planning import exit_code, run_plan
 
-        read_live = None if args.env else live_reader
+        read_live = live_reader if not args.env or args.live else None  # an environment's runtime only with --live
         force = getattr(args, "force", False)
         result = run_plan(ws, name, file=args.file, env=args.env, services=args.service, force=force, read_live=read_live)
         doc = result.document
@@ -124,6 +124,9 @@ def _register_deploy(sub: argparse._SubParsersAction) -> None:
         for parent, cmd in ((dsub, name), (sub, name)):
             p = parent.add_parser(cmd, help=text)
             _add_source_args(p)
+            p.add_argument("--live", action="store_true",
+                           help="with --env: read the environment's runtime (its namespace on its target, health through "
+                                "its own proxy), read-only; file mode always reads it")
             if name == "plan":
                 p.add_argument("--force", action="store_true", help="plan deploy even where the live commit matches")
                 p.add_argument("--out", metavar="FILE", help="save the plan, bound to the desired and live state it rests on, for deploy apply --plan")

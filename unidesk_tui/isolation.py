@@ -48,6 +48,24 @@ def isolation_problems(service: DesiredService) -> list[Problem]:
     return [Problem(ErrorCode.ENVIRONMENT_ISOLATION, f"{service.id}: {p}", service=service.id) for p in problems]
 
 
+def apply_refusal(service: DesiredService, enabled: set[str] | frozenset[str], *, only: bool = True) -> list[Problem]:
+    """Why `deploy apply --env <env> --service <id>` would refuse this service (empty: it accepts it).
+
+    The plan's `applyEnabled` and apply's refusal both come from here, so they cannot disagree:
+    the service must be in `environments.<env>.applyEnabled` and isolated from production.
+    `only` says whether the service was named with --service (the message differs, not the answer).
+    """
+    env = service.environment
+    if not env.named or service.microservice is None or not service.supported:
+        return []
+    if service.id not in enabled:
+        msg = f"{service.id}: environment apply is not enabled for {env} (config.json environments.{env}.applyEnabled)"
+        if not only:
+            msg += f" although the {env} manifest lists it; pass --service for the enabled ones"
+        return [Problem(ErrorCode.SERVICE_NOT_ENABLED, msg, service=service.id)]
+    return isolation_problems(service)
+
+
 def refuse_unisolated(service: DesiredService) -> None:
     """Raise `environment_isolation` when an environment run of `service` could touch production."""
     problems = isolation_problems(service)

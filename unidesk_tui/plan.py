@@ -64,8 +64,16 @@ def decide(
     env_mode: bool = False,
     apply_enabled: bool | None = None,
     image_present: bool | None = None,
+    refusal: list[Problem] = (),
+    live_read: bool = False,
 ) -> PlanItem:
-    """The action for one service. `noop` only when the live runtime proves the desired commit."""
+    """The action for one service. `noop` only when the live runtime proves the desired commit.
+
+    In an environment plan, `refusal` is why apply would refuse the service (then applyEnabled is
+    false and the reason ends with apply's refusal); with `live_read` and a live state the action
+    comes from the environment's runtime, otherwise it is the spec's dry-run plan."""
+    if env_mode and refusal:
+        apply_enabled = False
     item = PlanItem(
         id=service.id,
         repo=service.repo,
@@ -87,11 +95,17 @@ def decide(
         reason = ms.unsupported_reason if ms else "not in config.json"
         return item.model_copy(update={"action": Action.UNSUPPORTED, "reason": reason, "applyEnabled": False if env_mode else None})
     short = (service.commit or "")[:12]
-    if env_mode:
+    refused = "; apply refused: " + "; ".join(p.message for p in refusal) if env_mode and refusal else ""
+    if env_mode and not (live_read and live is not None):
         reason = f"environment dry-run plan: would build {short} on {service.target} ({service.mode}); live runtime not read"
-        if apply_enabled is False:
+        if refused:
+            reason += refused
+        elif apply_enabled is False:
             reason += "; environment apply is not enabled for this service"
-        return item.model_copy(update={"action": Action.DEPLOY, "reason": reason})
+        return item.model_copy(update={"action": Action.DEPLOY, "reason": reason, "applyEnabled": apply_enabled})
+    if refused:
+        decided = decide(service, live=live, force=force, image_present=image_present)
+        return decided.model_copy(update={"applyEnabled": False, "reason": decided.reason + refused})
     if live is None:
         return item.model_copy(update={"action": Action.DEPLOY, "reason": "live state not read"})
     if live.state == State.UNREACHABLE:

@@ -12,6 +12,7 @@ from typing import Literal
 from unidesk_tui.catalog import Catalog
 from unidesk_tui.documents import EnvironmentPlan, EnvSourceDoc, FileSourceDoc, PlanDocument, to_errors
 from unidesk_tui.errors import ErrorCode, ExitCode, Problem, UnideskError
+from unidesk_tui.isolation import apply_refusal, isolation_problems
 from unidesk_tui.manifest_source import EnvSource, LoadedManifest, load_env, load_file
 from unidesk_tui.model import PROBE_FAILURES, Action, DesiredService, Environment, LiveReader, LiveState, Observation, State
 from unidesk_tui.plan import decide, join, with_commit
@@ -103,13 +104,16 @@ def run_plan(
     desired = [with_commit(d, resolved.get(d.id)) for d in desired]
 
     observations: dict[str, Observation] = {}
-    live_candidates = [d for d in desired if d.commit and d.supported]
-    if not env_mode and read_live is not None and live_candidates:
+    # an environment is read only where the service's environment objects are its own (never production's)
+    live_candidates = [d for d in desired if d.commit and d.supported and not isolation_problems(d)]
+    if read_live is not None and live_candidates:
         observations = read_live(catalog, live_candidates)
         for sid, obs in observations.items():
             if obs.live.state in PROBE_FAILURES:
                 code = ErrorCode.TARGET_UNREACHABLE if obs.live.state == State.UNREACHABLE else ErrorCode.PROBE_FAILED
                 problems.append(Problem(code, f"{sid}: {obs.live.message or obs.live.state}", service=sid))
+        if env_mode:  # an environment whose runtime could not be read stays the dry-run plan (errors say why)
+            observations = {sid: o for sid, o in observations.items() if o.live.state not in PROBE_FAILURES}
 
     # Indexed by service: each decision sees only its own problems (a plan stays linear, issue 13).
     by_service: dict[str | None, list[Problem]] = {}
@@ -119,7 +123,7 @@ def run_plan(
     for d in desired:
         found = observations.get(d.id)
         live = found.live if found else None
-        if live is None and read_live is not None and not env_mode and d.microservice is not None and not d.supported:
+        if live is None and read_live is not None and d.microservice is not None and not d.supported:
             live = LiveState(state=State.UNSUPPORTED, message=d.microservice.unsupported_reason)
         doc.services.append(
             decide(
@@ -130,6 +134,8 @@ def run_plan(
                 env_mode=env_mode,
                 apply_enabled=(d.id in enabled) if env_mode else None,
                 image_present=found.imagePresent if found else None,
+                refusal=apply_refusal(d, enabled, only=bool(services)) if env_mode else [],
+                live_read=read_live is not None,
             )
         )
     doc.errors = to_errors(problems)

@@ -92,6 +92,24 @@ def test_dev_applies_of_the_slice_succeed_after_a_validate_step(lab, dev_applied
     assert new in log.read_text()
 
 
+@pytest.mark.parametrize("sid", SLICE)
+def test_dev_check_live_reads_the_dev_runtime_in_sync(lab, dev_applied, sid):
+    new = lab["content"]["new"]
+    rc, doc = cli(lab, dev_applied["state"], "deploy", "check", "--env", "dev", "--live", "--service", sid)
+    item = doc["services"][0]
+    assert rc == 0 and doc["errors"] == [], doc
+    assert item["live"]["state"] == "in-sync" and item["live"]["commit"] == new and item["action"] == "noop"
+    assert item["applyEnabled"] is True
+    assert item["live"]["evidence"]["namespace"] == "unidesk-dev"
+    assert item["live"]["evidence"]["health"]["url"].startswith(lab["layout"].dev_msproxy_url)
+    if sid == "code-queue":  # every Deployment of the slice was read
+        assert set(item["live"]["evidence"]["deployments"]) == {
+            "code-queue-scheduler-dev", "code-queue-read-dev", "code-queue-write-dev", "d601-dev-provider-egress-proxy"}
+    # without --live: the spec's dry-run plan, no runtime read
+    rc, doc = cli(lab, dev_applied["state"], "deploy", "check", "--env", "dev", "--service", sid)
+    assert rc == 3 and doc["services"][0]["live"] is None and "live runtime not read" in doc["services"][0]["reason"]
+
+
 def test_production_objects_are_unchanged_by_dev_applies(dev_applied):
     names, rvs = dev_applied["before"]
     assert {"deployment.apps/code-queue", "service/code-queue"} <= set(names)

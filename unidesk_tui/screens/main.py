@@ -200,7 +200,8 @@ class MainScreen(Screen[None]):
     @work(group="refresh", exit_on_error=False)
     async def _check(self, environment: str | None, generation: int) -> None:
         app = self.app
-        reader = None if environment else app.read_live
+        # environment views read the environment's runtime too (`--env X --live`): running commits, not only the plan
+        reader = app.read_live
         if reader is not None:
             reader = self._streaming(reader, environment, generation)
 
