@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -98,10 +99,14 @@ def health_commit(lay: Layout, service_id: str) -> str | None:
         return None
 
 
+_COMPOSE_LOCKS = {h: threading.Lock() for h in HOSTS}  # docker-compose v1 races with itself in one project
+
+
 def _seed_service(lay: Layout, host: str, service: dict, repo: str, commit: str) -> str:
     build_image(lay, host, service, repo, commit)
     record_build(lay, host, service, repo, commit)
-    compose_up(lay, host, service, repo, commit)
+    with _COMPOSE_LOCKS[host]:
+        compose_up(lay, host, service, repo, commit)
     return service["id"]
 
 

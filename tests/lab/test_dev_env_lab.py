@@ -43,8 +43,12 @@ def production_names(lab) -> list[str]:
 
 
 def versions(lab, ns: str) -> dict[str, str]:
+    """Each object's identity and desired state (uid, generation, spec/data, annotations): status
+    updates by the node (readiness) are not writes of an apply."""
     items = json.loads(kubectl(lab, "-n", ns, "get", "deploy,sts,svc,secret,configmap,pvc", "-o", "json"))["items"]
-    return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
+    return {f"{i['kind']}/{i['metadata']['name']}": json.dumps([i["metadata"]["uid"], i["metadata"].get("generation"),
+                                                               i["metadata"].get("annotations"), i.get("spec"), i.get("data")],
+                                                              sort_keys=True) for i in items}
 
 
 def health(url: str) -> dict:
