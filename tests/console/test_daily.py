@@ -161,8 +161,9 @@ class TestKeys:
             await pilot.press("2")
             await settle(pilot, app)
             await pilot.press("plus")
-            # the dev slice's planned services, not code-queue-mgr (outside the slice)
-            assert app.main_screen.staged_ids == ["backend-core", "code-queue", "frontend"]
+            # what dev apply accepts: backend-core (isolated dev override); not code-queue and frontend
+            # (in the slice, but this world gives them no dev override), nor code-queue-mgr (outside it)
+            assert app.main_screen.staged_ids == ["backend-core"]
             await pilot.press("y")
             assert app.clipboard == world.commits[2]
 
