@@ -195,7 +195,7 @@ def test_an_environment_build_may_start_from_the_production_build_base():
 def test_the_plan_agrees_with_apply_on_every_service(git_world):
     """applyEnabled is true exactly when `deploy apply --env dev --service X` accepts X (no job is
     needed to tell: a refusal comes before any job); a refused service's plan reason is apply's."""
-    from unidesk_tui.reconcile import run_plan
+    from unidesk_tui.planning import run_plan
 
     w = git_world
     ws = Workspace.at(w.workspace, w.root / "state")
