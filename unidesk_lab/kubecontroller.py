@@ -121,6 +121,7 @@ class Pod:
     labels: dict = field(default_factory=dict)
     hostname: str | None = None
     job: asyncio.Task | None = None  # a Job's run-to-completion task
+    misses: int = 0  # consecutive failed readiness probes
 
 
 class LabController:
@@ -241,9 +242,12 @@ class LabController:
             if pod.failure and pod.failure[0] == "ImagePullBackOff" and await self._find_image(pod.image):
                 self._enqueue(key)
                 continue
-            if pod.ready != probed:
+            # like the kubelet: ready after one success, not ready after failureThreshold (default 3) misses
+            pod.misses = 0 if probed else pod.misses + 1
+            ready = probed or (pod.ready and pod.misses < int((pod.probe or {}).get("failureThreshold", 3)))
+            if pod.ready != ready:
                 self._net_dirty = True
-            pod.ready = probed
+            pod.ready = ready
             if state == "STOPPED" and pod.failure is None:
                 pod.exit_code = await self._exit_code(pod.container)
                 pod.failure = ("CrashLoopBackOff", f"container {pod.container} exited with code {pod.exit_code}")

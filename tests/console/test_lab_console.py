@@ -211,3 +211,41 @@ async def test_apply_through_the_console_brings_the_service_in_sync(lab_world) -
         assert states(app)["backend-core"] == "in-sync"
         assert "succeeded" in grid(app).get_cell("backend-core", "job").plain
 
+
+
+@pytest.mark.slow
+async def test_dev_view_shows_running_commits_and_a_confirmed_dev_apply_turns_the_row_in_sync(lab_world) -> None:
+    """`2` reads the dev environment's runtime (issue 10): after a dev apply staged with space, `a`,
+    `y`, the row is in-sync and RUNNING shows the commit the dev Deployments run."""
+    app = make_app(lab_world)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        await pilot.press("2")
+        await settle(pilot, app)
+        doc = app.main_screen.document
+        assert doc.source.kind == "env" and doc.source.environment == "dev"
+        item = next(i for i in doc.services if i.id == "frontend")
+        assert item.applyEnabled is True and item.live is not None and item.live.state == "missing"  # read, not planned
+        grid(app).select("frontend")
+        await pilot.press("space", "a")
+        assert isinstance(app.screen, ConfirmApplyScreen)
+        await bound(pilot, app)
+        await pilot.press("y")
+        for _ in range(600):
+            await pilot.pause(0.05)
+            if isinstance(app.screen, JobLogScreen):
+                break
+        screen = app.screen
+        assert isinstance(screen, JobLogScreen)
+        for _ in range(6000):
+            await pilot.pause(0.05)
+            if screen.job is not None and screen.job.status in JOB_TERMINAL:
+                break
+        assert screen.job.status == "succeeded", screen.job.result
+        assert screen.job.environment == "dev"
+        await pilot.press("escape", "r")
+        await settle(pilot, app)
+        assert states(app)["frontend"] == "in-sync"
+        item = next(i for i in app.main_screen.document.services if i.id == "frontend")
+        assert item.live.commit == item.commit and item.action == "noop"
+        assert item.commit[:7] in grid(app).get_cell("frontend", "running").plain

@@ -113,8 +113,9 @@ def test_prod_and_dev_copies_share_a_container_port_in_their_own_pod_networks(la
 
 def test_seed_left_the_dev_foundation_running(lab):
     ns = "unidesk-dev"
-    sts = get(lab, ns, "statefulset/postgres-dev")
-    assert sts["status"]["readyReplicas"] == 1 and sts["status"]["observedGeneration"] == sts["metadata"]["generation"]
+    sts = wait_for(lambda: (s := get(lab, ns, "statefulset/postgres-dev")).get("status", {}).get("readyReplicas") == 1 and s,
+                   "postgres-dev ready")
+    assert sts["status"]["observedGeneration"] == sts["metadata"]["generation"]
     job = get(lab, ns, "job/unidesk-dev-db-migrate")
     assert job["status"]["succeeded"] == 1 and any(c["type"] == "Complete" for c in job["status"]["conditions"])
     pvc = get(lab, ns, "pvc/data-postgres-dev-0")
