@@ -53,6 +53,23 @@ class Step:
     read_only: bool = False
     # Which per-service limit (config.json microservices[].timeouts) bounds the step, if any.
     limit: Literal["build", "rollout", "verify"] | None = None
+    # A failure of this step (a rollout or a verification) restores what ran before the job.
+    restores: bool = False
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    """What ran before the job, recorded by a read-only step at its start (ctx.shared RESTORE_POINT)."""
+
+    commit: str
+    repo: str
+    requestedCommit: str
+    image_id: str  # the exact image (sha256:…) to run again
+    detail: str = ""
+
+
+RESTORE_POINT = "restore_point"
+SKIP_STEPS = "skip_steps"  # ctx.shared key: step name -> why the engine skips it (e.g. a reused image)
 
 
 class Executor(ABC):
@@ -72,3 +89,8 @@ class Executor(ABC):
     def manifest_objects(self, text: str, service: DesiredService) -> list[dict[str, Any]]:
         """The objects of a Kubernetes manifest as a deploy of `service` applies them (for a diff)."""
         raise UnideskError.of(ErrorCode.UNSUPPORTED_SERVICE, f"{service.id}: a {service.mode} service has no Kubernetes manifest", service=service.id)
+
+    def restore_steps(self, service: DesiredService) -> list[Step]:
+        """Steps that put the RestorePoint back after a failed `restores` step, then verify it; the
+        engine runs them with `ctx.service` set to the previous deploy. None: no restore."""
+        return []

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from executors.base import Executor, Step, StepContext
+from executors.base import RESTORE_POINT, Executor, RestorePoint, Step, StepContext
 from executors.build import BuildSource, build_step
 from executors.compose_override import is_override, override_path, override_text
 from executors.docker_probe import ComposeRef, ContainerFacts, container_facts, image_present
@@ -23,8 +23,19 @@ from executors.health import health_expected, read_health
 from executors.observe import docker_layers, missing, observed, with_identity
 from executors.provenance import expected_image_id, judge, read_record, write_text
 from executors.proxy import probe_step
+from executors.reuse import reuse_step
 from executors.source import source_step
-from executors.stamp import COMPOSE_FILES, COMPOSE_PROJECT, COMPOSE_SERVICE, COMPOSE_WORKDIR, deploy_env
+from executors.stamp import (
+    COMPOSE_FILES,
+    COMPOSE_PROJECT,
+    COMPOSE_SERVICE,
+    COMPOSE_WORKDIR,
+    ENV_REPO,
+    ENV_REQUESTED,
+    LABEL_COMMIT,
+    LABEL_REPO,
+    deploy_env,
+)
 from executors.verify import verify_docker
 from unidesk_tui.catalog import Catalog
 from unidesk_tui.errors import ErrorCode, UnideskError
@@ -262,16 +273,27 @@ async def resolve_step(ctx: StepContext) -> None:
     ctx.shared["compose"] = ComposeTarget(command, project, name, files, workdir, image)
     ctx.shared["compose_version"] = config_version(res.stdout)
     ctx.shared["image"] = image
+    record_restore_point(ctx, facts)
     ctx.emit(f"compose_command={' '.join(command)}")
     ctx.emit(f"compose_project={project} compose_service={name} compose_files={','.join(files)} working_dir={workdir}")
     ctx.emit(f"target_image={image}" + (f" (running container {facts.name}, {facts.status})" if facts else " (no running container)"))
 
 
-async def rollout_step(ctx: StepContext) -> None:
-    """`up -d --no-build --no-deps --force-recreate <svc>` with the reconciler's deploy-env override
-    beside the service's compose file (the stamps never depend on that file mentioning them)."""
+def record_restore_point(ctx: StepContext, facts: ContainerFacts | None) -> None:
+    """What runs now (image ID and stamps), to restore if the rollout or verification fails."""
+    commit = facts.image_labels.get(LABEL_COMMIT) if facts is not None and facts.running else None
+    if facts is None or not facts.running or not commit or not facts.image_id.startswith("sha256:"):
+        ctx.emit("restore_point=none (no running container proving a commit: a failure cannot be restored)")
+        return
+    repo = facts.env.get(ENV_REPO) or facts.image_labels.get(LABEL_REPO) or ctx.service.repo
+    requested = facts.env.get(ENV_REQUESTED) or commit
+    ctx.shared[RESTORE_POINT] = RestorePoint(commit, repo, requested, facts.image_id, f"container {facts.name}")
+    ctx.emit(f"restore_point={commit} image {facts.image_id} (container {facts.name})")
+
+
+async def _up(ctx: StepContext, session: Any) -> None:
+    """Write the deploy-env override for ctx.service, then `up -d --no-build --no-deps --force-recreate`."""
     service = ctx.service
-    session = await ctx.session()
     env = deploy_env(service.id, service.repo, service.commit, service.requestedCommit)
     base: ComposeTarget = ctx.shared["compose"]
     path = override_path(base.files[0], base.service)
@@ -288,6 +310,25 @@ async def rollout_step(ctx: StepContext) -> None:
         why = "timed out" if res.timed_out else res.tail(600)
         raise UnideskError.of(ErrorCode.ROLLOUT_FAILED, f"{ctx.target.id}: compose up of {compose.service} failed: {why}", service=service.id)
     ctx.emit(f"rollout: {compose.project}/{compose.service} recreated")
+
+
+async def rollout_step(ctx: StepContext) -> None:
+    """`up -d --no-build --no-deps --force-recreate <svc>` with the reconciler's deploy-env override
+    beside the service's compose file (the stamps never depend on that file mentioning them)."""
+    await _up(ctx, await ctx.session())
+
+
+async def restore_step(ctx: StepContext) -> None:
+    """Point the service's tag back at the image that ran before and recreate it with its stamps
+    (ctx.service is the previous deploy here)."""
+    point: RestorePoint = ctx.shared[RESTORE_POINT]
+    compose: ComposeTarget = ctx.shared["compose"]
+    session = await ctx.session()
+    tagged = await session.run(["docker", "tag", point.image_id, compose.image], timeout=60)
+    if not tagged.ok:
+        raise UnideskError.of(ErrorCode.ROLLOUT_FAILED, f"{ctx.target.id}: cannot tag {point.image_id[:19]} as {compose.image}: {tagged.tail(300)}", service=ctx.service.id)
+    ctx.emit(f"restore: {compose.image} -> {point.image_id} ({point.commit[:12]}, {point.detail})")
+    await _up(ctx, session)
 
 
 async def verify_step(ctx: StepContext) -> None:
@@ -325,8 +366,12 @@ class ComposeExecutor(Executor):
         return [
             Step("resolve-compose", resolve_step, read_only=True),
             Step("proxy-probe", probe_step, read_only=True),
+            Step("reuse", reuse_step(("source", "build"))),
             Step("source", source_step),
             Step("build", build_step, limit="build"),
-            Step("rollout", rollout_step, limit="rollout"),
-            Step("verify", verify_step, limit="verify"),
+            Step("rollout", rollout_step, limit="rollout", restores=True),
+            Step("verify", verify_step, limit="verify", restores=True),
         ]
+
+    def restore_steps(self, service: DesiredService) -> list[Step]:
+        return [Step("restore", restore_step, limit="rollout"), Step("restore-verify", verify_step, limit="verify")]

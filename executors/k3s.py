@@ -24,6 +24,7 @@ from executors.observe import Evidence, health_layer, missing, observed, with_id
 from executors.pause_image import pause_image_step
 from executors.provenance import judge, read_record
 from executors.proxy import probe_step
+from executors.reuse import reuse_step
 from executors.source import source_step
 from executors.stamp import deploy_env
 from executors.validate import validate_step
@@ -99,6 +100,7 @@ class K3sExecutor(Executor):
             Step("k8s-manifest", k3s_apply.manifest_step),
             # environment runs: dev-env rules, client dry-run, fixed images, before anything is built or applied
             *([Step("validate", validate_step, read_only=True)] if service.environment.named else []),
+            Step("reuse", reuse_step(("build",))),  # the manifest still comes from the source
             Step("build", build_step, limit="build"),
             Step("k3s-import", k3s_apply.import_step, limit="rollout"),
             Step("k8s-apply", k3s_apply.apply_step, limit="rollout"),

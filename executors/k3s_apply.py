@@ -22,7 +22,7 @@ from executors.k8s_manifest import fixed_images, render
 from executors.provenance import expected_image_id
 from executors.stamp import COMPOSE_PROJECT, COMPOSE_SERVICE, ENV_COMMIT, ENV_REQUESTED, deploy_env
 from executors.steps import QuietContext, fail, k3s_node, run_checked
-from executors.verify import poll
+from executors.verify import poll, verify_window
 from unidesk_tui import k3s_only
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.identifiers import is_image_ref, same_image
@@ -292,7 +292,7 @@ async def verify_step(ctx) -> None:
         return check_k3s(service, deps, reading, expected, image, fixed, built=built, running_id=running,
                          containerized=tuple(d for _, d in boxed))
 
-    await poll(ctx, read)
+    await poll(ctx, read, timeout=verify_window(ctx))
 
 
 async def _none() -> None:

@@ -72,8 +72,15 @@ async def poll(ctx: StepContext, read: Callable[[], Awaitable[Verification]], *,
         await asyncio.sleep(VERIFY_INTERVAL)
 
 
+def verify_window(ctx: StepContext) -> float:
+    """How long verification waits for the runtime: VERIFY_TIMEOUT, ending a little before the
+    service's configured verify limit so the failure is verification_failed, not step_timeout."""
+    ms = ctx.service.microservice
+    return min(VERIFY_TIMEOUT, max(1.0, ms.timeout("verify") - 2.0)) if ms is not None else VERIFY_TIMEOUT
+
+
 async def verify_docker(ctx: StepContext, ref: ComposeRef, health_url: str | None, health_expected: bool, *,
-                        built: str | None = None, timeout: float = VERIFY_TIMEOUT) -> None:
+                        built: str | None = None, timeout: float | None = None) -> None:
     """Poll until every layer proves the commit or `timeout` passes; raise verification_failed. A
     container that exits or restarts meanwhile fails at once (rollout_failed), with its exit code
     and last output lines."""
@@ -89,4 +96,4 @@ async def verify_docker(ctx: StepContext, ref: ComposeRef, health_url: str | Non
             raise fail(ctx, ErrorCode.ROLLOUT_FAILED, crash.describe())
         return check_docker(ctx.service, facts, reading, health_expected, built)
 
-    await poll(ctx, read, timeout=timeout)
+    await poll(ctx, read, timeout=verify_window(ctx) if timeout is None else timeout)

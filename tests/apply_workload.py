@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from executors import registry
-from executors.base import Executor, Step
+from executors.base import RESTORE_POINT, Executor, RestorePoint, Step
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.model import LiveState, Observation
 
@@ -48,8 +48,16 @@ async def pace() -> None:
 
 
 async def inspect(ctx) -> None:
-    ctx.emit(f"live commit: {running_commit(ctx.service.id) or 'none'}")
+    live = running_commit(ctx.service.id)
+    ctx.emit(f"live commit: {live or 'none'}")
+    if live:  # what a real executor records for a restore: the running version
+        ctx.shared[RESTORE_POINT] = RestorePoint(live, ctx.service.repo, live, "sha256:" + "0" * 64, "runtime dir")
     await pace()
+
+
+async def restore(ctx) -> None:
+    ctx.emit(f"restoring {ctx.service.commit[:12]}")
+    (runtime() / f"{ctx.service.id}.commit").write_text(ctx.service.commit)
 
 
 async def build(ctx) -> None:
@@ -139,8 +147,11 @@ class FileWorkload(Executor):
         return observe(service)
 
     def steps(self, service) -> list[Step]:
-        return [Step("inspect", inspect, read_only=True), Step("build", build, limit="build"), Step("rollout", rollout, limit="rollout"),
-                Step("verify", verify, limit="verify")]
+        return [Step("inspect", inspect, read_only=True), Step("build", build, limit="build"),
+                Step("rollout", rollout, limit="rollout", restores=True), Step("verify", verify, limit="verify", restores=True)]
+
+    def restore_steps(self, service) -> list[Step]:
+        return [Step("restore", restore), Step("restore-verify", verify)]
 
 
 def observe(service) -> Observation:

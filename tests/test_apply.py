@@ -467,6 +467,28 @@ def test_a_step_past_its_configured_limit_fails_with_step_timeout(ws, workload):
     assert [s.status for s in rec.steps[2:]] == ["skipped", "skipped"]
 
 
+def test_a_failed_verification_restores_the_previous_version_and_verifies_it(ws, git_world, workload):
+    previous = git_world.pushed[-2]
+    (workload / "backend-core.commit").write_text(previous)
+    set_behaviour(workload, rollout="stale")  # the rollout leaves the old version: verification fails
+    rec = run_to_end(ws)
+    assert rec.status == "failed" and codes(rec.result) == [ErrorCode.VERIFICATION_FAILED]
+    assert rec.result.restored.model_dump() == {"service": "backend-core", "commit": previous, "verified": True, "message": None}
+    assert [(s.name, s.status) for s in rec.steps][-3:] == [("verify", "failed"), ("restore", "succeeded"), ("restore-verify", "succeeded")]
+    assert (workload / "backend-core.commit").read_text() == previous
+
+
+def test_no_restore_keeps_the_failed_version_and_nothing_recorded_means_nothing_to_restore(ws, git_world, workload):
+    set_behaviour(workload, rollout="stale")
+    rec = run_to_end(ws)  # nothing ran before: nothing to restore
+    assert rec.status == "failed" and rec.result.restored is None and [s.name for s in rec.steps][-1] == "verify"
+    assert any("nothing to restore" in e.text for e in events(ws, rec.id))
+    (workload / "backend-core.commit").write_text(git_world.pushed[-2])
+    rec = run_to_end(ws, no_restore=True)
+    assert rec.status == "failed" and rec.noRestore and rec.result.restored is None
+    assert any("--no-restore" in e.text for e in events(ws, rec.id))
+
+
 def test_job_cancel_cli(ws, workload, capsys):
     args = ["--workspace", str(ws.root), "--state-dir", str(ws.state_dir)]
     set_behaviour(workload, build="sleep")

@@ -31,7 +31,7 @@ POLL_S = 0.2
 
 def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[StepRecord], *, lock_env: Environment, source,
            dry_run: bool = False, force: bool = False, warnings: list[str] = (),
-           command: str = "deploy apply") -> tuple[str, list[str]]:
+           command: str = "deploy apply", no_restore: bool = False) -> tuple[str, list[str]]:
     """Start the job's worker, which locks and records the job (its plan items, steps and catalog
     snapshot) itself (unidesk_tui/launch.py).
 
@@ -48,7 +48,7 @@ def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[Ste
     pid = os.getpid()
     record = JobRecord(
         id=job_id, command=command, status=JobStatus.QUEUED, environment=lock_env, source=source, workspace=str(ws.root),
-        dryRun=dry_run, force=force, services=ids, plan=items, steps=step_records,
+        dryRun=dry_run, force=force, noRestore=no_restore, services=ids, plan=items, steps=step_records,
         createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid),
         locks=[] if dry_run else [f"{lock_env}/{s}" for s in ids], warnings=list(warnings),
         operator=jobs.current_operator(ws.root),
@@ -83,6 +83,7 @@ def apply(
     force: bool = False,
     read_live: LiveReader | None = None,
     saved: SavedPlan | None = None,
+    no_restore: bool = False,
 ) -> ApplyDocument:
     """Plan, lock, record and start the job. Coded failures come back as `errors`, never raised.
 
@@ -144,7 +145,7 @@ def apply(
 
     try:
         job_id, takeovers = launch(ws, run.catalog, plan.services, records, lock_env=lock_env, source=plan.source,
-                                   dry_run=dry_run, force=force, warnings=doc.warnings)
+                                   dry_run=dry_run, force=force, warnings=doc.warnings, no_restore=no_restore)
     except UnideskError as exc:
         doc.errors = to_errors(exc.problems)
         return doc

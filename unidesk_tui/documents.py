@@ -164,10 +164,20 @@ class StepRecord(_Doc):
     verification: list[LayerCheck] = Field(default_factory=list, description="Verification steps: every layer compared in the last read")
 
 
+class Restored(_Doc):
+    """What a failed job put back: the version that ran before it, re-verified."""
+
+    service: str
+    commit: str = Field(description="The commit running before the job, restored")
+    verified: bool = Field(description="Whether live verification proved that commit again after the restore")
+    message: str | None = None
+
+
 class JobResult(_Doc):
     ok: bool
     services: dict[str, Outcome] = Field(default_factory=dict)
     errors: list[ErrorItem] = Field(default_factory=list)
+    restored: Restored | None = Field(None, description="Set when a failed rollout or verification restored the previous version")
 
 
 class Operator(_Doc):
@@ -190,6 +200,7 @@ class JobRecord(_Doc):
     workspace: str
     dryRun: bool = False
     force: bool = False
+    noRestore: bool = Field(False, description="--no-restore: a failed rollout or verification keeps the failed version")
     services: list[str] = Field(default_factory=list)
     plan: list[PlanItem] = Field(default_factory=list)
     steps: list[StepRecord] = Field(default_factory=list)

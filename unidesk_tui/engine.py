@@ -14,15 +14,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from executors.base import Step
+from executors.base import RESTORE_POINT, SKIP_STEPS, RestorePoint, Step
 from executors.registry import executor_for
 from unidesk_tui import jobs, locks, target_locks
 from unidesk_tui.catalog import Catalog, Target, parse_catalog
-from unidesk_tui.documents import ErrorItem, JobRecord, JobResult, LayerCheck, PlanItem, StepRecord
+from unidesk_tui.documents import ErrorItem, JobRecord, JobResult, LayerCheck, PlanItem, Restored, StepRecord
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.model import (
     STEP_ACTIVE,
@@ -134,6 +134,7 @@ class JobEngine:
         self.job_id = job_id
         self.log = jobs.EventLog(state_dir, job_id)
         self.current: tuple[str, str] | None = None  # (service, step) running now, or the last one cancelled
+        self.restored: Restored | None = None  # what a failed rollout or verification put back
 
     def update(self, change: Callable[[JobRecord], JobRecord | None]) -> JobRecord:
         return jobs.update_job(self.state_dir, self.job_id, change)
@@ -207,7 +208,7 @@ class JobEngine:
                 self._skip_rest(item.id, "not run: job cancelled")
         final = self.update(lambda r: r.model_copy(update={
             "status": status, "endedAt": jobs.now_iso(),
-            "result": JobResult(ok=status == JobStatus.SUCCEEDED, services=outcome, errors=errors),
+            "result": JobResult(ok=status == JobStatus.SUCCEEDED, services=outcome, errors=errors, restored=self.restored),
         }))
         self.engine(f"job {status}")
         if not record.dryRun:
@@ -255,6 +256,10 @@ class JobEngine:
             if jobs.cancel_requested(self.state_dir, self.job_id):
                 self.current = (item.id, step.name)
                 raise asyncio.CancelledError
+            if (why := shared.get(SKIP_STEPS, {}).get(step.name)) is not None:
+                self.set_step(index, status=StepStatus.SKIPPED, message=why)
+                self.engine(f"step {step.name} skipped: {why}", service=item.id, step=step.name)
+                continue
             if record.dryRun and not step.read_only:
                 self.set_step(index, status=StepStatus.SKIPPED, message="dry run: would run")
                 self.engine(f"dry run: would run {step.name}", service=item.id, step=step.name)
@@ -263,8 +268,47 @@ class JobEngine:
             problem = await self._step(index, step, ctx)
             if problem is not None:
                 self._skip_rest(item.id, f"not run: {step.name} failed")
+                if step.restores and not record.dryRun:
+                    await self._restore(record, service, Context(catalog, service, target, False, False, shared, self.log, pool))
                 return (Outcome.CANCELLED if problem.code == ErrorCode.CANCELLED else Outcome.FAILED), [problem]
         return (Outcome.DRY_RUN if record.dryRun else Outcome.SUCCEEDED), []
+
+    async def _restore(self, record: JobRecord, service: DesiredService, base: Context) -> None:
+        """After a failed rollout or verification: put back what ran before the job and verify it."""
+        sid = service.id
+        point: RestorePoint | None = base.shared.get(RESTORE_POINT)
+        steps = executor_for(service.mode).restore_steps(service)
+        if record.noRestore:
+            self.engine("restore skipped (--no-restore): the failed version is left in place for debugging", service=sid)
+            return
+        if point is None or not steps:
+            self.engine("nothing to restore: no previous version was recorded at the start of the job", service=sid)
+            return
+        previous = replace(service, commit=point.commit, repo=point.repo, requestedCommit=point.requestedCommit)
+        self.engine(f"restoring {point.commit[:12]} ({point.image_id[:19]}), what ran before this job", service=sid)
+        indexes = self._append(sid, steps)
+        verified, why = True, None
+        for index, step in zip(indexes, steps, strict=True):
+            if not verified:
+                self.set_step(index, status=StepStatus.SKIPPED, message=f"not run: {why}")
+                continue
+            problem = await self._step(index, step, replace(base, service=previous, step=step.name, events=0, verification=None))
+            if problem is not None:
+                verified, why = False, problem.message
+        self.restored = Restored(service=sid, commit=point.commit, verified=verified, message=why)
+        self.engine(f"restored {point.commit[:12]}: " + ("verified" if verified else f"NOT verified: {why}"), service=sid)
+
+    def _append(self, service: str, steps: list[Step]) -> list[int]:
+        """Record `steps` after the service's own steps; their indexes."""
+        out: list[int] = []
+
+        def change(rec: JobRecord) -> None:
+            at = max((i for i, s in enumerate(rec.steps) if s.service == service), default=len(rec.steps) - 1) + 1
+            rec.steps[at:at] = [StepRecord(service=service, name=s.name, readOnly=s.read_only) for s in steps]
+            out.extend(range(at, at + len(steps)))
+
+        self.update(change)
+        return out
 
     def _fail_service(self, service: str, indexes: list[int], exc: UnideskError) -> tuple[Outcome, list[ErrorItem]]:
         for p in exc.problems:

@@ -124,7 +124,7 @@ def _apply(args: argparse.Namespace, ws: Workspace) -> int:
     with signals.interruptible() as held:
         env = saved.request.env if saved else args.env
         doc = apply(ws, file=args.file, env=args.env, services=args.service, dry_run=args.dry_run, force=args.force,
-                    read_live=None if env else read_live, saved=saved)
+                    read_live=None if env else read_live, saved=saved, no_restore=args.no_restore)
         doc, code = finish_apply(doc, ws, args.wait, progress=sys.stderr.isatty(), stop=lambda: bool(held))
         _emit(doc)
     return signals.exit_code(held) or code
@@ -218,6 +218,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--service", action="append", type=_service_id, metavar="ID", help="only this service (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="resolve the plan and record the steps; change nothing")
     p.add_argument("--force", action="store_true", help="rebuild and roll out even where the live commit matches")
+    p.add_argument("--no-restore", action="store_true", help="keep a failed version running for debugging (no automatic restore)")
     p.add_argument("--wait", action="store_true", help="follow the job to its end; exit 0 only if it succeeded")
     p.set_defaults(handler=_apply, command_name="apply")
 

@@ -66,9 +66,10 @@ def test_main_server_apply_builds_on_target_and_verifies(lab, state, tmp_path):
     current = running_image_commit(lab, MAIN, "unidesk", "backend-core")
     want = new if current != new else old
     manifest = write_manifest(tmp_path / "deploy.json", repo, {"backend-core": want[:10]})
-    rc, doc, events = apply(lab, state, manifest, "--service", "backend-core")
+    # --force: an earlier module may have built `want` already, which would be reused (no build)
+    rc, doc, events = apply(lab, state, manifest, "--service", "backend-core", "--force")
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
-    assert [n for n, s in steps(doc, "backend-core").items() if s["status"] == "succeeded"] == ["resolve-compose", "proxy-probe", "source", "build", "rollout", "verify"]
+    assert [n for n, s in steps(doc, "backend-core").items() if s["status"] == "succeeded"] == ["resolve-compose", "proxy-probe", "reuse", "source", "build", "rollout", "verify"]
     log = texts(events, "backend-core")
     assert "target_source_proxy=direct" in log and "target_build_proxy=direct" in log
     assert any(t.startswith("target_build_proxy_probe=skipped") for t in log)

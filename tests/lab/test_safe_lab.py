@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, running_image_commit, service, write_manifest  # noqa: E402
+from helpers_live import cli, running_image_commit, service, ssh, write_manifest  # noqa: E402
 
 from unidesk_tui import jobs, locks  # noqa: E402
 from unidesk_tui.model import JOB_TERMINAL  # noqa: E402
@@ -29,6 +29,7 @@ from unidesk_tui.model import JOB_TERMINAL  # noqa: E402
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 SID = "backend-core"
+MAIN = "main-server"
 SLOW_MARK = "sleep 47"  # the slow commit's RUN step, unique to this module
 GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@lab.invalid", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@lab.invalid", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
@@ -44,9 +45,21 @@ def processes(pattern: str) -> list[str]:
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 
-def running(lab: dict, sid: str = SID) -> str:
+def running(lab: dict, sid: str = SID) -> str | None:
+    """The commit of the image the service's running container runs; None when none runs."""
     ms = service(lab, sid)
-    return running_image_commit(lab, ms["deployment"]["target"], ms["compose"]["project"], ms["compose"]["service"])
+    try:
+        return running_image_commit(lab, ms["deployment"]["target"], ms["compose"]["project"], ms["compose"]["service"])
+    except AssertionError:
+        return None
+
+
+def last_container_commit(lab: dict) -> str:
+    """The commit label of the image of the service's newest container, running or not."""
+    fmt = '{{index .Config.Labels "unidesk.ai/source-commit"}}'
+    cid = ssh(lab, MAIN, ["docker", "ps", "-aq", "--latest", "--filter", f"label=com.docker.compose.service={SID}"]).stdout.decode().strip()
+    image = ssh(lab, MAIN, ["docker", "inspect", "--format", "{{.Image}}", cid]).stdout.decode().strip()
+    return ssh(lab, MAIN, ["docker", "image", "inspect", "--format", fmt, image]).stdout.decode().strip()
 
 
 def health(lab: dict, sid: str = SID) -> dict:
@@ -64,6 +77,8 @@ def branches(lab, tmp_path_factory) -> dict[str, str]:
     work = tmp_path_factory.mktemp("sample")
     subprocess.run(["git", "clone", "-q", str(lab["layout"].git_root / "sample-service.git"), str(work)], check=True, env=GIT_ENV)
     variants = {
+        # A container that prints one line and exits 3 at start.
+        "crash": ("app/entrypoint.sh", lambda t: t.replace("set -e\n", 'set -e\necho "safe-test: refusing to start"\nexit 3\n', 1)),
         # A fresh ENV value per session keeps the slow step out of any earlier build cache.
         "slow": ("Dockerfile", lambda t: t + f'ENV TEST_NONCE={secrets.token_hex(8)}\nRUN ["/bin/busybox", "{SLOW_MARK.split()[0]}", "{SLOW_MARK.split()[1]}"]\n'),
     }
@@ -243,3 +258,58 @@ def test_a_plan_whose_live_state_moved_is_stale_and_runs_nothing(lab, tmp_path, 
     assert not jobs.jobs_root(state).exists() or not os.listdir(jobs.jobs_root(state))  # nothing ran
     assert running(lab) == other
 
+
+
+def test_going_back_to_a_built_commit_reuses_its_image_no_fetch_no_build(lab, tmp_path, at_old):
+    content = lab["content"]
+    state = tmp_path / "state"
+    a, b = content["old"], content["new"]
+    manifest = lambda commit: write_manifest(tmp_path / f"{commit[:8]}.json", content["sampleRepo"], {SID: commit})  # noqa: E731
+    rc, first = apply(lab, state, manifest(a), "--force", "--wait")  # the reconciler builds and records A
+    assert rc == 0 and next(s for s in first["job"]["steps"] if s["name"] == "build")["status"] == "succeeded", first
+    rc, doc = apply(lab, state, manifest(b), "--wait")  # B over A
+    assert rc == 0 and running(lab) == b, doc
+    rc, back = apply(lab, state, manifest(a), "--wait")  # A again: a rollout only
+    assert rc == 0 and back["status"] == "succeeded", json.dumps(back)[:3000]
+    st = {s["name"]: s for s in back["job"]["steps"]}
+    assert st["build"]["status"] == "skipped" and st["source"]["status"] == "skipped" and "reusing" in st["build"]["message"]
+    texts = [e.text for e in jobs.read_events(state, back["jobId"])[0]]
+    image_id = next(t for t in texts if t.startswith("target_build=")).split(" ", 1)[1]
+    assert image_id.startswith("sha256:") and not any(t.startswith("target_build_command=") for t in texts)
+    assert running(lab) == a and health(lab)["deploy"]["commit"] == a
+    # --force still rebuilds
+    rc, forced = apply(lab, state, manifest(a), "--force", "--wait")
+    assert rc == 0 and {s["name"]: s["status"] for s in forced["job"]["steps"]}["build"] == "succeeded"
+
+
+def _workspace_with(lab, tmp_path: Path, **timeouts) -> Path:
+    """A workspace whose config.json is the lab's with `timeouts` for backend-core."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    cfg = json.loads(Path(lab["config"]).read_text())
+    for ms in cfg["microservices"]:
+        if ms["id"] == SID:
+            ms["timeouts"] = timeouts
+    (ws / "config.json").write_text(json.dumps(cfg))
+    return ws
+
+
+def test_a_container_that_exits_at_start_is_restored_to_the_previous_commit(lab, tmp_path, branches, at_old):
+    ws = _workspace_with(lab, tmp_path, verify=15)  # the crash shows within seconds; no need to wait a minute
+    state = tmp_path / "state"
+    manifest = write_manifest(tmp_path / "crash.json", lab["content"]["sampleRepo"], {SID: branches["crash"]})
+    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", workspace=ws, timeout=900)
+    assert rc == 1 and doc["status"] == "failed", json.dumps(doc)[:3000]
+    result = doc["job"]["result"]
+    assert result["restored"] == {"service": SID, "commit": at_old, "verified": True, "message": None}, result
+    assert [e["code"] for e in result["errors"]] in (["verification_failed"], ["rollout_failed"])
+    st = {s["name"]: s["status"] for s in doc["job"]["steps"]}
+    assert st["restore"] == "succeeded" and st["restore-verify"] == "succeeded"
+    assert running(lab) == at_old
+    body = health(lab)
+    assert body["status"] == "ok" and body["deploy"]["commit"] == at_old
+
+    # --no-restore leaves the failed version for debugging
+    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", "--no-restore", workspace=ws, timeout=900)
+    assert rc == 1 and doc["job"]["noRestore"] and doc["job"]["result"]["restored"] is None
+    assert running(lab) is None and last_container_commit(lab) == branches["crash"]
