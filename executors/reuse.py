@@ -28,8 +28,9 @@ def reuse_step(skips: tuple[str, ...]) -> StepFn:
         if record is None:
             ctx.emit(f"target_build=needed (no image built by the reconciler for {service.commit[:12]} on {ctx.target.id})")
             return
-        if record.image != image:
-            ctx.emit(f"target_build=needed (the recorded build of {service.commit[:12]} is {record.image}, this run uses {image})")
+        if record.image != image or record.repo != service.repo:
+            why = f"image {record.image}" if record.image != image else f"repository {record.repo}"
+            ctx.emit(f"target_build=needed (the recorded build of {service.commit[:12]} has {why}; this run wants {image} from {service.repo})")
             return
         tagged = await session.run(["docker", "tag", record.imageId, image], timeout=60)
         if not tagged.ok:

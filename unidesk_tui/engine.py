@@ -126,12 +126,52 @@ class Context:
         return await self._pool.session(self.target.id)
 
 
+def target_lock_wanted(record: JobRecord) -> dict[str, str]:
+    """service id -> target id of the items whose target the job locks (not a noop, not a dry run)."""
+    if record.dryRun:
+        return {}
+    return {item.id: item.target for item in record.plan
+            if item.target and item.mode and (item.action != Action.NOOP or record.force) and executor_for(item.mode).target_lock}
+
+
+class PreLocked:
+    """Target locks taken by the worker before it answers the CLI (launch.accept), handed to the
+    engine with the pool whose SSH sessions hold them."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.pool: _Pool | None = None
+        self.held = target_locks.TargetLocks()
+        self.takeovers: list[str] = []
+
+    async def take(self, record: JobRecord, catalog_json: str) -> list[str]:
+        """Take the job's target locks; their takeover messages. Raises UnideskError (`locked`)."""
+        wanted = target_lock_wanted(record)
+        if not wanted:
+            return []
+        self.pool = _Pool(parse_catalog(catalog_json, origin="catalog snapshot"))
+        try:
+            self.held = await target_locks.acquire(self.pool, record.environment, wanted, str(self.state_dir), os.getpid(), record.id)
+        except BaseException:
+            await self.release()
+            raise
+        self.takeovers = list(self.held.takeovers)
+        return self.takeovers
+
+    async def release(self) -> None:
+        await self.held.release()
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+
 class JobEngine:
     """Runs one recorded job: each plan item's steps in order, recorded in job.json and its event log."""
 
-    def __init__(self, state_dir: Path, job_id: str) -> None:
+    def __init__(self, state_dir: Path, job_id: str, *, pre_locked: PreLocked | None = None) -> None:
         self.state_dir = state_dir
         self.job_id = job_id
+        self.pre_locked = pre_locked
         self.log = jobs.EventLog(state_dir, job_id)
         self.current: tuple[str, str] | None = None  # (service, step) running now, or the last one cancelled
         self.restored: Restored | None = None  # what a failed rollout or verification put back
@@ -155,7 +195,8 @@ class JobEngine:
         catalog = parse_catalog((jobs.job_dir(self.state_dir, self.job_id) / jobs.CATALOG_FILE).read_bytes(), origin="catalog snapshot")
         self.log.max_bytes = catalog.jobs.maxLogBytes
         environment = Environment(record.environment)
-        pool = _Pool(catalog)
+        pre = self.pre_locked
+        pool = pre.pool if pre is not None and pre.pool is not None else _Pool(catalog)
         outcome: dict[str, Outcome] = {}
         errors: list[ErrorItem] = []
         status = JobStatus.SUCCEEDED
@@ -164,9 +205,11 @@ class JobEngine:
             status = JobStatus.FAILED
         if jobs.cancel_requested(self.state_dir, self.job_id):
             status = JobStatus.CANCELLED
-        held = target_locks.TargetLocks()
+        held = pre.held if pre is not None else target_locks.TargetLocks()
         try:
-            if status == JobStatus.SUCCEEDED and not record.dryRun:
+            if pre is not None and pre.held.held:
+                self.engine("target locks held: " + ", ".join(f"{key} on {target}" for target, key, _ in pre.held.held))
+            elif status == JobStatus.SUCCEEDED and not record.dryRun:
                 try:
                     held = await self._target_locks(record, pool)
                 except UnideskError as exc:
@@ -217,8 +260,7 @@ class JobEngine:
 
     async def _target_locks(self, record: JobRecord, pool: _Pool) -> target_locks.TargetLocks:
         """Take the lock on each service's target (one apply per service across controllers)."""
-        wanted = {item.id: item.target for item in record.plan
-                  if item.target and item.mode and (item.action != Action.NOOP or record.force) and executor_for(item.mode).target_lock}
+        wanted = target_lock_wanted(record)
         if not wanted:
             return target_locks.TargetLocks()
         held = await target_locks.acquire(pool, record.environment, wanted, str(self.state_dir), os.getpid(), self.job_id)

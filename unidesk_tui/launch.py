@@ -7,13 +7,15 @@ snapshot, first events) and only then answers on its stdout. So:
   read and exits);
 - a CLI killed afterwards leaves a job run by a live worker that holds its own locks, which no
   later apply can take over (locks.stale_reason);
-- a refused worker (`locked`) leaves no job and no lock, and the CLI reports its problems.
+- a refused worker (`locked`, here or on a target host) leaves no job and no lock, and the CLI
+  reports its problems.
 Signals in the CLI from the spawn on wait until the job id is printed (signals.hold).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 import os
 import subprocess
 import sys
@@ -114,9 +116,13 @@ def _refusal(message: str) -> Answer:
     return Answer(ok=False, errors=[{"code": ErrorCode.INTERNAL, "message": message}])
 
 
-def accept(state_dir: Path, job_id: str, request_data: bytes) -> tuple[JobRecord | None, Answer | None]:
+def accept(state_dir: Path, job_id: str, request_data: bytes,
+           remote_locks: Callable[[JobRecord, str], list[str]] | None = None) -> tuple[JobRecord | None, Answer | None]:
     """Worker side: take the job's locks under our pid, then record the job. Returns the job (None
-    when there is none to run) and the answer for the CLI (None for an incomplete request)."""
+    when there is none to run) and the answer for the CLI (None for an incomplete request).
+
+    `remote_locks(job, catalog JSON)`, after the local locks, takes the locks on the targets and
+    returns its takeover messages; a `locked` refusal from it leaves no job and no lock."""
     try:
         request = Request.model_validate_json(request_data)
     except (ValidationError, ValueError):
@@ -131,6 +137,16 @@ def accept(state_dir: Path, job_id: str, request_data: bytes) -> tuple[JobRecord
         takeovers = [] if job.dryRun else locks.acquire(state_dir, env, job.services, job_id, pid=pid)
     except UnideskError as exc:
         return None, Answer(ok=False, errors=[p.to_dict() for p in exc.problems])
+    if remote_locks is not None and not job.dryRun:
+        try:
+            takeovers += remote_locks(job, request.catalog)
+        except UnideskError as exc:
+            if any(p.code == ErrorCode.LOCKED for p in exc.problems):
+                locks.release(state_dir, env, job.services, job_id)
+                return None, Answer(ok=False, errors=[p.to_dict() for p in exc.problems if p.code == ErrorCode.LOCKED])
+            # anything else (an unreachable target) the job itself meets and records
+        except Exception:  # noqa: BLE001 — likewise: the engine tries again and records what it meets
+            log.warning("job %s: taking the target locks before the answer failed", job_id, exc_info=True)
     try:
         job.warnings = list(job.warnings) + takeovers
         d = jobs.create_job(state_dir, job)

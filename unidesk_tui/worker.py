@@ -18,14 +18,14 @@ from pathlib import Path
 
 from unidesk_tui import jobs
 from unidesk_tui.documents import JobRecord
-from unidesk_tui.engine import JobEngine
+from unidesk_tui.engine import JobEngine, PreLocked
 from unidesk_tui.model import JobStatus
 
 log = logging.getLogger(__name__)
 
 
-async def _main(state_dir: Path, job_id: str) -> JobRecord:
-    worker = JobEngine(state_dir, job_id)
+async def _main(state_dir: Path, job_id: str, held: PreLocked | None = None) -> JobRecord:
+    worker = JobEngine(state_dir, job_id, pre_locked=held)
     task = asyncio.ensure_future(worker.run())
     loop = asyncio.get_running_loop()
     cancelled = False
@@ -51,21 +51,32 @@ def main(argv: list[str] | None = None) -> int:
     state_dir, job_id = Path(argv[0]), jobs.check_job_id(argv[1])
     from unidesk_tui import launch
 
-    record, answer = launch.accept(state_dir, job_id, sys.stdin.buffer.read())
-    if answer is not None:
-        launch.reply(sys.stdout.buffer, answer)
-    if record is None:
-        return 3  # refused or abandoned: no job, no lock
-    stderr = os.open(jobs.job_dir(state_dir, job_id) / jobs.STDERR_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    os.dup2(stderr, 2)
-    os.close(stderr)
-    return run(state_dir, job_id)
+    # One event loop for the target locks taken before answering and for the job: the SSH
+    # sessions holding those locks must outlive the hand-over.
+    loop = asyncio.new_event_loop()
+    held = PreLocked(state_dir)
+    try:
+        record, answer = launch.accept(state_dir, job_id, sys.stdin.buffer.read(),
+                                       remote_locks=lambda job, catalog: loop.run_until_complete(held.take(job, catalog)))
+        if answer is not None:
+            launch.reply(sys.stdout.buffer, answer)
+        if record is None:
+            loop.run_until_complete(held.release())
+            return 3  # refused or abandoned: no job, no lock
+        stderr = os.open(jobs.job_dir(state_dir, job_id) / jobs.STDERR_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        return run(state_dir, job_id, loop=loop, held=held)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
-def run(state_dir: Path, job_id: str) -> int:
+def run(state_dir: Path, job_id: str, *, loop: asyncio.AbstractEventLoop | None = None, held: PreLocked | None = None) -> int:
     """Run a recorded job to its end; 0 when it succeeded."""
     try:
-        record = asyncio.run(_main(state_dir, job_id))
+        main_coro = _main(state_dir, job_id, held)
+        record = loop.run_until_complete(main_coro) if loop is not None else asyncio.run(main_coro)
     except Exception as exc:  # the bookkeeping itself failed: leave a trace, the job reads as interrupted
         log.exception("worker for job %s failed", job_id)
         try:

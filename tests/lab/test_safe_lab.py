@@ -182,7 +182,14 @@ def test_two_controllers_at_once_give_one_job_and_one_locked(lab, tmp_path, bran
     locked = [r for r in refused if r[0]]
     ran = [r for r in refused if not r[0]]
     assert len(locked) == 1 and len(ran) == 1, docs
-    (errors, _, _), (_, state, doc) = locked[0], ran[0]
+    (errors, locked_state, locked_doc), (_, state, doc) = locked[0], ran[0]
+    # refused before its job was recorded: one job in all
+    try:
+        root = jobs.jobs_root(locked_state)
+        assert not locked_doc["ok"] and locked_doc["jobId"] is None and not (root.exists() and os.listdir(root)), locked_doc
+    except AssertionError:
+        jobs.cancel(state, doc["jobId"], wait=20)  # leave no job holding the locks for later tests
+        raise
     assert doc["jobId"] in errors[0]["message"] and jobs.HOST in errors[0]["message"], errors
     assert "on target main-server" in errors[0]["message"]
     wait_for(lambda: processes(SLOW_MARK), "the one job's build", 180)
