@@ -328,6 +328,7 @@ async def restore_step(ctx: StepContext) -> None:
     if not tagged.ok:
         raise UnideskError.of(ErrorCode.ROLLOUT_FAILED, f"{ctx.target.id}: cannot tag {point.image_id[:19]} as {compose.image}: {tagged.tail(300)}", service=ctx.service.id)
     ctx.emit(f"restore: {compose.image} -> {point.image_id} ({point.commit[:12]}, {point.detail})")
+    ctx.shared["image_id"] = point.image_id  # what restore-verify must find running, not the failed build
     await _up(ctx, session)
 
 
