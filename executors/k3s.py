@@ -34,6 +34,16 @@ from unidesk_tui.isolation import refuse_unisolated, touches_production_twin
 from unidesk_tui.model import DesiredService, Observation, State
 
 
+def rollout_moving(rollout: dict[str, Any]) -> bool:
+    """Not every replica runs the current template yet (as opposed to: all do, none is available)."""
+    return rollout["observedGeneration"] < rollout["generation"] or rollout["updated"] < rollout["replicas"]
+
+
+def rollout_text(rollout: dict[str, Any]) -> str:
+    what = "rollout under way" if rollout_moving(rollout) else "rolled out, no replica available" if rollout["available"] == 0 else "rollout finishing"
+    return f"{what} ({rollout['updated']}/{rollout['replicas']} updated, {rollout['available']} available)"
+
+
 class K3sExecutor(Executor):
     """`k3sctl-managed`: Deployments in the node's native k3s, built and imported on the node."""
 
@@ -61,9 +71,8 @@ class K3sExecutor(Executor):
             layers += deployment_layers(name, facts)
             if facts["rollout"]["available"] == 0:
                 stalled.append(name)
-        if absent or stalled:
-            parts = [f"Deployment {k8s.namespace}/{n} not found" for n in absent] + [f"Deployment {k8s.namespace}/{n} has no available replica" for n in stalled]
-            return missing("; ".join(parts), reading, evidence, present)
+        if absent:
+            return missing("; ".join(f"Deployment {k8s.namespace}/{n} not found" for n in absent), reading, evidence, present)
         layers.append(health_layer(reading, health_expected(catalog, service)))
         obs = observed(layers, service.commit, reading, evidence, present)
         claimed = obs.live.commit
@@ -74,11 +83,18 @@ class K3sExecutor(Executor):
                 read_record(session, session.target.workDir, service.id, service.environment, claimed),
                 containerd_image_id(session, session.target.k3s, images[0]))
             obs = with_identity(obs, judge(record, running, claimed))
+        if stalled:
+            # It exists, so it is not missing: either its rollout has not produced a replica yet, or
+            # every replica runs the current template and none is available.
+            moving = [n for n in stalled if rollout_moving(found[n]["rollout"])]
+            state = State.PROGRESSING if moving else State.DEGRADED
+            message = "; ".join(f"Deployment {k8s.namespace}/{n}: " + rollout_text(found[n]["rollout"]) for n in stalled)
+            return Observation(obs.live.model_copy(update={"state": state, "message": message}), obs.imagePresent)
         incomplete = [n for n, d in found.items() if not d["rollout"]["complete"]]
         if incomplete and obs.live.state == State.IN_SYNC:
             # A rollout still in progress does not prove that every replica runs the commit.
-            live = obs.live.model_copy(update={"state": State.PROVENANCE_MISMATCH, "message": f"rollout incomplete for {', '.join(incomplete)}"})
-            return Observation(live, obs.imagePresent)
+            message = "; ".join(f"Deployment {k8s.namespace}/{n}: " + rollout_text(found[n]["rollout"]) for n in incomplete)
+            return Observation(obs.live.model_copy(update={"state": State.PROGRESSING, "message": message}), obs.imagePresent)
         return obs
 
     def manifest_objects(self, text: str, service: DesiredService) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections import defaultdict
 
+import aiohttp
 import asyncssh
 
 from executors.registry import executor_for, shared_reads
@@ -31,13 +32,20 @@ async def probe_one(pool: TargetPool, catalog: Catalog, service: DesiredService)
         executor = executor_for(service.mode)
     except UnideskError as exc:
         return Observation(LiveState(state=State.UNSUPPORTED, message=exc.problems[0].message))
+    session = None
     try:
         session = await pool.session(service.target)  # type: ignore[arg-type]  # a supported service has a target
         return await executor.probe(session, catalog, service)
     except UnideskError as exc:
-        state = State.UNREACHABLE if any(p.code == ErrorCode.TARGET_UNREACHABLE for p in exc.problems) else State.ERROR
-        return Observation.failed(state, str(exc.problems[0].message))
-    except (asyncssh.Error, ConnectionError) as exc:
+        if not any(p.code == ErrorCode.TARGET_UNREACHABLE for p in exc.problems):
+            return Observation.failed(State.ERROR, str(exc.problems[0].message))
+        if session is not None:  # SSH answered; what failed behind it is the runtime
+            return Observation.failed(State.RUNTIME_UNREACHABLE, f"target {service.target} answers SSH, but not its runtime: {exc.problems[0].message}")
+        return Observation.failed(State.UNREACHABLE, str(exc.problems[0].message))
+    except (asyncssh.Error, ConnectionError, aiohttp.ClientError) as exc:
+        if session is not None:
+            # e.g. dockerd stopped: the forwarded socket refuses, the SSH connection is fine
+            return Observation.failed(State.RUNTIME_UNREACHABLE, f"target {service.target} answers SSH, but not its runtime: {type(exc).__name__}: {exc}")
         return Observation.failed(State.UNREACHABLE, f"target {service.target}: connection lost: {exc}")
     except Exception as exc:  # a probe bug or an unexpected API answer must not sink the others
         log.debug("probe of %s failed", service.id, exc_info=True)
@@ -61,6 +69,8 @@ async def read_live_async(catalog: Catalog, desired: list[DesiredService], *, po
         for sid, task in tasks.items():
             if task in done:
                 out[sid] = task.result()
+            elif pool.connected(target):  # SSH answered: the runtime behind it hangs (e.g. a frozen dockerd)
+                out[sid] = Observation.failed(State.RUNTIME_UNREACHABLE, f"target {target} answers SSH, but its runtime gave no answer within {timeout:g} s")
             else:
                 out[sid] = Observation.failed(State.UNREACHABLE, f"target {target}: no answer within {timeout:g} s")
         return out

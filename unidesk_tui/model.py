@@ -52,17 +52,21 @@ class State(StrEnum):
     DRIFT = "drift"
     MISSING = "missing"
     PROVENANCE_MISMATCH = "provenance-mismatch"
-    UNREACHABLE = "unreachable"
+    PROGRESSING = "progressing"  # a rollout is under way: not every replica runs the current template yet
+    DEGRADED = "degraded"  # rolled out, but no replica is available
+    UNREACHABLE = "unreachable"  # the host does not answer SSH
+    RUNTIME_UNREACHABLE = "runtime-unreachable"  # SSH answers; the runtime (dockerd, the k3s API) does not
     UNSUPPORTED = "unsupported"
     ERROR = "error"
 
 
 # Worst first: the order the console sorts by and a summary reads in.
 STATE_ORDER: tuple[State, ...] = (
-    State.ERROR, State.UNREACHABLE, State.PROVENANCE_MISMATCH, State.MISSING, State.DRIFT, State.UNSUPPORTED, State.IN_SYNC,
+    State.ERROR, State.UNREACHABLE, State.RUNTIME_UNREACHABLE, State.PROVENANCE_MISMATCH, State.MISSING, State.DEGRADED,
+    State.DRIFT, State.PROGRESSING, State.UNSUPPORTED, State.IN_SYNC,
 )
 # A read that did not reach or could not read the runtime (a problem, not a state of the service).
-PROBE_FAILURES: frozenset[State] = frozenset({State.UNREACHABLE, State.ERROR})
+PROBE_FAILURES: frozenset[State] = frozenset({State.UNREACHABLE, State.RUNTIME_UNREACHABLE, State.ERROR})
 
 
 class Health(StrEnum):

@@ -110,6 +110,8 @@ def decide(
         return item.model_copy(update={"action": Action.DEPLOY, "reason": "live state not read"})
     if live.state == State.UNREACHABLE:
         return item.model_copy(update={"reason": live.message or f"target {service.target} unreachable"})
+    if live.state == State.RUNTIME_UNREACHABLE:
+        return item.model_copy(update={"reason": live.message or f"target {service.target} answers SSH, its runtime does not"})
     if live.state == State.ERROR:
         return item.model_copy(update={"reason": live.message or "live probe failed"})
     if live.state == State.IN_SYNC and live.commit == service.commit:
@@ -119,6 +121,8 @@ def decide(
     reasons = {
         State.DRIFT: f"running {(live.commit or '?')[:12]}, desired {short}",
         State.MISSING: "not running",
+        State.PROGRESSING: f"rollout under way ({live.message or 'not every replica is updated'}); desired {short}",
+        State.DEGRADED: f"no replica available ({live.message or 'rolled out, none ready'}); desired {short}",
         State.PROVENANCE_MISMATCH: f"runtime layers disagree ({live.message or 'labels, env and health differ'}); desired {short}",
         State.IN_SYNC: f"running {(live.commit or '?')[:12]}, desired {short}",
         State.UNSUPPORTED: "runtime not managed by this executor",

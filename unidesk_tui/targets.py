@@ -286,6 +286,11 @@ class TargetPool:
         self.connect_timeout = connect_timeout
         self._sessions: dict[str, asyncio.Task[TargetSession]] = {}
 
+    def connected(self, target_id: str) -> bool:
+        """Whether an SSH session to `target_id` was opened (SSH answered, whatever came after)."""
+        task = self._sessions.get(target_id)
+        return task is not None and task.done() and not task.cancelled() and task.exception() is None
+
     async def session(self, target_id: str) -> TargetSession:
         """The open session to `target_id`; raises UnideskError(target_unreachable)."""
         task = self._sessions.get(target_id)

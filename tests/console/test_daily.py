@@ -440,3 +440,17 @@ class TestBoundPlan:
             assert "stale" in title
             assert "plan_stale" in body and "backend-core: commit was " + world.commits[2][:12] in body and world.commits[1][:12] in body
             assert jobs.list_jobs(world.state_dir) == []  # nothing ran
+
+
+# -- states the runtime distinguishes ------------------------------------------------------------
+
+def test_rollouts_in_progress_and_without_replicas_are_not_missing() -> None:
+    from executors.k3s import rollout_moving, rollout_text
+    from unidesk_tui.model import STATE_ORDER, State
+
+    moving = {"replicas": 1, "updated": 0, "available": 0, "observedGeneration": 2, "generation": 2, "complete": False}
+    stuck = {"replicas": 1, "updated": 1, "available": 0, "observedGeneration": 2, "generation": 2, "complete": False}
+    assert rollout_moving(moving) and not rollout_moving(stuck)
+    assert "no replica available" in rollout_text(stuck)
+    for state in (State.PROGRESSING, State.DEGRADED, State.RUNTIME_UNREACHABLE):
+        assert state in STATE_ORDER and str(state) in STATES

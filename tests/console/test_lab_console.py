@@ -159,6 +159,24 @@ async def test_a_hung_host_holds_only_its_rows_while_the_others_refresh(lab_worl
             os.kill(pid, signal.SIGCONT)
 
 
+async def test_a_stopped_dockerd_is_not_an_unreachable_host(lab_world) -> None:
+    """SSH to D518 works, its dockerd is stopped: its rows say the runtime does not answer."""
+    from unidesk_lab import lab as labapi
+
+    app = make_app(lab_world)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        labapi.stop_daemon(lab_world.lab_dir, "D518", "dockerd")
+        try:
+            await pilot.press("r")
+            await settle(pilot, app)
+            assert states(app)["d518-worker"] == "runtime-unreachable"
+            assert "answers SSH" in (app.main_screen.item("d518-worker").live.message or "")
+            assert states(app)["backend-core"] == "drift"
+        finally:
+            labapi.start_daemon(lab_world.lab_dir, "D518", "dockerd")
+
+
 async def test_dry_run_apply_through_the_console_streams_a_real_job(lab_world) -> None:
     app = make_app(lab_world)
     async with app.run_test(size=SIZE) as pilot:

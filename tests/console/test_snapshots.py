@@ -150,8 +150,8 @@ def _vary_states(app, world: ConsoleWorld) -> None:
     states = {
         "backend-core": LiveState(state="drift", commit=old, health="healthy"),
         "frontend": LiveState(state="in-sync", commit=world.commits[1], health="healthy"),
-        "code-queue": LiveState(state="missing", health="unknown", message="Deployment unidesk/code-queue not found"),
-        "code-queue-mgr": LiveState(state="provenance-mismatch", commit=old, health="healthy", message="rollout incomplete"),
+        "code-queue": LiveState(state="progressing", commit=old, health="unknown", message="rollout under way (0/1 updated, 0 available)"),
+        "code-queue-mgr": LiveState(state="runtime-unreachable", health="unknown", message="main-server answers SSH, but not its runtime"),
     }
     main.documents["file"] = doc.model_copy(update={"services": [
         i.model_copy(update={"live": states[i.id], "action": "noop" if states[i.id].state == "in-sync" else "deploy"}) if i.id in states else i

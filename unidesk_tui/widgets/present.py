@@ -9,6 +9,7 @@ from typing import Any
 from rich.text import Text
 
 from unidesk_tui.documents import JobRecord, PlanItem, StepRecord
+from unidesk_tui.model import STATE_ORDER as MODEL_ORDER, State
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,11 @@ STATES: dict[str, tuple[str, str]] = {
     "planned": ("◇", "$primary"),  # environment dry-run plan: live runtime not read
     "not-read": ("?", "dim"),
 }
-# Worst first (sorting by state, and the summary line's order): what needs attention floats up.
-STATE_ORDER: tuple[str, ...] = ("error", "unreachable", "runtime-unreachable", "provenance-mismatch", "missing", "degraded",
-                                "drift", "progressing", "planned", "not-read", "unsupported", "in-sync")
+# Worst first (sorting by state, and the summary line's order): the model's order, with the
+# console's own "not read" states before `unsupported`.
+STATE_ORDER: tuple[str, ...] = tuple(
+    name for state in MODEL_ORDER for name in ((("planned", "not-read") if state == State.UNSUPPORTED else ()) + (str(state),))
+)
 HEALTH: dict[str, tuple[str, str]] = {
     "healthy": ("+", "$success"),
     "unhealthy": ("!", "$error"),
