@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import aiohttp
 import asyncssh
+from aiodocker.exceptions import DockerError
 
 from executors.registry import executor_for, shared_reads
 from unidesk_tui.catalog import Catalog
@@ -24,6 +25,7 @@ from unidesk_tui.targets import CONNECT_TIMEOUT, TargetPool
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 20.0  # per target, connecting included
+DOCKER_UNREACHABLE = 900  # aiodocker's status for "Cannot connect to Docker Engine"
 
 
 async def probe_one(pool: TargetPool, catalog: Catalog, service: DesiredService) -> Observation:
@@ -42,6 +44,10 @@ async def probe_one(pool: TargetPool, catalog: Catalog, service: DesiredService)
         if session is not None:  # SSH answered; what failed behind it is the runtime
             return Observation.failed(State.RUNTIME_UNREACHABLE, f"target {service.target} answers SSH, but not its runtime: {exc.problems[0].message}")
         return Observation.failed(State.UNREACHABLE, str(exc.problems[0].message))
+    except DockerError as exc:
+        if exc.status == DOCKER_UNREACHABLE and session is not None:  # dockerd stopped: its socket refuses
+            return Observation.failed(State.RUNTIME_UNREACHABLE, f"target {service.target} answers SSH, but its Docker daemon does not: {exc.message}")
+        return Observation.failed(State.ERROR, f"probe failed: Docker: {exc.message}")
     except (asyncssh.Error, ConnectionError, aiohttp.ClientError) as exc:
         if session is not None:
             # e.g. dockerd stopped: the forwarded socket refuses, the SSH connection is fine
