@@ -177,6 +177,29 @@ async def test_a_stopped_dockerd_is_not_an_unreachable_host(lab_world) -> None:
             labapi.start_daemon(lab_world.lab_dir, "D518", "dockerd")
 
 
+def test_the_manifest_diff_of_a_k3s_service_reads_the_live_objects(lab_world) -> None:
+    """The render of decision-center at the desired commit against what the lab's k3s API holds:
+    absent objects are marked to be created; a present Deployment differs in its commit stamp."""
+    from unidesk_tui.live import read_live
+    from unidesk_tui.manifest_diff import manifest_diff
+    from unidesk_tui.planning import run_plan
+
+    ws = lab_world.ws()
+    doc = run_plan(ws, "check", read_live=read_live).document  # fills the local mirror
+    item = next(i for i in doc.services if i.id == "decision-center")
+    desired = item.commit
+    diff = manifest_diff(ws, "decision-center", None)
+    assert diff.note is None, diff.note
+    kinds = {(o.kind, o.name) for o in diff.objects}
+    assert ("Deployment", "decision-center") in kinds
+    deployment = next(o for o in diff.objects if o.kind == "Deployment")
+    if item.live.state == "missing":  # the live read agrees with the check: nothing to compare with
+        assert deployment.live_missing and any("+kind: Deployment" == line for line in deployment.diff)
+        return
+    assert not deployment.live_missing
+    assert any(line.startswith("+") and desired in line for line in deployment.diff), deployment.diff  # the stamp moves to it
+
+
 async def test_dry_run_apply_through_the_console_streams_a_real_job(lab_world) -> None:
     app = make_app(lab_world)
     async with app.run_test(size=SIZE) as pilot:
