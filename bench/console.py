@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--big", type=int, default=1000, help="services for the large first paint")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="unidesk-bench-console-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="unidesk-bench-console-", ignore_cleanup_errors=True) as tmp:
         ws = build_workspace(Path(tmp), args.services)
         t0 = time.perf_counter()
         run = run_plan(ws, "check", read_live=read_live)
@@ -232,7 +232,8 @@ def main() -> None:
             shown = f", {lines} lines shown" if view == "log" else ""
             print(f"event-loop stall, {what}: {refreshes} refreshes changing all {args.services} rows, {args.lines_per_s} log lines/s "
                   f"for {args.seconds:g} s{shown}: worst {worst * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms (goal <= 50 ms)")
-    with tempfile.TemporaryDirectory(prefix="unidesk-bench-console-big-") as tmp:
+    # ignore_cleanup_errors: a refresh the bench left in flight (daemon thread) may still write its cache
+    with tempfile.TemporaryDirectory(prefix="unidesk-bench-console-big-", ignore_cleanup_errors=True) as tmp:
         big = build_workspace(Path(tmp), args.big)
         run = run_plan(big, "check", read_live=read_live)
         plan_cache.save(big.state_dir, big.root, None, plan_cache.CachedPlan(run.document, time.time(), 0.0))
