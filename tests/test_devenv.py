@@ -148,3 +148,21 @@ def test_the_lab_sample_dev_manifests_pass():
     lab = Path(__file__).resolve().parent.parent / "unidesk_lab" / "assets" / "sample-service" / "k3s" / "dev"
     for name in (FOUNDATION, CORE, CODE_QUEUE):
         assert messages(lab / name) == [], name
+
+
+def test_the_validate_step_judges_objects_without_the_deploy_stamps():
+    """A stamped repository URL such as https://github.com/pikasTech/unidesk is not a production route."""
+    from executors.stamp import deploy_env
+    from executors.validate import rule_problems, unstamped
+    from executors.k8s_manifest import stamp_deployment
+
+    docs = [d for d in yaml.safe_load_all((EXAMPLE / DEV_DIR / CORE).read_text()) if d]
+    env = deploy_env("backend-core", "https://github.com/pikasTech/unidesk", "a" * 40, "a" * 40)
+    stamped = [stamp_deployment(d, env, restart=True) if d["kind"] == "Deployment" else d for d in docs]
+    assert "https://github.com/pikasTech/unidesk" in yaml.safe_dump_all(stamped)
+    assert rule_problems(stamped, DEV_DIR + "/" + CORE, "backend-core") == []
+    assert "UNIDESK_DEPLOY_REPO" not in yaml.safe_dump(unstamped(stamped[0]))
+    broken = stamped[:1] + [{**stamped[1], "spec": {**stamped[1]["spec"], "type": "NodePort"}}]
+    [problem] = rule_problems(broken, CORE, "backend-core")
+    assert problem.service == "backend-core" and problem.path == "Service/backend-core-dev"
+    assert problem.message.endswith("[rule cluster-ip-only]")

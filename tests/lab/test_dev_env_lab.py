@@ -173,3 +173,21 @@ def test_a_guardrail_breaking_commit_fails_at_validate_and_changes_no_dev_object
     assert errors[0]["code"] == "dev_manifest_invalid" and errors[0]["service"] == "frontend"
     assert "Service/frontend-dev" in errors[0]["message"] and "[rule cluster-ip-only]" in errors[0]["message"]
     assert versions(lab, "unidesk-dev") == before
+
+
+def test_a_missing_fixed_image_fails_at_validate_with_image_not_found_before_anything_is_applied(lab, dev_applied):
+    from unidesk_lab import foundation
+
+    image = "docker.io/library/unidesk-provider-egress:dev"
+    sock = str(lab["containerdSocket"])
+    ssh(lab, D601, ["ctr", "-a", sock, "-n", "k8s.io", "images", "rm", image])
+    before = versions(lab, "unidesk-dev")
+    try:
+        rc, doc = cli(lab, dev_applied["state"], "deploy", "apply", "--env", "dev", "--service", "code-queue", "--wait")
+        assert rc == 1 and [n for n, s in steps(doc["job"]) if s == "failed"] == ["validate"], steps(doc["job"])
+        error = doc["errors"][0]
+        assert error["code"] == "image_not_found" and error["service"] == "code-queue"
+        assert "Deployment/d601-dev-provider-egress-proxy" in error["message"] and "unidesk-provider-egress:dev" in error["message"]
+        assert versions(lab, "unidesk-dev") == before
+    finally:
+        foundation.load_images(lab["layout"])  # the session lab keeps its fixed images
