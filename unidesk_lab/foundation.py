@@ -89,8 +89,8 @@ def apply(lay: Layout, commit: str) -> dict:
     applied = kubectl(lay, "apply", "--validate=false", "-o", "name", "-f", "-", input=text.encode()).split()
     deadline = time.monotonic() + WAIT
     while True:
-        sts = json.loads(kubectl(lay, "-n", sample.DEV_NAMESPACE, "get", "statefulset", "postgres-dev", "-o", "json"))
-        job = json.loads(kubectl(lay, "-n", sample.DEV_NAMESPACE, "get", "job", "unidesk-dev-db-migrate", "-o", "json"))
+        sts, job = json.loads(kubectl(lay, "-n", sample.DEV_NAMESPACE, "get", "statefulset/postgres-dev",
+                                      "job/unidesk-dev-db-migrate", "-o", "json"))["items"]
         ready = (sts.get("status") or {}).get("readyReplicas", 0) >= 1
         done = (job.get("status") or {}).get("succeeded", 0) >= 1
         if (job.get("status") or {}).get("failed", 0) and any(c.get("type") == "Failed" for c in job["status"].get("conditions") or []):
