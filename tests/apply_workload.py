@@ -2,7 +2,7 @@
 
 The engine under test (apply, locks, the detached worker, the job store) is the real one; only the
 work the steps do is scripted. `behaviour.json` in the runtime dir picks per-step behaviour:
-{"build": "fail" | "silent" | "blank" | "sleep" | "hold" | "secret" | "secret-fail" | "session" | "import-planted", "rollout": "stale"}.
+{"build": "fail" | "silent" | "blank" | "lost" | "sleep" | "hold" | "secret" | "secret-fail" | "session" | "import-planted", "rollout": "stale"}.
 "stepSeconds" makes every step last that long (the reliability suites kill workers mid-step).
 "hold" records the build's start and end (time, worker pid) in intervals.jsonl and holds for
 "holdSeconds" (default 0.5): the reliability suites find overlapping jobs of one service there.
@@ -80,6 +80,10 @@ async def build(ctx) -> None:
             raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{ctx.service.id}: clone of http://builder:p@{token}@git.lab/sample.git with {token} failed", service=ctx.service.id)
     if how == "session":
         await ctx.session()
+    if how == "lost":  # the SSH connection drops mid-step
+        import asyncssh
+
+        raise asyncssh.ConnectionLost("Connection lost")
     if how == "import-planted":  # what a late import in the worker would find: only a planted module has this name
         try:
             importlib.import_module(PLANTED_MODULE)

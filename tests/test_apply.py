@@ -560,3 +560,12 @@ def test_a_held_lock_is_refused_before_the_planning_modules_load(ws, workload):
     assert [e["code"] for e in doc["errors"]] == [ErrorCode.LOCKED] and first.jobId in doc["errors"][0]["message"]
     assert json.loads(out.stderr.strip().splitlines()[-1]) == []
     jobs.cancel(ws.state_dir, first.jobId, wait=10)
+
+
+def test_ssh_lost_mid_step_fails_the_step_with_target_unreachable(ws, workload):
+    """Issue 13: an asyncssh.ConnectionLost escaping a step is the target's, not internal_error."""
+    set_behaviour(workload, build="lost")
+    rec = run_to_end(ws)
+    assert rec.status == "failed" and codes(rec.result) == [ErrorCode.TARGET_UNREACHABLE]
+    assert rec.steps[1].name == "build" and rec.steps[1].code == ErrorCode.TARGET_UNREACHABLE
+    assert "connection lost" in rec.steps[1].message

@@ -398,9 +398,16 @@ class JobEngine:
         except UnideskError as exc:
             p = exc.problems[0]
             problem = ErrorItem(code=str(p.code), message=self.log.redact(str(exc) if len(exc.problems) > 1 else p.message), service=service, path=p.path)
-        except Exception as exc:  # an executor bug still ends as a recorded, failed step
+        except Exception as exc:  # a lost connection is the target's; anything else an executor bug
             log.debug("step %s raised", step.name, exc_info=True)
-            problem = ErrorItem(code=ErrorCode.INTERNAL, message=self.log.redact(f"{service}: step {step.name} raised {type(exc).__name__}: {exc}"), service=service)
+            from unidesk_tui.targets import is_connection_loss
+
+            if is_connection_loss(exc):
+                why = (f"{service}: step {step.name}: target {ctx.target.id} unreachable: connection lost "
+                       f"({type(exc).__name__}: {exc})")
+                problem = ErrorItem(code=ErrorCode.TARGET_UNREACHABLE, message=self.log.redact(why), service=service)
+            else:
+                problem = ErrorItem(code=ErrorCode.INTERNAL, message=self.log.redact(f"{service}: step {step.name} raised {type(exc).__name__}: {exc}"), service=service)
         if problem is not None and status != StepStatus.CANCELLED:
             status = StepStatus.FAILED
         took = int((time.monotonic() - started) * 1000)

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import shlex
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,14 @@ def check_node_kubeconfig(doc: Any, target_id: str) -> None:
         if refused:
             name = entry.get("name") if isinstance(entry.get("name"), str) else "?"
             raise UnideskError.of(ErrorCode.PROBE_FAILED, f"{target_id}: refusing the node's kubeconfig: user {name[:64]!r} uses {', '.join(refused)} (would run or read on the controller)")
+
+
+def is_connection_loss(exc: BaseException) -> bool:
+    """A lost SSH connection or a tunnel over it (docker, kube APIs): the target is unreachable."""
+    if isinstance(exc, (asyncssh.Error, ConnectionError)):
+        return True
+    aiohttp = sys.modules.get("aiohttp")  # loaded only when a step used the docker or kube API
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientConnectionError)
 
 
 class TargetSession:
