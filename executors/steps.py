@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.errors import ErrorCode, UnideskError, decisive_line
 from unidesk_tui.redact import redact_url
-from unidesk_tui.resolve import decisive_line
 
 if TYPE_CHECKING:
     from executors.base import StepContext

@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import git
 from unidesk_tui.errors import ErrorCode, UnideskError
-from unidesk_tui.resolve import Resolver, decisive_line, mirror_dir
+from unidesk_tui.errors import decisive_line
+from unidesk_tui.resolve import Resolver, mirror_dir
 
 
 def _code(exc: pytest.ExceptionInfo) -> str:

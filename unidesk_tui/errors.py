@@ -105,3 +105,15 @@ class UnideskError(Exception):
 
 class UsageError(Exception):
     """A command line that cannot be run as given (`usage`, exit 2)."""
+
+
+def decisive_line(stderr: str | None) -> str:
+    """The line of a failed git's stderr that says what went wrong: its first `fatal:`/`error:` line
+    (git ends with advice such as "remove the file manually to continue"), else its last line."""
+    text = (stderr or "").strip()
+    text = text.removeprefix("stderr:").strip().removeprefix("'").removesuffix("'")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
+    return lines[-1] if lines else "git fetch failed"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 
-from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.errors import ErrorCode, UnideskError, decisive_line
 from unidesk_tui.manifest import DeployManifest, parse_manifest
 from unidesk_tui.model import NAMED_ENVIRONMENTS
 from unidesk_tui.redact import redact_url
@@ -113,7 +113,7 @@ def load_env(workspace: Path, environment: str) -> LoadedManifest:
         stderr = exc.stderr or ""
         if "couldn't find remote ref" in stderr:
             raise UnideskError.of(ErrorCode.ENV_REF_NOT_FOUND, f"origin ({origin_url}) has no branch {branch}") from None
-        last = stderr.strip().splitlines()[-1] if stderr.strip() else "git fetch failed"
+        last = decisive_line(stderr)
         raise UnideskError.of(ErrorCode.REPO_UNREACHABLE, f"cannot fetch origin/{branch} from {origin_url}: {redact_url(last).removeprefix('stderr: ')}") from None
     commit = repo.commit(tracking)
     names = [entry.path for entry in commit.tree]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 
-from unidesk_tui.errors import ErrorCode, Problem, UnideskError
+from unidesk_tui.errors import ErrorCode, Problem, UnideskError, decisive_line
 from unidesk_tui.files import atomic_write, flocked
 from unidesk_tui.identifiers import is_commit_id, is_repo_url
 from unidesk_tui.redact import redact_url
@@ -44,18 +44,6 @@ _CACHE_NAME = "unidesk-reachable"
 # stderr of a fetch cut off mid-way (connection or process lost), worth one more try.
 _TRANSIENT = ("early EOF", "hung up unexpectedly", "unexpected disconnect", "index-pack failed", "RPC failed",
               "Connection reset", "timed out", "transfer closed", "File exists")
-
-
-def decisive_line(stderr: str | None) -> str:
-    """The line of git's stderr that says what went wrong: its first `fatal:`/`error:` line
-    (git ends with advice such as "remove the file manually to continue"), else its last line."""
-    text = (stderr or "").strip()
-    text = text.removeprefix("stderr:").strip().removeprefix("'").removesuffix("'")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith(("fatal:", "error:")):
-            return line
-    return lines[-1] if lines else "git fetch failed"
 
 
 def remove_stale_locks(repo_dir: Path) -> list[Path]:
