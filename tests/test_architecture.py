@@ -32,6 +32,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "unidesk" / "con
 EXECUTOR_MAY_IMPORT = {
     "unidesk_tui", "unidesk_tui.model", "unidesk_tui.isolation", "unidesk_tui.errors", "unidesk_tui.identifiers",
     "unidesk_tui.redact", "unidesk_tui.catalog", "unidesk_tui.targets", "unidesk_tui.devrules", "unidesk_tui.json_input",
+    "unidesk_tui.k3s_only",
 }
 CORE_MAY_IMPORT = {"executors", "executors.registry", "executors.base"}
 
