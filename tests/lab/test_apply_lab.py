@@ -121,7 +121,7 @@ def test_apply_old_to_new_on_main_and_d518_then_noop_then_force(lab, tmp_path, r
     manifest = write_manifest(tmp_path / "deploy.json", content["sampleRepo"], {"backend-core": new, "d518-worker": new})
     egress_mark = egress_size(lab, D518)
 
-    rc, doc = apply(lab, state, manifest, "--wait")
+    rc, doc = apply(lab, state, manifest, "--force", "--wait")  # --force: a commit built before would be reused
     assert rc == 0 and doc["ok"] and doc["status"] == "succeeded", json.dumps(doc)[:4000]
     job = doc["job"]
     assert all(s["status"] == "succeeded" and s["events"] > 0 for s in job["steps"]), job["steps"]

@@ -93,7 +93,7 @@ def test_provider_apply_goes_through_the_egress_proxy_only(lab, state, tmp_path)
     seen = egress_log.stat().st_size
     before = fingerprint(lab, D518)
     manifest = write_manifest(tmp_path / "deploy.json", repo, {"d518-worker": want})
-    rc, doc, events = apply(lab, state, manifest)
+    rc, doc, events = apply(lab, state, manifest, "--force")  # --force: a commit built before would be reused
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
     log = texts(events, "d518-worker")
     channel = "provider-gateway-ws-egress:http://127.0.0.1:18789"
@@ -212,9 +212,9 @@ def test_k3s_apply_builds_on_d601_imports_into_containerd_and_rolls_out(lab, sta
     if ssh(lab, "D601", ["docker", "image", "inspect", twin_image], check=False).returncode != 0:
         ssh(lab, "D601", ["docker", "load"], input=ssh(lab, D518, ["docker", "save", twin_image]).stdout)
     ssh(lab, "D601", ["docker", "create", "--name", twin, "--label", f"com.docker.compose.project={ms['compose']['project']}", "--label", f"com.docker.compose.service={twin}", twin_image])
-    rc, doc, events = apply(lab, state, manifest)
+    rc, doc, events = apply(lab, state, manifest, "--force")  # --force: a commit built before would be reused
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
-    assert list(steps(doc, sid)) == ["k3s-preflight", "k3s-containerized", "proxy-probe", "k3s-pause-image", "source", "k8s-manifest", "build", "k3s-import", "k8s-apply", "k8s-rollout", "legacy-twin", "verify"]
+    assert list(steps(doc, sid)) == ["k3s-preflight", "k3s-containerized", "proxy-probe", "k3s-pause-image", "source", "k8s-manifest", "reuse", "build", "k3s-import", "k8s-apply", "k8s-rollout", "legacy-twin", "verify"]
     log = texts(events, sid)
     assert "target_build_proxy_probe=ok" in log and "k3s_containerized=none" in log
     assert any(t.startswith("k8s_manifest=" + ms["k8s"]["manifest"] + "@" + want[:12]) for t in log)
@@ -246,7 +246,7 @@ def test_stale_build_contexts_of_killed_workers_are_pruned_fresh_ones_kept(lab, 
     try:
         repo, old, new = lab["content"]["sampleRepo"], lab["content"]["old"], lab["content"]["new"]
         want = new if running_image_commit(lab, MAIN, "unidesk", "backend-core") != new else old
-        rc, doc, events = apply(lab, state, write_manifest(tmp_path / "deploy.json", repo, {"backend-core": want}), "--service", "backend-core")
+        rc, doc, events = apply(lab, state, write_manifest(tmp_path / "deploy.json", repo, {"backend-core": want}), "--service", "backend-core", "--force")
         assert rc == 0, doc
         assert f"target_build_context_pruned={stale}" in texts(events, "backend-core", "source")
         assert contexts_left(lab, MAIN) == ["backend-core-deadbeef0000-00000002"]  # possibly another job's: kept
