@@ -175,8 +175,8 @@ def test_k3s_deployment_annotations_read_through_the_tunnel(lab, state, tmp_path
     assert facts["env"] == stamp
     assert facts["images"] == ["unidesk-live-probe:absent"]
     assert "complete" in facts["rollout"]
-    # the image is not in containerd, so nothing is available: not running
-    assert live["state"] == "missing" and items(doc)["k3s-probe"]["action"] == "deploy"
+    # the image is not in containerd: rolled out, but no replica is available (degraded, not missing)
+    assert live["state"] == "degraded" and items(doc)["k3s-probe"]["action"] == "deploy"
 
 
 def test_check_is_read_only(lab, state, tmp_path):
