@@ -25,6 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         p.add_argument("--dir", default=None, help="lab directory (default $UNIDESK_LAB_DIR or /tmp/unidesk-lab)")
         if name == "up":
             p.add_argument("--seed", action="store_true", help="also deploy the sample services at an older commit than deploy.json names")
+        if name == "down":
+            p.add_argument("--purge", action="store_true", help="also delete the lab directory (image caches and runtime state)")
         p.set_defaults(func=run)
     return lab
 
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         if args.lab_command == "up":
             doc = lab.up(args.dir, seed=args.seed)
         elif args.lab_command == "down":
-            doc = lab.down(args.dir)
+            doc = lab.down(args.dir, purge=args.purge)
         else:
             doc = lab.status(args.dir)
     except Exception as exc:  # every failure is one JSON document, never a traceback on stdout

@@ -154,9 +154,16 @@ def _descendants(roots: set[int]) -> set[int]:
     return found
 
 
-def down(dir: str | Path | None = None) -> dict:
-    """Stop every daemon and container, delete namespaces, veths and sockets; safe after a crash."""
+def down(dir: str | Path | None = None, purge: bool = False) -> dict:
+    """Stop every daemon and container, delete namespaces, veths and sockets; safe after a crash.
+
+    The directory keeps its image caches and runtime state (a later `up` reuses them) unless `purge`.
+    """
     path = _dir(dir)
+    if purge:
+        doc = down(path)
+        shutil.rmtree(path, ignore_errors=True)
+        return {**doc, "purged": True}
     lay = Layout.load(path)
     if lay is None:
         return {"ok": True, "dir": str(path), "stopped": 0, "removed": []}

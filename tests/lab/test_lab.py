@@ -387,6 +387,13 @@ def test_own_lab_up_is_idempotent_names_failing_daemons_and_down_cleans_up_after
     assert _mounts_mentioning(own_lab_dir) == []
     assert labapi.status(own_lab_dir)["up"] is False
 
+    # plain `down` keeps the directory (image caches, runtime state); `down --purge` deletes it
+    assert (own_lab_dir / "hosts").is_dir()
+    proc = subprocess.run([sys.executable, "-m", "unidesk_lab.cli", "lab", "down", "--purge", "--dir", str(own_lab_dir)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["purged"] is True, proc.stdout + proc.stderr
+    assert not own_lab_dir.exists()
+
 
 # ---- more of the egress proxy and the microservice proxy --------------------------------------
 
