@@ -188,3 +188,19 @@ def test_help_is_a_json_usage_document(argv, capsys):
     doc = json.loads(out)
     assert doc["ok"] is True and doc["command"] == "help" and doc["usage"].startswith("usage: ") and err == ""
     assert doc["prog"] == " ".join(["unidesk", *[a for a in argv if not a.startswith("-")]])
+
+
+# ---- an unusable state dir ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["deploy", "check"], ["deploy", "plan"], ["job", "list"], ["job", "prune", "--keep", "1"]])
+@pytest.mark.parametrize("kind", ["file", "under-file", "read-only"])
+def test_unusable_state_dir_is_a_coded_error_naming_it(tmp_path, command, kind):
+    """A state dir that is a file, lies under a file or cannot be written: `state_dir_invalid`, never a traceback."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    state = {"file": afile, "under-file": afile / "state", "read-only": Path("/proc/1")}[kind]
+    rc, doc, _ = unidesk("--state-dir", str(state), *command, cwd=tmp_path)
+    assert rc == ExitCode.ERROR, doc
+    assert codes(doc) == ["state_dir_invalid"], doc
+    assert str(state) in doc["errors"][0]["message"]

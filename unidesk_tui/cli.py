@@ -224,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_console(args)
         ws = Workspace.at(args.workspace, args.state_dir)
+        ws.ensure_state_dir()
         return int(handler(args, ws))
     except UsageError as exc:
         sys.stderr.write(f"{exc}\n")

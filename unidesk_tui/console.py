@@ -21,6 +21,7 @@ def run_console(args: argparse.Namespace) -> int:
         # Without a terminal this is a script: answer like every other command (a JSON error).
         raise UsageError("unidesk: the console needs a terminal; for scripts use `unidesk --json check` or `unidesk deploy ...`")
     ws = Workspace.at(getattr(args, "workspace", None), getattr(args, "state_dir", None))
+    ws.ensure_state_dir()
     environment = getattr(args, "console_env", "file")
     refresh = getattr(args, "refresh", None) or refresh_interval_from_env()
     app = UnideskApp(ws, environment=None if environment == "file" else environment, refresh_interval=refresh)

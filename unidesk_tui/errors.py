@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     ENVIRONMENT_ISOLATION = "environment_isolation"
     ENV_REF_NOT_FOUND = "env_ref_not_found"
     WORKSPACE_INVALID = "workspace_invalid"
+    STATE_DIR_INVALID = "state_dir_invalid"
     UNKNOWN_SERVICE = "unknown_service"
     UNSUPPORTED_SERVICE = "unsupported_service"
     COMMIT_NOT_FOUND = "commit_not_found"

@@ -23,6 +23,23 @@ class Workspace:
         state = state_dir or os.environ.get("UNIDESK_STATE_DIR") or root / ".state"
         return cls(root, Path(state).resolve())
 
+    def ensure_state_dir(self) -> None:
+        """Create the state dir and prove it writable; an unusable one is a coded error, not a traceback later."""
+        from unidesk_tui.errors import ErrorCode, UnideskError
+
+        probe = self.state_dir / f".probe-{os.getpid()}"
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            probe.mkdir()  # os.access says yes to root even where mkdir fails (e.g. under /proc)
+            probe.rmdir()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise UnideskError.of(
+                ErrorCode.STATE_DIR_INVALID,
+                f"state dir {self.state_dir} is unusable: {reason}; pass --state-dir a writable directory",
+                path="--state-dir",
+            ) from None
+
     @property
     def config_path(self) -> Path:
         return self.root / "config.json"
