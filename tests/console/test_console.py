@@ -399,3 +399,48 @@ def test_headless_has_no_running_console() -> None:
     doc = json.loads(out.stdout)
     assert doc["ok"] is False and doc["errors"][0]["code"] == "usage"
     assert "\x1b" not in out.stdout  # no terminal output leaked
+
+
+class TestStateColours:
+    async def test_state_cells_render_in_distinct_colours(self, world: ConsoleWorld) -> None:
+        """The STATE cell of each row reaches the screen in its state's own colour (shape + colour),
+        not in the row's colour; drift and degraded differ too."""
+        from unidesk_tui.documents import LiveState
+
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            main = app.main_screen
+            doc = main.documents["file"]
+            old = world.commits[0]
+            states = {
+                "backend-core": LiveState(state="drift", commit=old, health="healthy"),
+                "frontend": LiveState(state="in-sync", commit=world.commits[1], health="healthy"),
+                "code-queue": LiveState(state="degraded", commit=old, health="unhealthy"),
+                "code-queue-mgr": LiveState(state="missing", health="unknown"),
+            }
+            main.documents["file"] = doc.model_copy(update={"services": [
+                i.model_copy(update={"live": states[i.id], "action": "noop" if states[i.id].state == "in-sync" else "deploy"})
+                if i.id in states else i
+                for i in doc.services
+            ]})
+            main._render_all()
+            await pilot.pause()
+            g = grid(app)
+            colours: dict[str, object] = {}
+            row_colours = set()
+            for cursor in (0, len(g.row_keys) - 1):  # the rows off the cursor are what is checked
+                g.cursor_row = cursor
+                await pilot.pause()
+                for y in range(1, len(g.row_keys) + 1):
+                    if y - 1 == cursor:
+                        continue
+                    for segment in g.render_line(y):
+                        for word in ("drift", "degraded", "missing", "in-sync", "unsupported"):
+                            if word in segment.text:
+                                colours[word] = segment.style.color
+                        if segment.text.strip() == g.row_keys[y - 1]:
+                            row_colours.add(segment.style.color)
+            assert set(colours) == {"drift", "degraded", "missing", "in-sync", "unsupported"}, colours
+            assert len(set(colours.values())) == 5, colours
+            assert not row_colours & set(colours.values()), (row_colours, colours)

@@ -19,13 +19,13 @@ log = logging.getLogger(__name__)
 STATES: dict[str, tuple[str, str]] = {
     "in-sync": ("✓", "$success"),
     "drift": ("≠", "bold $warning"),
-    "degraded": ("▼", "$warning"),  # rolled out, but no replica is available
+    "degraded": ("▼", "$error-lighten-3"),  # rolled out, but no replica is available
     "progressing": ("◐", "bold $primary"),  # a rollout is under way
     "missing": ("∅", "$error"),
     "provenance-mismatch": ("⚠", "bold $error"),
     "runtime-unreachable": ("⊗", "$error"),  # SSH answers, the runtime (docker, k3s API) does not
     "unreachable": ("⊘", "bold $error"),
-    "unsupported": ("–", "dim"),
+    "unsupported": ("–", "$foreground-darken-3"),
     "error": ("✗", "bold $error"),
     "planned": ("◇", "$primary"),  # environment dry-run plan: live runtime not read
     "not-read": ("?", "dim"),
@@ -55,7 +55,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "noop": ("=", "$success"),
     "deploy": ("↑", "$warning"),
     "redeploy": ("↻", "$warning"),  # noop, but force rebuilds and rolls out again
-    "unsupported": ("–", "dim"),
+    "unsupported": ("–", "$foreground-darken-3"),
     "error": ("✗", "bold $error"),
 }
 PROD_STYLE = "bold reverse $error"

@@ -299,16 +299,24 @@ class ServiceGrid(ScrollView, can_focus=True):
         self._strips.clear()
         self._header = None
 
-    def _line(self, texts: dict[str, Cell], style: Style, waiting: bool = False) -> Strip:
+    def _line(self, texts: dict[str, Cell], style: Style, waiting: bool = False, cursor: bool = False) -> Strip:
         segments: list[Segment] = []
         console = self.app.console
         for key in self._shown:
-            cell = Text(*texts[key])
+            # The cell's style as a span: `Text.render` drops a Text's own base style, which left
+            # every cell in the row's colour (the state colours never reached the terminal).
+            text, cell_style = texts[key]
+            cell = Text(text)
+            if cell_style:
+                cell.stylize(cell_style)
             if waiting and key == "state":
                 cell.append(WAITING, style="dim")
             cell.truncate(self._widths[key], overflow="ellipsis", pad=True)
             cell.append(" " * PAD)
             segments.extend(cell.render(console, end=""))
+        # The cursor row's colours win over the cells'; elsewhere the cells' colours win over the row's.
+        if cursor:
+            return Strip(Segment.apply_style(segments, post_style=style)).simplify()
         return Strip(Segment.apply_style(segments, style)).simplify()
 
     def render_line(self, y: int) -> Strip:
@@ -332,7 +340,7 @@ class ServiceGrid(ScrollView, can_focus=True):
         if strip is None:
             style = base + self.get_component_rich_style("grid--cursor") if cursor else base
             cells = self._cells[key]
-            strip = self._line(cells, style, key in self.waiting)
+            strip = self._line(cells, style, key in self.waiting, cursor)
             self._strips[(key, cursor)] = strip
         fill = base + self.get_component_rich_style("grid--cursor") if cursor else base
         return strip.crop_extend(scroll_x, scroll_x + width, fill)
