@@ -87,6 +87,26 @@ async def read_deployments(session, namespace: str, names: tuple[str, ...]) -> d
     return dict(zip(names, found))
 
 
+def current_template_pods(dep: dict, pods: list[dict], commit: str) -> list[dict]:
+    """The pods made from the Deployment's current template for `commit` (pure). None until the
+    controller has observed the newest generation: before that every pod is an older template's,
+    and its crash (even of the same commit, e.g. a pod that crash-looped before this apply) says
+    nothing about this rollout. Then only pods carrying the template's labels and annotations."""
+    meta, status = dep.get("metadata") or {}, dep.get("status") or {}
+    if (status.get("observedGeneration") or 0) < (meta.get("generation") or 1):
+        return []
+    template = ((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}
+
+    def made_from_template(pod: dict) -> bool:
+        pmeta = pod.get("metadata") or {}
+        labels, annotations = pmeta.get("labels") or {}, pmeta.get("annotations") or {}
+        return (annotations.get(ENV_COMMIT) == commit
+                and all(labels.get(k) == v for k, v in (template.get("labels") or {}).items())
+                and all(annotations.get(k) == v for k, v in (template.get("annotations") or {}).items()))
+
+    return [pod for pod in pods if made_from_template(pod)]
+
+
 async def rollout_crashes(session, namespace: str, deployments: dict[str, dict | None], commit: str) -> list[Crash]:
     """Containers of the pods rolled out for `commit` (matched by the Deployments' selectors and the
     pods' UNIDESK_DEPLOY_COMMIT annotation, copied from the pod template) that exited or cannot
@@ -105,9 +125,7 @@ async def rollout_crashes(session, namespace: str, deployments: dict[str, dict |
             listed = await core.list_namespaced_pod(namespace, label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())), _request_timeout=10)
         except ApiException as exc:
             raise UnideskError.of(ErrorCode.PROBE_FAILED, f"pods of {namespace}: HTTP {exc.status} {exc.reason}") from None
-        for pod in api.sanitize_for_serialization(listed).get("items") or []:
-            if ((pod.get("metadata") or {}).get("annotations") or {}).get(ENV_COMMIT) != commit:
-                continue  # an older rollout's pod
+        for pod in current_template_pods(dep or {}, api.sanitize_for_serialization(listed).get("items") or [], commit):
             for crash in pod_crashes(pod):
                 container = crash.where.rsplit(" container ", 1)[-1]
                 try:

@@ -319,6 +319,16 @@ def test_commit_whose_container_exits_at_start_fails_rollout_fast_with_its_exit_
     assert "exit code 3" in st["message"] and CRASH_LINE in st["message"], st["message"]
 
 
+def test_crash_looping_previous_version_is_replaced_by_a_good_commit(lab, tmp_path, crash_commit):
+    """The rollout judges only the new template's pod: a crash-looping previous pod does not fail it."""
+    repo = lab["content"]["sampleRepo"]
+    rc, doc, _ = apply(lab, tmp_path / "state", write_manifest(tmp_path / "crash.json", repo, {"decision-center": crash_commit}))
+    assert rc != 0 and steps(doc, "decision-center")["k8s-rollout"]["code"] == "rollout_failed", doc
+    rc, doc, _ = apply(lab, tmp_path / "state", write_manifest(tmp_path / "good.json", repo, {"decision-center": lab["content"]["new"]}))
+    assert rc == 0 and doc["job"]["status"] == "succeeded", doc
+    assert steps(doc, "decision-center")["k8s-rollout"]["status"] == "succeeded", doc
+
+
 def test_compose_container_that_exits_at_start_fails_fast_with_its_exit_code(lab, tmp_path, crash_commit):
     repo, sid = lab["content"]["sampleRepo"], "backend-core"
     before = running_image_commit(lab, MAIN, "unidesk", sid)
