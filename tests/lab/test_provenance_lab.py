@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -327,6 +328,36 @@ def test_crash_looping_previous_version_is_replaced_by_a_good_commit(lab, tmp_pa
     rc, doc, _ = apply(lab, tmp_path / "state", write_manifest(tmp_path / "good.json", repo, {"decision-center": lab["content"]["new"]}))
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
     assert steps(doc, "decision-center")["k8s-rollout"]["status"] == "succeeded", doc
+
+
+def test_apply_after_the_same_commits_pod_was_killed_judges_the_new_pod(lab, tmp_path):
+    """Trial: the running pod was killed (exit 137, CrashLoopBackOff); re-applying the same commit
+    failed with rollout_failed naming that OLD pod, though the new one came up fine."""
+    from unidesk_lab.kubecontroller import key_prefix
+
+    ms = service(lab, "decision-center")
+    ns, name = ms["k8s"]["namespace"], ms["k8s"]["deployments"][0]
+    manifest = write_manifest(tmp_path / "good.json", lab["content"]["sampleRepo"], {"decision-center": lab["content"]["new"]})
+    rc, doc, _ = apply(lab, tmp_path / "state", manifest)
+    assert rc == 0, doc
+    prefix = key_prefix(("Deployment", ns, name))
+    running = [line.split()[0] for line in ctr(lab, "tasks", "ls").stdout.decode().splitlines()[1:]
+               if line.startswith(prefix) and "RUNNING" in line]
+    assert running
+    for cid in running:
+        ctr(lab, "tasks", "kill", "-s", "SIGKILL", cid)
+
+    def killed() -> bool:
+        pods = kube_request(lab, "GET", f"/api/v1/namespaces/{ns}/pods").get("items") or []
+        return any(p["metadata"]["name"].startswith(f"{name}-") and ((cs.get("lastState") or {}).get("terminated") or {}).get("exitCode") == 137
+                   for p in pods for cs in (p.get("status") or {}).get("containerStatuses") or [])
+
+    deadline = time.monotonic() + 30
+    while not killed():
+        assert time.monotonic() < deadline, "the killed pod never showed exit code 137"
+        time.sleep(0.5)
+    rc, doc, _ = apply(lab, tmp_path / "state", manifest, "--force")
+    assert rc == 0 and doc["job"]["status"] == "succeeded", doc
 
 
 def test_compose_container_that_exits_at_start_fails_fast_with_its_exit_code(lab, tmp_path, crash_commit):
