@@ -454,3 +454,37 @@ def test_rollouts_in_progress_and_without_replicas_are_not_missing() -> None:
     assert "no replica available" in rollout_text(stuck)
     for state in (State.PROGRESSING, State.DEGRADED, State.RUNTIME_UNREACHABLE):
         assert state in STATE_ORDER and str(state) in STATES
+
+
+class TestLiveEnvironmentWording:
+    async def test_dialog_and_header_follow_the_live_read(self, world: ConsoleWorld) -> None:
+        """After the env view read the runtime (an item in sync: noop), the header no longer says
+        "dry-run", and the dialog's why says what the view read and what the apply will do."""
+        from unidesk_tui.widgets.status_header import StatusHeader
+
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            main = app.main_screen
+            header = main.query_one(StatusHeader)
+            assert "dry-run environment plan" in str(header.render())
+            env = main.environment
+            doc = main.documents[env]
+            first = grid(app).row_keys[0]
+            live = LiveState(state="in-sync", commit=main.item(first).commit, health="healthy")
+            main.documents[env] = doc.model_copy(update={"services": [
+                i.model_copy(update={"live": live, "action": "noop", "reason": "running it on every layer"}) if i.id == first else i
+                for i in doc.services
+            ]})
+            main._render_all()
+            await pilot.pause()
+            text = str(header.render())
+            assert "runtime read live" in text and "dry-run" not in text
+            grid(app).select(first)
+            await pilot.press("space", "a")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmApplyScreen) and app.screen.request.saved is not None, "the binding")
+            shown = str(app.screen.query_one("#confirm-text").render())
+            assert "live runtime not read" not in shown
+            assert "the view read the runtime live (noop: running it on every layer)" in shown
+            assert "so it will deploy anyway" in shown

@@ -75,7 +75,16 @@ def binding_text(request: ApplyRequest, refusal: str | None) -> Text:
     return out
 
 
-def describe(request: ApplyRequest, refusal: str | None = None) -> Text:
+def why_text(item: PlanItem, viewed: PlanItem | None) -> str:
+    """The bound plan's reason; where the view read the runtime and decided otherwise, both, so the
+    dialog does not contradict the plan bar (an environment apply plans without reading the runtime)."""
+    if viewed is None or viewed.live is None or viewed.action == item.action:
+        return item.reason
+    return (f"the view read the runtime live ({viewed.action}: {viewed.reason}); an environment apply plans "
+            f"from the manifest alone, so it will {item.action} anyway")
+
+
+def describe(request: ApplyRequest, refusal: str | None = None, viewed: dict[str, PlanItem] | None = None) -> Text:
     doc = request.document
     out = binding_text(request, refusal)
     out.append("\n")
@@ -108,7 +117,7 @@ def describe(request: ApplyRequest, refusal: str | None = None) -> Text:
         if item.requestedCommit and item.commit and not item.commit.startswith(item.requestedCommit):
             out.append(f" (requested {item.requestedCommit})")
         out.append(f"\n   {what_happens(item, request)}", style="cyan")
-        out.append(f"\n   why: {item.reason}", style="dim")
+        out.append(f"\n   why: {why_text(item, (viewed or {}).get(item.id))}", style="dim")
     out.append("\n\nA detached job will run this; it keeps running if the console closes.", style="dim")
     return out
 
@@ -129,6 +138,7 @@ class ConfirmApplyScreen(ModalScreen[ApplyRequest | None]):
         super().__init__()
         self.request = request
         self.refusal: str | None = None  # why the plan could not be bound (y is refused then)
+        self.viewed = {i.id: i for i in request.items}  # the items as the view showed them (maybe read live)
 
     def on_mount(self) -> None:
         self.bind_plan()
@@ -167,14 +177,14 @@ class ConfirmApplyScreen(ModalScreen[ApplyRequest | None]):
 
     def _show(self) -> None:
         if self.is_mounted:
-            self.query_one("#confirm-text", Static).update(describe(self.request, self.refusal))
+            self.query_one("#confirm-text", Static).update(describe(self.request, self.refusal, self.viewed))
 
     def compose(self) -> ComposeResult:
         request = self.request
         with Vertical(id="confirm-dialog"):
             yield Static(Text(f"Apply {plural(len(request.items), 'service')} to {where(request.environment, request.manifest_file)}?", style="bold"), id="confirm-title")
             with VerticalScroll(id="confirm-body"):
-                yield Static(describe(request), id="confirm-text")
+                yield Static(describe(request, None, self.viewed), id="confirm-text")
             yield Static(Text.assemble(("y", "bold reverse"), " apply   ", ("f", "bold reverse"), " force   ", ("d", "bold reverse"), " dry-run   ",
                                        ("n", "bold reverse"), "/", ("esc", "bold reverse"), " cancel"), id="confirm-keys")
 

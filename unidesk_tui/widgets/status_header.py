@@ -68,7 +68,9 @@ class StatusHeader(Static):
         line.append("\n ")
         if doc and doc.environment:
             e = doc.environment
-            line.append("dry-run environment plan: ", style="dim")
+            # `--live`-style plans carry each item's live state; without one it is the spec's dry-run plan.
+            read = any(i.live is not None and i.live.state != "unsupported" for i in doc.services)
+            line.append("environment plan, runtime read live: " if read else "dry-run environment plan: ", style="dim")
             line.append(f"namespace {e.namespace} · provider {e.providerId} · target {e.target} · database {e.databaseName} #{e.databaseFingerprint}", style=Palette.of(self.app).style("$primary"))
         elif doc and isinstance(source, FileSourceDoc):
             line.append("live runtime read from each target over SSH", style="dim")
