@@ -330,8 +330,9 @@ class LabController:
             return
         new = await self._launch(key, obj, str(generation), detached=True)
         if new.failure and new.container is None and new.failure[0] in ("ImagePullBackOff", "CreateContainerConfigError"):
-            # the old container (if any) keeps serving; only the failure is recorded
-            pod.image, pod.failure = new.image, new.failure
+            # the old container (if any) keeps serving; only the failure is recorded. The Pod object is
+            # now the new template's: it must not inherit the old container's exit (as on Kubernetes).
+            pod.image, pod.failure, pod.exit_code = new.image, new.failure, None
             self._write_status(key, pod)
             return
         self._pods[key] = new

@@ -359,6 +359,22 @@ async def test_container_that_exits_is_a_crash_looping_pod_with_exit_code_and_lo
         await asyncio.sleep(0.2)
     tail = await core.read_namespaced_pod_log(pod.metadata.name, ns, tail_lines=1)
     assert tail == full.splitlines(keepends=True)[-1]
+
+    # A new template whose image is missing: its pod waits for the image and does not inherit the
+    # previous pod's crash (a rollout watcher would blame the new template for the old exit code).
+    body["spec"]["template"]["spec"]["containers"][0]["image"] = "nope:404"
+    await apply(apps_api, ns, body)
+    deadline = time.monotonic() + WAIT
+    while True:
+        pods = (await core.list_namespaced_pod(ns, label_selector="app=boom")).items
+        if [p for p in pods if p.metadata.name != pod.metadata.name and p.status and p.status.container_statuses]:
+            break
+        assert time.monotonic() < deadline, pods
+        await asyncio.sleep(0.2)
+    assert [p.metadata.name for p in pods] == ["boom-2"]
+    status = pods[0].status.container_statuses[0]
+    assert status.state.waiting.reason == "ImagePullBackOff", status
+    assert not (status.last_state and status.last_state.terminated) and status.restart_count == 0, status
     await apps_api.delete_namespaced_deployment("boom", ns)
     deadline = time.monotonic() + WAIT
     while (await core.list_namespaced_pod(ns)).items:
