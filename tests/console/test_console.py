@@ -444,3 +444,32 @@ class TestStateColours:
             assert set(colours) == {"drift", "degraded", "missing", "in-sync", "unsupported"}, colours
             assert len(set(colours.values())) == 5, colours
             assert not row_colours & set(colours.values()), (row_colours, colours)
+
+
+class TestHungHost:
+    async def test_header_names_the_hosts_still_waited_for(self, world: ConsoleWorld) -> None:
+        """One slow host: once the others answered, the header names it instead of calling the
+        whole (partly fresh) screen stale."""
+        app = make_app(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)  # fills the plan cache
+
+        def hung_d601(catalog, desired):
+            if any(d.target == "D601" for d in desired):
+                time.sleep(1.5)
+            return read_live(catalog, desired)
+
+        app2 = make_app(world, read_live=hung_d601)
+        async with app2.run_test(size=SIZE) as pilot:
+            main = app2.main_screen
+            header = main.query_one(StatusHeader)
+            for _ in range(200):
+                await pilot.pause(0.01)
+                if main._waiting == {"D601"}:
+                    break
+            assert main._waiting == {"D601"}
+            await pilot.pause()
+            text = str(header.render())
+            assert "waiting: D601" in text and "STALE" not in text, text
+            await settle(pilot, app2)
+            assert "waiting" not in str(header.render())

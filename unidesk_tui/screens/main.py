@@ -303,6 +303,7 @@ class MainScreen(Screen[None]):
     def _refresh_done(self) -> None:
         self._refreshing = None
         self._waiting = set()
+        self.query_one(StatusHeader).waiting = ()
         self.query_one(StatusHeader).refreshing = False
         if self._pending_refresh:
             self._pending_refresh = False
@@ -323,6 +324,7 @@ class MainScreen(Screen[None]):
         header = self.query_one(StatusHeader)
         header.document = self.documents.get(key)
         header.refreshed_at, header.duration_s, header.stale = self._freshness.get(key, (None, None, False))
+        header.waiting = tuple(sorted(self._waiting))
         self._render_grid()
         self._render_plan()
         self._render_side()

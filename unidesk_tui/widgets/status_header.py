@@ -31,6 +31,8 @@ class StatusHeader(Static):
     duration_s: reactive[float | None] = reactive(None)
     #: True while `document` comes from the cache and no refresh has finished yet.
     stale: reactive[bool] = reactive(False)
+    #: Targets of the refresh in flight that have not answered yet (their rows still show the cache).
+    waiting: reactive[tuple[str, ...]] = reactive(())
     #: True while a refresh runs in the background.
     refreshing: reactive[bool] = reactive(False)
 
@@ -83,7 +85,9 @@ class StatusHeader(Static):
             line.append("not refreshed yet", style="dim")
         else:
             line.append(f"refreshed {clock_text(self.refreshed_at)} in {duration_text(self.duration_s)}")
-            if self.stale:
+            if self.waiting:  # the other hosts' rows are already fresh: name the ones still cached
+                line.append(f"  waiting: {', '.join(self.waiting)}", style=palette.style("bold $warning"))
+            elif self.stale:
                 line.append("  STALE (cached)", style=palette.style("bold $warning"))
         if self.refreshing:
             line.append("  ⟳ refreshing…", style=palette.style("$primary"))
