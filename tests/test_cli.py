@@ -170,6 +170,7 @@ def test_json_alias_is_the_same_document(git_world):
 def test_usage_errors_are_json_with_exit_2(argv, tmp_path):
     rc, doc, err = unidesk(*argv, cwd=tmp_path)
     assert rc == ExitCode.USAGE and codes(doc) == [ErrorCode.USAGE] and err
+    assert "<Environment" not in doc["errors"][0]["message"], doc  # choices are named as typed: 'dev', 'prod'
 
 
 def test_missing_config_and_manifest(tmp_path):

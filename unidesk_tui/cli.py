@@ -71,7 +71,7 @@ def _seconds(value: str) -> float:
 def _add_source_args(p: argparse.ArgumentParser, envs: Sequence[str] = NAMED_ENVIRONMENTS) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--file", help="manifest file (default: <workspace>/deploy.json)")
-    group.add_argument("--env", choices=list(envs), help="read deploy.json from origin/deploy/<env>")
+    group.add_argument("--env", choices=[str(e) for e in envs], help="read deploy.json from origin/deploy/<env>")
     p.add_argument("--service", action="append", type=_service_id, metavar="ID", help="only this service (repeatable)")
 
 
@@ -177,7 +177,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", metavar="DIR", help="state directory (default: <workspace>/.state)")
     parser.add_argument("--json", action="store_true", help="headless: print JSON only (check/plan aliases)")
     console = parser.add_argument_group("console (no subcommand)")
-    console.add_argument("--env", dest="console_env", choices=["file", *NAMED_ENVIRONMENTS], default="file", help="environment to open on (default: file)")
+    console.add_argument("--env", dest="console_env", choices=["file", *(str(e) for e in NAMED_ENVIRONMENTS)], default="file", help="environment to open on (default: file)")
     console.add_argument("--refresh", type=_seconds, metavar="SECONDS", help="refresh interval (default: $UNIDESK_REFRESH_S or 5)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     _module_registrars(argv)
