@@ -488,3 +488,16 @@ class TestLiveEnvironmentWording:
             assert "live runtime not read" not in shown
             assert "the view read the runtime live (noop: running it on every layer)" in shown
             assert "so it will deploy anyway" in shown
+
+
+def test_side_pane_layer_labels_do_not_run_into_their_values() -> None:
+    """k3s layer names are longer than the old 14-column label: a gap stays before the commit."""
+    from unidesk_tui.screens.service_detail import layers_text
+
+    sha = "ad05037d870e" + "0" * 28
+    live = LiveState(state="in-sync", commit=sha, health="healthy",
+                     evidence={"layers": {"backend-core-dev annotation": sha, "frontend-dev env": sha}})
+    item = PlanItem(id="backend-core", commit=sha, live=live, action="noop", reason="")
+    text = layers_text(item).plain
+    assert "backend-core-dev annotation  ad05037d870e" in text, text
+    assert "frontend-dev env" + " " * 13 + "ad05037d870e" in text, text

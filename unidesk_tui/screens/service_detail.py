@@ -37,13 +37,14 @@ def layers_text(item: PlanItem, palette: Palette = PLAIN) -> Text:
     out = Text()
     layers = (item.live.evidence.get("layers") if item.live else None) or {}
     desired = item.commit
-    out.append(f"{'desired':<14}", style="bold")
+    width = max([12, *(len(name) for name in layers)]) + 2  # k3s layer names ("frontend-dev env") are long
+    out.append(f"{'desired':<{width}}", style="bold")
     out.append(f"{short(desired, 12)}\n")
     if not layers:
         out.append("no layer was read (the runtime was not reached, or nothing of it exists)\n", style="dim")
         return out
     for name, commit in layers.items():
-        out.append(f"{name:<14}", style="bold")
+        out.append(f"{name:<{width}}", style="bold")
         if commit is None:
             out.append(f"{'—':<14}", style="dim")
             out.append("✗ not stamped\n", style=palette.style("$error"))
