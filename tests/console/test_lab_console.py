@@ -92,6 +92,8 @@ def test_drift_across_hosts_snapshot(lab_world, snap_compare) -> None:
 
     async def run_before(pilot) -> None:
         await settle(pilot, app)
+        # the lab lives in a fresh random tmp dir: show a fixed name so the picture is stable
+        app.main_screen.query_one(StatusHeader).workspace = "lab/workspace"
         await pilot.press("slash", *"drift", "enter")
         await pilot.pause()
 
@@ -124,10 +126,11 @@ async def test_a_host_that_stops_answering_turns_its_rows_unreachable(lab_world)
 
 
 async def test_a_hung_host_holds_only_its_rows_while_the_others_refresh(lab_world) -> None:
-    """D518's sshd is frozen (SIGSTOP: TCP still connects, SSH never answers). The other hosts'
-    rows are fresh within 2 s; D518's wait (⟳), then turn unreachable within the connect bound."""
+    """D518's sshd is frozen (SIGSTOP: TCP still connects, SSH never answers). The other hosts' rows
+    turn fresh while D518's still wait (⟳); then D518's turn unreachable at the connect bound.
+
+    An ordering, not a stopwatch: how fast the other rows turn fresh is bench/console.py's figure."""
     import signal
-    import time
 
     from unidesk_lab import daemon, lab as labapi
 
@@ -139,22 +142,22 @@ async def test_a_hung_host_holds_only_its_rows_while_the_others_refresh(lab_worl
         main = app.main_screen
         os.kill(pid, signal.SIGSTOP)
         try:
-            started = time.monotonic()
             await pilot.press("r")
-            seen = False
-            for _ in range(400):
+            seen = fresh = False
+            # ends with the refresh (D518 is waited for until the connect bound); 6,000 turns only guard a hang
+            for _ in range(6000):
+                if seen and "D518" not in main._waiting:
+                    break
                 await pilot.pause(0.01)
                 seen = seen or "main-server" in main._waiting
-                if seen and "main-server" not in main._waiting:
+                if seen and "main-server" not in main._waiting and "D518" in main._waiting:
+                    fresh = True
+                    assert "d518-worker" in grid(app).waiting and "backend-core" not in grid(app).waiting
+                    assert states(app)["backend-core"] == "drift"
                     break
-            fresh_after = time.monotonic() - started
-            assert seen and "main-server" not in main._waiting
-            assert fresh_after <= 2.0, f"main-server's rows took {fresh_after:.1f} s"
-            assert "D518" in main._waiting and "d518-worker" in grid(app).waiting
-            assert states(app)["backend-core"] == "drift"
+            assert fresh, "main-server's rows were not fresh while D518 was still waited for"
             await settle(pilot, app)
             assert states(app)["d518-worker"] == "unreachable"
-            assert time.monotonic() - started < 10.0
         finally:
             os.kill(pid, signal.SIGCONT)
 
