@@ -30,13 +30,34 @@ HOST = "main-server"
 
 
 def ssh(lay: Layout, argv: list[str]) -> str:
-    return subprocess.run(["ssh", "-F", str(lay.ssh_config), HOST, shlex.join(argv)], check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["ssh", "-F", str(lay.ssh_config), HOST, shlex.join(argv)], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def apply(lay: Layout, state: Path, manifest: Path, *extra: str) -> dict:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(lay.workspace), "--state-dir", str(state),
-                           "deploy", "apply", "--file", str(manifest), "--wait", *extra], capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unidesk_tui.cli",
+            "--workspace",
+            str(lay.workspace),
+            "--state-dir",
+            str(state),
+            "deploy",
+            "apply",
+            "--file",
+            str(manifest),
+            "--wait",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1800,
+    )
     doc = json.loads(proc.stdout)
     if doc.get("status") != "succeeded":
         raise SystemExit(f"apply failed: {json.dumps(doc)[:3000]}")
@@ -44,16 +65,33 @@ def apply(lay: Layout, state: Path, manifest: Path, *extra: str) -> dict:
     return doc
 
 
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b",
-           "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
-WORK_STEP = 'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox dd if=/dev/zero bs=1048576 count=512 2>/dev/null | /bin/busybox sha256sum > /app/digest"]\n'
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "b",
+    "GIT_AUTHOR_EMAIL": "b@b",
+    "GIT_COMMITTER_NAME": "b",
+    "GIT_COMMITTER_EMAIL": "b@b",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+}
+WORK_STEP = (
+    'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox dd if=/dev/zero bs=1048576 count=512 2>/dev/null | '
+    '/bin/busybox sha256sum > /app/digest"]\n'
+)
 
 
 def work_commit(lay: Layout, base: str, tmp: Path) -> str:
     """`base` plus a RUN step doing a few seconds of work, pushed to refs/heads/bench-apply-work."""
     clone = tmp / "sample"
-    git = lambda *a: subprocess.run(["git", "-C", str(clone), *a], check=True, capture_output=True, text=True, env=GIT_ENV).stdout.strip()  # noqa: E731
-    subprocess.run(["git", "clone", "-q", str(lay.git_root / "sample-service.git"), str(clone)], check=True, env=GIT_ENV)
+
+    def git(*a):
+        return subprocess.run(
+            ["git", "-C", str(clone), *a], check=True, capture_output=True, text=True, env=GIT_ENV
+        ).stdout.strip()  # noqa: E731
+
+    subprocess.run(
+        ["git", "clone", "-q", str(lay.git_root / "sample-service.git"), str(clone)], check=True, env=GIT_ENV
+    )
     git("checkout", "-q", "-B", "bench-apply-work", base)
     dockerfile = clone / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text() + WORK_STEP)
@@ -64,7 +102,9 @@ def work_commit(lay: Layout, base: str, tmp: Path) -> str:
 
 def cold_vs_forced(lay: Layout, tmp: Path, name: str, repo: str, commit: str, image: str) -> tuple[dict, dict]:
     state, manifest = tmp / f"state-{name}", tmp / f"{name}.json"
-    manifest.write_text(json.dumps({"schemaVersion": 1, "services": [{"id": SERVICE, "repo": repo, "commitId": commit}]}))
+    manifest.write_text(
+        json.dumps({"schemaVersion": 1, "services": [{"id": SERVICE, "repo": repo, "commitId": commit}]})
+    )
     ssh(lay, ["docker", "image", "rm", "-f", image])
     ssh(lay, ["docker", "builder", "prune", "-af"])
     cold = apply(lay, state, manifest)
@@ -93,10 +133,22 @@ def rollback(lay: Layout, tmp: Path, repo: str, a: str, b: str, image: str) -> t
     manifests = {}
     for commit in (a, b):
         manifests[commit] = tmp / f"rollback-{commit[:8]}.json"
-        manifests[commit].write_text(json.dumps({"schemaVersion": 1, "services": [{"id": SERVICE, "repo": repo, "commitId": commit}]}))
-    work_dir = next(t["workDir"] for t in json.loads((lay.workspace / "config.json").read_text())["targets"] if t["id"] == HOST)
+        manifests[commit].write_text(
+            json.dumps({"schemaVersion": 1, "services": [{"id": SERVICE, "repo": repo, "commitId": commit}]})
+        )
+    work_dir = next(
+        t["workDir"] for t in json.loads((lay.workspace / "config.json").read_text())["targets"] if t["id"] == HOST
+    )
     ssh(lay, ["rm", "-rf", "--", f"{work_dir}/provenance/{SERVICE}"])
-    ssh(lay, ["sh", "-c", f"docker image ls --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -F -- {shlex.quote(image.split(':')[0])} | xargs -r docker image rm -f"])
+    ssh(
+        lay,
+        [
+            "sh",
+            "-c",
+            f"docker image ls --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -F -- "
+            f"{shlex.quote(image.split(':')[0])} | xargs -r docker image rm -f",
+        ],
+    )
     ssh(lay, ["docker", "builder", "prune", "-af"])
     cold = apply(lay, state, manifests[a], "--force")
     apply(lay, state, manifests[b])
@@ -128,14 +180,20 @@ def main() -> None:
         labapi.down(path)
     for name, (cold, forced) in results.items():
         c, f = build_ms(cold), build_ms(forced)
-        print(f"{SERVICE} on {HOST}, {name}: build step cold {c} ms (job {cold['wall']:.1f} s), forced rebuild of the same commit {f} ms "
-              f"(job {forced['wall']:.1f} s); ratio {f / c:.3f} (goal <= 0.2)")
+        print(
+            f"{SERVICE} on {HOST}, {name}: build step cold {c} ms (job {cold['wall']:.1f} s), forced rebuild of the "
+            f"same commit {f} ms "
+            f"(job {forced['wall']:.1f} s); ratio {f / c:.3f} (goal <= 0.2)"
+        )
     cold, again = back
     c, r = phase_ms(cold), phase_ms(again)
     built = {s["name"]: s["status"] for s in again["job"]["steps"]}["build"]
-    print(f"{SERVICE} on {HOST}, rollback B over A then A (A = sample + 512 MiB hash step): build phase (reuse+source+build) "
-          f"cold A {c} ms (job {cold['wall']:.1f} s), A again {r} ms (job {again['wall']:.1f} s, build step {built}); "
-          f"ratio {r / c:.3f} (goal <= 0.2)")
+    print(
+        f"{SERVICE} on {HOST}, rollback B over A then A (A = sample + 512 MiB hash step): build phase "
+        "(reuse+source+build) "
+        f"cold A {c} ms (job {cold['wall']:.1f} s), A again {r} ms (job {again['wall']:.1f} s, build step {built}); "
+        f"ratio {r / c:.3f} (goal <= 0.2)"
+    )
 
 
 if __name__ == "__main__":

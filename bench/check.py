@@ -54,10 +54,34 @@ def prepare(lay: Layout, content: dict) -> tuple[Path, Path, Path, list[tuple[st
     old, repo = content["old"], content["sampleRepo"]
     # D601 has no compose service in the lab: run one, from the image D518 built (docker save/load).
     d518_image = by_id["d518-worker"]["build"]["image"]
-    ssh(ssh_cfg, "D601", "docker", "rm", "-f", "bench-d601") if b"bench-d601" in ssh(ssh_cfg, "D601", "docker", "ps", "-a", "--format", "{{.Names}}") else None
-    sh(["ssh", "-F", str(ssh_cfg), "D601", "docker load"], input=sh(["ssh", "-F", str(ssh_cfg), "D518", f"docker save {d518_image}"]))
-    env = {"PORT": str(D601_PORT), "UNIDESK_DEPLOY_SERVICE_ID": "bench-d601", "UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": old, "UNIDESK_DEPLOY_REQUESTED_COMMIT": old}
-    run = ["docker", "run", "-d", "--name", "bench-d601", "--init", "--network", "host", "--label", "com.docker.compose.project=bench", "--label", "com.docker.compose.service=bench-d601"]
+    ssh(ssh_cfg, "D601", "docker", "rm", "-f", "bench-d601") if b"bench-d601" in ssh(
+        ssh_cfg, "D601", "docker", "ps", "-a", "--format", "{{.Names}}"
+    ) else None
+    sh(
+        ["ssh", "-F", str(ssh_cfg), "D601", "docker load"],
+        input=sh(["ssh", "-F", str(ssh_cfg), "D518", f"docker save {d518_image}"]),
+    )
+    env = {
+        "PORT": str(D601_PORT),
+        "UNIDESK_DEPLOY_SERVICE_ID": "bench-d601",
+        "UNIDESK_DEPLOY_REPO": repo,
+        "UNIDESK_DEPLOY_COMMIT": old,
+        "UNIDESK_DEPLOY_REQUESTED_COMMIT": old,
+    }
+    run = [
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        "bench-d601",
+        "--init",
+        "--network",
+        "host",
+        "--label",
+        "com.docker.compose.project=bench",
+        "--label",
+        "com.docker.compose.service=bench-d601",
+    ]
     for k, v in env.items():
         run += ["-e", f"{k}={v}"]
     ssh(ssh_cfg, "D601", *run, d518_image)
@@ -71,33 +95,69 @@ def prepare(lay: Layout, content: dict) -> tuple[Path, Path, Path, list[tuple[st
     per_host = {h: [a for a in anchors if a[0] == h] for h in HOSTS}
     names = {}
     for host, project, service, _, _ in anchors:
-        out = ssh(ssh_cfg, host, "docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}", "--filter", f"label=com.docker.compose.service={service}").decode().split()
+        out = (
+            ssh(
+                ssh_cfg,
+                host,
+                "docker",
+                "ps",
+                "-q",
+                "--filter",
+                f"label=com.docker.compose.project={project}",
+                "--filter",
+                f"label=com.docker.compose.service={service}",
+            )
+            .decode()
+            .split()
+        )
         names[(host, service)] = out[0]
     bench, targets = [], []
     for i in range(60):
         host = HOSTS[i % 3]
         h, project, service, port, mode = per_host[host][(i // 3) % len(per_host[host])]
         sid = f"bench-{i:02d}"
-        bench.append({
-            "id": sid,
-            "repository": {"url": repo},
-            "deployment": {"mode": mode, "target": host},
-            "build": {"image": f"unidesk-{sid}:bench"},
-            "health": {"path": "/cgi-bin/health", "port": port, "exposesDeployCommit": True},
-            "compose": {"project": project, "service": service},
-        })
+        bench.append(
+            {
+                "id": sid,
+                "repository": {"url": repo},
+                "deployment": {"mode": mode, "target": host},
+                "build": {"image": f"unidesk-{sid}:bench"},
+                "health": {"path": "/cgi-bin/health", "port": port, "exposesDeployCommit": True},
+                "compose": {"project": project, "service": service},
+            }
+        )
         targets.append((host, names[(host, service)]))
     cfg["microservices"] += bench
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")  # the bench lab's own workspace: msproxy reads it
     one, sixty = lay.dir / "bench-one.json", lay.dir / "bench-sixty.json"
     for path, services in ((one, bench[:1]), (sixty, bench)):
-        path.write_text(json.dumps({"schemaVersion": 1, "services": [{"id": s["id"], "repo": repo, "commitId": old} for s in services]}))
+        path.write_text(
+            json.dumps(
+                {"schemaVersion": 1, "services": [{"id": s["id"], "repo": repo, "commitId": old} for s in services]}
+            )
+        )
     return one, sixty, ssh_cfg, targets
 
 
 def cli_check(lay: Layout, manifest: Path, state: Path) -> tuple[float, dict]:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(lay.workspace), "--state-dir", str(state), "deploy", "check", "--file", str(manifest)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unidesk_tui.cli",
+            "--workspace",
+            str(lay.workspace),
+            "--state-dir",
+            str(state),
+            "deploy",
+            "check",
+            "--file",
+            str(manifest),
+        ],
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - start
     return elapsed, json.loads(proc.stdout)
 
@@ -113,7 +173,18 @@ def live_read(lay: Layout, manifest: Path, state: Path) -> float:
     desired = []
     for entry in doc["services"]:
         ms = catalog.microservice(entry["id"])
-        desired.append(DesiredService(ms.id, entry["repo"], entry["commitId"], ms, ms.deployment.mode, ms.deployment.target, ms.k8s, entry["commitId"]))
+        desired.append(
+            DesiredService(
+                ms.id,
+                entry["repo"],
+                entry["commitId"],
+                ms,
+                ms.deployment.mode,
+                ms.deployment.target,
+                ms.k8s,
+                entry["commitId"],
+            )
+        )
     start = time.perf_counter()
     obs = read_live(catalog, desired)
     elapsed = time.perf_counter() - start
@@ -151,7 +222,9 @@ def main() -> int:
         _, doc = cli_check(lay, sixty, state)  # warm the commit mirror cache
         states = {}
         for s in doc["services"]:
-            states[s["live"]["state"] if s.get("live") else s["action"]] = states.get(s["live"]["state"] if s.get("live") else s["action"], 0) + 1
+            states[s["live"]["state"] if s.get("live") else s["action"]] = (
+                states.get(s["live"]["state"] if s.get("live") else s["action"], 0) + 1
+            )
         print(f"60-service check: live states {states}, errors {[e['code'] for e in doc['errors']]}")
         t1 = statistics.median(cli_check(lay, one, state)[0] for _ in range(args.rounds))
         t60 = statistics.median(cli_check(lay, sixty, state)[0] for _ in range(args.rounds))

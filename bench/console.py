@@ -72,12 +72,27 @@ def build_workspace(root: Path, n: int) -> Workspace:
     services = []
     for i in range(n):
         target = "main-server" if i % 2 == 0 else "D601"
-        services.append({"id": f"svc-{i:03d}", "repository": {"url": url}, "deployment": {"mode": "unidesk-direct", "target": target},
-                         "build": {"image": f"svc-{i:03d}:main"}, "compose": {"project": "unidesk", "service": f"svc-{i:03d}"}})
-    config = {"targets": [{"id": "main-server", "role": "main", "ssh": ssh}, {"id": "D601", "role": "provider", "ssh": {**ssh, "port": 3}}],
-              "microservices": services}
+        services.append(
+            {
+                "id": f"svc-{i:03d}",
+                "repository": {"url": url},
+                "deployment": {"mode": "unidesk-direct", "target": target},
+                "build": {"image": f"svc-{i:03d}:main"},
+                "compose": {"project": "unidesk", "service": f"svc-{i:03d}"},
+            }
+        )
+    config = {
+        "targets": [
+            {"id": "main-server", "role": "main", "ssh": ssh},
+            {"id": "D601", "role": "provider", "ssh": {**ssh, "port": 3}},
+        ],
+        "microservices": services,
+    }
     (ws / "config.json").write_text(json.dumps(config))
-    manifest = {"schemaVersion": 1, "services": [{"id": s["id"], "repo": url, "commitId": shas[i % 2][:8]} for i, s in enumerate(services)]}
+    manifest = {
+        "schemaVersion": 1,
+        "services": [{"id": s["id"], "repo": url, "commitId": shas[i % 2][:8]} for i, s in enumerate(services)],
+    }
     (ws / "deploy.json").write_text(json.dumps(manifest))
     return Workspace.at(ws, root / "state")
 
@@ -121,7 +136,11 @@ async def fresh_despite_a_hung_host(ws: Workspace) -> float:
                 if main is not None and main.is_mounted and main.document is not None and main._refreshing is not None:
                     pending_seen = pending_seen or "main-server" in main._waiting
                     d601 = [i for i in main.document.services if i.target == "D601"]
-                    if pending_seen and "D601" not in main._waiting and all(i.live is not None and i.live.state == "unreachable" for i in d601):
+                    if (
+                        pending_seen
+                        and "D601" not in main._waiting
+                        and all(i.live is not None and i.live.state == "unreachable" for i in d601)
+                    ):
                         took = time.perf_counter() - started
                         assert "main-server" in main._waiting  # the silent host still holds only its own rows
                         return took
@@ -139,7 +158,9 @@ def writer(state_dir: str, job_id: str, rate: int, seconds: float) -> None:
     while time.perf_counter() - t0 < seconds:
         for _ in range(batch):
             sent += 1
-            log.append(f"#{sent} building layer {sent % 97}: RUN make -j8 target-{sent % 13}", service="svc-000", step="build")
+            log.append(
+                f"#{sent} building layer {sent % 97}: RUN make -j8 target-{sent % 13}", service="svc-000", step="build"
+            )
         due = t0 + sent / rate
         delay = due - time.perf_counter()
         if delay > 0:
@@ -149,19 +170,37 @@ def writer(state_dir: str, job_id: str, rate: int, seconds: float) -> None:
 def record_running_job(state_dir: Path, ws: Workspace) -> str:
     job_id = jobs.new_job_id()
     pid = os.getpid()
-    jobs.create_job(state_dir, JobRecord(
-        id=job_id, status="running", environment="file", source=FileSourceDoc(path=str(ws.manifest_path)), workspace=str(ws.root),
-        services=["svc-000"], steps=[StepRecord(service="svc-000", name="build", status="running", startedAt=jobs.now_iso())],
-        createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid),
-    ))
+    jobs.create_job(
+        state_dir,
+        JobRecord(
+            id=job_id,
+            status="running",
+            environment="file",
+            source=FileSourceDoc(path=str(ws.manifest_path)),
+            workspace=str(ws.root),
+            services=["svc-000"],
+            steps=[StepRecord(service="svc-000", name="build", status="running", startedAt=jobs.now_iso())],
+            createdAt=jobs.now_iso(),
+            host=jobs.HOST,
+            workerPid=pid,
+            workerStart=jobs.process_start(pid),
+        ),
+    )
     return job_id
 
 
 async def worst_stall(ws: Workspace, rate: int, seconds: float, view: str = "log") -> tuple[float, float, int, int]:
     base = plan_cache.load(ws.state_dir, ws.root, None).document
-    flipped = base.model_copy(update={"services": [
-        s.model_copy(update={"live": LiveState(state="drift", commit=(s.commit or "0" * 40)[::-1], health="healthy")}) for s in base.services
-    ]})
+    flipped = base.model_copy(
+        update={
+            "services": [
+                s.model_copy(
+                    update={"live": LiveState(state="drift", commit=(s.commit or "0" * 40)[::-1], health="healthy")}
+                )
+                for s in base.services
+            ]
+        }
+    )
     job_id = record_running_job(ws.state_dir, ws)
     app = UnideskApp(ws, refresh_interval=0, read_live=None, reattach=False)
     lateness: list[float] = []
@@ -175,8 +214,12 @@ async def worst_stall(ws: Workspace, rate: int, seconds: float, view: str = "log
             while screen.job is None:  # measure streaming, not the opening of the screen
                 await asyncio.sleep(0.01)
         await pilot.pause(0.2)
-        proc = subprocess.Popen([sys.executable, __file__, "--writer", str(ws.state_dir), job_id, str(rate), str(seconds)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--writer", str(ws.state_dir), job_id, str(rate), str(seconds)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
         async def ticker() -> None:
             while proc.poll() is None:
@@ -222,25 +265,39 @@ def main() -> None:
         plan_cache.save(ws.state_dir, ws.root, None, plan_cache.CachedPlan(run.document, time.time(), check_s))
         print(f"workspace: {args.services} services; one real check took {check_s:.2f} s (cached for the console)")
         paints = [asyncio.run(first_paint(ws, args.services)) for _ in range(args.rounds)]
-        print(f"first paint of {args.services} rows from cache: median {statistics.median(paints) * 1000:.0f} ms, "
-              f"worst {max(paints) * 1000:.0f} ms over {args.rounds} runs (goal <= 500 ms)")
+        print(
+            f"first paint of {args.services} rows from cache: median {statistics.median(paints) * 1000:.0f} ms, "
+            f"worst {max(paints) * 1000:.0f} ms over {args.rounds} runs (goal <= 500 ms)"
+        )
         hung = [asyncio.run(fresh_despite_a_hung_host(ws)) for _ in range(args.rounds)]
-        print(f"with main-server hanging (TCP open, no SSH): D601's {args.services // 2} rows fresh after median "
-              f"{statistics.median(hung) * 1000:.0f} ms, worst {max(hung) * 1000:.0f} ms over {args.rounds} runs (goal <= 2000 ms)")
-        for view, what in (("log", "job log screen on top (grid refreshed behind it)"), ("grid", "grid on top (job log written, jobs strip polling)")):
+        print(
+            f"with main-server hanging (TCP open, no SSH): D601's {args.services // 2} rows fresh after median "
+            f"{statistics.median(hung) * 1000:.0f} ms, worst {max(hung) * 1000:.0f} ms over {args.rounds} runs (goal "
+            "<= 2000 ms)"
+        )
+        for view, what in (
+            ("log", "job log screen on top (grid refreshed behind it)"),
+            ("grid", "grid on top (job log written, jobs strip polling)"),
+        ):
             worst, p99, refreshes, lines = asyncio.run(worst_stall(ws, args.lines_per_s, args.seconds, view))
             shown = f", {lines} lines shown" if view == "log" else ""
-            print(f"event-loop stall, {what}: {refreshes} refreshes changing all {args.services} rows, {args.lines_per_s} log lines/s "
-                  f"for {args.seconds:g} s{shown}: worst {worst * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms (goal <= 50 ms)")
+            print(
+                f"event-loop stall, {what}: {refreshes} refreshes changing all {args.services} rows, "
+                f"{args.lines_per_s} log lines/s "
+                f"for {args.seconds:g} s{shown}: worst {worst * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms (goal <= 50 ms)"
+            )
     # ignore_cleanup_errors: a refresh the bench left in flight (daemon thread) may still write its cache
     with tempfile.TemporaryDirectory(prefix="unidesk-bench-console-big-", ignore_cleanup_errors=True) as tmp:
         big = build_workspace(Path(tmp), args.big)
         run = run_plan(big, "check", read_live=read_live)
         plan_cache.save(big.state_dir, big.root, None, plan_cache.CachedPlan(run.document, time.time(), 0.0))
         paints = [asyncio.run(first_paint(big, args.big)) for _ in range(args.rounds)]
-        print(f"first paint of {args.big} rows from cache: median {statistics.median(paints) * 1000:.0f} ms, "
-              f"worst {max(paints) * 1000:.0f} ms over {args.rounds} runs (goal <= 500 ms)")
+        print(
+            f"first paint of {args.big} rows from cache: median {statistics.median(paints) * 1000:.0f} ms, "
+            f"worst {max(paints) * 1000:.0f} ms over {args.rounds} runs (goal <= 500 ms)"
+        )
         print(f"load average while measuring: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+
 
 if __name__ == "__main__":
     main()

@@ -24,21 +24,40 @@ from unidesk_lab import lab as labapi  # noqa: E402
 from unidesk_lab import sample  # noqa: E402
 from unidesk_lab.layout import Layout  # noqa: E402
 
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b",
-           "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "b",
+    "GIT_AUTHOR_EMAIL": "b@b",
+    "GIT_COMMITTER_NAME": "b",
+    "GIT_COMMITTER_EMAIL": "b@b",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+}
 
 
 def cli(lay: Layout, state: Path, *args: str) -> tuple[dict, float]:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(lay.workspace), "--state-dir", str(state), *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(lay.workspace), "--state-dir", str(state), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1800,
+    )
     return json.loads(proc.stdout), time.perf_counter() - started
 
 
 def crash_commit(lay: Layout, base: str, tmp: Path) -> str:
     clone = tmp / "sample"
-    git = lambda *a: subprocess.run(["git", "-C", str(clone), *a], check=True, capture_output=True, text=True, env=GIT_ENV).stdout.strip()  # noqa: E731
-    subprocess.run(["git", "clone", "-q", str(lay.git_root / "sample-service.git"), str(clone)], check=True, env=GIT_ENV)
+
+    def git(*a):
+        return subprocess.run(
+            ["git", "-C", str(clone), *a], check=True, capture_output=True, text=True, env=GIT_ENV
+        ).stdout.strip()  # noqa: E731
+
+    subprocess.run(
+        ["git", "clone", "-q", str(lay.git_root / "sample-service.git"), str(clone)], check=True, env=GIT_ENV
+    )
     git("checkout", "-q", "-B", "bench-failfast", base)
     entry = clone / "app" / "entrypoint.sh"
     entry.write_text(entry.read_text().replace("set -e\n", 'set -e\necho "bench: refusing to start"\nexit 3\n', 1))
@@ -60,13 +79,22 @@ def main() -> None:
             commit = crash_commit(lay, content["new"], tmp)
             for sid in ("backend-core", "decision-center"):
                 manifest = tmp / f"{sid}.json"
-                manifest.write_text(json.dumps({"schemaVersion": 1, "services": [{"id": sid, "repo": content["sampleRepo"], "commitId": commit}]}))
+                manifest.write_text(
+                    json.dumps(
+                        {
+                            "schemaVersion": 1,
+                            "services": [{"id": sid, "repo": content["sampleRepo"], "commitId": commit}],
+                        }
+                    )
+                )
                 doc, wall = cli(lay, tmp / f"state-{sid}", "deploy", "apply", "--file", str(manifest), "--wait")
                 failed = next((s for s in doc["job"]["steps"] if s["status"] == "failed"), None)
                 if failed is None:
                     raise SystemExit(f"{sid}: the crashing commit did not fail: {json.dumps(doc)[:2000]}")
-                lines.append(f"{sid}: crashing commit failed at step {failed['name']} after {failed['durationMs']} ms "
-                             f"(job {wall:.1f} s; goal < 30 s); {failed['code']}: {failed['message'][:160]}")
+                lines.append(
+                    f"{sid}: crashing commit failed at step {failed['name']} after {failed['durationMs']} ms "
+                    f"(job {wall:.1f} s; goal < 30 s); {failed['code']}: {failed['message'][:160]}"
+                )
             manifest = lay.workspace / "deploy.json"
             for i in range(3):
                 doc, wall = cli(lay, tmp / "state-check", "deploy", "check", "--file", str(manifest))

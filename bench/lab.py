@@ -38,7 +38,13 @@ def main() -> int:
         return 2
     lab.down(args.dir)
     shutil.rmtree(args.dir, ignore_errors=True)
-    figures: dict[str, list[float]] = {"up (first: keys, sample repos)": [], "up (again, after down)": [], "up (lab already running)": [], "seed (3 builds + compose up)": [], "down": []}
+    figures: dict[str, list[float]] = {
+        "up (first: keys, sample repos)": [],
+        "up (again, after down)": [],
+        "up (lab already running)": [],
+        "seed (3 builds + compose up)": [],
+        "down": [],
+    }
     try:
         for i in range(args.rounds):
             key = "up (first: keys, sample repos)" if i == 0 else "up (again, after down)"
@@ -52,7 +58,10 @@ def main() -> int:
     print(f"lab bench: {args.rounds} rounds in {args.dir} ({os.cpu_count()} CPUs)")
     for name, values in figures.items():
         if values:
-            print(f"  {name:34s} median {statistics.median(values):6.2f} s   min {min(values):6.2f} s   max {max(values):6.2f} s   n={len(values)}")
+            print(
+                f"  {name:34s} median {statistics.median(values):6.2f} s   min {min(values):6.2f} s   max "
+                f"{max(values):6.2f} s   n={len(values)}"
+            )
     return 0
 
 

@@ -31,23 +31,50 @@ def main(n: int) -> int:
         try:
             job_id = jobs.new_job_id()
             start = jobs.process_start(holder.pid)
-            jobs.create_job(ws.state_dir, JobRecord(
-                id=job_id, status="running", environment="file", source=FileSourceDoc(path="deploy.json"), workspace=str(ws.root),
-                services=["svc-0"], createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=holder.pid, workerStart=start))
+            jobs.create_job(
+                ws.state_dir,
+                JobRecord(
+                    id=job_id,
+                    status="running",
+                    environment="file",
+                    source=FileSourceDoc(path="deploy.json"),
+                    workspace=str(ws.root),
+                    services=["svc-0"],
+                    createdAt=jobs.now_iso(),
+                    host=jobs.HOST,
+                    workerPid=holder.pid,
+                    workerStart=start,
+                ),
+            )
             locks.acquire(ws.state_dir, "file", ["svc-0"], job_id, pid=holder.pid)
             times = []
             for _ in range(n):
                 t0 = time.perf_counter()
-                out = subprocess.run([sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(ws.root), "--state-dir",
-                                      str(ws.state_dir), "deploy", "apply"], capture_output=True, text=True,
-                                     cwd=Path(__file__).resolve().parent.parent)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "unidesk_tui.cli",
+                        "--workspace",
+                        str(ws.root),
+                        "--state-dir",
+                        str(ws.state_dir),
+                        "deploy",
+                        "apply",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    cwd=Path(__file__).resolve().parent.parent,
+                )
                 times.append(time.perf_counter() - t0)
                 codes = [e["code"] for e in json.loads(out.stdout)["errors"]]
                 assert codes == ["locked"], out.stdout
                 print(f"locked refusal: {times[-1]:.2f} s", flush=True)
             load = os.getloadavg()[0]
-            print(f"max {max(times):.2f} s over {n} refusals (load average {load:.1f}); goal < 2 s: "
-                  f"{'met' if max(times) < 2 else 'NOT met'}")
+            print(
+                f"max {max(times):.2f} s over {n} refusals (load average {load:.1f}); goal < 2 s: "
+                f"{'met' if max(times) < 2 else 'NOT met'}"
+            )
         finally:
             holder.kill()
     return 0

@@ -21,7 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from unidesk_tui.planning import run_plan  # noqa: E402
 from unidesk_tui.workspace import Workspace  # noqa: E402
 
-ENV = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
+ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "b",
+    "GIT_AUTHOR_EMAIL": "b@b",
+    "GIT_COMMITTER_NAME": "b",
+    "GIT_COMMITTER_EMAIL": "b@b",
+}
 
 
 def make_remote(root: Path) -> tuple[str, str]:
@@ -32,7 +38,9 @@ def make_remote(root: Path) -> tuple[str, str]:
     subprocess.run(["git", "commit", "-q", "-m", "x"], cwd=work, check=True, env=ENV)
     bare = root / "remote.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True, check=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True, check=True
+    ).stdout.strip()
     return f"file://{bare}", sha
 
 
@@ -44,9 +52,13 @@ def make_workspace(root: Path, n: int, url: str, sha: str) -> Workspace:
     config = {
         "targets": [{"id": "main-server", "role": "main", "ssh": ssh}],
         "microservices": [
-            {"id": sid, "repository": {"url": url}, "deployment": {"mode": "unidesk-direct", "target": "main-server"},
-             "build": {"dockerfile": "Dockerfile", "context": ".", "image": f"{sid}:main"},
-             "compose": {"project": "unidesk", "service": sid}}
+            {
+                "id": sid,
+                "repository": {"url": url},
+                "deployment": {"mode": "unidesk-direct", "target": "main-server"},
+                "build": {"dockerfile": "Dockerfile", "context": ".", "image": f"{sid}:main"},
+                "compose": {"project": "unidesk", "service": sid},
+            }
             for sid in ids
         ],
     }
@@ -70,7 +82,7 @@ def main(sizes: list[int]) -> int:
             assert len(doc.services) == n and not doc.errors, doc.errors[:3]
             rows.append((n, took))
             print(f"plan {n:>7} services: {took:7.2f} s  ({took / n * 1e6:6.1f} us/service)", flush=True)
-        for (n1, t1), (n2, t2) in zip(rows, rows[1:]):
+        for (n1, t1), (n2, t2) in zip(rows, rows[1:], strict=False):
             print(f"growth {n1} -> {n2}: {(t2 / t1) / (n2 / n1):.2f}x linear")
         ten_k = dict(rows).get(10_000)
         if ten_k is not None:

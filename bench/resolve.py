@@ -17,7 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from unidesk_tui.resolve import Resolver  # noqa: E402
 
 COMMITS = 10_000
-ENV = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
+ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "b",
+    "GIT_AUTHOR_EMAIL": "b@b",
+    "GIT_COMMITTER_NAME": "b",
+    "GIT_COMMITTER_EMAIL": "b@b",
+}
 
 
 def make_remote(root: Path, commits: int) -> tuple[str, list[str]]:
@@ -35,7 +41,9 @@ def make_remote(root: Path, commits: int) -> tuple[str, list[str]]:
         lines.append(f"M 644 inline f.txt\ndata {len(data)}\n".encode() + data + b"\n")
     subprocess.run(["git", "fast-import", "--quiet"], cwd=work, input=b"".join(lines), check=True, env=ENV)
     subprocess.run(["git", "push", "-q", str(bare), "main"], cwd=work, check=True)
-    shas = subprocess.run(["git", "rev-list", "main"], cwd=work, capture_output=True, text=True, check=True).stdout.split()
+    shas = subprocess.run(
+        ["git", "rev-list", "main"], cwd=work, capture_output=True, text=True, check=True
+    ).stdout.split()
     return f"file://{bare}", shas
 
 
@@ -54,7 +62,10 @@ def main() -> None:
         sample = shas[:: COMMITS // 50][:50]
         first = run_once(root / "state", url, sample)
         second = run_once(root / "state", url, sample)
-        print(f"resolve 50 short SHAs ({COMMITS}-commit remote): first {first:.3f}s, second {second:.3f}s, ratio {second / first:.3f} (goal <= 0.1)")
+        print(
+            f"resolve 50 short SHAs ({COMMITS}-commit remote): first {first:.3f}s, second {second:.3f}s, ratio "
+            f"{second / first:.3f} (goal <= 0.1)"
+        )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,18 @@ def record_job(state: Path) -> str:
     from unidesk_tui.documents import FileSourceDoc, JobRecord
 
     job_id = jobs.new_job_id()
-    jobs.create_job(state, JobRecord(id=job_id, status="succeeded", environment="file", source=FileSourceDoc(path="deploy.json"),
-                                     workspace=str(state.parent), createdAt=jobs.now_iso(), host=jobs.HOST))
+    jobs.create_job(
+        state,
+        JobRecord(
+            id=job_id,
+            status="succeeded",
+            environment="file",
+            source=FileSourceDoc(path="deploy.json"),
+            workspace=str(state.parent),
+            createdAt=jobs.now_iso(),
+            host=jobs.HOST,
+        ),
+    )
     return job_id
 
 
@@ -74,13 +84,19 @@ def main() -> None:
         }
         base = None
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus; seconds, {args.rounds} rounds")
-        print(f"{'command':<22} {'median':>8} {'fastest':>8} {'- python':>9} {'cpu med':>8}  goal: median <= {GOAL_S:.2f} s")
+        print(
+            f"{'command':<22} {'median':>8} {'fastest':>8} {'- python':>9} {'cpu med':>8}  goal: median <= "
+            f"{GOAL_S:.2f} s"
+        )
         for name, argv in cases.items():
             wall, cpu = timed(argv, ws, args.rounds)
             median = statistics.median(wall)
             base = median if base is None else base
             verdict = "" if name.startswith("python") else ("ok" if median <= GOAL_S else "over")
-            print(f"{name:<22} {median:8.3f} {min(wall):8.3f} {median - base:9.3f} {statistics.median(cpu):8.3f}  {verdict}")
+            print(
+                f"{name:<22} {median:8.3f} {min(wall):8.3f} {median - base:9.3f} {statistics.median(cpu):8.3f}  "
+                f"{verdict}"
+            )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,19 @@ def block(first_seq: int) -> tuple[bytes, int]:
     """About 1 MiB of whole event lines, and the next sequence number."""
     lines, seq, size = [], first_seq, 0
     while size < MB:
-        line = json.dumps({"ts": "2026-11-27T08:00:00.000Z", "seq": seq, "step": "build", "service": "backend-core",
-                           "stream": "stdout", "text": f"#{seq} [builder 3/7] RUN make -j4 target-{seq % 97} " + "." * 60}) + "\n"
+        line = (
+            json.dumps(
+                {
+                    "ts": "2026-11-27T08:00:00.000Z",
+                    "seq": seq,
+                    "step": "build",
+                    "service": "backend-core",
+                    "stream": "stdout",
+                    "text": f"#{seq} [builder 3/7] RUN make -j4 target-{seq % 97} " + "." * 60,
+                }
+            )
+            + "\n"
+        )
         lines.append(line)
         size += len(line)
         seq += 1
@@ -40,8 +51,19 @@ def block(first_seq: int) -> tuple[bytes, int]:
 
 def make_job(state: Path, size_mb: int) -> str:
     job_id = jobs.new_job_id()
-    jobs.create_job(state, JobRecord(id=job_id, status="succeeded", environment="file", source=FileSourceDoc(path="/w/deploy.json"),
-                                     workspace="/w", services=["backend-core"], createdAt=jobs.now_iso(), host=jobs.HOST))
+    jobs.create_job(
+        state,
+        JobRecord(
+            id=job_id,
+            status="succeeded",
+            environment="file",
+            source=FileSourceDoc(path="/w/deploy.json"),
+            workspace="/w",
+            services=["backend-core"],
+            createdAt=jobs.now_iso(),
+            host=jobs.HOST,
+        ),
+    )
     data, _ = block(1)
     fd = os.open(jobs.job_dir(state, job_id) / jobs.EVENTS_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
@@ -54,8 +76,23 @@ def make_job(state: Path, size_mb: int) -> str:
 
 def cli_time(state: Path, job_id: str) -> float:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "unidesk_tui.cli", "--state-dir", str(state), "job", "status", job_id, "--tail-bytes", str(TAIL)],
-                         capture_output=True, check=True, cwd=Path(__file__).resolve().parent.parent).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unidesk_tui.cli",
+            "--state-dir",
+            str(state),
+            "job",
+            "status",
+            job_id,
+            "--tail-bytes",
+            str(TAIL),
+        ],
+        capture_output=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    ).stdout
     took = time.perf_counter() - start
     doc = json.loads(out)
     assert doc["ok"] and doc["log"]["events"], doc.get("errors")
@@ -82,8 +119,14 @@ def main() -> None:
         i_small = min(inproc_time(state, small) for _ in range(RUNS))
         i_big = min(inproc_time(state, big) for _ in range(RUNS))
     print(f"logs: 1 MiB and {size / MB:.0f} MiB written in {made:.1f}s (removed)")
-    print(f"job status --tail-bytes {TAIL} (CLI, median of {RUNS}): 1 MB {c_small * 1000:.1f} ms, 1 GB {c_big * 1000:.1f} ms, ratio {c_big / c_small:.3f} (goal <= 1.2)")
-    print(f"jobs.tail in-process (best of {RUNS} x 100): 1 MB {i_small * 1e6:.0f} us, 1 GB {i_big * 1e6:.0f} us, ratio {i_big / i_small:.3f}")
+    print(
+        f"job status --tail-bytes {TAIL} (CLI, median of {RUNS}): 1 MB {c_small * 1000:.1f} ms, 1 GB "
+        f"{c_big * 1000:.1f} ms, ratio {c_big / c_small:.3f} (goal <= 1.2)"
+    )
+    print(
+        f"jobs.tail in-process (best of {RUNS} x 100): 1 MB {i_small * 1e6:.0f} us, 1 GB {i_big * 1e6:.0f} us, ratio "
+        f"{i_big / i_small:.3f}"
+    )
 
 
 if __name__ == "__main__":

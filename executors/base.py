@@ -88,7 +88,11 @@ class Executor(ABC):
 
     def manifest_objects(self, text: str, service: DesiredService) -> list[dict[str, Any]]:
         """The objects of a Kubernetes manifest as a deploy of `service` applies them (for a diff)."""
-        raise UnideskError.of(ErrorCode.UNSUPPORTED_SERVICE, f"{service.id}: a {service.mode} service has no Kubernetes manifest", service=service.id)
+        raise UnideskError.of(
+            ErrorCode.UNSUPPORTED_SERVICE,
+            f"{service.id}: a {service.mode} service has no Kubernetes manifest",
+            service=service.id,
+        )
 
     def restore_steps(self, service: DesiredService) -> list[Step]:
         """Steps that put the RestorePoint back after a failed `restores` step, then verify it; the

@@ -111,11 +111,17 @@ async def record_build(ctx, session, image: str, image_id: str) -> None:
     record = new_record(service.id, service.environment, service.commit, image, image_id, service.repo)
     tagged = await session.run(["docker", "tag", image_id, record.commitTag], timeout=60)
     if not tagged.ok:
-        raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{target.id}: cannot tag {image_id[:19]} as {record.commitTag}: {tagged.tail(300)}", service=service.id)
+        raise UnideskError.of(
+            ErrorCode.BUILD_FAILED,
+            f"{target.id}: cannot tag {image_id[:19]} as {record.commitTag}: {tagged.tail(300)}",
+            service=service.id,
+        )
     try:
         path = await write_record(session, target.workDir, record)
     except RuntimeError as exc:
-        raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{target.id}: provenance record: {exc}", service=service.id) from None
+        raise UnideskError.of(
+            ErrorCode.BUILD_FAILED, f"{target.id}: provenance record: {exc}", service=service.id
+        ) from None
     ctx.emit(f"target_build_commit_tag={record.commitTag}")
     ctx.emit(f"provenance_record={path} imageId={image_id}")
 
@@ -127,10 +133,14 @@ async def build_step(ctx) -> None:
     image = ctx.shared.get("image") or service.image  # an environment run builds its own image
     root = ctx.shared.get("context")
     if not root:
-        raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{service.id}: no build context was materialized", service=service.id)
+        raise UnideskError.of(
+            ErrorCode.BUILD_FAILED, f"{service.id}: no build context was materialized", service=service.id
+        )
     try:
         if not image or not is_image_ref(image):
-            raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{service.id}: no valid image name to build ({image!r})", service=service.id)
+            raise UnideskError.of(
+                ErrorCode.BUILD_FAILED, f"{service.id}: no valid image name to build ({image!r})", service=service.id
+            )
         build = ms.build
         if build.baseImageArg and not is_plain_name(build.baseImageArg):
             raise UnideskError.of(ErrorCode.INVALID_VALUE, f"invalid baseImageArg {build.baseImageArg!r}")
@@ -143,10 +153,12 @@ async def build_step(ctx) -> None:
             *(_ok(session, ["docker", "image", "inspect", "--", b]) for b in bases),
         )
         # Providers always; any target whose daemon has no default bridge (RUN steps would have no network).
-        source: BuildSource = ctx.shared.get("build_source") or BuildSource(build.context, build.dockerfile, None, "config.json")
+        source: BuildSource = ctx.shared.get("build_source") or BuildSource(
+            build.context, build.dockerfile, None, "config.json"
+        )
         network_host = target.role == "provider" or not has_bridge
         cache_from = image if has_image else None
-        base = next((b for b, present in zip(bases, has_bases) if present), None)
+        base = next((b for b, present in zip(bases, has_bases, strict=False) if present), None)
         base_arg = (build.baseImageArg, base) if base else None
         plan = BuildPlan(
             image=image,
@@ -160,28 +172,61 @@ async def build_step(ctx) -> None:
             proxy=ctx.shared.get("proxy") or ProxyScope(None),
             target=source.target,
         )
-        ctx.emit(f"target_build_source=context {source.context} dockerfile {source.dockerfile}" + (f" target {source.target}" if source.target else "") + f" (from {source.origin})")
-        ctx.emit(f"target_build_builder={'buildx' if buildx else 'docker-builtin-buildkit'} (target daemon, local cache)")
+        ctx.emit(
+            f"target_build_source=context {source.context} dockerfile {source.dockerfile}"
+            + (f" target {source.target}" if source.target else "")
+            + f" (from {source.origin})"
+        )
+        ctx.emit(
+            f"target_build_builder={'buildx' if buildx else 'docker-builtin-buildkit'} (target daemon, local cache)"
+        )
         ctx.emit(f"target_build_cache_from={cache_from or 'none (no current image)'}")
         ctx.emit(f"target_build_cache_to={'type=inline' if buildx else 'inline (BUILDKIT_INLINE_CACHE=1)'} -> {image}")
         if base_arg:
             ctx.emit(f"target_build_base_image={base_arg[1]}")
         elif build.baseImageArg:
-            ctx.emit(f"target_build_base_image=none ({', '.join(bases)} not present; {build.baseImageArg} keeps its default)")
+            ctx.emit(
+                f"target_build_base_image=none ({', '.join(bases)} not present; {build.baseImageArg} keeps its default)"
+            )
         ctx.emit(f"target_build_network={'host' if network_host else 'default'}")
         ctx.emit(f"target_build_command={plan.printable()}")
-        res = await session.run(plan.argv(), env=plan.env(), timeout=BUILD_TIMEOUT, on_line=lambda line, stream: ctx.emit(redact_url(line), stream))
+        res = await session.run(
+            plan.argv(),
+            env=plan.env(),
+            timeout=BUILD_TIMEOUT,
+            on_line=lambda line, stream: ctx.emit(redact_url(line), stream),
+        )
         if not res.ok:
             why = "timed out" if res.timed_out else redact_url(res.tail(600))
-            raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{target.id}: build of {image} failed: {why}", service=service.id)
-        inspect = await session.run(["docker", "image", "inspect", "--format", "{{.Id}} {{index .Config.Labels \"" + LABEL_COMMIT + "\"}}", "--", image], timeout=60)
+            raise UnideskError.of(
+                ErrorCode.BUILD_FAILED, f"{target.id}: build of {image} failed: {why}", service=service.id
+            )
+        inspect = await session.run(
+            [
+                "docker",
+                "image",
+                "inspect",
+                "--format",
+                '{{.Id}} {{index .Config.Labels "' + LABEL_COMMIT + '"}}',
+                "--",
+                image,
+            ],
+            timeout=60,
+        )
         image_id, _, label = inspect.stdout.strip().partition(" ")
         if not inspect.ok or label != service.commit:
-            raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{target.id}: built image {image} is labelled {label or 'nothing'}, expected {service.commit}", service=service.id)
+            raise UnideskError.of(
+                ErrorCode.BUILD_FAILED,
+                f"{target.id}: built image {image} is labelled {label or 'nothing'}, expected {service.commit}",
+                service=service.id,
+            )
         ctx.shared["image_id"] = image_id
         ctx.emit(f"target_build_image={image} {image_id[:19]} unidesk.ai/source-commit={label}")
         await record_build(ctx, session, image, image_id)
     finally:
         removed = await remove_context(session, target.workDir, root)
         ctx.shared.pop("context", None)
-        ctx.emit(f"target_build_context_removed={root}" if removed else f"target_build_context_cleanup_failed={root}", "stdout" if removed else "stderr")
+        ctx.emit(
+            f"target_build_context_removed={root}" if removed else f"target_build_context_cleanup_failed={root}",
+            "stdout" if removed else "stderr",
+        )

@@ -104,7 +104,9 @@ def label_files(labels: dict[str, str], workdir: str) -> tuple[str, ...]:
     return tuple(files)
 
 
-def compose_identity(service: DesiredService, labels: dict[str, str] | None, *, provider: bool = False) -> ComposeIdentity:
+def compose_identity(
+    service: DesiredService, labels: dict[str, str] | None, *, provider: bool = False
+) -> ComposeIdentity:
     """Never guessed: on the main server the catalog's fixed project; on a provider what the
     running container's compose labels say. config.json is the provider's fallback only when no
     container names its project, and a config.json value the container contradicts is reported."""
@@ -114,16 +116,24 @@ def compose_identity(service: DesiredService, labels: dict[str, str] | None, *, 
     notes: list[str] = []
     project: str | None
     name: str | None
-    from_labels = provider and bool(labels.get(COMPOSE_PROJECT) and labels.get(COMPOSE_FILES) and labels.get(COMPOSE_SERVICE))
+    from_labels = provider and bool(
+        labels.get(COMPOSE_PROJECT) and labels.get(COMPOSE_FILES) and labels.get(COMPOSE_SERVICE)
+    )
     if from_labels:
         project, name = labels[COMPOSE_PROJECT], labels[COMPOSE_SERVICE]
         workdir = labels.get(COMPOSE_WORKDIR) or ""
         files = label_files(labels, workdir)
         workdir = workdir or (posixpath.dirname(files[0]) if files else "")
         if declared and declared.project and declared.project != project:
-            notes.append(f"config.json compose.project {declared.project} is stale: the running container belongs to project {project}; using {project}")
+            notes.append(
+                f"config.json compose.project {declared.project} is stale: the running container belongs to project "
+                f"{project}; using {project}"
+            )
         if declared and declared.file and posixpath.normpath(declared.file) not in files:
-            notes.append(f"config.json compose.file {declared.file} is not what the running container was created from ({', '.join(files)}); using the container's")
+            notes.append(
+                f"config.json compose.file {declared.file} is not what the running container was created from "
+                f"({', '.join(files)}); using the container's"
+            )
     else:
         project = (declared.project if declared else None) or labels.get(COMPOSE_PROJECT)
         name = (declared.service if declared else None) or labels.get(COMPOSE_SERVICE)
@@ -131,9 +141,15 @@ def compose_identity(service: DesiredService, labels: dict[str, str] | None, *, 
         files = (declared.file,) if declared and declared.file else label_files(labels, workdir)
         workdir = workdir or (posixpath.dirname(files[0]) if files else "")
         if provider:
-            notes.append("no running container names its compose project: using config.json's compose declaration (fallback)")
+            notes.append(
+                "no running container names its compose project: using config.json's compose declaration (fallback)"
+            )
     if not project or not name or not files or not workdir:
-        raise _refuse(service, "cannot resolve the compose project, service and file: no running container carries compose labels and config.json declares no compose.file")
+        raise _refuse(
+            service,
+            "cannot resolve the compose project, service and file: no running container carries compose labels and "
+            "config.json declares no compose.file",
+        )
     for value in (project, name):
         if not is_plain_name(value):
             raise _refuse(service, f"refusing compose name {value!r}")
@@ -203,7 +219,11 @@ def build_from_config(config_text: str, name: str) -> BuildDeclaration | None:
     if not isinstance(build, dict) or not isinstance(build.get("context"), str):
         return None
     dockerfile, target = build.get("dockerfile"), build.get("target")
-    return BuildDeclaration(build["context"], dockerfile if isinstance(dockerfile, str) else "Dockerfile", target if isinstance(target, str) else None)
+    return BuildDeclaration(
+        build["context"],
+        dockerfile if isinstance(dockerfile, str) else "Dockerfile",
+        target if isinstance(target, str) else None,
+    )
 
 
 async def compose_command(session) -> tuple[str, ...]:
@@ -212,7 +232,9 @@ async def compose_command(session) -> tuple[str, ...]:
         return ("docker", "compose")
     if (await session.run(["docker-compose", "version"], timeout=30)).ok:
         return ("docker-compose",)
-    raise UnideskError.of(ErrorCode.ROLLOUT_FAILED, f"target {session.target.id} has neither `docker compose` nor `docker-compose`")
+    raise UnideskError.of(
+        ErrorCode.ROLLOUT_FAILED, f"target {session.target.id} has neither `docker compose` nor `docker-compose`"
+    )
 
 
 async def service_container(docker, service: DesiredService, *, provider: bool) -> ContainerFacts | None:
@@ -233,13 +255,25 @@ async def build_source(ctx, session, config_text: str, name: str) -> BuildSource
     if declared is None:
         ctx.emit(f"compose_build=none declared for {name}: using config.json build.context/dockerfile (fallback)")
         return None
-    top = await session.run(["git", "-C", declared.context, "rev-parse", "--show-toplevel"], timeout=30) if is_safe_path(declared.context) else None
+    top = (
+        await session.run(["git", "-C", declared.context, "rev-parse", "--show-toplevel"], timeout=30)
+        if is_safe_path(declared.context)
+        else None
+    )
     root = top.stdout.strip() if top is not None and top.ok else ""
     source = repository_build(declared, root)
     if source is None:
-        ctx.emit(f"compose_build=context {declared.context} is not inside a git checkout on {ctx.target.id}: using config.json build.context/dockerfile (fallback)", "stderr")
+        ctx.emit(
+            f"compose_build=context {declared.context} is not inside a git checkout on {ctx.target.id}: using "
+            "config.json build.context/dockerfile (fallback)",
+            "stderr",
+        )
         return None
-    ctx.emit(f"compose_build=context {source.context} dockerfile {source.dockerfile}" + (f" target {source.target}" if source.target else "") + " (from docker compose config)")
+    ctx.emit(
+        f"compose_build=context {source.context} dockerfile {source.dockerfile}"
+        + (f" target {source.target}" if source.target else "")
+        + " (from docker compose config)"
+    )
     return source
 
 
@@ -262,10 +296,16 @@ async def resolve_step(ctx: StepContext) -> None:
         raise _refuse(service, f"`{' '.join(command)} config` failed on {ctx.target.id}: {res.tail(400)}")
     image = image_from_config(res.stdout, name) or (facts.image_ref if facts else None)
     if not image or not is_image_ref(image):
-        raise _refuse(service, f"compose service {name} declares no usable image ({image!r}); declare `image:` in {files[0]}")
+        raise _refuse(
+            service, f"compose service {name} declares no usable image ({image!r}); declare `image:` in {files[0]}"
+        )
     ms = service.microservice
     if ms and ms.build and ms.build.image and ms.build.image != image:
-        ctx.emit(f"warning: config.json build.image {ms.build.image} differs from the image compose runs ({image}); building {image}", "stderr")
+        ctx.emit(
+            f"warning: config.json build.image {ms.build.image} differs from the image compose runs ({image}); "
+            f"building {image}",
+            "stderr",
+        )
     if provider:  # the spec: a provider's build comes from the running service's compose config
         source = await build_source(ctx, session, res.stdout, name)
         if source is not None:
@@ -276,7 +316,10 @@ async def resolve_step(ctx: StepContext) -> None:
     record_restore_point(ctx, facts)
     ctx.emit(f"compose_command={' '.join(command)}")
     ctx.emit(f"compose_project={project} compose_service={name} compose_files={','.join(files)} working_dir={workdir}")
-    ctx.emit(f"target_image={image}" + (f" (running container {facts.name}, {facts.status})" if facts else " (no running container)"))
+    ctx.emit(
+        f"target_image={image}"
+        + (f" (running container {facts.name}, {facts.status})" if facts else " (no running container)")
+    )
 
 
 def record_restore_point(ctx: StepContext, facts: ContainerFacts | None) -> None:
@@ -300,15 +343,23 @@ async def _up(ctx: StepContext, session: Any) -> None:
     try:
         await write_text(session, path, override_text(base.service, env, ctx.shared.get("compose_version")))
     except RuntimeError as exc:
-        raise UnideskError.of(ErrorCode.ROLLOUT_FAILED, f"{ctx.target.id}: deploy-env override: {exc}", service=service.id) from None
+        raise UnideskError.of(
+            ErrorCode.ROLLOUT_FAILED, f"{ctx.target.id}: deploy-env override: {exc}", service=service.id
+        ) from None
     ctx.emit(f"compose_deploy_override={path} ({', '.join(env)})")
     compose = replace(base, override=path)
     ctx.emit(f"rollout: {' '.join(compose.up_argv())} ({', '.join(f'{k}={v}' for k, v in env.items())})")
     # The env is still passed: a compose file may interpolate the variables elsewhere (labels, command).
-    res = await session.run(compose.up_argv(), env=env, timeout=None, on_line=lambda line, stream: ctx.emit(line, stream))  # engine-bounded
+    res = await session.run(
+        compose.up_argv(), env=env, timeout=None, on_line=lambda line, stream: ctx.emit(line, stream)
+    )  # engine-bounded
     if not res.ok:
         why = "timed out" if res.timed_out else res.tail(600)
-        raise UnideskError.of(ErrorCode.ROLLOUT_FAILED, f"{ctx.target.id}: compose up of {compose.service} failed: {why}", service=service.id)
+        raise UnideskError.of(
+            ErrorCode.ROLLOUT_FAILED,
+            f"{ctx.target.id}: compose up of {compose.service} failed: {why}",
+            service=service.id,
+        )
     ctx.emit(f"rollout: {compose.project}/{compose.service} recreated")
 
 
@@ -326,7 +377,11 @@ async def restore_step(ctx: StepContext) -> None:
     session = await ctx.session()
     tagged = await session.run(["docker", "tag", point.image_id, compose.image], timeout=60)
     if not tagged.ok:
-        raise UnideskError.of(ErrorCode.ROLLOUT_FAILED, f"{ctx.target.id}: cannot tag {point.image_id[:19]} as {compose.image}: {tagged.tail(300)}", service=ctx.service.id)
+        raise UnideskError.of(
+            ErrorCode.ROLLOUT_FAILED,
+            f"{ctx.target.id}: cannot tag {point.image_id[:19]} as {compose.image}: {tagged.tail(300)}",
+            service=ctx.service.id,
+        )
     ctx.emit(f"restore: {compose.image} -> {point.image_id} ({point.commit[:12]}, {point.detail})")
     ctx.shared["image_id"] = point.image_id  # what restore-verify must find running, not the failed build
     await _up(ctx, session)
@@ -336,7 +391,13 @@ async def verify_step(ctx: StepContext) -> None:
     compose: ComposeTarget | None = ctx.shared.get("compose")
     ref = ComposeRef(compose.project, compose.service) if compose else compose_ref(ctx.service)
     built = await expected_image_id(ctx)
-    await verify_docker(ctx, ref, ctx.catalog.health_url(ctx.service.id, ctx.service.environment), health_expected(ctx.catalog, ctx.service), built=built)
+    await verify_docker(
+        ctx,
+        ref,
+        ctx.catalog.health_url(ctx.service.id, ctx.service.environment),
+        health_expected(ctx.catalog, ctx.service),
+        built=built,
+    )
 
 
 class ComposeExecutor(Executor):

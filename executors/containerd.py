@@ -51,14 +51,33 @@ async def import_image(ctx, node, image: str, *, prefix: str, timeout: float = I
     folder = posixpath.join(ctx.target.workDir, "images")
     slug = re.sub(r"[^A-Za-z0-9._-]", "-", image)
     tar = posixpath.join(folder, f"{prefix}-{slug}-{secrets.token_hex(4)}.tar")
-    await run_checked(session, ctx, ["mkdir", "-p", "--", folder], ErrorCode.ROLLOUT_FAILED, "creating the image folder")
+    await run_checked(
+        session, ctx, ["mkdir", "-p", "--", folder], ErrorCode.ROLLOUT_FAILED, "creating the image folder"
+    )
     try:
-        await run_checked(session, ctx, ["docker", "save", "-o", tar, "--", image], ErrorCode.ROLLOUT_FAILED, f"docker save {image}", timeout=timeout)
+        await run_checked(
+            session,
+            ctx,
+            ["docker", "save", "-o", tar, "--", image],
+            ErrorCode.ROLLOUT_FAILED,
+            f"docker save {image}",
+            timeout=timeout,
+        )
         ctx.emit(f"image_saved={image} file={tar}")
-        await run_checked(session, ctx, ctr_argv(node, "images", "import", tar), ErrorCode.ROLLOUT_FAILED, f"ctr images import {image}", timeout=timeout)
+        await run_checked(
+            session,
+            ctx,
+            ctr_argv(node, "images", "import", tar),
+            ErrorCode.ROLLOUT_FAILED,
+            f"ctr images import {image}",
+            timeout=timeout,
+        )
     finally:
         removed = await session.run(["rm", "-f", "--", tar], timeout=60)
-        ctx.emit(f"image_tmp_removed={tar}" if removed.ok else f"image_tmp_left={tar}: {removed.tail(200)}", "stdout" if removed.ok else "stderr")
+        ctx.emit(
+            f"image_tmp_removed={tar}" if removed.ok else f"image_tmp_left={tar}: {removed.tail(200)}",
+            "stdout" if removed.ok else "stderr",
+        )
     return await require_listed(ctx, node, image)
 
 
@@ -67,7 +86,11 @@ async def require_listed(ctx, node, image: str) -> str:
     full = containerd_name(image)
     if full not in await listed_names(await ctx.session(), node):
         ctx.emit(f"{full} is not in containerd", "stderr")
-        raise UnideskError.of(ErrorCode.ROLLOUT_FAILED, f"{ctx.service.id}: {full} is not in containerd after the import", service=ctx.service.id)
+        raise UnideskError.of(
+            ErrorCode.ROLLOUT_FAILED,
+            f"{ctx.service.id}: {full} is not in containerd after the import",
+            service=ctx.service.id,
+        )
     return full
 
 
@@ -92,8 +115,15 @@ async def image_id(session, node, image: str) -> str | None:
     try:
         doc = json.loads(top.stdout) if top.ok else {}
         if "manifests" in doc:  # an index: the linux/amd64 (or only) manifest
-            chosen = next((m for m in doc["manifests"] if (m.get("platform") or {}).get("architecture") == "amd64"), doc["manifests"][0])
-            sub = await session.run(ctr_argv(node, "content", "get", chosen["digest"]), timeout=60) if DIGEST_RE.match(chosen["digest"]) else None
+            chosen = next(
+                (m for m in doc["manifests"] if (m.get("platform") or {}).get("architecture") == "amd64"),
+                doc["manifests"][0],
+            )
+            sub = (
+                await session.run(ctr_argv(node, "content", "get", chosen["digest"]), timeout=60)
+                if DIGEST_RE.match(chosen["digest"])
+                else None
+            )
             doc = json.loads(sub.stdout) if sub is not None and sub.ok else {}
         config = doc["config"]["digest"]
     except (ValueError, KeyError, TypeError, IndexError):

@@ -16,10 +16,18 @@ from unidesk_tui.redact import redact_url
 TAIL_LINES = 10
 MAX_OUTPUT = 1200
 # Waiting reasons that mean the container cannot run as rolled out (no amount of waiting helps).
-WAITING_FAILURES = frozenset({
-    "CrashLoopBackOff", "RunContainerError", "CreateContainerError", "CreateContainerConfigError",
-    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
-})
+WAITING_FAILURES = frozenset(
+    {
+        "CrashLoopBackOff",
+        "RunContainerError",
+        "CreateContainerError",
+        "CreateContainerConfigError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,9 @@ def docker_crash(name: str, state: dict[str, Any], restarts: int) -> Crash | Non
     code = state.get("ExitCode")
     code = code if isinstance(code, int) else None
     if state.get("Restarting") or restarts > 0:
-        return Crash(f"container {name}", code, "restarting: crash loop" if state.get("Restarting") else status, restarts)
+        return Crash(
+            f"container {name}", code, "restarting: crash loop" if state.get("Restarting") else status, restarts
+        )
     if state.get("Running") or status in ("created", "running"):
         return None  # still starting, or running
     return Crash(f"container {name}", code, str(state.get("Error") or status), restarts)
@@ -76,7 +86,9 @@ def pod_crashes(pod: dict[str, Any]) -> list[Crash]:
             out.append(Crash(label, t.get("exitCode"), str(t.get("reason") or "Terminated"), restarts))
         elif waiting.get("reason") in WAITING_FAILURES:
             code = terminated.get("exitCode") if terminated else None
-            reason = str(waiting["reason"]) + (f": {waiting['message']}" if waiting.get("message") and code is None else "")
+            reason = str(waiting["reason"]) + (
+                f": {waiting['message']}" if waiting.get("message") and code is None else ""
+            )
             out.append(Crash(label, code, reason, restarts))
         elif restarts and terminated:
             out.append(Crash(label, terminated.get("exitCode"), str(terminated.get("reason") or "restarted"), restarts))

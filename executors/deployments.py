@@ -13,7 +13,9 @@ from unidesk_tui.errors import ErrorCode, UnideskError
 
 # Annotation spellings accepted for the stamp: the env names themselves (the spec's wording) and
 # the `unidesk.ai/deploy-*` form Kubernetes tooling prefers.
-ANNOTATION_ALIASES = {f"unidesk.ai/deploy-{name.removeprefix('UNIDESK_DEPLOY_').lower().replace('_', '-')}": name for name in ENVS}
+ANNOTATION_ALIASES = {
+    f"unidesk.ai/deploy-{name.removeprefix('UNIDESK_DEPLOY_').lower().replace('_', '-')}": name for name in ENVS
+}
 
 
 def deploy_annotations(annotations: dict | None) -> dict[str, str]:
@@ -35,8 +37,17 @@ def rollout_status(dep: dict) -> dict:
     observed = status.get("observedGeneration") or 0
     updated = status.get("updatedReplicas") or 0
     available = status.get("availableReplicas") or 0
-    complete = observed >= generation and updated >= want and available >= want and (status.get("replicas") or 0) <= updated
-    return {"replicas": want, "updated": updated, "available": available, "observedGeneration": observed, "generation": generation, "complete": complete}
+    complete = (
+        observed >= generation and updated >= want and available >= want and (status.get("replicas") or 0) <= updated
+    )
+    return {
+        "replicas": want,
+        "updated": updated,
+        "available": available,
+        "observedGeneration": observed,
+        "generation": generation,
+        "complete": complete,
+    }
 
 
 def deployment_facts(dep: dict) -> dict:
@@ -61,7 +72,11 @@ def deployment_facts(dep: dict) -> dict:
 
 def deployment_layers(name: str, facts: dict) -> list[Evidence]:
     return [
-        Evidence(f"{name} annotation", commit_of(facts["annotations"].get(ENV_COMMIT)), note="no UNIDESK_DEPLOY_COMMIT annotation"),
+        Evidence(
+            f"{name} annotation",
+            commit_of(facts["annotations"].get(ENV_COMMIT)),
+            note="no UNIDESK_DEPLOY_COMMIT annotation",
+        ),
         Evidence(f"{name} env", commit_of(facts["env"].get(ENV_COMMIT)), note="no UNIDESK_DEPLOY_COMMIT env"),
     ]
 
@@ -80,11 +95,13 @@ async def read_deployments(session, namespace: str, names: tuple[str, ...]) -> d
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise UnideskError.of(ErrorCode.PROBE_FAILED, f"Deployment {namespace}/{name}: HTTP {exc.status} {exc.reason}") from None
+            raise UnideskError.of(
+                ErrorCode.PROBE_FAILED, f"Deployment {namespace}/{name}: HTTP {exc.status} {exc.reason}"
+            ) from None
         return api.sanitize_for_serialization(obj)
 
     found = await asyncio.gather(*(one(n) for n in names))
-    return dict(zip(names, found))
+    return dict(zip(names, found, strict=False))
 
 
 def current_template_pods(dep: dict, pods: list[dict], commit: str) -> list[dict]:
@@ -100,9 +117,11 @@ def current_template_pods(dep: dict, pods: list[dict], commit: str) -> list[dict
     def made_from_template(pod: dict) -> bool:
         pmeta = pod.get("metadata") or {}
         labels, annotations = pmeta.get("labels") or {}, pmeta.get("annotations") or {}
-        return (annotations.get(ENV_COMMIT) == commit
-                and all(labels.get(k) == v for k, v in (template.get("labels") or {}).items())
-                and all(annotations.get(k) == v for k, v in (template.get("annotations") or {}).items()))
+        return (
+            annotations.get(ENV_COMMIT) == commit
+            and all(labels.get(k) == v for k, v in (template.get("labels") or {}).items())
+            and all(annotations.get(k) == v for k, v in (template.get("annotations") or {}).items())
+        )
 
     return [pod for pod in pods if made_from_template(pod)]
 
@@ -122,15 +141,25 @@ async def rollout_crashes(session, namespace: str, deployments: dict[str, dict |
         if not selector:
             continue
         try:
-            listed = await core.list_namespaced_pod(namespace, label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())), _request_timeout=10)
+            listed = await core.list_namespaced_pod(
+                namespace, label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())), _request_timeout=10
+            )
         except ApiException as exc:
-            raise UnideskError.of(ErrorCode.PROBE_FAILED, f"pods of {namespace}: HTTP {exc.status} {exc.reason}") from None
+            raise UnideskError.of(
+                ErrorCode.PROBE_FAILED, f"pods of {namespace}: HTTP {exc.status} {exc.reason}"
+            ) from None
         for pod in current_template_pods(dep or {}, api.sanitize_for_serialization(listed).get("items") or [], commit):
             for crash in pod_crashes(pod):
                 container = crash.where.rsplit(" container ", 1)[-1]
                 try:
-                    text = await core.read_namespaced_pod_log(pod["metadata"]["name"], namespace, container=container, tail_lines=TAIL_LINES,
-                                                              previous=crash.restarts > 0 and crash.exit_code is not None, _request_timeout=10)
+                    text = await core.read_namespaced_pod_log(
+                        pod["metadata"]["name"],
+                        namespace,
+                        container=container,
+                        tail_lines=TAIL_LINES,
+                        previous=crash.restarts > 0 and crash.exit_code is not None,
+                        _request_timeout=10,
+                    )
                 except ApiException:
                     text = ""
                 found.append(crash.with_output(text if isinstance(text, str) else ""))

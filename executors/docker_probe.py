@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 from aiodocker.exceptions import DockerError
 
-from executors.stamp import COMPOSE_PROJECT, COMPOSE_SERVICE, LABEL_COMMIT, LABEL_SERVICE, LABELS, deploy_values, parse_env
+from executors.stamp import (
+    COMPOSE_PROJECT,
+    COMPOSE_SERVICE,
+    LABEL_COMMIT,
+    LABEL_SERVICE,
+    LABELS,
+    deploy_values,
+    parse_env,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +47,13 @@ class ContainerFacts:
 
     def evidence(self) -> dict:
         return {
-            "container": {"id": self.id[:12], "name": self.name, "status": self.status, "image": self.image_ref, "imageId": self.image_id[:19]},
+            "container": {
+                "id": self.id[:12],
+                "name": self.name,
+                "status": self.status,
+                "image": self.image_ref,
+                "imageId": self.image_id[:19],
+            },
             "labels": self.image_labels,
             "env": self.env,
             **({"otherContainers": self.others} if self.others else {}),
@@ -96,7 +110,12 @@ async def stamped_images(docker) -> list[dict]:
 
 def pick_container(rows: list[dict], ref: ComposeRef) -> tuple[dict | None, int]:
     """The service's container among listed ones (running first, then newest) and how many more match."""
-    matching = [r for r in rows if (r.get("Labels") or {}).get(COMPOSE_SERVICE) == ref.service and (ref.project is None or (r.get("Labels") or {}).get(COMPOSE_PROJECT) == ref.project)]
+    matching = [
+        r
+        for r in rows
+        if (r.get("Labels") or {}).get(COMPOSE_SERVICE) == ref.service
+        and (ref.project is None or (r.get("Labels") or {}).get(COMPOSE_PROJECT) == ref.project)
+    ]
     if not matching:
         return None, 0
     matching.sort(key=lambda r: (r.get("State") != "running", -int(r.get("Created") or 0)))
@@ -147,7 +166,10 @@ async def container_facts(docker, ref: ComposeRef) -> ContainerFacts | None:
 
 
 def has_image(images: list[dict], service_id: str, commit: str) -> bool:
-    return any((i.get("Labels") or {}).get(LABEL_SERVICE) == service_id and (i.get("Labels") or {}).get(LABEL_COMMIT) == commit for i in images)
+    return any(
+        (i.get("Labels") or {}).get(LABEL_SERVICE) == service_id and (i.get("Labels") or {}).get(LABEL_COMMIT) == commit
+        for i in images
+    )
 
 
 async def image_present(docker, service_id: str, commit: str | None) -> bool | None:

@@ -56,7 +56,9 @@ def classify(status: int, body: Any) -> Health:
 # One HTTP client shared by every probe of a command (set by `health_client`), and the reads
 # already started for it (health does not need SSH, so it overlaps with connecting to targets).
 _shared: ContextVar[aiohttp.ClientSession | None] = ContextVar("unidesk_health_http", default=None)
-_started: ContextVar[dict[str, asyncio.Future[HealthReading]] | None] = ContextVar("unidesk_health_started", default=None)
+_started: ContextVar[dict[str, asyncio.Future[HealthReading]] | None] = ContextVar(
+    "unidesk_health_started", default=None
+)
 
 
 @contextlib.asynccontextmanager
@@ -102,7 +104,7 @@ async def _read(http: aiohttp.ClientSession, url: str, timeout: float) -> Health
         async with http.get(url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False) as resp:
             raw = await resp.content.read(MAX_BODY)
             status = resp.status
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return HealthReading(Health.UNKNOWN, url, error=f"no answer within {timeout:g} s")
     except aiohttp.ClientError as exc:
         return HealthReading(Health.UNKNOWN, url, error=f"{type(exc).__name__}: {exc}")
@@ -111,7 +113,8 @@ async def _read(http: aiohttp.ClientSession, url: str, timeout: float) -> Health
         body: Any = json.loads(text)
     except ValueError:
         body = text[:2000]
-    deploy = body.get("deploy") if isinstance(body, dict) and isinstance(body.get("deploy"), dict) else {}
+    declared = body.get("deploy") if isinstance(body, dict) else None
+    deploy: dict[str, Any] = declared if isinstance(declared, dict) else {}
     repo = deploy.get("repo") if isinstance(deploy.get("repo"), str) else None
     return HealthReading(classify(status, body), url, status, body, health_commit(body), repo)
 

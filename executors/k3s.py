@@ -40,7 +40,13 @@ def rollout_moving(rollout: dict[str, Any]) -> bool:
 
 
 def rollout_text(rollout: dict[str, Any]) -> str:
-    what = "rollout under way" if rollout_moving(rollout) else "rolled out, no replica available" if rollout["available"] == 0 else "rollout finishing"
+    what = (
+        "rollout under way"
+        if rollout_moving(rollout)
+        else "rolled out, no replica available"
+        if rollout["available"] == 0
+        else "rollout finishing"
+    )
     return f"{what} ({rollout['updated']}/{rollout['replicas']} updated, {rollout['available']} available)"
 
 
@@ -50,7 +56,9 @@ class K3sExecutor(Executor):
     async def probe(self, session: Any, catalog: Catalog, service: DesiredService) -> Observation:
         k8s = service.k8s
         if k8s is None:
-            raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"{service.id}: k3sctl-managed without k8s objects", service=service.id)
+            raise UnideskError.of(
+                ErrorCode.CONFIG_INVALID, f"{service.id}: k3sctl-managed without k8s objects", service=service.id
+            )
         docker = await session.docker()
         deployments, present, reading = await asyncio.gather(
             read_deployments(session, k8s.namespace, k8s.deployments),
@@ -72,7 +80,9 @@ class K3sExecutor(Executor):
             if facts["rollout"]["available"] == 0:
                 stalled.append(name)
         if absent:
-            return missing("; ".join(f"Deployment {k8s.namespace}/{n} not found" for n in absent), reading, evidence, present)
+            return missing(
+                "; ".join(f"Deployment {k8s.namespace}/{n} not found" for n in absent), reading, evidence, present
+            )
         layers.append(health_layer(reading, health_expected(catalog, service)))
         obs = observed(layers, service.commit, reading, evidence, present)
         claimed = obs.live.commit
@@ -81,26 +91,35 @@ class K3sExecutor(Executor):
             # identity: the image containerd holds under the name the Deployment runs, against the build record
             record, running = await asyncio.gather(
                 read_record(session, session.target.workDir, service.id, service.environment, claimed),
-                containerd_image_id(session, session.target.k3s, images[0]))
+                containerd_image_id(session, session.target.k3s, images[0]),
+            )
             obs = with_identity(obs, judge(record, running, claimed))
         if stalled:
             # It exists, so it is not missing: either its rollout has not produced a replica yet, or
             # every replica runs the current template and none is available.
             moving = [n for n in stalled if rollout_moving(found[n]["rollout"])]
             state = State.PROGRESSING if moving else State.DEGRADED
-            message = "; ".join(f"Deployment {k8s.namespace}/{n}: " + rollout_text(found[n]["rollout"]) for n in stalled)
+            message = "; ".join(
+                f"Deployment {k8s.namespace}/{n}: " + rollout_text(found[n]["rollout"]) for n in stalled
+            )
             return Observation(obs.live.model_copy(update={"state": state, "message": message}), obs.imagePresent)
         incomplete = [n for n, d in found.items() if not d["rollout"]["complete"]]
         if incomplete and obs.live.state == State.IN_SYNC:
             # A rollout still in progress does not prove that every replica runs the commit.
-            message = "; ".join(f"Deployment {k8s.namespace}/{n}: " + rollout_text(found[n]["rollout"]) for n in incomplete)
-            return Observation(obs.live.model_copy(update={"state": State.PROGRESSING, "message": message}), obs.imagePresent)
+            message = "; ".join(
+                f"Deployment {k8s.namespace}/{n}: " + rollout_text(found[n]["rollout"]) for n in incomplete
+            )
+            return Observation(
+                obs.live.model_copy(update={"state": State.PROGRESSING, "message": message}), obs.imagePresent
+            )
         return obs
 
     def manifest_objects(self, text: str, service: DesiredService) -> list[dict[str, Any]]:
         """The service's objects of manifest `text` as a deploy applies them (narrowed, filled in, stamped)."""
         if service.k8s is None or not service.commit:
-            raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"{service.id}: no k8s objects or no resolved commit", service=service.id)
+            raise UnideskError.of(
+                ErrorCode.CONFIG_INVALID, f"{service.id}: no k8s objects or no resolved commit", service=service.id
+            )
         env = deploy_env(service.id, service.repo, service.commit, service.requestedCommit)
         return render(text, service.k8s, service.id, service.image or "", env)
 

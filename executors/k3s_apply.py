@@ -65,16 +65,31 @@ async def preflight_step(ctx) -> None:
         api = await session.kube()
         version = await VersionApi(api).get_code(_request_timeout=10)
     except UnideskError as exc:
-        raise fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: kubeconfig {node.kubeconfig}: {exc.problems[0].message}") from None
+        raise fail(
+            ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: kubeconfig {node.kubeconfig}: {exc.problems[0].message}"
+        ) from None
     except (TimeoutError, ApiException, aiohttp.ClientError, OSError) as exc:
-        raise fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: the API server of kubeconfig {node.kubeconfig} does not answer: {exc}") from None
+        raise fail(
+            ctx,
+            ErrorCode.K3S_NOT_NATIVE,
+            f"{absent}: the API server of kubeconfig {node.kubeconfig} does not answer: {exc}",
+        ) from None
     ctx.emit(f"k3s_kubeconfig={node.kubeconfig} api_version={version.git_version}")
     res = await session.run(ctr_argv(node, "version"), timeout=60)
     if not res.ok:
-        raise fail(ctx, ErrorCode.K3S_NOT_NATIVE, f"{absent}: containerd at {node.containerdSocket} does not answer: {res.tail(300)}")
-    ctx.emit(f"k3s_containerd={node.containerdSocket} namespace={node.containerdNamespace} ({res.stdout.strip().splitlines()[-1] if res.stdout.strip() else 'ok'})")
+        raise fail(
+            ctx,
+            ErrorCode.K3S_NOT_NATIVE,
+            f"{absent}: containerd at {node.containerdSocket} does not answer: {res.tail(300)}",
+        )
+    ctx.emit(
+        f"k3s_containerd={node.containerdSocket} namespace={node.containerdNamespace} "
+        f"({res.stdout.strip().splitlines()[-1] if res.stdout.strip() else 'ok'})"
+    )
     boxed = await running_containerized_k3s(session)
-    ctx.emit(f"k3s_containerized={', '.join(d for _, d in boxed)} (to be stopped)" if boxed else "k3s_containerized=none")
+    ctx.emit(
+        f"k3s_containerized={', '.join(d for _, d in boxed)} (to be stopped)" if boxed else "k3s_containerized=none"
+    )
 
 
 async def stop_containerized_step(ctx) -> None:
@@ -87,7 +102,9 @@ async def stop_containerized_step(ctx) -> None:
         for argv in (["docker", "update", "--restart=no", "--", cid], ["docker", "stop", "-t", "10", "--", cid]):
             res = await session.run(argv, timeout=60)
             if not res.ok:
-                raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"cannot stop the containerized k3s {described}: {res.tail(300)}")
+                raise fail(
+                    ctx, ErrorCode.ROLLOUT_FAILED, f"cannot stop the containerized k3s {described}: {res.tail(300)}"
+                )
         ctx.emit(f"k3s_containerized_stopped={described} id={cid[:12]}")
     if not boxed:
         ctx.emit("k3s_containerized=none running")
@@ -101,7 +118,13 @@ async def manifest_step(ctx) -> None:
     if k8s is None or not mirror:
         raise fail(ctx, ErrorCode.ROLLOUT_FAILED, "no k8s objects or no materialized source")
     session = await ctx.session()
-    res = await run_checked(session, QuietContext(ctx), ["git", "--git-dir", mirror, "show", f"{service.commit}:{k8s.manifest}"], ErrorCode.ROLLOUT_FAILED, f"reading {k8s.manifest} at {service.commit[:12]}")
+    res = await run_checked(
+        session,
+        QuietContext(ctx),
+        ["git", "--git-dir", mirror, "show", f"{service.commit}:{k8s.manifest}"],
+        ErrorCode.ROLLOUT_FAILED,
+        f"reading {k8s.manifest} at {service.commit[:12]}",
+    )
     image = service.image  # the environment's own image in an environment run
     if not image or not is_image_ref(image):
         raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"no valid image name ({image!r})")
@@ -111,7 +134,10 @@ async def manifest_step(ctx) -> None:
     refuse_node_exposure(ctx, res.stdout, objects)
     ctx.shared["k8s_objects"] = objects
     ctx.emit(f"k8s_manifest={k8s.manifest}@{service.commit[:12]} (from the target's mirror)")
-    ctx.emit(f"k8s_objects={', '.join(o['kind'] + ' ' + k8s.namespace + '/' + o['metadata']['name'] for o in objects)} image={image}")
+    ctx.emit(
+        f"k8s_objects={', '.join(o['kind'] + ' ' + k8s.namespace + '/' + o['metadata']['name'] for o in objects)} "
+        f"image={image}"
+    )
 
 
 def refuse_node_exposure(ctx, manifest_text: str, objects: list[dict]) -> None:
@@ -151,11 +177,19 @@ async def apply_step(ctx) -> None:
         await core.read_namespace(ns, _request_timeout=10)
     except ApiException as exc:
         if exc.status == 404:
-            raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"namespace {ns} does not exist; apply never creates one (apply its foundation first)") from None
+            raise fail(
+                ctx,
+                ErrorCode.ROLLOUT_FAILED,
+                f"namespace {ns} does not exist; apply never creates one (apply its foundation first)",
+            ) from None
         raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"namespace {ns}: HTTP {exc.status}") from None
     ctx.emit(f"k8s_namespace={ns} (exists)")
-    calls = {
-        "Deployment": (apps.read_namespaced_deployment, apps.create_namespaced_deployment, apps.replace_namespaced_deployment),
+    calls: dict[str, tuple[Any, Any, Any]] = {
+        "Deployment": (
+            apps.read_namespaced_deployment,
+            apps.create_namespaced_deployment,
+            apps.replace_namespaced_deployment,
+        ),
         "Service": (core.read_namespaced_service, core.create_namespaced_service, core.replace_namespaced_service),
     }
     for obj in ctx.shared["k8s_objects"]:
@@ -177,7 +211,11 @@ async def apply_step(ctx) -> None:
             await replace(name, ns, body, _request_timeout=10)
             ctx.emit(f"k8s_applied={obj['kind']} {ns}/{name} (replaced)")
         except ApiException as exc:
-            raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"applying {obj['kind']} {ns}/{name}: HTTP {exc.status} {exc.reason}: {(exc.body or '')[:300]}") from None
+            raise fail(
+                ctx,
+                ErrorCode.ROLLOUT_FAILED,
+                f"applying {obj['kind']} {ns}/{name}: HTTP {exc.status} {exc.reason}: {str(exc.body or '')[:300]}",
+            ) from None
 
 
 async def rollout_step(ctx) -> None:
@@ -191,26 +229,50 @@ async def rollout_step(ctx) -> None:
         deps = await read_deployments(session, k8s.namespace, k8s.deployments)
         states = {n: (deployment_facts(d)["rollout"] if d else None) for n, d in deps.items()}
         if all(s and s["complete"] for s in states.values()):
-            done = ", ".join(f"{n} {s['available']}/{s['replicas']}" for n, s in states.items())
+            done = ", ".join(f"{n} {s['available']}/{s['replicas']}" for n, s in states.items() if s)
             ctx.emit(f"k8s_rollout=complete {done}")
             return
         crashes = await rollout_crashes(session, k8s.namespace, deps, ctx.service.commit)
         if crashes:  # waiting cannot help: fail now, not after the rollout timeout
             raise fail(ctx, ErrorCode.ROLLOUT_FAILED, "rollout failed: " + "; ".join(c.describe() for c in crashes))
-        summary = "; ".join(f"{n}: " + ("absent" if s is None else "updated {updated}/{replicas}, available {available}, generation {observedGeneration}/{generation}".format(**s)) for n, s in states.items())
+        summary = "; ".join(
+            f"{n}: "
+            + (
+                "absent"
+                if s is None
+                else "updated {updated}/{replicas}, available {available}, generation "
+                "{observedGeneration}/{generation}".format(**s)
+            )
+            for n, s in states.items()
+        )
         if summary != last:
             ctx.emit(f"k8s_rollout=waiting {summary}")
             last = summary
         if time.monotonic() >= deadline:
-            conditions = [c.get("message") for d in deps.values() if d for c in (d.get("status") or {}).get("conditions") or [] if c.get("status") == "False"]
+            conditions = [
+                c.get("message")
+                for d in deps.values()
+                if d
+                for c in (d.get("status") or {}).get("conditions") or []
+                if c.get("status") == "False"
+            ]
             why = "; ".join(filter(None, conditions))
-            raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"rollout not complete after {ROLLOUT_TIMEOUT:g} s: {summary}" + (f" ({why})" if why else ""))
+            raise fail(
+                ctx,
+                ErrorCode.ROLLOUT_FAILED,
+                f"rollout not complete after {ROLLOUT_TIMEOUT:g} s: {summary}" + (f" ({why})" if why else ""),
+            )
         await asyncio.sleep(POLL)
 
 
 def twin_rows(rows: list[dict], project: str, service: str) -> list[dict]:
     """Containers of exactly the declared compose project and service (never guessed from the id)."""
-    return [r for r in rows if (r.get("Labels") or {}).get(COMPOSE_PROJECT) == project and (r.get("Labels") or {}).get(COMPOSE_SERVICE) == service]
+    return [
+        r
+        for r in rows
+        if (r.get("Labels") or {}).get(COMPOSE_PROJECT) == project
+        and (r.get("Labels") or {}).get(COMPOSE_SERVICE) == service
+    ]
 
 
 async def legacy_twin_step(ctx) -> None:
@@ -227,7 +289,12 @@ async def legacy_twin_step(ctx) -> None:
         return
     session = await ctx.session()
     docker = await session.docker()
-    listed = await docker.containers.list(all="1", filters=json.dumps({"label": [f"{COMPOSE_PROJECT}={declared.project}", f"{COMPOSE_SERVICE}={declared.service}"]}))
+    listed = await docker.containers.list(
+        all="1",
+        filters=json.dumps(
+            {"label": [f"{COMPOSE_PROJECT}={declared.project}", f"{COMPOSE_SERVICE}={declared.service}"]}
+        ),
+    )
     rows = twin_rows([c._container for c in listed], declared.project, declared.service)
     if not rows:
         ctx.emit(f"legacy_docker_twin=none ({declared.project}/{declared.service})")
@@ -237,12 +304,24 @@ async def legacy_twin_step(ctx) -> None:
         res = await session.run(["docker", "rm", "-f", "--", info["Id"]], timeout=120)
         if not res.ok:
             raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"cannot remove legacy Docker twin {name}: {res.tail(300)}")
-        ctx.emit(f"legacy_docker_twin_removed={name} ({declared.project}/{declared.service}, {info.get('Image')}, was {info.get('State')})")
+        ctx.emit(
+            f"legacy_docker_twin_removed={name} ({declared.project}/{declared.service}, {info.get('Image')}, was "
+            f"{info.get('State')})"
+        )
 
 
-def check_k3s(service: DesiredService, deployments: dict[str, dict[str, Any] | None], reading: HealthReading,
-              health_expected: bool, image: str | None, fixed: frozenset[str] = frozenset(), *, built: str | None = None,
-              running_id: str | None = None, containerized: tuple[str, ...] = ()) -> Verification:
+def check_k3s(
+    service: DesiredService,
+    deployments: dict[str, dict[str, Any] | None],
+    reading: HealthReading,
+    health_expected: bool,
+    image: str | None,
+    fixed: frozenset[str] = frozenset(),
+    *,
+    built: str | None = None,
+    running_id: str | None = None,
+    containerized: tuple[str, ...] = (),
+) -> Verification:
     """Every Deployment exists, its annotations and env show the commit, its containers run `image`
     (the one imported) or a fixed image the manifest declares, containerd holds exactly the image ID
     `built` under that name (identity), its rollout is complete; no containerized k3s runs; health
@@ -256,20 +335,30 @@ def check_k3s(service: DesiredService, deployments: dict[str, dict[str, Any] | N
         facts = deployment_facts(dep)
         for layer, key in ((Layer.ANNOTATION, "annotations"), (Layer.ENV, "env")):
             checks.append(check(layer, f"{name} {ENV_COMMIT}", want, facts[key].get(ENV_COMMIT)))
-            checks.append(check(layer, f"{name} {ENV_REQUESTED}", service.requestedCommit, facts[key].get(ENV_REQUESTED)))
+            checks.append(
+                check(layer, f"{name} {ENV_REQUESTED}", service.requestedCommit, facts[key].get(ENV_REQUESTED))
+            )
         foreign = [i for i in facts["images"] if not same_image(i, image) and i not in fixed]
         running = ", ".join(map(str, foreign or facts["images"])) or None
         checks.append(Check(Layer.IMAGE, f"{name} image", image, running, bool(facts["images"]) and not foreign))
         rollout = facts["rollout"]
-        progress = "complete" if rollout["complete"] else "updated {updated}/{replicas}, available {available}".format(**rollout)
+        progress = (
+            "complete"
+            if rollout["complete"]
+            else "updated {updated}/{replicas}, available {available}".format(**rollout)
+        )
         checks.append(Check(Layer.RUNTIME, f"{name} rollout", "complete", progress, rollout["complete"]))
     if built:
         checks.append(check(Layer.IDENTITY, f"{image} image ID", built, running_id))
     if containerized:  # the spec: an active containerized k3s must be stopped before verification succeeds
         checks.append(Check(Layer.RUNTIME, "containerized k3s", "none running", ", ".join(containerized), False))
     checks += health_checks(reading, want, health_expected)
-    summary = (f"running {want} on {', '.join(deployments)} (annotations, env, image {image}" + (", identity" if built else "") + f", health {reading.health}"
-               + (", deploy.commit)" if health_expected else ")"))
+    summary = (
+        f"running {want} on {', '.join(deployments)} (annotations, env, image {image}"
+        + (", identity" if built else "")
+        + f", health {reading.health}"
+        + (", deploy.commit)" if health_expected else ")")
+    )
     return Verification(tuple(checks), summary)
 
 
@@ -287,10 +376,22 @@ async def verify_step(ctx) -> None:
 
     async def read() -> Verification:
         deps, reading, running, boxed = await asyncio.gather(
-            read_deployments(session, k8s.namespace, k8s.deployments), read_health(url),
-            containerd_image_id(session, node, image) if built else _none(), running_containerized_k3s(session))
-        return check_k3s(service, deps, reading, expected, image, fixed, built=built, running_id=running,
-                         containerized=tuple(d for _, d in boxed))
+            read_deployments(session, k8s.namespace, k8s.deployments),
+            read_health(url),
+            containerd_image_id(session, node, image) if built else _none(),
+            running_containerized_k3s(session),
+        )
+        return check_k3s(
+            service,
+            deps,
+            reading,
+            expected,
+            image,
+            fixed,
+            built=built,
+            running_id=running,
+            containerized=tuple(d for _, d in boxed),
+        )
 
     await poll(ctx, read, timeout=verify_window(ctx))
 

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 import yaml
 
 from executors.containerd import image_tag
-from unidesk_tui.identifiers import same_image
 from executors.stamp import ENVS
 from unidesk_tui.catalog import K8sObjects
 from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.identifiers import same_image
 
 PLACEHOLDER_RE = re.compile(r"__[A-Z_]+__")
 RESTARTED_AT = "unidesk.ai/deployed-at"
@@ -61,7 +61,9 @@ def narrow(text: str, objects: K8sObjects, service_id: str) -> list[dict]:
             continue
         namespace = (doc.get("metadata") or {}).get("namespace") or objects.namespace
         if namespace != objects.namespace:
-            raise _bad(service_id, f"{key[0]} {key[1]} targets namespace {namespace!r}; only {objects.namespace!r} is allowed")
+            raise _bad(
+                service_id, f"{key[0]} {key[1]} targets namespace {namespace!r}; only {objects.namespace!r} is allowed"
+            )
         picked.append(doc)
     missing = wanted - {(d.get("kind"), d["metadata"]["name"]) for d in picked}
     if missing:
@@ -106,11 +108,18 @@ def containers(doc: dict) -> list[dict]:
 def fixed_images(objects: list[dict], image: str) -> list[tuple[str, str]]:
     """(`Deployment/name/container`, image) for every rendered container that does not run the built
     `image`: declared fixed in the manifest (render refuses any other mismatch)."""
-    return [(f"{d['kind']}/{d['metadata']['name']}/{c.get('name')}", c.get("image"))
-            for d in objects if d.get("kind") == "Deployment" for c in containers(d) if not same_image(c.get("image"), image)]
+    return [
+        (f"{d['kind']}/{d['metadata']['name']}/{c.get('name')}", str(c.get("image")))
+        for d in objects
+        if d.get("kind") == "Deployment"
+        for c in containers(d)
+        if not same_image(c.get("image"), image)
+    ]
 
 
-def render(text: str, objects: K8sObjects, service_id: str, image: str, env: dict[str, str], *, restart: bool = False) -> list[dict]:
+def render(
+    text: str, objects: K8sObjects, service_id: str, image: str, env: dict[str, str], *, restart: bool = False
+) -> list[dict]:
     """The objects to apply for one service, bound to `image`."""
     mapping = {
         "__IMAGE__": image,
@@ -131,7 +140,8 @@ def render(text: str, objects: K8sObjects, service_id: str, image: str, env: dic
         if doc["kind"] == "Deployment":
             if not containers(doc):
                 raise _bad(service_id, f"{where} declares no containers")
-            templated = [c for r, c in zip(containers(raw), containers(doc)) if PLACEHOLDER_RE.search(str(r.get("image", "")))]
+            pairs = zip(containers(raw), containers(doc), strict=False)
+            templated = [c for r, c in pairs if PLACEHOLDER_RE.search(str(r.get("image", "")))]
             foreign = [f"{c.get('name')}={c.get('image')}" for c in templated if not same_image(c.get("image"), image)]
             if foreign:
                 raise _bad(service_id, f"{where} runs {', '.join(foreign)}, not the built image {image}")

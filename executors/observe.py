@@ -49,14 +49,18 @@ def derive_state(layers: Iterable[Evidence], desired: str | None) -> Derived:
         parts = ", ".join(f"{name} {commit[:12]}" for name, commit in shown.items())
         return Derived(State.PROVENANCE_MISMATCH, None, f"layers disagree: {parts}")
     if not distinct:
-        return Derived(State.DRIFT, None, "runtime proves no commit (no unidesk.ai labels, deploy env or health deploy.commit)")
+        return Derived(
+            State.DRIFT, None, "runtime proves no commit (no unidesk.ai labels, deploy env or health deploy.commit)"
+        )
     commit = distinct[0]
     if desired and commit != desired:
         return Derived(State.DRIFT, commit, f"running {commit[:12]}")
     silent = [layer for layer in layers if layer.expected and not layer.commit]
     if silent:
         parts = ", ".join(f"{layer.name}{' (' + layer.note + ')' if layer.note else ''}" for layer in silent)
-        return Derived(State.PROVENANCE_MISMATCH, commit, f"{', '.join(shown)} show {commit[:12]} but {parts} prove nothing")
+        return Derived(
+            State.PROVENANCE_MISMATCH, commit, f"{', '.join(shown)} show {commit[:12]} but {parts} prove nothing"
+        )
     return Derived(State.IN_SYNC, commit, f"{', '.join(shown)} show {commit[:12]}")
 
 
@@ -65,7 +69,9 @@ def health_layer(reading: HealthReading, expected: bool) -> Evidence:
     return Evidence("health", reading.commit, expected=expected, note=note)
 
 
-def docker_layers(image_labels: dict[str, str], env: dict[str, str], reading: HealthReading, health_expected: bool) -> list[Evidence]:
+def docker_layers(
+    image_labels: dict[str, str], env: dict[str, str], reading: HealthReading, health_expected: bool
+) -> list[Evidence]:
     """Image label, container env and health, in that order."""
     return [
         Evidence("image label", commit_of(image_labels.get(LABEL_COMMIT)), note="image not stamped"),
@@ -74,19 +80,30 @@ def docker_layers(image_labels: dict[str, str], env: dict[str, str], reading: He
     ]
 
 
-def observed(layers: list[Evidence], desired: str | None, reading: HealthReading, evidence: dict[str, Any],
-             image_present: bool | None) -> Observation:
+def observed(
+    layers: list[Evidence],
+    desired: str | None,
+    reading: HealthReading,
+    evidence: dict[str, Any],
+    image_present: bool | None,
+) -> Observation:
     derived = derive_state(layers, desired)
     evidence = {**evidence, "health": reading.as_evidence(), "layers": {layer.name: layer.commit for layer in layers}}
-    live = LiveState(commit=derived.commit, state=derived.state, health=reading.health, message=derived.message, evidence=evidence)
+    live = LiveState(
+        commit=derived.commit, state=derived.state, health=reading.health, message=derived.message, evidence=evidence
+    )
     return Observation(live, image_present)
 
 
-def missing(message: str, reading: HealthReading | None, evidence: dict[str, Any], image_present: bool | None) -> Observation:
+def missing(
+    message: str, reading: HealthReading | None, evidence: dict[str, Any], image_present: bool | None
+) -> Observation:
     health = reading.health if reading else Health.UNKNOWN
     if reading is not None:
         evidence = {**evidence, "health": reading.as_evidence()}
-    return Observation(LiveState(commit=None, state=State.MISSING, health=health, message=message, evidence=evidence), image_present)
+    return Observation(
+        LiveState(commit=None, state=State.MISSING, health=health, message=message, evidence=evidence), image_present
+    )
 
 
 def with_identity(obs: Observation, identity: Identity) -> Observation:

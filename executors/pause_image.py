@@ -52,20 +52,38 @@ async def _content(session, ctx, node, digest: str) -> str | None:
 
 async def config_blobs(session, ctx, node, ref: str) -> list[str]:
     """The config blob of every platform manifest of `ref` that the content store holds."""
-    listing = await run_checked(session, QuietContext(ctx), ctr_argv(node, "images", "ls"), ErrorCode.ROLLOUT_FAILED, "listing containerd images")
+    listing = await run_checked(
+        session,
+        QuietContext(ctx),
+        ctr_argv(node, "images", "ls"),
+        ErrorCode.ROLLOUT_FAILED,
+        "listing containerd images",
+    )
     digest = listed_digest(listing.stdout, ref)
     if digest is None:
         raise fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref} is not listed by containerd")
     top = await _content(session, ctx, node, digest)
     try:
         doc = json.loads(top or "")
-        manifests = [m["digest"] for m in doc["manifests"]] if doc.get("mediaType") in INDEX_TYPES or "manifests" in doc else None
-        docs = [doc] if manifests is None else [json.loads(t) for t in [await _content(session, ctx, node, d) for d in manifests] if t]
+        manifests = (
+            [m["digest"] for m in doc["manifests"]]
+            if doc.get("mediaType") in INDEX_TYPES or "manifests" in doc
+            else None
+        )
+        docs = (
+            [doc]
+            if manifests is None
+            else [json.loads(t) for t in [await _content(session, ctx, node, d) for d in manifests] if t]
+        )
         configs = [await _content(session, ctx, node, d["config"]["digest"]) for d in docs]
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref}: its manifest is unreadable in the content store") from None
+        raise fail(
+            ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref}: its manifest is unreadable in the content store"
+        ) from None
     if not configs or any(c is None for c in configs):
-        raise fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref}: its config blob is missing from the content store")
+        raise fail(
+            ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref}: its config blob is missing from the content store"
+        )
     return [c for c in configs if c is not None]
 
 
@@ -85,11 +103,20 @@ async def pull_pause(session, ctx, node, ref: str) -> str:
         try:
             scope = scope_for(ctx.target, True)  # the sandbox image always comes through the egress path
         except UnideskError as exc:
-            raise fail(ctx, ErrorCode.PROXY_PROBE_FAILED, f"cannot pull pause image {ref}: {exc.problems[0].message}") from None
+            raise fail(
+                ctx, ErrorCode.PROXY_PROBE_FAILED, f"cannot pull pause image {ref}: {exc.problems[0].message}"
+            ) from None
     argv = ["images", "pull", *(["--plain-http"] if node.registryPlainHttp else []), ref]
     ctx.emit(f"k3s_pause_image_pull=ctr {' '.join(argv)} via {scope.describe()}")
-    await run_checked(session, QuietContext(ctx), ctr_argv(node, *argv), ErrorCode.ROLLOUT_FAILED, f"pulling pause image {ref} through {scope.describe()}",
-                      env=scope.env(), timeout=PULL_TIMEOUT)
+    await run_checked(
+        session,
+        QuietContext(ctx),
+        ctr_argv(node, *argv),
+        ErrorCode.ROLLOUT_FAILED,
+        f"pulling pause image {ref} through {scope.describe()}",
+        env=scope.env(),
+        timeout=PULL_TIMEOUT,
+    )
     return scope.describe()
 
 
@@ -103,7 +130,13 @@ async def pause_image_step(ctx) -> None:
         raise fail(ctx, ErrorCode.INVALID_VALUE, f"refusing pause image reference {ref!r}")
     ctx.emit(f"k3s_pause_image={ref}")
     session = await ctx.session()
-    listed = await run_checked(session, QuietContext(ctx), ctr_argv(node, "images", "ls", "-q"), ErrorCode.ROLLOUT_FAILED, "listing containerd images")
+    listed = await run_checked(
+        session,
+        QuietContext(ctx),
+        ctr_argv(node, "images", "ls", "-q"),
+        ErrorCode.ROLLOUT_FAILED,
+        "listing containerd images",
+    )
     replaced = None
     if ref in listed.stdout.split():
         ok, runs = await pause_verdict(session, ctx, node, ref)
@@ -112,10 +145,17 @@ async def pause_image_step(ctx) -> None:
             ctx.emit("k3s_pause_image_entrypoint=/pause")
             return
         replaced = runs
-        ctx.emit(f"k3s_pause_image_invalid_present={ref}: its entrypoint is {runs}; replacing it through the egress path", "stderr")
+        ctx.emit(
+            f"k3s_pause_image_invalid_present={ref}: its entrypoint is {runs}; replacing it through the egress path",
+            "stderr",
+        )
         removed = await session.run(ctr_argv(node, "images", "rm", ref), timeout=60)
         if not removed.ok:
-            raise fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref} runs {runs} and cannot be removed: {removed.tail(300)}")
+            raise fail(
+                ctx,
+                ErrorCode.PAUSE_IMAGE_INVALID,
+                f"pause image {ref} runs {runs} and cannot be removed: {removed.tail(300)}",
+            )
     channel = await pull_pause(session, ctx, node, ref)
     ctx.emit(f"k3s_pause_image_source=pulled via {channel}")
     try:
@@ -125,8 +165,14 @@ async def pause_image_step(ctx) -> None:
     if not ok:  # do not leave an impostor where k3s would find it
         await session.run(ctr_argv(node, "images", "rm", ref), timeout=60)
         ctx.emit(f"k3s_pause_image_removed={ref}", "stderr")
-        raise fail(ctx, ErrorCode.PAUSE_IMAGE_INVALID, f"pause image {ref} is not a valid sandbox image: its entrypoint is {runs}, expected [\"/pause\"]"
-                    + (" (the one present before ran " + replaced + " and was removed)" if replaced else ""))
+        raise fail(
+            ctx,
+            ErrorCode.PAUSE_IMAGE_INVALID,
+            f'pause image {ref} is not a valid sandbox image: its entrypoint is {runs}, expected ["/pause"]'
+            + (" (the one present before ran " + replaced + " and was removed)" if replaced else ""),
+        )
     if replaced:
-        ctx.emit(f"k3s_pause_image_replaced={ref}: the image present ran {replaced}; a valid one was pulled via {channel}")
+        ctx.emit(
+            f"k3s_pause_image_replaced={ref}: the image present ran {replaced}; a valid one was pulled via {channel}"
+        )
     ctx.emit("k3s_pause_image_entrypoint=/pause")

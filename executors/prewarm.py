@@ -29,8 +29,15 @@ def present_step(image: str):
         res = await session.run(["docker", "image", "inspect", "--format", "{{.Id}}", "--", _image(image)], timeout=60)
         if not res.ok:
             if "No such image" in res.stderr or "no such image" in res.stderr.lower():
-                raise fail(ctx, ErrorCode.IMAGE_NOT_FOUND, f"foundation image {image} is not in {ctx.target.id}'s Docker; load or pull it there first (prewarm-images only imports)")
-            raise fail(ctx, ErrorCode.PROBE_FAILED, f"docker image inspect {image} on {ctx.target.id} failed: {res.tail(300)}")
+                raise fail(
+                    ctx,
+                    ErrorCode.IMAGE_NOT_FOUND,
+                    f"foundation image {image} is not in {ctx.target.id}'s Docker; load or pull it there first "
+                    "(prewarm-images only imports)",
+                )
+            raise fail(
+                ctx, ErrorCode.PROBE_FAILED, f"docker image inspect {image} on {ctx.target.id} failed: {res.tail(300)}"
+            )
         ctx.emit(f"prewarm_docker_image={image} id={res.stdout.strip()[:19]}")
 
     return run
@@ -73,4 +80,3 @@ class PrewarmExecutor(Executor):
                 Step(f"k3s-verify {image}", verify_step(image), read_only=True),
             ]
         return out
-

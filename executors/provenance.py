@@ -58,8 +58,13 @@ class BuildRecord:
             record = cls(**{k: doc[k] for k in cls.__dataclass_fields__})
         except (ValueError, KeyError, TypeError):
             return None
-        if not (is_service_id(record.service) and SCOPE_RE.fullmatch(str(record.scope)) and is_full_sha(record.commit)
-                and is_image_ref(record.image) and IMAGE_ID_RE.fullmatch(str(record.imageId))):
+        if not (
+            is_service_id(record.service)
+            and SCOPE_RE.fullmatch(str(record.scope))
+            and is_full_sha(record.commit)
+            and is_image_ref(record.image)
+            and IMAGE_ID_RE.fullmatch(str(record.imageId))
+        ):
             return None
         return record
 
@@ -84,7 +89,9 @@ def record_path(work_dir: str, service_id: str, scope: str, commit: str) -> str:
     return posixpath.join(work_dir, RECORD_DIR, service_id, scope, f"{commit}.json")
 
 
-def new_record(service_id: str, environment: Environment, commit: str, image: str, image_id: str, repo: str) -> BuildRecord:
+def new_record(
+    service_id: str, environment: Environment, commit: str, image: str, image_id: str, repo: str
+) -> BuildRecord:
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     return BuildRecord(service_id, scope_of(environment), commit, image, commit_tag(image, commit), image_id, repo, now)
 
@@ -107,7 +114,9 @@ async def write_record(session, work_dir: str, record: BuildRecord) -> str:
     return path
 
 
-async def read_record(session, work_dir: str, service_id: str, environment: Environment, commit: str) -> BuildRecord | None:
+async def read_record(
+    session, work_dir: str, service_id: str, environment: Environment, commit: str
+) -> BuildRecord | None:
     """The record of the reconciler's build of (service, commit) in this scope on the target, or None."""
     path = record_path(work_dir, service_id, scope_of(environment), commit)
     res = await session.run(["cat", "--", path], timeout=30)
@@ -120,7 +129,9 @@ async def read_record(session, work_dir: str, service_id: str, environment: Envi
     return record
 
 
-async def built_image(session, work_dir: str, service_id: str, environment: Environment, commit: str) -> BuildRecord | None:
+async def built_image(
+    session, work_dir: str, service_id: str, environment: Environment, commit: str
+) -> BuildRecord | None:
     """The image the reconciler built for (service, commit) when the target still holds it: the
     record exists and its commit tag still names the recorded image ID. None otherwise."""
     record = await read_record(session, work_dir, service_id, environment, commit)
@@ -149,10 +160,21 @@ def judge(record: BuildRecord | None, running_id: str | None, commit: str | None
     if not running_id:
         return Identity("unknown", None, record.imageId if record else None, "running image ID unknown")
     if record is None:
-        return Identity("unrecorded", running_id, None, f"image {running_id[:19]} has no build record for {short} (built before provenance records; the next build records it)")
+        return Identity(
+            "unrecorded",
+            running_id,
+            None,
+            f"image {running_id[:19]} has no build record for {short} (built before provenance records; the next "
+            "build records it)",
+        )
     if record.imageId == running_id:
         return Identity("proven", running_id, record.imageId, f"image {running_id[:19]} is the one built for {short}")
-    return Identity("mismatch", running_id, record.imageId, f"running image {running_id[:19]} is not the image built for {short} ({record.imageId[:19]})")
+    return Identity(
+        "mismatch",
+        running_id,
+        record.imageId,
+        f"running image {running_id[:19]} is not the image built for {short} ({record.imageId[:19]})",
+    )
 
 
 async def expected_image_id(ctx) -> str | None:
@@ -165,5 +187,8 @@ async def expected_image_id(ctx) -> str | None:
     record = await read_record(await ctx.session(), ctx.target.workDir, service.id, service.environment, service.commit)
     if record is not None:
         return record.imageId
-    ctx.emit(f"identity=unrecorded (no build record for {service.commit[:12]} on {ctx.target.id}; labels, env and health only)")
+    ctx.emit(
+        f"identity=unrecorded (no build record for {service.commit[:12]} on {ctx.target.id}; labels, env and health "
+        "only)"
+    )
     return None

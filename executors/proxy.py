@@ -56,7 +56,10 @@ def scope_for(target: Target, requires_proxy: bool) -> ProxyScope:
         return ProxyScope(None)
     if not target.egressProxy:
         why = "a provider target" if target.role == "provider" else "the service requires a proxy"
-        raise UnideskError.of(ErrorCode.PROXY_PROBE_FAILED, f"target {target.id} has no egressProxy configured but {why}; refusing to fall back to direct network")
+        raise UnideskError.of(
+            ErrorCode.PROXY_PROBE_FAILED,
+            f"target {target.id} has no egressProxy configured but {why}; refusing to fall back to direct network",
+        )
     return ProxyScope(target.egressProxy)
 
 
@@ -68,7 +71,8 @@ def check_repo_for_scope(repo: str, scope: ProxyScope, target_id: str, service: 
     if scheme not in ("http", "https"):
         raise UnideskError.of(
             ErrorCode.PROXY_PROBE_FAILED,
-            f"{target_id}: repository {redact_url(repo)!r} is not http(s); the egress proxy cannot carry it and a direct fetch is refused",
+            f"{target_id}: repository {redact_url(repo)!r} is not http(s); the egress proxy cannot carry it and a "
+            "direct fetch is refused",
             service=service,
         )
 
@@ -92,7 +96,10 @@ async def probe_step(ctx) -> None:
     ctx.emit(f"target_source_proxy={scope.describe()}")
     ctx.emit(f"target_build_proxy={scope.describe()}")
     if scope.direct:
-        ctx.emit(f"target_build_proxy_probe=skipped (target {ctx.target.id} is the main server; service does not require a proxy)")
+        ctx.emit(
+            f"target_build_proxy_probe=skipped (target {ctx.target.id} is the main server; service does not require "
+            "a proxy)"
+        )
         return
     try:
         check_repo_for_scope(ctx.service.repo, scope, ctx.target.id, ctx.service.id)
@@ -100,9 +107,15 @@ async def probe_step(ctx) -> None:
         ctx.emit("target_build_proxy_probe=failed", "stderr")
         raise
     session = await ctx.session()
-    res = await session.run(probe_argv(ctx.service.repo), env={**scope.env(), "GIT_TERMINAL_PROMPT": "0"}, timeout=PROBE_TIMEOUT)
+    res = await session.run(
+        probe_argv(ctx.service.repo), env={**scope.env(), "GIT_TERMINAL_PROMPT": "0"}, timeout=PROBE_TIMEOUT
+    )
     if not res.ok:
         ctx.emit("target_build_proxy_probe=failed", "stderr")
         why = "timed out" if res.timed_out else res.tail(300)
-        raise UnideskError.of(ErrorCode.PROXY_PROBE_FAILED, f"{ctx.target.id}: egress proxy probe through {scope.describe()} failed: {redact_url(why)}", service=ctx.service.id)
+        raise UnideskError.of(
+            ErrorCode.PROXY_PROBE_FAILED,
+            f"{ctx.target.id}: egress proxy probe through {scope.describe()} failed: {redact_url(why)}",
+            service=ctx.service.id,
+        )
     ctx.emit("target_build_proxy_probe=ok")

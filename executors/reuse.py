@@ -24,17 +24,28 @@ def reuse_step(skips: tuple[str, ...]) -> StepFn:
             return
         image = ctx.shared.get("image") or service.image
         session = await ctx.session()
+        if not service.commit:
+            raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{service.id}: no resolved commit", service=service.id)
         record = await built_image(session, ctx.target.workDir, service.id, service.environment, service.commit)
         if record is None:
-            ctx.emit(f"target_build=needed (no image built by the reconciler for {service.commit[:12]} on {ctx.target.id})")
+            ctx.emit(
+                f"target_build=needed (no image built by the reconciler for {service.commit[:12]} on {ctx.target.id})"
+            )
             return
         if record.image != image or record.repo != service.repo:
             why = f"image {record.image}" if record.image != image else f"repository {record.repo}"
-            ctx.emit(f"target_build=needed (the recorded build of {service.commit[:12]} has {why}; this run wants {image} from {service.repo})")
+            ctx.emit(
+                f"target_build=needed (the recorded build of {service.commit[:12]} has {why}; this run wants {image} "
+                f"from {service.repo})"
+            )
             return
         tagged = await session.run(["docker", "tag", record.imageId, image], timeout=60)
         if not tagged.ok:
-            raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{ctx.target.id}: cannot tag {record.imageId[:19]} as {image}: {tagged.tail(300)}", service=service.id)
+            raise UnideskError.of(
+                ErrorCode.BUILD_FAILED,
+                f"{ctx.target.id}: cannot tag {record.imageId[:19]} as {image}: {tagged.tail(300)}",
+                service=service.id,
+            )
         ctx.shared["image_id"] = record.imageId
         why = f"reusing {record.commitTag} ({record.imageId[:19]}), built {record.builtAt}"
         ctx.shared.setdefault(SKIP_STEPS, {}).update({name: why for name in skips})

@@ -36,7 +36,7 @@ STALE_CONTEXT_MINUTES = 120
 # `sh -c HEAL sh MIRROR FETCH-ARGV...`, run under the mirror's flock (no git of ours can be at work
 # in it): remove what a dead git left, fetch, retry once, rebuild a mirror git fsck finds corrupt.
 HEAL = (
-    'm=$1; shift\n'
+    "m=$1; shift\n"
     'find "$m" -name "*.lock" -type f -print -delete 2>/dev/null | sed "s|^|target_source_stale_lock_removed=|"\n'
     '"$@" && exit 0\n'
     'echo "target_source_fetch_retry=the fetch failed; retrying once" >&2\n'
@@ -49,7 +49,10 @@ HEAL = (
 
 def mirror_path(work_dir: str, repo: str) -> str:
     """One bare mirror per repository URL: a readable stem plus a hash of the full URL."""
-    stem = re.sub(r"[^A-Za-z0-9._-]", "-", repo.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))[:40].strip("-.") or "repo"
+    stem = (
+        re.sub(r"[^A-Za-z0-9._-]", "-", repo.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))[:40].strip("-.")
+        or "repo"
+    )
     key = hashlib.sha256(repo.encode()).hexdigest()[:12]
     return posixpath.join(work_dir, "mirrors", f"{stem}-{key}.git")
 
@@ -62,8 +65,15 @@ def context_path(work_dir: str, environment: str, service_id: str, commit: str) 
 def is_context_path(work_dir: str, path: str) -> bool:
     """Only what `context_path` made may be removed."""
     parent = posixpath.join(work_dir, "contexts") + "/"
-    leaf = path[len(parent):]
-    return path.startswith(parent) and bool(leaf) and "/" not in leaf and leaf not in (".", "..") and ".." not in path and is_safe_path(path)
+    leaf = path[len(parent) :]
+    return (
+        path.startswith(parent)
+        and bool(leaf)
+        and "/" not in leaf
+        and leaf not in (".", "..")
+        and ".." not in path
+        and is_safe_path(path)
+    )
 
 
 def locked(mirror: str, argv: list[str]) -> list[str]:
@@ -92,9 +102,30 @@ async def prune_dead_contexts(session, ctx, work_dir: str, environment: str, ser
     """
     contexts = posixpath.join(work_dir, "contexts")
     res = await session.run(
-        ["find", contexts, "-mindepth", "1", "-maxdepth", "1",
-         "(", "-name", f"{environment}--{service_id}-*", "-o", "-name", f"{service_id}-*", "-mmin", f"+{STALE_CONTEXT_MINUTES}", ")",
-         "-print", "-exec", "rm", "-rf", "--", "{}", "+"],
+        [
+            "find",
+            contexts,
+            "-mindepth",
+            "1",
+            "-maxdepth",
+            "1",
+            "(",
+            "-name",
+            f"{environment}--{service_id}-*",
+            "-o",
+            "-name",
+            f"{service_id}-*",
+            "-mmin",
+            f"+{STALE_CONTEXT_MINUTES}",
+            ")",
+            "-print",
+            "-exec",
+            "rm",
+            "-rf",
+            "--",
+            "{}",
+            "+",
+        ],
         timeout=120,
     )
     for line in res.stdout.splitlines():
@@ -105,13 +136,20 @@ async def source_step(ctx) -> None:
     """Fetch the requested commit on the target and export it with `git archive`."""
     repo, commit, sid = ctx.service.repo, ctx.service.commit, ctx.service.id
     if not is_repo_url(repo) or not is_full_sha(commit or ""):
-        raise UnideskError.of(ErrorCode.INVALID_VALUE, f"{sid}: refusing repository {redact_url(repo)!r} / commit {commit!r}", service=sid)
+        raise UnideskError.of(
+            ErrorCode.INVALID_VALUE, f"{sid}: refusing repository {redact_url(repo)!r} / commit {commit!r}", service=sid
+        )
     scope: ProxyScope | None = ctx.shared.get("proxy")
     if scope is None:
         ms = ctx.service.microservice
         if ctx.target.role == "provider" or (ms and ms.build and ms.build.requiresProxy):
             # Never silently direct: the proxy-probe step sets the scope, and it did not run.
-            raise UnideskError.of(ErrorCode.PROXY_PROBE_FAILED, f"{ctx.target.id}: no egress proxy scope for {sid} (the proxy probe did not run); refusing to fetch directly", service=sid)
+            raise UnideskError.of(
+                ErrorCode.PROXY_PROBE_FAILED,
+                f"{ctx.target.id}: no egress proxy scope for {sid} (the proxy probe did not run); refusing to fetch "
+                "directly",
+                service=sid,
+            )
         scope = ProxyScope(None)
     check_repo_for_scope(repo, scope, ctx.target.id, sid)
     work_dir = ctx.target.workDir
@@ -121,31 +159,106 @@ async def source_step(ctx) -> None:
     ctx.shared["mirror"] = mirror
     ctx.emit(f"target_source_mirror={mirror}")
     ctx.emit(f"target_source_proxy={scope.describe()}")
-    await run_checked(session, ctx, ["mkdir", "-p", "--", posixpath.dirname(mirror), posixpath.join(work_dir, "contexts")], ErrorCode.BUILD_FAILED, "creating the work directories")
+    await run_checked(
+        session,
+        ctx,
+        ["mkdir", "-p", "--", posixpath.dirname(mirror), posixpath.join(work_dir, "contexts")],
+        ErrorCode.BUILD_FAILED,
+        "creating the work directories",
+    )
     environment = ctx.service.environment or "file"
     await prune_dead_contexts(session, ctx, work_dir, environment, sid)
     probe = await session.run(["git", "--git-dir", mirror, "rev-parse", "--git-dir"], timeout=30)
     if not probe.ok:
-        await run_checked(session, ctx, locked(mirror, ["git", "init", "--bare", "--quiet", mirror]), ErrorCode.BUILD_FAILED, "creating the mirror")
+        await run_checked(
+            session,
+            ctx,
+            locked(mirror, ["git", "init", "--bare", "--quiet", mirror]),
+            ErrorCode.BUILD_FAILED,
+            "creating the mirror",
+        )
     # Branches first (they make reachability visible), then the SHA itself if still absent.
-    fetch = ["git", "--git-dir", mirror, "-c", "credential.interactive=never", "fetch", "--quiet", "--prune", "--no-tags", "--", repo, "+refs/heads/*:refs/heads/*"]
-    await run_checked(session, ctx, healing(mirror, fetch), ErrorCode.REPO_UNREACHABLE, f"fetching {redact_url(repo)}", env=git_env, timeout=FETCH_TIMEOUT)
+    fetch = [
+        "git",
+        "--git-dir",
+        mirror,
+        "-c",
+        "credential.interactive=never",
+        "fetch",
+        "--quiet",
+        "--prune",
+        "--no-tags",
+        "--",
+        repo,
+        "+refs/heads/*:refs/heads/*",
+    ]
+    await run_checked(
+        session,
+        ctx,
+        healing(mirror, fetch),
+        ErrorCode.REPO_UNREACHABLE,
+        f"fetching {redact_url(repo)}",
+        env=git_env,
+        timeout=FETCH_TIMEOUT,
+    )
     have = await session.run(["git", "--git-dir", mirror, "cat-file", "-e", f"{commit}^{{commit}}"], timeout=30)
     if not have.ok:
-        fetch_sha = ["git", "--git-dir", mirror, "-c", "credential.interactive=never", "fetch", "--quiet", "--no-tags", "--", repo, commit]
-        await run_checked(session, ctx, healing(mirror, fetch_sha), ErrorCode.COMMIT_NOT_FOUND, f"fetching commit {commit}", env=git_env, timeout=FETCH_TIMEOUT)
-    resolved = await run_checked(session, ctx, ["git", "--git-dir", mirror, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"], ErrorCode.COMMIT_NOT_FOUND, f"resolving {commit}")
+        fetch_sha = [
+            "git",
+            "--git-dir",
+            mirror,
+            "-c",
+            "credential.interactive=never",
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--",
+            repo,
+            commit,
+        ]
+        await run_checked(
+            session,
+            ctx,
+            healing(mirror, fetch_sha),
+            ErrorCode.COMMIT_NOT_FOUND,
+            f"fetching commit {commit}",
+            env=git_env,
+            timeout=FETCH_TIMEOUT,
+        )
+    resolved = await run_checked(
+        session,
+        ctx,
+        ["git", "--git-dir", mirror, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"],
+        ErrorCode.COMMIT_NOT_FOUND,
+        f"resolving {commit}",
+    )
     full = resolved.stdout.strip()
     if full != commit:
-        raise UnideskError.of(ErrorCode.COMMIT_NOT_FOUND, f"{ctx.target.id}: {commit} resolved to {full!r} on the target", service=sid)
+        raise UnideskError.of(
+            ErrorCode.COMMIT_NOT_FOUND, f"{ctx.target.id}: {commit} resolved to {full!r} on the target", service=sid
+        )
     ctx.emit(f"target_source_commit={full}")
     context = context_path(work_dir, environment, sid, full)
     ctx.shared["context"] = context
     try:
         await run_checked(session, ctx, ["mkdir", "--", context], ErrorCode.BUILD_FAILED, "creating the build context")
-        await run_checked(session, ctx, ["git", "--git-dir", mirror, "archive", "--format=tar", "-o", f"{context}.tar", full], ErrorCode.BUILD_FAILED, "git archive")
-        await run_checked(session, ctx, ["tar", "-xf", f"{context}.tar", "-C", context], ErrorCode.BUILD_FAILED, "unpacking the archive")
-        await run_checked(session, ctx, ["rm", "-f", "--", f"{context}.tar"], ErrorCode.BUILD_FAILED, "removing the archive")
+        await run_checked(
+            session,
+            ctx,
+            ["git", "--git-dir", mirror, "archive", "--format=tar", "-o", f"{context}.tar", full],
+            ErrorCode.BUILD_FAILED,
+            "git archive",
+        )
+        await run_checked(
+            session,
+            ctx,
+            ["tar", "-xf", f"{context}.tar", "-C", context],
+            ErrorCode.BUILD_FAILED,
+            "unpacking the archive",
+        )
+        await run_checked(
+            session, ctx, ["rm", "-f", "--", f"{context}.tar"], ErrorCode.BUILD_FAILED, "removing the archive"
+        )
     except UnideskError:
         await remove_context(session, work_dir, context)
         ctx.shared.pop("context", None)

@@ -31,9 +31,9 @@ def image_labels(service_id: str, repo: str, commit: str, dockerfile: str) -> di
     return {LABEL_SERVICE: service_id, LABEL_REPO: repo, LABEL_COMMIT: commit, LABEL_DOCKERFILE: dockerfile}
 
 
-def deploy_env(service_id: str, repo: str, commit: str, requested: str) -> dict[str, str]:
-    """The four UNIDESK_DEPLOY_* variables stamped on the runtime."""
-    return {ENV_SERVICE: service_id, ENV_REPO: repo, ENV_COMMIT: commit, ENV_REQUESTED: requested}
+def deploy_env(service_id: str, repo: str, commit: str | None, requested: str) -> dict[str, str]:
+    """The four UNIDESK_DEPLOY_* variables stamped on the runtime (steps run only on a resolved commit)."""
+    return {ENV_SERVICE: service_id, ENV_REPO: repo, ENV_COMMIT: commit or "", ENV_REQUESTED: requested}
 
 
 def parse_env(entries: Iterable[str] | None) -> dict[str, str]:

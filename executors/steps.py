@@ -13,8 +13,16 @@ if TYPE_CHECKING:
     from unidesk_tui.targets import RunResult
 
 
-async def run_checked(session: Any, ctx: StepContext, argv: list[str], code: ErrorCode, what: str, *,
-                      env: dict[str, str] | None = None, timeout: float = 120.0) -> RunResult:
+async def run_checked(
+    session: Any,
+    ctx: StepContext,
+    argv: list[str],
+    code: ErrorCode,
+    what: str,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> RunResult:
     """Run `argv` on the target, echoing its output to the job log; a failure raises `code`."""
     res = await session.run(argv, env=env, timeout=timeout, on_line=lambda line, stream: ctx.emit(line, stream))
     if not res.ok:

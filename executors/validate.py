@@ -22,9 +22,9 @@ import posixpath
 import yaml
 
 from executors.containerd import containerd_name, listed_names
-from executors.steps import k3s_node
 from executors.k8s_manifest import RESTARTED_AT, containers, fixed_images
 from executors.stamp import ENVS
+from executors.steps import k3s_node
 from unidesk_tui.devrules import check_objects
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 
@@ -65,20 +65,29 @@ async def validate_step(ctx) -> None:
     node = k3s_node(ctx)
     session = await ctx.session()
     argv = ["kubectl", "apply", "--dry-run=client", "--validate=false", "-o", "name", "-f", "-"]
-    res = await session.run(argv, env={"KUBECONFIG": node.kubeconfig}, input=yaml.safe_dump_all(objects), timeout=DRY_RUN_TIMEOUT)
+    res = await session.run(
+        argv, env={"KUBECONFIG": node.kubeconfig}, input=yaml.safe_dump_all(objects), timeout=DRY_RUN_TIMEOUT
+    )
     if not res.ok:
-        message = f"{service.id}: kubectl apply --dry-run=client on {ctx.target.id} (KUBECONFIG={node.kubeconfig}) refused {names}: {res.tail(400)}"
+        message = (
+            f"{service.id}: kubectl apply --dry-run=client on {ctx.target.id} (KUBECONFIG={node.kubeconfig}) "
+            f"refused {names}: {res.tail(400)}"
+        )
         ctx.emit(message, "stderr")
         raise UnideskError.of(ErrorCode.DEV_MANIFEST_INVALID, message, service=service.id)
-    ctx.emit(f"kubectl_dry_run=ok target={ctx.target.id} kubeconfig={node.kubeconfig} objects={' '.join(res.stdout.split())}")
+    ctx.emit(
+        f"kubectl_dry_run=ok target={ctx.target.id} kubeconfig={node.kubeconfig} objects={' '.join(res.stdout.split())}"
+    )
 
     fixed = fixed_images(objects, ctx.shared["image"])
     if fixed:
         present = await listed_names(session, node)
         for where, image in fixed:
             if containerd_name(image) not in present:
-                message = (f"{service.id}: {where} declares the fixed image {image}, which is not in {ctx.target.id}'s "
-                           f"containerd ({node.containerdSocket}); load it there first (it is never pulled)")
+                message = (
+                    f"{service.id}: {where} declares the fixed image {image}, which is not in {ctx.target.id}'s "
+                    f"containerd ({node.containerdSocket}); load it there first (it is never pulled)"
+                )
                 ctx.emit(message, "stderr")
                 raise UnideskError.of(ErrorCode.IMAGE_NOT_FOUND, message, service=service.id, path=where)
             ctx.emit(f"k8s_fixed_image={image} object={where} (in containerd, applied as declared)")

@@ -26,8 +26,13 @@ VERIFY_TIMEOUT = 60.0
 VERIFY_INTERVAL = 1.0
 
 
-def check_docker(service: DesiredService, facts: ContainerFacts | None, reading: HealthReading, health_expected: bool,
-                 built: str | None = None) -> Verification:
+def check_docker(
+    service: DesiredService,
+    facts: ContainerFacts | None,
+    reading: HealthReading,
+    health_expected: bool,
+    built: str | None = None,
+) -> Verification:
     """Compare every layer with the requested deploy (pure). `built`: the image ID this job built
     (or reused) for the commit; the container must run exactly it (layer `identity`)."""
     want = service.commit
@@ -51,7 +56,9 @@ def check_docker(service: DesiredService, facts: ContainerFacts | None, reading:
     return Verification(tuple(checks), f"running {want} on {', '.join(shown)}{health}")
 
 
-async def poll(ctx: StepContext, read: Callable[[], Awaitable[Verification]], *, timeout: float = VERIFY_TIMEOUT) -> Verification:
+async def poll(
+    ctx: StepContext, read: Callable[[], Awaitable[Verification]], *, timeout: float = VERIFY_TIMEOUT
+) -> Verification:
     """Call `read` until its result is ok; raise verification_failed when the failure is settled
     (a layer fixed at creation disagrees: waiting cannot help) or `timeout` passes. Every read is
     recorded on the step (`ctx.verified`); returns the proving one."""
@@ -65,7 +72,11 @@ async def poll(ctx: StepContext, read: Callable[[], Awaitable[Verification]], *,
             return result
         if result.settled or time.monotonic() >= deadline:
             ctx.emit(f"verification_failed: {result.message}", "stderr")
-            raise UnideskError.of(ErrorCode.VERIFICATION_FAILED, f"{ctx.service.id}: live runtime does not prove {ctx.service.commit}: {result.message}", service=ctx.service.id)
+            raise UnideskError.of(
+                ErrorCode.VERIFICATION_FAILED,
+                f"{ctx.service.id}: live runtime does not prove {ctx.service.commit}: {result.message}",
+                service=ctx.service.id,
+            )
         if result.message != last:
             ctx.emit(f"verification pending: {result.message}")
             last = result.message
@@ -79,8 +90,15 @@ def verify_window(ctx: StepContext) -> float:
     return min(VERIFY_TIMEOUT, max(1.0, ms.timeout("verify") - 2.0)) if ms is not None else VERIFY_TIMEOUT
 
 
-async def verify_docker(ctx: StepContext, ref: ComposeRef, health_url: str | None, health_expected: bool, *,
-                        built: str | None = None, timeout: float | None = None) -> None:
+async def verify_docker(
+    ctx: StepContext,
+    ref: ComposeRef,
+    health_url: str | None,
+    health_expected: bool,
+    *,
+    built: str | None = None,
+    timeout: float | None = None,
+) -> None:
     """Poll until every layer proves the commit or `timeout` passes; raise verification_failed. A
     container that exits or restarts meanwhile fails at once (rollout_failed), with its exit code
     and last output lines."""

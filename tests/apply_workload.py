@@ -71,13 +71,19 @@ async def build(ctx) -> None:
     ctx.emit(f"building {ctx.service.commit[:12]} for {ctx.service.id}")
     if how == "fail":
         ctx.emit("step 3/4 RUN make: exit status 2", "stderr")
-        raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{ctx.service.id}: docker build exited 2", service=ctx.service.id)
+        raise UnideskError.of(
+            ErrorCode.BUILD_FAILED, f"{ctx.service.id}: docker build exited 2", service=ctx.service.id
+        )
     if how in ("secret", "secret-fail"):
         token = os.environ.get("NPM_TOKEN", "")
         ctx.emit(f"using NPM_TOKEN={token} and {os.environ.get('LAB_PLAIN_SECRET', '')}")
         ctx.emit(f"cloning http://builder:{token}@git.lab/sample.git")
         if how == "secret-fail":  # the secret also reaches the step's error, hence job.json and the apply JSON
-            raise UnideskError.of(ErrorCode.BUILD_FAILED, f"{ctx.service.id}: clone of http://builder:p@{token}@git.lab/sample.git with {token} failed", service=ctx.service.id)
+            raise UnideskError.of(
+                ErrorCode.BUILD_FAILED,
+                f"{ctx.service.id}: clone of http://builder:p@{token}@git.lab/sample.git with {token} failed",
+                service=ctx.service.id,
+            )
     if how == "session":
         await ctx.session()
     if how == "lost":  # the SSH connection drops mid-step
@@ -122,8 +128,8 @@ def overlaps(rt: Path, alive_until: float) -> list[tuple[int, int]]:
             span[1] = rec["t"]
     out = []
     items = sorted(spans.items(), key=lambda kv: kv[1][0])
-    for i, ((service, pid), (start, end)) in enumerate(items):
-        for (other_service, other_pid), (other_start, _) in items[i + 1:]:
+    for i, ((service, pid), (_start, end)) in enumerate(items):
+        for (other_service, other_pid), (other_start, _) in items[i + 1 :]:
             if other_service == service and other_start < end:
                 out.append((pid, other_pid))
     return out
@@ -141,7 +147,11 @@ async def verify(ctx) -> None:
     ctx.emit(f"health reports {live or 'nothing'}")
     await pace()
     if live != ctx.service.commit:
-        raise UnideskError.of(ErrorCode.VERIFICATION_FAILED, f"{ctx.service.id}: runs {live}, requested {ctx.service.commit}", service=ctx.service.id)
+        raise UnideskError.of(
+            ErrorCode.VERIFICATION_FAILED,
+            f"{ctx.service.id}: runs {live}, requested {ctx.service.commit}",
+            service=ctx.service.id,
+        )
 
 
 class FileWorkload(Executor):
@@ -151,8 +161,12 @@ class FileWorkload(Executor):
         return observe(service)
 
     def steps(self, service) -> list[Step]:
-        return [Step("inspect", inspect, read_only=True), Step("build", build, limit="build"),
-                Step("rollout", rollout, limit="rollout", restores=True), Step("verify", verify, limit="verify", restores=True)]
+        return [
+            Step("inspect", inspect, read_only=True),
+            Step("build", build, limit="build"),
+            Step("rollout", rollout, limit="rollout", restores=True),
+            Step("verify", verify, limit="verify", restores=True),
+        ]
 
     def restore_steps(self, service) -> list[Step]:
         return [Step("restore", restore), Step("restore-verify", verify)]

@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 
 GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Lab Author", "GIT_AUTHOR_EMAIL": "author@lab.invalid",
-    "GIT_COMMITTER_NAME": "Lab Author", "GIT_COMMITTER_EMAIL": "author@lab.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent-home",
+    "GIT_AUTHOR_NAME": "Lab Author",
+    "GIT_AUTHOR_EMAIL": "author@lab.invalid",
+    "GIT_COMMITTER_NAME": "Lab Author",
+    "GIT_COMMITTER_EMAIL": "author@lab.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "HOME": "/nonexistent-home",
 }
 
 
@@ -33,7 +36,11 @@ def wait_for(pred, what: str, timeout: float = 300.0, interval: float = 0.1):
 def git(cwd: Path, *args: str, env: dict | None = None, input: bytes | None = None) -> str:
     out = subprocess.run(
         ["git", "-c", "init.defaultBranch=main", "-c", "protocol.file.allow=always", *args],
-        cwd=cwd, env={**os.environ, **GIT_ENV, **(env or {})}, input=input, capture_output=True, check=True,
+        cwd=cwd,
+        env={**os.environ, **GIT_ENV, **(env or {})},
+        input=input,
+        capture_output=True,
+        check=True,
     )
     return out.stdout.decode().strip()
 
@@ -70,7 +77,18 @@ def colliding_commits(repo: Path, prefix_len: int = 4) -> tuple[str, str]:
             made = []
             for t in (seen[key], when):
                 date = f"{t} +0000"
-                made.append(git(repo, "commit-tree", tree, "-p", parent, "-m", "twin", env={"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}))
+                made.append(
+                    git(
+                        repo,
+                        "commit-tree",
+                        tree,
+                        "-p",
+                        parent,
+                        "-m",
+                        "twin",
+                        env={"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date},
+                    )
+                )
             assert made[0][:prefix_len] == made[1][:prefix_len]
             return made[0], made[1]
         seen[key] = when
@@ -121,31 +139,69 @@ def catalog_doc(service_url: str) -> dict:
     return {
         "targets": [
             {"id": "main-server", "role": "main", "ssh": ssh},
-            {"id": "D601", "role": "provider", "ssh": {**ssh, "port": 7}, "providerId": "D601",
-             "egressProxy": "http://127.0.0.1:18789", "k3s": {}},
+            {
+                "id": "D601",
+                "role": "provider",
+                "ssh": {**ssh, "port": 7},
+                "providerId": "D601",
+                "egressProxy": "http://127.0.0.1:18789",
+                "k3s": {},
+            },
         ],
         "microserviceProxy": {"url": "http://127.0.0.1:9"},
         "environments": {
-            "dev": {"namespace": "unidesk-dev", "providerId": "D601-dev", "target": "D601",
-                    "database": {"host": "postgres-dev.unidesk-dev.svc.cluster.local", "port": 5432, "name": "unidesk_dev"},
-                    "applyEnabled": ["backend-core", "frontend", "code-queue"]},
-            "prod": {"namespace": "unidesk", "providerId": "D601", "target": "D601",
-                     "database": {"host": "postgres.unidesk.svc.cluster.local", "port": 5432, "name": "unidesk"}},
+            "dev": {
+                "namespace": "unidesk-dev",
+                "providerId": "D601-dev",
+                "target": "D601",
+                "database": {"host": "postgres-dev.unidesk-dev.svc.cluster.local", "port": 5432, "name": "unidesk_dev"},
+                "applyEnabled": ["backend-core", "frontend", "code-queue"],
+            },
+            "prod": {
+                "namespace": "unidesk",
+                "providerId": "D601",
+                "target": "D601",
+                "database": {"host": "postgres.unidesk.svc.cluster.local", "port": 5432, "name": "unidesk"},
+            },
         },
         "microservices": [
-            {"id": "backend-core", "repository": {"url": service_url, "commitId": "0000000"},
-             "deployment": {"mode": "unidesk-direct", "target": "main-server"}, "build": build,
-             "compose": {"project": "unidesk", "service": "backend-core"},
-             "environments": {"dev": {"deployment": {"mode": "k3sctl-managed", "target": "D601"}, "build": {"image": "unidesk-sample:dev"},
-                                      "k8s": {"manifest": "k3s/dev/core.k8s.yaml", "namespace": "unidesk-dev", "deployments": ["backend-core-dev"]}}}},
-            {"id": "frontend", "repository": {"url": service_url}, "build": build,
-             "deployment": {"mode": "unidesk-direct", "target": "main-server"},
-             "compose": {"project": "unidesk", "service": "frontend"}},
-            {"id": "code-queue-mgr", "repository": {"url": service_url}, "build": build,
-             "deployment": {"mode": "internal-sidecar", "target": "main-server"},
-             "compose": {"project": "unidesk", "service": "code-queue-mgr"}},
-            {"id": "node-exporter", "image": "docker.io/prom/node-exporter:v1.8.0",
-             "deployment": {"mode": "unidesk-direct", "target": "main-server"}},
+            {
+                "id": "backend-core",
+                "repository": {"url": service_url, "commitId": "0000000"},
+                "deployment": {"mode": "unidesk-direct", "target": "main-server"},
+                "build": build,
+                "compose": {"project": "unidesk", "service": "backend-core"},
+                "environments": {
+                    "dev": {
+                        "deployment": {"mode": "k3sctl-managed", "target": "D601"},
+                        "build": {"image": "unidesk-sample:dev"},
+                        "k8s": {
+                            "manifest": "k3s/dev/core.k8s.yaml",
+                            "namespace": "unidesk-dev",
+                            "deployments": ["backend-core-dev"],
+                        },
+                    }
+                },
+            },
+            {
+                "id": "frontend",
+                "repository": {"url": service_url},
+                "build": build,
+                "deployment": {"mode": "unidesk-direct", "target": "main-server"},
+                "compose": {"project": "unidesk", "service": "frontend"},
+            },
+            {
+                "id": "code-queue-mgr",
+                "repository": {"url": service_url},
+                "build": build,
+                "deployment": {"mode": "internal-sidecar", "target": "main-server"},
+                "compose": {"project": "unidesk", "service": "code-queue-mgr"},
+            },
+            {
+                "id": "node-exporter",
+                "image": "docker.io/prom/node-exporter:v1.8.0",
+                "deployment": {"mode": "unidesk-direct", "target": "main-server"},
+            },
         ],
     }
 
@@ -158,7 +214,10 @@ def git_world(tmp_path: Path) -> GitWorld:
     git(remote, "init", "-q", "--bare", str(svc_bare))
     clone = tmp_path / "sample"
     git(tmp_path, "clone", "-q", str(svc_bare), str(clone))
-    pushed = [commit_file(clone, "Dockerfile", f"FROM scratch\n# v{i}\n", f"v{i}", date=f"{1_600_000_000 + i} +0000") for i in range(3)]
+    pushed = [
+        commit_file(clone, "Dockerfile", f"FROM scratch\n# v{i}\n", f"v{i}", date=f"{1_600_000_000 + i} +0000")
+        for i in range(3)
+    ]
     git(clone, "push", "-q", "origin", "HEAD:refs/heads/main")
     twins = colliding_commits(clone)
     git(clone, "push", "-q", "origin", f"{twins[0]}:refs/heads/twin-a", f"{twins[1]}:refs/tags/twin-b")
@@ -171,7 +230,9 @@ def git_world(tmp_path: Path) -> GitWorld:
     git(tmp_path, "clone", "-q", str(ws_bare), str(ws))
     (ws / "config.json").write_text(json.dumps(catalog_doc(service_url), indent=2))
     world = GitWorld(tmp_path, service_url, clone, pushed, twins, unpushed, ws, ws_bare)
-    (ws / "deploy.json").write_text(world.manifest([{"id": "backend-core", "repo": service_url, "commitId": pushed[-1][:7]}]))
+    (ws / "deploy.json").write_text(
+        world.manifest([{"id": "backend-core", "repo": service_url, "commitId": pushed[-1][:7]}])
+    )
     git(ws, "add", "config.json", "deploy.json")
     git(ws, "commit", "-q", "-m", "workspace")
     git(ws, "push", "-q", "origin", "HEAD:refs/heads/master")

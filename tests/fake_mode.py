@@ -21,14 +21,19 @@ async def prepare(ctx: StepContext) -> None:
 
 
 async def verify(ctx: StepContext) -> None:
-    result = Verification((
-        Check(Layer.IMAGE, "fake label", "fake", "fake", True),
-        Check(Layer.HEALTH, "status", "healthy", "healthy", True),
-    ), "fake service proves itself")
+    result = Verification(
+        (
+            Check(Layer.IMAGE, "fake label", "fake", "fake", True),
+            Check(Layer.HEALTH, "status", "healthy", "healthy", True),
+        ),
+        "fake service proves itself",
+    )
     ctx.verified(result)
     ctx.emit(f"verified: {result.message}")
     if not result.ok:
-        raise UnideskError.of(ErrorCode.VERIFICATION_FAILED, f"{ctx.service.id}: {result.message}", service=ctx.service.id)
+        raise UnideskError.of(
+            ErrorCode.VERIFICATION_FAILED, f"{ctx.service.id}: {result.message}", service=ctx.service.id
+        )
 
 
 class FakeExecutor(Executor):

@@ -52,7 +52,9 @@ def set_behaviour(rt: Path, **kw) -> None:
 
 
 def write_manifest(world, *services: tuple[str, str]) -> None:
-    (world.workspace / "deploy.json").write_text(world.manifest([{"id": s, "repo": world.service_url, "commitId": c} for s, c in services]))
+    (world.workspace / "deploy.json").write_text(
+        world.manifest([{"id": s, "repo": world.service_url, "commitId": c} for s, c in services])
+    )
 
 
 def start(ws: Workspace, **kw):
@@ -74,7 +76,6 @@ def codes(doc) -> list[str]:
     return [e.code for e in doc.errors]
 
 
-
 def job_dirs(ws: Workspace) -> list[str]:
     root = jobs.jobs_root(ws.state_dir)
     return sorted(os.listdir(root)) if root.exists() else []
@@ -88,7 +89,12 @@ def test_apply_runs_every_step_in_a_detached_worker(ws, git_world, workload):
     assert rec.status == "succeeded", rec.result
     commit = git_world.pushed[-1]
     assert (workload / "backend-core.commit").read_text() == commit
-    assert [(s.name, s.status) for s in rec.steps] == [("inspect", "succeeded"), ("build", "succeeded"), ("rollout", "succeeded"), ("verify", "succeeded")]
+    assert [(s.name, s.status) for s in rec.steps] == [
+        ("inspect", "succeeded"),
+        ("build", "succeeded"),
+        ("rollout", "succeeded"),
+        ("verify", "succeeded"),
+    ]
     assert all(s.startedAt and s.endedAt and s.durationMs is not None and s.events >= 1 for s in rec.steps)
     assert rec.workerPid != os.getpid() and rec.result.ok and rec.result.services == {"backend-core": "succeeded"}
     assert rec.plan[0].commit == commit and rec.source.kind == "file"
@@ -128,7 +134,12 @@ def test_modules_planted_in_the_workspace_or_state_dir_are_not_imported_by_the_w
 def test_dry_run_records_the_steps_it_would_run_and_changes_nothing(ws, workload):
     rec = run_to_end(ws, dry_run=True)
     assert rec.status == "succeeded" and rec.dryRun
-    assert [(s.name, s.status) for s in rec.steps] == [("inspect", "succeeded"), ("build", "skipped"), ("rollout", "skipped"), ("verify", "skipped")]
+    assert [(s.name, s.status) for s in rec.steps] == [
+        ("inspect", "succeeded"),
+        ("build", "skipped"),
+        ("rollout", "skipped"),
+        ("verify", "skipped"),
+    ]
     assert all(s.message == "dry run: would run" for s in rec.steps[1:])
     assert rec.result.services == {"backend-core": "dry-run"}
     assert not (workload / "backend-core.commit").exists() and not (workload / "backend-core.image").exists()
@@ -162,7 +173,11 @@ def test_a_saved_plan_applies_while_its_facts_hold_and_is_stale_once_live_moves(
     stale = apply(ws, saved=saved, read_live=apply_workload.read_live)
     assert not stale.ok and set(codes(stale)) == {ErrorCode.PLAN_STALE} and stale.jobId is None
     paths = {e.path for e in stale.errors}
-    assert {"services.backend-core.live.state", "services.backend-core.live.commit", "services.backend-core.action"} <= paths
+    assert {
+        "services.backend-core.live.state",
+        "services.backend-core.live.commit",
+        "services.backend-core.action",
+    } <= paths
     commit = git_world.pushed[-1]
     assert any(f"live.commit was null when planned, now {commit[:12]}" in e.message for e in stale.errors)
     assert job_dirs(ws) == before  # nothing ran
@@ -192,7 +207,12 @@ def test_a_saved_plan_refuses_another_workspace_and_an_edited_file(ws, workload,
 
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_prod_apply_is_refused_in_the_apply_path(ws, git_world, dry_run):
-    git_world.push_env("prod", git_world.manifest([{"id": "backend-core", "repo": git_world.service_url, "commitId": git_world.pushed[0]}], environment="prod"))
+    git_world.push_env(
+        "prod",
+        git_world.manifest(
+            [{"id": "backend-core", "repo": git_world.service_url, "commitId": git_world.pushed[0]}], environment="prod"
+        ),
+    )
     doc = apply(ws, env="prod", dry_run=dry_run, read_live=apply_workload.read_live)
     assert not doc.ok and codes(doc) == [ErrorCode.PROD_APPLY_DISABLED] and doc.jobId is None
     assert job_dirs(ws) == []
@@ -206,9 +226,18 @@ def test_launch_and_the_worker_refuse_prod_too(ws, workload):
     assert err.value.problems[0].code == ErrorCode.PROD_APPLY_DISABLED
     assert job_dirs(ws) == [rec.id] and locks.read_lock(ws.state_dir, "prod", "backend-core") is None
     # A launch request for prod made by hand: the worker records the refusal and runs no step.
-    forged = rec.model_copy(update={"id": jobs.new_job_id(), "environment": "prod", "dryRun": False, "status": "queued",
-                                    "steps": [s.model_copy(update={"status": "pending", "message": None}) for s in rec.steps],
-                                    "result": None, "startedAt": None, "endedAt": None})
+    forged = rec.model_copy(
+        update={
+            "id": jobs.new_job_id(),
+            "environment": "prod",
+            "dryRun": False,
+            "status": "queued",
+            "steps": [s.model_copy(update={"status": "pending", "message": None}) for s in rec.steps],
+            "result": None,
+            "startedAt": None,
+            "endedAt": None,
+        }
+    )
     worker = launcher._spawn(ws.state_dir, forged.id)
     worker.communicate(launcher.Request(job=forged, catalog=catalog.read_text()).model_dump_json().encode(), timeout=60)
     assert worker.returncode == 1
@@ -220,10 +249,20 @@ def test_launch_and_the_worker_refuse_prod_too(ws, workload):
 
 def test_dev_apply_only_for_the_enabled_slice(ws, git_world, workload):
     w = git_world
-    w.push_env("dev", w.manifest([{"id": "backend-core", "repo": w.service_url, "commitId": w.pushed[1]},
-                                  {"id": "code-queue-mgr", "repo": w.service_url, "commitId": w.pushed[1]}], environment="dev"))
+    w.push_env(
+        "dev",
+        w.manifest(
+            [
+                {"id": "backend-core", "repo": w.service_url, "commitId": w.pushed[1]},
+                {"id": "code-queue-mgr", "repo": w.service_url, "commitId": w.pushed[1]},
+            ],
+            environment="dev",
+        ),
+    )
     whole = apply(ws, env="dev", read_live=apply_workload.read_live)
-    assert not whole.ok and codes(whole) == [ErrorCode.SERVICE_NOT_ENABLED] and whole.errors[0].service == "code-queue-mgr"
+    assert (
+        not whole.ok and codes(whole) == [ErrorCode.SERVICE_NOT_ENABLED] and whole.errors[0].service == "code-queue-mgr"
+    )
     other = apply(ws, env="dev", services=["code-queue-mgr"], read_live=apply_workload.read_live)
     assert codes(other) == [ErrorCode.SERVICE_NOT_ENABLED]
     assert job_dirs(ws) == [] and not (workload / "backend-core.commit").exists()
@@ -242,7 +281,9 @@ def test_environment_isolation_is_enforced_by_the_engine_whatever_the_executor(w
     backend = next(m for m in config["microservices"] if m["id"] == "backend-core")
     del backend["environments"]["dev"]["build"]  # the dev build would tag the production image
     (w.workspace / "config.json").write_text(json.dumps(config))
-    w.push_env("dev", w.manifest([{"id": "backend-core", "repo": w.service_url, "commitId": w.pushed[1]}], environment="dev"))
+    w.push_env(
+        "dev", w.manifest([{"id": "backend-core", "repo": w.service_url, "commitId": w.pushed[1]}], environment="dev")
+    )
     doc = apply(ws, env="dev", services=["backend-core"], read_live=apply_workload.read_live)
     assert not doc.ok and codes(doc) == [ErrorCode.ENVIRONMENT_ISOLATION] and doc.errors[0].service == "backend-core"
     assert job_dirs(ws) == [] and not (workload / "backend-core.commit").exists()
@@ -275,7 +316,9 @@ def test_file_mode_refuses_a_manifest_declaring_dev_and_says_to_use_env_dev(ws, 
     """A file declaring dev used to plan and apply against the production targets."""
     w = git_world
     dev_file = ws.root / "dev-declared.json"
-    dev_file.write_text(w.manifest([{"id": "backend-core", "repo": w.service_url, "commitId": w.pushed[-1]}], environment="dev"))
+    dev_file.write_text(
+        w.manifest([{"id": "backend-core", "repo": w.service_url, "commitId": w.pushed[-1]}], environment="dev")
+    )
     doc = apply(ws, file=dev_file, read_live=apply_workload.read_live)
     assert not doc.ok and codes(doc) == [ErrorCode.ENVIRONMENT_MISMATCH], doc.errors
     assert "--env dev" in doc.errors[0].message and doc.errors[0].path == "environment"
@@ -287,8 +330,13 @@ def test_file_mode_refuses_a_manifest_declaring_dev_and_says_to_use_env_dev(ws, 
     for command in ("check", "plan"):
         cli_main([*args, "deploy", command, "--file", str(dev_file)])
         plan = json.loads(capsys.readouterr().out)
-        assert plan["source"] == {"kind": "file", "path": str(dev_file), "declaredEnvironment": "dev", "legacyProductionPath": False}
-        assert any("declares environment \"dev\"" in x and "--env dev" in x for x in plan["warnings"]), plan["warnings"]
+        assert plan["source"] == {
+            "kind": "file",
+            "path": str(dev_file),
+            "declaredEnvironment": "dev",
+            "legacyProductionPath": False,
+        }
+        assert any('declares environment "dev"' in x and "--env dev" in x for x in plan["warnings"]), plan["warnings"]
 
 
 def test_file_mode_accepts_a_manifest_declaring_prod_as_the_legacy_production_path(ws, git_world, workload, capsys):
@@ -349,11 +397,15 @@ def test_secrets_never_reach_the_event_log(ws, workload, monkeypatch):
     assert "npm_s3cr3tvalue42" not in log_text and "NPM_TOKEN=***" in log_text and "http://***@git.lab" in log_text
 
 
-def test_secrets_in_a_step_error_reach_neither_job_json_nor_the_apply_and_status_json(ws, workload, monkeypatch, capsys):
+def test_secrets_in_a_step_error_reach_neither_job_json_nor_the_apply_and_status_json(
+    ws, workload, monkeypatch, capsys
+):
     monkeypatch.setenv("NPM_TOKEN", "npm_s3cr3tvalue42")
     set_behaviour(workload, build="secret-fail")
     doc, code = finish_apply(start(ws), ws, wait=True)
-    assert code == ExitCode.ERROR and doc.status == "failed" and [e.code for e in doc.errors] == [ErrorCode.BUILD_FAILED]
+    assert (
+        code == ExitCode.ERROR and doc.status == "failed" and [e.code for e in doc.errors] == [ErrorCode.BUILD_FAILED]
+    )
     job_dir = jobs.job_dir(ws.state_dir, doc.jobId)
     args = ["--workspace", str(ws.root), "--state-dir", str(ws.state_dir)]
     assert cli_main([*args, "job", "status", doc.jobId]) == 0
@@ -386,7 +438,9 @@ def test_concurrent_apply_is_locked_a_killed_worker_is_interrupted_and_its_lock_
     assert len(job_dirs(ws)) == 1
 
     os.kill(running.workerPid, signal.SIGKILL)
-    dead = wait_for(lambda: (r := jobs.load_job(ws.state_dir, first.jobId)).status == "interrupted" and r, "interrupted")
+    dead = wait_for(
+        lambda: (r := jobs.load_job(ws.state_dir, first.jobId)).status == "interrupted" and r, "interrupted"
+    )
     assert dead.steps[1].status == "failed" and dead.steps[1].code == ErrorCode.INTERRUPTED
     assert dead.result.services == {"backend-core": "interrupted"}
     assert any("building" in e.text for e in events(ws, first.jobId))  # its log is kept
@@ -419,11 +473,26 @@ def test_cancel_before_the_worker_runs_runs_no_step(ws, workload):
     """A cancel that lands after the worker recorded the job (launch.accept) but before its steps."""
     dry = run_to_end(ws, dry_run=True)
     catalog = (jobs.job_dir(ws.state_dir, dry.id) / jobs.CATALOG_FILE).read_text()
-    job = dry.model_copy(update={"id": jobs.new_job_id(), "dryRun": False, "status": "queued", "result": None,
-                                 "steps": [s.model_copy(update={"status": "pending", "message": None}) for s in dry.steps],
-                                 "startedAt": None, "endedAt": None, "warnings": []})
-    record, answer = launcher.accept(ws.state_dir, job.id, launcher.Request(job=job, catalog=catalog).model_dump_json().encode())
-    assert answer.ok and record.status == "queued" and locks.read_lock(ws.state_dir, "file", "backend-core").jobId == job.id
+    job = dry.model_copy(
+        update={
+            "id": jobs.new_job_id(),
+            "dryRun": False,
+            "status": "queued",
+            "result": None,
+            "steps": [s.model_copy(update={"status": "pending", "message": None}) for s in dry.steps],
+            "startedAt": None,
+            "endedAt": None,
+            "warnings": [],
+        }
+    )
+    record, answer = launcher.accept(
+        ws.state_dir, job.id, launcher.Request(job=job, catalog=catalog).model_dump_json().encode()
+    )
+    assert (
+        answer.ok
+        and record.status == "queued"
+        and locks.read_lock(ws.state_dir, "file", "backend-core").jobId == job.id
+    )
     rec = jobs.cancel(ws.state_dir, job.id)  # still queued: recorded, nobody signalled
     assert rec.status == "queued" and jobs.cancel_requested(ws.state_dir, job.id)
     assert worker_run(ws.state_dir, job.id) == 1  # the worker goes on and reads the request
@@ -447,7 +516,13 @@ def test_starting_a_job_prunes_finished_jobs_beyond_the_configured_cap(ws, workl
     assert cli_main([*args, "job", "prune", "--keep", "0", "--older-than", "1d"]) == 0  # none ended a day ago
     assert json.loads(capsys.readouterr().out)["removed"] == []
     assert cli_main([*args, "job", "prune", "--keep", "0"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"ok": True, "command": "job prune", "removed": [third.jobId, second.id], "kept": [], "errors": []}
+    assert json.loads(capsys.readouterr().out) == {
+        "ok": True,
+        "command": "job prune",
+        "removed": [third.jobId, second.id],
+        "kept": [],
+        "errors": [],
+    }
     assert first.id not in job_dirs(ws) and job_dirs(ws) == []
     assert cli_main([*args, "job", "prune", "--older-than", "7 days"]) == ExitCode.USAGE
     assert [e["code"] for e in json.loads(capsys.readouterr().out)["errors"]] == ["usage"]
@@ -473,8 +548,17 @@ def test_a_failed_verification_restores_the_previous_version_and_verifies_it(ws,
     set_behaviour(workload, rollout="stale")  # the rollout leaves the old version: verification fails
     rec = run_to_end(ws)
     assert rec.status == "failed" and codes(rec.result) == [ErrorCode.VERIFICATION_FAILED]
-    assert rec.result.restored.model_dump() == {"service": "backend-core", "commit": previous, "verified": True, "message": None}
-    assert [(s.name, s.status) for s in rec.steps][-3:] == [("verify", "failed"), ("restore", "succeeded"), ("restore-verify", "succeeded")]
+    assert rec.result.restored.model_dump() == {
+        "service": "backend-core",
+        "commit": previous,
+        "verified": True,
+        "message": None,
+    }
+    assert [(s.name, s.status) for s in rec.steps][-3:] == [
+        ("verify", "failed"),
+        ("restore", "succeeded"),
+        ("restore-verify", "succeeded"),
+    ]
     assert (workload / "backend-core.commit").read_text() == previous
 
 
@@ -541,9 +625,15 @@ def test_job_status_and_list_commands(ws, workload, capsys, monkeypatch):
 
 def test_cli_apply_refuses_prod_with_a_coded_error(ws, git_world, capsys):
     git(git_world.workspace, "status")  # a real workspace repository
-    code = cli_main(["--workspace", str(ws.root), "--state-dir", str(ws.state_dir), "deploy", "apply", "--env", "prod", "--wait"])
+    code = cli_main(
+        ["--workspace", str(ws.root), "--state-dir", str(ws.state_dir), "deploy", "apply", "--env", "prod", "--wait"]
+    )
     doc = json.loads(capsys.readouterr().out)
-    assert code == ExitCode.ERROR and doc["command"] == "apply" and doc["errors"][0]["code"] == ErrorCode.PROD_APPLY_DISABLED
+    assert (
+        code == ExitCode.ERROR
+        and doc["command"] == "apply"
+        and doc["errors"][0]["code"] == ErrorCode.PROD_APPLY_DISABLED
+    )
 
 
 def test_a_held_lock_is_refused_before_the_planning_modules_load(ws, workload):
@@ -551,11 +641,17 @@ def test_a_held_lock_is_refused_before_the_planning_modules_load(ws, workload):
     set_behaviour(workload, build="sleep")
     first = start(ws)
     wait_for(lambda: (workload / "backend-core.building").exists(), "the first job to reach its build")
-    probe = ("import json, sys; from unidesk_tui.cli import main; rc = main(sys.argv[1:]); "
-             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncssh', 'git') "
-             "or m in ('unidesk_tui.planning', 'unidesk_tui.engine', 'unidesk_tui.apply'))), file=sys.stderr)")
-    out = subprocess.run([sys.executable, "-c", probe, "--workspace", str(ws.root), "--state-dir", str(ws.state_dir),
-                          "deploy", "apply"], capture_output=True, text=True, timeout=120)
+    probe = (
+        "import json, sys; from unidesk_tui.cli import main; rc = main(sys.argv[1:]); "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncssh', 'git') "
+        "or m in ('unidesk_tui.planning', 'unidesk_tui.engine', 'unidesk_tui.apply'))), file=sys.stderr)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, "--workspace", str(ws.root), "--state-dir", str(ws.state_dir), "deploy", "apply"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     doc = json.loads(out.stdout)
     assert [e["code"] for e in doc["errors"]] == [ErrorCode.LOCKED] and first.jobId in doc["errors"][0]["message"]
     assert json.loads(out.stderr.strip().splitlines()[-1]) == []

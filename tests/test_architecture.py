@@ -30,8 +30,16 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "unidesk" / "con
 # What executors may import from the core: the vocabulary, the rules, the catalog and the target
 # session (and what those import themselves).
 EXECUTOR_MAY_IMPORT = {
-    "unidesk_tui", "unidesk_tui.model", "unidesk_tui.isolation", "unidesk_tui.errors", "unidesk_tui.identifiers",
-    "unidesk_tui.redact", "unidesk_tui.catalog", "unidesk_tui.targets", "unidesk_tui.devrules", "unidesk_tui.json_input",
+    "unidesk_tui",
+    "unidesk_tui.model",
+    "unidesk_tui.isolation",
+    "unidesk_tui.errors",
+    "unidesk_tui.identifiers",
+    "unidesk_tui.redact",
+    "unidesk_tui.catalog",
+    "unidesk_tui.targets",
+    "unidesk_tui.devrules",
+    "unidesk_tui.json_input",
     "unidesk_tui.k3s_only",
 }
 CORE_MAY_IMPORT = {"executors", "executors.registry", "executors.base"}
@@ -109,39 +117,72 @@ def test_cycle_finder_finds_a_cycle() -> None:
 
 
 def test_executors_import_only_the_vocabulary_below_them() -> None:
-    wrong = {f"{m} -> {i}" for m in product_modules() if m.startswith("executors")
-             for i in imports(m) if i.startswith("unidesk_tui") and i not in EXECUTOR_MAY_IMPORT}
+    wrong = {
+        f"{m} -> {i}"
+        for m in product_modules()
+        if m.startswith("executors")
+        for i in imports(m)
+        if i.startswith("unidesk_tui") and i not in EXECUTOR_MAY_IMPORT
+    }
     assert wrong == set()
 
 
 def test_the_core_reaches_executors_only_through_the_registry() -> None:
-    wrong = {f"{m} -> {i}" for m in product_modules() if m.startswith("unidesk_tui")
-             for i in imports(m) if i.startswith("executors") and i not in CORE_MAY_IMPORT}
+    wrong = {
+        f"{m} -> {i}"
+        for m in product_modules()
+        if m.startswith("unidesk_tui")
+        for i in imports(m)
+        if i.startswith("executors") and i not in CORE_MAY_IMPORT
+    }
     assert wrong == set()
 
 
 def test_a_new_mode_is_one_module_and_one_registry_line(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(registry.EXECUTORS, "fake-mode", "tests.fake_mode:FakeExecutor")  # the one line
     catalog = load_catalog(EXAMPLE)
-    item = PlanItem(id="fake-task", mode="fake-mode", target=catalog.targets[0].id, action="deploy", reason="a fake mode")
+    item = PlanItem(
+        id="fake-task", mode="fake-mode", target=catalog.targets[0].id, action="deploy", reason="a fake mode"
+    )
     records, problems = step_records(catalog, [item], Environment.FILE)
     assert problems == [] and [s.name for s in records] == ["prepare", "verify"]
     state = tmp_path / "state"
     job_id = jobs.new_job_id()
-    record = JobRecord(id=job_id, status=JobStatus.QUEUED, environment=Environment.FILE, source=FileSourceDoc(path="deploy.json"),
-                       workspace=str(tmp_path), services=[item.id], plan=[item], steps=records, createdAt=jobs.now_iso(), host=jobs.HOST)
+    record = JobRecord(
+        id=job_id,
+        status=JobStatus.QUEUED,
+        environment=Environment.FILE,
+        source=FileSourceDoc(path="deploy.json"),
+        workspace=str(tmp_path),
+        services=[item.id],
+        plan=[item],
+        steps=records,
+        createdAt=jobs.now_iso(),
+        host=jobs.HOST,
+    )
     d = jobs.create_job(state, record)
     atomic_write(d / jobs.CATALOG_FILE, catalog.model_dump_json().encode())
 
     final = asyncio.run(JobEngine(state, job_id).run())
 
     assert final.status == JobStatus.SUCCEEDED, final.result
-    assert [(s.name, s.status) for s in final.steps] == [("prepare", StepStatus.SUCCEEDED), ("verify", StepStatus.SUCCEEDED)]
+    assert [(s.name, s.status) for s in final.steps] == [
+        ("prepare", StepStatus.SUCCEEDED),
+        ("verify", StepStatus.SUCCEEDED),
+    ]
     verify = final.steps[1]
     assert [(c.layer, c.what, c.expected, c.actual, c.ok) for c in verify.verification] == [
-        ("image", "fake label", "fake", "fake", True), ("health", "status", "healthy", "healthy", True)]
+        ("image", "fake label", "fake", "fake", True),
+        ("health", "status", "healthy", "healthy", True),
+    ]
     on_disk = json.loads((d / jobs.JOB_FILE).read_text())
-    assert on_disk["steps"][1]["verification"][1] == {"layer": "health", "what": "status", "expected": "healthy", "actual": "healthy", "ok": True}
+    assert on_disk["steps"][1]["verification"][1] == {
+        "layer": "health",
+        "what": "status",
+        "expected": "healthy",
+        "actual": "healthy",
+        "ok": True,
+    }
     texts = [e.text for e in jobs.read_events(state, job_id, 0)[0]]
     assert f"prepared fake-task on {catalog.targets[0].id}" in texts and "verified: fake service proves itself" in texts
 
@@ -175,6 +216,11 @@ def test_job_commands_and_help_start_without_the_heavy_modules(argv, tmp_path) -
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", LIGHT_PROBE, "--state-dir", str(tmp_path), *argv],
-                         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", LIGHT_PROBE, "--state-dir", str(tmp_path), *argv],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []

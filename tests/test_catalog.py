@@ -28,10 +28,20 @@ def test_example_workspace_is_valid_and_complete():
     catalog = load_catalog(EXAMPLE / "config.json")
     assert {t.id for t in catalog.targets} == {"main-server", "D601", "D518"}
     ids = {m.id for m in catalog.microservices}
-    assert ids == {"backend-core", "frontend", "code-queue", "code-queue-mgr", "decision-center", "k3sctl-adapter", "node-exporter"}
+    assert ids == {
+        "backend-core",
+        "frontend",
+        "code-queue",
+        "code-queue-mgr",
+        "decision-center",
+        "k3sctl-adapter",
+        "node-exporter",
+    }
     assert catalog.microservice("node-exporter").unsupported_reason
     assert catalog.microservice("code-queue-mgr").deployment.mode == "internal-sidecar"
-    assert catalog.microservice("k3sctl-adapter").deployment.mode == "unidesk-direct"  # a control bridge stays outside k3s
+    assert (
+        catalog.microservice("k3sctl-adapter").deployment.mode == "unidesk-direct"
+    )  # a control bridge stays outside k3s
     manifest = parse_manifest((EXAMPLE / "deploy.json").read_bytes())
     assert {s.id for s in manifest.services} <= ids
 
@@ -114,7 +124,11 @@ def test_k3sctl_adapter_is_a_control_bridge_and_decision_center_k3s_only_by_defa
     assert not catalog.microservice("k3sctl-adapter").is_k3s_only
     assert catalog.microservice("decision-center").is_k3s_only
     assert not catalog.microservice("decision-center").is_control_bridge
-    assert not any(m.is_control_bridge or m.is_k3s_only for m in catalog.microservices if m.id not in ("k3sctl-adapter", "decision-center"))
+    assert not any(
+        m.is_control_bridge or m.is_k3s_only
+        for m in catalog.microservices
+        if m.id not in ("k3sctl-adapter", "decision-center")
+    )
 
 
 def test_a_control_bridge_in_k3s_is_refused_with_its_path():
@@ -126,17 +140,23 @@ def test_a_control_bridge_in_k3s_is_refused_with_its_path():
     with pytest.raises(UnideskError) as exc:
         parse_catalog(json.dumps(doc))
     (problem,) = exc.value.problems
-    assert (problem.code, problem.path, problem.service) == (ErrorCode.CONFIG_INVALID, f"microservices[{i}].deployment.mode", "k3sctl-adapter")
+    assert (problem.code, problem.path, problem.service) == (
+        ErrorCode.CONFIG_INVALID,
+        f"microservices[{i}].deployment.mode",
+        "k3sctl-adapter",
+    )
     assert "control bridge" in problem.message and "outside k3s" in problem.message
 
 
 def test_a_control_bridge_moved_into_k3s_by_an_environment_is_refused_too():
     doc = _example()
     i = _index(doc, "k3sctl-adapter")
-    doc["microservices"][i]["environments"] = {"dev": {
-        "deployment": {"mode": "k3sctl-managed", "target": "D601"},
-        "k8s": {"manifest": "k3s/adapter.yaml", "namespace": "unidesk-dev", "deployments": ["k3sctl-adapter-dev"]},
-    }}
+    doc["microservices"][i]["environments"] = {
+        "dev": {
+            "deployment": {"mode": "k3sctl-managed", "target": "D601"},
+            "k8s": {"manifest": "k3s/adapter.yaml", "namespace": "unidesk-dev", "deployments": ["k3sctl-adapter-dev"]},
+        }
+    }
     assert errors_of(doc) == [(ErrorCode.CONFIG_INVALID, f"microservices[{i}].environments.dev.deployment.mode")]
 
 
@@ -188,7 +208,13 @@ def test_step_timeouts_default_per_kind_and_code_queue_builds_longer():
     from unidesk_tui.catalog import DEFAULT_TIMEOUTS, Microservice
 
     def ms(sid: str, **timeouts) -> Microservice:
-        return Microservice.model_validate({"id": sid, "deployment": {"mode": "unidesk-direct", "target": "t"}, **({"timeouts": timeouts} if timeouts else {})})
+        return Microservice.model_validate(
+            {
+                "id": sid,
+                "deployment": {"mode": "unidesk-direct", "target": "t"},
+                **({"timeouts": timeouts} if timeouts else {}),
+            }
+        )
 
     assert {k: ms("backend-core").timeout(k) for k in DEFAULT_TIMEOUTS} == DEFAULT_TIMEOUTS
     assert ms("code-queue").timeout("build") > 2 * ms("backend-core").timeout("build")

@@ -28,8 +28,16 @@ def pod(state: dict, last: dict | None = None, restarts: int = 0) -> dict:
 
 
 def test_pod_crash_loop_reports_the_last_termination():
-    crashes = pod_crashes(pod({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}, {"terminated": {"exitCode": 3, "reason": "Error"}}, 1))
-    assert [c.describe() for c in crashes] == ["pod ns/dc-1 container app exited with exit code 3 (CrashLoopBackOff, 1 restart)"]
+    crashes = pod_crashes(
+        pod(
+            {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+            {"terminated": {"exitCode": 3, "reason": "Error"}},
+            1,
+        )
+    )
+    assert [c.describe() for c in crashes] == [
+        "pod ns/dc-1 container app exited with exit code 3 (CrashLoopBackOff, 1 restart)"
+    ]
 
 
 def test_pod_terminated_waiting_for_image_and_running():
@@ -41,13 +49,22 @@ def test_pod_terminated_waiting_for_image_and_running():
 
 
 def _deployment(generation: int, observed: int, annotations: dict) -> dict:
-    return {"metadata": {"name": "code-queue", "generation": generation}, "status": {"observedGeneration": observed},
-            "spec": {"template": {"metadata": {"labels": {"app": "code-queue"}, "annotations": annotations}}}}
+    return {
+        "metadata": {"name": "code-queue", "generation": generation},
+        "status": {"observedGeneration": observed},
+        "spec": {"template": {"metadata": {"labels": {"app": "code-queue"}, "annotations": annotations}}},
+    }
 
 
 def _pod(name: str, annotations: dict, state: dict, last: dict | None = None, restarts: int = 0) -> dict:
-    return {"metadata": {"name": name, "namespace": "unidesk", "labels": {"app": "code-queue"}, "annotations": annotations},
-            "status": {"containerStatuses": [{"name": "code-queue", "state": state, "lastState": last or {}, "restartCount": restarts}]}}
+    return {
+        "metadata": {"name": name, "namespace": "unidesk", "labels": {"app": "code-queue"}, "annotations": annotations},
+        "status": {
+            "containerStatuses": [
+                {"name": "code-queue", "state": state, "lastState": last or {}, "restartCount": restarts}
+            ]
+        },
+    }
 
 
 def test_rollout_ignores_the_previous_generations_crash_looping_pod_of_the_same_commit():
@@ -58,8 +75,13 @@ def test_rollout_ignores_the_previous_generations_crash_looping_pod_of_the_same_
     commit = "a" * 40
     old_template = {"UNIDESK_DEPLOY_COMMIT": commit, "unidesk/job": "job-a"}
     new_template = {"UNIDESK_DEPLOY_COMMIT": commit, "unidesk/job": "job-b"}
-    crashed = _pod("code-queue-1", old_template, {"waiting": {"reason": "CrashLoopBackOff"}},
-                   {"terminated": {"exitCode": 137, "reason": "Error"}}, 1)
+    crashed = _pod(
+        "code-queue-1",
+        old_template,
+        {"waiting": {"reason": "CrashLoopBackOff"}},
+        {"terminated": {"exitCode": 137, "reason": "Error"}},
+        1,
+    )
     assert pod_crashes(crashed)  # it is a crash, of this commit ...
     # ... but the new generation is not observed yet: no pod is the new template's
     assert current_template_pods(_deployment(2, 1, new_template), [crashed], commit) == []
@@ -69,8 +91,17 @@ def test_rollout_ignores_the_previous_generations_crash_looping_pod_of_the_same_
     assert pods == [good] and pod_crashes(good) == []
     # the new template's own crash is still caught (fail fast)
     bad = _pod("code-queue-2", new_template, {"terminated": {"exitCode": 7, "reason": "Error"}})
-    assert [c.exit_code for p in current_template_pods(_deployment(2, 2, new_template), [crashed, bad], commit)
-            for c in pod_crashes(p)] == [7]
+    assert [
+        c.exit_code
+        for p in current_template_pods(_deployment(2, 2, new_template), [crashed, bad], commit)
+        for c in pod_crashes(p)
+    ] == [7]
     # another commit's pod is never this rollout's
-    assert current_template_pods(_deployment(2, 2, new_template), [_pod("x-2", {**new_template, "UNIDESK_DEPLOY_COMMIT": "b" * 40},
-                                                                       {"running": {}})], commit) == []
+    assert (
+        current_template_pods(
+            _deployment(2, 2, new_template),
+            [_pod("x-2", {**new_template, "UNIDESK_DEPLOY_COMMIT": "b" * 40}, {"running": {}})],
+            commit,
+        )
+        == []
+    )

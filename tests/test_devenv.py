@@ -37,8 +37,12 @@ def messages(path: Path) -> list[str]:
 
 
 def test_example_dev_manifests_pass_through_the_cli():
-    proc = subprocess.run([sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(EXAMPLE), "dev-env", "validate"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(EXAMPLE), "dev-env", "validate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     doc = json.loads(proc.stdout)
     assert proc.returncode == 0 and doc["ok"], doc["errors"]
     assert [Path(m["path"]).name for m in doc["manifests"]] == [FOUNDATION, CORE, CODE_QUEUE]
@@ -47,21 +51,61 @@ def test_example_dev_manifests_pass_through_the_cli():
 @pytest.mark.parametrize(
     ("name", "change", "expect"),
     [
-        (CORE, lambda d: by(d, "Deployment", "backend-core-dev")["metadata"].update(namespace="unidesk"), "only in unidesk-dev"),
-        (CORE, lambda d: d.append({"kind": "Deployment", "metadata": {"name": "backend-core", "namespace": "unidesk-dev"}, "spec": {}}),
-         "not one of the objects"),
-        (CORE, lambda d: set_env(by(d, "Deployment", "frontend-dev"), "CORE_INTERNAL_URL", "http://backend-core.unidesk.svc.cluster.local:8080"),
-         "CORE_INTERNAL_URL"),
+        (
+            CORE,
+            lambda d: by(d, "Deployment", "backend-core-dev")["metadata"].update(namespace="unidesk"),
+            "only in unidesk-dev",
+        ),
+        (
+            CORE,
+            lambda d: d.append(
+                {"kind": "Deployment", "metadata": {"name": "backend-core", "namespace": "unidesk-dev"}, "spec": {}}
+            ),
+            "not one of the objects",
+        ),
+        (
+            CORE,
+            lambda d: set_env(
+                by(d, "Deployment", "frontend-dev"),
+                "CORE_INTERNAL_URL",
+                "http://backend-core.unidesk.svc.cluster.local:8080",
+            ),
+            "CORE_INTERNAL_URL",
+        ),
         (CORE, lambda d: by(d, "Service", "frontend-dev")["spec"].update(type="NodePort"), "ClusterIP"),
-        (CODE_QUEUE, lambda d: by(d, "Deployment", "code-queue-read-dev")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].pop("cpu"),
-         "CPU and memory limits"),
-        (CODE_QUEUE, lambda d: by(d, "Deployment", "code-queue-scheduler-dev")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].update(memory="8Gi"),
-         "5Gi memory limit"),
-        (CODE_QUEUE, lambda d: by(d, "Deployment", "code-queue-write-dev")["spec"]["template"]["spec"]["containers"][0]["env"].append(
-            {"name": "EGRESS", "value": "http://d601-tcp-egress-gateway:1080"}), "production route"),
-        (FOUNDATION, lambda d: by(d, "StatefulSet", "postgres-dev")["spec"]["template"]["spec"]["containers"][0]["env"].append(
-            {"name": "DATABASE_URL", "value": "postgres://db:5432/unidesk"}), "unidesk_dev"),
-        (FOUNDATION, lambda d: by(d, "Namespace", "unidesk-dev")["metadata"].update(name="unidesk"), "only the unidesk-dev namespace"),
+        (
+            CODE_QUEUE,
+            lambda d: by(d, "Deployment", "code-queue-read-dev")["spec"]["template"]["spec"]["containers"][0][
+                "resources"
+            ]["limits"].pop("cpu"),
+            "CPU and memory limits",
+        ),
+        (
+            CODE_QUEUE,
+            lambda d: by(d, "Deployment", "code-queue-scheduler-dev")["spec"]["template"]["spec"]["containers"][0][
+                "resources"
+            ]["limits"].update(memory="8Gi"),
+            "5Gi memory limit",
+        ),
+        (
+            CODE_QUEUE,
+            lambda d: by(d, "Deployment", "code-queue-write-dev")["spec"]["template"]["spec"]["containers"][0][
+                "env"
+            ].append({"name": "EGRESS", "value": "http://d601-tcp-egress-gateway:1080"}),
+            "production route",
+        ),
+        (
+            FOUNDATION,
+            lambda d: by(d, "StatefulSet", "postgres-dev")["spec"]["template"]["spec"]["containers"][0]["env"].append(
+                {"name": "DATABASE_URL", "value": "postgres://db:5432/unidesk"}
+            ),
+            "unidesk_dev",
+        ),
+        (
+            FOUNDATION,
+            lambda d: by(d, "Namespace", "unidesk-dev")["metadata"].update(name="unidesk"),
+            "only the unidesk-dev namespace",
+        ),
     ],
 )
 def test_each_guardrail(tmp_path, name, change, expect):
@@ -77,9 +121,15 @@ def test_invalid_yaml_names_the_line(tmp_path):
 
 @pytest.mark.parametrize(
     "content",
-    [b"\xff\xfe", b"kind: Deployment\nmetadata: [1]\n", b"kind: Deployment\nmetadata: {name: x, namespace: unidesk-dev}\nspec: [1]\n",
-     b"kind: Deployment\nmetadata: {name: x, namespace: unidesk-dev}\nspec: {template: {spec: {containers: [{name: c, ports: [1]}]}}}\n",
-     b"- 1\n- 2\n", b"kind: [x]\n"],
+    [
+        b"\xff\xfe",
+        b"kind: Deployment\nmetadata: [1]\n",
+        b"kind: Deployment\nmetadata: {name: x, namespace: unidesk-dev}\nspec: [1]\n",
+        b"kind: Deployment\nmetadata: {name: x, namespace: unidesk-dev}\nspec: {template: {spec: {containers: "
+        b"[{name: c, ports: [1]}]}}}\n",
+        b"- 1\n- 2\n",
+        b"kind: [x]\n",
+    ],
 )
 def test_odd_input_gives_coded_problems_not_exceptions(tmp_path, content):
     path = tmp_path / CORE
@@ -106,25 +156,60 @@ def drop_env(obj_container, name):
 
 RULE_CASES = {
     "namespace": (CORE, lambda d: by(d, "Service", "frontend-dev")["metadata"].update(namespace="unidesk")),
-    "allowed-objects": (CODE_QUEUE, lambda d: by(d, "Service", "code-queue-read-dev")["metadata"].update(name="code-queue-dev")),
-    "cluster-ip-only": (CODE_QUEUE, lambda d: by(d, "Service", "code-queue-write-dev")["spec"].update(type="LoadBalancer")),
-    "no-host-network": (CORE, lambda d: by(d, "Deployment", "frontend-dev")["spec"]["template"]["spec"].update(hostNetwork=True)),
-    "production-reference": (CORE, lambda d: container(d, "Deployment", "frontend-dev")["env"].append(
-        {"name": "UPSTREAM", "value": "http://postgres.unidesk.svc:5432"})),
+    "allowed-objects": (
+        CODE_QUEUE,
+        lambda d: by(d, "Service", "code-queue-read-dev")["metadata"].update(name="code-queue-dev"),
+    ),
+    "cluster-ip-only": (
+        CODE_QUEUE,
+        lambda d: by(d, "Service", "code-queue-write-dev")["spec"].update(type="LoadBalancer"),
+    ),
+    "no-host-network": (
+        CORE,
+        lambda d: by(d, "Deployment", "frontend-dev")["spec"]["template"]["spec"].update(hostNetwork=True),
+    ),
+    "production-reference": (
+        CORE,
+        lambda d: container(d, "Deployment", "frontend-dev")["env"].append(
+            {"name": "UPSTREAM", "value": "http://postgres.unidesk.svc:5432"}
+        ),
+    ),
     "container-limits": (FOUNDATION, lambda d: container(d, "StatefulSet", "postgres-dev")["resources"].pop("limits")),
     "dev-database": (CODE_QUEUE, lambda d: drop_env(container(d, "Deployment", "code-queue-read-dev"), "DATABASE_URL")),
     "runtime-config": (CORE, lambda d: container(d, "Deployment", "backend-core-dev")["envFrom"].pop()),
-    "backend-core-ports": (CORE, lambda d: container(d, "Deployment", "backend-core-dev").update(ports=[{"containerPort": 8080}])),
+    "backend-core-ports": (
+        CORE,
+        lambda d: container(d, "Deployment", "backend-core-dev").update(ports=[{"containerPort": 8080}]),
+    ),
     "backend-core-logs": (CORE, lambda d: container(d, "Deployment", "backend-core-dev").update(volumeMounts=[])),
     "frontend-core-url": (CORE, lambda d: drop_env(container(d, "Deployment", "frontend-dev"), "CORE_INTERNAL_URL")),
-    "code-queue-state": (CODE_QUEUE, lambda d: set_env(by(d, "Deployment", "code-queue-write-dev"), "CODE_QUEUE_STATE_DIR", "/tmp/state")),
-    "code-queue-port": (CODE_QUEUE, lambda d: by(d, "Service", "code-queue-scheduler-dev")["spec"].update(ports=[{"port": 80}])),
-    "scheduler-env": (CODE_QUEUE, lambda d: set_env(by(d, "Deployment", "code-queue-scheduler-dev"), "CODE_QUEUE_WORKDIR", "/workspace")),
-    "notifications-off": (CODE_QUEUE, lambda d: set_env(by(d, "Deployment", "code-queue-read-dev"), "CODE_QUEUE_NOTIFY_CLAUDEQQ", "true")),
-    "scheduler-memory": (CODE_QUEUE, lambda d: container(d, "Deployment", "code-queue-scheduler-dev")["resources"]["limits"].update(memory="1Gi")),
+    "code-queue-state": (
+        CODE_QUEUE,
+        lambda d: set_env(by(d, "Deployment", "code-queue-write-dev"), "CODE_QUEUE_STATE_DIR", "/tmp/state"),
+    ),
+    "code-queue-port": (
+        CODE_QUEUE,
+        lambda d: by(d, "Service", "code-queue-scheduler-dev")["spec"].update(ports=[{"port": 80}]),
+    ),
+    "scheduler-env": (
+        CODE_QUEUE,
+        lambda d: set_env(by(d, "Deployment", "code-queue-scheduler-dev"), "CODE_QUEUE_WORKDIR", "/workspace"),
+    ),
+    "notifications-off": (
+        CODE_QUEUE,
+        lambda d: set_env(by(d, "Deployment", "code-queue-read-dev"), "CODE_QUEUE_NOTIFY_CLAUDEQQ", "true"),
+    ),
+    "scheduler-memory": (
+        CODE_QUEUE,
+        lambda d: container(d, "Deployment", "code-queue-scheduler-dev")["resources"]["limits"].update(memory="1Gi"),
+    ),
     "postgres-volume": (FOUNDATION, lambda d: by(d, "StatefulSet", "postgres-dev")["spec"].pop("volumeClaimTemplates")),
-    "migrate-job": (FOUNDATION, lambda d: container(d, "Job", "unidesk-dev-db-migrate").update(
-        args=[container(d, "Job", "unidesk-dev-db-migrate")["args"][0].replace("sh /guard/guard.sh\n", "")])),
+    "migrate-job": (
+        FOUNDATION,
+        lambda d: container(d, "Job", "unidesk-dev-db-migrate").update(
+            args=[container(d, "Job", "unidesk-dev-db-migrate")["args"][0].replace("sh /guard/guard.sh\n", "")]
+        ),
+    ),
 }
 
 
@@ -152,9 +237,9 @@ def test_the_lab_sample_dev_manifests_pass():
 
 def test_the_validate_step_judges_objects_without_the_deploy_stamps():
     """A stamped repository URL such as https://github.com/pikasTech/unidesk is not a production route."""
+    from executors.k8s_manifest import stamp_deployment
     from executors.stamp import deploy_env
     from executors.validate import rule_problems, unstamped
-    from executors.k8s_manifest import stamp_deployment
 
     docs = [d for d in yaml.safe_load_all((EXAMPLE / DEV_DIR / CORE).read_text()) if d]
     env = deploy_env("backend-core", "https://github.com/pikasTech/unidesk", "a" * 40, "a" * 40)

@@ -66,23 +66,37 @@ def test_the_example_dev_slice_is_isolated():
     assert isolation_problems(desired(c, "code-queue", None)) == []  # file mode: nothing to isolate
 
 
-@pytest.mark.parametrize(("change", "needle"), [
-    (lambda m, d: m["environments"]["dev"].pop("build"), "build.image is not declared"),
-    (lambda m, d: m["environments"]["dev"].update(build={"image": m["build"]["image"]}), "is the image another environment runs"),
-    (lambda m, d: m["environments"]["dev"].update(build={"image": "docker.io/library/" + m["build"]["image"]}), "is the image another environment runs"),
-    (lambda m, d: m["environments"]["dev"]["k8s"].update(namespace="unidesk"), "k8s.namespace is 'unidesk'"),
-    (lambda m, d: m["environments"]["dev"].pop("k8s"), "k8s is not declared"),
-    (lambda m, d: m["environments"]["dev"]["deployment"].update(target="D518"), "deployment target 'D518'"),
-    (lambda m, d: m["environments"]["dev"]["deployment"].update(mode="unidesk-direct"), "k3sctl-managed services only"),
-    (lambda m, d: m.pop("environments"), "is not declared: an dev apply would run the production deployment"),
-])
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda m, d: m["environments"]["dev"].pop("build"), "build.image is not declared"),
+        (
+            lambda m, d: m["environments"]["dev"].update(build={"image": m["build"]["image"]}),
+            "is the image another environment runs",
+        ),
+        (
+            lambda m, d: m["environments"]["dev"].update(build={"image": "docker.io/library/" + m["build"]["image"]}),
+            "is the image another environment runs",
+        ),
+        (lambda m, d: m["environments"]["dev"]["k8s"].update(namespace="unidesk"), "k8s.namespace is 'unidesk'"),
+        (lambda m, d: m["environments"]["dev"].pop("k8s"), "k8s is not declared"),
+        (lambda m, d: m["environments"]["dev"]["deployment"].update(target="D518"), "deployment target 'D518'"),
+        (
+            lambda m, d: m["environments"]["dev"]["deployment"].update(mode="unidesk-direct"),
+            "k3sctl-managed services only",
+        ),
+        (lambda m, d: m.pop("environments"), "is not declared: an dev apply would run the production deployment"),
+    ],
+)
 def test_unisolated_dev_runs_are_refused_before_any_step(change, needle):
     doc = example_doc()
     ms = next(m for m in doc["microservices"] if m["id"] == "code-queue")
     change(ms, doc)
     service = desired(parse_catalog(json.dumps(doc)), "code-queue", "dev")
     problems = isolation_problems(service)
-    assert codes_of(problems) == {ErrorCode.ENVIRONMENT_ISOLATION} and any(needle in p.message for p in problems), problems
+    assert codes_of(problems) == {ErrorCode.ENVIRONMENT_ISOLATION} and any(needle in p.message for p in problems), (
+        problems
+    )
     with pytest.raises(UnideskError) as exc:
         executor_for(service.mode).steps(service)
     assert exc.value.problems[0].code == ErrorCode.ENVIRONMENT_ISOLATION
@@ -100,8 +114,14 @@ def test_legacy_twin_step_never_runs_for_an_environment():
 
 def test_legacy_twin_is_only_the_declared_project_and_service():
     rows = [
-        {"Id": "1", "Labels": {"com.docker.compose.project": "code-queue", "com.docker.compose.service": "code-queue-backend"}},
-        {"Id": "2", "Labels": {"com.docker.compose.project": "unidesk", "com.docker.compose.service": "code-queue-backend"}},
+        {
+            "Id": "1",
+            "Labels": {"com.docker.compose.project": "code-queue", "com.docker.compose.service": "code-queue-backend"},
+        },
+        {
+            "Id": "2",
+            "Labels": {"com.docker.compose.project": "unidesk", "com.docker.compose.service": "code-queue-backend"},
+        },
         {"Id": "3", "Labels": {"com.docker.compose.project": "code-queue", "com.docker.compose.service": "code-queue"}},
         {"Id": "4", "Labels": {"com.docker.compose.service": "code-queue-backend"}},
     ]
@@ -134,7 +154,10 @@ def test_shipped_example_manifests_render_bound_to_the_built_image(sid, env):
     for dep in deployments:
         for container in dep["spec"]["template"]["spec"]["containers"]:
             where = f"Deployment/{dep['metadata']['name']}/{container['name']}"
-            assert containerd_name(container["image"]) == containerd_name(service.image) or fixed[where] == container["image"]
+            assert (
+                containerd_name(container["image"]) == containerd_name(service.image)
+                or fixed[where] == container["image"]
+            )
     assert set(fixed) <= {"Deployment/d601-dev-provider-egress-proxy/d601-dev-provider-egress-proxy"}
     assert leftovers(objects) == set()
 
@@ -142,7 +165,9 @@ def test_shipped_example_manifests_render_bound_to_the_built_image(sid, env):
 def test_dev_core_manifest_takes_the_dev_image_tag():
     service = desired(example(), "backend-core", "dev")
     text = (EXAMPLES / service.k8s.manifest).read_text()
-    objects = render(text, service.k8s, "backend-core", "unidesk-backend-core:dev", deploy_env("backend-core", service.repo, A, A))
+    objects = render(
+        text, service.k8s, "backend-core", "unidesk-backend-core:dev", deploy_env("backend-core", service.repo, A, A)
+    )
     assert objects[0]["spec"]["template"]["spec"]["containers"][0]["image"] == "unidesk-backend-core:dev"
     assert image_tag("unidesk-backend-core:dev") == "dev" and image_tag("reg:5000/x/y") == "latest"
 
@@ -152,12 +177,19 @@ def test_render_refuses_another_image_or_a_leftover_placeholder():
     text = (EXAMPLES / service.k8s.manifest).read_text()
     env = deploy_env("code-queue", service.repo, A, A)
     with pytest.raises(UnideskError) as exc:  # a templated image that is not the one built
-        render(text.replace("unidesk-code-queue:__DEV_IMAGE_TAG__", "unidesk-other:__DEV_IMAGE_TAG__", 1), service.k8s, "code-queue", service.image, env)
+        render(
+            text.replace("unidesk-code-queue:__DEV_IMAGE_TAG__", "unidesk-other:__DEV_IMAGE_TAG__", 1),
+            service.k8s,
+            "code-queue",
+            service.image,
+            env,
+        )
     assert "not the built image unidesk-code-queue:dev" in exc.value.problems[0].message
     # a fixed image (no placeholder) is kept as declared; the validate step requires it in containerd
     objects = render(text, service.k8s, "code-queue", service.image, env)
     assert fixed_images(objects, service.image) == [
-        ("Deployment/d601-dev-provider-egress-proxy/d601-dev-provider-egress-proxy", "unidesk-provider-egress:dev")]
+        ("Deployment/d601-dev-provider-egress-proxy/d601-dev-provider-egress-proxy", "unidesk-provider-egress:dev")
+    ]
     with pytest.raises(UnideskError) as exc:
         render(text.replace("D601-dev", "__PROVIDER_ID__", 1), service.k8s, "code-queue", service.image, env)
     assert "__PROVIDER_ID__" in exc.value.problems[0].message
@@ -174,8 +206,16 @@ def test_dev_apply_that_could_touch_production_is_refused_before_any_job(git_wor
     config = json.loads((w.workspace / "config.json").read_text())
     del next(m for m in config["microservices"] if m["id"] == "backend-core")["environments"]["dev"]["build"]
     (w.workspace / "config.json").write_text(json.dumps(config))
-    w.push_env("dev", w.manifest([{"id": "backend-core", "repo": w.service_url, "commitId": w.pushed[1]},
-                                  {"id": "frontend", "repo": w.service_url, "commitId": w.pushed[1]}], environment="dev"))
+    w.push_env(
+        "dev",
+        w.manifest(
+            [
+                {"id": "backend-core", "repo": w.service_url, "commitId": w.pushed[1]},
+                {"id": "frontend", "repo": w.service_url, "commitId": w.pushed[1]},
+            ],
+            environment="dev",
+        ),
+    )
     doc = apply(ws, env="dev")
     assert not doc.ok and doc.jobId is None
     assert {e.code for e in doc.errors} == {ErrorCode.ENVIRONMENT_ISOLATION}
@@ -188,7 +228,10 @@ def test_an_environment_build_may_start_from_the_production_build_base():
     from executors.build import base_candidates
 
     assert base_candidates("unidesk-code-queue:dev", "unidesk-code-queue:d601") == [
-        "unidesk-code-queue:dev-build-base", "unidesk-code-queue:d601-build-base", "unidesk-code-queue:d601"]
+        "unidesk-code-queue:dev-build-base",
+        "unidesk-code-queue:d601-build-base",
+        "unidesk-code-queue:d601",
+    ]
     assert base_candidates("unidesk-code-queue:d601") == ["unidesk-code-queue:d601-build-base"]
 
 
@@ -200,12 +243,18 @@ def test_the_plan_agrees_with_apply_on_every_service(git_world):
     w = git_world
     ws = Workspace.at(w.workspace, w.root / "state")
     ids = ("backend-core", "frontend", "code-queue-mgr")  # isolated; enabled but no dev override; not enabled
-    w.push_env("dev", w.manifest([{"id": sid, "repo": w.service_url, "commitId": w.pushed[1]} for sid in ids], environment="dev"))
+    w.push_env(
+        "dev",
+        w.manifest([{"id": sid, "repo": w.service_url, "commitId": w.pushed[1]} for sid in ids], environment="dev"),
+    )
     for sid in ids:
         plan = {i.id: i for i in run_plan(ws, "plan", env="dev", services=[sid]).document.services}
         refused = [e for e in apply(ws, env="dev", services=[sid], dry_run=True).errors]
         assert plan[sid].applyEnabled is (not refused), (sid, plan[sid], refused)
         for e in refused:
-            assert e.code in (ErrorCode.SERVICE_NOT_ENABLED, ErrorCode.ENVIRONMENT_ISOLATION) and e.message in plan[sid].reason
+            assert (
+                e.code in (ErrorCode.SERVICE_NOT_ENABLED, ErrorCode.ENVIRONMENT_ISOLATION)
+                and e.message in plan[sid].reason
+            )
     whole = {i.id: i.applyEnabled for i in run_plan(ws, "plan", env="dev").document.services}
     assert whole == {"backend-core": True, "frontend": False, "code-queue-mgr": False}

@@ -8,16 +8,23 @@ import shlex
 import pytest
 import yaml
 
-from executors.build import BuildPlan, build_base_image, repo_file
-from executors.build import BuildSource
-from executors.compose import BuildDeclaration, ComposeTarget, build_from_config, compose_identity, config_version, image_from_config, repository_build
+from executors.build import BuildPlan, BuildSource, build_base_image, repo_file
+from executors.compose import (
+    BuildDeclaration,
+    ComposeTarget,
+    build_from_config,
+    compose_identity,
+    config_version,
+    image_from_config,
+    repository_build,
+)
 from executors.compose_override import is_override, override_path, override_text
+from executors.deployments import deployment_facts, rollout_status
 from executors.docker_probe import ContainerFacts
 from executors.health import HealthReading, classify
-from executors.deployments import deployment_facts, rollout_status
+from executors.observe import Evidence, derive_state
 from executors.proxy import ProxyScope, check_repo_for_scope, probe_argv, scope_for
 from executors.source import context_path, is_context_path, mirror_path, source_step
-from executors.observe import Evidence, derive_state
 from executors.stamp import health_commit, parse_env
 from executors.verify import check_docker
 from unidesk_tui.catalog import Microservice, Target
@@ -65,7 +72,9 @@ class TestKillOnClose:
         import subprocess
 
         line = killable_command_line(["sh", "-c", script], env={"MARK": str(tmp_path)})
-        return subprocess.Popen(["sh", "-c", line], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            ["sh", "-c", line], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
 
     def test_exit_status_and_output_pass_through(self, tmp_path):
         proc = self._start(tmp_path, 'echo "out $MARK"; echo err >&2; exit 7')
@@ -103,7 +112,9 @@ class TestDeriveState:
         assert d.state == "provenance-mismatch" and d.commit is None and "health" in d.message
 
     def test_silent_expected_layer_blocks_in_sync(self):
-        d = derive_state([Evidence("image label", A), Evidence("env", A), Evidence("health", None, note="unhealthy")], A)
+        d = derive_state(
+            [Evidence("image label", A), Evidence("env", A), Evidence("health", None, note="unhealthy")], A
+        )
         assert d.state == "provenance-mismatch" and d.commit == A
 
     def test_silent_optional_layer_is_fine(self):
@@ -132,7 +143,21 @@ def test_health_classification():
 class TestK3s:
     DEP = {
         "metadata": {"generation": 2, "annotations": {"UNIDESK_DEPLOY_COMMIT": A, "other": "x"}},
-        "spec": {"replicas": 1, "template": {"metadata": {"annotations": {"unidesk.ai/deploy-repo": REPO}}, "spec": {"containers": [{"name": "c", "image": "img:1", "env": [{"name": "UNIDESK_DEPLOY_COMMIT", "value": A}, {"name": "X", "value": "1"}]}]}}},
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "metadata": {"annotations": {"unidesk.ai/deploy-repo": REPO}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "img:1",
+                            "env": [{"name": "UNIDESK_DEPLOY_COMMIT", "value": A}, {"name": "X", "value": "1"}],
+                        }
+                    ]
+                },
+            },
+        },
         "status": {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
     }
 
@@ -175,7 +200,10 @@ class TestProxy:
         argv = probe_argv(REPO)
         assert argv[-3:] == ["--", REPO, "HEAD"] and argv.index("--") > argv.index("ls-remote")
 
-    @pytest.mark.parametrize("repo", ["ssh://git@github.com/o/r.git", "git@github.com:o/r.git", "git://github.com/o/r.git", "file:///srv/r.git"])
+    @pytest.mark.parametrize(
+        "repo",
+        ["ssh://git@github.com/o/r.git", "git@github.com:o/r.git", "git://github.com/o/r.git", "file:///srv/r.git"],
+    )
     def test_proxied_scope_refuses_repositories_the_proxy_cannot_carry(self, repo):
         with pytest.raises(UnideskError) as exc:
             check_repo_for_scope(repo, ProxyScope("http://127.0.0.1:18789"), "D518")
@@ -224,7 +252,9 @@ class TestSourceStep:
         assert exc.value.problems[0].code == "proxy_probe_failed" and ctx.sessions == 0
 
     async def test_a_proxied_ssh_repository_is_refused_before_any_command(self):
-        ctx = FakeContext(target(), repo="ssh://git@github.com/o/r.git", shared={"proxy": ProxyScope("http://127.0.0.1:18789")})
+        ctx = FakeContext(
+            target(), repo="ssh://git@github.com/o/r.git", shared={"proxy": ProxyScope("http://127.0.0.1:18789")}
+        )
         with pytest.raises(UnideskError) as exc:
             await source_step(ctx)
         assert exc.value.problems[0].code == "proxy_probe_failed" and ctx.sessions == 0
@@ -261,7 +291,17 @@ class TestSourcePaths:
 
 class TestBuildPlan:
     def plan(self, **kw) -> BuildPlan:
-        base = dict(image="img:main", context_dir="/c/.", dockerfile="/c/Dockerfile", labels={"unidesk.ai/source-commit": A}, buildx=False, network_host=True, cache_from="img:main", base_arg=("BASE", "img:main-build-base"), proxy=ProxyScope("http://127.0.0.1:18789"))
+        base = dict(
+            image="img:main",
+            context_dir="/c/.",
+            dockerfile="/c/Dockerfile",
+            labels={"unidesk.ai/source-commit": A},
+            buildx=False,
+            network_host=True,
+            cache_from="img:main",
+            base_arg=("BASE", "img:main-build-base"),
+            proxy=ProxyScope("http://127.0.0.1:18789"),
+        )
         base.update(kw)
         return BuildPlan(**base)
 
@@ -288,7 +328,12 @@ class TestBuildPlan:
 
 
 class TestCompose:
-    LABELS = {"com.docker.compose.project": "prov", "com.docker.compose.service": "web", "com.docker.compose.project.config_files": "/srv/a.yml,/srv/b.yml", "com.docker.compose.project.working_dir": "/srv"}
+    LABELS = {
+        "com.docker.compose.project": "prov",
+        "com.docker.compose.service": "web",
+        "com.docker.compose.project.config_files": "/srv/a.yml,/srv/b.yml",
+        "com.docker.compose.project.working_dir": "/srv",
+    }
 
     @staticmethod
     def key(found) -> tuple:
@@ -296,7 +341,12 @@ class TestCompose:
 
     def test_catalog_project_wins_on_main(self):
         s = svc(project="unidesk", service="backend-core", file="/etc/unidesk/compose.yml")
-        assert self.key(compose_identity(s, self.LABELS)) == ("unidesk", "backend-core", ("/etc/unidesk/compose.yml",), "/srv")
+        assert self.key(compose_identity(s, self.LABELS)) == (
+            "unidesk",
+            "backend-core",
+            ("/etc/unidesk/compose.yml",),
+            "/srv",
+        )
 
     def test_provider_reads_labels(self):
         assert self.key(compose_identity(svc(), self.LABELS)) == ("prov", "web", ("/srv/a.yml", "/srv/b.yml"), "/srv")
@@ -307,7 +357,10 @@ class TestCompose:
         assert fallback.project == "unidesk" and any("fallback" in n for n in fallback.notes)
 
     def test_relative_config_file_resolves_against_the_working_dir_and_our_override_is_dropped(self):
-        labels = {**self.LABELS, "com.docker.compose.project.config_files": "docker-compose.yml,sub/../x.yml,/srv/unidesk-deploy.web.override.yml"}
+        labels = {
+            **self.LABELS,
+            "com.docker.compose.project.config_files": "docker-compose.yml,sub/../x.yml,/srv/unidesk-deploy.web.override.yml",
+        }
         assert compose_identity(svc(), labels, provider=True).files == ("/srv/docker-compose.yml", "/srv/x.yml")
 
     def test_never_guessed(self):
@@ -317,28 +370,54 @@ class TestCompose:
 
     def test_deploy_env_override(self):
         assert override_path("/srv/app/docker-compose.yml", "web") == "/srv/app/unidesk-deploy.web.override.yml"
-        assert is_override("/srv/app/unidesk-deploy.web.override.yml") and not is_override("/srv/app/docker-compose.yml")
+        assert is_override("/srv/app/unidesk-deploy.web.override.yml") and not is_override(
+            "/srv/app/docker-compose.yml"
+        )
         text = override_text("web", {"UNIDESK_DEPLOY_COMMIT": A, "UNIDESK_DEPLOY_REPO": "http://h/$x.git"}, "2.4")
         doc = yaml.safe_load(text)
         assert doc["version"] == "2.4"
-        assert doc["services"]["web"]["environment"] == {"UNIDESK_DEPLOY_COMMIT": A, "UNIDESK_DEPLOY_REPO": "http://h/$$x.git"}
+        assert doc["services"]["web"]["environment"] == {
+            "UNIDESK_DEPLOY_COMMIT": A,
+            "UNIDESK_DEPLOY_REPO": "http://h/$$x.git",
+        }
         assert "version" not in yaml.safe_load(override_text("web", {}, None))
         with pytest.raises(ValueError):
             override_path("/srv/c.yml", "-x")
 
     def test_build_from_compose_config_inside_the_repository(self):
-        config = "version: '2.4'\nservices:\n  web:\n    image: x:1\n    build:\n      context: /src/repo/svc\n      dockerfile: docker/Dockerfile\n      target: prod\n"
+        config = (
+            "version: '2.4'\nservices:\n  web:\n    image: x:1\n    build:\n      context: /src/repo/svc\n      "
+            "dockerfile: docker/Dockerfile\n      target: prod\n"
+        )
         assert config_version(config) == "2.4"
         declared = build_from_config(config, "web")
         assert declared == BuildDeclaration("/src/repo/svc", "docker/Dockerfile", "prod")
-        assert repository_build(declared, "/src/repo") == BuildSource("svc", "svc/docker/Dockerfile", "prod", "docker compose config")
+        assert repository_build(declared, "/src/repo") == BuildSource(
+            "svc", "svc/docker/Dockerfile", "prod", "docker compose config"
+        )
         assert repository_build(declared, "/elsewhere") is None and repository_build(declared, "") is None
-        assert build_from_config("services:\n  web:\n    build: /src/repo\n", "web") == BuildDeclaration("/src/repo", "Dockerfile", None)
+        assert build_from_config("services:\n  web:\n    build: /src/repo\n", "web") == BuildDeclaration(
+            "/src/repo", "Dockerfile", None
+        )
         assert build_from_config("services:\n  web:\n    image: x\n", "web") is None
 
     def test_argv(self):
         t = ComposeTarget(("docker-compose",), "p", "s", ("/f.yml",), "/w", "img")
-        assert t.up_argv() == ["docker-compose", "-p", "p", "--project-directory", "/w", "-f", "/f.yml", "up", "-d", "--no-build", "--no-deps", "--force-recreate", "s"]
+        assert t.up_argv() == [
+            "docker-compose",
+            "-p",
+            "p",
+            "--project-directory",
+            "/w",
+            "-f",
+            "/f.yml",
+            "up",
+            "-d",
+            "--no-build",
+            "--no-deps",
+            "--force-recreate",
+            "s",
+        ]
 
     def test_image_from_config(self):
         assert image_from_config("services:\n  web:\n    image: x:1\n", "web") == "x:1"
@@ -348,7 +427,26 @@ class TestCompose:
 
 class TestCheckDocker:
     def facts(self, label=A, env_commit=A) -> ContainerFacts:
-        return ContainerFacts("id", "c", True, "running", "img", "sha256:x", {}, {"unidesk.ai/source-commit": label, "unidesk.ai/service-id": "backend-core", "unidesk.ai/source-repo": REPO}, {"UNIDESK_DEPLOY_COMMIT": env_commit, "UNIDESK_DEPLOY_SERVICE_ID": "backend-core", "UNIDESK_DEPLOY_REPO": REPO, "UNIDESK_DEPLOY_REQUESTED_COMMIT": A[:12]})
+        return ContainerFacts(
+            "id",
+            "c",
+            True,
+            "running",
+            "img",
+            "sha256:x",
+            {},
+            {
+                "unidesk.ai/source-commit": label,
+                "unidesk.ai/service-id": "backend-core",
+                "unidesk.ai/source-repo": REPO,
+            },
+            {
+                "UNIDESK_DEPLOY_COMMIT": env_commit,
+                "UNIDESK_DEPLOY_SERVICE_ID": "backend-core",
+                "UNIDESK_DEPLOY_REPO": REPO,
+                "UNIDESK_DEPLOY_REQUESTED_COMMIT": A[:12],
+            },
+        )
 
     def test_all_layers_prove_commit(self):
         assert check_docker(svc(), self.facts(), HealthReading("healthy", "u", 200, {}, A), True).ok
@@ -358,7 +456,11 @@ class TestCheckDocker:
         v = check_docker(svc(), self.facts(), good, True, built="sha256:x")
         assert v.ok and "identity" in v.message
         v = check_docker(svc(), self.facts(), good, True, built="sha256:y")
-        assert not v.ok and v.settled and [(c.layer, c.expected, c.actual) for c in v.failed] == [("identity", "sha256:y", "sha256:x")]
+        assert (
+            not v.ok
+            and v.settled
+            and [(c.layer, c.expected, c.actual) for c in v.failed] == [("identity", "sha256:y", "sha256:x")]
+        )
 
     def test_healthy_old_version_fails(self):
         v = check_docker(svc(), self.facts(B, B), HealthReading("healthy", "u", 200, {}, B), True)
@@ -378,10 +480,14 @@ class TestCheckDocker:
         {"status": "down"} with the right commit) fails verification."""
         for commit_exposed in (False, True):
             v = check_docker(svc(), self.facts(), HealthReading("unhealthy", "u", 502), commit_exposed)
-            assert not v.ok and (Layer.HEALTH, "status", "unhealthy (HTTP 502)") in [(c.layer, c.what, c.actual) for c in v.failed]
+            assert not v.ok and (Layer.HEALTH, "status", "unhealthy (HTTP 502)") in [
+                (c.layer, c.what, c.actual) for c in v.failed
+            ]
         down = HealthReading("unhealthy", "u", 500, {"status": "down", "deploy": {"commit": A}}, A)
         assert not check_docker(svc(), self.facts(), down, True).ok
-        assert not check_docker(svc(), self.facts(), HealthReading("unknown", None, error="no microserviceProxy configured"), False).ok
+        assert not check_docker(
+            svc(), self.facts(), HealthReading("unknown", None, error="no microserviceProxy configured"), False
+        ).ok
         assert check_docker(svc(), self.facts(), HealthReading("healthy", "u", 200, {}), False).ok
 
 
@@ -417,7 +523,9 @@ metadata: {name: other, namespace: unidesk}
     def objects(self, **kw):
         from unidesk_tui.catalog import K8sObjects
 
-        return K8sObjects.model_validate({"manifest": "k.yaml", "namespace": "unidesk", "deployments": ["dc"], "services": ["dc"], **kw})
+        return K8sObjects.model_validate(
+            {"manifest": "k.yaml", "namespace": "unidesk", "deployments": ["dc"], "services": ["dc"], **kw}
+        )
 
     def env(self):
         from executors.stamp import deploy_env
@@ -444,7 +552,13 @@ metadata: {name: other, namespace: unidesk}
         from executors.k8s_manifest import render
 
         with pytest.raises(UnideskError) as exc:
-            render(self.TEXT.replace("namespace: unidesk}", "namespace: kube-system}", 1), self.objects(), "x", "i", self.env())
+            render(
+                self.TEXT.replace("namespace: unidesk}", "namespace: kube-system}", 1),
+                self.objects(),
+                "x",
+                "i",
+                self.env(),
+            )
         assert "only 'unidesk'" in exc.value.problems[0].message
 
     def test_missing_object_refused(self):
@@ -457,7 +571,9 @@ metadata: {name: other, namespace: unidesk}
 def test_containerized_k3s_detected():
     from executors.k3s_apply import containerized_k3s
 
-    assert containerized_k3s(["abc k3s-server rancher/k3s:v1.30.0-k3s1", "def web nginx:1"]) == [("abc", "k3s-server (rancher/k3s:v1.30.0-k3s1)")]
+    assert containerized_k3s(["abc k3s-server rancher/k3s:v1.30.0-k3s1", "def web nginx:1"]) == [
+        ("abc", "k3s-server (rancher/k3s:v1.30.0-k3s1)")
+    ]
     assert containerized_k3s(["abc web unidesk-k3sctl-adapter:main"]) == []
 
 
@@ -467,7 +583,16 @@ def test_check_k3s_layers():
     stamp = {"UNIDESK_DEPLOY_COMMIT": A, "UNIDESK_DEPLOY_REQUESTED_COMMIT": A[:12]}
     dep = {
         "metadata": {"generation": 1, "annotations": stamp},
-        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i", "env": [{"name": k, "value": v} for k, v in stamp.items()]}]}}},
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "c", "image": "i", "env": [{"name": k, "value": v} for k, v in stamp.items()]}
+                    ]
+                }
+            },
+        },
         "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
     }
     v = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, A), True, "docker.io/library/i")
@@ -476,10 +601,17 @@ def test_check_k3s_layers():
     assert not v.ok and not v.settled and [(c.layer, c.what) for c in v.failed] == [("health", "deploy.commit")]
     old = {**dep, "metadata": {**dep["metadata"], "annotations": {**stamp, "UNIDESK_DEPLOY_COMMIT": B}}}
     v = check_k3s(svc(), {"dc": old}, HealthReading("healthy", "u", 200, {}, B), True, "i")
-    assert not v.ok and v.settled and ("annotation", "dc UNIDESK_DEPLOY_COMMIT", A, B) in [(c.layer, c.what, c.expected, c.actual) for c in v.failed]
+    assert (
+        not v.ok
+        and v.settled
+        and ("annotation", "dc UNIDESK_DEPLOY_COMMIT", A, B)
+        in [(c.layer, c.what, c.expected, c.actual) for c in v.failed]
+    )
     # health is read and must be healthy even where deploy.commit is not exposed
     v = check_k3s(svc(), {"dc": dep}, HealthReading("unhealthy", "u", 500, {"status": "down"}), False, "i")
-    assert not v.ok and not v.settled and [(c.layer, c.actual) for c in v.failed] == [("health", "unhealthy (HTTP 500)")]
+    assert (
+        not v.ok and not v.settled and [(c.layer, c.actual) for c in v.failed] == [("health", "unhealthy (HTTP 500)")]
+    )
     # our own stamps are not enough: the Deployment must run the imported image
     v = check_k3s(svc(), {"dc": dep}, HealthReading("healthy", "u", 200, {}, A), True, "i:new")
     assert not v.ok and v.settled and [(c.layer, c.expected, c.actual) for c in v.failed] == [("image", "i:new", "i")]
@@ -512,10 +644,18 @@ async def test_silent_host_is_unreachable_within_the_connect_timeout(tmp_path):
     port = server.sockets[0].getsockname()[1]
     known = tmp_path / "known_hosts"
     known.write_text("")
-    catalog = Catalog.model_validate({
-        "targets": [{"id": "silent", "role": "provider", "ssh": {"host": "127.0.0.1", "port": port, "knownHosts": str(known)}}],
-        "microservices": [],
-    })
+    catalog = Catalog.model_validate(
+        {
+            "targets": [
+                {
+                    "id": "silent",
+                    "role": "provider",
+                    "ssh": {"host": "127.0.0.1", "port": port, "knownHosts": str(known)},
+                }
+            ],
+            "microservices": [],
+        }
+    )
     pool = TargetPool(catalog, connect_timeout=0.5)
     try:
         with pytest.raises(UnideskError) as exc:
@@ -543,15 +683,25 @@ async def test_unknown_host_key_is_refused(tmp_path):
     port = server.sockets[0].getsockname()[1]
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {other_key.export_public_key().decode().strip()}\n")
-    catalog = Catalog.model_validate({
-        "targets": [{"id": "impostor", "role": "provider", "ssh": {"host": "127.0.0.1", "port": port, "knownHosts": str(known)}}],
-        "microservices": [],
-    })
+    catalog = Catalog.model_validate(
+        {
+            "targets": [
+                {
+                    "id": "impostor",
+                    "role": "provider",
+                    "ssh": {"host": "127.0.0.1", "port": port, "knownHosts": str(known)},
+                }
+            ],
+            "microservices": [],
+        }
+    )
     pool = TargetPool(catalog, connect_timeout=5)
     try:
         with pytest.raises(UnideskError) as exc:
             await pool.session("impostor")
-        assert exc.value.problems[0].code == "target_unreachable" and "host key" in exc.value.problems[0].message.lower()
+        assert (
+            exc.value.problems[0].code == "target_unreachable" and "host key" in exc.value.problems[0].message.lower()
+        )
     finally:
         await pool.close()
         server.close()
@@ -573,16 +723,28 @@ async def test_missing_known_hosts_is_refused_without_connecting(tmp_path):
     server = await asyncio.start_server(count, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     missing = tmp_path / "no" / "known_hosts"
-    catalog = Catalog.model_validate({
-        "targets": [{"id": "nokeys", "role": "provider", "ssh": {"host": "127.0.0.1", "port": port, "knownHosts": str(missing)}}],
-        "microservices": [],
-    })
+    catalog = Catalog.model_validate(
+        {
+            "targets": [
+                {
+                    "id": "nokeys",
+                    "role": "provider",
+                    "ssh": {"host": "127.0.0.1", "port": port, "knownHosts": str(missing)},
+                }
+            ],
+            "microservices": [],
+        }
+    )
     pool = TargetPool(catalog, connect_timeout=5)
     try:
         with pytest.raises(UnideskError) as exc:
             await pool.session("nokeys")
         problem = exc.value.problems[0]
-        assert problem.code == "target_unreachable" and str(missing) in problem.message and "known_hosts" in problem.message
+        assert (
+            problem.code == "target_unreachable"
+            and str(missing) in problem.message
+            and "known_hosts" in problem.message
+        )
         assert accepted == []
     finally:
         await pool.close()
@@ -593,15 +755,21 @@ def test_known_hosts_defaults_to_the_users_file():
     from unidesk_tui.targets import known_hosts_path
 
     assert known_hosts_path(target()).endswith("/.ssh/known_hosts") and not known_hosts_path(target()).startswith("~")
-    explicit = Target.model_validate({"id": "D518", "role": "provider", "ssh": {"host": "10.0.0.4", "knownHosts": "/etc/kh"}})
+    explicit = Target.model_validate(
+        {"id": "D518", "role": "provider", "ssh": {"host": "10.0.0.4", "knownHosts": "/etc/kh"}}
+    )
     assert known_hosts_path(explicit) == "/etc/kh"
 
 
 class TestNodeKubeconfig:
     def kubeconfig(self, **user) -> dict:
-        return {"apiVersion": "v1", "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
-                "users": [{"name": "default", "user": user}], "contexts": [{"name": "c", "context": {"cluster": "c", "user": "default"}}],
-                "current-context": "c"}
+        return {
+            "apiVersion": "v1",
+            "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+            "users": [{"name": "default", "user": user}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "default"}}],
+            "current-context": "c",
+        }
 
     def test_inline_credentials_pass(self):
         from unidesk_tui.targets import check_node_kubeconfig
@@ -609,11 +777,14 @@ class TestNodeKubeconfig:
         check_node_kubeconfig(self.kubeconfig(**{"client-certificate-data": "eA==", "client-key-data": "eA=="}), "D601")
         check_node_kubeconfig({"apiVersion": "v1", "clusters": [], "users": None}, "D601")
 
-    @pytest.mark.parametrize("user", [
-        {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh", "args": ["-c", "id"]}},
-        {"auth-provider": {"name": "gcp", "config": {"cmd-path": "/bin/sh"}}},
-        {"tokenFile": "/root/.ssh/id_ed25519"},
-    ])
+    @pytest.mark.parametrize(
+        "user",
+        [
+            {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh", "args": ["-c", "id"]}},
+            {"auth-provider": {"name": "gcp", "config": {"cmd-path": "/bin/sh"}}},
+            {"tokenFile": "/root/.ssh/id_ed25519"},
+        ],
+    )
     def test_exec_auth_provider_and_token_file_are_refused(self, user):
         from unidesk_tui.targets import check_node_kubeconfig
 

@@ -14,13 +14,40 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The console: the only modules allowed to import textual and rich.
-CONSOLE = ("unidesk_tui.app", "unidesk_tui.console", "unidesk_tui.messages", "unidesk_tui.screens", "unidesk_tui.widgets")
+CONSOLE = (
+    "unidesk_tui.app",
+    "unidesk_tui.console",
+    "unidesk_tui.messages",
+    "unidesk_tui.screens",
+    "unidesk_tui.widgets",
+)
 # Named in the contract: each must stay headless whenever it exists.
-REQUIRED = tuple(f"unidesk_tui.{m}" for m in (
-    "errors", "identifiers", "manifest", "catalog", "resolve", "manifest_source", "documents", "plan", "workspace", "planning",
-    "model", "isolation", "engine",
-    "cli", "jobs", "apply", "live", "targets", "worker", "locks", "plan_cache",
-))
+REQUIRED = tuple(
+    f"unidesk_tui.{m}"
+    for m in (
+        "errors",
+        "identifiers",
+        "manifest",
+        "catalog",
+        "resolve",
+        "manifest_source",
+        "documents",
+        "plan",
+        "workspace",
+        "planning",
+        "model",
+        "isolation",
+        "engine",
+        "cli",
+        "jobs",
+        "apply",
+        "live",
+        "targets",
+        "worker",
+        "locks",
+        "plan_cache",
+    )
+)
 
 
 def headless_modules() -> list[str]:
@@ -59,7 +86,11 @@ def test_headless_modules_never_import_textual_or_rich() -> None:
     modules = headless_modules()
     assert set(REQUIRED) <= set(modules), "a module the contract names is missing"
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(modules)], cwd=ROOT, capture_output=True, text=True, check=True,
+        [sys.executable, "-c", PROBE, json.dumps(modules)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -72,6 +103,10 @@ def test_the_console_modules_do_import_textual() -> None:
     """The check above would be vacuous if the probe could not see textual at all."""
     out = subprocess.run(
         [sys.executable, "-c", "import sys, unidesk_tui.app; print('textual' in sys.modules)"],
-        cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert out.stdout.strip() == "True"

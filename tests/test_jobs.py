@@ -20,9 +20,18 @@ from unidesk_tui.redact import Redactor, redact, redact_url, secret_env_values
 
 
 def record(job_id: str | None = None, **kw) -> JobRecord:
-    base = dict(id=job_id or jobs.new_job_id(), status="queued", environment="file", source=FileSourceDoc(path="/w/deploy.json"),
-                workspace="/w", services=["svc"], createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=os.getpid(),
-                workerStart=jobs.process_start(os.getpid()))
+    base = dict(
+        id=job_id or jobs.new_job_id(),
+        status="queued",
+        environment="file",
+        source=FileSourceDoc(path="/w/deploy.json"),
+        workspace="/w",
+        services=["svc"],
+        createdAt=jobs.now_iso(),
+        host=jobs.HOST,
+        workerPid=os.getpid(),
+        workerStart=jobs.process_start(os.getpid()),
+    )
     return JobRecord(**{**base, **kw})
 
 
@@ -105,13 +114,22 @@ def test_list_jobs_newest_first_skipping_junk(tmp_path):
 
 def test_a_running_job_whose_worker_died_is_recorded_interrupted(tmp_path):
     pid = dead_pid()
-    rec = record(status="running", workerPid=pid, workerStart=None,
-                 steps=[StepRecord(service="svc", name="fetch", status="succeeded"), StepRecord(service="svc", name="build", status="running"),
-                        StepRecord(service="svc", name="verify")])
+    rec = record(
+        status="running",
+        workerPid=pid,
+        workerStart=None,
+        steps=[
+            StepRecord(service="svc", name="fetch", status="succeeded"),
+            StepRecord(service="svc", name="build", status="running"),
+            StepRecord(service="svc", name="verify"),
+        ],
+    )
     jobs.create_job(tmp_path, rec)
     got = jobs.load_job(tmp_path, rec.id)
     assert got.status == "interrupted" and got.endedAt and not got.result.ok
-    assert [s.status for s in got.steps] == ["succeeded", "failed", "pending"] and got.steps[1].code == ErrorCode.INTERRUPTED
+    assert [s.status for s in got.steps] == ["succeeded", "failed", "pending"] and got.steps[
+        1
+    ].code == ErrorCode.INTERRUPTED
     assert got.result.errors[0].code == ErrorCode.INTERRUPTED and str(pid) in got.result.errors[0].message
     assert json.loads((jobs.job_dir(tmp_path, rec.id) / "job.json").read_text())["status"] == "interrupted"
     assert "is gone" in jobs.read_events(tmp_path, rec.id)[0][-1].text
@@ -148,10 +166,17 @@ def test_events_have_increasing_seq_across_writers_and_are_redacted(tmp_path, mo
     jobs.create_job(tmp_path, rec)
     log1 = jobs.EventLog(tmp_path, rec.id)
     log1.append("hello", step="build", service="svc")
-    log1.append("pushing with tok-9f8e7d6c5b to http://ci:pa55w0rd@git.example/x.git", step="build", service="svc", stream="stderr")
+    log1.append(
+        "pushing with tok-9f8e7d6c5b to http://ci:pa55w0rd@git.example/x.git",
+        step="build",
+        service="svc",
+        stream="stderr",
+    )
     jobs.EventLog(tmp_path, rec.id).append("later writer")
     evs, offset = jobs.read_events(tmp_path, rec.id)
-    assert [e.seq for e in evs] == [1, 2, 3] and offset == (jobs.job_dir(tmp_path, rec.id) / "events.jsonl").stat().st_size
+    assert [e.seq for e in evs] == [1, 2, 3] and offset == (
+        jobs.job_dir(tmp_path, rec.id) / "events.jsonl"
+    ).stat().st_size
     assert evs[0].step == "build" and evs[0].service == "svc" and evs[0].stream == "stdout" and evs[0].ts.endswith("Z")
     raw = (jobs.job_dir(tmp_path, rec.id) / "events.jsonl").read_text()
     assert "tok-9f8e7d6c5b" not in raw and "pa55w0rd" not in raw and "http://***@git.example" in raw
@@ -176,7 +201,22 @@ def test_tail_returns_whole_lines_and_reads_only_the_tail(tmp_path):
     rec = record()
     jobs.create_job(tmp_path, rec)
     path = jobs.job_dir(tmp_path, rec.id) / "events.jsonl"
-    line = lambda i: json.dumps({"ts": "2026-11-27T08:00:00.000Z", "seq": i, "step": "build", "service": "svc", "stream": "stdout", "text": f"line {i} " + "x" * 80}) + "\n"
+
+    def line(i):
+        return (
+            json.dumps(
+                {
+                    "ts": "2026-11-27T08:00:00.000Z",
+                    "seq": i,
+                    "step": "build",
+                    "service": "svc",
+                    "stream": "stdout",
+                    "text": f"line {i} " + "x" * 80,
+                }
+            )
+            + "\n"
+        )
+
     with open(path, "w") as f:
         f.write("".join(line(i) for i in range(1, 200_001)))  # ~25 MB
     size = path.stat().st_size
@@ -206,40 +246,53 @@ def test_tail_of_a_job_without_events_and_of_no_job(tmp_path):
 # ---- redaction ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, secret", [
-    ("git fetch https://user:hunter22@github.com/o/r.git", "hunter22"),
-    ("git fetch https://u:p@ss@github.com/o/r.git", "ss@"),
-    ("proxy http://a@b:c@d@10.0.0.1:3128 down", "c@d"),
-    ("HTTPS_PROXY=http://proxyuser:pr0xy@10.0.0.1:3128", "pr0xy"),
-    ("Authorization: Bearer eyJhbGciOi.abc", "eyJhbGciOi.abc"),
-    ("Proxy-Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
-    ("--build-arg NPM_TOKEN=abc123xyz", "abc123xyz"),
-    ('{"db_password": "s3cret!"}', "s3cret!"),
-    ("DB_PASSWORD='two words'", "two words"),
-    ("token ghp_0123456789abcdefghijABCDEFGHIJ012345", "ghp_0123456789abcdefghijABCDEFGHIJ012345"),
-    ("?access_token=qwerty12&x=1", "qwerty12"),
-])
+@pytest.mark.parametrize(
+    "text, secret",
+    [
+        ("git fetch https://user:hunter22@github.com/o/r.git", "hunter22"),
+        ("git fetch https://u:p@ss@github.com/o/r.git", "ss@"),
+        ("proxy http://a@b:c@d@10.0.0.1:3128 down", "c@d"),
+        ("HTTPS_PROXY=http://proxyuser:pr0xy@10.0.0.1:3128", "pr0xy"),
+        ("Authorization: Bearer eyJhbGciOi.abc", "eyJhbGciOi.abc"),
+        ("Proxy-Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
+        ("--build-arg NPM_TOKEN=abc123xyz", "abc123xyz"),
+        ('{"db_password": "s3cret!"}', "s3cret!"),
+        ("DB_PASSWORD='two words'", "two words"),
+        ("token ghp_0123456789abcdefghijABCDEFGHIJ012345", "ghp_0123456789abcdefghijABCDEFGHIJ012345"),
+        ("?access_token=qwerty12&x=1", "qwerty12"),
+    ],
+)
 def test_redaction_patterns(text, secret):
     out = redact(text)
     assert secret not in out and "***" in out
 
 
-@pytest.mark.parametrize("text", [
-    "target_build_proxy=http://127.0.0.1:18789", "unidesk.ai/source-commit=0123abcd", "author: Lab Author",
-    "BUILDKIT_INLINE_CACHE=1", "sha256:0123456789abcdef", "step 3/4 RUN make",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "target_build_proxy=http://127.0.0.1:18789",
+        "unidesk.ai/source-commit=0123abcd",
+        "author: Lab Author",
+        "BUILDKIT_INLINE_CACHE=1",
+        "sha256:0123456789abcdef",
+        "step 3/4 RUN make",
+    ],
+)
 def test_redaction_keeps_ordinary_output(text):
     assert redact(text) == text
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("https://u:p@ss@host/x", "https://***@host/x"),
-    ("https://tok@host", "https://***@host"),
-    ("ssh://git@host:22/o/r.git", "ssh://***@host:22/o/r.git"),
-    ("https://host/path@v1?q=a@b#f@g", "https://host/path@v1?q=a@b#f@g"),
-    ("'http://x:y@z@h:1' and http://h2/", "'http://***@h:1' and http://h2/"),
-    ("http://127.0.0.1:18789", "http://127.0.0.1:18789"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("https://u:p@ss@host/x", "https://***@host/x"),
+        ("https://tok@host", "https://***@host"),
+        ("ssh://git@host:22/o/r.git", "ssh://***@host:22/o/r.git"),
+        ("https://host/path@v1?q=a@b#f@g", "https://host/path@v1?q=a@b#f@g"),
+        ("'http://x:y@z@h:1' and http://h2/", "'http://***@h:1' and http://h2/"),
+        ("http://127.0.0.1:18789", "http://127.0.0.1:18789"),
+    ],
+)
 def test_redact_url_masks_userinfo_up_to_the_last_at(url, shown):
     from unidesk_tui.resolve import redact_url as resolve_redact_url
 
@@ -260,7 +313,12 @@ def test_lock_records_holder_and_refuses_a_live_one(tmp_path, sleeper):
     job_a, job_b = jobs.new_job_id(), jobs.new_job_id()
     assert locks.acquire(tmp_path, "dev", ["frontend"], job_a, pid=sleeper.pid) == []
     held = locks.read_lock(tmp_path, "dev", "frontend")
-    assert (held.pid, held.jobId, held.host, held.environment) == (sleeper.pid, job_a, jobs.HOST, "dev") and held.time.endswith("Z")
+    assert (held.pid, held.jobId, held.host, held.environment) == (
+        sleeper.pid,
+        job_a,
+        jobs.HOST,
+        "dev",
+    ) and held.time.endswith("Z")
     with pytest.raises(UnideskError) as err:
         locks.acquire(tmp_path, "dev", ["frontend"], job_b)
     assert err.value.problems[0].code == ErrorCode.LOCKED and job_a in err.value.problems[0].message
@@ -310,14 +368,25 @@ def _jobs_at(tmp_path, statuses: list[str], sleeper) -> list[str]:
     for i, status in enumerate(statuses):
         job_id = jobs.new_job_id(datetime(2026, 11, 27, 8, i, tzinfo=UTC))
         ended = f"2026-11-27T08:{i:02d}:30Z" if status in JOB_TERMINAL else None
-        jobs.create_job(tmp_path, record(job_id, status=status, endedAt=ended, createdAt=f"2026-11-27T08:{i:02d}:00Z",
-                                         workerPid=sleeper.pid, workerStart=jobs.process_start(sleeper.pid)))
+        jobs.create_job(
+            tmp_path,
+            record(
+                job_id,
+                status=status,
+                endedAt=ended,
+                createdAt=f"2026-11-27T08:{i:02d}:00Z",
+                workerPid=sleeper.pid,
+                workerStart=jobs.process_start(sleeper.pid),
+            ),
+        )
         ids.append(job_id)
     return ids
 
 
 def test_prune_keeps_the_newest_finished_and_every_running_job(tmp_path, sleeper):
-    ids = _jobs_at(tmp_path, ["succeeded", "running", "failed", "cancelled", "interrupted", "succeeded", "queued"], sleeper)
+    ids = _jobs_at(
+        tmp_path, ["succeeded", "running", "failed", "cancelled", "interrupted", "succeeded", "queued"], sleeper
+    )
     removed, kept = jobs.prune(tmp_path, keep=3)
     assert removed == [ids[2], ids[0]]
     assert kept == [ids[6], ids[5], ids[4], ids[3], ids[1]]
@@ -368,7 +437,7 @@ def test_event_log_keeps_head_and_tail_and_marks_the_dropped_middle(tmp_path):
     marks = [e for e in got if e.text.startswith(jobs.TRIM_MARK)]
     assert len(marks) == 1 and marks[0].stream == "engine"
     head = got[: got.index(marks[0])]
-    tail = got[got.index(marks[0]) + 1:]
+    tail = got[got.index(marks[0]) + 1 :]
     assert head[0].text.startswith("line 00001") and [e.seq for e in head] == list(range(1, len(head) + 1))
     assert tail[-1].text.startswith("line 03000") and [e.seq for e in tail] == list(range(tail[0].seq, 3001))
     assert f"events {len(head) + 1}–{tail[0].seq - 1}" in marks[0].text
@@ -380,7 +449,9 @@ def test_event_log_keeps_head_and_tail_and_marks_the_dropped_middle(tmp_path):
 def test_a_lock_whose_recorded_pid_died_is_not_stale_while_its_job_runs(tmp_path, sleeper):
     """Issue 13 defect 1: the CLI that wrote the lock died, but the job's worker is alive."""
     job = jobs.new_job_id()
-    jobs.create_job(tmp_path, record(job, status="running", workerPid=sleeper.pid, workerStart=jobs.process_start(sleeper.pid)))
+    jobs.create_job(
+        tmp_path, record(job, status="running", workerPid=sleeper.pid, workerStart=jobs.process_start(sleeper.pid))
+    )
     locks.acquire(tmp_path, "file", ["a"], job, pid=dead_pid())
     with pytest.raises(UnideskError) as err:
         locks.acquire(tmp_path, "file", ["a"], jobs.new_job_id())

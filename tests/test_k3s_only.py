@@ -92,11 +92,18 @@ def test_a_separate_nodeport_service_selecting_its_pods_is_refused_another_servi
     rendered, everything = rendered_dc()
     dep = next(o for o in rendered if o["kind"] == "Deployment")
     labels = dep["spec"]["template"]["metadata"]["labels"]
-    extra = {"apiVersion": "v1", "kind": "Service",
-             "metadata": {"name": "decision-center-external", "namespace": "unidesk"},
-             "spec": {"type": "NodePort", "selector": dict(labels), "ports": [{"port": 80, "targetPort": 4400}]}}
-    other = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "someone-else", "namespace": "unidesk"},
-             "spec": {"type": "NodePort", "selector": {"app": "someone-else"}, "ports": [{"port": 80}]}}
+    extra = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "decision-center-external", "namespace": "unidesk"},
+        "spec": {"type": "NodePort", "selector": dict(labels), "ports": [{"port": 80, "targetPort": 4400}]},
+    }
+    other = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "someone-else", "namespace": "unidesk"},
+        "spec": {"type": "NodePort", "selector": {"app": "someone-else"}, "ports": [{"port": 80}]},
+    }
     got = manifest_problems("decision-center", "dc.yaml", "unidesk", rendered, [*everything, extra, other])
     assert [p.path for p in got] == ["Service/decision-center-external.spec.type"]
     assert "selects decision-center's pods" in got[0].message

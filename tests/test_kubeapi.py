@@ -55,13 +55,15 @@ async def ns(kube):
 
 def deployment(name: str = "web", image: str = "labbox:1", **labels: str) -> dict:
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": name, "labels": {"app": name, **labels}, "annotations": {"unidesk.ai/commit": "a" * 40}},
         "spec": {
             "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}},
-                         "spec": {"containers": [{"name": "web", "image": image,
-                                                  "env": [{"name": "A", "value": "1"}]}]}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "web", "image": image, "env": [{"name": "A", "value": "1"}]}]},
+            },
         },
     }
 
@@ -86,7 +88,14 @@ async def test_discovery_lists_served_kinds(kube):
         assert plural in by_name
     apps = {r.name: r for r in (await kube.apps.get_api_resources()).resources}
     assert apps["deployments"].kind == "Deployment" and set(apps["deployments"].verbs) >= {
-        "create", "delete", "get", "list", "patch", "update", "watch"}
+        "create",
+        "delete",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    }
     assert "deployments/status" in apps and "statefulsets" in apps
     batch = await client.BatchV1Api(kube.api).get_api_resources()
     assert [r.kind for r in batch.resources if r.name == "jobs"] == ["Job"]
@@ -198,33 +207,52 @@ async def test_secret_string_data_is_stored_base64(kube, ns):
 async def test_merge_patch(kube, ns):
     await kube.apps.create_namespaced_deployment(ns, deployment())
     patched = await kube.apps.patch_namespaced_deployment(
-        "web", ns, {"spec": {"replicas": 3}, "metadata": {"annotations": {"unidesk.ai/commit": None}}},
-        _content_type="application/merge-patch+json")
+        "web",
+        ns,
+        {"spec": {"replicas": 3}, "metadata": {"annotations": {"unidesk.ai/commit": None}}},
+        _content_type="application/merge-patch+json",
+    )
     assert patched.spec.replicas == 3 and patched.metadata.generation == 2
     assert "unidesk.ai/commit" not in (patched.metadata.annotations or {})
 
 
 async def test_strategic_merge_patch_merges_containers_by_name(kube, ns):
     await kube.apps.create_namespaced_deployment(ns, deployment())
-    patch = {"spec": {"template": {"spec": {"containers": [
-        {"name": "web", "env": [{"name": "B", "value": "2"}]},
-        {"name": "side", "image": "sidecar:1"}]}}}}
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "web", "env": [{"name": "B", "value": "2"}]},
+                        {"name": "side", "image": "sidecar:1"},
+                    ]
+                }
+            }
+        }
+    }
     patched = await kube.apps.patch_namespaced_deployment(
-        "web", ns, patch, _content_type="application/strategic-merge-patch+json")
+        "web", ns, patch, _content_type="application/strategic-merge-patch+json"
+    )
     web, side = patched.spec.template.spec.containers
     assert (web.name, web.image, side.name, side.image) == ("web", "labbox:1", "side", "sidecar:1")
     assert [(e.name, e.value) for e in web.env] == [("A", "1"), ("B", "2")]
     # a plain dict body defaults to strategic merge in kubernetes-asyncio
     patched = await kube.apps.patch_namespaced_deployment(
-        "web", ns, {"spec": {"template": {"spec": {"containers": [{"name": "side", "$patch": "delete"}]}}}})
+        "web", ns, {"spec": {"template": {"spec": {"containers": [{"name": "side", "$patch": "delete"}]}}}}
+    )
     assert [c.name for c in patched.spec.template.spec.containers] == ["web"]
 
 
 async def test_json_patch(kube, ns):
     await kube.apps.create_namespaced_deployment(ns, deployment())
-    patched = await kube.apps.patch_namespaced_deployment("web", ns, [
-        {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "labbox:9"},
-        {"op": "add", "path": "/metadata/annotations/unidesk.ai~1requested", "value": "abc"}])
+    patched = await kube.apps.patch_namespaced_deployment(
+        "web",
+        ns,
+        [
+            {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "labbox:9"},
+            {"op": "add", "path": "/metadata/annotations/unidesk.ai~1requested", "value": "abc"},
+        ],
+    )
     assert patched.spec.template.spec.containers[0].image == "labbox:9"
     assert patched.metadata.annotations["unidesk.ai/requested"] == "abc"
     with pytest.raises(ApiException) as err:
@@ -244,11 +272,13 @@ async def test_server_side_apply_creates_then_merges(kube, ns):
     assert updated.spec.template.spec.containers[0].image == "labbox:2"
     assert updated.spec.template.spec.containers[0].env[0].name == "A"
     cm = await kube.core.patch_namespaced_config_map(
-        "cfg", ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"K": "v"}},
-        **apply)
+        "cfg", ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"K": "v"}}, **apply
+    )
     assert cm.data == {"K": "v"}
     with pytest.raises(ApiException) as err:  # the real server requires a field manager for apply
-        await kube.apps.patch_namespaced_deployment("web", ns, deployment(), _content_type="application/apply-patch+yaml")
+        await kube.apps.patch_namespaced_deployment(
+            "web", ns, deployment(), _content_type="application/apply-patch+yaml"
+        )
     assert err.value.status == 422
     with pytest.raises(ApiException) as err:  # create-on-apply still needs the namespace
         await kube.apps.patch_namespaced_deployment("web", "missing", deployment(), **apply)
@@ -261,10 +291,17 @@ async def test_server_side_apply_creates_then_merges(kube, ns):
 async def test_status_subresource(kube, ns):
     created = await kube.apps.create_namespaced_deployment(ns, deployment() | {"status": {"replicas": 5}})
     assert not (created.status and created.status.replicas)  # status from a create is ignored
-    status = {"status": {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1,
-                         "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}}
-    patched = await kube.apps.patch_namespaced_deployment_status("web", ns, status,
-                                                                 _content_type="application/merge-patch+json")
+    status = {
+        "status": {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "readyReplicas": 1,
+            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}],
+        }
+    }
+    patched = await kube.apps.patch_namespaced_deployment_status(
+        "web", ns, status, _content_type="application/merge-patch+json"
+    )
     assert patched.status.ready_replicas == 1 and patched.metadata.generation == 1
     read = await kube.apps.read_namespaced_deployment_status("web", ns)
     assert read.status.conditions[0].type == "Available"
@@ -288,8 +325,12 @@ async def test_watch_yields_modified_after_patch(kube, ns):
 
     async def follow() -> None:
         w = watch.Watch()
-        async with w.stream(kube.apps.list_namespaced_deployment, ns, resource_version=listed.metadata.resource_version,
-                            timeout_seconds=10) as stream:
+        async with w.stream(
+            kube.apps.list_namespaced_deployment,
+            ns,
+            resource_version=listed.metadata.resource_version,
+            timeout_seconds=10,
+        ) as stream:
             async for event in stream:
                 events.append((event["type"], event["object"]))
                 if event["type"] == "MODIFIED":
@@ -335,8 +376,9 @@ async def test_kubectl_apply_get_and_rollout_status(kube, ns, tmp_path):
     base = ["kubectl", "--server", f"http://127.0.0.1:{kube.port}", "--kubeconfig", "/dev/null"]
 
     async def kubectl(*args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(*base, *args, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
+        proc = await asyncio.create_subprocess_exec(
+            *base, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
         out, _ = await proc.communicate()
         return proc.returncode, out.decode()
 
@@ -345,8 +387,19 @@ async def test_kubectl_apply_get_and_rollout_status(kube, ns, tmp_path):
     rollout = asyncio.create_task(kubectl("-n", ns, "rollout", "status", "deployment/web", "--timeout=20s"))
     await asyncio.sleep(0.5)  # not a timing assertion: rollout status just has to be watching before the update
     await kube.apps.patch_namespaced_deployment_status(
-        "web", ns, {"status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
-                               "availableReplicas": 1}}, _content_type="application/merge-patch+json")
+        "web",
+        ns,
+        {
+            "status": {
+                "observedGeneration": 1,
+                "replicas": 1,
+                "updatedReplicas": 1,
+                "readyReplicas": 1,
+                "availableReplicas": 1,
+            }
+        },
+        _content_type="application/merge-patch+json",
+    )
     rc, out = await rollout
     assert rc == 0 and "successfully rolled out" in out, out
     rc, out = await kubectl("-n", ns, "get", "deployment", "web", "-o", "json")
@@ -363,11 +416,13 @@ async def test_patch_helpers():
     assert merge_patch(doc, {"a": {"b": None, "c": [3]}, "e": 2}) == {"a": {"c": [3]}, "d": 1, "e": 2}
     assert json_patch(doc, [{"op": "move", "from": "/d", "path": "/a/d"}]) == {"a": {"b": 1, "c": [1, 2], "d": 1}}
     ports = {"ports": [{"name": "http", "port": 80}, {"name": "m", "port": 9090}]}
-    merged = strategic_merge(ports, {"ports": [{"port": 80, "targetPort": 8080}],
-                                     "$setElementOrder/ports": [{"port": 80}, {"port": 9090}]})
+    merged = strategic_merge(
+        ports, {"ports": [{"port": 80, "targetPort": 8080}], "$setElementOrder/ports": [{"port": 80}, {"port": 9090}]}
+    )
     assert merged == {"ports": [{"name": "http", "port": 80, "targetPort": 8080}, {"name": "m", "port": 9090}]}
     assert strategic_merge({"finalizers": ["a", "b"]}, {"$deleteFromPrimitiveList/finalizers": ["a"]}) == {
-        "finalizers": ["b"]}
+        "finalizers": ["b"]
+    }
 
 
 async def test_label_selector():
@@ -404,8 +459,10 @@ async def test_container_ids_come_from_valid_names_only():
 
 async def test_watch_list_protocol_ends_initial_events_with_bookmark(kube, ns):
     await kube.apps.create_namespaced_deployment(ns, deployment())
-    url = (f"http://127.0.0.1:{kube.port}/apis/apps/v1/namespaces/{ns}/deployments?watch=true&timeoutSeconds=1"
-           "&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true")
+    url = (
+        f"http://127.0.0.1:{kube.port}/apis/apps/v1/namespaces/{ns}/deployments?watch=true&timeoutSeconds=1"
+        "&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"
+    )
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         events = [json.loads(line) for line in (await resp.text()).splitlines()]
     assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]

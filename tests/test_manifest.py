@@ -29,7 +29,9 @@ def test_spec_example_is_valid():
 def test_environment_is_optional_but_exact():
     assert validate_document({"schemaVersion": 1, "services": [GOOD]}).environment is None
     for bad in ("Prod", "staging", "", None, 1):
-        assert problems({"schemaVersion": 1, "environment": bad, "services": [GOOD]}) == [(ErrorCode.INVALID_VALUE, "environment")]
+        assert problems({"schemaVersion": 1, "environment": bad, "services": [GOOD]}) == [
+            (ErrorCode.INVALID_VALUE, "environment")
+        ]
 
 
 @pytest.mark.parametrize("version", [0, 2, "1", 1.5, True, None])
@@ -39,8 +41,22 @@ def test_schema_version_must_be_1(version):
 
 @pytest.mark.parametrize(
     "key",
-    ["providerId", "port", "ports", "composeService", "namespace", "healthPath", "env", "environment",
-     "dockerfile", "dockerfilePath", "buildCommand", "image", "imageName", "provider"],
+    [
+        "providerId",
+        "port",
+        "ports",
+        "composeService",
+        "namespace",
+        "healthPath",
+        "env",
+        "environment",
+        "dockerfile",
+        "dockerfilePath",
+        "buildCommand",
+        "image",
+        "imageName",
+        "provider",
+    ],
 )
 def test_forbidden_service_fields_name_their_path(key):
     doc = {"schemaVersion": 1, "services": [GOOD, {**GOOD, "id": "other", key: "x"}]}
@@ -83,7 +99,9 @@ def test_services_must_be_a_non_empty_list(services):
 
 @pytest.mark.parametrize("commit", ["abc", "a" * 41, "g123", "", 1234, "abcd ", "abcd\n"])
 def test_commit_id_is_4_to_40_hex(commit):
-    assert problems({"schemaVersion": 1, "services": [{**GOOD, "commitId": commit}]}) == [(ErrorCode.INVALID_VALUE, "services[0].commitId")]
+    assert problems({"schemaVersion": 1, "services": [{**GOOD, "commitId": commit}]}) == [
+        (ErrorCode.INVALID_VALUE, "services[0].commitId")
+    ]
 
 
 @pytest.mark.parametrize("commit", ["abcd", "ABCD1234", SHA])
@@ -93,8 +111,14 @@ def test_commit_id_accepts_short_and_full(commit):
 
 @pytest.mark.parametrize(
     "repo",
-    ["https://github.com/pikasTech/unidesk", "http://10.0.0.1/git/x.git", "ssh://git@github.com/x/y", "git://h/x",
-     "file:///srv/git/x.git", "git@github.com:pikasTech/unidesk.git"],
+    [
+        "https://github.com/pikasTech/unidesk",
+        "http://10.0.0.1/git/x.git",
+        "ssh://git@github.com/x/y",
+        "git://h/x",
+        "file:///srv/git/x.git",
+        "git@github.com:pikasTech/unidesk.git",
+    ],
 )
 def test_repo_urls_accepted(repo):
     validate_document({"schemaVersion": 1, "services": [{**GOOD, "repo": repo}]})
@@ -102,13 +126,31 @@ def test_repo_urls_accepted(repo):
 
 @pytest.mark.parametrize(
     "repo",
-    ["-oProxyCommand=id", "https://x/$(id)", "https://x/a;id", "https://x/a b", "https://x/a\nb", "ftp://x/y",
-     "/srv/git/x.git", "ext::sh -c id", "https://`id`", "", "https://alice:S3CRET@h/x", "https://ghp_S3CRET@h/x",
-     "ssh://git:S3CRET@h/x", "ssh://git@-oProxyCommand=id/x", "git@-oProxyCommand=id:x.git", "ssh://git@-h/x",
-     "https://-h/x", "git@-h:x.git"],
+    [
+        "-oProxyCommand=id",
+        "https://x/$(id)",
+        "https://x/a;id",
+        "https://x/a b",
+        "https://x/a\nb",
+        "ftp://x/y",
+        "/srv/git/x.git",
+        "ext::sh -c id",
+        "https://`id`",
+        "",
+        "https://alice:S3CRET@h/x",
+        "https://ghp_S3CRET@h/x",
+        "ssh://git:S3CRET@h/x",
+        "ssh://git@-oProxyCommand=id/x",
+        "git@-oProxyCommand=id:x.git",
+        "ssh://git@-h/x",
+        "https://-h/x",
+        "git@-h:x.git",
+    ],
 )
 def test_malicious_or_odd_repo_urls_rejected(repo):
-    assert problems({"schemaVersion": 1, "services": [{**GOOD, "repo": repo}]}) == [(ErrorCode.INVALID_VALUE, "services[0].repo")]
+    assert problems({"schemaVersion": 1, "services": [{**GOOD, "repo": repo}]}) == [
+        (ErrorCode.INVALID_VALUE, "services[0].repo")
+    ]
 
 
 def test_credentials_in_repo_urls_are_refused_and_never_echoed():
@@ -124,7 +166,9 @@ def test_ssh_user_is_not_a_credential():
 
 @pytest.mark.parametrize("sid", ["-rf", "a;b", "$(id)", "a\nb", "A", "a_b", "-", "a" * 64, "x-"])
 def test_malicious_or_odd_ids_rejected(sid):
-    assert problems({"schemaVersion": 1, "services": [{**GOOD, "id": sid}]}) == [(ErrorCode.INVALID_VALUE, "services[0].id")]
+    assert problems({"schemaVersion": 1, "services": [{**GOOD, "id": sid}]}) == [
+        (ErrorCode.INVALID_VALUE, "services[0].id")
+    ]
 
 
 def test_unparseable_json_names_line_and_column():
@@ -153,12 +197,18 @@ json_values = st.recursive(
     max_leaves=25,
 )
 service_like = st.fixed_dictionaries(
-    {"id": st.one_of(st.text(max_size=8), st.just("svc")), "repo": st.one_of(st.text(max_size=8), st.just("https://h/r")),
-     "commitId": st.one_of(st.text(alphabet="0123456789abcdefg\n", max_size=42), json_values)},
+    {
+        "id": st.one_of(st.text(max_size=8), st.just("svc")),
+        "repo": st.one_of(st.text(max_size=8), st.just("https://h/r")),
+        "commitId": st.one_of(st.text(alphabet="0123456789abcdefg\n", max_size=42), json_values),
+    },
     optional={"port": json_values, "x": json_values},
 )
 manifest_like = st.fixed_dictionaries(
-    {"schemaVersion": st.one_of(st.just(1), json_values), "services": st.one_of(st.lists(service_like, max_size=4), json_values)},
+    {
+        "schemaVersion": st.one_of(st.just(1), json_values),
+        "services": st.one_of(st.lists(service_like, max_size=4), json_values),
+    },
     optional={"environment": st.one_of(st.sampled_from(["dev", "prod"]), json_values), "image": json_values},
 )
 

@@ -21,10 +21,17 @@ def test_the_store_allocates_a_cluster_ip_once_and_keeps_it_on_replace(tmp_path)
     body = {"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
     first = store.create(SERVICES, "unidesk-dev", body)
     second = store.create(SERVICES, "unidesk-dev", {**body, "metadata": {"name": "api"}})
-    headless = store.create(SERVICES, "unidesk-dev", {"metadata": {"name": "db"}, "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}})
+    headless = store.create(
+        SERVICES, "unidesk-dev", {"metadata": {"name": "db"}, "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}}
+    )
     assert first["spec"]["clusterIP"] == "10.96.7.2" and second["spec"]["clusterIP"] == "10.96.7.3"
     assert headless["spec"]["clusterIP"] == "None"
-    replaced = store.update(SERVICES, "unidesk-dev", "web", {**body, "metadata": {**body["metadata"], "resourceVersion": first["metadata"]["resourceVersion"]}})
+    replaced = store.update(
+        SERVICES,
+        "unidesk-dev",
+        "web",
+        {**body, "metadata": {**body["metadata"], "resourceVersion": first["metadata"]["resourceVersion"]}},
+    )
     assert replaced["spec"]["clusterIP"] == "10.96.7.2"
 
 
@@ -32,7 +39,10 @@ def test_hosts_files_name_services_by_cluster_name_and_short_name_only_in_their_
     names = {"unidesk": [("10.96.7.2", "code-queue")], "unidesk-dev": [("10.96.7.3", "code-queue-read-dev")]}
     text = hosts_text("unidesk-dev", names)
     assert "10.96.7.2\tcode-queue.unidesk.svc.cluster.local code-queue.unidesk\n" in text
-    assert "10.96.7.3\tcode-queue-read-dev.unidesk-dev.svc.cluster.local code-queue-read-dev.unidesk-dev code-queue-read-dev\n" in text
+    assert (
+        "10.96.7.3\tcode-queue-read-dev.unidesk-dev.svc.cluster.local code-queue-read-dev.unidesk-dev "
+        "code-queue-read-dev\n" in text
+    )
     assert text.startswith("127.0.0.1\tlocalhost\n")
 
 
@@ -47,5 +57,7 @@ def test_rules_forward_each_port_to_the_ready_pod_and_masquerade_hairpin_traffic
 
 def test_pod_namespace_names_are_short_and_stable():
     name = netns_name("Deployment/unidesk-dev/backend-core-dev")
-    assert name == netns_name("Deployment/unidesk-dev/backend-core-dev") and name.startswith("udlpod-") and len(name) <= 20
+    assert (
+        name == netns_name("Deployment/unidesk-dev/backend-core-dev") and name.startswith("udlpod-") and len(name) <= 20
+    )
     assert name != netns_name("Deployment/unidesk/backend-core-dev")

@@ -11,15 +11,18 @@ from pathlib import Path
 from executors.containerd import containerd_name
 from executors.prewarm import FOUNDATION_IMAGES, MODE, PrewarmExecutor
 from unidesk_tui.documents import PlanItem
-from unidesk_tui.model import DesiredService, Environment
 from unidesk_tui.engine import desired_from_plan
+from unidesk_tui.model import DesiredService, Environment
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "unidesk" / "config.json"
 
 
 def test_containerd_names_follow_docker_normalization():
     assert containerd_name("postgres:16-alpine") == "docker.io/library/postgres:16-alpine"
-    assert containerd_name("rancher/mirrored-library-busybox:1.36.1") == "docker.io/rancher/mirrored-library-busybox:1.36.1"
+    assert (
+        containerd_name("rancher/mirrored-library-busybox:1.36.1")
+        == "docker.io/rancher/mirrored-library-busybox:1.36.1"
+    )
     assert containerd_name("10.0.0.1:5000/x/y:1") == "10.0.0.1:5000/x/y:1"
     assert containerd_name("ghcr.io/a/b:2") == "ghcr.io/a/b:2"
 
@@ -27,7 +30,9 @@ def test_containerd_names_follow_docker_normalization():
 def test_steps_per_foundation_image_in_order():
     assert FOUNDATION_IMAGES == ("postgres:16-alpine", "rancher/mirrored-library-busybox:1.36.1")
     steps = PrewarmExecutor().steps(DesiredService("dev-foundation-images", "", "", None, MODE, "D601"))
-    assert [s.name for s in steps] == ["k3s-preflight"] + [f"{k} {i}" for i in FOUNDATION_IMAGES for k in ("docker-image", "k3s-import", "k3s-verify")]
+    assert [s.name for s in steps] == ["k3s-preflight"] + [
+        f"{k} {i}" for i in FOUNDATION_IMAGES for k in ("docker-image", "k3s-import", "k3s-verify")
+    ]
     assert [s.read_only for s in steps if s.name.startswith("k3s-import")] == [False, False]
 
 
@@ -36,11 +41,21 @@ def test_worker_rebuilds_a_task_item_without_a_microservice():
 
     item = PlanItem(id="dev-foundation-images", mode=MODE, target="D601", action="deploy", reason="prewarm")
     desired = desired_from_plan(load_catalog(EXAMPLE), item, Environment.DEV)
-    assert (desired.id, desired.mode, desired.target, desired.microservice) == ("dev-foundation-images", MODE, "D601", None)
+    assert (desired.id, desired.mode, desired.target, desired.microservice) == (
+        "dev-foundation-images",
+        MODE,
+        "D601",
+        None,
+    )
 
 
 def run(ws: Path, *args: str) -> tuple[int, dict]:
-    proc = subprocess.run([sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(ws), "--state-dir", str(ws / ".state"), *args], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(ws), "--state-dir", str(ws / ".state"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return proc.returncode, json.loads(proc.stdout)
 
 
@@ -62,4 +77,6 @@ def test_dev_target_without_k3s_is_refused(tmp_path):
             t.pop("k3s", None)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     rc, doc = run(tmp_path, "dev-env", "prewarm-images")
-    assert rc == 1 and doc["errors"][0]["code"] == "config_invalid" and "targets[].k3s" in doc["errors"][0]["message"], doc
+    assert (
+        rc == 1 and doc["errors"][0]["code"] == "config_invalid" and "targets[].k3s" in doc["errors"][0]["message"]
+    ), doc

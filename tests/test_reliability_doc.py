@@ -10,4 +10,6 @@ def test_reliability_doc_is_as_new_as_every_suite():
     text = DOC.read_text()
     for suite in sorted(SUITES.glob("test_*.py")):
         assert f"<!-- {suite.name} digest: {suite_digest(suite)} -->" in text, (
-            f"docs/reliability.md is older than tests/reliability/{suite.name}: run it, then python -m tests.reliability.report")
+            f"docs/reliability.md is older than tests/reliability/{suite.name}: run it, then python -m "
+            "tests.reliability.report"
+        )

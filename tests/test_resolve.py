@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git
-from unidesk_tui.errors import ErrorCode, UnideskError
-from unidesk_tui.errors import decisive_line
+from unidesk_tui.errors import ErrorCode, UnideskError, decisive_line
 from unidesk_tui.resolve import Resolver, mirror_dir
 
 
@@ -145,8 +144,10 @@ def test_a_fetch_that_dies_midway_is_retried_once(git_world, tmp_path, monkeypat
     real = subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True, check=True).stdout.strip()
     bindir, mark = tmp_path / "bin", tmp_path / "killed-once"
     bindir.mkdir()
-    (bindir / "git").write_text(f'#!/bin/sh\nif [ "$1" = fetch ] && [ ! -e {mark} ]; then : > {mark}; '
-                                f'echo "fatal: early EOF" >&2; kill -9 $$; fi\nexec {real} "$@"\n')
+    (bindir / "git").write_text(
+        f'#!/bin/sh\nif [ "$1" = fetch ] && [ ! -e {mark} ]; then : > {mark}; '
+        f'echo "fatal: early EOF" >&2; kill -9 $$; fi\nexec {real} "$@"\n'
+    )
     (bindir / "git").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     full = git_world.pushed[1]
@@ -177,10 +178,15 @@ def test_repo_unreachable_keeps_gits_decisive_line(tmp_path):
 
 
 def test_decisive_line_prefers_the_first_error_over_the_last_advice():
-    stderr = ("\n  stderr: 'error: cannot lock ref 'refs/heads/main': Unable to create '/m/refs/heads/main.lock': File exists.\n\n"
-              "Another git process seems to be running in this repository.\n"
-              "remove the file manually to continue.'")
+    stderr = (
+        "\n  stderr: 'error: cannot lock ref 'refs/heads/main': Unable to create '/m/refs/heads/main.lock': File "
+        "exists.\n\n"
+        "Another git process seems to be running in this repository.\n"
+        "remove the file manually to continue.'"
+    )
     assert decisive_line(stderr).startswith("error: cannot lock ref 'refs/heads/main'")
-    assert decisive_line("  stderr: 'warning: x\nfatal: unable to access 'h': Could not resolve host: h'") == \
-        "fatal: unable to access 'h': Could not resolve host: h"
+    assert (
+        decisive_line("  stderr: 'warning: x\nfatal: unable to access 'h': Could not resolve host: h'")
+        == "fatal: unable to access 'h': Could not resolve host: h"
+    )
     assert decisive_line("") == "git fetch failed"

@@ -30,8 +30,9 @@ async def _drop_after_a_line(process: asyncssh.SSHServerProcess) -> None:
 @asynccontextmanager
 async def lost_session():
     key = asyncssh.generate_private_key("ssh-ed25519")
-    server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[key], server_factory=_NoAuth,
-                                   process_factory=_drop_after_a_line)
+    server = await asyncssh.listen(
+        "127.0.0.1", 0, server_host_keys=[key], server_factory=_NoAuth, process_factory=_drop_after_a_line
+    )
     port = server.sockets[0].getsockname()[1]
     conn = await asyncssh.connect("127.0.0.1", port, username="x", known_hosts=None, client_keys=None)
     target = parse_catalog(json.dumps(catalog_doc("file:///x.git"))).target("main-server")

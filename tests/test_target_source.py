@@ -20,8 +20,9 @@ from unidesk_tui.targets import RunResult, command_line
 
 class LocalSession:
     async def run(self, argv, *, env=None, timeout=None, on_line=None, input=None):
-        proc = await asyncio.create_subprocess_exec("sh", "-c", command_line(argv, env), stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", command_line(argv, env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
         out, err = await proc.communicate()
         for stream, data in (("stdout", out), ("stderr", err)):
             for line in data.decode().splitlines():
@@ -34,9 +35,12 @@ class Ctx:
     def __init__(self, world, work_dir: Path, environment: str | None = None) -> None:
         from tests.test_executors_unit import svc
 
-        self.service = dataclasses.replace(svc(), repo=world.service_url, commit=world.pushed[1], environment=environment)
-        self.target = Target.model_validate({"id": "main-server", "role": "main", "ssh": {"host": "10.0.0.4"},
-                                             "workDir": str(work_dir)})
+        self.service = dataclasses.replace(
+            svc(), repo=world.service_url, commit=world.pushed[1], environment=environment
+        )
+        self.target = Target.model_validate(
+            {"id": "main-server", "role": "main", "ssh": {"host": "10.0.0.4"}, "workDir": str(work_dir)}
+        )
         self.shared: dict = {}
         self.lines: list[str] = []
 
@@ -57,7 +61,8 @@ async def test_a_killed_gits_lock_files_are_removed_and_the_fetch_succeeds(git_w
     await source_step(ctx)
     assert not any(p.exists() for p in litter)
     assert sorted(line for line in ctx.lines if "stale_lock_removed" in line) == sorted(
-        f"target_source_stale_lock_removed={p}" for p in litter)
+        f"target_source_stale_lock_removed={p}" for p in litter
+    )
 
 
 async def test_a_corrupt_target_mirror_is_rebuilt(git_world, tmp_path):

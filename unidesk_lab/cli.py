@@ -18,15 +18,27 @@ LAB_FAILED = "lab_failed"
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register `lab` on the main parser's subparsers; the parsed args carry `func(args) -> int`."""
-    lab = subparsers.add_parser("lab", help="the local lab: hosts, git remote, egress proxies, k3s stand-in (root, Linux)")
+    lab = subparsers.add_parser(
+        "lab", help="the local lab: hosts, git remote, egress proxies, k3s stand-in (root, Linux)"
+    )
     sub = lab.add_subparsers(dest="lab_command", metavar="up|down|status", required=True)
-    for name, text in (("up", "bring the lab up (idempotent)"), ("down", "tear the lab down, also after a crash"), ("status", "report the lab's hosts and daemons")):
+    for name, text in (
+        ("up", "bring the lab up (idempotent)"),
+        ("down", "tear the lab down, also after a crash"),
+        ("status", "report the lab's hosts and daemons"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--dir", default=None, help="lab directory (default $UNIDESK_LAB_DIR or /tmp/unidesk-lab)")
         if name == "up":
-            p.add_argument("--seed", action="store_true", help="also deploy the sample services at an older commit than deploy.json names")
+            p.add_argument(
+                "--seed",
+                action="store_true",
+                help="also deploy the sample services at an older commit than deploy.json names",
+            )
         if name == "down":
-            p.add_argument("--purge", action="store_true", help="also delete the lab directory (image caches and runtime state)")
+            p.add_argument(
+                "--purge", action="store_true", help="also delete the lab directory (image caches and runtime state)"
+            )
         p.set_defaults(func=run)
     return lab
 
@@ -43,7 +55,11 @@ def run(args: argparse.Namespace) -> int:
             doc = lab.status(args.dir)
     except Exception as exc:  # every failure is one JSON document, never a traceback on stdout
         log.debug("lab %s failed", args.lab_command, exc_info=True)
-        print(json.dumps({"ok": False, "errors": [{"code": LAB_FAILED, "message": str(exc) or type(exc).__name__}]}, indent=2))
+        print(
+            json.dumps(
+                {"ok": False, "errors": [{"code": LAB_FAILED, "message": str(exc) or type(exc).__name__}]}, indent=2
+            )
+        )
         return 1
     print(json.dumps({"ok": True, **doc}, indent=2))
     return 0

@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _children: dict[int, subprocess.Popen] = {}  # reaped on liveness checks so they never linger as zombies
 
-_INIT = 'mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -p /run/sshd /run/lock && hostname "$1" && exec -a "unidesk-lab-init $2" sleep infinity'
+_INIT = (
+    'mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -p /run/sshd /run/lock && hostname "$1" && exec -a '
+    '"unidesk-lab-init $2" sleep infinity'
+)
 
 
 class LabError(RuntimeError):
@@ -110,12 +113,25 @@ def spawn(lay: Layout, d: Daemon) -> int:
     lay.log_dir.mkdir(parents=True, exist_ok=True)
     lay.pid_dir.mkdir(parents=True, exist_ok=True)
     logpath = logfile(lay, d.host, d.name)
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "PYTHONPATH": _PACKAGE_ROOT}
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": "/root",
+        "PYTHONPATH": _PACKAGE_ROOT,
+    }
     env.update(d.env)
     with open(logpath, "ab") as out:
         out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {d.host}/{d.name}\n".encode())
         out.flush()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
     _children[proc.pid] = proc
     pidfile(lay, d.host, d.name).write_text(f"{proc.pid}\n")
     log.debug("started %s/%s pid %s: %s", d.host, d.name, proc.pid, argv)
@@ -124,7 +140,20 @@ def spawn(lay: Layout, d: Daemon) -> int:
 
 def host_init(lay: Layout, host: str) -> Daemon:
     """The process that holds a host's mount/UTS namespaces and its private /run."""
-    argv = ["unshare", "--mount", "--uts", "--propagation", "slave", "--", "/bin/bash", "-c", _INIT, "init", host, str(lay.host_root(host))]
+    argv = [
+        "unshare",
+        "--mount",
+        "--uts",
+        "--propagation",
+        "slave",
+        "--",
+        "/bin/bash",
+        "-c",
+        _INIT,
+        "init",
+        host,
+        str(lay.host_root(host)),
+    ]
     return Daemon(host=host, name="init", argv=argv, ready=lambda: _has_private_run(lay, host), netns=lay.netns(host))
 
 
@@ -134,7 +163,9 @@ def _has_private_run(lay: Layout, host: str) -> bool:
 
 
 def failure(lay: Layout, host: str, name: str, what: str) -> LabError:
-    return LabError(f"{host}: {name} {what}; last lines of {logfile(lay, host, name)}:\n{tail(logfile(lay, host, name))}")
+    return LabError(
+        f"{host}: {name} {what}; last lines of {logfile(lay, host, name)}:\n{tail(logfile(lay, host, name))}"
+    )
 
 
 def wait_ready(lay: Layout, daemons: list[Daemon]) -> None:

@@ -36,8 +36,17 @@ def daemon(lay: Layout, host: str) -> Daemon:
         host=host,
         name="egress",
         argv=[
-            sys.executable, "-m", "unidesk_lab.egress", "--host", host, "--port", str(EGRESS_PORT),
-            "--upstream-netns", lay.netns(MAIN), "--log", str(lay.egress_log(host)),
+            sys.executable,
+            "-m",
+            "unidesk_lab.egress",
+            "--host",
+            host,
+            "--port",
+            str(EGRESS_PORT),
+            "--upstream-netns",
+            lay.netns(MAIN),
+            "--log",
+            str(lay.egress_log(host)),
         ],
         ready=lambda: tcp_open_in(ns, "127.0.0.1", EGRESS_PORT),
         netns=ns,  # not the host's mount namespace: it must still see /run/netns to setns upstream
@@ -58,7 +67,7 @@ class Proxy:
         client = writer.get_extra_info("peername")
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             writer.close()
             return
         lines = head.decode("latin-1").split("\r\n")
@@ -72,7 +81,9 @@ class Proxy:
         else:
             url = urlsplit(target)
             if url.scheme != "http" or not url.hostname:
-                self.record(client=str(client), method=method, target=target, result="error", error="not an absolute http URI")
+                self.record(
+                    client=str(client), method=method, target=target, result="error", error="not an absolute http URI"
+                )
                 await self._reply(writer, 400, "absolute http URI required")
                 return
             hostport = f"{url.hostname}:{url.port or 80}"
@@ -82,8 +93,10 @@ class Proxy:
         host, _, port = hostport.rpartition(":")
         try:
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), 10)
-        except (OSError, ValueError, asyncio.TimeoutError) as exc:
-            self.record(client=str(client), method=method, target=target, result="error", error=str(exc) or type(exc).__name__)
+        except (TimeoutError, OSError, ValueError) as exc:
+            self.record(
+                client=str(client), method=method, target=target, result="error", error=str(exc) or type(exc).__name__
+            )
             await self._reply(writer, 502, f"upstream connect failed: {exc}")
             return
         self.record(client=str(client), method=method, target=target, result="ok")
@@ -113,7 +126,9 @@ class Proxy:
     @staticmethod
     async def _reply(writer: asyncio.StreamWriter, status: int, message: str) -> None:
         body = message.encode()
-        writer.write(f"HTTP/1.1 {status} {message}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        writer.write(
+            f"HTTP/1.1 {status} {message}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+        )
         try:
             await writer.drain()
         finally:

@@ -39,7 +39,17 @@ def daemon(lay: Layout) -> Daemon:
     return Daemon(
         host=GIT,
         name="git-http",
-        argv=[sys.executable, "-m", "unidesk_lab.gitserver", "--root", str(lay.git_root), "--listen", addr, "--port", str(GIT_PORT)],
+        argv=[
+            sys.executable,
+            "-m",
+            "unidesk_lab.gitserver",
+            "--root",
+            str(lay.git_root),
+            "--listen",
+            addr,
+            "--port",
+            str(GIT_PORT),
+        ],
         ready=lambda: tcp_open(addr, GIT_PORT),
         netns=lay.netns(GIT),
     )
@@ -65,7 +75,12 @@ def make_app(root: Path):
             "HOME": str(root),
         }
         proc = await asyncio.create_subprocess_exec(
-            "git", "http-backend", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+            "git",
+            "http-backend",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
         )
 
         async def feed():
@@ -97,7 +112,9 @@ def make_app(root: Path):
         rc = await proc.wait()
         err = await errors
         if rc or err:
-            log.warning("http-backend %s %s rc=%s %s", request.method, request.path, rc, err.decode(errors="replace").strip())
+            log.warning(
+                "http-backend %s %s rc=%s %s", request.method, request.path, rc, err.decode(errors="replace").strip()
+            )
         await resp.write_eof()
         return resp
 

@@ -40,8 +40,8 @@ def containerd_daemon(lay: Layout) -> Daemon:
     cfg.parent.mkdir(parents=True, exist_ok=True)
     cfg.write_text(
         f"""version = 2
-root = "{root / 'var' / 'lib' / 'rancher' / 'k3s' / 'agent' / 'containerd'}"
-state = "{sock.parent / 'state'}"
+root = "{root / "var" / "lib" / "rancher" / "k3s" / "agent" / "containerd"}"
+state = "{sock.parent / "state"}"
 # no CRI: nothing here is a kubelet; the emulator drives containers through the containerd API.
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
@@ -68,12 +68,26 @@ def kubeapi_daemon(lay: Layout) -> Daemon:
         host=K3S_HOST,
         name="kubeapi",
         argv=[
-            sys.executable, "-m", "unidesk_lab.kubeapi", "--host", "127.0.0.1", "--port", str(KUBE_PORT),
-            "--data", str(lay.kube_data), "--containerd-socket", str(lay.containerd_socket),
-            "--containerd-namespace", CONTAINERD_NAMESPACE,
+            sys.executable,
+            "-m",
+            "unidesk_lab.kubeapi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(KUBE_PORT),
+            "--data",
+            str(lay.kube_data),
+            "--containerd-socket",
+            str(lay.containerd_socket),
+            "--containerd-namespace",
+            CONTAINERD_NAMESPACE,
             # pods in their own network namespaces on D601 (unidesk_lab.podnet), never the host network
-            "--pod-cidr", lay.pod_cidr, "--service-cidr", lay.service_cidr,
-            "--host-root", str(lay.host_root(K3S_HOST)),
+            "--pod-cidr",
+            lay.pod_cidr,
+            "--service-cidr",
+            lay.service_cidr,
+            "--host-root",
+            str(lay.host_root(K3S_HOST)),
         ],
         ready=lambda: tcp_open_in(ns, "127.0.0.1", KUBE_PORT),
         in_host=True,
@@ -117,7 +131,12 @@ def ensure_namespaces(lay: Layout, names: tuple[str, ...] = LAB_NAMESPACES) -> N
 
     def create(name: str) -> None:
         body = json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{KUBE_PORT}/api/v1/namespaces", data=body, method="POST", headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{KUBE_PORT}/api/v1/namespaces",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         try:
             urllib.request.urlopen(req, timeout=5).close()
         except urllib.error.HTTPError as exc:

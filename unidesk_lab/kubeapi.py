@@ -34,10 +34,11 @@ import signal
 import sys
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from aiohttp import web
@@ -123,8 +124,15 @@ class ApiError(Exception):
         self.code, self.reason, self.message, self.details = code, reason, message, details
 
     def status(self) -> dict:
-        doc = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": self.message, "reason": self.reason, "code": self.code}
+        doc = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details:
             doc["details"] = self.details
         return doc
@@ -143,16 +151,28 @@ def already_exists(res: Resource, name: str) -> ApiError:
 
 
 def conflict(res: Resource, name: str) -> ApiError:
-    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res.qualified} "{name}": the object has '
-                    "been modified; please apply your changes to the latest version and try again",
-                    _details(res, name))
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {res.qualified} "{name}": the object has '
+        "been modified; please apply your changes to the latest version and try again",
+        _details(res, name),
+    )
 
 
 def invalid(res: Resource, name: str, field: str, msg: str) -> ApiError:
-    details = _details(res, name) | {"kind": res.kind, "causes": [{"reason": "FieldValueInvalid",
-                                                                  "message": msg, "field": field}]}
-    return ApiError(422, "Invalid", f'{res.kind}.{res.group or "core"} "{name}" is invalid: {field}: {msg}'
-                    if res.group else f'{res.kind} "{name}" is invalid: {field}: {msg}', details)
+    details = _details(res, name) | {
+        "kind": res.kind,
+        "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field}],
+    }
+    return ApiError(
+        422,
+        "Invalid",
+        f'{res.kind}.{res.group or "core"} "{name}" is invalid: {field}: {msg}'
+        if res.group
+        else f'{res.kind} "{name}" is invalid: {field}: {msg}',
+        details,
+    )
 
 
 def bad_request(msg: str) -> ApiError:
@@ -178,9 +198,17 @@ def merge_patch(target: Any, patch: Any) -> Any:
 # Strategic merge: lists of objects merged by key (field name -> merge key), as Kubernetes'
 # built-in types declare with patchMergeKey. "ports" depends on context (container vs service).
 MERGE_KEYS = {
-    "containers": "name", "initContainers": "name", "ephemeralContainers": "name", "env": "name",
-    "volumes": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath",
-    "imagePullSecrets": "name", "hostAliases": "ip", "conditions": "type", "envFrom": None,
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "imagePullSecrets": "name",
+    "hostAliases": "ip",
+    "conditions": "type",
+    "envFrom": None,
 }
 
 
@@ -217,8 +245,11 @@ def strategic_merge(target: Any, patch: Any) -> Any:
             if mkey and isinstance(current, list):
                 result[key] = _merge_list(current, value, mkey)
             else:
-                result[key] = [{k: v for k, v in i.items() if k != "$patch"} for i in copy.deepcopy(value)
-                               if i.get("$patch") != "delete"]
+                result[key] = [
+                    {k: v for k, v in i.items() if k != "$patch"}
+                    for i in copy.deepcopy(value)
+                    if i.get("$patch") != "delete"
+                ]
         else:
             result[key] = copy.deepcopy(value)
     return result
@@ -227,8 +258,9 @@ def strategic_merge(target: Any, patch: Any) -> Any:
 def _merge_list(current: list, patch: list, mkey: str) -> list:
     merged = copy.deepcopy(current)
     for item in patch:
-        index = next((i for i, old in enumerate(merged) if isinstance(old, dict) and old.get(mkey) == item.get(mkey)),
-                     None)
+        index = next(
+            (i for i, old in enumerate(merged) if isinstance(old, dict) and old.get(mkey) == item.get(mkey)), None
+        )
         if item.get("$patch") == "delete":
             if index is not None:
                 merged.pop(index)
@@ -282,13 +314,20 @@ def json_patch(doc: Any, ops: Any) -> Any:
                 doc = _add(_remove(doc, path), path, copy.deepcopy(op["value"]))
             elif kind == "test":
                 if _walk(doc, path) != op["value"]:
-                    raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
-                                   f"request: testing value {op['path']} failed")
+                    raise ApiError(
+                        422,
+                        "Invalid",
+                        f"the server rejected our request due to an error in our "
+                        f"request: testing value {op['path']} failed",
+                    )
             else:
                 raise bad_request(f"unknown json patch op {kind!r}")
         except (KeyError, IndexError, ValueError, TypeError) as exc:
-            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: "
-                           f"json patch {op!r} failed: {exc!r}") from exc
+            raise ApiError(
+                422,
+                "Invalid",
+                f"the server rejected our request due to an error in our request: json patch {op!r} failed: {exc!r}",
+            ) from exc
     return doc
 
 
@@ -392,7 +431,7 @@ def parse_field_selector(selector: str | None) -> Matcher:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 Key = tuple[str, str, str, str]  # (group, plural, namespace or "", name)
@@ -472,15 +511,28 @@ class Store:
         return obj
 
     def list(self, res: Resource, namespace: str | None = None, match: Matcher | None = None) -> list[dict]:
-        items = [copy.deepcopy(o) for (g, p, ns, _), o in self._objects.items()
-                 if g == res.group and p == res.plural and (namespace is None or ns == namespace)
-                 and (match is None or match(o))]
+        items = [
+            copy.deepcopy(o)
+            for (g, p, ns, _), o in self._objects.items()
+            if g == res.group
+            and p == res.plural
+            and (namespace is None or ns == namespace)
+            and (match is None or match(o))
+        ]
         return sorted(items, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
 
     # ---- writes
 
-    def create(self, res: Resource, namespace: str | None, body: dict, *, dry_run: bool = False,
-               field_manager: str | None = None, operation: str = "Update") -> dict:
+    def create(
+        self,
+        res: Resource,
+        namespace: str | None,
+        body: dict,
+        *,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+        operation: str = "Update",
+    ) -> dict:
         obj = self._prepare(res, namespace, body)
         name = obj["metadata"]["name"]
         if res.namespaced:
@@ -496,8 +548,12 @@ class Store:
             meta["generation"] = 1
         if res.status:
             obj["status"] = initial_status(res)
-        if res.kind == "Service" and self.allocate_cluster_ip and isinstance(obj.get("spec"), dict) \
-                and not obj["spec"].get("clusterIP"):
+        if (
+            res.kind == "Service"
+            and self.allocate_cluster_ip
+            and isinstance(obj.get("spec"), dict)
+            and not obj["spec"].get("clusterIP")
+        ):
             taken = {(o.get("spec") or {}).get("clusterIP") for o in self.list(res)}
             ip = self.allocate_cluster_ip({t for t in taken if t})
             obj["spec"]["clusterIP"], obj["spec"]["clusterIPs"] = ip, [ip]
@@ -507,14 +563,25 @@ class Store:
             return obj
         return self._commit(res, "ADDED", obj)
 
-    def update(self, res: Resource, namespace: str | None, name: str, body: dict, *, subresource: str | None = None,
-               dry_run: bool = False, field_manager: str | None = None, operation: str = "Update") -> dict:
+    def update(
+        self,
+        res: Resource,
+        namespace: str | None,
+        name: str,
+        body: dict,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+        operation: str = "Update",
+    ) -> dict:
         """Replace an object (PUT semantics); the stored status survives unless subresource == "status"."""
         old = self.require(res, namespace, name)
         new = self._prepare(res, namespace, body)
         if new["metadata"]["name"] != name:
-            raise bad_request(f"the name of the object ({new['metadata']['name']}) does not match the name on "
-                              f"the URL ({name})")
+            raise bad_request(
+                f"the name of the object ({new['metadata']['name']}) does not match the name on the URL ({name})"
+            )
         given_rv = new["metadata"].get("resourceVersion")
         if given_rv and given_rv != old["metadata"]["resourceVersion"]:
             raise conflict(res, name)
@@ -532,8 +599,12 @@ class Store:
             if res.status:
                 merged["status"] = old.get("status", {})
             old_ip = (old.get("spec") or {}).get("clusterIP")
-            if res.kind == "Service" and old_ip and isinstance(merged.get("spec"), dict) \
-                    and not merged["spec"].get("clusterIP"):
+            if (
+                res.kind == "Service"
+                and old_ip
+                and isinstance(merged.get("spec"), dict)
+                and not merged["spec"].get("clusterIP")
+            ):
                 merged["spec"]["clusterIP"], merged["spec"]["clusterIPs"] = old_ip, [old_ip]  # immutable once set
             if res.generation and merged.get("spec") != old.get("spec"):
                 meta["generation"] = old["metadata"].get("generation", 1) + 1
@@ -545,9 +616,19 @@ class Store:
             return merged
         return self._commit(res, "MODIFIED", merged)
 
-    def patch(self, res: Resource, namespace: str | None, name: str, patch_type: str, patch: Any, *,
-              subresource: str | None = None, dry_run: bool = False, field_manager: str | None = None,
-              force: bool = False) -> tuple[dict, bool]:
+    def patch(
+        self,
+        res: Resource,
+        namespace: str | None,
+        name: str,
+        patch_type: str,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+        force: bool = False,
+    ) -> tuple[dict, bool]:
         """Apply a patch; returns (object, created). Apply patches create missing objects."""
         apply = patch_type == "application/apply-patch+yaml"
         old = self.get(res, namespace, name)
@@ -559,10 +640,12 @@ class Store:
             body = copy.deepcopy(patch)
             body.setdefault("metadata", {}).setdefault("name", name)
             if body["metadata"]["name"] != name:
-                raise bad_request(f"the name of the object ({body['metadata']['name']}) does not match the name on "
-                                  f"the URL ({name})")
-            return self.create(res, namespace, body, dry_run=dry_run, field_manager=field_manager,
-                               operation="Apply"), True
+                raise bad_request(
+                    f"the name of the object ({body['metadata']['name']}) does not match the name on the URL ({name})"
+                )
+            return self.create(
+                res, namespace, body, dry_run=dry_run, field_manager=field_manager, operation="Apply"
+            ), True
         if apply:
             if not isinstance(patch, dict):
                 raise bad_request("apply patch must be an object")
@@ -576,8 +659,16 @@ class Store:
         if patched_rv and patched_rv != old["metadata"]["resourceVersion"]:
             raise conflict(res, name)
         patched["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-        return self.update(res, namespace, name, patched, subresource=subresource, dry_run=dry_run,
-                           field_manager=field_manager, operation="Apply" if apply else "Update"), False
+        return self.update(
+            res,
+            namespace,
+            name,
+            patched,
+            subresource=subresource,
+            dry_run=dry_run,
+            field_manager=field_manager,
+            operation="Apply" if apply else "Update",
+        ), False
 
     def delete(self, res: Resource, namespace: str | None, name: str, *, dry_run: bool = False) -> dict:
         key = self._key(res, namespace, name)
@@ -634,8 +725,9 @@ class Store:
             raise invalid(res, "", "metadata.name", "Required value: name or generateName is required")
         if res.namespaced:
             if meta.get("namespace") and meta["namespace"] != namespace:
-                raise bad_request("the namespace of the provided object does not match the namespace sent on "
-                                  "the request")
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
@@ -657,8 +749,11 @@ class Store:
         snapshot = copy.deepcopy(obj)
         self._history.append((self._rv, event, res, snapshot))
         for w in list(self._watchers):
-            if w.res == res and (w.namespace is None or w.namespace == obj["metadata"].get("namespace")) \
-                    and w.match(snapshot):
+            if (
+                w.res == res
+                and (w.namespace is None or w.namespace == obj["metadata"].get("namespace"))
+                and w.match(snapshot)
+            ):
                 w.queue.put_nowait((event, snapshot))
         for listener in self.listeners:
             try:
@@ -666,8 +761,9 @@ class Store:
             except Exception:  # a broken listener must not break the API
                 log.exception("store listener failed")
 
-    def open_watch(self, res: Resource, namespace: str | None, match: Matcher, since: str | None,
-                   initial_events: bool = False) -> Watcher:
+    def open_watch(
+        self, res: Resource, namespace: str | None, match: Matcher, since: str | None, initial_events: bool = False
+    ) -> Watcher:
         """Register a watch; replays history after `since`, or the current objects as ADDED when unset/"0".
 
         `initial_events` (sendInitialEvents=true, the watch-list protocol) always starts with the current
@@ -677,10 +773,19 @@ class Store:
             for obj in self.list(res, namespace, match):
                 watcher.queue.put_nowait(("ADDED", obj))
             if initial_events:
-                watcher.queue.put_nowait(("BOOKMARK", {
-                    "kind": res.kind, "apiVersion": res.api_version,
-                    "metadata": {"resourceVersion": self.resource_version,
-                                 "annotations": {"k8s.io/initial-events-end": "true"}}}))
+                watcher.queue.put_nowait(
+                    (
+                        "BOOKMARK",
+                        {
+                            "kind": res.kind,
+                            "apiVersion": res.api_version,
+                            "metadata": {
+                                "resourceVersion": self.resource_version,
+                                "annotations": {"k8s.io/initial-events-end": "true"},
+                            },
+                        },
+                    )
+                )
         else:
             try:
                 start = int(since)
@@ -690,8 +795,12 @@ class Store:
             if start < oldest - 1 and start < self._rv:
                 raise ApiError(410, "Expired", f"too old resource version: {start} ({oldest - 1})")
             for rv, event, r, obj in self._history:
-                if rv > start and r == res and (namespace is None or obj["metadata"].get("namespace") == namespace) \
-                        and match(obj):
+                if (
+                    rv > start
+                    and r == res
+                    and (namespace is None or obj["metadata"].get("namespace") == namespace)
+                    and match(obj)
+                ):
                     watcher.queue.put_nowait((event, copy.deepcopy(obj)))
         self._watchers.add(watcher)
         return watcher
@@ -711,22 +820,34 @@ def _same(a: dict, b: dict) -> bool:
         o["metadata"].pop("resourceVersion", None)
         o["metadata"].pop("managedFields", None)
         return o
+
     return strip(a) == strip(b)
 
 
 def _check_type(res: Resource, obj: dict) -> None:
     if obj.get("kind") not in (None, res.kind) or obj.get("apiVersion") not in (None, res.api_version):
-        raise bad_request(f"the API version in the data ({obj.get('apiVersion')}) and kind ({obj.get('kind')}) do "
-                          f"not match the endpoint ({res.api_version}, {res.kind})")
+        raise bad_request(
+            f"the API version in the data ({obj.get('apiVersion')}) and kind ({obj.get('kind')}) do "
+            f"not match the endpoint ({res.api_version}, {res.kind})"
+        )
 
 
 def _record_manager(obj: dict, manager: str | None, operation: str, subresource: str | None) -> None:
     if not manager:
         return
-    entries = [e for e in obj["metadata"].get("managedFields") or []
-               if (e.get("manager"), e.get("operation"), e.get("subresource")) != (manager, operation, subresource)]
-    entry = {"manager": manager, "operation": operation, "apiVersion": obj["apiVersion"], "time": now_iso(),
-             "fieldsType": "FieldsV1", "fieldsV1": {}}
+    entries = [
+        e
+        for e in obj["metadata"].get("managedFields") or []
+        if (e.get("manager"), e.get("operation"), e.get("subresource")) != (manager, operation, subresource)
+    ]
+    entry = {
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": obj["apiVersion"],
+        "time": now_iso(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {},
+    }
     if subresource:
         entry["subresource"] = subresource
     obj["metadata"]["managedFields"] = entries + [entry]
@@ -750,8 +871,9 @@ def apply_defaults(res: Resource, obj: dict) -> None:
         spec.setdefault("revisionHistoryLimit", 10)
         if res.kind == "Deployment":
             spec.setdefault("progressDeadlineSeconds", 600)
-            spec.setdefault("strategy", {"type": "RollingUpdate",
-                                         "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+            spec.setdefault(
+                "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+            )
     if res.kind == "Secret":
         obj.setdefault("type", "Opaque")
     if res.kind == "Service" and isinstance(spec, dict):
@@ -764,12 +886,18 @@ def validate(res: Resource, obj: dict, old: dict | None) -> None:
     name = meta["name"]
     pattern = DNS1123_LABEL if res.kind in ("Namespace", "Service", "Deployment", "StatefulSet") else DNS1123_SUBDOMAIN
     if len(name) > 253 or not pattern.match(name):
-        raise invalid(res, name, "metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 name must consist '
-                      "of lower case alphanumeric characters, '-' or '.'")
+        raise invalid(
+            res,
+            name,
+            "metadata.name",
+            f'Invalid value: "{name}": a lowercase RFC 1123 name must consist '
+            "of lower case alphanumeric characters, '-' or '.'",
+        )
     for field in ("labels", "annotations"):
         values = meta.get(field)
-        if values is not None and (not isinstance(values, dict)
-                                   or not all(isinstance(v, str) for v in values.values())):
+        if values is not None and (
+            not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values())
+        ):
             raise invalid(res, name, f"metadata.{field}", "Invalid value: values must be strings")
     if res.kind in ("Deployment", "StatefulSet", "Job"):
         spec = obj.get("spec")
@@ -785,8 +913,12 @@ def validate(res: Resource, obj: dict, old: dict | None) -> None:
             if not selector:
                 raise invalid(res, name, "spec.selector", "Required value")
             if any(labels.get(k) != v for k, v in selector.items()):
-                raise invalid(res, name, "spec.template.metadata.labels",
-                              "Invalid value: `selector` does not match template `labels`")
+                raise invalid(
+                    res,
+                    name,
+                    "spec.template.metadata.labels",
+                    "Invalid value: `selector` does not match template `labels`",
+                )
             if old is not None and (old.get("spec") or {}).get("selector") != spec.get("selector"):
                 raise invalid(res, name, "spec.selector", "Invalid value: field is immutable")
 
@@ -806,28 +938,53 @@ def api_resource_list(group: str, version: str) -> dict:
     resources = []
     for res in GROUP_VERSIONS[(group, version)]:
         verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-        entry = {"name": res.plural, "singularName": res.kind.lower(), "namespaced": res.namespaced,
-                 "kind": res.kind, "verbs": verbs}
+        entry = {
+            "name": res.plural,
+            "singularName": res.kind.lower(),
+            "namespaced": res.namespaced,
+            "kind": res.kind,
+            "verbs": verbs,
+        }
         if res.short:
             entry["shortNames"] = list(res.short)
         if res.kind in ("Deployment", "StatefulSet", "Job", "Service"):
             entry["categories"] = ["all"]
         resources.append(entry)
         if res.status:
-            resources.append({"name": f"{res.plural}/status", "singularName": "", "namespaced": res.namespaced,
-                              "kind": res.kind, "verbs": ["get", "patch", "update"]})
+            resources.append(
+                {
+                    "name": f"{res.plural}/status",
+                    "singularName": "",
+                    "namespaced": res.namespaced,
+                    "kind": res.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
         if res.kind in ("Deployment", "StatefulSet"):
-            resources.append({"name": f"{res.plural}/scale", "singularName": "", "namespaced": True,
-                              "group": "autoscaling", "version": "v1", "kind": "Scale",
-                              "verbs": ["get", "patch", "update"]})
+            resources.append(
+                {
+                    "name": f"{res.plural}/scale",
+                    "singularName": "",
+                    "namespaced": True,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": "Scale",
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 
 
 def api_group(group: str) -> dict:
     versions = [{"groupVersion": f"{group}/{v}", "version": v} for (g, v) in GROUP_VERSIONS if g == group]
-    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions,
-            "preferredVersion": versions[0]}
+    return {
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": group,
+        "versions": versions,
+        "preferredVersion": versions[0],
+    }
 
 
 class KubeAPI:
@@ -857,24 +1014,46 @@ class KubeAPI:
         parts = [p for p in request.path.split("/") if p]
         method = request.method
         if not parts:
-            return _json({"paths": ["/api", "/api/v1", "/apis", "/version", "/healthz", "/readyz", "/livez"]
-                          + [f"/apis/{g}/{v}" for g, v in GROUP_VERSIONS if g]})
+            return _json(
+                {
+                    "paths": ["/api", "/api/v1", "/apis", "/version", "/healthz", "/readyz", "/livez"]
+                    + [f"/apis/{g}/{v}" for g, v in GROUP_VERSIONS if g]
+                }
+            )
         if parts[0] in ("healthz", "readyz", "livez") and len(parts) == 1:
             return web.Response(text="ok")
         if parts == ["version"]:
-            return _json(KUBE_VERSION | {"gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
-                                         "goVersion": "n/a (python emulator)", "compiler": "python",
-                                         "platform": "linux/amd64"})
+            return _json(
+                KUBE_VERSION
+                | {
+                    "gitCommit": "",
+                    "gitTreeState": "clean",
+                    "buildDate": "2026-01-01T00:00:00Z",
+                    "goVersion": "n/a (python emulator)",
+                    "compiler": "python",
+                    "platform": "linux/amd64",
+                }
+            )
         if parts[0] == "api":
             if len(parts) == 1:
                 host = request.host
-                return _json({"kind": "APIVersions", "versions": ["v1"],
-                              "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}]})
+                return _json(
+                    {
+                        "kind": "APIVersions",
+                        "versions": ["v1"],
+                        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
+                    }
+                )
             group, version, rest = "", parts[1], parts[2:]
         elif parts[0] == "apis":
             if len(parts) == 1:
-                return _json({"kind": "APIGroupList", "apiVersion": "v1",
-                              "groups": [api_group(g) for g in dict.fromkeys(g for g, _ in GROUP_VERSIONS if g)]})
+                return _json(
+                    {
+                        "kind": "APIGroupList",
+                        "apiVersion": "v1",
+                        "groups": [api_group(g) for g in dict.fromkeys(g for g, _ in GROUP_VERSIONS if g)],
+                    }
+                )
             if len(parts) == 2:
                 if not any(g == parts[1] for g, _ in GROUP_VERSIONS):
                     raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -891,8 +1070,12 @@ class KubeAPI:
         if rest[0] == "namespaces" and len(rest) >= 3 and find_resource(group, rest[2]):
             namespace, rest = rest[1], rest[2:]
         res = find_resource(group, rest[0])
-        if res is None or len(rest) > 3 or (res.namespaced and namespace is None and len(rest) > 1) \
-                or (not res.namespaced and namespace is not None):
+        if (
+            res is None
+            or len(rest) > 3
+            or (res.namespaced and namespace is None and len(rest) > 1)
+            or (not res.namespaced and namespace is not None)
+        ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
@@ -914,8 +1097,7 @@ class KubeAPI:
             if method == "POST" and (namespace is not None or not res.namespaced):
                 obj = self.store.create(res, namespace, await _body(request), dry_run=dry_run, field_manager=manager)
                 return _json(obj, 201)
-            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested "
-                                                    "resource")
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if sub == "scale":
             return await self._scale(request, res, namespace, name, dry_run, manager)
         if logs:
@@ -923,25 +1105,42 @@ class KubeAPI:
         if method == "GET":
             return _json(self.store.require(res, namespace, name))
         if method == "PUT":
-            obj = self.store.update(res, namespace, name, await _body(request), subresource=sub, dry_run=dry_run,
-                                    field_manager=manager)
+            obj = self.store.update(
+                res, namespace, name, await _body(request), subresource=sub, dry_run=dry_run, field_manager=manager
+            )
             return _json(obj)
         if method == "PATCH":
             ctype, patch = await _patch_body(request, manager)
-            obj, created = self.store.patch(res, namespace, name, ctype, patch, subresource=sub, dry_run=dry_run,
-                                            field_manager=manager, force=(q.get("force") or "").lower() == "true")
+            obj, created = self.store.patch(
+                res,
+                namespace,
+                name,
+                ctype,
+                patch,
+                subresource=sub,
+                dry_run=dry_run,
+                field_manager=manager,
+                force=(q.get("force") or "").lower() == "true",
+            )
             return _json(obj, 201 if created else 200)
         if method == "DELETE" and sub is None:
             obj = self.store.delete(res, namespace, name, dry_run=dry_run)
             if res == NAMESPACES:
                 return _json(obj)
-            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                          "details": {"name": name, "group": res.group, "kind": res.plural,
-                                      "uid": obj["metadata"]["uid"]}})
+            return _json(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": {"name": name, "group": res.group, "kind": res.plural, "uid": obj["metadata"]["uid"]},
+                }
+            )
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
-    async def _scale(self, request: web.Request, res: Resource, namespace: str | None, name: str, dry_run: bool,
-                     manager: str | None) -> web.Response:
+    async def _scale(
+        self, request: web.Request, res: Resource, namespace: str | None, name: str, dry_run: bool, manager: str | None
+    ) -> web.Response:
         """The autoscaling/v1 Scale subresource (kubectl scale), backed by spec.replicas."""
         obj = self.store.require(res, namespace, name)
         if request.method == "GET":
@@ -975,15 +1174,21 @@ class KubeAPI:
         reader = self.store.pod_log
         text = reader(namespace or "", name, int(tail) if tail is not None else None) if reader else None
         if text is None:
-            containers = ((pod.get("spec") or {}).get("containers") or [{}])
+            containers = (pod.get("spec") or {}).get("containers") or [{}]
             raise bad_request(f'container "{containers[0].get("name")}" in pod "{name}" has no logs')
         return web.Response(text=text, content_type="text/plain")
 
     def _list(self, res: Resource, namespace: str | None, q) -> web.Response:
         match = _matcher(q)
         items = self.store.list(res, namespace, match)
-        return _json({"kind": f"{res.kind}List", "apiVersion": res.api_version,
-                      "metadata": {"resourceVersion": self.store.resource_version}, "items": items})
+        return _json(
+            {
+                "kind": f"{res.kind}List",
+                "apiVersion": res.api_version,
+                "metadata": {"resourceVersion": self.store.resource_version},
+                "items": items,
+            }
+        )
 
     async def _watch(self, request: web.Request, res: Resource, namespace: str | None) -> web.StreamResponse:
         q = request.query
@@ -993,8 +1198,13 @@ class KubeAPI:
         except ValueError:
             raise bad_request("invalid timeoutSeconds") from None
         try:
-            watcher = self.store.open_watch(res, namespace, match, q.get("resourceVersion"),
-                                            initial_events=(q.get("sendInitialEvents") or "").lower() == "true")
+            watcher = self.store.open_watch(
+                res,
+                namespace,
+                match,
+                q.get("resourceVersion"),
+                initial_events=(q.get("sendInitialEvents") or "").lower() == "true",
+            )
         except ApiError as exc:
             if exc.code != 410:
                 raise
@@ -1011,7 +1221,7 @@ class KubeAPI:
             while (remaining := deadline - loop.time()) > 0:
                 try:
                     item = await asyncio.wait_for(watcher.queue.get(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if item is None:  # server shutdown
                     break
@@ -1034,21 +1244,32 @@ def _matcher(q) -> Matcher:
 def scale_of(obj: dict) -> dict:
     meta = obj["metadata"]
     selector = ",".join(f"{k}={v}" for k, v in ((obj["spec"].get("selector") or {}).get("matchLabels") or {}).items())
-    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                         if k in meta},
-            "spec": {"replicas": obj["spec"].get("replicas", 1)},
-            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": selector}}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
+        },
+        "spec": {"replicas": obj["spec"].get("replicas", 1)},
+        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": selector},
+    }
 
 
 async def _patch_body(request: web.Request, manager: str | None) -> tuple[str, Any]:
     ctype = request.content_type
     if ctype not in PATCH_TYPES:
-        raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                                                    f"accepted media types include: {', '.join(PATCH_TYPES)}")
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - "
+            f"accepted media types include: {', '.join(PATCH_TYPES)}",
+        )
     if ctype == "application/apply-patch+yaml" and not manager:
-        raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is '
-                                       "required for apply patch")
+        raise ApiError(
+            422,
+            "Invalid",
+            'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch',
+        )
     raw = await request.text()
     try:
         return ctype, (yaml.safe_load(raw) if ctype.endswith("yaml") else json.loads(raw))
@@ -1071,8 +1292,7 @@ async def _body(request: web.Request) -> Any:
 
 async def start_server(store: Store, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Serve `store` on host:port (0 = any free port); returns the runner and the bound port."""
-    runner = web.AppRunner(KubeAPI(store).app(), access_log=logging.getLogger("aiohttp.access"),
-                           shutdown_timeout=2.0)
+    runner = web.AppRunner(KubeAPI(store).app(), access_log=logging.getLogger("aiohttp.access"), shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -1116,16 +1336,28 @@ async def run(args: argparse.Namespace) -> None:
     if not args.no_controller:
         from unidesk_lab.kubecontroller import LabController
 
-        controller = LabController(store, args.containerd_socket, args.containerd_namespace, ctr=args.ctr,
-                                   log_dir=args.data / "logs", network=network, data_dir=args.data,
-                                   host_root=args.host_root)
+        controller = LabController(
+            store,
+            args.containerd_socket,
+            args.containerd_namespace,
+            ctr=args.ctr,
+            log_dir=args.data / "logs",
+            network=network,
+            data_dir=args.data,
+            host_root=args.host_root,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     runner, port = await start_server(store, args.host, args.port)
-    log.info("Kubernetes API emulator serving on http://%s:%d (data %s, controller %s)", args.host, port, args.data,
-             "off" if controller is None else f"on {args.containerd_socket} ns {args.containerd_namespace}")
+    log.info(
+        "Kubernetes API emulator serving on http://%s:%d (data %s, controller %s)",
+        args.host,
+        port,
+        args.data,
+        "off" if controller is None else f"on {args.containerd_socket} ns {args.containerd_namespace}",
+    )
     try:
         if controller is not None:
             await controller.start()
@@ -1141,8 +1373,9 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("aiohttp.access").setLevel(logging.INFO if args.access_log else logging.WARNING)
     asyncio.run(run(args))
     return 0

@@ -127,9 +127,18 @@ class Pod:
 class LabController:
     """Reconciles Deployments, StatefulSets and Jobs in a Store into containers in one containerd namespace."""
 
-    def __init__(self, store: Store, socket: str, namespace: str = "k8s.io", *, ctr: str = "ctr",
-                 log_dir: Path | None = None, network=None, data_dir: Path | None = None,
-                 host_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        socket: str,
+        namespace: str = "k8s.io",
+        *,
+        ctr: str = "ctr",
+        log_dir: Path | None = None,
+        network=None,
+        data_dir: Path | None = None,
+        host_root: Path | None = None,
+    ) -> None:
         for value in (socket, namespace, ctr):
             if not value or value.startswith("-"):
                 raise ValueError(f"refusing option-like or empty value {value!r}")
@@ -160,8 +169,10 @@ class LabController:
         for res in WORKLOADS.values():
             for obj in self.store.list(res):
                 self._enqueue((res.kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
-        self._tasks = [asyncio.create_task(self._worker(), name="kubecontroller-worker"),
-                       asyncio.create_task(self._monitor(), name="kubecontroller-monitor")]
+        self._tasks = [
+            asyncio.create_task(self._worker(), name="kubecontroller-worker"),
+            asyncio.create_task(self._monitor(), name="kubecontroller-monitor"),
+        ]
 
     async def close(self) -> None:
         """Stop following the store and stop every container this controller started."""
@@ -236,9 +247,13 @@ class LabController:
             return
         tasks = await self._task_states()
         states = [tasks.get(pod.container) if pod.container else None for _, pod in pods]
-        probes = await asyncio.gather(*(self._probe(pod) if state == "RUNNING" else _false()
-                                        for (_, pod), state in zip(pods, states)))
-        for (key, pod), state, probed in zip(pods, states, probes):
+        probes = await asyncio.gather(
+            *(
+                self._probe(pod) if state == "RUNNING" else _false()
+                for (_, pod), state in zip(pods, states, strict=False)
+            )
+        )
+        for (key, pod), state, probed in zip(pods, states, probes, strict=False):
             if pod.failure and pod.failure[0] == "ImagePullBackOff" and await self._find_image(pod.image):
                 self._enqueue(key)
                 continue
@@ -281,7 +296,8 @@ class LabController:
                     named = {p["name"]: p["containerPort"] for p in pod.ports if p.get("name")}
                     numbered = {p["containerPort"]: p["containerPort"] for p in pod.ports}
                     endpoints.setdefault((ns, svc["metadata"]["name"]), []).append(
-                        Endpoint(pod.ip, {**named, **numbered}, pod.hostname))
+                        Endpoint(pod.ip, {**named, **numbered}, pod.hostname)
+                    )
         await self.network.sync(self.store.list(SERVICES), endpoints)
         self._net_dirty = False  # only once synced: a failed pass is retried by the next monitor pass
 
@@ -329,7 +345,11 @@ class LabController:
             self._write_status(key, pod)
             return
         new = await self._launch(key, obj, str(generation), detached=True)
-        if new.failure and new.container is None and new.failure[0] in ("ImagePullBackOff", "CreateContainerConfigError"):
+        if (
+            new.failure
+            and new.container is None
+            and new.failure[0] in ("ImagePullBackOff", "CreateContainerConfigError")
+        ):
             # the old container (if any) keeps serving; only the failure is recorded. The Pod object is
             # now the new template's: it must not inherit the old container's exit (as on Kubernetes).
             pod.image, pod.failure, pod.exit_code = new.image, new.failure, None
@@ -354,15 +374,24 @@ class LabController:
         container = podspec["containers"][0]
         image = container["image"]
         labels = dict((template.get("metadata") or {}).get("labels") or {})
-        pod = Pod(generation=generation, image=image, probe=container.get("readinessProbe"),
-                  ports=container.get("ports") or [], template=copy.deepcopy(template), labels=labels,
-                  hostname=f"{name}-0" if kind == "StatefulSet" else None)
+        pod = Pod(
+            generation=generation,
+            image=image,
+            probe=container.get("readinessProbe"),
+            ports=container.get("ports") or [],
+            template=copy.deepcopy(template),
+            labels=labels,
+            hostname=f"{name}-0" if kind == "StatefulSet" else None,
+        )
         ref = await self._find_image(image) if IMAGE_REF.match(image) else None
         if ref is None:
-            log.warning("%s %s/%s: image %s not in containerd namespace %s", kind, namespace, name, image,
-                        self.namespace)
-            pod.failure = ("ImagePullBackOff", f'Back-off pulling image "{image}": not present in containerd '
-                                               f"namespace {self.namespace}")
+            log.warning(
+                "%s %s/%s: image %s not in containerd namespace %s", kind, namespace, name, image, self.namespace
+            )
+            pod.failure = (
+                "ImagePullBackOff",
+                f'Back-off pulling image "{image}": not present in containerd namespace {self.namespace}',
+            )
             return pod
         try:
             mounts = self._mounts(key, obj, podspec, container)
@@ -386,7 +415,12 @@ class LabController:
                 pod.failure = ("FailedCreatePodSandBox", str(exc)[:500])
                 return pod
             hosts = self.network.ensure_hosts(namespace)
-            args += ["--with-ns", f"network:{netns}", "--mount", f"type=bind,src={hosts},dst=/etc/hosts,options=rbind:ro"]
+            args += [
+                "--with-ns",
+                f"network:{netns}",
+                "--mount",
+                f"type=bind,src={hosts},dst=/etc/hosts,options=rbind:ro",
+            ]
             env = self._resolve_env(namespace, container, pod.ip)
         for src, dst, ro in mounts:
             args += ["--mount", f"type=bind,src={src},dst={dst},options=rbind:{'ro' if ro else 'rw'}"]
@@ -408,8 +442,16 @@ class LabController:
         if not detached:
             pod.template = {"args": args, "ref": ref, "argv": argv, "env_file": env_file}  # the Job runner's recipe
             return pod
-        log.info("%s %s/%s generation %d: starting %s from %s: %s", kind, namespace, name, generation, cid,
-                 ref, argv or "(image default)")
+        log.info(
+            "%s %s/%s generation %d: starting %s from %s: %s",
+            kind,
+            namespace,
+            name,
+            generation,
+            cid,
+            ref,
+            argv or "(image default)",
+        )
         try:
             rc, _, err = await self._ctr(*args, ref, cid, *argv, quiet=True)
         finally:
@@ -446,12 +488,17 @@ class LabController:
                     if ref["key"] in data:
                         env.append((name, data[ref["key"]]))
                     elif not optional:
-                        raise ConfigError(f'couldn\'t find key {ref["key"]} in {res.kind} {namespace}/{ref["name"]}')
+                        raise ConfigError(f"couldn't find key {ref['key']} in {res.kind} {namespace}/{ref['name']}")
                     break
             else:
                 path = (source.get("fieldRef") or {}).get("fieldPath")
-                fields = {"metadata.namespace": namespace, "metadata.name": container["name"],
-                          "status.podIP": pod_ip, "status.hostIP": "127.0.0.1", "spec.nodeName": "d601"}
+                fields = {
+                    "metadata.namespace": namespace,
+                    "metadata.name": container["name"],
+                    "status.podIP": pod_ip,
+                    "status.hostIP": "127.0.0.1",
+                    "spec.nodeName": "d601",
+                }
                 if path not in fields:
                     raise ConfigError(f"unsupported valueFrom for {name} in the lab")
                 env.append((name, fields[path]))
@@ -506,9 +553,13 @@ class LabController:
             ready = available = 1 if pod.ready and want else 0
             total = updated
         status: dict = {"observedGeneration": pod.generation}
-        for field_name, value in (("replicas", total), ("updatedReplicas", updated), ("readyReplicas", ready),
-                                  ("availableReplicas", available),
-                                  ("unavailableReplicas", max(max(total, want) - available, 0))):
+        for field_name, value in (
+            ("replicas", total),
+            ("updatedReplicas", updated),
+            ("readyReplicas", ready),
+            ("availableReplicas", available),
+            ("unavailableReplicas", max(max(total, want) - available, 0)),
+        ):
             if value:
                 status[field_name] = value
         if available >= want - max_unavailable(spec, want):
@@ -522,8 +573,10 @@ class LabController:
         else:
             prog = ("True", "ReplicaSetUpdated", f'ReplicaSet "{rs}" is progressing.')
         previous = {c.get("type"): c for c in old.get("conditions") or []}
-        status["conditions"] = [_condition(previous.get("Available"), "Available", *avail),
-                                _condition(previous.get("Progressing"), "Progressing", *prog)]
+        status["conditions"] = [
+            _condition(previous.get("Available"), "Available", *avail),
+            _condition(previous.get("Progressing"), "Progressing", *prog),
+        ]
         self.store.write_status(DEPLOYMENTS, namespace, name, status)
         self._write_pod(key, pod, obj)
 
@@ -549,29 +602,61 @@ class LabController:
         container = ((template.get("spec") or {}).get("containers") or [{}])[0]
         if self.store.get(PODS, namespace, current) is None:
             meta = template.get("metadata") or {}
-            self.store.create(PODS, namespace, {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": current, "namespace": namespace, "labels": {**(meta.get("labels") or {}), LABEL: owner},
-                             "annotations": dict(meta.get("annotations") or {}),
-                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
-                                                  "uid": dep["metadata"].get("uid", ""), "controller": True}]},
-                "spec": copy.deepcopy(template.get("spec") or {}),
-            })
+            self.store.create(
+                PODS,
+                namespace,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": current,
+                        "namespace": namespace,
+                        "labels": {**(meta.get("labels") or {}), LABEL: owner},
+                        "annotations": dict(meta.get("annotations") or {}),
+                        "ownerReferences": [
+                            {
+                                "apiVersion": "apps/v1",
+                                "kind": "Deployment",
+                                "name": name,
+                                "uid": dep["metadata"].get("uid", ""),
+                                "controller": True,
+                            }
+                        ],
+                    },
+                    "spec": copy.deepcopy(template.get("spec") or {}),
+                },
+            )
         cname = container.get("name") or name
-        cs: dict = {"name": cname, "image": container.get("image", pod.image), "imageID": "", "ready": pod.ready,
-                    "restartCount": 0, "started": False, "state": {}}
+        cs: dict = {
+            "name": cname,
+            "image": container.get("image", pod.image),
+            "imageID": "",
+            "ready": pod.ready,
+            "restartCount": 0,
+            "started": False,
+            "state": {},
+        }
         if pod.exit_code is not None:
-            cs["state"] = {"waiting": {"reason": "CrashLoopBackOff",
-                                       "message": f"back-off 10s restarting failed container={cname} pod={current}"}}
-            cs["lastState"] = {"terminated": {"exitCode": pod.exit_code, "reason": "Error" if pod.exit_code else "Completed"}}
+            cs["state"] = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off 10s restarting failed container={cname} pod={current}",
+                }
+            }
+            cs["lastState"] = {
+                "terminated": {"exitCode": pod.exit_code, "reason": "Error" if pod.exit_code else "Completed"}
+            }
             cs["restartCount"] = 1
         elif pod.failure:
             cs["state"] = {"waiting": {"reason": pod.failure[0], "message": pod.failure[1]}}
         elif pod.container:
             cs["state"], cs["started"] = {"running": {}}, True
         phase = "Running" if pod.container and (pod.failure is None or pod.exit_code is not None) else "Pending"
-        status: dict = {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if pod.ready else "False"}],
-                        "containerStatuses": [cs]}
+        status: dict = {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "True" if pod.ready else "False"}],
+            "containerStatuses": [cs],
+        }
         if pod.ip:
             status["podIP"] = pod.ip
         self.store.write_status(PODS, namespace, current, status)
@@ -579,7 +664,13 @@ class LabController:
     def pod_log(self, namespace: str, pod_name: str, tail: int | None) -> str | None:
         """The output of the container behind a Pod object (its log file), the last `tail` lines."""
         for (kind, ns, name), pod in self._pods.items():
-            if kind == "Deployment" and ns == namespace and pod.container and self.pod_name(name, pod.generation) == pod_name and self.log_dir:
+            if (
+                kind == "Deployment"
+                and ns == namespace
+                and pod.container
+                and self.pod_name(name, pod.generation) == pod_name
+                and self.log_dir
+            ):
                 try:
                     lines = (self.log_dir / f"{pod.container}.log").read_text(errors="replace").splitlines()
                 except FileNotFoundError:
@@ -603,10 +694,19 @@ class LabController:
         running = 1 if pod.container and pod.failure is None and want else 0
         ready = 1 if running and pod.ready else 0
         revision = f"{name}-{hashlib.sha256(json.dumps(pod.template or {}, sort_keys=True).encode()).hexdigest()[:10]}"
-        status: dict = {"observedGeneration": pod.generation, "replicas": running, "collisionCount": 0,
-                        "currentRevision": revision, "updateRevision": revision}
-        for field_name, value in (("readyReplicas", ready), ("currentReplicas", running), ("updatedReplicas", running),
-                                  ("availableReplicas", ready)):
+        status: dict = {
+            "observedGeneration": pod.generation,
+            "replicas": running,
+            "collisionCount": 0,
+            "currentRevision": revision,
+            "updateRevision": revision,
+        }
+        for field_name, value in (
+            ("readyReplicas", ready),
+            ("currentReplicas", running),
+            ("updatedReplicas", running),
+            ("availableReplicas", ready),
+        ):
             if value:
                 status[field_name] = value
         self.store.write_status(STATEFULSETS, namespace, name, status)
@@ -619,7 +719,10 @@ class LabController:
         status = obj.get("status") or {}
         if pod is not None and pod.job is not None:
             return
-        if any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or []):
+        if any(
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        ):
             self._pods[key] = Pod(generation=obj["metadata"].get("generation", 1))
             return
         pod = self._pods[key] = Pod(generation=obj["metadata"].get("generation", 1))
@@ -649,15 +752,32 @@ class LabController:
                 await self.network.remove(self._pod_id(key))
             if rc == 0:
                 log.info("job %s/%s complete after %d attempt(s)", namespace, name, attempt)
-                self._job_status(key, {"startTime": started, "completionTime": now_iso(), "succeeded": 1,
-                                       **({"failed": failed} if failed else {}),
-                                       "conditions": [_job_condition("Complete", "", "")]})
+                self._job_status(
+                    key,
+                    {
+                        "startTime": started,
+                        "completionTime": now_iso(),
+                        "succeeded": 1,
+                        **({"failed": failed} if failed else {}),
+                        "conditions": [_job_condition("Complete", "", "")],
+                    },
+                )
                 return
             failed += 1
             log.warning("job %s/%s attempt %d failed: %s", namespace, name, attempt, why)
             if failed > limit:
-                self._job_status(key, {"startTime": started, "failed": failed, "conditions": [
-                    _job_condition("Failed", "BackoffLimitExceeded", f"Job has reached the specified backoff limit ({why})")]})
+                self._job_status(
+                    key,
+                    {
+                        "startTime": started,
+                        "failed": failed,
+                        "conditions": [
+                            _job_condition(
+                                "Failed", "BackoffLimitExceeded", f"Job has reached the specified backoff limit ({why})"
+                            )
+                        ],
+                    },
+                )
                 return
             await asyncio.sleep(min(2.0 ** (failed - 1), JOB_BACKOFF_MAX))
 
@@ -669,8 +789,19 @@ class LabController:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             proc = await asyncio.create_subprocess_exec(
-                self.ctr, "-a", self.socket, "-n", self.namespace, *recipe["args"], recipe["ref"], cid, *recipe["argv"],
-                stdin=asyncio.subprocess.DEVNULL, stdout=out or asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.STDOUT)
+                self.ctr,
+                "-a",
+                self.socket,
+                "-n",
+                self.namespace,
+                *recipe["args"],
+                recipe["ref"],
+                cid,
+                *recipe["argv"],
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out or asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.STDOUT,
+            )
             try:
                 return await proc.wait()
             except asyncio.CancelledError:
@@ -759,20 +890,34 @@ class LabController:
             if self.store.get(PVCS, namespace, claim) is None:
                 raise ConfigError(f'persistentvolumeclaim "{claim}" not found')
             return self._claim(namespace, claim, None, None)
-        raise ConfigError(f"volume {vname}: only configMap, secret, emptyDir, hostPath and persistentVolumeClaim run in the lab")
+        raise ConfigError(
+            f"volume {vname}: only configMap, secret, emptyDir, hostPath and persistentVolumeClaim run in the lab"
+        )
 
     def _claim(self, namespace: str, claim: str, spec: dict | None, owner: str | None) -> Path:
         """The directory behind a claim; a StatefulSet's template claim becomes a bound PVC object."""
         if not DNS1123_LABEL.match(claim):
             raise ConfigError(f"invalid claim name {claim!r}")
         if spec is not None and self.store.get(PVCS, namespace, claim) is None:
-            body = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                    "metadata": {"name": claim, "namespace": namespace, "labels": {"app": owner or claim}},
-                    "spec": {**copy.deepcopy(spec), "volumeName": f"pvc-{claim}", "storageClassName": "local-path"}}
+            body = {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": namespace, "labels": {"app": owner or claim}},
+                "spec": {**copy.deepcopy(spec), "volumeName": f"pvc-{claim}", "storageClassName": "local-path"},
+            }
             self.store.create(PVCS, namespace, body)
-            self.store.write_status(PVCS, namespace, claim, {
-                "phase": "Bound", "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
-                "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")}})
+            self.store.write_status(
+                PVCS,
+                namespace,
+                claim,
+                {
+                    "phase": "Bound",
+                    "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                    "capacity": {
+                        "storage": ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
+                    },
+                },
+            )
         base = self.data_dir or Path(tempfile.gettempdir()) / "kubeapi-volumes"
         path = base / "pv" / namespace / claim
         path.mkdir(parents=True, exist_ok=True)
@@ -784,12 +929,12 @@ class LabController:
         argv = [self.ctr, "-a", self.socket, "-n", self.namespace, *args]
         if not quiet:
             log.debug("exec %s", argv)
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE,
-                                                    stdin=asyncio.subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+        )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), CTR_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             return 124, "", f"ctr {args[0]} timed out"
@@ -819,8 +964,9 @@ class LabController:
         doc = await self._content(digest)
         if "manifests" in doc:  # an index: take the linux/amd64 (or only) manifest
             manifests = doc["manifests"]
-            chosen = next((m for m in manifests if (m.get("platform") or {}).get("architecture") == "amd64"),
-                          manifests[0])
+            chosen = next(
+                (m for m in manifests if (m.get("platform") or {}).get("architecture") == "amd64"), manifests[0]
+            )
             doc = await self._content(chosen["digest"])
         config = await self._content(doc["config"]["digest"])
         return config.get("config") or {}
@@ -887,7 +1033,7 @@ class LabController:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
             writer.close()
             return True
-        except (OSError, aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, aiohttp.ClientError):
             return False
 
 
@@ -905,10 +1051,19 @@ def _job_condition(ctype: str, reason: str, message: str) -> dict:
 
 def _condition(previous: dict | None, ctype: str, status: str, reason: str, message: str) -> dict:
     """A Deployment condition; timestamps move only when the condition changes, so unchanged status is a no-op."""
-    if previous and (previous.get("status"), previous.get("reason"), previous.get("message")) == (status, reason,
-                                                                                                  message):
+    if previous and (previous.get("status"), previous.get("reason"), previous.get("message")) == (
+        status,
+        reason,
+        message,
+    ):
         return copy.deepcopy(previous)
     stamp = now_iso()
     transition = previous.get("lastTransitionTime", stamp) if previous and previous.get("status") == status else stamp
-    return {"type": ctype, "status": status, "lastUpdateTime": stamp, "lastTransitionTime": transition,
-            "reason": reason, "message": message}
+    return {
+        "type": ctype,
+        "status": status,
+        "lastUpdateTime": stamp,
+        "lastTransitionTime": transition,
+        "reason": reason,
+        "message": message,
+    }

@@ -1,9 +1,9 @@
 """Bring a whole lab up, report its status, tear it down (also after a crash), stop/start one daemon.
 
-    up(dir, seed=False) -> status dict      down(dir) -> dict      status(dir) -> dict
-    reset(dir): a downed lab forgets sample content and emulator state changed by earlier runs
-    stop_daemon(dir, host, name) / start_daemon(dir, host, name)
-    stop_egress(dir, host) / start_egress(dir, host)
+up(dir, seed=False) -> status dict      down(dir) -> dict      status(dir) -> dict
+reset(dir): a downed lab forgets sample content and emulator state changed by earlier runs
+stop_daemon(dir, host, name) / start_daemon(dir, host, name)
+stop_egress(dir, host) / start_egress(dir, host)
 """
 
 from __future__ import annotations
@@ -117,8 +117,19 @@ def _prepare_files(lay: Layout) -> None:
 def status(dir: str | Path | None = None) -> dict:
     path = _dir(dir)
     lay = Layout.load(path)
-    ssh = {"user": SSH_USER, "identityFile": str(path / "ssh" / "id_ed25519"), "knownHosts": str(path / "ssh" / "known_hosts")}
-    doc = {"up": False, "dir": str(path), "workspace": str(path / "workspace"), "gitRemote": None, "ssh": ssh, "hosts": []}
+    ssh = {
+        "user": SSH_USER,
+        "identityFile": str(path / "ssh" / "id_ed25519"),
+        "knownHosts": str(path / "ssh" / "known_hosts"),
+    }
+    doc = {
+        "up": False,
+        "dir": str(path),
+        "workspace": str(path / "workspace"),
+        "gitRemote": None,
+        "ssh": ssh,
+        "hosts": [],
+    }
     if lay is None:
         return doc
     doc["gitRemote"] = lay.git_base_url
@@ -182,7 +193,9 @@ def down(dir: str | Path | None = None, purge: bool = False) -> dict:
     daemons.terminate(first, timeout=3.0)
     daemons.terminate(pids, timeout=6.0)
     pids += first
-    stragglers = sorted(({p for ns in lay.all_netns() for p in netns.pids(ns)} | in_netns | family) - set(pids) - {os.getpid()})
+    stragglers = sorted(
+        ({p for ns in lay.all_netns() for p in netns.pids(ns)} | in_netns | family) - set(pids) - {os.getpid()}
+    )
     daemons.terminate(stragglers, timeout=3.0)
     removed = netns.destroy(lay)
     for pf in lay.pid_dir.glob("*.pid") if lay.pid_dir.exists() else []:

@@ -33,8 +33,19 @@ _ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 def daemon(lay: Layout, env: str | None = None) -> Daemon:
     addr = lay.address(MAIN)
     port = DEV_MSPROXY_PORT if env == "dev" else MSPROXY_PORT
-    argv = [sys.executable, "-m", "unidesk_lab.msproxy", "--config", str(lay.workspace / "config.json"), "--listen", addr,
-            "--port", str(port), "--cluster", str(lay.cluster_file)] + (["--env", env] if env else [])
+    argv = [
+        sys.executable,
+        "-m",
+        "unidesk_lab.msproxy",
+        "--config",
+        str(lay.workspace / "config.json"),
+        "--listen",
+        addr,
+        "--port",
+        str(port),
+        "--cluster",
+        str(lay.cluster_file),
+    ] + (["--env", env] if env else [])
     return Daemon(
         host=MAIN,
         name="msproxy-dev" if env == "dev" else "msproxy",
@@ -51,7 +62,9 @@ def _read_cluster(path: Path | None) -> dict:
         return {}
 
 
-def upstream_url(config: dict, service_id: str, env: str | None = None, cluster_file: Path | None = None) -> tuple[str | None, str | None]:
+def upstream_url(
+    config: dict, service_id: str, env: str | None = None, cluster_file: Path | None = None
+) -> tuple[str | None, str | None]:
     """(url, None) for a known service with a health port, else (None, reason)."""
     svc = next((m for m in config.get("microservices", []) if m.get("id") == service_id), None)
     if svc is None:
@@ -105,7 +118,10 @@ def make_app(config_path: Path, env: str | None = None, cluster_file: Path | Non
             return error(status, reason, f"microservice {sid!r}: {reason.replace('_', ' ')}")
         try:
             timeout = aiohttp.ClientTimeout(total=5)
-            async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url, allow_redirects=False) as resp:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url, allow_redirects=False) as resp,
+            ):
                 body = await resp.read()
                 if resp.status >= 500:
                     return error(502, "upstream_failed", f"{url} answered {resp.status}")

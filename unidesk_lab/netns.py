@@ -14,8 +14,8 @@ import subprocess
 import threading
 from pathlib import Path
 
-from unidesk_tui.files import flocked
 from unidesk_lab.layout import GIT, HOSTS, MAIN, MAX_SLOTS, Layout
+from unidesk_tui.files import flocked
 
 NETNS_DIR = Path("/run/netns")
 LOCK_FILE = Path("/run/lock/unidesk-lab.lock")

@@ -59,23 +59,31 @@ def netns_name(pod_id: str) -> str:
     return NETNS_PREFIX + hashlib.sha256(pod_id.encode()).hexdigest()[:12]
 
 
-async def _run(*argv: str, input: bytes | None = None, env: dict[str, str] | None = None,
-               check: bool = True) -> tuple[int, str, str]:
+async def _run(
+    *argv: str, input: bytes | None = None, env: dict[str, str] | None = None, check: bool = True
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        *argv,
+        stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
     out, err = await proc.communicate(input)
     rc = proc.returncode or 0
     if check and rc != 0:
-        raise PodNetworkError(f"{' '.join(argv[:4])} failed ({rc}): {(err or out).decode(errors='replace').strip()[:400]}")
+        raise PodNetworkError(
+            f"{' '.join(argv[:4])} failed ({rc}): {(err or out).decode(errors='replace').strip()[:400]}"
+        )
     return rc, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 class PodNetwork:
     """Pod namespaces, Service VIP rules and DNS files on the node this process runs in."""
 
-    def __init__(self, pod_cidr: str, service_cidr: str, state_dir: Path, cni_path: str = CNI_PATH,
-                 run_dir: Path = RUN_DIR) -> None:
+    def __init__(
+        self, pod_cidr: str, service_cidr: str, state_dir: Path, cni_path: str = CNI_PATH, run_dir: Path = RUN_DIR
+    ) -> None:
         self.pod_net = ipaddress.ip_network(pod_cidr)
         self.service_net = ipaddress.ip_network(service_cidr)
         self.state_dir, self.cni_path, self.run_dir = state_dir, cni_path, run_dir
@@ -91,16 +99,33 @@ class PodNetwork:
         return self.hosts_dir / namespace
 
     def _cni_config(self) -> bytes:
-        return json.dumps({
-            "cniVersion": "0.4.0", "name": "unidesk-lab-pods", "type": "bridge", "bridge": BRIDGE,
-            "isGateway": True, "ipMasq": False, "hairpinMode": True,
-            "ipam": {"type": "host-local", "subnet": str(self.pod_net), "routes": [{"dst": "0.0.0.0/0"}],
-                     "dataDir": str(self.run_dir / "ipam")},
-        }).encode()
+        return json.dumps(
+            {
+                "cniVersion": "0.4.0",
+                "name": "unidesk-lab-pods",
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "subnet": str(self.pod_net),
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(self.run_dir / "ipam"),
+                },
+            }
+        ).encode()
 
     def _cni_env(self, command: str, name: str) -> dict[str, str]:
-        return {"CNI_COMMAND": command, "CNI_CONTAINERID": name, "CNI_NETNS": f"/run/netns/{name}",
-                "CNI_IFNAME": "eth0", "CNI_PATH": self.cni_path, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin")}
+        return {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": name,
+            "CNI_NETNS": f"/run/netns/{name}",
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": self.cni_path,
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin"),
+        }
 
     # ---- node setup
 
@@ -192,8 +217,10 @@ class PodNetwork:
                 ports.append({"name": port.get("name"), "port": port["port"], "targetPort": target})
                 if vip and vip != "None" and resolved:
                     ip, tp = resolved[0]
-                    rules.append(f"-A {CHAIN} -d {vip}/32 -p tcp -m tcp --dport {int(port['port'])} "
-                                 f"-j DNAT --to-destination {ip}:{int(tp)}")
+                    rules.append(
+                        f"-A {CHAIN} -d {vip}/32 -p tcp -m tcp --dport {int(port['port'])} "
+                        f"-j DNAT --to-destination {ip}:{int(tp)}"
+                    )
             if vip and vip != "None":
                 names.setdefault(ns, []).append((vip, name))
             elif eps:  # headless: the name is the pod's own address
@@ -201,8 +228,11 @@ class PodNetwork:
                 for e in eps:
                     if e.hostname:
                         names[ns].append((e.ip, f"{e.hostname}.{name}"))
-            cluster[f"{ns}/{name}"] = {"clusterIP": vip, "ports": ports,
-                                       "endpoints": [{"ip": e.ip, "ports": {str(k): v for k, v in e.ports.items()}} for e in eps]}
+            cluster[f"{ns}/{name}"] = {
+                "clusterIP": vip,
+                "ports": ports,
+                "endpoints": [{"ip": e.ip, "ports": {str(k): v for k, v in e.ports.items()}} for e in eps],
+            }
         text = self._rule_text(sorted(rules))
         if text != self._rules:
             await _run("iptables-restore", "--noflush", input=text.encode())

@@ -66,7 +66,7 @@ log:
     disabled: false
 storage:
   filesystem:
-    rootdirectory: {base / 'data'}
+    rootdirectory: {base / "data"}
   delete:
     enabled: true
 http:
@@ -94,6 +94,7 @@ def pause_ref(lay: Layout, tag: str = PAUSE_TAG) -> str:
 
 # -- images ---------------------------------------------------------------------------------------
 
+
 def pause_binary(lay: Layout) -> Path:
     """The static pause program, compiled once per source version and cached in the lab dir."""
     source = PAUSE_SOURCE.read_bytes()
@@ -101,10 +102,14 @@ def pause_binary(lay: Layout) -> Path:
     if out.exists():
         return out
     if shutil.which("gcc") is None:
-        raise LabError("gcc is missing: install the Debian packages gcc and libc6-dev (the lab compiles its pause image)")
+        raise LabError(
+            "gcc is missing: install the Debian packages gcc and libc6-dev (the lab compiles its pause image)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    proc = subprocess.run(["gcc", "-static", "-Os", "-s", "-o", str(tmp), str(PAUSE_SOURCE)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["gcc", "-static", "-Os", "-s", "-o", str(tmp), str(PAUSE_SOURCE)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise LabError(f"compiling {PAUSE_SOURCE.name} failed: {proc.stderr.strip()[-800:]}")
     tmp.replace(out)
@@ -137,26 +142,39 @@ def _digest(data: bytes) -> str:
 def image(layer_tar: bytes, entrypoint: list[str], comment: str) -> tuple[bytes, bytes, bytes]:
     """(manifest, config, gzipped layer) of a one-layer image."""
     layer = gzip.compress(layer_tar, mtime=0)
-    config = json.dumps({
-        "architecture": _ARCH.get(platform.machine(), platform.machine()),
-        "os": "linux",
-        "created": "1970-01-01T00:00:00Z",
-        "config": {"Entrypoint": entrypoint, "Cmd": None, "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "WorkingDir": "/"},
-        "rootfs": {"type": "layers", "diff_ids": [_digest(layer_tar)]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": comment}],
-    }, sort_keys=True).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
-        "config": {"mediaType": CONFIG_TYPE, "size": len(config), "digest": _digest(config)},
-        "layers": [{"mediaType": LAYER_TYPE, "size": len(layer), "digest": _digest(layer)}],
-    }, sort_keys=True).encode()
+    config = json.dumps(
+        {
+            "architecture": _ARCH.get(platform.machine(), platform.machine()),
+            "os": "linux",
+            "created": "1970-01-01T00:00:00Z",
+            "config": {
+                "Entrypoint": entrypoint,
+                "Cmd": None,
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "WorkingDir": "/",
+            },
+            "rootfs": {"type": "layers", "diff_ids": [_digest(layer_tar)]},
+            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": comment}],
+        },
+        sort_keys=True,
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {"mediaType": CONFIG_TYPE, "size": len(config), "digest": _digest(config)},
+            "layers": [{"mediaType": LAYER_TYPE, "size": len(layer), "digest": _digest(layer)}],
+        },
+        sort_keys=True,
+    ).encode()
     return manifest, config, layer
 
 
 def pause_image(lay: Layout) -> tuple[bytes, bytes, bytes]:
     binary = pause_binary(lay).read_bytes()
-    return image(_layer([("pause", binary, 0o755, None)]), ["/pause"], "lab: COPY pause /pause (static, assets/pause/pause.c)")
+    return image(
+        _layer([("pause", binary, 0o755, None)]), ["/pause"], "lab: COPY pause /pause (static, assets/pause/pause.c)"
+    )
 
 
 def fake_image() -> tuple[bytes, bytes, bytes]:

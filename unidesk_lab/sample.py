@@ -42,19 +42,66 @@ _BASE_TS = 1767600000  # 2026-01-05T08:00:00Z; commit i is dated a day after com
 
 # id, mode, target, health port, image, compose service (None for k3s)
 SERVICES: tuple[dict, ...] = (
-    {"id": "backend-core", "mode": "unidesk-direct", "target": MAIN, "port": 18080, "image": "unidesk-backend-core:main", "compose": True},
-    {"id": "frontend", "mode": "unidesk-direct", "target": MAIN, "port": 18085, "image": "unidesk-frontend:main", "compose": True},
-    {"id": "code-queue-mgr", "mode": "internal-sidecar", "target": MAIN, "port": 18081, "image": "unidesk-code-queue-mgr:main", "compose": True},
-    {"id": "d518-worker", "mode": "unidesk-direct", "target": "D518", "port": 18082, "image": "unidesk-d518-worker:d518", "compose": True},
-    {"id": "decision-center", "mode": "k3sctl-managed", "target": K3S_HOST, "port": 18083, "image": "unidesk-decision-center:d601", "compose": False},
-    {"id": "code-queue", "mode": "k3sctl-managed", "target": K3S_HOST, "port": 4222, "image": "unidesk-code-queue:d601", "compose": False},
+    {
+        "id": "backend-core",
+        "mode": "unidesk-direct",
+        "target": MAIN,
+        "port": 18080,
+        "image": "unidesk-backend-core:main",
+        "compose": True,
+    },
+    {
+        "id": "frontend",
+        "mode": "unidesk-direct",
+        "target": MAIN,
+        "port": 18085,
+        "image": "unidesk-frontend:main",
+        "compose": True,
+    },
+    {
+        "id": "code-queue-mgr",
+        "mode": "internal-sidecar",
+        "target": MAIN,
+        "port": 18081,
+        "image": "unidesk-code-queue-mgr:main",
+        "compose": True,
+    },
+    {
+        "id": "d518-worker",
+        "mode": "unidesk-direct",
+        "target": "D518",
+        "port": 18082,
+        "image": "unidesk-d518-worker:d518",
+        "compose": True,
+    },
+    {
+        "id": "decision-center",
+        "mode": "k3sctl-managed",
+        "target": K3S_HOST,
+        "port": 18083,
+        "image": "unidesk-decision-center:d601",
+        "compose": False,
+    },
+    {
+        "id": "code-queue",
+        "mode": "k3sctl-managed",
+        "target": K3S_HOST,
+        "port": 4222,
+        "image": "unidesk-code-queue:d601",
+        "compose": False,
+    },
 )
 IMAGE_ONLY = {"id": "node-exporter", "image": "docker.io/prom/node-exporter:v1.8.0", "target": "D518"}
 COMPOSE_PROJECT = "unidesk"
 DEV_APPLY_ENABLED = ("backend-core", "frontend", "code-queue")  # the spec's isolated D601 dev slice
 DEV_NAMESPACE = "unidesk-dev"
 DEV_MANIFESTS = {name: f"k3s/dev/unidesk-dev-{name}.k8s.yaml" for name in ("foundation", "core", "code-queue")}
-CODE_QUEUE_DEV = ("code-queue-scheduler-dev", "code-queue-read-dev", "code-queue-write-dev", "d601-dev-provider-egress-proxy")
+CODE_QUEUE_DEV = (
+    "code-queue-scheduler-dev",
+    "code-queue-read-dev",
+    "code-queue-write-dev",
+    "d601-dev-provider-egress-proxy",
+)
 # environments.dev.k8s per service: (manifest, objects); each object is a Deployment and a Service
 DEV_OBJECTS = {
     "backend-core": (DEV_MANIFESTS["core"], ("backend-core-dev",)),
@@ -147,7 +194,7 @@ def _require_static(path: Path) -> None:
         raise RuntimeError(f"{path} is missing: install the Debian package busybox-static") from None
     if data[:5] != b"\x7fELF\x02":
         raise RuntimeError(f"{path} is not a 64-bit ELF binary")
-    phoff, = struct.unpack_from("<Q", data, 0x20)
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     for i in range(phnum):
         if struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 3:  # PT_INTERP: dynamically linked
@@ -186,7 +233,9 @@ def write_compose_files(lay: Layout) -> None:
             continue
         path = lay.compose_file(host)
         path.parent.mkdir(parents=True, exist_ok=True)
-        body = "".join(block.substitute(service=s["id"], image=s["image"], port=s["port"], service_id=s["id"]) for s in services)
+        body = "".join(
+            block.substitute(service=s["id"], image=s["image"], port=s["port"], service_id=s["id"]) for s in services
+        )
         path.write_text(header + body)
 
 
@@ -197,7 +246,13 @@ def config(lay: Layout, old: str) -> dict:
         t: dict = {
             "id": host,
             "role": "main" if host == MAIN else "provider",
-            "ssh": {"host": lay.address(host), "port": 22, "user": SSH_USER, "identityFile": str(lay.identity_file), "knownHosts": str(lay.known_hosts)},
+            "ssh": {
+                "host": lay.address(host),
+                "port": 22,
+                "user": SSH_USER,
+                "identityFile": str(lay.identity_file),
+                "knownHosts": str(lay.known_hosts),
+            },
             "providerId": host if host in PROVIDERS else None,
             "egressProxy": lay.egress_url if host in PROVIDERS else None,
             "docker": {"socket": str(lay.docker_socket(host))},
@@ -205,9 +260,12 @@ def config(lay: Layout, old: str) -> dict:
         }
         if host == K3S_HOST:
             t["k3s"] = {
-                "kubeconfig": str(lay.kubeconfig), "containerdSocket": str(lay.containerd_socket), "containerdNamespace": CONTAINERD_NAMESPACE,
+                "kubeconfig": str(lay.kubeconfig),
+                "containerdSocket": str(lay.containerd_socket),
+                "containerdNamespace": CONTAINERD_NAMESPACE,
                 # the sandbox image comes from the lab registry, through D601's egress proxy
-                "pauseImage": registry.pause_ref(lay), "registryPlainHttp": True,
+                "pauseImage": registry.pause_ref(lay),
+                "registryPlainHttp": True,
             }
         targets.append(t)
     url = lay.repo_url(SAMPLE_REPO)
@@ -217,13 +275,24 @@ def config(lay: Layout, old: str) -> dict:
             "id": s["id"],
             "repository": {"url": url, "commitId": old},
             "deployment": {"mode": s["mode"], "target": s["target"]},
-            "build": {"dockerfile": "Dockerfile", "context": ".", "image": s["image"], "baseImageArg": "SAMPLE_BASE_IMAGE", "requiresProxy": False},
+            "build": {
+                "dockerfile": "Dockerfile",
+                "context": ".",
+                "image": s["image"],
+                "baseImageArg": "SAMPLE_BASE_IMAGE",
+                "requiresProxy": False,
+            },
             "health": {"path": HEALTH_PATH, "port": s["port"], "exposesDeployCommit": True},
         }
         if s["compose"]:
             m["compose"] = {"project": COMPOSE_PROJECT, "service": s["id"], "file": str(lay.compose_file(s["target"]))}
         else:
-            m["k8s"] = {"manifest": "k3s/sample.k8s.yaml", "namespace": "unidesk", "deployments": [s["id"]], "services": [s["id"]]}
+            m["k8s"] = {
+                "manifest": "k3s/sample.k8s.yaml",
+                "namespace": "unidesk",
+                "deployments": [s["id"]],
+                "services": [s["id"]],
+            }
             if s["id"] == "code-queue":  # decision-center is k3s-only: it never has a Compose service
                 # the legacy direct-Docker twin a file-mode k3s rollout removes (only this project/service)
                 m["compose"] = {"project": COMPOSE_PROJECT, "service": f"{s['id']}-backend"}
@@ -232,25 +301,40 @@ def config(lay: Layout, old: str) -> dict:
             m["environments"] = {
                 "dev": {
                     "deployment": {"mode": "k3sctl-managed", "target": K3S_HOST},
-                    "k8s": {"manifest": manifest, "namespace": DEV_NAMESPACE, "deployments": list(objects), "services": list(objects)},
+                    "k8s": {
+                        "manifest": manifest,
+                        "namespace": DEV_NAMESPACE,
+                        "deployments": list(objects),
+                        "services": list(objects),
+                    },
                     "build": {"image": s["image"].rsplit(":", 1)[0] + ":dev"},
                 }
             }
         services.append(m)
-    services.append({"id": IMAGE_ONLY["id"], "image": IMAGE_ONLY["image"], "deployment": {"mode": "unidesk-direct", "target": IMAGE_ONLY["target"]}})
+    services.append(
+        {
+            "id": IMAGE_ONLY["id"],
+            "image": IMAGE_ONLY["image"],
+            "deployment": {"mode": "unidesk-direct", "target": IMAGE_ONLY["target"]},
+        }
+    )
     return {
         "schemaVersion": 1,
         "targets": targets,
         "microserviceProxy": {"url": lay.msproxy_url},
         "environments": {
             "dev": {
-                "namespace": "unidesk-dev", "providerId": "D601-dev", "target": K3S_HOST,
+                "namespace": "unidesk-dev",
+                "providerId": "D601-dev",
+                "target": K3S_HOST,
                 "database": {"host": "postgres-dev.unidesk-dev.svc.cluster.local", "port": 5432, "name": "unidesk_dev"},
                 "applyEnabled": list(DEV_APPLY_ENABLED),
                 "microserviceProxy": {"url": lay.dev_msproxy_url},
             },
             "prod": {
-                "namespace": "unidesk", "providerId": K3S_HOST, "target": K3S_HOST,
+                "namespace": "unidesk",
+                "providerId": K3S_HOST,
+                "target": K3S_HOST,
                 "database": {"host": "postgres.unidesk.svc.cluster.local", "port": 5432, "name": "unidesk"},
                 "applyEnabled": [],
                 "microserviceProxy": {"url": lay.msproxy_url},
@@ -284,7 +368,8 @@ def build_workspace(lay: Layout, commits: list[str]) -> dict:
     (work / "deploy.json").write_text(_dump(manifest(lay, new, None, short_for=("code-queue-mgr",))))
     (work / ".gitignore").write_text(".state/\n")
     (work / "README.md").write_text(
-        "# UniDesk workspace (lab)\n\n`config.json` is the catalog of the lab's hosts and services; `deploy.json` says which\n"
+        "# UniDesk workspace (lab)\n\n`config.json` is the catalog of the lab's hosts and services; `deploy.json` "
+        "says which\n"
         "commit each service should run. Environment manifests live on `deploy/dev` and `deploy/prod`.\n"
     )
     _git(work, "add", "-A")
@@ -314,7 +399,12 @@ def ensure(lay: Layout) -> dict:
     """Create the sample content unless it exists for this lab slot (addresses are slot-specific)."""
     have = content(lay)
     write_compose_files(lay)
-    if have and have.get("slot") == lay.slot and have.get("version") == CONTENT_VERSION and (lay.workspace / "config.json").exists():
+    if (
+        have
+        and have.get("slot") == lay.slot
+        and have.get("version") == CONTENT_VERSION
+        and (lay.workspace / "config.json").exists()
+    ):
         return have
     for path in (lay.git_root, lay.workspace, lay.sample_checkout):
         shutil.rmtree(path, ignore_errors=True)
@@ -333,7 +423,10 @@ def ensure(lay: Layout) -> dict:
         "ambiguousPrefix": commits[-1][:4],
         "ambiguousCommits": twins,
         "workspaceMaster": ws["master"],
-        "services": {s["id"]: {"target": s["target"], "mode": s["mode"], "port": s["port"], "image": s["image"]} for s in SERVICES},
+        "services": {
+            s["id"]: {"target": s["target"], "mode": s["mode"], "port": s["port"], "image": s["image"]}
+            for s in SERVICES
+        },
     }
     tmp = lay.dir / "content.json.tmp"
     tmp.write_text(_dump(doc))

@@ -51,8 +51,23 @@ def labels(service_id: str, repo: str, commit: str, dockerfile: str = "Dockerfil
 
 def build_image(lay: Layout, host: str, service: dict, repo: str, commit: str) -> None:
     """BuildKit build of `commit` on `host`, context = `git archive` of the commit."""
-    archive = subprocess.run(["git", "-C", str(lay.git_root / f"{sample.SAMPLE_REPO}.git"), "archive", "--format=tar", commit], capture_output=True, check=True).stdout
-    argv = [DOCKER, "build", "--network", "host", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", service["image"], "-f", "Dockerfile"]
+    archive = subprocess.run(
+        ["git", "-C", str(lay.git_root / f"{sample.SAMPLE_REPO}.git"), "archive", "--format=tar", commit],
+        capture_output=True,
+        check=True,
+    ).stdout
+    argv = [
+        DOCKER,
+        "build",
+        "--network",
+        "host",
+        "--build-arg",
+        "BUILDKIT_INLINE_CACHE=1",
+        "-t",
+        service["image"],
+        "-f",
+        "Dockerfile",
+    ]
     for key, value in labels(service["id"], repo, commit).items():
         argv += ["--label", f"{key}={value}"]
     argv.append("-")
@@ -68,11 +83,16 @@ def record_build(lay: Layout, host: str, service: dict, repo: str, commit: str) 
     from unidesk_tui.model import Environment
 
     env = {"DOCKER_HOST": f"unix://{lay.docker_socket(host)}"}
-    inspect = subprocess.run([DOCKER, "image", "inspect", "--format", "{{.Id}}", service["image"]], capture_output=True,
-                             env={**os.environ, **env})
+    inspect = subprocess.run(
+        [DOCKER, "image", "inspect", "--format", "{{.Id}}", service["image"]],
+        capture_output=True,
+        env={**os.environ, **env},
+    )
     if inspect.returncode != 0:
         raise LabError(f"seed: {host}: {service['image']} not found after its build")
-    record = new_record(service["id"], Environment.FILE, commit, service["image"], inspect.stdout.decode().strip(), repo)
+    record = new_record(
+        service["id"], Environment.FILE, commit, service["image"], inspect.stdout.decode().strip(), repo
+    )
     _run([DOCKER, "tag", record.imageId, record.commitTag], env, what=f"{host}: docker tag {record.commitTag}")
     path = Path(record_path(str(lay.work_dir(host)), record.service, record.scope, commit))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +106,19 @@ def compose_up(lay: Layout, host: str, service: dict, repo: str, commit: str) ->
         "UNIDESK_DEPLOY_COMMIT": commit,
         "UNIDESK_DEPLOY_REQUESTED_COMMIT": commit,
     }
-    argv = [COMPOSE, "-p", sample.COMPOSE_PROJECT, "-f", str(lay.compose_file(host)), "up", "-d", "--no-build", "--no-deps", "--force-recreate", service["id"]]
+    argv = [
+        COMPOSE,
+        "-p",
+        sample.COMPOSE_PROJECT,
+        "-f",
+        str(lay.compose_file(host)),
+        "up",
+        "-d",
+        "--no-build",
+        "--no-deps",
+        "--force-recreate",
+        service["id"],
+    ]
     _run(argv, env, what=f"{host}: compose up {service['id']}")
 
 

@@ -17,25 +17,27 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from unidesk_tui import jobs, plan_cache
-from unidesk_tui.model import JOB_ACTIVE, JOB_TERMINAL, LiveReader
-from unidesk_tui.screens.palette import JobsProvider, ServicesProvider
 from unidesk_tui.documents import JobRecord
 from unidesk_tui.messages import JobsListed, JobStarted
+from unidesk_tui.model import JOB_ACTIVE, JOB_TERMINAL, LiveReader
 from unidesk_tui.screens.confirm_apply import ApplyRequest
 from unidesk_tui.screens.help import HelpScreen
 from unidesk_tui.screens.job_log import JobLogScreen
 from unidesk_tui.screens.jobs_list import JobsScreen
 from unidesk_tui.screens.main import MainScreen
 from unidesk_tui.screens.message_dialog import MessageDialog
-from unidesk_tui.workspace import Workspace
+from unidesk_tui.screens.palette import JobsProvider, ServicesProvider
 from unidesk_tui.widgets.guard import guard_handlers
 from unidesk_tui.widgets.present import job_reason, job_shown_status
+from unidesk_tui.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 # styles/ sits beside the package in a checkout; an install ships it inside the package.
 _HERE = Path(__file__).resolve().parent
-STYLES_DIR = next((p for p in (_HERE.parent / "styles", _HERE / "styles") if (p / "console.tcss").exists()), _HERE.parent / "styles")
+STYLES_DIR = next(
+    (p for p in (_HERE.parent / "styles", _HERE / "styles") if (p / "console.tcss").exists()), _HERE.parent / "styles"
+)
 DEFAULT_REFRESH_S = 5.0
 JOBS_POLL_S = 1.0
 
@@ -144,7 +146,11 @@ class UnideskApp(App[int]):
             self._jobs_seen = True
             active = [j for j in message.jobs if j.status in JOB_ACTIVE]
             if self.reattach and active:
-                self.notify(f"job {active[0].id} is still {active[0].status}: reattached to its log", title="Reattached", timeout=5)
+                self.notify(
+                    f"job {active[0].id} is still {active[0].status}: reattached to its log",
+                    title="Reattached",
+                    timeout=5,
+                )
                 self.open_job(active[0].id)
 
     def job_ended(self, job: JobRecord) -> None:
@@ -159,8 +165,12 @@ class UnideskApp(App[int]):
         if job.status == "failed":
             self.bell()
         reason = job_reason(job) or job.status
-        self.notify(f"{', '.join(job.services)}: {reason}\nl or J opens its log", title=f"Job {job.status}: {job.id}",
-                    severity="error" if job.status == "failed" else "warning", timeout=15)
+        self.notify(
+            f"{', '.join(job.services)}: {reason}\nl or J opens its log",
+            title=f"Job {job.status}: {job.id}",
+            severity="error" if job.status == "failed" else "warning",
+            timeout=15,
+        )
 
     def _push_bounded(self, screen: Screen) -> None:
         """Push `screen`, first closing any open screen of its kind: the stack stays shallow
@@ -192,13 +202,19 @@ class UnideskApp(App[int]):
         if job is None or job.status not in JOB_ACTIVE:
             self.notify(f"job {job_id} is not running", timeout=3)
             return
-        body = f"job {job.id} ({job.environment} · {', '.join(job.services)}) is {job.status}.\nCancelling stops its current step (and that step's command on the target); the job records which step it stopped."
+        body = (
+            f"job {job.id} ({job.environment} · {', '.join(job.services)}) is {job.status}.\nCancelling stops its "
+            "current step (and that step's command on the target); the job records which step it stopped."
+        )
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self._cancel(job_id)
 
-        self.push_screen(MessageDialog(f"Cancel job {job.id}?", body, question=True, yes="cancel the job", no="keep it running"), answered)
+        self.push_screen(
+            MessageDialog(f"Cancel job {job.id}?", body, question=True, yes="cancel the job", no="keep it running"),
+            answered,
+        )
 
     @work(thread=True, group="cancel", exit_on_error=False)
     def _cancel(self, job_id: str) -> None:
@@ -207,7 +223,13 @@ class UnideskApp(App[int]):
         try:
             jobs.cancel(self.workspace.state_dir, job_id)
         except UnideskError as exc:
-            self.call_from_thread(self.notify, "; ".join(f"{p.code}: {p.message}" for p in exc.problems), title="Cancel refused", severity="error", timeout=8)
+            self.call_from_thread(
+                self.notify,
+                "; ".join(f"{p.code}: {p.message}" for p in exc.problems),
+                title="Cancel refused",
+                severity="error",
+                timeout=8,
+            )
             return
         self.call_from_thread(self.notify, f"job {job_id}: cancel requested", timeout=4)
         self.call_from_thread(self.poll_jobs)
@@ -286,13 +308,19 @@ class UnideskApp(App[int]):
         if not active:
             self.exit(0)
             return
-        body = "\n".join(f"job {j.id} is {j.status} ({', '.join(j.services)}): it continues after the console closes.\n  follow it: {follow_hint(j.id)}" for j in active)
+        body = "\n".join(
+            f"job {j.id} is {j.status} ({', '.join(j.services)}): it continues after the console closes.\n  follow "
+            f"it: {follow_hint(j.id)}"
+            for j in active
+        )
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self.exit(0)
 
-        self.push_screen(MessageDialog("Quit while jobs run?", body + "\n\nReopen `unidesk` to reattach.", question=True), answered)
+        self.push_screen(
+            MessageDialog("Quit while jobs run?", body + "\n\nReopen `unidesk` to reattach.", question=True), answered
+        )
 
     # -- failures ------------------------------------------------------------------------------
 
@@ -309,7 +337,12 @@ class UnideskApp(App[int]):
                 main = self.main_screen
                 if main is not None:
                     main._refresh_done()
-            self.notify(f"{type(error).__name__}: {error}", title=f"{event.worker.group or 'background'} failed", severity="error", timeout=10)
+            self.notify(
+                f"{type(error).__name__}: {error}",
+                title=f"{event.worker.group or 'background'} failed",
+                severity="error",
+                timeout=10,
+            )
 
 
 def refresh_interval_from_env() -> float:

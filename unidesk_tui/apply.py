@@ -10,12 +10,22 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from unidesk_tui import jobs, k3s_only, locks, plan_binding
 from unidesk_tui import launch as launcher
-from unidesk_tui.documents import ApplyDocument, ErrorItem, JobEvent, JobRecord, PlanItem, SavedPlan, StepRecord, to_errors
+from unidesk_tui.documents import (
+    ApplyDocument,
+    ErrorItem,
+    JobEvent,
+    JobRecord,
+    PlanItem,
+    SavedPlan,
+    StepRecord,
+    to_errors,
+)
 from unidesk_tui.engine import step_records
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.isolation import apply_refusal
@@ -29,9 +39,20 @@ log = logging.getLogger(__name__)
 POLL_S = 0.2
 
 
-def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[StepRecord], *, lock_env: Environment, source,
-           dry_run: bool = False, force: bool = False, warnings: list[str] = (),
-           command: str = "deploy apply", no_restore: bool = False) -> tuple[str, list[str]]:
+def launch(
+    ws: Workspace,
+    catalog,
+    items: list[PlanItem],
+    step_records: list[StepRecord],
+    *,
+    lock_env: Environment,
+    source,
+    dry_run: bool = False,
+    force: bool = False,
+    warnings: Sequence[str] = (),
+    command: Literal["deploy apply", "dev-env prewarm-images"] = "deploy apply",
+    no_restore: bool = False,
+) -> tuple[str, list[str]]:
     """Start the job's worker, which locks and records the job (its plan items, steps and catalog
     snapshot) itself (unidesk_tui/launch.py).
 
@@ -40,24 +61,47 @@ def launch(ws: Workspace, catalog, items: list[PlanItem], step_records: list[Ste
     (prod_apply_disabled) for prod.
     """
     if lock_env == Environment.PROD:
-        raise UnideskError.of(ErrorCode.PROD_APPLY_DISABLED, f"{command} --env prod is disabled until the production executor and its authorization policy exist")
+        raise UnideskError.of(
+            ErrorCode.PROD_APPLY_DISABLED,
+            f"{command} --env prod is disabled until the production executor and its authorization policy exist",
+        )
     ids = [item.id for item in items]
     if not dry_run and (problems := locks.held(ws.state_dir, lock_env, ids)):
         raise UnideskError(*problems)
     job_id = jobs.new_job_id()
     pid = os.getpid()
     record = JobRecord(
-        id=job_id, command=command, status=JobStatus.QUEUED, environment=lock_env, source=source, workspace=str(ws.root),
-        dryRun=dry_run, force=force, noRestore=no_restore, services=ids, plan=items, steps=step_records,
-        createdAt=jobs.now_iso(), host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid),
-        locks=[] if dry_run else [f"{lock_env}/{s}" for s in ids], warnings=list(warnings),
+        id=job_id,
+        command=command,
+        status=JobStatus.QUEUED,
+        environment=lock_env,
+        source=source,
+        workspace=str(ws.root),
+        dryRun=dry_run,
+        force=force,
+        noRestore=no_restore,
+        services=ids,
+        plan=items,
+        steps=step_records,
+        createdAt=jobs.now_iso(),
+        host=jobs.HOST,
+        workerPid=pid,
+        workerStart=jobs.process_start(pid),
+        locks=[] if dry_run else [f"{lock_env}/{s}" for s in ids],
+        warnings=list(warnings),
         operator=jobs.current_operator(ws.root),
     )
     who = record.operator
     events = [launcher.Event(text=f"operator={jobs.operator_text(who)} workspace={who.workspace if who else ''}")]
-    events += [launcher.Event(text=f"{i.id}: {i.action} {(i.commit or '')[:12]} on {i.target} ({i.mode}): {i.reason}", service=i.id)
-               for i in items]
-    takeovers = launcher.start(ws.state_dir, launcher.Request(job=record, catalog=catalog.model_dump_json(), events=events))
+    events += [
+        launcher.Event(
+            text=f"{i.id}: {i.action} {(i.commit or '')[:12]} on {i.target} ({i.mode}): {i.reason}", service=i.id
+        )
+        for i in items
+    ]
+    takeovers = launcher.start(
+        ws.state_dir, launcher.Request(job=record, catalog=catalog.model_dump_json(), events=events)
+    )
     try:  # the automatic cap (config.json jobs.keepFinished); running jobs are never removed
         jobs.prune(ws.state_dir, keep=catalog.jobs.keepFinished)
     except (OSError, UnideskError) as exc:
@@ -95,7 +139,13 @@ def apply(
     if saved is not None:
         file, env, services, force = saved.request.file, saved.request.env, saved.request.services, saved.request.force
     if env == "prod":
-        doc.errors = [ErrorItem(code=ErrorCode.PROD_APPLY_DISABLED, message="deploy apply --env prod is disabled until the production executor and its authorization policy exist; use deploy plan --env prod")]
+        doc.errors = [
+            ErrorItem(
+                code=ErrorCode.PROD_APPLY_DISABLED,
+                message="deploy apply --env prod is disabled until the production executor and its authorization "
+                "policy exist; use deploy plan --env prod",
+            )
+        ]
         return doc
     if env is not None and env not in APPLY_ENVIRONMENTS:
         doc.errors = [ErrorItem(code=ErrorCode.USAGE, message=f"unknown environment {env!r}; apply supports --env dev")]
@@ -108,7 +158,12 @@ def apply(
     gate = None if dry_run else (lambda ids: locks.held(ws.state_dir, lock_env, ids))
     run = run_plan(ws, "plan", file=file, env=env, services=services, force=force, read_live=read_live, gate=gate)
     plan = run.document
-    doc.source, doc.environment, doc.services, doc.warnings = plan.source, plan.environment, plan.services, list(plan.warnings)
+    doc.source, doc.environment, doc.services, doc.warnings = (
+        plan.source,
+        plan.environment,
+        plan.services,
+        list(plan.warnings),
+    )
     refusal = file_mode_refusal(run.loaded) if run.loaded is not None else None
     if refusal is not None:  # before the plan's other errors: it says which command to run instead
         doc.errors = to_errors(refusal.problems) + [e for e in plan.errors if e.code != ErrorCode.ENVIRONMENT_MISMATCH]
@@ -126,7 +181,7 @@ def apply(
     if env:
         # The plan's applyEnabled comes from the same refusal (isolation.apply_refusal); the engine
         # and the executors' step lists enforce isolation again, whichever executor runs.
-        profile = run.catalog.environments.get(env)
+        profile = run.catalog.environments.get(key) if (key := environment(env).key) else None
         enabled = set(profile.applyEnabled) if profile else set()
         problems += [p for d in run.desired for p in apply_refusal(d, enabled, only=bool(services))]
     # A k3s-only service (decision-center) never gets a Compose service, in any mode or environment.
@@ -144,8 +199,18 @@ def apply(
         return doc
 
     try:
-        job_id, takeovers = launch(ws, run.catalog, plan.services, records, lock_env=lock_env, source=plan.source,
-                                   dry_run=dry_run, force=force, warnings=doc.warnings, no_restore=no_restore)
+        job_id, takeovers = launch(
+            ws,
+            run.catalog,
+            plan.services,
+            records,
+            lock_env=lock_env,
+            source=plan.source,
+            dry_run=dry_run,
+            force=force,
+            warnings=doc.warnings,
+            no_restore=no_restore,
+        )
     except UnideskError as exc:
         doc.errors = to_errors(exc.problems)
         return doc
@@ -154,8 +219,14 @@ def apply(
     return doc
 
 
-def wait_job(state_dir: Path, job_id: str, *, on_events: Callable[[list[JobEvent]], None] | None = None, poll: float = POLL_S,
-             stop: Callable[[], bool] | None = None) -> JobRecord:
+def wait_job(
+    state_dir: Path,
+    job_id: str,
+    *,
+    on_events: Callable[[list[JobEvent]], None] | None = None,
+    poll: float = POLL_S,
+    stop: Callable[[], bool] | None = None,
+) -> JobRecord:
     """Follow a job to its end (a dead worker ends it as `interrupted`), or until `stop()`."""
     offset = 0
     while True:

@@ -63,8 +63,19 @@ PULL_REF_RE = re.compile(
     r"^(?:localhost|[a-z0-9]([a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+)(?::[0-9]{1,5})?"
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
-PullRef = Annotated[str, _check(lambda v: isinstance(v, str) and bool(PULL_REF_RE.fullmatch(v)), "a fully qualified image reference (registry/name[:tag])")]
-ProxyUrl = Annotated[str, _check(lambda v: v.startswith(("http://", "https://")) and is_repo_url(v), "an http(s) proxy URL without credentials")]
+PullRef = Annotated[
+    str,
+    _check(
+        lambda v: isinstance(v, str) and bool(PULL_REF_RE.fullmatch(v)),
+        "a fully qualified image reference (registry/name[:tag])",
+    ),
+]
+ProxyUrl = Annotated[
+    str,
+    _check(
+        lambda v: v.startswith(("http://", "https://")) and is_repo_url(v), "an http(s) proxy URL without credentials"
+    ),
+]
 
 
 class _Model(BaseModel):
@@ -237,7 +248,10 @@ class Microservice(_Model):
         if self.is_source_built:
             return None
         if self.image:
-            return f"image-only service ({self.image}) has no Dockerfile source artifact; wrap it in a source repository with a Dockerfile"
+            return (
+                f"image-only service ({self.image}) has no Dockerfile source artifact; wrap it in a source "
+                "repository with a Dockerfile"
+            )
         return "no Dockerfile source artifact (needs `repository` and `build` in config.json)"
 
     def for_environment(self, env: Environment) -> tuple[Deployment, K8sObjects | None]:
@@ -334,12 +348,16 @@ def policy_problems(catalog: Catalog) -> list[Problem]:
             if deployment.mode in COMPOSE_MODES:
                 continue
             path = f"{base}.{where}.mode"
-            problems.append(Problem(
-                ErrorCode.CONFIG_INVALID,
-                f"{path}: {ms.id} is a control bridge (controlBridge) UniDesk needs to inspect and repair k3s, "
-                f"so it must remain outside k3s in a direct compose mode ({' or '.join(COMPOSE_MODES)}), not {deployment.mode}",
-                service=ms.id, path=path,
-            ))
+            problems.append(
+                Problem(
+                    ErrorCode.CONFIG_INVALID,
+                    f"{path}: {ms.id} is a control bridge (controlBridge) UniDesk needs to inspect and repair k3s, "
+                    f"so it must remain outside k3s in a direct compose mode ({' or '.join(COMPOSE_MODES)}), not "
+                    f"{deployment.mode}",
+                    service=ms.id,
+                    path=path,
+                )
+            )
     return problems
 
 

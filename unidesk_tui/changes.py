@@ -46,13 +46,21 @@ class CommitRange:
 
 
 def _git(mirror: Path, *args: str) -> str:
-    out = subprocess.run(["git", f"--git-dir={mirror}", *args], capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
-                         env={**GIT_ENV, "PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_CONFIG_NOSYSTEM": "1"}, check=True)
+    out = subprocess.run(
+        ["git", f"--git-dir={mirror}", *args],
+        capture_output=True,
+        text=True,
+        timeout=GIT_TIMEOUT_S,
+        env={**GIT_ENV, "PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_CONFIG_NOSYSTEM": "1"},
+        check=True,
+    )
     return out.stdout
 
 
 def _commits(mirror: Path, spec: str) -> list[Commit]:
-    text = _git(mirror, "log", f"--max-count={MAX_COMMITS}", "--format=%H%x1f%s%x1f%an%x1f%ad", "--date=short", spec, "--")
+    text = _git(
+        mirror, "log", f"--max-count={MAX_COMMITS}", "--format=%H%x1f%s%x1f%an%x1f%ad", "--date=short", spec, "--"
+    )
     out = []
     for line in text.splitlines():
         sha, subject, author, date = (line.split("\x1f") + ["", "", ""])[:4]
@@ -94,7 +102,9 @@ def commit_range(state_dir: Path, repo_url: str | None, running: str | None, des
         out.backward = _commits(mirror, f"{desired}..{running}")
         for line in _git(mirror, "diff", "--numstat", running, desired, "--").splitlines():
             added, removed, path = (line.split("\t", 2) + ["", ""])[:3]
-            out.files.append(FileChange(path, int(added) if added.isdigit() else None, int(removed) if removed.isdigit() else None))
+            out.files.append(
+                FileChange(path, int(added) if added.isdigit() else None, int(removed) if removed.isdigit() else None)
+            )
         if out.backward and not out.forward:
             out.note = "the desired commit is older than the running one: the deploy rolls back"
         elif out.backward:

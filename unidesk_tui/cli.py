@@ -82,7 +82,9 @@ def _plan_command(name: Literal["check", "plan"]) -> Callable[[argparse.Namespac
 
         read_live = live_reader if not args.env or args.live else None  # an environment's runtime only with --live
         force = getattr(args, "force", False)
-        result = run_plan(ws, name, file=args.file, env=args.env, services=args.service, force=force, read_live=read_live)
+        result = run_plan(
+            ws, name, file=args.file, env=args.env, services=args.service, force=force, read_live=read_live
+        )
         doc = result.document
         if getattr(args, "out", None):
             doc = _save_plan(ws, result, args, force)
@@ -98,12 +100,16 @@ def _save_plan(ws: Workspace, result, args: argparse.Namespace, force: bool):
     from unidesk_tui.documents import ErrorItem, PlanRequest
 
     doc = result.document
-    request = PlanRequest(file=str(Path(args.file).resolve()) if args.file else None, env=args.env, services=args.service, force=force)
+    request = PlanRequest(
+        file=str(Path(args.file).resolve()) if args.file else None, env=args.env, services=args.service, force=force
+    )
     try:
         saved = plan_binding.bind(doc, result.catalog, request, ws.root)
         plan_binding.write(Path(args.out), saved)
     except UnideskError as exc:
-        return doc.model_copy(update={"ok": False, "errors": [*doc.errors, *(ErrorItem(**p.to_dict()) for p in exc.problems)]})
+        return doc.model_copy(
+            update={"ok": False, "errors": [*doc.errors, *(ErrorItem(**p.to_dict()) for p in exc.problems)]}
+        )
     except OSError as exc:
         error = ErrorItem(code=ErrorCode.PLAN_INVALID, message=f"cannot write the plan file {args.out}: {exc.strerror}")
         return doc.model_copy(update={"ok": False, "errors": [*doc.errors, error]})
@@ -119,17 +125,26 @@ def _register_deploy(sub: argparse._SubParsersAction) -> None:
     deploy = sub.add_parser("deploy", help="check, plan and apply desired state")
     dsub = deploy.add_subparsers(dest="deploy_command", required=True, parser_class=_Parser)
     commands: tuple[tuple[Literal["check", "plan"], str], ...] = (
-        ("check", "compare desired and live state (read-only)"), ("plan", "live state plus the intended action"))
+        ("check", "compare desired and live state (read-only)"),
+        ("plan", "live state plus the intended action"),
+    )
     for name, text in commands:
         for parent, cmd in ((dsub, name), (sub, name)):
             p = parent.add_parser(cmd, help=text)
             _add_source_args(p)
-            p.add_argument("--live", action="store_true",
-                           help="with --env: read the environment's runtime (its namespace on its target, health through "
-                                "its own proxy), read-only; file mode always reads it")
+            p.add_argument(
+                "--live",
+                action="store_true",
+                help="with --env: read the environment's runtime (its namespace on its target, health through "
+                "its own proxy), read-only; file mode always reads it",
+            )
             if name == "plan":
                 p.add_argument("--force", action="store_true", help="plan deploy even where the live commit matches")
-                p.add_argument("--out", metavar="FILE", help="save the plan, bound to the desired and live state it rests on, for deploy apply --plan")
+                p.add_argument(
+                    "--out",
+                    metavar="FILE",
+                    help="save the plan, bound to the desired and live state it rests on, for deploy apply --plan",
+                )
             p.set_defaults(handler=_plan_command(name), command_name=name)
 
 
@@ -141,8 +156,14 @@ REGISTRARS.append(_register_deploy)
 REGISTRAR_MODULES = ("unidesk_lab.cli", "unidesk_tui.jobs_cli", "unidesk_tui.devenv")
 # The top-level word each module serves: a command line naming one loads only that module
 # (`deploy apply` is the jobs module's). Anything else (--help, no command) loads them all.
-COMMAND_MODULES = {"lab": ("unidesk_lab.cli",), "job": ("unidesk_tui.jobs_cli",), "deploy": ("unidesk_tui.jobs_cli",),
-                   "dev-env": ("unidesk_tui.devenv",), "check": (), "plan": ()}
+COMMAND_MODULES = {
+    "lab": ("unidesk_lab.cli",),
+    "job": ("unidesk_tui.jobs_cli",),
+    "deploy": ("unidesk_tui.jobs_cli",),
+    "dev-env": ("unidesk_tui.devenv",),
+    "check": (),
+    "plan": (),
+}
 # Options of the top-level parser that take a value (their value is not the command word).
 _VALUED = ("--workspace", "--state-dir", "--env", "--refresh")
 
@@ -177,13 +198,21 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", metavar="DIR", help="state directory (default: <workspace>/.state)")
     parser.add_argument("--json", action="store_true", help="headless: print JSON only (check/plan aliases)")
     console = parser.add_argument_group("console (no subcommand)")
-    console.add_argument("--env", dest="console_env", choices=["file", *(str(e) for e in NAMED_ENVIRONMENTS)], default="file", help="environment to open on (default: file)")
-    console.add_argument("--refresh", type=_seconds, metavar="SECONDS", help="refresh interval (default: $UNIDESK_REFRESH_S or 5)")
+    console.add_argument(
+        "--env",
+        dest="console_env",
+        choices=["file", *(str(e) for e in NAMED_ENVIRONMENTS)],
+        default="file",
+        help="environment to open on (default: file)",
+    )
+    console.add_argument(
+        "--refresh", type=_seconds, metavar="SECONDS", help="refresh interval (default: $UNIDESK_REFRESH_S or 5)"
+    )
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     _module_registrars(argv)
     modules = [m.__module__ for m in REGISTRARS]
     wanted = COMMAND_MODULES.get(command_word(argv) or "", REGISTRAR_MODULES) if argv is not None else REGISTRAR_MODULES
-    for register, module in zip(REGISTRARS, modules):
+    for register, module in zip(REGISTRARS, modules, strict=False):
         if module == __name__ or module in wanted:
             register(sub)
     return parser
@@ -193,7 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # We use no pydantic plugins; looking for them scans every installed distribution's entry
     # points the first time a model is built, which costs more than `job status` itself.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    logging.basicConfig(level=os.environ.get("UNIDESK_LOG_LEVEL", "WARNING"), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("UNIDESK_LOG_LEVEL", "WARNING"),
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "unidesk"
     try:
@@ -213,7 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command and (args.console_env != "file" or args.refresh is not None):
             # Before a subcommand these would be silently ignored, and e.g. an apply meant for
             # dev would run in file mode.
-            raise UsageError(f"unidesk: --env/--refresh before `{args.command}` configure the console; put --env after the subcommand")
+            raise UsageError(
+                f"unidesk: --env/--refresh before `{args.command}` configure the console; put --env after the "
+                "subcommand"
+            )
         handler = getattr(args, "handler", None)
         if handler is None and getattr(args, "func", None) is not None:
             return int(args.func(args))  # registrars that need no workspace (e.g. lab)

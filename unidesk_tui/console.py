@@ -19,7 +19,9 @@ def run_console(args: argparse.Namespace) -> int:
         from unidesk_tui.errors import UsageError
 
         # Without a terminal this is a script: answer like every other command (a JSON error).
-        raise UsageError("unidesk: the console needs a terminal; for scripts use `unidesk --json check` or `unidesk deploy ...`")
+        raise UsageError(
+            "unidesk: the console needs a terminal; for scripts use `unidesk --json check` or `unidesk deploy ...`"
+        )
     ws = Workspace.at(getattr(args, "workspace", None), getattr(args, "state_dir", None))
     ws.ensure_state_dir()
     environment = getattr(args, "console_env", "file")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from unidesk_tui.errors import ErrorCode, Problem
 
@@ -19,26 +20,39 @@ DEV_NAMESPACE = "unidesk-dev"
 PREWARM_MODE = "dev-env-prewarm-images"
 PREWARM_TASK = "dev-foundation-images"
 FOUNDATION_IMAGES: tuple[str, ...] = ("postgres:16-alpine", "rancher/mirrored-library-busybox:1.36.1")
-FOUNDATION, CORE, CODE_QUEUE = "unidesk-dev-foundation.k8s.yaml", "unidesk-dev-core.k8s.yaml", "unidesk-dev-code-queue.k8s.yaml"
+FOUNDATION, CORE, CODE_QUEUE = (
+    "unidesk-dev-foundation.k8s.yaml",
+    "unidesk-dev-core.k8s.yaml",
+    "unidesk-dev-code-queue.k8s.yaml",
+)
 RUNTIME_CONFIG, RUNTIME_SECRETS = "unidesk-dev-runtime-config", "unidesk-dev-runtime-secrets"
 DEV_DB_HOST = "postgres-dev.unidesk-dev.svc.cluster.local"
 CORE_URL = "http://backend-core-dev.unidesk-dev.svc.cluster.local:8080"
 DEV_LOG_DIR = "/var/log/unidesk-dev"
 CODE_QUEUE_STATE = "/home/ubuntu/unidesk-dev-code-queue-deploy/state"
 CODE_QUEUE_ROLES = ("code-queue-scheduler-dev", "code-queue-read-dev", "code-queue-write-dev")
-SCHEDULER_ENV = {"CODE_QUEUE_MAIN_PROVIDER_ID": "D601-dev", "CODE_QUEUE_WORKDIR": "/workspace-dev",
-                 "CODE_QUEUE_REMOTE_WORKDIR": "/home/ubuntu/unidesk-dev-workspace"}
+SCHEDULER_ENV = {
+    "CODE_QUEUE_MAIN_PROVIDER_ID": "D601-dev",
+    "CODE_QUEUE_WORKDIR": "/workspace-dev",
+    "CODE_QUEUE_REMOTE_WORKDIR": "/home/ubuntu/unidesk-dev-workspace",
+}
 NOTIFY_OFF = ("false", "0", "off", "no")
 
 # What each phase's manifest may create: (kind, name) pairs; any other object is a violation.
 ALLOWED: dict[str, set[tuple[str, str]]] = {
     FOUNDATION: {
-        ("Namespace", DEV_NAMESPACE), ("Secret", RUNTIME_SECRETS),
-        ("ConfigMap", RUNTIME_CONFIG), ("ConfigMap", "unidesk-dev-db-guard"),
-        ("StatefulSet", "postgres-dev"), ("Service", "postgres-dev"), ("Job", "unidesk-dev-db-migrate"),
+        ("Namespace", DEV_NAMESPACE),
+        ("Secret", RUNTIME_SECRETS),
+        ("ConfigMap", RUNTIME_CONFIG),
+        ("ConfigMap", "unidesk-dev-db-guard"),
+        ("StatefulSet", "postgres-dev"),
+        ("Service", "postgres-dev"),
+        ("Job", "unidesk-dev-db-migrate"),
     },
     CORE: {(k, n) for n in ("backend-core-dev", "frontend-dev") for k in ("Deployment", "Service")},
-    CODE_QUEUE: {(k, n) for n in (*CODE_QUEUE_ROLES, "d601-dev-provider-egress-proxy") for k in ("Deployment", "Service")},
+    CODE_QUEUE: {
+        (k, n) for n in (*CODE_QUEUE_ROLES, "d601-dev-provider-egress-proxy") for k in ("Deployment", "Service")
+    },
 }
 # Quota and default limits are part of the foundation whatever they are called.
 ANY_NAME_KINDS = {FOUNDATION: {"ResourceQuota", "LimitRange"}}
@@ -61,11 +75,12 @@ RULES: dict[str, str] = {
     "code-queue-state": f"Code Queue keeps state and logs under {CODE_QUEUE_STATE} (env and a volume mounted there)",
     "code-queue-port": "Code Queue serves HTTP on 4222, its Services ClusterIP on 4222",
     "scheduler-env": "the dev scheduler uses D601-dev, CODE_QUEUE_WORKDIR=/workspace-dev and "
-                     "CODE_QUEUE_REMOTE_WORKDIR=/home/ubuntu/unidesk-dev-workspace",
+    "CODE_QUEUE_REMOTE_WORKDIR=/home/ubuntu/unidesk-dev-workspace",
     "notifications-off": "Code Queue dev disables ClaudeQQ notifications (CODE_QUEUE_NOTIFY_CLAUDEQQ=false)",
     "scheduler-memory": "the dev scheduler has an explicit 5Gi memory limit",
     "postgres-volume": "postgres-dev has one 5Gi volume claim",
-    "migrate-job": "the migrate Job waits for postgres-dev, runs the db guard, then prepares the tables, with the dev DATABASE_URL",
+    "migrate-job": "the migrate Job waits for postgres-dev, runs the db guard, then prepares the tables, with the "
+    "dev DATABASE_URL",
 }
 
 Bad = Callable[[str, str, str], None]  # (where, rule, message)
@@ -82,7 +97,7 @@ def containers(obj: dict) -> list[dict]:
 
 
 def env_of(container: dict) -> dict[str, str]:
-    return {e.get("name"): str(e.get("value", "")) for e in container.get("env") or [] if isinstance(e, dict)}
+    return {str(e.get("name")): str(e.get("value", "")) for e in container.get("env") or [] if isinstance(e, dict)}
 
 
 def _memory_bytes(value: str) -> float:
@@ -104,14 +119,18 @@ def _mounts(obj: dict, container: dict) -> dict[str, dict]:
     """mountPath -> the volume mounted there."""
     pod = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
     volumes = {v.get("name"): v for v in pod.get("volumes") or [] if isinstance(v, dict)}
-    return {m.get("mountPath"): volumes.get(m.get("name"), {}) for m in container.get("volumeMounts") or [] if isinstance(m, dict)}
+    return {
+        str(m.get("mountPath")): volumes.get(m.get("name"), {})
+        for m in container.get("volumeMounts") or []
+        if isinstance(m, dict)
+    }
 
 
-def _ports(container: dict) -> set[int]:
+def _ports(container: dict) -> set[Any]:
     return {p.get("containerPort") for p in container.get("ports") or [] if isinstance(p, dict)}
 
 
-def _service_ports(obj: dict) -> set[int]:
+def _service_ports(obj: dict) -> set[Any]:
     return {p.get("port") for p in (obj.get("spec") or {}).get("ports") or [] if isinstance(p, dict)}
 
 
@@ -137,9 +156,15 @@ def check_object(obj: dict, manifest: str, bad: Bad) -> None:
         if spec.get("type") in ("NodePort", "LoadBalancer"):
             bad(where, "cluster-ip-only", "dev services must be ClusterIP (no NodePort/LoadBalancer)")
         if name in CODE_QUEUE_ROLES and _service_ports(obj) != {4222}:
-            bad(where, "code-queue-port", f"Code Queue dev Services expose 4222 only, not {sorted(_service_ports(obj))}")
+            bad(
+                where, "code-queue-port", f"Code Queue dev Services expose 4222 only, not {sorted(_service_ports(obj))}"
+            )
         if name == "backend-core-dev" and not {8080, 8081} <= _service_ports(obj):
-            bad(where, "backend-core-ports", "the backend-core-dev Service needs ports 8080 (HTTP) and 8081 (provider ingress)")
+            bad(
+                where,
+                "backend-core-ports",
+                "the backend-core-dev Service needs ports 8080 (HTTP) and 8081 (provider ingress)",
+            )
     import yaml  # (devrules is imported by the CLI's start; YAML is needed only here)
 
     if PROD_MARKERS.search(yaml.safe_dump(obj)):
@@ -157,7 +182,11 @@ def _check_workload(obj: dict, kind: str, name: str, where: str, bad: Bad) -> No
         limits = (c.get("resources") or {}).get("limits") or {}
         env = env_of(c)
         if "cpu" not in limits or "memory" not in limits:
-            bad(at, "container-limits", "every dev container needs CPU and memory limits (the LimitRange default would break the quota)")
+            bad(
+                at,
+                "container-limits",
+                "every dev container needs CPU and memory limits (the LimitRange default would break the quota)",
+            )
         if any("hostPort" in p for p in c.get("ports") or [] if isinstance(p, dict)):
             bad(at, "no-host-network", "hostPort is not allowed")
         if "DATABASE_URL" in env and not _dev_db(env["DATABASE_URL"]):
@@ -170,7 +199,11 @@ def _check_workload(obj: dict, kind: str, name: str, where: str, bad: Bad) -> No
                 bad(at, "dev-database", f"needs DATABASE_URL at {DEV_DB_HOST}…/unidesk_dev")
         if name == "backend-core-dev":
             if not {8080, 8081} <= _ports(c):
-                bad(at, "backend-core-ports", "backend-core-dev needs container ports 8080 (HTTP) and 8081 (provider ingress)")
+                bad(
+                    at,
+                    "backend-core-ports",
+                    "backend-core-dev needs container ports 8080 (HTTP) and 8081 (provider ingress)",
+                )
             if DEV_LOG_DIR not in _mounts(obj, c):
                 bad(at, "backend-core-logs", f"backend-core-dev needs its log volume mounted at {DEV_LOG_DIR}")
         if name == "frontend-dev" and env.get("CORE_INTERNAL_URL") != CORE_URL:
@@ -190,7 +223,11 @@ def _check_code_queue(obj: dict, c: dict, name: str, at: str, env: dict[str, str
     state_env = [env.get(k, "") for k in ("CODE_QUEUE_STATE_DIR", "CODE_QUEUE_LOG_DIR")]
     mounted = any(p and p.startswith(CODE_QUEUE_STATE) for p in _mounts(obj, c))
     if not all(v.startswith(CODE_QUEUE_STATE) for v in state_env) or not mounted:
-        bad(at, "code-queue-state", f"CODE_QUEUE_STATE_DIR and CODE_QUEUE_LOG_DIR under {CODE_QUEUE_STATE}, mounted there")
+        bad(
+            at,
+            "code-queue-state",
+            f"CODE_QUEUE_STATE_DIR and CODE_QUEUE_LOG_DIR under {CODE_QUEUE_STATE}, mounted there",
+        )
     if _ports(c) != {4222}:
         bad(at, "code-queue-port", f"Code Queue dev serves on 4222 only, not {sorted(p for p in _ports(c) if p)}")
     if env.get("CODE_QUEUE_NOTIFY_CLAUDEQQ", "").lower() not in NOTIFY_OFF:
@@ -209,8 +246,12 @@ def _check_migrate(obj: dict, where: str, bad: Bad) -> None:
     tables = max(text.find("CREATE TABLE"), text.find("migrate "))
     dev_url = any(_dev_db(env_of(c).get("DATABASE_URL", "")) for c in containers(obj))
     if not (0 <= wait < guard < tables) or not dev_url:
-        bad(where, "migrate-job", "the migrate Job must wait for postgres-dev, run guard.sh, then prepare the tables "
-                                  "(CREATE TABLE …), with DATABASE_URL for unidesk_dev")
+        bad(
+            where,
+            "migrate-job",
+            "the migrate Job must wait for postgres-dev, run guard.sh, then prepare the tables "
+            "(CREATE TABLE …), with DATABASE_URL for unidesk_dev",
+        )
 
 
 def check_objects(objs: Iterable[object], manifest: str) -> tuple[list[str], list[Problem]]:
@@ -223,13 +264,23 @@ def check_objects(objs: Iterable[object], manifest: str) -> tuple[list[str], lis
 
     for index, obj in enumerate(objs):
         if not isinstance(obj, dict) or not isinstance(obj.get("kind"), str):
-            problems.append(Problem(ErrorCode.DEV_MANIFEST_INVALID, f"{manifest}: [{index}]: not a Kubernetes object", path=f"[{index}]"))
+            problems.append(
+                Problem(
+                    ErrorCode.DEV_MANIFEST_INVALID, f"{manifest}: [{index}]: not a Kubernetes object", path=f"[{index}]"
+                )
+            )
             continue
-        names.append(f"{obj['kind']}/{(obj.get('metadata') or {}).get('name', '?') if isinstance(obj.get('metadata'), dict) else '?'}")
+        meta = obj.get("metadata")
+        names.append(f"{obj['kind']}/{meta.get('name', '?') if isinstance(meta, dict) else '?'}")
         try:
             check_object(obj, manifest, bad)
         except (AttributeError, TypeError, ValueError):
             # A field of the wrong shape (e.g. `spec: [...]`): the object is not valid Kubernetes.
-            problems.append(Problem(ErrorCode.DEV_MANIFEST_INVALID, f"{manifest}: [{index}] {obj['kind']}: malformed object (a field has the wrong type)",
-                                    path=f"[{index}]"))
+            problems.append(
+                Problem(
+                    ErrorCode.DEV_MANIFEST_INVALID,
+                    f"{manifest}: [{index}] {obj['kind']}: malformed object (a field has the wrong type)",
+                    path=f"[{index}]",
+                )
+            )
     return names, problems

@@ -92,8 +92,12 @@ class PlanDocument(_Doc):
     services: list[PlanItem] = Field(default_factory=list)
     errors: list[ErrorItem] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
-    planFile: str | None = Field(None, description="`deploy plan --out FILE`: where the plan was saved for `deploy apply --plan`")
-    digest: str | None = Field(None, description="`deploy plan --out`: sha256 of the desired and live facts the plan binds")
+    planFile: str | None = Field(
+        None, description="`deploy plan --out FILE`: where the plan was saved for `deploy apply --plan`"
+    )
+    digest: str | None = Field(
+        None, description="`deploy plan --out`: sha256 of the desired and live facts the plan binds"
+    )
 
 
 class PlanRequest(_Doc):
@@ -114,7 +118,10 @@ class SavedPlan(_Doc):
     workspace: str
     request: PlanRequest
     digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of workspace + facts")
-    facts: dict[str, dict[str, Any]] = Field(description="Per service: desired (repo, commits, mode, target, catalog entry digest, manifest commit) and live (state, commit, health, imagePresent)")
+    facts: dict[str, dict[str, Any]] = Field(
+        description="Per service: desired (repo, commits, mode, target, catalog entry digest, manifest commit) and "
+        "live (state, commit, health, imagePresent)"
+    )
     plan: PlanDocument
 
 
@@ -134,8 +141,6 @@ class HelpDocument(_Doc):
     command: Literal["help"] = "help"
     prog: str = Field(description="The command the usage is for, e.g. `unidesk deploy apply`")
     usage: str = Field(description="argparse's usage and options text")
-
-
 
 
 class LayerCheck(_Doc):
@@ -161,7 +166,9 @@ class StepRecord(_Doc):
     events: int = Field(0, description="Events the step itself emitted; a run step with 0 fails with no_progress")
     code: str | None = Field(None, description="Error code when failed")
     message: str | None = None
-    verification: list[LayerCheck] = Field(default_factory=list, description="Verification steps: every layer compared in the last read")
+    verification: list[LayerCheck] = Field(
+        default_factory=list, description="Verification steps: every layer compared in the last read"
+    )
 
 
 class Restored(_Doc):
@@ -177,7 +184,9 @@ class JobResult(_Doc):
     ok: bool
     services: dict[str, Outcome] = Field(default_factory=dict)
     errors: list[ErrorItem] = Field(default_factory=list)
-    restored: Restored | None = Field(None, description="Set when a failed rollout or verification restored the previous version")
+    restored: Restored | None = Field(
+        None, description="Set when a failed rollout or verification restored the previous version"
+    )
 
 
 class Operator(_Doc):
@@ -200,7 +209,9 @@ class JobRecord(_Doc):
     workspace: str
     dryRun: bool = False
     force: bool = False
-    noRestore: bool = Field(False, description="--no-restore: a failed rollout or verification keeps the failed version")
+    noRestore: bool = Field(
+        False, description="--no-restore: a failed rollout or verification keeps the failed version"
+    )
     services: list[str] = Field(default_factory=list)
     plan: list[PlanItem] = Field(default_factory=list)
     steps: list[StepRecord] = Field(default_factory=list)
@@ -210,7 +221,9 @@ class JobRecord(_Doc):
     endedAt: str | None = None
     host: str
     workerPid: int | None = None
-    workerStart: int | None = Field(None, description="Worker process start time (clock ticks since boot), to tell a reused pid apart")
+    workerStart: int | None = Field(
+        None, description="Worker process start time (clock ticks since boot), to tell a reused pid apart"
+    )
     locks: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     operator: Operator | None = Field(
@@ -288,7 +301,9 @@ class JobPruneDocument(_Doc):
     ok: bool
     command: Literal["job prune"] = "job prune"
     removed: list[str] = Field(default_factory=list, description="Ids of the finished jobs removed, newest first")
-    kept: list[str] = Field(default_factory=list, description="Ids of the jobs kept (running and queued ones always), newest first")
+    kept: list[str] = Field(
+        default_factory=list, description="Ids of the jobs kept (running and queued ones always), newest first"
+    )
     errors: list[ErrorItem] = Field(default_factory=list)
 
 
@@ -306,7 +321,10 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
 
 def schemas() -> dict[str, str]:
     """File name -> JSON Schema text, for every published document."""
-    return {f"{name}.schema.json": json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n" for name, model in DOCUMENTS.items()}
+    return {
+        f"{name}.schema.json": json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n"
+        for name, model in DOCUMENTS.items()
+    }
 
 
 if __name__ == "__main__":

@@ -48,11 +48,15 @@ def desired_from_plan(catalog: Catalog, item: PlanItem, environment: Environment
         return DesiredService(item.id, item.repo or "", item.requestedCommit or "", None, item.mode, item.target)
     ms = catalog.microservice(item.id)
     if ms is None:
-        raise UnideskError.of(ErrorCode.UNKNOWN_SERVICE, f"{item.id}: missing from the job's catalog snapshot", service=item.id)
+        raise UnideskError.of(
+            ErrorCode.UNKNOWN_SERVICE, f"{item.id}: missing from the job's catalog snapshot", service=item.id
+        )
     return desired_service(catalog, ms, item.id, item.repo or "", item.requestedCommit or "", environment, item.commit)
 
 
-def step_records(catalog: Catalog, items: list[PlanItem], environment: Environment) -> tuple[list[StepRecord], list[Problem]]:
+def step_records(
+    catalog: Catalog, items: list[PlanItem], environment: Environment
+) -> tuple[list[StepRecord], list[Problem]]:
     """The steps each plan item will run, as its executor describes them; noop is a skipped step."""
     records: list[StepRecord] = []
     problems: list[Problem] = []
@@ -73,7 +77,11 @@ def step_records(catalog: Catalog, items: list[PlanItem], environment: Environme
             problems.extend(Problem(p.code, p.message, service=item.id, path=p.path) for p in exc.problems)
             continue
         if not steps:
-            problems.append(Problem(ErrorCode.UNSUPPORTED_SERVICE, f"{item.id}: the {item.mode} executor has no steps", service=item.id))
+            problems.append(
+                Problem(
+                    ErrorCode.UNSUPPORTED_SERVICE, f"{item.id}: the {item.mode} executor has no steps", service=item.id
+                )
+            )
         records += [StepRecord(service=item.id, name=s.name, readOnly=s.read_only) for s in steps]
     return records, problems
 
@@ -130,8 +138,14 @@ def target_lock_wanted(record: JobRecord) -> dict[str, str]:
     """service id -> target id of the items whose target the job locks (not a noop, not a dry run)."""
     if record.dryRun:
         return {}
-    return {item.id: item.target for item in record.plan
-            if item.target and item.mode and (item.action != Action.NOOP or record.force) and executor_for(item.mode).target_lock}
+    return {
+        item.id: item.target
+        for item in record.plan
+        if item.target
+        and item.mode
+        and (item.action != Action.NOOP or record.force)
+        and executor_for(item.mode).target_lock
+    }
 
 
 class PreLocked:
@@ -151,7 +165,9 @@ class PreLocked:
             return []
         self.pool = _Pool(parse_catalog(catalog_json, origin="catalog snapshot"))
         try:
-            self.held = await target_locks.acquire(self.pool, record.environment, wanted, str(self.state_dir), os.getpid(), record.id)
+            self.held = await target_locks.acquire(
+                self.pool, record.environment, wanted, str(self.state_dir), os.getpid(), record.id
+            )
         except BaseException:
             await self.release()
             raise
@@ -190,9 +206,22 @@ class JobEngine:
 
     async def run(self) -> JobRecord:
         pid = os.getpid()
-        record = self.update(lambda r: r.model_copy(update={"status": JobStatus.RUNNING, "startedAt": jobs.now_iso(), "workerPid": pid, "workerStart": jobs.process_start(pid)}))
-        self.engine(f"worker {pid} started on {jobs.HOST}" + (" (dry run: only read-only steps run)" if record.dryRun else ""))
-        catalog = parse_catalog((jobs.job_dir(self.state_dir, self.job_id) / jobs.CATALOG_FILE).read_bytes(), origin="catalog snapshot")
+        record = self.update(
+            lambda r: r.model_copy(
+                update={
+                    "status": JobStatus.RUNNING,
+                    "startedAt": jobs.now_iso(),
+                    "workerPid": pid,
+                    "workerStart": jobs.process_start(pid),
+                }
+            )
+        )
+        self.engine(
+            f"worker {pid} started on {jobs.HOST}" + (" (dry run: only read-only steps run)" if record.dryRun else "")
+        )
+        catalog = parse_catalog(
+            (jobs.job_dir(self.state_dir, self.job_id) / jobs.CATALOG_FILE).read_bytes(), origin="catalog snapshot"
+        )
         self.log.max_bytes = catalog.jobs.maxLogBytes
         environment = Environment(record.environment)
         pre = self.pre_locked
@@ -201,7 +230,12 @@ class JobEngine:
         errors: list[ErrorItem] = []
         status = JobStatus.SUCCEEDED
         if record.environment == Environment.PROD:  # apply() and launch() refuse it; so does a job.json made by hand
-            errors.append(ErrorItem(code=ErrorCode.PROD_APPLY_DISABLED, message="a job for environment prod is refused: production apply is disabled"))
+            errors.append(
+                ErrorItem(
+                    code=ErrorCode.PROD_APPLY_DISABLED,
+                    message="a job for environment prod is refused: production apply is disabled",
+                )
+            )
             status = JobStatus.FAILED
         if jobs.cancel_requested(self.state_dir, self.job_id):
             status = JobStatus.CANCELLED
@@ -244,15 +278,27 @@ class JobEngine:
                 log.debug("closing the target pool failed", exc_info=True)
         if status == JobStatus.CANCELLED:
             where = f"during {self.current[0]} step {self.current[1]}" if self.current else "before any step ran"
-            errors.append(ErrorItem(code=ErrorCode.CANCELLED, message=f"the job was cancelled {where}",
-                                    service=self.current[0] if self.current else None))
+            errors.append(
+                ErrorItem(
+                    code=ErrorCode.CANCELLED,
+                    message=f"the job was cancelled {where}",
+                    service=self.current[0] if self.current else None,
+                )
+            )
             for item in record.plan:
                 outcome.setdefault(item.id, Outcome.CANCELLED)
                 self._skip_rest(item.id, "not run: job cancelled")
-        final = self.update(lambda r: r.model_copy(update={
-            "status": status, "endedAt": jobs.now_iso(),
-            "result": JobResult(ok=status == JobStatus.SUCCEEDED, services=outcome, errors=errors, restored=self.restored),
-        }))
+        final = self.update(
+            lambda r: r.model_copy(
+                update={
+                    "status": status,
+                    "endedAt": jobs.now_iso(),
+                    "result": JobResult(
+                        ok=status == JobStatus.SUCCEEDED, services=outcome, errors=errors, restored=self.restored
+                    ),
+                }
+            )
+        )
         self.engine(f"job {status}")
         if not record.dryRun:
             locks.release(self.state_dir, record.environment, record.services, self.job_id)
@@ -263,7 +309,9 @@ class JobEngine:
         wanted = target_lock_wanted(record)
         if not wanted:
             return target_locks.TargetLocks()
-        held = await target_locks.acquire(pool, record.environment, wanted, str(self.state_dir), os.getpid(), self.job_id)
+        held = await target_locks.acquire(
+            pool, record.environment, wanted, str(self.state_dir), os.getpid(), self.job_id
+        )
         for message in held.takeovers:
             self.engine(message)
         self.engine("target locks held: " + ", ".join(f"{key} on {target}" for target, key, _ in held.held))
@@ -278,8 +326,9 @@ class JobEngine:
 
         self.update(change)
 
-    async def _service(self, catalog: Catalog, record: JobRecord, item: PlanItem, environment: Environment,
-                       pool: _Pool) -> tuple[Outcome, list[ErrorItem]]:
+    async def _service(
+        self, catalog: Catalog, record: JobRecord, item: PlanItem, environment: Environment, pool: _Pool
+    ) -> tuple[Outcome, list[ErrorItem]]:
         indexes = [i for i, s in enumerate(record.steps) if s.service == item.id]
         if item.action == Action.NOOP and not record.force:
             self.engine(f"{item.id}: noop, {item.reason}; nothing to do", service=item.id)
@@ -311,7 +360,9 @@ class JobEngine:
             if problem is not None:
                 self._skip_rest(item.id, f"not run: {step.name} failed")
                 if step.restores and not record.dryRun:
-                    await self._restore(record, service, Context(catalog, service, target, False, False, shared, self.log, pool))
+                    await self._restore(
+                        record, service, Context(catalog, service, target, False, False, shared, self.log, pool)
+                    )
                 return (Outcome.CANCELLED if problem.code == ErrorCode.CANCELLED else Outcome.FAILED), [problem]
         return (Outcome.DRY_RUN if record.dryRun else Outcome.SUCCEEDED), []
 
@@ -321,7 +372,9 @@ class JobEngine:
         point: RestorePoint | None = base.shared.get(RESTORE_POINT)
         steps = executor_for(service.mode).restore_steps(service)
         if record.noRestore:
-            self.engine("restore skipped (--no-restore): the failed version is left in place for debugging", service=sid)
+            self.engine(
+                "restore skipped (--no-restore): the failed version is left in place for debugging", service=sid
+            )
             return
         if point is None or not steps:
             self.engine("nothing to restore: no previous version was recorded at the start of the job", service=sid)
@@ -334,11 +387,15 @@ class JobEngine:
             if not verified:
                 self.set_step(index, status=StepStatus.SKIPPED, message=f"not run: {why}")
                 continue
-            problem = await self._step(index, step, replace(base, service=previous, step=step.name, events=0, verification=None))
+            problem = await self._step(
+                index, step, replace(base, service=previous, step=step.name, events=0, verification=None)
+            )
             if problem is not None:
                 verified, why = False, problem.message
         self.restored = Restored(service=sid, commit=point.commit, verified=verified, message=why)
-        self.engine(f"restored {point.commit[:12]}: " + ("verified" if verified else f"NOT verified: {why}"), service=sid)
+        self.engine(
+            f"restored {point.commit[:12]}: " + ("verified" if verified else f"NOT verified: {why}"), service=sid
+        )
 
     def _append(self, service: str, steps: list[Step]) -> list[int]:
         """Record `steps` after the service's own steps; their indexes."""
@@ -386,35 +443,70 @@ class JobEngine:
             try:
                 # On timeout the step is cancelled: its remote command dies with its SSH channel.
                 await asyncio.wait_for(step.run(ctx), limit)
-            except asyncio.TimeoutError:
-                ctx.emit(f"step {step.name} exceeded its limit of {limit} s: stopped, its remote command killed", "stderr")
-                raise UnideskError.of(ErrorCode.STEP_TIMEOUT, f"{service}: step {step.name} exceeded its limit of {limit} s "
-                                      f"(config.json microservices[].timeouts.{step.limit})", service=service) from None
+            except TimeoutError:
+                ctx.emit(
+                    f"step {step.name} exceeded its limit of {limit} s: stopped, its remote command killed", "stderr"
+                )
+                raise UnideskError.of(
+                    ErrorCode.STEP_TIMEOUT,
+                    f"{service}: step {step.name} exceeded its limit of {limit} s "
+                    f"(config.json microservices[].timeouts.{step.limit})",
+                    service=service,
+                ) from None
             if ctx.events == 0:
-                problem = ErrorItem(code=ErrorCode.NO_PROGRESS, message=f"{service}: step {step.name} emitted no progress event", service=service)
+                problem = ErrorItem(
+                    code=ErrorCode.NO_PROGRESS,
+                    message=f"{service}: step {step.name} emitted no progress event",
+                    service=service,
+                )
         except asyncio.CancelledError:
             status = StepStatus.CANCELLED
-            problem = ErrorItem(code=ErrorCode.CANCELLED, message=f"{service}: step {step.name} cancelled", service=service)
+            problem = ErrorItem(
+                code=ErrorCode.CANCELLED, message=f"{service}: step {step.name} cancelled", service=service
+            )
         except UnideskError as exc:
             p = exc.problems[0]
-            problem = ErrorItem(code=str(p.code), message=self.log.redact(str(exc) if len(exc.problems) > 1 else p.message), service=service, path=p.path)
+            problem = ErrorItem(
+                code=str(p.code),
+                message=self.log.redact(str(exc) if len(exc.problems) > 1 else p.message),
+                service=service,
+                path=p.path,
+            )
         except Exception as exc:  # a lost connection is the target's; anything else an executor bug
             log.debug("step %s raised", step.name, exc_info=True)
             from unidesk_tui.targets import is_connection_loss
 
             if is_connection_loss(exc):
-                why = (f"{service}: step {step.name}: target {ctx.target.id} unreachable: connection lost "
-                       f"({type(exc).__name__}: {exc})")
+                why = (
+                    f"{service}: step {step.name}: target {ctx.target.id} unreachable: connection lost "
+                    f"({type(exc).__name__}: {exc})"
+                )
                 problem = ErrorItem(code=ErrorCode.TARGET_UNREACHABLE, message=self.log.redact(why), service=service)
             else:
-                problem = ErrorItem(code=ErrorCode.INTERNAL, message=self.log.redact(f"{service}: step {step.name} raised {type(exc).__name__}: {exc}"), service=service)
+                problem = ErrorItem(
+                    code=ErrorCode.INTERNAL,
+                    message=self.log.redact(f"{service}: step {step.name} raised {type(exc).__name__}: {exc}"),
+                    service=service,
+                )
         if problem is not None and status != StepStatus.CANCELLED:
             status = StepStatus.FAILED
         took = int((time.monotonic() - started) * 1000)
         checks = [LayerCheck(**asdict(c)) for c in ctx.verification.checks] if ctx.verification else []
-        self.set_step(index, status=status, endedAt=jobs.now_iso(), durationMs=took, events=ctx.events,
-                      code=problem.code if problem else None, message=problem.message if problem else None, verification=checks)
-        self.engine(f"step {step.name} {status} in {took} ms" + (f": {problem.code}: {problem.message}" if problem else ""), service=service, step=step.name)
+        self.set_step(
+            index,
+            status=status,
+            endedAt=jobs.now_iso(),
+            durationMs=took,
+            events=ctx.events,
+            code=problem.code if problem else None,
+            message=problem.message if problem else None,
+            verification=checks,
+        )
+        self.engine(
+            f"step {step.name} {status} in {took} ms" + (f": {problem.code}: {problem.message}" if problem else ""),
+            service=service,
+            step=step.name,
+        )
         if status == StepStatus.CANCELLED:
             raise asyncio.CancelledError
         return problem

@@ -25,7 +25,7 @@ def _remove_dead_temps(path: Path) -> None:
     for name in names:
         if not (name.startswith(prefix) and name.endswith(".tmp")):
             continue
-        pid = name[len(prefix):].split(".", 1)[0]
+        pid = name[len(prefix) :].split(".", 1)[0]
         if not pid.isdigit() or int(pid) == me:
             continue
         try:

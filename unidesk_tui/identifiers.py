@@ -80,7 +80,9 @@ def is_safe_path(value: object) -> bool:
         isinstance(value, str)
         and bool(value)
         and not value.startswith("-")
-        and "\x00" not in value and "\n" not in value and "\r" not in value
+        and "\x00" not in value
+        and "\n" not in value
+        and "\r" not in value
     )
 
 

@@ -36,11 +36,18 @@ def isolation_problems(service: DesiredService) -> list[Problem]:
         if override.k8s is None:
             problems.append(f"{where}.k8s is not declared: an {env} apply would use the production objects")
         elif profile is not None and override.k8s.namespace != profile.namespace:
-            problems.append(f"{where}.k8s.namespace is {override.k8s.namespace!r}, environments.{env}.namespace is {profile.namespace!r}")
+            problems.append(
+                f"{where}.k8s.namespace is {override.k8s.namespace!r}, environments.{env}.namespace is "
+                f"{profile.namespace!r}"
+            )
         if profile is not None and service.target != profile.target:
-            problems.append(f"{where}: deployment target {service.target!r} is not environments.{env}.target {profile.target!r}")
+            problems.append(
+                f"{where}: deployment target {service.target!r} is not environments.{env}.target {profile.target!r}"
+            )
         image = override.build.image if override.build else None
-        others = {ms.build.image if ms.build else None} | {o.build.image for e, o in ms.environments.items() if e != env and o.build}
+        others = {ms.build.image if ms.build else None} | {
+            o.build.image for e, o in ms.environments.items() if e != env and o.build
+        }
         if image is None:
             problems.append(f"{where}.build.image is not declared: an {env} build would replace the production image")
         elif any(same_image(image, o) for o in others):

@@ -48,6 +48,7 @@ HOST = socket.gethostname()
 
 # -- time, ids, paths ----------------------------------------------------------------------------
 
+
 def now_iso(ms: bool = False) -> str:
     now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S") + (f".{now.microsecond // 1000:03d}" if ms else "") + "Z"
@@ -61,7 +62,9 @@ def new_job_id(now: datetime | None = None) -> str:
 
 def check_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
-        raise UnideskError.of(ErrorCode.JOB_NOT_FOUND, f"{job_id!r} is not a job id (expected e.g. 20261127T081500Z-0a1b2c)")
+        raise UnideskError.of(
+            ErrorCode.JOB_NOT_FOUND, f"{job_id!r} is not a job id (expected e.g. 20261127T081500Z-0a1b2c)"
+        )
     return job_id
 
 
@@ -91,13 +94,14 @@ def operator_text(operator: Operator | None) -> str:
 
 # -- processes -----------------------------------------------------------------------------------
 
+
 def process_start(pid: int) -> int | None:
     """Start time of `pid` in clock ticks since boot (tells a reused pid apart), or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     return int(fields[19]) if len(fields) > 19 else None
 
 
@@ -113,7 +117,7 @@ def process_alive(pid: int | None, start: int | None = None) -> bool:
         pass
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rfind(")") + 2:].startswith("Z"):
+        if stat[stat.rfind(")") + 2 :].startswith("Z"):
             return False
     except OSError:
         return os.path.exists(f"/proc/{pid}") or not os.path.isdir("/proc")
@@ -121,6 +125,7 @@ def process_alive(pid: int | None, start: int | None = None) -> bool:
 
 
 # -- job.json ------------------------------------------------------------------------------------
+
 
 def _write(d: Path, record: JobRecord) -> None:
     atomic_write(d / JOB_FILE, (record.model_dump_json(indent=2) + "\n").encode())
@@ -134,7 +139,9 @@ def _read(d: Path, job_id: str) -> JobRecord:
     try:
         return JobRecord.model_validate_json(data)
     except ValidationError as exc:
-        raise UnideskError.of(ErrorCode.INTERNAL, f"job {job_id}: job.json is unreadable: {exc.errors()[0]['msg']}") from None
+        raise UnideskError.of(
+            ErrorCode.INTERNAL, f"job {job_id}: job.json is unreadable: {exc.errors()[0]['msg']}"
+        ) from None
 
 
 def create_job(state_dir: Path, record: JobRecord) -> Path:
@@ -167,12 +174,22 @@ def mark_interrupted(record: JobRecord, why: str) -> JobRecord:
     for step in record.steps:
         if step.status == StepStatus.RUNNING:
             step.status, step.endedAt, step.code, step.message = StepStatus.FAILED, now, ErrorCode.INTERRUPTED, why
-        if step.service not in services or services[step.service] not in (Outcome.SUCCEEDED, Outcome.SKIPPED, Outcome.DRY_RUN):
+        if step.service not in services or services[step.service] not in (
+            Outcome.SUCCEEDED,
+            Outcome.SKIPPED,
+            Outcome.DRY_RUN,
+        ):
             if step.status in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.FAILED):
                 services[step.service] = Outcome.INTERRUPTED
     errors = list(record.result.errors) if record.result else []
     errors.append(ErrorItem(code=ErrorCode.INTERRUPTED, message=why))
-    return record.model_copy(update={"status": JobStatus.INTERRUPTED, "endedAt": now, "result": JobResult(ok=False, services=services, errors=errors)})
+    return record.model_copy(
+        update={
+            "status": JobStatus.INTERRUPTED,
+            "endedAt": now,
+            "result": JobResult(ok=False, services=services, errors=errors),
+        }
+    )
 
 
 def load_job(state_dir: Path, job_id: str) -> JobRecord:
@@ -212,15 +229,19 @@ def cancel(state_dir: Path, job_id: str, *, wait: float = 0.0, poll: float = 0.1
     """
     record = load_job(state_dir, job_id)
     if record.status in JOB_TERMINAL:
-        raise UnideskError.of(ErrorCode.JOB_FINISHED, f"job {job_id} already ended ({record.status} at {record.endedAt or '?'}); there is nothing to cancel")
+        raise UnideskError.of(
+            ErrorCode.JOB_FINISHED,
+            f"job {job_id} already ended ({record.status} at {record.endedAt or '?'}); there is nothing to cancel",
+        )
     atomic_write(job_dir(state_dir, job_id) / CANCEL_FILE, f"{now_iso()} pid {os.getpid()} on {HOST}\n".encode())
     # Only a worker that recorded itself (status running) is signalled: a queued job's pid may
     # still be the launching command's own. The worker marks itself running before it reads the
     # request, and we read its status after writing the request, so one of us sees the other.
     record = load_job(state_dir, job_id)
-    if record.status == JobStatus.RUNNING and record.host == HOST and process_alive(record.workerPid, record.workerStart):
+    pid = record.workerPid
+    if record.status == JobStatus.RUNNING and record.host == HOST and pid and process_alive(pid, record.workerStart):
         try:
-            os.kill(record.workerPid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + max(0.0, wait)
@@ -255,7 +276,9 @@ def parse_duration(text: str) -> timedelta:
     """`90s`, `30m`, `12h`, `7d`, `2w` -> timedelta; UnideskError(usage) otherwise."""
     match = DURATION_RE.match(text.strip()) if isinstance(text, str) else None
     if not match:
-        raise UnideskError.of(ErrorCode.USAGE, f"{text!r} is not a duration (a number and one of s, m, h, d, w: e.g. 7d)")
+        raise UnideskError.of(
+            ErrorCode.USAGE, f"{text!r} is not a duration (a number and one of s, m, h, d, w: e.g. 7d)"
+        )
     return timedelta(seconds=int(match.group(1)) * DURATION_UNITS[match.group(2)])
 
 
@@ -266,7 +289,9 @@ def _ended(record: JobRecord) -> datetime | None:
         return None
 
 
-def prune(state_dir: Path, *, keep: int | None = None, older_than: timedelta | None = None) -> tuple[list[str], list[str]]:
+def prune(
+    state_dir: Path, *, keep: int | None = None, older_than: timedelta | None = None
+) -> tuple[list[str], list[str]]:
     """Remove finished jobs; returns (removed ids, kept ids), newest first. Queued and running jobs
     are never removed. A finished job goes when it is not among the `keep` newest finished ones and
     (with `older_than`) ended longer ago than that; with neither given nothing is removed."""
@@ -307,6 +332,7 @@ def prune(state_dir: Path, *, keep: int | None = None, older_than: timedelta | N
 
 TRIM_MARK = "…[log trimmed: "
 
+
 class EventLog:
     """Appends redacted JSON-lines events; one writer process at a time (the worker), thread-safe.
 
@@ -315,7 +341,9 @@ class EventLog:
     step never fills the disk and both how the job began and how it ended stay readable.
     """
 
-    def __init__(self, state_dir: Path, job_id: str, redactor: Redactor | None = None, *, max_bytes: int = DEFAULT_MAX_LOG_BYTES) -> None:
+    def __init__(
+        self, state_dir: Path, job_id: str, redactor: Redactor | None = None, *, max_bytes: int = DEFAULT_MAX_LOG_BYTES
+    ) -> None:
         self.path = job_dir(state_dir, job_id) / EVENTS_FILE
         self.redact = redactor or Redactor(secret_env_values())
         self.max_bytes = max_bytes
@@ -330,7 +358,9 @@ class EventLog:
         events = _tail_events(self.path, 64 * 1024)[0]
         return events[-1].seq if events else 0
 
-    def append(self, text: str, *, step: str | None = None, service: str | None = None, stream: str = "stdout") -> JobEvent:
+    def append(
+        self, text: str, *, step: str | None = None, service: str | None = None, stream: str = "stdout"
+    ) -> JobEvent:
         text = self.redact(text.rstrip("\n"))
         if len(text) > MAX_EVENT_TEXT:
             text = text[:MAX_EVENT_TEXT] + " …[truncated]"
@@ -362,7 +392,7 @@ class EventLog:
             size += len(raw)
         tail: list[bytes] = []
         size = 0
-        for raw in reversed(lines[len(head):]):
+        for raw in reversed(lines[len(head) :]):
             if size + len(raw) > self.max_bytes // 2:
                 break
             tail.append(raw)
@@ -370,9 +400,14 @@ class EventLog:
         tail.reverse()
         first, last = _seq_of(head[-1]) if head else 0, _seq_of(tail[0]) if tail else self._seq + 1
         dropped_bytes = len(data) - sum(map(len, head)) - sum(map(len, tail))
-        text = f"{TRIM_MARK}events {first + 1}–{last - 1} ({last - first - 1} events, {dropped_bytes} bytes) dropped; the head and tail are kept]…"
+        text = (
+            f"{TRIM_MARK}events {first + 1}–{last - 1} ({last - first - 1} events, {dropped_bytes} bytes) "
+            "dropped; the head and tail are kept]…"
+        )
         marker = JobEvent(ts=now_iso(ms=True), seq=first + 1 if first + 1 < last else last, stream="engine", text=text)
-        body = b"".join([*head, (json.dumps(marker.model_dump(), ensure_ascii=False, separators=(",", ":")) + "\n").encode(), *tail])
+        body = b"".join(
+            [*head, (json.dumps(marker.model_dump(), ensure_ascii=False, separators=(",", ":")) + "\n").encode(), *tail]
+        )
         atomic_write(self.path, body)
         self._size = len(body)
 
@@ -412,7 +447,9 @@ def _parse_lines(chunk: bytes) -> list[JobEvent]:
     return events
 
 
-def read_events(state_dir: Path, job_id: str, offset: int = 0, max_bytes: int = MAX_READ_BYTES) -> tuple[list[JobEvent], int]:
+def read_events(
+    state_dir: Path, job_id: str, offset: int = 0, max_bytes: int = MAX_READ_BYTES
+) -> tuple[list[JobEvent], int]:
     """Whole events from byte `offset` on (at most ~max_bytes), and the offset to continue from.
 
     A line still being written (no newline yet) is left for the next call.
@@ -451,7 +488,7 @@ def _tail_events(path: Path, nbytes: int) -> tuple[list[JobEvent], int, int]:
             chunk, first = chunk[1:], start
         else:
             cut = chunk.find(b"\n")
-            chunk, first = (chunk[cut + 1:], start - 1 + cut + 1) if cut >= 0 else (b"", size)
+            chunk, first = (chunk[cut + 1 :], start - 1 + cut + 1) if cut >= 0 else (b"", size)
     else:
         first = 0
     end = chunk.rfind(b"\n")

@@ -59,8 +59,9 @@ def _progress_to_stderr(events: list[JobEvent]) -> None:
     sys.stderr.flush()
 
 
-def finish_apply(doc: ApplyDocument, ws: Workspace, wait: bool, *, progress: bool = False,
-                 stop: Callable[[], bool] | None = None) -> tuple[ApplyDocument, int]:
+def finish_apply(
+    doc: ApplyDocument, ws: Workspace, wait: bool, *, progress: bool = False, stop: Callable[[], bool] | None = None
+) -> tuple[ApplyDocument, int]:
     """With --wait, follow the job (until it ends, or `stop` says so) and fold its state into the
     document; returns (doc, exit code)."""
     if not doc.ok or not doc.jobId:
@@ -71,7 +72,9 @@ def finish_apply(doc: ApplyDocument, ws: Workspace, wait: bool, *, progress: boo
 
     record = wait_job(ws.state_dir, doc.jobId, on_events=_progress_to_stderr if progress else None, stop=stop)
     errors = list(record.result.errors) if record.result else []
-    doc = doc.model_copy(update={"ok": record.status == JobStatus.SUCCEEDED, "status": record.status, "job": record, "errors": errors})
+    doc = doc.model_copy(
+        update={"ok": record.status == JobStatus.SUCCEEDED, "status": record.status, "job": record, "errors": errors}
+    )
     return doc, ExitCode.OK if record.status == JobStatus.SUCCEEDED else ExitCode.ERROR
 
 
@@ -115,7 +118,9 @@ def _apply(args: argparse.Namespace, ws: Workspace) -> int:
         from unidesk_tui import plan_binding
 
         if args.service or args.force:
-            return _usage("apply", "--plan FILE applies the saved plan's own services and --force; drop --service/--force")
+            return _usage(
+                "apply", "--plan FILE applies the saved plan's own services and --force; drop --service/--force"
+            )
         try:
             saved = plan_binding.read(args.plan)
         except UnideskError as exc:
@@ -123,8 +128,17 @@ def _apply(args: argparse.Namespace, ws: Workspace) -> int:
             return ExitCode.ERROR
     with signals.interruptible() as held:
         env = saved.request.env if saved else args.env
-        doc = apply(ws, file=args.file, env=args.env, services=args.service, dry_run=args.dry_run, force=args.force,
-                    read_live=None if env else read_live, saved=saved, no_restore=args.no_restore)
+        doc = apply(
+            ws,
+            file=args.file,
+            env=args.env,
+            services=args.service,
+            dry_run=args.dry_run,
+            force=args.force,
+            read_live=None if env else read_live,
+            saved=saved,
+            no_restore=args.no_restore,
+        )
         doc, code = finish_apply(doc, ws, args.wait, progress=sys.stderr.isatty(), stop=lambda: bool(held))
         _emit(doc)
     return signals.exit_code(held) or code
@@ -181,7 +195,11 @@ def _prune(args: argparse.Namespace, ws: Workspace) -> int:
     try:
         removed, kept = jobs.prune(ws.state_dir, keep=keep, older_than=args.older_than)
     except (UnideskError, OSError) as exc:
-        problems = exc.problems if isinstance(exc, UnideskError) else [Problem(ErrorCode.INTERNAL, f"pruning jobs failed: {exc}")]
+        problems = (
+            exc.problems
+            if isinstance(exc, UnideskError)
+            else [Problem(ErrorCode.INTERNAL, f"pruning jobs failed: {exc}")]
+        )
         _emit(JobPruneDocument(ok=False, errors=to_errors(problems)))
         return ExitCode.ERROR
     _emit(JobPruneDocument(ok=True, removed=removed, kept=kept))
@@ -190,8 +208,16 @@ def _prune(args: argparse.Namespace, ws: Workspace) -> int:
 
 def _list(args: argparse.Namespace, ws: Workspace) -> int:
     summaries = [
-        JobSummary(id=r.id, status=r.status, environment=r.environment, services=r.services, dryRun=r.dryRun,
-                   createdAt=r.createdAt, endedAt=r.endedAt, operator=r.operator)
+        JobSummary(
+            id=r.id,
+            status=r.status,
+            environment=r.environment,
+            services=r.services,
+            dryRun=r.dryRun,
+            createdAt=r.createdAt,
+            endedAt=r.endedAt,
+            operator=r.operator,
+        )
         for r in jobs.list_jobs(ws.state_dir)
     ]
     _emit(JobListDocument(ok=True, jobs=summaries))
@@ -214,11 +240,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--file", help="manifest file (default: <workspace>/deploy.json)")
     # prod is accepted here so that the apply path itself refuses it with prod_apply_disabled.
     group.add_argument("--env", choices=["dev", "prod"], help="apply origin/deploy/dev (prod is refused)")
-    group.add_argument("--plan", metavar="FILE", help="apply a plan saved by deploy plan --out, only if the state it rests on is unchanged (else plan_stale)")
+    group.add_argument(
+        "--plan",
+        metavar="FILE",
+        help="apply a plan saved by deploy plan --out, only if the state it rests on is unchanged (else plan_stale)",
+    )
     p.add_argument("--service", action="append", type=_service_id, metavar="ID", help="only this service (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="resolve the plan and record the steps; change nothing")
     p.add_argument("--force", action="store_true", help="rebuild and roll out even where the live commit matches")
-    p.add_argument("--no-restore", action="store_true", help="keep a failed version running for debugging (no automatic restore)")
+    p.add_argument(
+        "--no-restore", action="store_true", help="keep a failed version running for debugging (no automatic restore)"
+    )
     p.add_argument("--wait", action="store_true", help="follow the job to its end; exit 0 only if it succeeded")
     p.set_defaults(handler=_apply, command_name="apply")
 
@@ -226,15 +258,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     jsub = job.add_subparsers(dest="job_command", required=True, parser_class=sub._parser_class)
     s = jsub.add_parser("status", help="job.json plus a bounded tail of its event log")
     s.add_argument("job_id", metavar="JOB_ID")
-    s.add_argument("--tail-bytes", type=_tail_bytes, default=DEFAULT_TAIL_BYTES, metavar="N", help=f"log bytes to return (default {DEFAULT_TAIL_BYTES})")
+    s.add_argument(
+        "--tail-bytes",
+        type=_tail_bytes,
+        default=DEFAULT_TAIL_BYTES,
+        metavar="N",
+        help=f"log bytes to return (default {DEFAULT_TAIL_BYTES})",
+    )
     s.set_defaults(handler=_status, command_name="job status")
     c = jsub.add_parser("cancel", help="stop a queued or running job (its remote command too); waits for its end")
     c.add_argument("job_id", metavar="JOB_ID")
-    c.add_argument("--no-wait", action="store_true", help="return once the worker was told, without waiting for its end")
+    c.add_argument(
+        "--no-wait", action="store_true", help="return once the worker was told, without waiting for its end"
+    )
     c.set_defaults(handler=_cancel, command_name="job cancel")
     pr = jsub.add_parser("prune", help="remove finished jobs (never a queued or running one)")
-    pr.add_argument("--keep", type=_keep, metavar="N", help="keep the N newest finished jobs (default: config.json jobs.keepFinished)")
-    pr.add_argument("--older-than", type=_duration, metavar="DURATION", help="remove only jobs that ended longer ago (e.g. 36h, 7d, 2w)")
+    pr.add_argument(
+        "--keep",
+        type=_keep,
+        metavar="N",
+        help="keep the N newest finished jobs (default: config.json jobs.keepFinished)",
+    )
+    pr.add_argument(
+        "--older-than",
+        type=_duration,
+        metavar="DURATION",
+        help="remove only jobs that ended longer ago (e.g. 36h, 7d, 2w)",
+    )
     pr.set_defaults(handler=_prune, command_name="job prune")
     ls = jsub.add_parser("list", help="every job, newest first")
     ls.set_defaults(handler=_list, command_name="job list")

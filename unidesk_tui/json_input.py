@@ -31,20 +31,27 @@ def _check(doc: Any, origin: str, code: ErrorCode) -> None:
         if depth > MAX_DEPTH:
             raise UnideskError.of(code, f"{origin}: JSON nested more than {MAX_DEPTH} levels deep (at {path[:80]}…)")
         if isinstance(value, str) and _has_surrogate(value):
-            raise UnideskError.of(code, f"{origin}: {path[:120]}: a string holds a lone surrogate (invalid Unicode)",
-                                  path=path)
+            raise UnideskError.of(
+                code, f"{origin}: {path[:120]}: a string holds a lone surrogate (invalid Unicode)", path=path
+            )
         if isinstance(value, dict):
             for key, item in value.items():
                 if _has_surrogate(key):
-                    raise UnideskError.of(code, f"{origin}: {path[:120]}: a key holds a lone surrogate (invalid Unicode)",
-                                          path=path)
+                    raise UnideskError.of(
+                        code, f"{origin}: {path[:120]}: a key holds a lone surrogate (invalid Unicode)", path=path
+                    )
                 stack.append((item, key if path == "$" else f"{path}.{key}", depth + 1))
         elif isinstance(value, list):
             stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
 
 
-def load_json(data: str | bytes, *, origin: str, code: ErrorCode,
-              object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> Any:
+def load_json(
+    data: str | bytes,
+    *,
+    origin: str,
+    code: ErrorCode,
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
+) -> Any:
     """Decode `data`; raise UnideskError(code) saying why it cannot be read. Errors raised by
     `object_pairs_hook` (e.g. a duplicate key) pass through."""
     if isinstance(data, bytes):

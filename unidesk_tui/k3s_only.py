@@ -27,21 +27,28 @@ def catalog_problems(catalog: Catalog, ms: Microservice) -> list[Problem]:
     problems: list[Problem] = []
     if ms.compose is not None:
         path = f"{base}.compose"
-        problems.append(Problem(
-            ErrorCode.K3S_ONLY_VIOLATION,
-            f"{ms.id} is k3s-only: config.json {path} declares compose service "
-            f"{ms.compose.project}/{ms.compose.service}; it must not have a Compose service (remove the declaration)",
-            service=ms.id, path=path,
-        ))
+        problems.append(
+            Problem(
+                ErrorCode.K3S_ONLY_VIOLATION,
+                f"{ms.id} is k3s-only: config.json {path} declares compose service "
+                f"{ms.compose.project}/{ms.compose.service}; it must not have a Compose service (remove the "
+                "declaration)",
+                service=ms.id,
+                path=path,
+            )
+        )
     for where, deployment in ms.deployments():
         if deployment.mode != K3S_MODE:
             path = f"{base}.{where}.mode"
-            problems.append(Problem(
-                ErrorCode.K3S_ONLY_VIOLATION,
-                f"{ms.id} is k3s-only: config.json {path} is {deployment.mode}, a Compose service; "
-                f"it runs only as {K3S_MODE}",
-                service=ms.id, path=path,
-            ))
+            problems.append(
+                Problem(
+                    ErrorCode.K3S_ONLY_VIOLATION,
+                    f"{ms.id} is k3s-only: config.json {path} is {deployment.mode}, a Compose service; "
+                    f"it runs only as {K3S_MODE}",
+                    service=ms.id,
+                    path=path,
+                )
+            )
     return problems
 
 
@@ -65,7 +72,8 @@ def _name(obj: dict[str, Any], namespace: str) -> str:
 
 def _service_exposure(obj: dict[str, Any]) -> list[tuple[str, str]]:
     """(path below the object, why) for every way a Service opens a node port."""
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    raw = obj.get("spec")
+    spec: dict[str, Any] = raw if isinstance(raw, dict) else {}
     found = []
     if spec.get("type") in NODE_SERVICE_TYPES:
         found.append(("spec.type", f"type {spec['type']}"))
@@ -106,12 +114,15 @@ def manifest_problems(
 
     def refuse(obj: dict[str, Any], where: str, why: str, note: str = "") -> None:
         name = _name(obj, namespace)
-        problems.append(Problem(
-            ErrorCode.K3S_ONLY_VIOLATION,
-            f"{service_id} is k3s-only: {name} in {manifest}{note} has {why}; it must not be exposed on a node "
-            "(no NodePort, hostPort or hostNetwork)",
-            service=service_id, path=f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}.{where}",
-        ))
+        problems.append(
+            Problem(
+                ErrorCode.K3S_ONLY_VIOLATION,
+                f"{service_id} is k3s-only: {name} in {manifest}{note} has {why}; it must not be exposed on a node "
+                "(no NodePort, hostPort or hostNetwork)",
+                service=service_id,
+                path=f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}.{where}",
+            )
+        )
 
     pods = [_pod_labels(o) for o in rendered if o.get("kind") != "Service"]
     for obj in rendered:

@@ -15,10 +15,10 @@ Signals in the CLI from the spawn on wait until the job id is printed (signals.h
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -62,8 +62,13 @@ def _spawn(state_dir: Path, job_id: str) -> subprocess.Popen:
     Path(state_dir).mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [sys.executable, "-P", "-m", "unidesk_tui.worker", str(state_dir), job_id],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        cwd=state_dir, env=env, start_new_session=True, close_fds=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=state_dir,
+        env=env,
+        start_new_session=True,
+        close_fds=True,
     )
 
 
@@ -94,8 +99,12 @@ def start(state_dir: Path, request: Request) -> list[str]:
         raise UnideskError.of(ErrorCode.INTERNAL, why) from None
     if not answer.ok:
         proc.wait()
-        raise UnideskError(*(Problem(ErrorCode(e["code"]), e["message"], service=e.get("service"), path=e.get("path"))
-                             for e in answer.errors))
+        raise UnideskError(
+            *(
+                Problem(ErrorCode(e["code"]), e["message"], service=e.get("service"), path=e.get("path"))
+                for e in answer.errors
+            )
+        )
     log.info("job %s started: worker pid %d", request.job.id, proc.pid)
     return answer.takeovers
 
@@ -116,8 +125,9 @@ def _refusal(message: str) -> Answer:
     return Answer(ok=False, errors=[{"code": ErrorCode.INTERNAL, "message": message}])
 
 
-def accept(state_dir: Path, job_id: str, request_data: bytes,
-           remote_locks: Callable[[JobRecord, str], list[str]] | None = None) -> tuple[JobRecord | None, Answer | None]:
+def accept(
+    state_dir: Path, job_id: str, request_data: bytes, remote_locks: Callable[[JobRecord, str], list[str]] | None = None
+) -> tuple[JobRecord | None, Answer | None]:
     """Worker side: take the job's locks under our pid, then record the job. Returns the job (None
     when there is none to run) and the answer for the CLI (None for an incomplete request).
 

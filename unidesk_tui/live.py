@@ -42,23 +42,34 @@ async def probe_one(pool: TargetPool, catalog: Catalog, service: DesiredService)
         if not any(p.code == ErrorCode.TARGET_UNREACHABLE for p in exc.problems):
             return Observation.failed(State.ERROR, str(exc.problems[0].message))
         if session is not None:  # SSH answered; what failed behind it is the runtime
-            return Observation.failed(State.RUNTIME_UNREACHABLE, f"target {service.target} answers SSH, but not its runtime: {exc.problems[0].message}")
+            return Observation.failed(
+                State.RUNTIME_UNREACHABLE,
+                f"target {service.target} answers SSH, but not its runtime: {exc.problems[0].message}",
+            )
         return Observation.failed(State.UNREACHABLE, str(exc.problems[0].message))
     except DockerError as exc:
         if exc.status == DOCKER_UNREACHABLE and session is not None:  # dockerd stopped: its socket refuses
-            return Observation.failed(State.RUNTIME_UNREACHABLE, f"target {service.target} answers SSH, but its Docker daemon does not: {exc.message}")
+            return Observation.failed(
+                State.RUNTIME_UNREACHABLE,
+                f"target {service.target} answers SSH, but its Docker daemon does not: {exc.message}",
+            )
         return Observation.failed(State.ERROR, f"probe failed: Docker: {exc.message}")
     except (asyncssh.Error, ConnectionError, aiohttp.ClientError) as exc:
         if session is not None:
             # e.g. dockerd stopped: the forwarded socket refuses, the SSH connection is fine
-            return Observation.failed(State.RUNTIME_UNREACHABLE, f"target {service.target} answers SSH, but not its runtime: {type(exc).__name__}: {exc}")
+            return Observation.failed(
+                State.RUNTIME_UNREACHABLE,
+                f"target {service.target} answers SSH, but not its runtime: {type(exc).__name__}: {exc}",
+            )
         return Observation.failed(State.UNREACHABLE, f"target {service.target}: connection lost: {exc}")
     except Exception as exc:  # a probe bug or an unexpected API answer must not sink the others
         log.debug("probe of %s failed", service.id, exc_info=True)
         return Observation.failed(State.ERROR, f"probe failed: {type(exc).__name__}: {exc}")
 
 
-async def read_live_async(catalog: Catalog, desired: list[DesiredService], *, pool: TargetPool | None = None, timeout: float = PROBE_TIMEOUT) -> dict[str, Observation]:
+async def read_live_async(
+    catalog: Catalog, desired: list[DesiredService], *, pool: TargetPool | None = None, timeout: float = PROBE_TIMEOUT
+) -> dict[str, Observation]:
     """Observations for `desired`, keyed by service id."""
     by_target: dict[str, list[DesiredService]] = defaultdict(list)
     for service in desired:
@@ -76,7 +87,10 @@ async def read_live_async(catalog: Catalog, desired: list[DesiredService], *, po
             if task in done:
                 out[sid] = task.result()
             elif pool.connected(target):  # SSH answered: the runtime behind it hangs (e.g. a frozen dockerd)
-                out[sid] = Observation.failed(State.RUNTIME_UNREACHABLE, f"target {target} answers SSH, but its runtime gave no answer within {timeout:g} s")
+                out[sid] = Observation.failed(
+                    State.RUNTIME_UNREACHABLE,
+                    f"target {target} answers SSH, but its runtime gave no answer within {timeout:g} s",
+                )
             else:
                 out[sid] = Observation.failed(State.UNREACHABLE, f"target {target}: no answer within {timeout:g} s")
         return out

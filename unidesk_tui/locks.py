@@ -128,7 +128,10 @@ def acquire(state_dir: Path, environment: str, services: list[str], job_id: str,
         if problems:
             raise UnideskError(*problems)
         for service in services:
-            _write(state_dir, LockRecord(environment, service, pid, jobs.process_start(pid), job_id, jobs.HOST, jobs.now_iso()))
+            _write(
+                state_dir,
+                LockRecord(environment, service, pid, jobs.process_start(pid), job_id, jobs.HOST, jobs.now_iso()),
+            )
     for message in takeovers:
         log.warning("%s", message)
     return takeovers

@@ -25,15 +25,42 @@ SCHEMA_VERSION = 1
 # (lower case, separators removed). They live in config.json and the service manifests.
 _FORBIDDEN_SERVICE_KEYS = frozenset(
     {
-        "provider", "providerid", "providers",
-        "port", "ports", "hostport", "containerport",
-        "compose", "composeservice", "composeproject", "composefile", "servicename",
-        "namespace", "k8snamespace", "kubernetesnamespace",
-        "health", "healthpath", "healthcheck", "healthurl",
-        "env", "envvars", "environment", "environmentvariables", "variables",
-        "dockerfile", "dockerfilepath",
-        "build", "buildcommand", "buildcmd", "buildargs", "command", "cmd", "entrypoint",
-        "image", "imagename", "imagetag",
+        "provider",
+        "providerid",
+        "providers",
+        "port",
+        "ports",
+        "hostport",
+        "containerport",
+        "compose",
+        "composeservice",
+        "composeproject",
+        "composefile",
+        "servicename",
+        "namespace",
+        "k8snamespace",
+        "kubernetesnamespace",
+        "health",
+        "healthpath",
+        "healthcheck",
+        "healthurl",
+        "env",
+        "envvars",
+        "environment",
+        "environmentvariables",
+        "variables",
+        "dockerfile",
+        "dockerfilepath",
+        "build",
+        "buildcommand",
+        "buildcmd",
+        "buildargs",
+        "command",
+        "cmd",
+        "entrypoint",
+        "image",
+        "imagename",
+        "imagetag",
     }
 )
 # At the top level `environment` is the legitimate dev|prod selector, not env vars.
@@ -86,13 +113,17 @@ def _type_name(value: Any) -> str:
 def _check_service(index: int, raw: Any, problems: list[Problem]) -> None:
     base = f"services[{index}]"
     if not isinstance(raw, dict):
-        problems.append(Problem(ErrorCode.INVALID_VALUE, f"{base}: expected an object, got {_type_name(raw)}", path=base))
+        problems.append(
+            Problem(ErrorCode.INVALID_VALUE, f"{base}: expected an object, got {_type_name(raw)}", path=base)
+        )
         return
     sid = raw.get("id") if isinstance(raw.get("id"), str) else None
     for key in raw:
         if key not in _SERVICE_KEYS:
             p = _key_problem(key, f"{base}.{key}", _FORBIDDEN_SERVICE_KEYS)
-            problems.append(Problem(p.code, p.message, service=sid if sid and is_service_id(sid) else None, path=p.path))
+            problems.append(
+                Problem(p.code, p.message, service=sid if sid and is_service_id(sid) else None, path=p.path)
+            )
     checks = (
         ("id", is_service_id, "a DNS-label-like id (lowercase letters, digits, '-'; 1-63 chars)"),
         ("repo", is_repo_url, "an http(s)/ssh/git/file repository URL without whitespace or a leading '-'"),
@@ -113,18 +144,32 @@ def validate_document(doc: Any) -> DeployManifest:
     """Validate an already-parsed JSON value; raise UnideskError listing every problem."""
     problems: list[Problem] = []
     if not isinstance(doc, dict):
-        raise UnideskError(Problem(ErrorCode.MANIFEST_INVALID, f"deploy.json must be a JSON object, got {_type_name(doc)}", path="$"))
+        raise UnideskError(
+            Problem(ErrorCode.MANIFEST_INVALID, f"deploy.json must be a JSON object, got {_type_name(doc)}", path="$")
+        )
     for key in doc:
         if key not in _TOP_KEYS:
             problems.append(_key_problem(key, key, _FORBIDDEN_TOP_KEYS))
     version = doc.get("schemaVersion")
     if "schemaVersion" not in doc:
-        problems.append(Problem(ErrorCode.MISSING_FIELD, "schemaVersion: required field is missing", path="schemaVersion"))
+        problems.append(
+            Problem(ErrorCode.MISSING_FIELD, "schemaVersion: required field is missing", path="schemaVersion")
+        )
     elif type(version) is not int or version != SCHEMA_VERSION:
-        problems.append(Problem(ErrorCode.INVALID_VALUE, f"schemaVersion: must be {SCHEMA_VERSION}, got {json.dumps(version)[:40]}", path="schemaVersion"))
+        problems.append(
+            Problem(
+                ErrorCode.INVALID_VALUE,
+                f"schemaVersion: must be {SCHEMA_VERSION}, got {json.dumps(version)[:40]}",
+                path="schemaVersion",
+            )
+        )
     if "environment" in doc and doc["environment"] not in NAMED_ENVIRONMENTS:
         problems.append(
-            Problem(ErrorCode.INVALID_VALUE, f"environment: must be \"dev\" or \"prod\", got {json.dumps(doc['environment'])[:40]}", path="environment")
+            Problem(
+                ErrorCode.INVALID_VALUE,
+                f'environment: must be "dev" or "prod", got {json.dumps(doc["environment"])[:40]}',
+                path="environment",
+            )
         )
     services = doc.get("services")
     if "services" not in doc:
@@ -139,7 +184,12 @@ def validate_document(doc: Any) -> DeployManifest:
             if isinstance(sid, str) and is_service_id(sid):
                 if sid in seen:
                     problems.append(
-                        Problem(ErrorCode.DUPLICATE_SERVICE, f"services[{index}].id: {sid!r} already listed at services[{seen[sid]}]", service=sid, path=f"services[{index}].id")
+                        Problem(
+                            ErrorCode.DUPLICATE_SERVICE,
+                            f"services[{index}].id: {sid!r} already listed at services[{seen[sid]}]",
+                            service=sid,
+                            path=f"services[{index}].id",
+                        )
                     )
                 else:
                     seen[sid] = index

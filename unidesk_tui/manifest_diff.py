@@ -52,7 +52,7 @@ def pruned(live: Any, wanted: Any) -> Any:
         if all(isinstance(w, dict) and "name" in w for w in wanted):
             by_name = {e.get("name"): e for e in live if isinstance(e, dict)}
             return [pruned(by_name[w["name"]], w) for w in wanted if w["name"] in by_name]
-        return [pruned(lv, w) for lv, w in zip(live, wanted)] + live[len(wanted):]
+        return [pruned(lv, w) for lv, w in zip(live, wanted, strict=False)] + live[len(wanted) :]
     return live
 
 
@@ -92,7 +92,10 @@ async def _read_live(catalog, target: str, objects: list[dict]) -> list[dict | N
 
         async def one(doc: dict) -> dict | None:
             meta = doc["metadata"]
-            read = {"Deployment": AppsV1Api(api).read_namespaced_deployment, "Service": CoreV1Api(api).read_namespaced_service}.get(doc["kind"])
+            read = {
+                "Deployment": AppsV1Api(api).read_namespaced_deployment,
+                "Service": CoreV1Api(api).read_namespaced_service,
+            }.get(doc["kind"])
             if read is None:
                 return None
             try:
@@ -123,8 +126,14 @@ def manifest_diff(ws: Workspace, service_id: str, environment: str | None) -> Ma
     k8s = service.k8s
     out.manifest = f"{k8s.manifest}@{service.commit[:12]}"
     try:
-        text = subprocess.run(["git", f"--git-dir={mirror_dir(ws.state_dir, service.repo)}", "show", f"{service.commit}:{k8s.manifest}"],
-                              capture_output=True, text=True, timeout=20, check=True, env={**GIT_ENV, "PATH": "/usr/bin:/bin:/usr/local/bin"}).stdout
+        text = subprocess.run(
+            ["git", f"--git-dir={mirror_dir(ws.state_dir, service.repo)}", "show", f"{service.commit}:{k8s.manifest}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+            env={**GIT_ENV, "PATH": "/usr/bin:/bin:/usr/local/bin"},
+        ).stdout
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         out.note = f"cannot read {out.manifest} from the local mirror: {getattr(exc, 'stderr', '') or exc}".strip()
         return out
@@ -148,5 +157,5 @@ def manifest_diff(ws: Workspace, service_id: str, environment: str | None) -> Ma
         for obj in out.objects:
             obj.live_missing = False
         return out
-    out.objects = [object_diff(doc, obj) for doc, obj in zip(rendered, live)]
+    out.objects = [object_diff(doc, obj) for doc, obj in zip(rendered, live, strict=False)]
     return out

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-
 from unidesk_tui.errors import ErrorCode, UnideskError, decisive_line
 from unidesk_tui.manifest import DeployManifest, parse_manifest
 from unidesk_tui.model import NAMED_ENVIRONMENTS
@@ -69,12 +68,16 @@ def load_file(path: Path) -> LoadedManifest:
 def file_mode_warnings(path: str, declared: str | None) -> list[str]:
     """File mode reads and plans against the production targets, whatever the file declares."""
     if declared == "dev":
-        return [f"{path} declares environment \"dev\", but file mode reads and plans against the production "
-                f"targets; deploy apply refuses it (environment_mismatch): use --env dev, which reads "
-                f"origin/{ENV_BRANCHES['dev']}"]
+        return [
+            f'{path} declares environment "dev", but file mode reads and plans against the production '
+            f"targets; deploy apply refuses it (environment_mismatch): use --env dev, which reads "
+            f"origin/{ENV_BRANCHES['dev']}"
+        ]
     if declared == "prod":
-        return [f"{path} declares environment \"prod\": file mode is the legacy production path (the live runtime of "
-                f"every host); the environment plan of origin/{ENV_BRANCHES['prod']} is --env prod"]
+        return [
+            f'{path} declares environment "prod": file mode is the legacy production path (the live runtime of '
+            f"every host); the environment plan of origin/{ENV_BRANCHES['prod']} is --env prod"
+        ]
     return []
 
 
@@ -85,7 +88,7 @@ def file_mode_refusal(loaded: LoadedManifest) -> UnideskError | None:
         return None
     return UnideskError.of(
         ErrorCode.ENVIRONMENT_MISMATCH,
-        f"{src.path} declares environment \"dev\", but a file-mode apply runs against the production targets; "
+        f'{src.path} declares environment "dev", but a file-mode apply runs against the production targets; '
         f"use deploy apply --env dev (it reads origin/{ENV_BRANCHES['dev']})",
         path="environment",
     )
@@ -102,30 +105,45 @@ def load_env(workspace: Path, environment: str) -> LoadedManifest:
     try:
         repo = git.Repo(workspace)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise UnideskError.of(ErrorCode.WORKSPACE_INVALID, f"{workspace} is not a git repository; environment mode reads origin/{branch}") from None
+        raise UnideskError.of(
+            ErrorCode.WORKSPACE_INVALID, f"{workspace} is not a git repository; environment mode reads origin/{branch}"
+        ) from None
     if "origin" not in [r.name for r in repo.remotes]:
         raise UnideskError.of(ErrorCode.WORKSPACE_INVALID, f"{workspace} has no `origin` remote")
     origin_url = redact_url(repo.remotes.origin.url)
     try:
-        repo.git.fetch("--quiet", "--no-tags", "origin", f"+refs/heads/{branch}:{tracking}",
-                       env={**os.environ, **GIT_ENV}, kill_after_timeout=FETCH_TIMEOUT_S)
+        repo.git.fetch(
+            "--quiet",
+            "--no-tags",
+            "origin",
+            f"+refs/heads/{branch}:{tracking}",
+            env={**os.environ, **GIT_ENV},
+            kill_after_timeout=FETCH_TIMEOUT_S,
+        )
     except git.GitCommandError as exc:
         stderr = exc.stderr or ""
         if "couldn't find remote ref" in stderr:
-            raise UnideskError.of(ErrorCode.ENV_REF_NOT_FOUND, f"origin ({origin_url}) has no branch {branch}") from None
+            raise UnideskError.of(
+                ErrorCode.ENV_REF_NOT_FOUND, f"origin ({origin_url}) has no branch {branch}"
+            ) from None
         last = decisive_line(stderr)
-        raise UnideskError.of(ErrorCode.REPO_UNREACHABLE, f"cannot fetch origin/{branch} from {origin_url}: {redact_url(last).removeprefix('stderr: ')}") from None
+        raise UnideskError.of(
+            ErrorCode.REPO_UNREACHABLE,
+            f"cannot fetch origin/{branch} from {origin_url}: {redact_url(last).removeprefix('stderr: ')}",
+        ) from None
     commit = repo.commit(tracking)
     names = [entry.path for entry in commit.tree]
     if MANIFEST_NAME not in names:
-        raise UnideskError.of(ErrorCode.MANIFEST_NOT_FOUND, f"origin/{branch} at {commit.hexsha} has no {MANIFEST_NAME}")
+        raise UnideskError.of(
+            ErrorCode.MANIFEST_NOT_FOUND, f"origin/{branch} at {commit.hexsha} has no {MANIFEST_NAME}"
+        )
     blob = commit.tree[MANIFEST_NAME]
     origin = f"origin/{branch}:{MANIFEST_NAME}"
     manifest = parse_manifest(blob.data_stream.read(), origin=origin)
     if manifest.environment is None:
         raise UnideskError.of(
             ErrorCode.ENVIRONMENT_MISMATCH,
-            f"{origin} declares no environment; --env {environment} requires \"environment\": \"{environment}\"",
+            f'{origin} declares no environment; --env {environment} requires "environment": "{environment}"',
             path="environment",
         )
     if manifest.environment != environment:
@@ -135,7 +153,7 @@ def load_env(workspace: Path, environment: str) -> LoadedManifest:
             path="environment",
         )
     warnings = []
-    extra = sorted(n for n in names if n != MANIFEST_NAME)
+    extra = sorted(str(n) for n in names if n != MANIFEST_NAME)
     if extra:
         warnings.append(f"origin/{branch} should hold only {MANIFEST_NAME}; it also carries: {', '.join(extra)}")
     source = EnvSource(environment, f"origin/{branch}", commit.hexsha, blob.hexsha)

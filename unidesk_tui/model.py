@@ -62,8 +62,16 @@ class State(StrEnum):
 
 # Worst first: the order the console sorts by and a summary reads in.
 STATE_ORDER: tuple[State, ...] = (
-    State.ERROR, State.UNREACHABLE, State.RUNTIME_UNREACHABLE, State.PROVENANCE_MISMATCH, State.MISSING, State.DEGRADED,
-    State.DRIFT, State.PROGRESSING, State.UNSUPPORTED, State.IN_SYNC,
+    State.ERROR,
+    State.UNREACHABLE,
+    State.RUNTIME_UNREACHABLE,
+    State.PROVENANCE_MISMATCH,
+    State.MISSING,
+    State.DEGRADED,
+    State.DRIFT,
+    State.PROGRESSING,
+    State.UNSUPPORTED,
+    State.IN_SYNC,
 )
 # A read that did not reach or could not read the runtime (a problem, not a state of the service).
 PROBE_FAILURES: frozenset[State] = frozenset({State.UNREACHABLE, State.RUNTIME_UNREACHABLE, State.ERROR})
@@ -94,7 +102,9 @@ class JobStatus(StrEnum):
 
 
 JOB_ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
-JOB_TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED})
+JOB_TERMINAL: frozenset[JobStatus] = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED}
+)
 
 
 class StepStatus(StrEnum):
@@ -107,7 +117,9 @@ class StepStatus(StrEnum):
 
 
 STEP_ACTIVE: frozenset[StepStatus] = frozenset({StepStatus.PENDING, StepStatus.RUNNING})
-STEP_TERMINAL: frozenset[StepStatus] = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
+STEP_TERMINAL: frozenset[StepStatus] = frozenset(
+    {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED}
+)
 
 
 class Outcome(StrEnum):
@@ -185,7 +197,9 @@ class Layer(StrEnum):
     ANNOTATION = "annotation"  # a Deployment's UNIDESK_DEPLOY_* annotations (or the Deployment itself)
     HEALTH = "health"  # health through the microservice proxy, and its deploy.commit
     RUNTIME = "runtime"  # a running container, a complete rollout
-    IDENTITY = "identity"  # the running image ID is the one the reconciler built for the commit (executors/provenance.py)
+    IDENTITY = (
+        "identity"  # the running image ID is the one the reconciler built for the commit (executors/provenance.py)
+    )
 
 
 # Fixed when a container or Deployment is created: waiting cannot change them.
@@ -238,4 +252,3 @@ class Verification:
 def check(layer: Layer, what: str, expected: str | None, actual: str | None) -> Check:
     """A check that holds when `actual` equals `expected`."""
     return Check(layer, what, expected, actual, actual == expected)
-

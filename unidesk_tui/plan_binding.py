@@ -58,12 +58,16 @@ def digest(facts: dict[str, dict[str, Any]], workspace: str) -> str:
 def bind(doc: PlanDocument, catalog: Catalog | None, request: PlanRequest, workspace: Path) -> SavedPlan:
     """The saved plan for a plan document (refused when the plan itself has errors)."""
     if doc.errors or catalog is None:
-        raise UnideskError.of(ErrorCode.PLAN_INVALID, "a plan with errors cannot be saved for apply; fix them and plan again")
+        raise UnideskError.of(
+            ErrorCode.PLAN_INVALID, "a plan with errors cannot be saved for apply; fix them and plan again"
+        )
     from unidesk_tui.jobs import now_iso
 
     facts = service_facts(doc, catalog)
     ws = str(Path(workspace).resolve())
-    return SavedPlan(createdAt=now_iso(), workspace=ws, request=request, digest=digest(facts, ws), facts=facts, plan=doc)
+    return SavedPlan(
+        createdAt=now_iso(), workspace=ws, request=request, digest=digest(facts, ws), facts=facts, plan=doc
+    )
 
 
 def write(path: Path, saved: SavedPlan) -> None:
@@ -85,9 +89,17 @@ def read(path: Path) -> SavedPlan:
     except (ValidationError, ValueError) as exc:
         first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
         where = ".".join(str(x) for x in first["loc"])
-        raise UnideskError.of(ErrorCode.PLAN_INVALID, f"{path} is not a saved plan (deploy plan --out): {where}: {first['msg']}"[:500], path=where or None) from None
+        raise UnideskError.of(
+            ErrorCode.PLAN_INVALID,
+            f"{path} is not a saved plan (deploy plan --out): {where}: {first['msg']}"[:500],
+            path=where or None,
+        ) from None
     if digest(saved.facts, saved.workspace) != saved.digest:
-        raise UnideskError.of(ErrorCode.PLAN_INVALID, f"{path}: its digest does not match its contents (the file was edited)", path="digest")
+        raise UnideskError.of(
+            ErrorCode.PLAN_INVALID,
+            f"{path}: its digest does not match its contents (the file was edited)",
+            path="digest",
+        )
     return saved
 
 
@@ -102,7 +114,11 @@ def differences(saved: SavedPlan, now: dict[str, dict[str, Any]], workspace: Pat
     problems: list[Problem] = []
     ws = str(Path(workspace).resolve())
     if ws != saved.workspace:
-        problems.append(Problem(ErrorCode.PLAN_STALE, f"the plan was made for workspace {saved.workspace}, not {ws}", path="workspace"))
+        problems.append(
+            Problem(
+                ErrorCode.PLAN_STALE, f"the plan was made for workspace {saved.workspace}, not {ws}", path="workspace"
+            )
+        )
     for sid in sorted(set(saved.facts) | set(now)):
         before, after = saved.facts.get(sid), now.get(sid)
         if before is None or after is None:
@@ -111,10 +127,14 @@ def differences(saved: SavedPlan, now: dict[str, dict[str, Any]], workspace: Pat
             continue
         for key in sorted(set(before) | set(after)):
             if before.get(key) != after.get(key):
-                problems.append(Problem(
-                    ErrorCode.PLAN_STALE, f"{sid}: {key} was {_show(before.get(key))} when planned, now {_show(after.get(key))}",
-                    service=sid, path=f"services.{sid}.{key}",
-                ))
+                problems.append(
+                    Problem(
+                        ErrorCode.PLAN_STALE,
+                        f"{sid}: {key} was {_show(before.get(key))} when planned, now {_show(after.get(key))}",
+                        service=sid,
+                        path=f"services.{sid}.{key}",
+                    )
+                )
     return problems
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from unidesk_tui.files import atomic_write
 from unidesk_tui.documents import PlanDocument
+from unidesk_tui.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,9 @@ def load(state_dir: Path, workspace: Path, environment: str | None) -> CachedPla
         body = json.loads(path.read_text())
         if body.get("version") != CACHE_VERSION:
             return None
-        return CachedPlan(PlanDocument.model_validate(body["document"]), float(body["refreshedAt"]), float(body["durationS"]))
+        return CachedPlan(
+            PlanDocument.model_validate(body["document"]), float(body["refreshedAt"]), float(body["durationS"])
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:

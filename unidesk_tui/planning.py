@@ -14,7 +14,16 @@ from unidesk_tui.documents import EnvironmentPlan, EnvSourceDoc, FileSourceDoc, 
 from unidesk_tui.errors import ErrorCode, ExitCode, Problem, UnideskError
 from unidesk_tui.isolation import apply_refusal, isolation_problems
 from unidesk_tui.manifest_source import EnvSource, LoadedManifest, load_env, load_file
-from unidesk_tui.model import PROBE_FAILURES, Action, DesiredService, Environment, LiveReader, LiveState, Observation, State
+from unidesk_tui.model import (
+    PROBE_FAILURES,
+    Action,
+    DesiredService,
+    Environment,
+    LiveReader,
+    LiveState,
+    Observation,
+    State,
+)
 from unidesk_tui.plan import decide, join, with_commit
 from unidesk_tui.resolve import Resolver, resolve_many
 from unidesk_tui.workspace import Workspace
@@ -40,7 +49,11 @@ def environment_plan(catalog: Catalog, name: str) -> EnvironmentPlan:
     environment = Environment(name).key
     profile = catalog.environments.get(environment) if environment else None
     if environment is None or profile is None:
-        raise UnideskError.of(ErrorCode.CONFIG_INVALID, f"config.json has no environments.{environment} profile", path=f"environments.{environment}")
+        raise UnideskError.of(
+            ErrorCode.CONFIG_INVALID,
+            f"config.json has no environments.{environment} profile",
+            path=f"environments.{environment}",
+        )
     return EnvironmentPlan(
         environment=environment,
         namespace=profile.namespace,
@@ -80,8 +93,9 @@ def run_plan(
         doc.source = EnvSourceDoc(**{k: getattr(src, k) for k in keys})
     else:
         declared = Environment(src.declaredEnvironment).key if src.declaredEnvironment else None
-        doc.source = FileSourceDoc(path=src.path, declaredEnvironment=declared,
-                                   legacyProductionPath=src.legacyProductionPath)
+        doc.source = FileSourceDoc(
+            path=src.path, declaredEnvironment=declared, legacyProductionPath=src.legacyProductionPath
+        )
     doc.warnings = list(loaded.warnings)
     problems: list[Problem] = []
     env_mode = isinstance(src, EnvSource)
@@ -99,7 +113,9 @@ def run_plan(
         return PlanRun(doc, [], None, loaded)
     problems += join_problems
     doc.warnings += join_warnings
-    resolved, resolve_problems = resolve_many(Resolver(ws.state_dir), [(d.id, d.repo, d.requestedCommit) for d in desired if d.microservice is not None])
+    resolved, resolve_problems = resolve_many(
+        Resolver(ws.state_dir), [(d.id, d.repo, d.requestedCommit) for d in desired if d.microservice is not None]
+    )
     problems += resolve_problems
     desired = [with_commit(d, resolved.get(d.id)) for d in desired]
 

@@ -9,26 +9,40 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 MASK = "***"
 
 # name=value / name: value where the name says "secret". Covers env dumps, build-arg echoes,
 # `--build-arg NPM_TOKEN=...`, JSON-ish `"password": "..."` and query strings.
-SECRET_NAME = r"[A-Za-z0-9_.-]*(?:passw(?:or)?d|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential)[A-Za-z0-9_.-]*"
+SECRET_NAME = (
+    r"[A-Za-z0-9_.-]*(?:passw(?:or)?d|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential)"
+    r"[A-Za-z0-9_.-]*"
+)
 # scheme://user:pass@host and scheme://token@host: the userinfo runs to the LAST '@' of the
 # authority (a password may itself contain '@'), which ends at '/', '?', '#' or whitespace.
 URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+_PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
     (URL_USERINFO, r"\1" + MASK + "@"),
     # Authorization / Proxy-Authorization headers, any scheme
-    (re.compile(r"(?i)\b((?:proxy-)?authorization\s*[:=]\s*)(?:(basic|bearer|token|digest)\s+)?\S+"), lambda m: m.group(1) + (m.group(2) + " " if m.group(2) else "") + MASK),
+    (
+        re.compile(r"(?i)\b((?:proxy-)?authorization\s*[:=]\s*)(?:(basic|bearer|token|digest)\s+)?\S+"),
+        lambda m: m.group(1) + (m.group(2) + " " if m.group(2) else "") + MASK,
+    ),
     # "name": "value" (JSON)
     (re.compile(r'(?i)("' + SECRET_NAME + r'"\s*:\s*")[^"]*(")'), r"\1" + MASK + r"\2"),
     # name=value, name: value (env, args, query strings)
-    (re.compile(r"(?i)\b(" + SECRET_NAME + r")(\s*[=:]\s*)(?!\*\*\*)(\"[^\"]*\"|'[^']*'|[^\s&\"',;]+)"), r"\1\2" + MASK),
+    (
+        re.compile(r"(?i)\b(" + SECRET_NAME + r")(\s*[=:]\s*)(?!\*\*\*)(\"[^\"]*\"|'[^']*'|[^\s&\"',;]+)"),
+        r"\1\2" + MASK,
+    ),
     # well-known token shapes
-    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16})\b"), MASK),
+    (
+        re.compile(
+            r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16})\b"
+        ),
+        MASK,
+    ),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"), MASK),
 )
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError, decisive_line
 from unidesk_tui.files import atomic_write, flocked
 from unidesk_tui.identifiers import is_commit_id, is_repo_url
@@ -39,11 +38,25 @@ log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT_S = 120
 # Never prompt, never follow the user's credential helpers into a hang.
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "SSH_ASKPASS": "/bin/true", "GIT_SSH_COMMAND": "ssh -oBatchMode=yes"}
+GIT_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_ASKPASS": "/bin/true",
+    "SSH_ASKPASS": "/bin/true",
+    "GIT_SSH_COMMAND": "ssh -oBatchMode=yes",
+}
 _CACHE_NAME = "unidesk-reachable"
 # stderr of a fetch cut off mid-way (connection or process lost), worth one more try.
-_TRANSIENT = ("early EOF", "hung up unexpectedly", "unexpected disconnect", "index-pack failed", "RPC failed",
-              "Connection reset", "timed out", "transfer closed", "File exists")
+_TRANSIENT = (
+    "early EOF",
+    "hung up unexpectedly",
+    "unexpected disconnect",
+    "index-pack failed",
+    "RPC failed",
+    "Connection reset",
+    "timed out",
+    "transfer closed",
+    "File exists",
+)
 
 
 def remove_stale_locks(repo_dir: Path) -> list[Path]:
@@ -86,12 +99,15 @@ class RemoteCommits:
 
     def resolve(self, commit_id: str, service: str | None = None) -> str:
         if not is_commit_id(commit_id):
-            raise UnideskError.of(ErrorCode.INVALID_VALUE, f"{commit_id!r} is not a 4-40 hex commit id", service=service)
+            raise UnideskError.of(
+                ErrorCode.INVALID_VALUE, f"{commit_id!r} is not a 4-40 hex commit id", service=service
+            )
         matches = self.lookup(commit_id)
         if not matches:
             raise UnideskError.of(
                 ErrorCode.COMMIT_NOT_FOUND,
-                f"commit {commit_id} is not reachable from any branch or tag of {redact_url(self.url)} (unpushed, force-pushed away, or mistyped)",
+                f"commit {commit_id} is not reachable from any branch or tag of {redact_url(self.url)} (unpushed, "
+                "force-pushed away, or mistyped)",
                 service=service,
             )
         if len(matches) > 1:
@@ -149,12 +165,14 @@ class Resolver:
                     return RemoteCommits(url, self._sync(git, path, url))
                 except git.GitCommandError as exc:
                     if attempt == 1 and _transient(exc):
-                        log.warning("%s: fetch of %s died (%s); retrying once", path, redact_url(url),
-                                    decisive_line(exc.stderr))
+                        log.warning(
+                            "%s: fetch of %s died (%s); retrying once", path, redact_url(url), decisive_line(exc.stderr)
+                        )
                         continue
                     if attempt == 1 and path.exists() and not _fsck_clean(git, path):
-                        log.warning("%s: git fsck failed; rebuilding the mirror of %s from the remote", path,
-                                    redact_url(url))
+                        log.warning(
+                            "%s: git fsck failed; rebuilding the mirror of %s from the remote", path, redact_url(url)
+                        )
                         shutil.rmtree(path)
                         continue
                     detail = redact_url(decisive_line(exc.stderr))
@@ -168,9 +186,16 @@ class Resolver:
             git.Repo.init(path, bare=True)
         repo = git.Repo(path)
         repo.git.fetch(
-            "--prune", "--force", "--no-tags", "--quiet", "--", url,
-            "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
-            env={**os.environ, **GIT_ENV}, kill_after_timeout=FETCH_TIMEOUT_S,
+            "--prune",
+            "--force",
+            "--no-tags",
+            "--quiet",
+            "--",
+            url,
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+            env={**os.environ, **GIT_ENV},
+            kill_after_timeout=FETCH_TIMEOUT_S,
         )
         return self._reachable(repo, path)
 

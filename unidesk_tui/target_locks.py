@@ -20,6 +20,7 @@ import json
 import logging
 import posixpath
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from unidesk_tui import jobs
 from unidesk_tui.errors import ErrorCode, Problem, UnideskError
@@ -35,14 +36,14 @@ HOLD_SECONDS = "2147483647"
 # waiting, write the holder file (`<pid of this process group> <holder JSON>`), say so, then keep
 # fd 9 open in `sleep` (the same pid, by exec) until the channel closes.
 HOLD = (
-    'set -e\n'
+    "set -e\n"
     'mkdir -p -- "$(dirname -- "$1")"\n'
     'exec 9>>"$1"\n'
     'if ! flock -n 9; then echo HELD; cat -- "$1.holder" 2>/dev/null || true; exit 75; fi\n'
     'printf \'%s %s\\n\' "$$" "$2" > "$1.holder.tmp"\n'
     'mv -f -- "$1.holder.tmp" "$1.holder"\n'
-    'echo ACQUIRED\n'
-    'exec sleep ' + HOLD_SECONDS
+    "echo ACQUIRED\n"
+    "exec sleep " + HOLD_SECONDS
 )
 
 
@@ -59,7 +60,10 @@ class Holder:
     remotePid: int | None = None
 
     def describe(self) -> str:
-        return f"job {self.jobId} (controller {self.controller}, pid {self.pid}, state dir {self.stateDir}, since {self.since})"
+        return (
+            f"job {self.jobId} (controller {self.controller}, pid {self.pid}, state dir {self.stateDir}, since "
+            f"{self.since})"
+        )
 
     @classmethod
     def parse(cls, line: str) -> Holder | None:
@@ -92,7 +96,7 @@ def holder_dead(holder: Holder) -> str | None:
 class TargetLocks:
     """The target locks one job holds: remote processes on its SSH sessions."""
 
-    held: list[tuple[str, str, object]] = field(default_factory=list)  # (target id, key, SSH process)
+    held: list[tuple[str, str, Any]] = field(default_factory=list)  # (target id, key, SSH process)
     takeovers: list[str] = field(default_factory=list)
 
     async def release(self) -> None:
@@ -102,7 +106,7 @@ class TargetLocks:
         for _, _, proc in self.held:
             try:
                 await asyncio.wait_for(proc.wait_closed(), 5)
-            except (asyncio.TimeoutError, OSError, Exception):  # noqa: BLE001 — releasing must not fail the job
+            except (TimeoutError, OSError, Exception):  # noqa: BLE001 — releasing must not fail the job
                 log.debug("closing a target lock channel failed", exc_info=True)
         self.held.clear()
 
@@ -123,11 +127,16 @@ async def _try(session, path: str, holder: Holder):
         raise
     proc.close()
     if first.strip() != "HELD":
-        raise UnideskError.of(ErrorCode.TARGET_UNREACHABLE, f"target {session.target.id}: cannot take the lock {path}: {(first + err).strip()[-300:] or 'no answer'}")
+        raise UnideskError.of(
+            ErrorCode.TARGET_UNREACHABLE,
+            f"target {session.target.id}: cannot take the lock {path}: {(first + err).strip()[-300:] or 'no answer'}",
+        )
     return None, Holder.parse(rest.strip()) if rest.strip() else None
 
 
-async def acquire(pool, environment: str, services: dict[str, str], state_dir: str, pid: int, job_id: str) -> TargetLocks:
+async def acquire(
+    pool, environment: str, services: dict[str, str], state_dir: str, pid: int, job_id: str
+) -> TargetLocks:
     """Take the target lock of every (environment, service) of a job, or none of them.
 
     `services` maps service id -> target id. Raises UnideskError(locked) naming every live holder.
@@ -143,7 +152,10 @@ async def acquire(pool, environment: str, services: dict[str, str], state_dir: s
             if proc is None and current is not None and current.jobId != job_id and (why := holder_dead(current)):
                 if current.remotePid:
                     await session.run(["kill", "-s", "KILL", "--", f"-{current.remotePid}"], timeout=15)
-                message = f"took over the target lock on {environment}/{service} at {target_id} from {current.describe()}: {why}"
+                message = (
+                    f"took over the target lock on {environment}/{service} at {target_id} from "
+                    f"{current.describe()}: {why}"
+                )
                 log.warning("%s", message)
                 held.takeovers.append(message)
                 for _ in range(20):  # the killed holder's flock goes with its process
@@ -153,7 +165,13 @@ async def acquire(pool, environment: str, services: dict[str, str], state_dir: s
                     await asyncio.sleep(0.25)
             if proc is None:
                 who = current.describe() if current else "another controller (no holder record)"
-                problems.append(Problem(ErrorCode.LOCKED, f"{environment}/{service} is locked on target {target_id} by {who}", service=service))
+                problems.append(
+                    Problem(
+                        ErrorCode.LOCKED,
+                        f"{environment}/{service} is locked on target {target_id} by {who}",
+                        service=service,
+                    )
+                )
                 continue
             held.held.append((target_id, f"{environment}/{service}", proc))
     except BaseException:

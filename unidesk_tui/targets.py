@@ -58,7 +58,7 @@ class RunResult:
 
     def tail(self, limit: int = 800) -> str:
         """The last bytes of stderr (or stdout) for an error message."""
-        text = (self.stderr.strip() or self.stdout.strip())
+        text = self.stderr.strip() or self.stdout.strip()
         return text[-limit:]
 
 
@@ -67,12 +67,12 @@ class RunResult:
 # channel (or the whole connection) went away: then it kills CMD's process group, TERM then KILL.
 # sshd gives a non-pty session no such guarantee, and a pty would merge stdout with stderr.
 KILL_ON_CLOSE = (
-    'exec 3<&0\n'
+    "exec 3<&0\n"
     'setsid "$@" </dev/null 3<&- &\n'
-    'p=$!\n'
+    "p=$!\n"
     '( while read -r _; do :; done; kill -s TERM -- "-$p"; sleep 3; kill -s KILL -- "-$p" ) <&3 >/dev/null 2>&1 &\n'
-    'w=$!\n'
-    'exec 3<&-\n'
+    "w=$!\n"
+    "exec 3<&-\n"
     'wait "$p"; rc=$?\n'
     'kill "$w" 2>/dev/null\n'
     'exit "$rc"'
@@ -103,7 +103,9 @@ def command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> s
 
 
 def unreachable(target: Target, why: str) -> UnideskError:
-    return UnideskError.of(ErrorCode.TARGET_UNREACHABLE, f"target {target.id} ({target.ssh.host}:{target.ssh.port}) unreachable: {why}")
+    return UnideskError.of(
+        ErrorCode.TARGET_UNREACHABLE, f"target {target.id} ({target.ssh.host}:{target.ssh.port}) unreachable: {why}"
+    )
 
 
 def known_hosts_path(target: Target) -> str:
@@ -124,11 +126,18 @@ def check_node_kubeconfig(doc: Any, target_id: str) -> None:
     for entry in users or []:
         user = entry.get("user") if isinstance(entry, dict) else None
         if not isinstance(entry, dict) or not isinstance(user, dict | None):
-            raise UnideskError.of(ErrorCode.PROBE_FAILED, f"{target_id}: the node's kubeconfig has a malformed users entry")
+            raise UnideskError.of(
+                ErrorCode.PROBE_FAILED, f"{target_id}: the node's kubeconfig has a malformed users entry"
+            )
         refused = [f for f in KUBECONFIG_REFUSED_USER_FIELDS if f in (user or {})]
         if refused:
-            name = entry.get("name") if isinstance(entry.get("name"), str) else "?"
-            raise UnideskError.of(ErrorCode.PROBE_FAILED, f"{target_id}: refusing the node's kubeconfig: user {name[:64]!r} uses {', '.join(refused)} (would run or read on the controller)")
+            raw_name = entry.get("name")
+            name = raw_name if isinstance(raw_name, str) else "?"
+            raise UnideskError.of(
+                ErrorCode.PROBE_FAILED,
+                f"{target_id}: refusing the node's kubeconfig: user {name[:64]!r} uses {', '.join(refused)} (would "
+                "run or read on the controller)",
+            )
 
 
 def is_connection_loss(exc: BaseException) -> bool:
@@ -194,7 +203,7 @@ class TargetSession:
         try:
             rc = await asyncio.wait_for(whole(), timeout)
             timed_out = False
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.close()  # the remote watcher sees EOF and kills the command's process group
             rc, timed_out = None, True
         except asyncio.CancelledError:
@@ -202,8 +211,10 @@ class TargetSession:
             raise
         except (OSError, asyncssh.Error) as exc:  # the connection was lost mid-command (ConnectionLost & co.)
             proc.close()
-            raise unreachable(self.target, f"connection lost during `{shlex.join(str(a) for a in argv)[:120]}`: "
-                                           f"{exc or type(exc).__name__}") from None
+            raise unreachable(
+                self.target,
+                f"connection lost during `{shlex.join(str(a) for a in argv)[:120]}`: {exc or type(exc).__name__}",
+            ) from None
         return RunResult(tuple(str(a) for a in argv), rc, "".join(out), "".join(err), timed_out)
 
     async def read_file(self, path: str, timeout: float = 15.0) -> str:
@@ -248,7 +259,11 @@ class TargetSession:
             raise UnideskError.of(ErrorCode.PROBE_FAILED, f"target {self.target.id} has no k3s node configured")
         res = await self.run(["cat", "--", self.target.k3s.kubeconfig], timeout=15)
         if not res.ok:  # the node's own kubeconfig is how native k3s is found: without it there is none
-            raise UnideskError.of(ErrorCode.K3S_NOT_NATIVE, f"no native k3s on {self.target.id}: kubeconfig {self.target.k3s.kubeconfig} cannot be read: {res.tail(200)}")
+            raise UnideskError.of(
+                ErrorCode.K3S_NOT_NATIVE,
+                f"no native k3s on {self.target.id}: kubeconfig {self.target.k3s.kubeconfig} cannot be read: "
+                f"{res.tail(200)}",
+            )
         text = res.stdout
         try:
             doc = yaml.safe_load(text)
@@ -281,7 +296,7 @@ class TargetSession:
         self.conn.close()
         try:
             await asyncio.wait_for(self.conn.wait_closed(), 2)
-        except (asyncio.TimeoutError, OSError, asyncssh.Error):
+        except (TimeoutError, OSError, asyncssh.Error):
             pass
         for tmp in self._tmpdirs:
             tmp.cleanup()
@@ -312,7 +327,9 @@ class TargetPool:
         ssh = target.ssh
         known_hosts = known_hosts_path(target)
         if not os.path.isfile(known_hosts):
-            raise unreachable(target, f"known_hosts file {known_hosts} is missing; refusing to connect without verifying the host key")
+            raise unreachable(
+                target, f"known_hosts file {known_hosts} is missing; refusing to connect without verifying the host key"
+            )
         options: dict[str, Any] = {
             "port": ssh.port,
             "username": ssh.user,
@@ -328,7 +345,7 @@ class TargetPool:
             options["client_keys"] = [ssh.identityFile]
         try:
             conn = await asyncio.wait_for(asyncssh.connect(ssh.host, **options), self.connect_timeout + 1)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise unreachable(target, f"no answer within {self.connect_timeout:g} s") from None
         except asyncssh.HostKeyNotVerifiable as exc:
             raise unreachable(target, f"host key not verifiable: {exc}") from None

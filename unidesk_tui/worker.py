@@ -2,9 +2,9 @@
 
 Started by apply in its own session; runs the recorded job with the engine (engine.py).
 Before the first step the engine takes the lock on each service's target host (target_locks.py),
-held by its SSH session until the job ends. `jobs.cancel` (a request file, then SIGTERM) cancels the job: the running step is stopped, its
-remote command killed on the target with its channel, and the job recorded `cancelled` naming that
-step; the locks are released at the end.
+held by its SSH session until the job ends. `jobs.cancel` (a request file, then SIGTERM) cancels
+the job: the running step is stopped, its remote command killed on the target with its channel,
+and the job recorded `cancelled` naming that step; the locks are released at the end.
 """
 
 from __future__ import annotations
@@ -44,7 +44,11 @@ async def _main(state_dir: Path, job_id: str, held: PreLocked | None = None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=os.environ.get("UNIDESK_LOG_LEVEL", "WARNING"), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("UNIDESK_LOG_LEVEL", "WARNING"),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if len(argv) != 2:
         sys.stderr.write("usage: python -m unidesk_tui.worker <state-dir> <job-id>\n")
         return 2
@@ -56,14 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     loop = asyncio.new_event_loop()
     held = PreLocked(state_dir)
     try:
-        record, answer = launch.accept(state_dir, job_id, sys.stdin.buffer.read(),
-                                       remote_locks=lambda job, catalog: loop.run_until_complete(held.take(job, catalog)))
+        record, answer = launch.accept(
+            state_dir,
+            job_id,
+            sys.stdin.buffer.read(),
+            remote_locks=lambda job, catalog: loop.run_until_complete(held.take(job, catalog)),
+        )
         if answer is not None:
             launch.reply(sys.stdout.buffer, answer)
         if record is None:
             loop.run_until_complete(held.release())
             return 3  # refused or abandoned: no job, no lock
-        stderr = os.open(jobs.job_dir(state_dir, job_id) / jobs.STDERR_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        stderr = os.open(
+            jobs.job_dir(state_dir, job_id) / jobs.STDERR_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
+        )
         os.dup2(stderr, 2)
         os.close(stderr)
         return run(state_dir, job_id, loop=loop, held=held)
@@ -72,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         loop.close()
 
 
-def run(state_dir: Path, job_id: str, *, loop: asyncio.AbstractEventLoop | None = None, held: PreLocked | None = None) -> int:
+def run(
+    state_dir: Path, job_id: str, *, loop: asyncio.AbstractEventLoop | None = None, held: PreLocked | None = None
+) -> int:
     """Run a recorded job to its end; 0 when it succeeded."""
     try:
         main_coro = _main(state_dir, job_id, held)

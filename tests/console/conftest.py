@@ -64,34 +64,76 @@ def catalog(service_url: str, ports: dict[str, int], known_hosts: str) -> dict:
     return {
         "targets": [
             {"id": "main-server", "role": "main", "ssh": ssh("main-server")},
-            {"id": "D601", "role": "provider", "ssh": ssh("D601"), "providerId": "D601", "egressProxy": "http://127.0.0.1:18789", "k3s": {}},
+            {
+                "id": "D601",
+                "role": "provider",
+                "ssh": ssh("D601"),
+                "providerId": "D601",
+                "egressProxy": "http://127.0.0.1:18789",
+                "k3s": {},
+            },
         ],
         "environments": {
-            "dev": {"namespace": "unidesk-dev", "providerId": "D601-dev", "target": "D601",
-                    "database": {"host": "postgres-dev.unidesk-dev.svc.cluster.local", "port": 5432, "name": "unidesk_dev"},
-                    "applyEnabled": ["backend-core", "frontend", "code-queue"]},
-            "prod": {"namespace": "unidesk", "providerId": "D601", "target": "D601",
-                     "database": {"host": "postgres.unidesk.svc.cluster.local", "port": 5432, "name": "unidesk"}},
+            "dev": {
+                "namespace": "unidesk-dev",
+                "providerId": "D601-dev",
+                "target": "D601",
+                "database": {"host": "postgres-dev.unidesk-dev.svc.cluster.local", "port": 5432, "name": "unidesk_dev"},
+                "applyEnabled": ["backend-core", "frontend", "code-queue"],
+            },
+            "prod": {
+                "namespace": "unidesk",
+                "providerId": "D601",
+                "target": "D601",
+                "database": {"host": "postgres.unidesk.svc.cluster.local", "port": 5432, "name": "unidesk"},
+            },
         },
         "microservices": [
-            {"id": "backend-core", "repository": {"url": service_url}, "build": build,
-             "deployment": {"mode": "unidesk-direct", "target": "main-server"},
-             "compose": {"project": "unidesk", "service": "backend-core"},
-             # dev runs its own image in k3s on the dev namespace (an isolated environment apply)
-             "environments": {"dev": {"deployment": {"mode": "k3sctl-managed", "target": "D601"},
-                                      "k8s": {"manifest": "k3s/dev/core.k8s.yaml", "namespace": "unidesk-dev", "deployments": ["backend-core-dev"]},
-                                      "build": {"image": "unidesk-sample:dev"}}}},
-            {"id": "frontend", "repository": {"url": service_url}, "build": build,
-             "deployment": {"mode": "unidesk-direct", "target": "main-server"},
-             "compose": {"project": "unidesk", "service": "frontend"}},
-            {"id": "code-queue", "repository": {"url": service_url}, "build": build,
-             "deployment": {"mode": "k3sctl-managed", "target": "D601"},
-             "k8s": {"manifest": "k3s/code-queue.k8s.yaml", "namespace": "unidesk", "deployments": ["code-queue"]}},
-            {"id": "code-queue-mgr", "repository": {"url": service_url}, "build": build,
-             "deployment": {"mode": "internal-sidecar", "target": "main-server"},
-             "compose": {"project": "unidesk", "service": "code-queue-mgr"}},
-            {"id": "node-exporter", "image": "docker.io/prom/node-exporter:v1.8.0",
-             "deployment": {"mode": "unidesk-direct", "target": "main-server"}},
+            {
+                "id": "backend-core",
+                "repository": {"url": service_url},
+                "build": build,
+                "deployment": {"mode": "unidesk-direct", "target": "main-server"},
+                "compose": {"project": "unidesk", "service": "backend-core"},
+                # dev runs its own image in k3s on the dev namespace (an isolated environment apply)
+                "environments": {
+                    "dev": {
+                        "deployment": {"mode": "k3sctl-managed", "target": "D601"},
+                        "k8s": {
+                            "manifest": "k3s/dev/core.k8s.yaml",
+                            "namespace": "unidesk-dev",
+                            "deployments": ["backend-core-dev"],
+                        },
+                        "build": {"image": "unidesk-sample:dev"},
+                    }
+                },
+            },
+            {
+                "id": "frontend",
+                "repository": {"url": service_url},
+                "build": build,
+                "deployment": {"mode": "unidesk-direct", "target": "main-server"},
+                "compose": {"project": "unidesk", "service": "frontend"},
+            },
+            {
+                "id": "code-queue",
+                "repository": {"url": service_url},
+                "build": build,
+                "deployment": {"mode": "k3sctl-managed", "target": "D601"},
+                "k8s": {"manifest": "k3s/code-queue.k8s.yaml", "namespace": "unidesk", "deployments": ["code-queue"]},
+            },
+            {
+                "id": "code-queue-mgr",
+                "repository": {"url": service_url},
+                "build": build,
+                "deployment": {"mode": "internal-sidecar", "target": "main-server"},
+                "compose": {"project": "unidesk", "service": "code-queue-mgr"},
+            },
+            {
+                "id": "node-exporter",
+                "image": "docker.io/prom/node-exporter:v1.8.0",
+                "deployment": {"mode": "unidesk-direct", "target": "main-server"},
+            },
         ],
     }
 
@@ -99,7 +141,14 @@ def catalog(service_url: str, ports: dict[str, int], known_hosts: str) -> dict:
 def _env_branch(ws: Path, environment: str, text: str) -> str:
     blob = git(ws, "hash-object", "-w", "--stdin", input=text.encode())
     tree = git(ws, "mktree", input=f"100644 blob {blob}\tdeploy.json\n".encode())
-    sha = git(ws, "commit-tree", tree, "-m", f"{environment}: desired state", env={"GIT_AUTHOR_DATE": DATE, "GIT_COMMITTER_DATE": DATE})
+    sha = git(
+        ws,
+        "commit-tree",
+        tree,
+        "-m",
+        f"{environment}: desired state",
+        env={"GIT_AUTHOR_DATE": DATE, "GIT_COMMITTER_DATE": DATE},
+    )
     git(ws, "push", "-q", "--force", "origin", f"{sha}:refs/heads/deploy/{environment}")
     return sha
 
@@ -112,7 +161,10 @@ def build_world(root: Path) -> ConsoleWorld:
     git(remote, "init", "-q", "--bare", str(svc_bare))
     clone = root / "sample-service"
     git(root, "clone", "-q", str(svc_bare), str(clone))
-    commits = [commit_file(clone, "Dockerfile", f"FROM scratch\n# v{i}\n", f"v{i}", date=f"{1_700_000_000 + i} +0000") for i in range(3)]
+    commits = [
+        commit_file(clone, "Dockerfile", f"FROM scratch\n# v{i}\n", f"v{i}", date=f"{1_700_000_000 + i} +0000")
+        for i in range(3)
+    ]
     git(clone, "push", "-q", "origin", "HEAD:refs/heads/main")
     url = f"{REPO_BASE}{svc_bare.name}"
     (root / "gitconfig").write_text(f'[url "file://{remote}/"]\n\tinsteadOf = {REPO_BASE}\n')
@@ -133,13 +185,37 @@ def build_world(root: Path) -> ConsoleWorld:
         doc["services"] = [{"id": sid, "repo": url, "commitId": sha} for sid, sha in entries]
         return json.dumps(doc, indent=2) + "\n"
 
-    local = [("backend-core", commits[2][:7]), ("frontend", commits[1]), ("code-queue", commits[2][:10]), ("code-queue-mgr", commits[0][:8]), ("node-exporter", commits[0][:7])]
+    local = [
+        ("backend-core", commits[2][:7]),
+        ("frontend", commits[1]),
+        ("code-queue", commits[2][:10]),
+        ("code-queue-mgr", commits[0][:8]),
+        ("node-exporter", commits[0][:7]),
+    ]
     (ws / "deploy.json").write_text(manifest(local))
     git(ws, "add", "config.json", "deploy.json")
     git(ws, "commit", "-q", "-m", "workspace", env={"GIT_AUTHOR_DATE": DATE, "GIT_COMMITTER_DATE": DATE})
     git(ws, "push", "-q", "origin", "HEAD:refs/heads/master")
-    _env_branch(ws, "dev", manifest([("backend-core", commits[2][:7]), ("frontend", commits[2][:7]), ("code-queue", commits[1][:7]), ("code-queue-mgr", commits[1][:7])], "dev"))
-    _env_branch(ws, "prod", manifest([("backend-core", commits[1][:7]), ("frontend", commits[1][:7]), ("code-queue", commits[0][:7])], "prod"))
+    _env_branch(
+        ws,
+        "dev",
+        manifest(
+            [
+                ("backend-core", commits[2][:7]),
+                ("frontend", commits[2][:7]),
+                ("code-queue", commits[1][:7]),
+                ("code-queue-mgr", commits[1][:7]),
+            ],
+            "dev",
+        ),
+    )
+    _env_branch(
+        ws,
+        "prod",
+        manifest(
+            [("backend-core", commits[1][:7]), ("frontend", commits[1][:7]), ("code-queue", commits[0][:7])], "prod"
+        ),
+    )
     return ConsoleWorld(root, ws, root / "state", url, commits, ports)
 
 
@@ -151,6 +227,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ConsoleWorld:
 
 
 # -- recorded jobs, written through the real job store -------------------------------------------
+
 
 def iso(epoch: float) -> str:
     from datetime import UTC, datetime
@@ -178,11 +255,21 @@ def record_job(
     """
     pid = os.getpid() if alive else None
     record = JobRecord(
-        id=job_id, status=status, environment=environment, source=FileSourceDoc(path=str(workspace / "deploy.json")),
-        workspace=str(workspace), services=services, steps=steps, result=result, plan=plan or [],
-        createdAt=iso(FIXED_NOW - 95), startedAt=iso(FIXED_NOW - 94),
+        id=job_id,
+        status=status,
+        environment=environment,
+        source=FileSourceDoc(path=str(workspace / "deploy.json")),
+        workspace=str(workspace),
+        services=services,
+        steps=steps,
+        result=result,
+        plan=plan or [],
+        createdAt=iso(FIXED_NOW - 95),
+        startedAt=iso(FIXED_NOW - 94),
         endedAt=None if status in JOB_ACTIVE else iso(FIXED_NOW - 10),
-        host=jobs.HOST, workerPid=pid, workerStart=jobs.process_start(pid) if pid else None,
+        host=jobs.HOST,
+        workerPid=pid,
+        workerStart=jobs.process_start(pid) if pid else None,
     )
     jobs.create_job(state_dir, record)
     log = jobs.EventLog(state_dir, job_id)
@@ -191,11 +278,15 @@ def record_job(
     return record
 
 
-def step(service: str, name: str, status: str, start: float | None = None, seconds: float | None = None, **kw) -> StepRecord:
+def step(
+    service: str, name: str, status: str, start: float | None = None, seconds: float | None = None, **kw
+) -> StepRecord:
     return StepRecord(
-        service=service, name=name, status=status,
+        service=service,
+        name=name,
+        status=status,
         startedAt=iso(FIXED_NOW - start) if start is not None else None,
         endedAt=iso(FIXED_NOW - start + seconds) if start is not None and seconds is not None else None,
-        durationMs=int(seconds * 1000) if seconds is not None else None, **kw,
+        durationMs=int(seconds * 1000) if seconds is not None else None,
+        **kw,
     )
-

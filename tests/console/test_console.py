@@ -167,6 +167,7 @@ class TestCache:
             await settle(pilot, app)
         cached = plan_cache.load(world.state_dir, world.workspace, None)
         assert cached is not None and len(cached.document.services) == 5
+
         # Reopen with a live reader that never finishes first: the grid is painted from cache.
         def slow_read_live(catalog, desired):
             time.sleep(1.0)  # the first real refresh is still running while we look
@@ -300,9 +301,21 @@ class TestPlanAndApply:
 class TestJobs:
     def _record_running(self, world: ConsoleWorld) -> None:
         record_job(
-            world.state_dir, RUNNING_JOB, status="running", services=["backend-core"], workspace=world.workspace, alive=True,
-            steps=[step("backend-core", "source", "succeeded", 90, 4.2), step("backend-core", "build", "running", 85), step("backend-core", "verify", "pending")],
-            events=[("backend-core", "source", "stdout", "target_source_proxy=direct (main server)"), ("backend-core", "build", "stdout", "#1 building")],
+            world.state_dir,
+            RUNNING_JOB,
+            status="running",
+            services=["backend-core"],
+            workspace=world.workspace,
+            alive=True,
+            steps=[
+                step("backend-core", "source", "succeeded", 90, 4.2),
+                step("backend-core", "build", "running", 85),
+                step("backend-core", "verify", "pending"),
+            ],
+            events=[
+                ("backend-core", "source", "stdout", "target_source_proxy=direct (main server)"),
+                ("backend-core", "build", "stdout", "#1 building"),
+            ],
         )
 
     async def test_reopening_reattaches_to_a_running_job(self, world: ConsoleWorld) -> None:
@@ -316,7 +329,9 @@ class TestJobs:
             screen = app.screen
             assert isinstance(screen, JobLogScreen) and screen.job_id == RUNNING_JOB
             # a line the worker writes now streams in
-            jobs.EventLog(world.state_dir, RUNNING_JOB).append("#2 exporting layers", service="backend-core", step="build")
+            jobs.EventLog(world.state_dir, RUNNING_JOB).append(
+                "#2 exporting layers", service="backend-core", step="build"
+            )
             for _ in range(200):
                 await pilot.pause(0.05)
                 if any("exporting layers" in line for line in screen.query_one(Log).lines):
@@ -329,8 +344,15 @@ class TestJobs:
 
     async def test_jobs_screen_shows_who_ran_each_job(self, world: ConsoleWorld) -> None:
         done = "20261127T035000Z-0d0e0f"
-        record_job(world.state_dir, done, status="succeeded", services=["backend-core"], workspace=world.workspace,
-                   steps=[step("backend-core", "verify", "succeeded", 20, 1.0)], events=[(None, None, "engine", "job succeeded")])
+        record_job(
+            world.state_dir,
+            done,
+            status="succeeded",
+            services=["backend-core"],
+            workspace=world.workspace,
+            steps=[step("backend-core", "verify", "succeeded", 20, 1.0)],
+            events=[(None, None, "engine", "job succeeded")],
+        )
         who = Operator(user="alice", host="controller-1", workspace=str(world.workspace))
         jobs.update_job(world.state_dir, done, lambda r: r.model_copy(update={"operator": who}))
         app = make_app(world, reattach=False)
@@ -393,7 +415,13 @@ def test_headless_has_no_running_console() -> None:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", "import sys; from unidesk_tui.cli import main; sys.exit(main([]))"], capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; from unidesk_tui.cli import main; sys.exit(main([]))"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert out.returncode == 2
     assert "console needs a terminal" in out.stderr
     doc = json.loads(out.stdout)
@@ -419,11 +447,21 @@ class TestStateColours:
                 "code-queue": LiveState(state="degraded", commit=old, health="unhealthy"),
                 "code-queue-mgr": LiveState(state="missing", health="unknown"),
             }
-            main.documents["file"] = doc.model_copy(update={"services": [
-                i.model_copy(update={"live": states[i.id], "action": "noop" if states[i.id].state == "in-sync" else "deploy"})
-                if i.id in states else i
-                for i in doc.services
-            ]})
+            main.documents["file"] = doc.model_copy(
+                update={
+                    "services": [
+                        i.model_copy(
+                            update={
+                                "live": states[i.id],
+                                "action": "noop" if states[i.id].state == "in-sync" else "deploy",
+                            }
+                        )
+                        if i.id in states
+                        else i
+                        for i in doc.services
+                    ]
+                }
+            )
             main._render_all()
             await pilot.pause()
             g = grid(app)

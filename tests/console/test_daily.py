@@ -29,23 +29,69 @@ DRY_JOB = "20261127T035000Z-d1d1d1"
 
 def failed_job(world: ConsoleWorld, job_id: str = FAILED_JOB, status: str = "failed", alive: bool = False) -> None:
     want, old = world.commits[2], world.commits[1]
-    message = f"backend-core: live runtime does not prove {want}: health deploy.commit is {old} (healthy), expected {want}"
-    steps = [step("backend-core", "source", "succeeded", 92, 3.1), step("backend-core", "build", "succeeded", 88, 21.5),
-             step("backend-core", "verify", status if status != "running" else "running", 63, None if status == "running" else 60.0,
-                  **({"code": "verification_failed", "message": message, "verification": [
-                      LayerCheck(layer="image", what="unidesk.ai/source-commit", expected=want, actual=want, ok=True),
-                      LayerCheck(layer="health", what="deploy.commit", expected=want, actual=old, ok=False),
-                  ]} if status == "failed" else {}))]
+    message = (
+        f"backend-core: live runtime does not prove {want}: health deploy.commit is {old} (healthy), expected {want}"
+    )
+    steps = [
+        step("backend-core", "source", "succeeded", 92, 3.1),
+        step("backend-core", "build", "succeeded", 88, 21.5),
+        step(
+            "backend-core",
+            "verify",
+            status if status != "running" else "running",
+            63,
+            None if status == "running" else 60.0,
+            **(
+                {
+                    "code": "verification_failed",
+                    "message": message,
+                    "verification": [
+                        LayerCheck(layer="image", what="unidesk.ai/source-commit", expected=want, actual=want, ok=True),
+                        LayerCheck(layer="health", what="deploy.commit", expected=want, actual=old, ok=False),
+                    ],
+                }
+                if status == "failed"
+                else {}
+            ),
+        ),
+    ]
     record_job(
-        world.state_dir, job_id, status=status, services=["backend-core"], workspace=world.workspace, alive=alive, steps=steps,
-        plan=[PlanItem(id="backend-core", commit=want, action="deploy", reason=f"running {old[:12]}, desired {want[:12]}")],
-        result=JobResult(ok=False, services={"backend-core": "failed"}, errors=[ErrorItem(code="verification_failed", message=message, service="backend-core")]) if status == "failed" else None,
+        world.state_dir,
+        job_id,
+        status=status,
+        services=["backend-core"],
+        workspace=world.workspace,
+        alive=alive,
+        steps=steps,
+        plan=[
+            PlanItem(id="backend-core", commit=want, action="deploy", reason=f"running {old[:12]}, desired {want[:12]}")
+        ],
+        result=JobResult(
+            ok=False,
+            services={"backend-core": "failed"},
+            errors=[ErrorItem(code="verification_failed", message=message, service="backend-core")],
+        )
+        if status == "failed"
+        else None,
         events=[
             ("backend-core", "build", "stderr", "#8 DONE 0.0s"),
             ("backend-core", "build", "stdout", "#9 exporting to image"),
-            *[("backend-core", "build", "stdout", f"#10 layer {i} pushed to the build cache " + "x" * 80) for i in range(40)],
-            ("backend-core", "verify", "stdout", f"verification pending: health deploy.commit is {old} (healthy), expected {want}"),
-            ("backend-core", "verify", "stderr", f"verification_failed: health deploy.commit is {old} (healthy), expected {want}"),
+            *[
+                ("backend-core", "build", "stdout", f"#10 layer {i} pushed to the build cache " + "x" * 80)
+                for i in range(40)
+            ],
+            (
+                "backend-core",
+                "verify",
+                "stdout",
+                f"verification pending: health deploy.commit is {old} (healthy), expected {want}",
+            ),
+            (
+                "backend-core",
+                "verify",
+                "stderr",
+                f"verification_failed: health deploy.commit is {old} (healthy), expected {want}",
+            ),
         ],
     )
 
@@ -60,6 +106,7 @@ async def wait_until(pilot, pred, what: str, tries: int = 400) -> None:
 
 # -- colour --------------------------------------------------------------------------------------
 
+
 def test_every_state_has_its_own_shape() -> None:
     symbols = [symbol for symbol, _style in STATES.values()]
     assert len(set(symbols)) == len(symbols)
@@ -68,7 +115,15 @@ def test_every_state_has_its_own_shape() -> None:
 
 
 def test_a_dry_run_is_not_shown_as_succeeded(world: ConsoleWorld) -> None:
-    record_job(world.state_dir, DRY_JOB, status="succeeded", services=["backend-core"], workspace=world.workspace, steps=[], events=[])
+    record_job(
+        world.state_dir,
+        DRY_JOB,
+        status="succeeded",
+        services=["backend-core"],
+        workspace=world.workspace,
+        steps=[],
+        events=[],
+    )
     job = jobs.load_job(world.state_dir, DRY_JOB).model_copy(update={"dryRun": True})
     cell = last_job_cell(job, FIXED_NOW).plain
     assert "dry-run" in cell and "succeeded" not in cell
@@ -89,7 +144,9 @@ class TestColour:
             assert str(unreachable.style) != str(unsupported.style)
             title = grid(app).border_title
             assert "4 unreachable" in str(title) and "1 unsupported" in str(title)
-            assert summary_text(["drift", "drift", "missing", "in-sync"]).plain == "∅ 1 missing · ≠ 2 drift · ✓ 1 in-sync"
+            assert (
+                summary_text(["drift", "drift", "missing", "in-sync"]).plain == "∅ 1 missing · ≠ 2 drift · ✓ 1 in-sync"
+            )
 
     async def test_prod_is_marked(self, world: ConsoleWorld) -> None:
         app = make_app(world)
@@ -101,6 +158,7 @@ class TestColour:
 
 
 # -- layout and mouse ----------------------------------------------------------------------------
+
 
 class TestLayout:
     async def test_80x24_keeps_id_state_desired_running_and_dialogs_fit(self, world: ConsoleWorld) -> None:
@@ -154,6 +212,7 @@ class TestLayout:
 
 # -- keys ----------------------------------------------------------------------------------------
 
+
 class TestKeys:
     async def test_stage_all_drifted_and_yank(self, world: ConsoleWorld) -> None:
         app = make_app(world)
@@ -179,14 +238,18 @@ class TestKeys:
             await pilot.press("escape", "a")
             assert not app.screen.request.force  # not sticky: a new dialog starts with both off
 
-    async def test_enter_opens_jobs_and_the_stack_stays_shallow_and_q_only_quits_main(self, world: ConsoleWorld) -> None:
+    async def test_enter_opens_jobs_and_the_stack_stays_shallow_and_q_only_quits_main(
+        self, world: ConsoleWorld
+    ) -> None:
         failed_job(world)
         app = make_app(world, reattach=False)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, app)
             for _ in range(3):
                 await pilot.press("J")
-                await wait_until(pilot, lambda: isinstance(app.screen, JobsScreen) and app.screen.selected_job(), "jobs list")
+                await wait_until(
+                    pilot, lambda: isinstance(app.screen, JobsScreen) and app.screen.selected_job(), "jobs list"
+                )
                 await pilot.press("enter")
                 await wait_until(pilot, lambda: isinstance(app.screen, JobLogScreen), "job log")
             assert len(app.screen_stack) <= 3
@@ -198,11 +261,18 @@ class TestKeys:
 
 # -- detail, history, diff -----------------------------------------------------------------------
 
+
 class TestDetail:
     async def test_history_and_a_redeploy_that_needs_the_manifest(self, world: ConsoleWorld) -> None:
         failed_job(world)
         old = world.commits[0]
-        jobs.update_job(world.state_dir, FAILED_JOB, lambda r: r.model_copy(update={"plan": [PlanItem(id="backend-core", commit=old, action="deploy", reason="drift")]}))
+        jobs.update_job(
+            world.state_dir,
+            FAILED_JOB,
+            lambda r: r.model_copy(
+                update={"plan": [PlanItem(id="backend-core", commit=old, action="deploy", reason="drift")]}
+            ),
+        )
         app = make_app(world, reattach=False)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, app)
@@ -228,7 +298,11 @@ class TestDetail:
         assert changes.forward[0].author == "Lab Author" and changes.forward[0].sha == world.commits[2]
         assert [f.path for f in changes.files] == ["Dockerfile"]
         back = commit_range(world.state_dir, world.service_url, world.commits[2], world.commits[0])
-        assert back.forward == [] and [c.subject for c in back.backward] == ["v2", "v1"] and "rolls back" in (back.note or "")
+        assert (
+            back.forward == []
+            and [c.subject for c in back.backward] == ["v2", "v1"]
+            and "rolls back" in (back.note or "")
+        )
 
     async def test_d_opens_the_diff_view(self, world: ConsoleWorld) -> None:
         app = make_app(world)
@@ -236,7 +310,12 @@ class TestDetail:
             await settle(pilot, app)
             main = app.main_screen
             item = main.item("frontend")
-            live = LiveState(state="drift", commit=world.commits[0], health="healthy", evidence={"layers": {"image label": world.commits[0]}})
+            live = LiveState(
+                state="drift",
+                commit=world.commits[0],
+                health="healthy",
+                evidence={"layers": {"image label": world.commits[0]}},
+            )
             services = main.documents["file"].services
             services[[i.id for i in services].index("frontend")] = item.model_copy(update={"live": live})
             main._render_all()
@@ -252,15 +331,24 @@ class TestDetail:
 
 # -- log viewer ----------------------------------------------------------------------------------
 
+
 class TestLogViewer:
-    async def test_search_wrap_timestamps_failure_and_save(self, world: ConsoleWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def test_search_wrap_timestamps_failure_and_save(
+        self, world: ConsoleWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         failed_job(world)
         monkeypatch.chdir(tmp_path)
         app = make_app(world, reattach=False)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, app)
             app.open_job(FAILED_JOB)
-            await wait_until(pilot, lambda: isinstance(app.screen, JobLogScreen) and app.screen.job is not None and app.screen.lines_written, "the log")
+            await wait_until(
+                pilot,
+                lambda: (
+                    isinstance(app.screen, JobLogScreen) and app.screen.job is not None and app.screen.lines_written
+                ),
+                "the log",
+            )
             screen = app.screen
             view = screen.query_one(LogView)
             assert app.focused is view  # the log scrolls without Tab
@@ -292,6 +380,7 @@ class TestLogViewer:
 
 # -- alerts and timers ---------------------------------------------------------------------------
 
+
 class TestAlerts:
     async def test_a_job_failing_in_the_background_raises_a_toast_and_a_bell(self, world: ConsoleWorld) -> None:
         failed_job(world, RUNNING_JOB, status="running", alive=True)
@@ -303,7 +392,12 @@ class TestAlerts:
             assert "running" in grid(app).get_cell("backend-core", "job").plain
 
             def fail(record):
-                done = [s.model_copy(update={"status": "failed", "message": "verification failed: health is old"}) if s.name == "verify" else s for s in record.steps]
+                done = [
+                    s.model_copy(update={"status": "failed", "message": "verification failed: health is old"})
+                    if s.name == "verify"
+                    else s
+                    for s in record.steps
+                ]
                 return record.model_copy(update={"status": "failed", "steps": done, "endedAt": record.startedAt})
 
             jobs.update_job(world.state_dir, RUNNING_JOB, fail)
@@ -318,7 +412,9 @@ class TestAlerts:
         now = [FIXED_NOW]
         app = make_app(world, clock=lambda: now[0])
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: isinstance(app.screen, JobLogScreen) and app.screen.job is not None, "reattach")
+            await wait_until(
+                pilot, lambda: isinstance(app.screen, JobLogScreen) and app.screen.job is not None, "reattach"
+            )
             header = lambda: str(app.screen.query_one("#job-header").render())  # noqa: E731
             assert "elapsed 1m34s" in header()
             now[0] += 30  # no event arrives; the header moves on its own
@@ -326,6 +422,7 @@ class TestAlerts:
 
 
 # -- streaming refresh ---------------------------------------------------------------------------
+
 
 class TestStreaming:
     async def test_a_silent_host_holds_only_its_own_rows(self, world: ConsoleWorld) -> None:
@@ -336,14 +433,28 @@ class TestStreaming:
         silent.listen(16)
         try:
             config = (world.workspace / "config.json").read_text()
-            (world.workspace / "config.json").write_text(config.replace('"port": 1,', f'"port": {silent.getsockname()[1]},'))
+            (world.workspace / "config.json").write_text(
+                config.replace('"port": 1,', f'"port": {silent.getsockname()[1]},')
+            )
             app = make_app(world)
             async with app.run_test(size=SIZE) as pilot:
                 started = time.monotonic()
-                await wait_until(pilot, lambda: "unreachable" in grid(app).get_cell("code-queue", "state").plain if "code-queue" in row_ids(app) else False, "D601's rows", 60)
+                await wait_until(
+                    pilot,
+                    lambda: (
+                        "unreachable" in grid(app).get_cell("code-queue", "state").plain
+                        if "code-queue" in row_ids(app)
+                        else False
+                    ),
+                    "D601's rows",
+                    60,
+                )
                 assert time.monotonic() - started < 2.0
                 assert app.main_screen._refreshing is not None  # the refresh is still waiting on main-server
-                assert "backend-core" in grid(app).waiting and "⟳" in grid(app).render_line(1 + row_ids(app).index("backend-core")).text
+                assert (
+                    "backend-core" in grid(app).waiting
+                    and "⟳" in grid(app).render_line(1 + row_ids(app).index("backend-core")).text
+                )
                 await settle(pilot, app)
                 assert "unreachable" in grid(app).get_cell("backend-core", "state").plain
                 assert time.monotonic() - started < 8.0  # the connect bound (5 s), not the probe bound
@@ -353,6 +464,7 @@ class TestStreaming:
 
 # -- cancel --------------------------------------------------------------------------------------
 
+
 class TestCancel:
     async def test_c_asks_then_cancels_the_running_job(self, world: ConsoleWorld) -> None:
         """The worker is a real process of its own (never this test): cancel signals it."""
@@ -361,16 +473,24 @@ class TestCancel:
         worker = subprocess.Popen(["sleep", "60"])
         try:
             failed_job(world, RUNNING_JOB, status="running")
-            jobs.update_job(world.state_dir, RUNNING_JOB, lambda r: r.model_copy(update={"workerPid": worker.pid, "workerStart": jobs.process_start(worker.pid)}))
+            jobs.update_job(
+                world.state_dir,
+                RUNNING_JOB,
+                lambda r: r.model_copy(update={"workerPid": worker.pid, "workerStart": jobs.process_start(worker.pid)}),
+            )
             app = make_app(world, reattach=False)
             async with app.run_test(size=SIZE) as pilot:
                 await settle(pilot, app)
                 await pilot.press("c")
-                assert isinstance(app.screen, MessageDialog) and RUNNING_JOB in str(app.screen.query_one("#message-title").render())
+                assert isinstance(app.screen, MessageDialog) and RUNNING_JOB in str(
+                    app.screen.query_one("#message-title").render()
+                )
                 await pilot.press("n")
                 assert not jobs.cancel_requested(world.state_dir, RUNNING_JOB)
                 await pilot.press("c", "y")
-                await wait_until(pilot, lambda: jobs.cancel_requested(world.state_dir, RUNNING_JOB), "the cancel request")
+                await wait_until(
+                    pilot, lambda: jobs.cancel_requested(world.state_dir, RUNNING_JOB), "the cancel request"
+                )
                 assert worker.wait(timeout=5) == -15  # SIGTERM reached the worker
         finally:
             worker.kill()
@@ -379,21 +499,55 @@ class TestCancel:
 
 # -- manifest diff -------------------------------------------------------------------------------
 
+
 def test_the_manifest_diff_compares_only_what_the_manifest_sets() -> None:
     from unidesk_tui.manifest_diff import object_diff
 
-    rendered = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "code-queue", "namespace": "unidesk"},
-                "spec": {"replicas": 1, "template": {"metadata": {"annotations": {"unidesk.ai/deployed-at": "now"}},
-                                                     "spec": {"containers": [{"name": "app", "image": "svc:new"}]}}}}
-    live = {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "code-queue", "namespace": "unidesk", "uid": "1234", "managedFields": [{}]},
-            "spec": {"replicas": 1, "template": {"metadata": {"annotations": {"unidesk.ai/deployed-at": "earlier"}},
-                                                 "spec": {"containers": [{"name": "sidecar", "image": "x"}, {"name": "app", "image": "svc:old", "imagePullPolicy": "Never"}]}}},
-            "status": {"availableReplicas": 1}}
+    rendered = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "code-queue", "namespace": "unidesk"},
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "metadata": {"annotations": {"unidesk.ai/deployed-at": "now"}},
+                "spec": {"containers": [{"name": "app", "image": "svc:new"}]},
+            },
+        },
+    }
+    live = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "code-queue", "namespace": "unidesk", "uid": "1234", "managedFields": [{}]},
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "metadata": {"annotations": {"unidesk.ai/deployed-at": "earlier"}},
+                "spec": {
+                    "containers": [
+                        {"name": "sidecar", "image": "x"},
+                        {"name": "app", "image": "svc:old", "imagePullPolicy": "Never"},
+                    ]
+                },
+            },
+        },
+        "status": {"availableReplicas": 1},
+    }
     changed = object_diff(rendered, live)
     assert "-      - image: svc:old" in changed.diff and "+      - image: svc:new" in changed.diff
-    assert not any("uid" in line or "status" in line or "deployed-at" in line or "sidecar" in line for line in changed.diff)
-    same = object_diff(rendered, {**live, "spec": {**live["spec"], "template": {**live["spec"]["template"], "spec": {"containers": [{"name": "app", "image": "svc:new"}]}}}})
+    assert not any(
+        "uid" in line or "status" in line or "deployed-at" in line or "sidecar" in line for line in changed.diff
+    )
+    same = object_diff(
+        rendered,
+        {
+            **live,
+            "spec": {
+                **live["spec"],
+                "template": {**live["spec"]["template"], "spec": {"containers": [{"name": "app", "image": "svc:new"}]}},
+            },
+        },
+    )
     assert same.diff == []
     assert object_diff(rendered, None).live_missing
 
@@ -408,8 +562,15 @@ def test_the_manifest_diff_says_why_it_has_no_render(world: ConsoleWorld) -> Non
 
 # -- the plan-bound confirmation ------------------------------------------------------------------
 
+
 async def confirmed_plan(pilot, app) -> None:
-    await wait_until(pilot, lambda: isinstance(app.screen, ConfirmApplyScreen) and (app.screen.request.saved is not None or app.screen.refusal), "the bound plan")
+    await wait_until(
+        pilot,
+        lambda: (
+            isinstance(app.screen, ConfirmApplyScreen) and (app.screen.request.saved is not None or app.screen.refusal)
+        ),
+        "the bound plan",
+    )
 
 
 class TestBoundPlan:
@@ -428,21 +589,35 @@ class TestBoundPlan:
             assert "bound at" in str(dialog.query_one("#confirm-text").render())
             # deploy/dev moves backend-core to another commit after the plan was shown
             url = world.service_url
-            moved = '{"schemaVersion": 1, "environment": "dev", "services": [' + ", ".join(
-                f'{{"id": "{sid}", "repo": "{url}", "commitId": "{sha[:7]}"}}'
-                for sid, sha in (("backend-core", world.commits[1]), ("frontend", world.commits[2]), ("code-queue", world.commits[1]),
-                                 ("code-queue-mgr", world.commits[1]))) + "]}\n"
+            moved = (
+                '{"schemaVersion": 1, "environment": "dev", "services": ['
+                + ", ".join(
+                    f'{{"id": "{sid}", "repo": "{url}", "commitId": "{sha[:7]}"}}'
+                    for sid, sha in (
+                        ("backend-core", world.commits[1]),
+                        ("frontend", world.commits[2]),
+                        ("code-queue", world.commits[1]),
+                        ("code-queue-mgr", world.commits[1]),
+                    )
+                )
+                + "]}\n"
+            )
             _env_branch(world.workspace, "dev", moved)
             await pilot.press("y")
             await wait_until(pilot, lambda: isinstance(app.screen, MessageDialog), "the refusal")
             title = str(app.screen.query_one("#message-title").render())
             body = str(app.screen.query_one("#message-body").render())
             assert "stale" in title
-            assert "plan_stale" in body and "backend-core: commit was " + world.commits[2][:12] in body and world.commits[1][:12] in body
+            assert (
+                "plan_stale" in body
+                and "backend-core: commit was " + world.commits[2][:12] in body
+                and world.commits[1][:12] in body
+            )
             assert jobs.list_jobs(world.state_dir) == []  # nothing ran
 
 
 # -- states the runtime distinguishes ------------------------------------------------------------
+
 
 def test_rollouts_in_progress_and_without_replicas_are_not_missing() -> None:
     from executors.k3s import rollout_moving, rollout_text
@@ -473,17 +648,27 @@ class TestLiveEnvironmentWording:
             doc = main.documents[env]
             first = grid(app).row_keys[0]
             live = LiveState(state="in-sync", commit=main.item(first).commit, health="healthy")
-            main.documents[env] = doc.model_copy(update={"services": [
-                i.model_copy(update={"live": live, "action": "noop", "reason": "running it on every layer"}) if i.id == first else i
-                for i in doc.services
-            ]})
+            main.documents[env] = doc.model_copy(
+                update={
+                    "services": [
+                        i.model_copy(update={"live": live, "action": "noop", "reason": "running it on every layer"})
+                        if i.id == first
+                        else i
+                        for i in doc.services
+                    ]
+                }
+            )
             main._render_all()
             await pilot.pause()
             text = str(header.render())
             assert "runtime read live" in text and "dry-run" not in text
             grid(app).select(first)
             await pilot.press("space", "a")
-            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmApplyScreen) and app.screen.request.saved is not None, "the binding")
+            await wait_until(
+                pilot,
+                lambda: isinstance(app.screen, ConfirmApplyScreen) and app.screen.request.saved is not None,
+                "the binding",
+            )
             shown = str(app.screen.query_one("#confirm-text").render())
             assert "live runtime not read" not in shown
             assert "the view read the runtime live (noop: running it on every layer)" in shown
@@ -495,8 +680,12 @@ def test_side_pane_layer_labels_do_not_run_into_their_values() -> None:
     from unidesk_tui.screens.service_detail import layers_text
 
     sha = "ad05037d870e" + "0" * 28
-    live = LiveState(state="in-sync", commit=sha, health="healthy",
-                     evidence={"layers": {"backend-core-dev annotation": sha, "frontend-dev env": sha}})
+    live = LiveState(
+        state="in-sync",
+        commit=sha,
+        health="healthy",
+        evidence={"layers": {"backend-core-dev annotation": sha, "frontend-dev env": sha}},
+    )
     item = PlanItem(id="backend-core", commit=sha, live=live, action="noop", reason="")
     text = layers_text(item).plain
     assert "backend-core-dev annotation  ad05037d870e" in text, text

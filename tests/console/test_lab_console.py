@@ -27,7 +27,6 @@ from unidesk_tui.workspace import Workspace
 pytestmark = pytest.mark.lab
 
 
-
 @pytest.fixture(scope="module")
 def console_lab():
     reason = lab_skip_reason()
@@ -132,7 +131,8 @@ async def test_a_hung_host_holds_only_its_rows_while_the_others_refresh(lab_worl
     An ordering, not a stopwatch: how fast the other rows turn fresh is bench/console.py's figure."""
     import signal
 
-    from unidesk_lab import daemon, lab as labapi
+    from unidesk_lab import daemon
+    from unidesk_lab import lab as labapi
 
     pid = daemon.running_pid(labapi._loaded(lab_world.lab_dir), "D518", "sshd")
     assert pid is not None
@@ -200,7 +200,9 @@ def test_the_manifest_diff_of_a_k3s_service_reads_the_live_objects(lab_world) ->
         assert deployment.live_missing and any("+kind: Deployment" == line for line in deployment.diff)
         return
     assert not deployment.live_missing
-    assert any(line.startswith("+") and desired in line for line in deployment.diff), deployment.diff  # the stamp moves to it
+    assert any(line.startswith("+") and desired in line for line in deployment.diff), (
+        deployment.diff
+    )  # the stamp moves to it
 
 
 async def test_dry_run_apply_through_the_console_streams_a_real_job(lab_world) -> None:
@@ -254,7 +256,6 @@ async def test_apply_through_the_console_brings_the_service_in_sync(lab_world) -
         await settle(pilot, app)
         assert states(app)["backend-core"] == "in-sync"
         assert "succeeded" in grid(app).get_cell("backend-core", "job").plain
-
 
 
 @pytest.mark.slow

@@ -34,7 +34,12 @@ async def _wait_job_view(pilot, app, job_id: str) -> None:
     for _ in range(400):
         await pilot.pause(0.05)
         screen = app.screen
-        if isinstance(screen, JobLogScreen) and screen.job_id == job_id and screen.job is not None and screen.lines_written:
+        if (
+            isinstance(screen, JobLogScreen)
+            and screen.job_id == job_id
+            and screen.job is not None
+            and screen.lines_written
+        ):
             break
     await pilot.pause(0.3)  # one more poll: nothing new arrives, the picture is final
 
@@ -76,7 +81,12 @@ class TestJobSnapshots:
         """Reopening the console reattaches to the running job and shows its live log."""
         sha = world.commits[2]
         record_job(
-            world.state_dir, RUNNING_JOB, status="running", services=["backend-core"], workspace=world.workspace, alive=True,
+            world.state_dir,
+            RUNNING_JOB,
+            status="running",
+            services=["backend-core"],
+            workspace=world.workspace,
+            alive=True,
             steps=[
                 step("backend-core", "resolve-compose", "succeeded", 94, 0.4, readOnly=True),
                 step("backend-core", "proxy-probe", "succeeded", 93, 0.2, readOnly=True),
@@ -86,9 +96,20 @@ class TestJobSnapshots:
                 step("backend-core", "verify", "pending"),
             ],
             events=[
-                ("backend-core", None, "engine", f"backend-core: deploy {sha[:12]} on main-server (unidesk-direct): running {world.commits[1][:12]}, desired {sha[:12]}"),
+                (
+                    "backend-core",
+                    None,
+                    "engine",
+                    f"backend-core: deploy {sha[:12]} on main-server (unidesk-direct): running "
+                    f"{world.commits[1][:12]}, desired {sha[:12]}",
+                ),
                 ("backend-core", "resolve-compose", "stdout", "compose project unidesk, service backend-core"),
-                ("backend-core", "proxy-probe", "stdout", "target_source_proxy=none (main server, requiresProxy=false)"),
+                (
+                    "backend-core",
+                    "proxy-probe",
+                    "stdout",
+                    "target_source_proxy=none (main server, requiresProxy=false)",
+                ),
                 ("backend-core", "source", "stdout", f"fetching {sha} into the target mirror"),
                 ("backend-core", "source", "stdout", f"git archive {sha[:12]} -> build context"),
                 ("backend-core", "build", "stdout", "target_build_cache_from=unidesk-sample:main"),
@@ -103,28 +124,67 @@ class TestJobSnapshots:
     def test_failed_verification(self, world: ConsoleWorld, snap_compare) -> None:
         """A healthy old version fails verification, and the view names the layer that disagreed."""
         want, old = world.commits[2], world.commits[1]
-        message = f"backend-core: live runtime does not prove {want}: health deploy.commit is {old} (healthy), expected {want}"
+        message = (
+            f"backend-core: live runtime does not prove {want}: health deploy.commit is {old} (healthy), "
+            f"expected {want}"
+        )
         record_job(
-            world.state_dir, FAILED_JOB, status="failed", services=["backend-core"], workspace=world.workspace,
+            world.state_dir,
+            FAILED_JOB,
+            status="failed",
+            services=["backend-core"],
+            workspace=world.workspace,
             steps=[
                 step("backend-core", "resolve-compose", "succeeded", 94, 0.4, readOnly=True),
                 step("backend-core", "proxy-probe", "succeeded", 93, 0.2, readOnly=True),
                 step("backend-core", "source", "succeeded", 92, 3.1),
                 step("backend-core", "build", "succeeded", 88, 21.5),
                 step("backend-core", "rollout", "succeeded", 66, 2.3),
-                step("backend-core", "verify", "failed", 63, 60.0, code="verification_failed", message=message, verification=[
-                    LayerCheck(layer="image", what="unidesk.ai/source-commit", expected=want, actual=want, ok=True),
-                    LayerCheck(layer="env", what="UNIDESK_DEPLOY_COMMIT", expected=want, actual=want, ok=True),
-                    LayerCheck(layer="health", what="status", expected="healthy", actual="healthy", ok=True),
-                    LayerCheck(layer="health", what="deploy.commit", expected=want, actual=old, ok=False),
-                ]),
+                step(
+                    "backend-core",
+                    "verify",
+                    "failed",
+                    63,
+                    60.0,
+                    code="verification_failed",
+                    message=message,
+                    verification=[
+                        LayerCheck(layer="image", what="unidesk.ai/source-commit", expected=want, actual=want, ok=True),
+                        LayerCheck(layer="env", what="UNIDESK_DEPLOY_COMMIT", expected=want, actual=want, ok=True),
+                        LayerCheck(layer="health", what="status", expected="healthy", actual="healthy", ok=True),
+                        LayerCheck(layer="health", what="deploy.commit", expected=want, actual=old, ok=False),
+                    ],
+                ),
             ],
-            plan=[PlanItem(id="backend-core", commit=want, action="deploy", reason=f"running {old[:12]}, desired {want[:12]}")],
-            result=JobResult(ok=False, services={"backend-core": "failed"}, errors=[ErrorItem(code="verification_failed", message=message, service="backend-core")]),
+            plan=[
+                PlanItem(
+                    id="backend-core", commit=want, action="deploy", reason=f"running {old[:12]}, desired {want[:12]}"
+                )
+            ],
+            result=JobResult(
+                ok=False,
+                services={"backend-core": "failed"},
+                errors=[ErrorItem(code="verification_failed", message=message, service="backend-core")],
+            ),
             events=[
-                ("backend-core", "rollout", "stdout", "docker compose up -d --no-build --no-deps --force-recreate backend-core"),
-                ("backend-core", "verify", "stdout", f"verification pending: health deploy.commit is {old} (healthy), expected {want}"),
-                ("backend-core", "verify", "stderr", f"verification_failed: health deploy.commit is {old} (healthy), expected {want}"),
+                (
+                    "backend-core",
+                    "rollout",
+                    "stdout",
+                    "docker compose up -d --no-build --no-deps --force-recreate backend-core",
+                ),
+                (
+                    "backend-core",
+                    "verify",
+                    "stdout",
+                    f"verification pending: health deploy.commit is {old} (healthy), expected {want}",
+                ),
+                (
+                    "backend-core",
+                    "verify",
+                    "stderr",
+                    f"verification_failed: health deploy.commit is {old} (healthy), expected {want}",
+                ),
             ],
         )
         app = make_app(world)
@@ -138,7 +198,6 @@ class TestJobSnapshots:
         assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
-
 def _vary_states(app, world: ConsoleWorld) -> None:
     """Give the real check's rows one live state each, so the picture shows every colour: the
     grid's rendering is what is photographed (the states themselves are tested on the lab)."""
@@ -150,13 +209,25 @@ def _vary_states(app, world: ConsoleWorld) -> None:
     states = {
         "backend-core": LiveState(state="drift", commit=old, health="healthy"),
         "frontend": LiveState(state="in-sync", commit=world.commits[1], health="healthy"),
-        "code-queue": LiveState(state="progressing", commit=old, health="unknown", message="rollout under way (0/1 updated, 0 available)"),
-        "code-queue-mgr": LiveState(state="runtime-unreachable", health="unknown", message="main-server answers SSH, but not its runtime"),
+        "code-queue": LiveState(
+            state="progressing", commit=old, health="unknown", message="rollout under way (0/1 updated, 0 available)"
+        ),
+        "code-queue-mgr": LiveState(
+            state="runtime-unreachable", health="unknown", message="main-server answers SSH, but not its runtime"
+        ),
     }
-    main.documents["file"] = doc.model_copy(update={"services": [
-        i.model_copy(update={"live": states[i.id], "action": "noop" if states[i.id].state == "in-sync" else "deploy"}) if i.id in states else i
-        for i in doc.services
-    ]})
+    main.documents["file"] = doc.model_copy(
+        update={
+            "services": [
+                i.model_copy(
+                    update={"live": states[i.id], "action": "noop" if states[i.id].state == "in-sync" else "deploy"}
+                )
+                if i.id in states
+                else i
+                for i in doc.services
+            ]
+        }
+    )
     main._render_all()
 
 

@@ -36,7 +36,9 @@ class Tmux:
 
     def start(self, command: list[str], env: dict[str, str], size: tuple[int, int]) -> None:
         line = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shlex.join(command)
-        self.run("-f", "/dev/null", "new-session", "-d", "-s", "c", "-x", str(size[0]), "-y", str(size[1]), f"env {line}")
+        self.run(
+            "-f", "/dev/null", "new-session", "-d", "-s", "c", "-x", str(size[0]), "-y", str(size[1]), f"env {line}"
+        )
         self.run("set-option", "-t", "c", "remain-on-exit", "on")
 
     def screen(self) -> str:
@@ -63,12 +65,25 @@ def tmux(world: ConsoleWorld) -> Iterator[Tmux]:
 
 
 def console_env(world: ConsoleWorld) -> dict[str, str]:
-    return {"GIT_CONFIG_GLOBAL": os.environ["GIT_CONFIG_GLOBAL"], "PYTHONPATH": str(REPO), "TERM": "xterm-256color",
-            "UNIDESK_REFRESH_S": "3600", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return {
+        "GIT_CONFIG_GLOBAL": os.environ["GIT_CONFIG_GLOBAL"],
+        "PYTHONPATH": str(REPO),
+        "TERM": "xterm-256color",
+        "UNIDESK_REFRESH_S": "3600",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
 
 
 def start_console(tmux: Tmux, world: ConsoleWorld, size: tuple[int, int] = (80, 24)) -> None:
-    command = [sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(world.workspace), "--state-dir", str(world.state_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "unidesk_tui.cli",
+        "--workspace",
+        str(world.workspace),
+        "--state-dir",
+        str(world.state_dir),
+    ]
     tmux.start(command, console_env(world), size)
     tmux.wait_text("SERVICE")
     tmux.wait_text("unreachable")
@@ -98,8 +113,18 @@ def test_quit_does_not_wait_for_a_silent_host(tmux: Tmux, world: ConsoleWorld) -
     silent.listen(16)
     try:
         config = (world.workspace / "config.json").read_text()
-        (world.workspace / "config.json").write_text(config.replace('"port": 1,', f'"port": {silent.getsockname()[1]},'))
-        command = [sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(world.workspace), "--state-dir", str(world.state_dir)]
+        (world.workspace / "config.json").write_text(
+            config.replace('"port": 1,', f'"port": {silent.getsockname()[1]},')
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "unidesk_tui.cli",
+            "--workspace",
+            str(world.workspace),
+            "--state-dir",
+            str(world.state_dir),
+        ]
         tmux.start(command, console_env(world), (100, 30))
         tmux.wait_text("SERVICE")
         time.sleep(1.0)  # the refresh is now waiting on the silent host

@@ -28,12 +28,21 @@ from unidesk_tui import jobs, locks  # noqa: E402
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 MAIN, D518 = "main-server", "D518"
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@lab.invalid", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@lab.invalid", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@lab.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@lab.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+}
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV
+    ).stdout.strip()
 
 
 def running(lab: dict, sid: str) -> str:
@@ -53,7 +62,6 @@ def steps(job: dict) -> dict[tuple[str, str], dict]:
     return {(s["service"], s["name"]): s for s in job["steps"]}
 
 
-
 def _processes(pattern: str) -> bool:
     """Whether a process matching `pattern` runs (the lab's hosts share our pid namespace)."""
     return subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True).returncode == 0
@@ -70,7 +78,10 @@ def branches(lab, tmp_path_factory) -> dict[str, str]:
     variants = {
         "broken": ("Dockerfile", lambda t: t + 'RUN ["/bin/busybox", "false"]\n'),
         # A fresh ENV value per run keeps the slow step out of any earlier run's build cache.
-        "slow": ("Dockerfile", lambda t: t + f'ENV TEST_NONCE={secrets.token_hex(8)}\nRUN ["/bin/busybox", "sleep", "40"]\n'),
+        "slow": (
+            "Dockerfile",
+            lambda t: t + f'ENV TEST_NONCE={secrets.token_hex(8)}\nRUN ["/bin/busybox", "sleep", "40"]\n',
+        ),
         # Health that ignores the deploy stamp and reports an old commit.
         "stale-health": ("app/www/cgi-bin/health", lambda t: t.replace('"${UNIDESK_DEPLOY_COMMIT}"', f'"{old}"')),
     }
@@ -90,7 +101,11 @@ def restore(lab, tmp_path_factory):
     """Leave backend-core and d518-worker running the seeded `old` commit for later modules."""
     yield
     tmp = tmp_path_factory.mktemp("restore")
-    manifest = write_manifest(tmp / "deploy.json", lab["content"]["sampleRepo"], {"backend-core": lab["content"]["old"], "d518-worker": lab["content"]["old"]})
+    manifest = write_manifest(
+        tmp / "deploy.json",
+        lab["content"]["sampleRepo"],
+        {"backend-core": lab["content"]["old"], "d518-worker": lab["content"]["old"]},
+    )
     apply(lab, tmp / "state", manifest, "--wait")
 
 
@@ -98,7 +113,12 @@ def ensure_old(lab, tmp_path: Path) -> None:
     old = lab["content"]["old"]
     todo = {sid: old for sid in ("backend-core", "d518-worker") if running(lab, sid) != old}
     if todo:
-        rc, doc = apply(lab, tmp_path / "setup-state", write_manifest(tmp_path / "setup.json", lab["content"]["sampleRepo"], todo), "--wait")
+        rc, doc = apply(
+            lab,
+            tmp_path / "setup-state",
+            write_manifest(tmp_path / "setup.json", lab["content"]["sampleRepo"], todo),
+            "--wait",
+        )
         assert rc == 0, doc
 
 
@@ -118,7 +138,9 @@ def test_apply_old_to_new_on_main_and_d518_then_noop_then_force(lab, tmp_path, r
     content = lab["content"]
     new = content["new"]
     state = tmp_path / "state"
-    manifest = write_manifest(tmp_path / "deploy.json", content["sampleRepo"], {"backend-core": new, "d518-worker": new})
+    manifest = write_manifest(
+        tmp_path / "deploy.json", content["sampleRepo"], {"backend-core": new, "d518-worker": new}
+    )
     egress_mark = egress_size(lab, D518)
 
     rc, doc = apply(lab, state, manifest, "--force", "--wait")  # --force: a commit built before would be reused
@@ -130,18 +152,36 @@ def test_apply_old_to_new_on_main_and_d518_then_noop_then_force(lab, tmp_path, r
     log = job_log(state, doc["jobId"])
     texts = [e.text for e in log if e.service == "d518-worker"]
     assert "target_build_proxy_probe=ok" in texts
-    assert any(t.startswith("target_build_command=") and "--build-arg HTTP_PROXY=http://127.0.0.1:18789" in t and "--network host" in t for t in texts)
+    assert any(
+        t.startswith("target_build_command=")
+        and "--build-arg HTTP_PROXY=http://127.0.0.1:18789" in t
+        and "--network host" in t
+        for t in texts
+    )
     assert any(t.startswith("verified:") for t in texts)
     assert any(e.service == "backend-core" and e.text.startswith("verified:") for e in log)
     # The provider's fetch went through its egress proxy (the proxy's own log says so).
-    through = [e for e in egress_entries(lab, D518, egress_mark) if "sample-service.git" in e.get("target", "") and e.get("result") == "ok"]
+    through = [
+        e
+        for e in egress_entries(lab, D518, egress_mark)
+        if "sample-service.git" in e.get("target", "") and e.get("result") == "ok"
+    ]
     assert any("git-upload-pack" in e["target"] for e in through), through
 
     rc, doc = apply(lab, state, manifest, "--wait")
     assert rc == 0 and doc["status"] == "succeeded"
-    assert {(s["service"], s["name"], s["status"]) for s in doc["job"]["steps"]} == {("backend-core", "noop", "skipped"), ("d518-worker", "noop", "skipped")}
+    assert {(s["service"], s["name"], s["status"]) for s in doc["job"]["steps"]} == {
+        ("backend-core", "noop", "skipped"),
+        ("d518-worker", "noop", "skipped"),
+    }
 
-    rc, doc = apply(lab, state, write_manifest(tmp_path / "one.json", content["sampleRepo"], {"backend-core": new}), "--force", "--wait")
+    rc, doc = apply(
+        lab,
+        state,
+        write_manifest(tmp_path / "one.json", content["sampleRepo"], {"backend-core": new}),
+        "--force",
+        "--wait",
+    )
     assert rc == 0 and doc["status"] == "succeeded", json.dumps(doc)[:4000]
     texts = [e.text for e in job_log(state, doc["jobId"]) if e.step == "build"]
     assert f"target_build_cache_from={service(lab, 'backend-core')['build']['image']}" in texts
@@ -154,7 +194,9 @@ def test_provider_proxy_down_fails_at_the_probe_and_changes_nothing(lab, tmp_pat
 
     ensure_old(lab, tmp_path)
     state = tmp_path / "state"
-    manifest = write_manifest(tmp_path / "deploy.json", lab["content"]["sampleRepo"], {"d518-worker": lab["content"]["new"]})
+    manifest = write_manifest(
+        tmp_path / "deploy.json", lab["content"]["sampleRepo"], {"d518-worker": lab["content"]["new"]}
+    )
     before = host_snapshot(lab, D518)
     labapi.stop_egress(lab["dir"], D518)
     try:
@@ -165,7 +207,9 @@ def test_provider_proxy_down_fails_at_the_probe_and_changes_nothing(lab, tmp_pat
     assert [e["code"] for e in doc["errors"]] == ["proxy_probe_failed"]
     st = steps(doc["job"])
     assert st[("d518-worker", "proxy-probe")]["status"] == "failed"
-    assert all(s["status"] == "skipped" for (sid, name), s in st.items() if name in ("source", "build", "rollout", "verify"))
+    assert all(
+        s["status"] == "skipped" for (sid, name), s in st.items() if name in ("source", "build", "rollout", "verify")
+    )
     assert host_snapshot(lab, D518) == before
     assert running(lab, "d518-worker") == lab["content"]["old"]
 
@@ -174,13 +218,17 @@ def test_build_failure_and_stale_health_fail_and_keep_their_logs(lab, tmp_path, 
     ensure_old(lab, tmp_path)
     state = tmp_path / "state"
     repo = lab["content"]["sampleRepo"]
-    rc, doc = apply(lab, state, write_manifest(tmp_path / "broken.json", repo, {"backend-core": branches["broken"]}), "--wait")
+    rc, doc = apply(
+        lab, state, write_manifest(tmp_path / "broken.json", repo, {"backend-core": branches["broken"]}), "--wait"
+    )
     assert rc == 1 and doc["status"] == "failed" and [e["code"] for e in doc["errors"]] == ["build_failed"]
     assert steps(doc["job"])[("backend-core", "rollout")]["status"] == "skipped"
     assert any(e.step == "build" and "false" in e.text for e in job_log(state, doc["jobId"]))
     assert running(lab, "backend-core") == lab["content"]["old"]
 
-    rc, doc = apply(lab, state, write_manifest(tmp_path / "stale.json", repo, {"backend-core": branches["stale-health"]}), "--wait")
+    rc, doc = apply(
+        lab, state, write_manifest(tmp_path / "stale.json", repo, {"backend-core": branches["stale-health"]}), "--wait"
+    )
     assert rc == 1 and doc["status"] == "failed" and [e["code"] for e in doc["errors"]] == ["verification_failed"]
     assert steps(doc["job"])[("backend-core", "rollout")]["status"] == "succeeded"
     assert any("health deploy.commit is " + lab["content"]["old"] in e.text for e in job_log(state, doc["jobId"]))
@@ -196,7 +244,10 @@ def test_concurrent_applies_lock_and_a_killed_worker_is_interrupted(lab, tmp_pat
     rc, first = apply(lab, state, manifest)
     assert rc == 0 and first["ok"], first
     job_id = first["jobId"]
-    wait_for(lambda: steps(jobs.load_job(state, job_id).model_dump())[("backend-core", "build")]["status"] == "running", "the slow build to start")
+    wait_for(
+        lambda: steps(jobs.load_job(state, job_id).model_dump())[("backend-core", "build")]["status"] == "running",
+        "the slow build to start",
+    )
 
     rc, second = apply(lab, state, manifest)
     assert rc == 1 and [e["code"] for e in second["errors"]] == ["locked"] and job_id in second["errors"][0]["message"]
@@ -210,12 +261,22 @@ def test_concurrent_applies_lock_and_a_killed_worker_is_interrupted(lab, tmp_pat
     assert running(lab, "backend-core") == lab["content"]["old"]
     # The orphaned remote build may still finish and retag the image: let it end first, then
     # remove the build context the killed worker could not clean up (other tests count them).
-    wait_for(lambda: not _processes("busybox sleep 40") and not _processes("-t unidesk-backend-core:main"), "the orphaned build to end", 120)
+    wait_for(
+        lambda: not _processes("busybox sleep 40") and not _processes("-t unidesk-backend-core:main"),
+        "the orphaned build to end",
+        120,
+    )
     for e in job_log(state, job_id):
         if e.text.startswith("target_build_context="):
             ssh(lab, MAIN, ["rm", "-rf", "--", e.text.split("=", 1)[1].split(" ", 1)[0]])
 
     # The dead holder's lock is taken over by the next apply (which is logged).
-    rc, doc = apply(lab, state, write_manifest(tmp_path / "old.json", lab["content"]["sampleRepo"], {"backend-core": lab["content"]["old"]}), "--force", "--wait")
+    rc, doc = apply(
+        lab,
+        state,
+        write_manifest(tmp_path / "old.json", lab["content"]["sampleRepo"], {"backend-core": lab["content"]["old"]}),
+        "--force",
+        "--wait",
+    )
     assert rc == 0 and doc["status"] == "succeeded", json.dumps(doc)[:3000]
     assert any("took over" in w and job_id in w for w in doc["job"]["warnings"])

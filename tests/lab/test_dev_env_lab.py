@@ -29,8 +29,14 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 D601 = "D601"
 SLICE = ("backend-core", "frontend", "code-queue")
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@lab.invalid", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@lab.invalid", "GIT_CONFIG_NOSYSTEM": "1"}
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@lab.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@lab.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
 
 
 def kubectl(lab, *args: str) -> str:
@@ -46,9 +52,19 @@ def versions(lab, ns: str) -> dict[str, str]:
     """Each object's identity and desired state (uid, generation, spec/data, annotations): status
     updates by the node (readiness) are not writes of an apply."""
     items = json.loads(kubectl(lab, "-n", ns, "get", "deploy,sts,svc,secret,configmap,pvc", "-o", "json"))["items"]
-    return {f"{i['kind']}/{i['metadata']['name']}": json.dumps([i["metadata"]["uid"], i["metadata"].get("generation"),
-                                                               i["metadata"].get("annotations"), i.get("spec"), i.get("data")],
-                                                              sort_keys=True) for i in items}
+    return {
+        f"{i['kind']}/{i['metadata']['name']}": json.dumps(
+            [
+                i["metadata"]["uid"],
+                i["metadata"].get("generation"),
+                i["metadata"].get("annotations"),
+                i.get("spec"),
+                i.get("data"),
+            ],
+            sort_keys=True,
+        )
+        for i in items
+    }
 
 
 def health(url: str) -> dict:
@@ -57,7 +73,9 @@ def health(url: str) -> dict:
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV
+    ).stdout.strip()
 
 
 def steps(job: dict) -> list[tuple[str, str]]:
@@ -68,11 +86,19 @@ def steps(job: dict) -> list[tuple[str, str]]:
 def dev_applied(lab, tmp_path_factory):
     """Production code-queue applied in file mode first (so `unidesk` is not empty), then the dev slice."""
     state = tmp_path_factory.mktemp("dev-state")
-    manifest = write_manifest(state / "deploy.json", lab["content"]["sampleRepo"], {"code-queue": lab["content"]["new"]})
+    manifest = write_manifest(
+        state / "deploy.json", lab["content"]["sampleRepo"], {"code-queue": lab["content"]["new"]}
+    )
     prod = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--service", "code-queue", "--wait")
     before = (production_names(lab), versions(lab, "unidesk"))
     docs = {sid: cli(lab, state, "deploy", "apply", "--env", "dev", "--service", sid, "--wait") for sid in SLICE}
-    yield {"state": state, "prod": prod, "before": before, "after": (production_names(lab), versions(lab, "unidesk")), "docs": docs}
+    yield {
+        "state": state,
+        "prod": prod,
+        "before": before,
+        "after": (production_names(lab), versions(lab, "unidesk")),
+        "docs": docs,
+    }
     # later modules expect production code-queue not running (as the seed leaves it)
     kubectl(lab, "-n", "unidesk", "delete", "deployment,service", "code-queue", "--ignore-not-found")
 
@@ -86,11 +112,19 @@ def test_dev_applies_of_the_slice_succeed_after_a_validate_step(lab, dev_applied
         assert ("validate", "succeeded") in steps(doc["job"])
     dev = json.loads(kubectl(lab, "-n", "unidesk-dev", "get", "deploy", "-o", "json"))["items"]
     stamped = {d["metadata"]["name"]: d["metadata"]["annotations"].get("UNIDESK_DEPLOY_COMMIT") for d in dev}
-    for name in ("backend-core-dev", "frontend-dev", "code-queue-scheduler-dev", "code-queue-read-dev", "code-queue-write-dev",
-                 "d601-dev-provider-egress-proxy"):
+    for name in (
+        "backend-core-dev",
+        "frontend-dev",
+        "code-queue-scheduler-dev",
+        "code-queue-read-dev",
+        "code-queue-write-dev",
+        "d601-dev-provider-egress-proxy",
+    ):
         assert stamped[name] == new, stamped
     egress = next(d for d in dev if d["metadata"]["name"] == "d601-dev-provider-egress-proxy")
-    assert egress["spec"]["template"]["spec"]["containers"][0]["image"] == "unidesk-provider-egress:dev"  # fixed, as declared
+    assert (
+        egress["spec"]["template"]["spec"]["containers"][0]["image"] == "unidesk-provider-egress:dev"
+    )  # fixed, as declared
     # backend-core-dev wrote its log under /var/log/unidesk-dev (a hostPath below D601's lab root)
     log = lab["layout"].host_root(D601) / "var" / "log" / "unidesk-dev" / "backend-core.log"
     assert new in log.read_text()
@@ -108,7 +142,11 @@ def test_dev_check_live_reads_the_dev_runtime_in_sync(lab, dev_applied, sid):
     assert item["live"]["evidence"]["health"]["url"].startswith(lab["layout"].dev_msproxy_url)
     if sid == "code-queue":  # every Deployment of the slice was read
         assert set(item["live"]["evidence"]["deployments"]) == {
-            "code-queue-scheduler-dev", "code-queue-read-dev", "code-queue-write-dev", "d601-dev-provider-egress-proxy"}
+            "code-queue-scheduler-dev",
+            "code-queue-read-dev",
+            "code-queue-write-dev",
+            "d601-dev-provider-egress-proxy",
+        }
     # without --live: the spec's dry-run plan, no runtime read
     rc, doc = cli(lab, dev_applied["state"], "deploy", "check", "--env", "dev", "--service", sid)
     assert rc == 3 and doc["services"][0]["live"] is None and "live runtime not read" in doc["services"][0]["reason"]
@@ -130,7 +168,10 @@ def test_production_and_dev_code_queue_run_at_once_each_healthy_through_its_own_
     assert dev["deploy"]["commit"] == new and dev["environment"] == "dev" and dev["namespace"] == "unidesk-dev"
     # both on container port 4222, in their own pods
     cluster = json.loads(lab["layout"].cluster_file.read_text())["services"]
-    prod_ep, dev_ep = cluster["unidesk/code-queue"]["endpoints"][0], cluster["unidesk-dev/code-queue-scheduler-dev"]["endpoints"][0]
+    prod_ep, dev_ep = (
+        cluster["unidesk/code-queue"]["endpoints"][0],
+        cluster["unidesk-dev/code-queue-scheduler-dev"]["endpoints"][0],
+    )
     assert prod_ep["ip"] != dev_ep["ip"] and "4222" in prod_ep["ports"] and "4222" in dev_ep["ports"]
 
 
@@ -143,13 +184,20 @@ def guardrail_breaking_commit(lab, tmp_path):
     path = sample / "k3s" / "dev" / "unidesk-dev-core.k8s.yaml"
     text = path.read_text()
     assert "spec: {type: ClusterIP, selector: {app: frontend-dev}" in text
-    path.write_text(text.replace("spec: {type: ClusterIP, selector: {app: frontend-dev}", "spec: {type: NodePort, selector: {app: frontend-dev}"))
+    path.write_text(
+        text.replace(
+            "spec: {type: ClusterIP, selector: {app: frontend-dev}",
+            "spec: {type: NodePort, selector: {app: frontend-dev}",
+        )
+    )
     git(sample, "commit", "-qam", "frontend-dev as a NodePort (breaks a dev guardrail)")
     bad = git(sample, "rev-parse", "HEAD")
     branch = f"refs/heads/guardrail-{uuid.uuid4().hex[:6]}"
     git(sample, "push", "-q", "origin", f"HEAD:{branch}")
     ws = tmp_path / "ws"
-    subprocess.run(["git", "clone", "-q", "-b", "deploy/dev", content["workspaceRepo"], str(ws)], check=True, env=GIT_ENV)
+    subprocess.run(
+        ["git", "clone", "-q", "-b", "deploy/dev", content["workspaceRepo"], str(ws)], check=True, env=GIT_ENV
+    )
     original = git(ws, "rev-parse", "HEAD")
     doc = json.loads((ws / "deploy.json").read_text())
     next(s for s in doc["services"] if s["id"] == "frontend")["commitId"] = bad
@@ -161,14 +209,18 @@ def guardrail_breaking_commit(lab, tmp_path):
     git(sample, "push", "-q", "origin", f":{branch}")
 
 
-def test_a_guardrail_breaking_commit_fails_at_validate_and_changes_no_dev_object(lab, dev_applied, guardrail_breaking_commit):
+def test_a_guardrail_breaking_commit_fails_at_validate_and_changes_no_dev_object(
+    lab, dev_applied, guardrail_breaking_commit
+):
     before = versions(lab, "unidesk-dev")
     rc, doc = cli(lab, dev_applied["state"], "deploy", "apply", "--env", "dev", "--service", "frontend", "--wait")
     assert rc == 1 and doc["status"] == "failed"
     job = doc["job"]
     failed = [(n, s) for n, s in steps(job) if s == "failed"]
     assert failed == [("validate", "failed")], steps(job)
-    assert all(s in ("skipped", "pending") for n, s in steps(job)[[n for n, _ in steps(job)].index("validate") + 1:]), steps(job)
+    assert all(
+        s in ("skipped", "pending") for n, s in steps(job)[[n for n, _ in steps(job)].index("validate") + 1 :]
+    ), steps(job)
     errors = doc["errors"]
     assert errors[0]["code"] == "dev_manifest_invalid" and errors[0]["service"] == "frontend"
     assert "Service/frontend-dev" in errors[0]["message"] and "[rule cluster-ip-only]" in errors[0]["message"]
@@ -187,7 +239,10 @@ def test_a_missing_fixed_image_fails_at_validate_with_image_not_found_before_any
         assert rc == 1 and [n for n, s in steps(doc["job"]) if s == "failed"] == ["validate"], steps(doc["job"])
         error = doc["errors"][0]
         assert error["code"] == "image_not_found" and error["service"] == "code-queue"
-        assert "Deployment/d601-dev-provider-egress-proxy" in error["message"] and "unidesk-provider-egress:dev" in error["message"]
+        assert (
+            "Deployment/d601-dev-provider-egress-proxy" in error["message"]
+            and "unidesk-provider-egress:dev" in error["message"]
+        )
         assert versions(lab, "unidesk-dev") == before
     finally:
         foundation.load_images(lab["layout"])  # the session lab keeps its fixed images

@@ -34,8 +34,9 @@ NEEDS = ("containerd", "ctr", "runc", "unshare")
 if sys.platform != "linux" or os.geteuid() != 0:
     pytest.skip("needs root on Linux (runs containerd and runc)", allow_module_level=True)
 if missing := [b for b in NEEDS if shutil.which(b) is None]:
-    pytest.skip(f"missing {', '.join(missing)} (Debian package docker.io provides containerd/ctr/runc)",
-                allow_module_level=True)
+    pytest.skip(
+        f"missing {', '.join(missing)} (Debian package docker.io provides containerd/ctr/runc)", allow_module_level=True
+    )
 if not Path("/bin/busybox").exists():
     pytest.skip("missing /bin/busybox (Debian package busybox-static)", allow_module_level=True)
 
@@ -53,6 +54,7 @@ def free_port() -> int:
 
 def oci_image_tar(path: Path, name: str) -> None:
     """A FROM-scratch image in OCI layout: /bin/busybox (static) and /www/index.html, entrypoint busybox."""
+
     def digest(data: bytes) -> str:
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -67,21 +69,45 @@ def oci_image_tar(path: Path, name: str) -> None:
         info.size = len(PAGE)
         layer.addfile(info, io.BytesIO(PAGE))
     layer = layer_buf.getvalue()
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "config": {"Entrypoint": ["/bin/busybox"], "Env": ["PATH=/bin"]},
-                         "rootfs": {"type": "layers", "diff_ids": [digest(layer)]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(config),
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(layer),
-                    "size": len(layer)}]}).encode()
-    index = json.dumps({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(manifest),
-        "size": len(manifest), "annotations": {"io.containerd.image.name": name}}]}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": ["/bin/busybox"], "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [digest(layer)]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(layer), "size": len(layer)}
+            ],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest(manifest),
+                    "size": len(manifest),
+                    "annotations": {"io.containerd.image.name": name},
+                }
+            ],
+        }
+    ).encode()
     with tarfile.open(path, "w") as tar:
         for entry, data in [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index)] + [
-                (f"blobs/sha256/{digest(b)[7:]}", b) for b in (layer, config, manifest)]:
+            (f"blobs/sha256/{digest(b)[7:]}", b) for b in (layer, config, manifest)
+        ]:
             info = tarfile.TarInfo(entry)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -93,8 +119,9 @@ class Containerd:
     socket: str
 
     def ctr(self, *args: str) -> str:
-        out = subprocess.run(["ctr", "-a", self.socket, "-n", CTR_NS, *args], capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run(
+            ["ctr", "-a", self.socket, "-n", CTR_NS, *args], capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -112,8 +139,8 @@ def containerd():
     sock = root / "containerd.sock"
     config = root / "config.toml"
     config.write_text(f"""version = 2
-root = "{root / 'root'}"
-state = "{root / 'state'}"
+root = "{root / "root"}"
+state = "{root / "state"}"
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = "{sock}"
@@ -122,9 +149,21 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 """)
     log = open(root / "containerd.log", "wb")
     # Own mount namespace with a private /run: shims and runc keep their state out of the host's /run.
-    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                             'mount -t tmpfs tmpfs /run && exec containerd --config "$0"', str(config)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            'mount -t tmpfs tmpfs /run && exec containerd --config "$0"',
+            str(config),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + WAIT
     while subprocess.run(["ctr", "-a", str(sock), "version"], capture_output=True).returncode != 0:
         assert proc.poll() is None, (root / "containerd.log").read_text()[-2000:]
@@ -153,9 +192,24 @@ class KubeAPIProcess:
     async def start(self) -> None:
         self.log = open(self.data.parent / "kubeapi.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "unidesk_lab.kubeapi", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data", str(self.data), "--containerd-socket", self.ctrd.socket, "--containerd-namespace", CTR_NS],
-            stderr=self.log, cwd=Path(__file__).resolve().parents[2])
+            [
+                sys.executable,
+                "-m",
+                "unidesk_lab.kubeapi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data",
+                str(self.data),
+                "--containerd-socket",
+                self.ctrd.socket,
+                "--containerd-namespace",
+                CTR_NS,
+            ],
+            stderr=self.log,
+            cwd=Path(__file__).resolve().parents[2],
+        )
         deadline = time.monotonic() + WAIT
         while not await http_ok(f"http://127.0.0.1:{self.port}/readyz"):
             assert self.proc.poll() is None, self.logs()
@@ -177,7 +231,7 @@ async def http_get(url: str) -> tuple[int, bytes] | None:
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s, s.get(url) as resp:
             return resp.status, await resp.read()
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return None
 
 
@@ -204,21 +258,32 @@ async def apps(kubeapi):
 
 def deployment(name: str, port: int, image: str = "labbox:1", *, args_only: bool = False) -> dict:
     serve = ["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"]
-    container: dict = {"name": "web", "image": image,
-                       "env": [{"name": "PLAIN", "value": "1"},
-                               {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "color"}}},
-                               {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "pw"}}}],
-                       "readinessProbe": {"httpGet": {"path": "/", "port": port}}}
+    container: dict = {
+        "name": "web",
+        "image": image,
+        "env": [
+            {"name": "PLAIN", "value": "1"},
+            {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "color"}}},
+            {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "pw"}}},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/", "port": port}},
+    }
     if args_only:
         container["args"] = serve  # entrypoint /bin/busybox comes from the image config
     else:
         container["command"] = ["/bin/busybox", *serve]
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "annotations": {"unidesk.ai/deploy-commit": "c" * 40}},
-            "spec": {"selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name},
-                                               "annotations": {"unidesk.ai/deploy-commit": "c" * 40}},
-                                  "spec": {"containers": [container]}}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "annotations": {"unidesk.ai/deploy-commit": "c" * 40}},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": {"unidesk.ai/deploy-commit": "c" * 40}},
+                "spec": {"containers": [container]},
+            },
+        },
+    }
 
 
 async def setup_namespace(core, ns: str) -> None:
@@ -228,8 +293,9 @@ async def setup_namespace(core, ns: str) -> None:
 
 
 async def apply(apps_api, ns: str, body: dict):
-    return await apps_api.patch_namespaced_deployment(body["metadata"]["name"], ns, body, field_manager="lab-test",
-                                                      _content_type="application/apply-patch+yaml")
+    return await apps_api.patch_namespaced_deployment(
+        body["metadata"]["name"], ns, body, field_manager="lab-test", _content_type="application/apply-patch+yaml"
+    )
 
 
 async def wait_status(apps_api, ns: str, name: str, done) -> client.V1Deployment:
@@ -250,8 +316,13 @@ def rolled_out(generation: int):
     def done(dep) -> bool:
         s = dep.status
         prog = condition(dep, "Progressing")
-        return (s.observed_generation == generation and s.available_replicas == 1 and prog is not None
-                and prog.reason == "NewReplicaSetAvailable")
+        return (
+            s.observed_generation == generation
+            and s.available_replicas == 1
+            and prog is not None
+            and prog.reason == "NewReplicaSetAvailable"
+        )
+
     return done
 
 
@@ -276,8 +347,9 @@ async def test_deployment_runs_serves_and_reports_image_pull_backoff(containerd,
 
     # An image containerd does not have: the old container keeps serving, the rollout reports back-off.
     await apply(apps_api, ns, deployment("web", port, image="nope:404"))
-    dep = await wait_status(apps_api, ns, "web",
-                            lambda d: getattr(condition(d, "Progressing"), "reason", None) == "ImagePullBackOff")
+    dep = await wait_status(
+        apps_api, ns, "web", lambda d: getattr(condition(d, "Progressing"), "reason", None) == "ImagePullBackOff"
+    )
     prog = condition(dep, "Progressing")
     assert prog.status == "False" and "nope:404" in prog.message
     assert dep.status.observed_generation == 2 and dep.status.unavailable_replicas == 1
@@ -289,7 +361,8 @@ async def test_deployment_runs_serves_and_reports_image_pull_backoff(containerd,
     await wait_status(apps_api, ns, "web", rolled_out(3))
     assert await http_get(f"http://127.0.0.1:{new_port}/") == (200, PAGE)
     assert [c for c in containerd.containers() if c.startswith("kubeapi_lab-rollout_web_")] == [
-        "kubeapi_lab-rollout_web_3"]
+        "kubeapi_lab-rollout_web_3"
+    ]
     assert await http_get(f"http://127.0.0.1:{port}/") is None
 
     # Deleting the Deployment stops its container.
@@ -338,7 +411,12 @@ async def test_container_that_exits_is_a_crash_looping_pod_with_exit_code_and_lo
     ns = "lab-crash"
     await setup_namespace(core, ns)
     body = deployment("boom", free_port())
-    body["spec"]["template"]["spec"]["containers"][0]["command"] = ["/bin/busybox", "sh", "-c", "echo starting; echo cannot start >&2; exit 3"]
+    body["spec"]["template"]["spec"]["containers"][0]["command"] = [
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo starting; echo cannot start >&2; exit 3",
+    ]
     await apply(apps_api, ns, body)
     deadline = time.monotonic() + WAIT
     while True:
@@ -349,12 +427,18 @@ async def test_container_that_exits_is_a_crash_looping_pod_with_exit_code_and_lo
         assert time.monotonic() < deadline, pods
         await asyncio.sleep(0.2)
     pod = pods[0]
-    assert pod.metadata.annotations["unidesk.ai/deploy-commit"] == "c" * 40 and pod.metadata.owner_references[0].name == "boom"
+    assert (
+        pod.metadata.annotations["unidesk.ai/deploy-commit"] == "c" * 40
+        and pod.metadata.owner_references[0].name == "boom"
+    )
     status = pod.status.container_statuses[0]
     assert status.state.waiting.reason == "CrashLoopBackOff" and status.restart_count == 1
     assert status.last_state.terminated.exit_code == 3
     deadline = time.monotonic() + WAIT  # the shim may still be copying the last bytes when the task is seen stopped
-    while sorted((full := await core.read_namespaced_pod_log(pod.metadata.name, ns)).splitlines()) != ["cannot start", "starting"]:
+    while sorted((full := await core.read_namespaced_pod_log(pod.metadata.name, ns)).splitlines()) != [
+        "cannot start",
+        "starting",
+    ]:
         assert time.monotonic() < deadline, full  # stdout and stderr, one file
         await asyncio.sleep(0.2)
     tail = await core.read_namespaced_pod_log(pod.metadata.name, ns, tail_lines=1)

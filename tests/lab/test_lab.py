@@ -28,14 +28,19 @@ pytestmark = [pytest.mark.lab]
 
 async def connect(lab: dict, host: str, known_hosts: str | None = None) -> asyncssh.SSHClientConnection:
     return await asyncssh.connect(
-        lab["addresses"][host], username=lab["ssh"]["user"], client_keys=[lab["ssh"]["identityFile"]],
-        known_hosts=known_hosts or lab["ssh"]["knownHosts"], connect_timeout=10,
+        lab["addresses"][host],
+        username=lab["ssh"]["user"],
+        client_keys=[lab["ssh"]["identityFile"]],
+        known_hosts=known_hosts or lab["ssh"]["knownHosts"],
+        connect_timeout=10,
     )
 
 
 def ssh(lab: dict, host: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
     """OpenSSH with the lab's generated client config and known_hosts."""
-    proc = subprocess.run(["ssh", "-F", str(lab["sshConfig"]), host, command], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["ssh", "-F", str(lab["sshConfig"]), host, command], capture_output=True, text=True, timeout=120
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"ssh {host} {command!r} exited {proc.returncode}: {proc.stderr}{proc.stdout}")
     return proc
@@ -61,7 +66,9 @@ def test_status_lists_every_host_with_running_daemons(lab):
 
 
 def test_cli_status_prints_one_json_document(lab):
-    proc = subprocess.run([sys.executable, "-m", "unidesk_lab.cli", "lab", "status", "--dir", lab["dir"]], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unidesk_lab.cli", "lab", "status", "--dir", lab["dir"]], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["up"] is True and doc["gitRemote"] == lab["gitRemote"]
@@ -69,9 +76,17 @@ def test_cli_status_prints_one_json_document(lab):
 
 
 def test_cli_status_of_no_lab_and_a_failing_up(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "unidesk_lab.cli", "lab", "status", "--dir", str(tmp_path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unidesk_lab.cli", "lab", "status", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and json.loads(proc.stdout)["up"] is False
-    proc = subprocess.run([sys.executable, "-m", "unidesk_lab.cli", "lab", "up", "--dir", "/proc/unidesk-lab-nowhere"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unidesk_lab.cli", "lab", "up", "--dir", "/proc/unidesk-lab-nowhere"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     assert doc["ok"] is False and doc["errors"][0]["code"] == "lab_failed" and doc["errors"][0]["message"]
@@ -87,7 +102,10 @@ def test_workspace_config_is_a_valid_catalog(lab):
     assert modes["backend-core"] == ("unidesk-direct", "main-server")
     assert modes["code-queue-mgr"] == ("internal-sidecar", "main-server")
     assert modes["d518-worker"] == ("unidesk-direct", "D518")
-    assert [m.id for m in catalog.microservices if m.deployment.mode == "k3sctl-managed"] == ["decision-center", "code-queue"]
+    assert [m.id for m in catalog.microservices if m.deployment.mode == "k3sctl-managed"] == [
+        "decision-center",
+        "code-queue",
+    ]
     assert catalog.microservice("node-exporter").unsupported_reason
 
 
@@ -97,7 +115,11 @@ def test_workspace_config_is_a_valid_catalog(lab):
 @pytest.mark.parametrize("host", HOSTS)
 async def test_ssh_verifies_host_key_and_sets_host_environment(lab, host):
     async with await connect(lab, host) as conn:
-        result = await conn.run("hostname; command -v docker; echo $DOCKER_HOST; docker version --format '{{.Client.Version}} {{.Server.Version}}'; docker-compose version --short", check=True)
+        result = await conn.run(
+            "hostname; command -v docker; echo $DOCKER_HOST; docker version --format '{{.Client.Version}} "
+            "{{.Server.Version}}'; docker-compose version --short",
+            check=True,
+        )
     name, docker, docker_host, versions, compose = result.stdout.split("\n")[:5]
     assert name == host
     assert docker == str(lab["layout"].bin_dir(host) / "docker")  # not /usr/local/bin/docker (no buildx)
@@ -187,9 +209,15 @@ def test_remote_holds_environment_branches_with_only_deploy_json(lab):
     git = ["git", "-C", str(ws)]
     subprocess.run([*git, "fetch", "-q", "origin"], check=True)  # over HTTP from the operator
     for env in ("dev", "prod"):
-        files = subprocess.run([*git, "ls-tree", "--name-only", f"origin/deploy/{env}"], capture_output=True, text=True, check=True).stdout.split()
+        files = subprocess.run(
+            [*git, "ls-tree", "--name-only", f"origin/deploy/{env}"], capture_output=True, text=True, check=True
+        ).stdout.split()
         assert files == ["deploy.json"]
-        doc = json.loads(subprocess.run([*git, "show", f"origin/deploy/{env}:deploy.json"], capture_output=True, text=True, check=True).stdout)
+        doc = json.loads(
+            subprocess.run(
+                [*git, "show", f"origin/deploy/{env}:deploy.json"], capture_output=True, text=True, check=True
+            ).stdout
+        )
         assert doc["environment"] == env
     content = lab["content"]
     assert len(content["commits"]) >= 4
@@ -197,7 +225,9 @@ def test_remote_holds_environment_branches_with_only_deploy_json(lab):
 
 
 def test_main_server_reaches_the_git_remote_directly(lab):
-    out = ssh(lab, "main-server", shlex.join(["git", "ls-remote", lab["content"]["sampleRepo"], "refs/heads/master"])).stdout
+    out = ssh(
+        lab, "main-server", shlex.join(["git", "ls-remote", lab["content"]["sampleRepo"], "refs/heads/master"])
+    ).stdout
     assert out.split()[0] == lab["content"]["new"]
 
 
@@ -242,14 +272,26 @@ def d601_image(lab):
     new, url = lab["content"]["new"], lab["content"]["sampleRepo"]
     proxy = f"http://127.0.0.1:{EGRESS_PORT}"
     src = f"{lay.work_dir('D601')}/src-{uuid.uuid4().hex[:8]}"
-    labels = {"unidesk.ai/service-id": "decision-center", "unidesk.ai/source-repo": url, "unidesk.ai/source-commit": new, "unidesk.ai/dockerfile": "Dockerfile"}
-    build = ["docker", "build", "--network", "host", "-t", IMAGE] + [a for k, v in labels.items() for a in ("--label", f"{k}={v}")] + ["-"]
-    script = " && ".join([
-        shlex.join(["env", f"http_proxy={proxy}", "git", "clone", "-q", url, src]),
-        f"git -C {shlex.quote(src)} archive {new} | {shlex.join(build)} 2>&1",
-        f"docker save {IMAGE} | ctr -a {shlex.quote(str(lay.containerd_socket))} -n k8s.io images import - >/dev/null",
-        f"rm -rf {shlex.quote(src)}",
-    ])
+    labels = {
+        "unidesk.ai/service-id": "decision-center",
+        "unidesk.ai/source-repo": url,
+        "unidesk.ai/source-commit": new,
+        "unidesk.ai/dockerfile": "Dockerfile",
+    }
+    build = (
+        ["docker", "build", "--network", "host", "-t", IMAGE]
+        + [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
+        + ["-"]
+    )
+    script = " && ".join(
+        [
+            shlex.join(["env", f"http_proxy={proxy}", "git", "clone", "-q", url, src]),
+            f"git -C {shlex.quote(src)} archive {new} | {shlex.join(build)} 2>&1",
+            f"docker save {IMAGE} | ctr -a {shlex.quote(str(lay.containerd_socket))} -n k8s.io images import - "
+            ">/dev/null",
+            f"rm -rf {shlex.quote(src)}",
+        ]
+    )
     out = ssh(lab, "D601", script).stdout
     assert "[internal] load" in out or "#1 " in out, f"not a BuildKit build:\n{out}"
     return IMAGE
@@ -274,8 +316,19 @@ async def test_deployment_applied_through_the_emulator_answers_through_the_micro
 
     new, url = lab["content"]["new"], lab["content"]["sampleRepo"]
     bare = lab["layout"].git_root / "sample-service.git"
-    text = subprocess.run(["git", "--git-dir", str(bare), "show", f"{new}:k3s/sample.k8s.yaml"], capture_output=True, text=True, check=True).stdout
-    for key, value in {"__IMAGE__": d601_image, "__SERVICE_ID__": "decision-center", "__DEPLOY_REPO__": url, "__DEPLOY_COMMIT__": new, "__DEPLOY_REQUESTED_COMMIT__": new}.items():
+    text = subprocess.run(
+        ["git", "--git-dir", str(bare), "show", f"{new}:k3s/sample.k8s.yaml"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for key, value in {
+        "__IMAGE__": d601_image,
+        "__SERVICE_ID__": "decision-center",
+        "__DEPLOY_REPO__": url,
+        "__DEPLOY_COMMIT__": new,
+        "__DEPLOY_REQUESTED_COMMIT__": new,
+    }.items():
         text = text.replace(key, value)
     docs = [d for d in yaml.safe_load_all(text) if d and d["metadata"]["name"] == "decision-center"]
     deployment = next(d for d in docs if d["kind"] == "Deployment")
@@ -381,7 +434,11 @@ def test_own_lab_up_is_idempotent_names_failing_daemons_and_down_cleans_up_after
     assert not names & set(lay.all_netns())
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert not any(iface in links for iface in lay.operator_ifaces)
-    alive = [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+    alive = [
+        p
+        for p in pids
+        if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    ]
     assert alive == []
     assert [p for p in own_lab_dir.rglob("*") if p.is_socket()] == []
     assert _mounts_mentioning(own_lab_dir) == []
@@ -389,8 +446,11 @@ def test_own_lab_up_is_idempotent_names_failing_daemons_and_down_cleans_up_after
 
     # plain `down` keeps the directory (image caches, runtime state); `down --purge` deletes it
     assert (own_lab_dir / "hosts").is_dir()
-    proc = subprocess.run([sys.executable, "-m", "unidesk_lab.cli", "lab", "down", "--purge", "--dir", str(own_lab_dir)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unidesk_lab.cli", "lab", "down", "--purge", "--dir", str(own_lab_dir)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and json.loads(proc.stdout)["purged"] is True, proc.stdout + proc.stderr
     assert not own_lab_dir.exists()
 
@@ -443,10 +503,18 @@ def test_microservice_proxy_reads_config_per_request(lab):
 
 def test_git_remote_accepts_pushes_and_force_pushes(lab, tmp_path):
     url, new = lab["content"]["sampleRepo"], lab["content"]["new"]
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@lab.invalid", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@lab.invalid"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@lab.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@lab.invalid",
+    }
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(tmp_path / "c"), *args], capture_output=True, text=True, check=True, env=env).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(tmp_path / "c"), *args], capture_output=True, text=True, check=True, env=env
+        ).stdout.strip()
 
     subprocess.run(["git", "clone", "-q", url, str(tmp_path / "c")], check=True)
     (tmp_path / "c" / "pushed.txt").write_text("pushed over HTTP\n")

@@ -86,7 +86,12 @@ def test_labels_and_health_disagree_is_provenance_mismatch(lab, state, tmp_path)
     repo = lab["content"]["sampleRepo"]
     # Same image (labels say `labelled`), but the container is started claiming `liar`: its env and
     # therefore its health body report another commit.
-    compose_up(lab, host, ms, {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": liar, "UNIDESK_DEPLOY_REQUESTED_COMMIT": liar})
+    compose_up(
+        lab,
+        host,
+        ms,
+        {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": liar, "UNIDESK_DEPLOY_REQUESTED_COMMIT": liar},
+    )
     try:
         manifest = write_manifest(tmp_path / "deploy.json", repo, {"code-queue-mgr": labelled})
         for _ in range(20):  # the recreated container needs a moment before health answers
@@ -99,11 +104,22 @@ def test_labels_and_health_disagree_is_provenance_mismatch(lab, state, tmp_path)
         assert live["evidence"]["layers"] == {"image label": labelled, "env": liar, "health": liar}
         assert items(doc)["code-queue-mgr"]["action"] == "deploy" and rc == 3
     finally:
-        compose_up(lab, host, ms, {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": labelled, "UNIDESK_DEPLOY_REQUESTED_COMMIT": labelled})
+        compose_up(
+            lab,
+            host,
+            ms,
+            {
+                "UNIDESK_DEPLOY_REPO": repo,
+                "UNIDESK_DEPLOY_COMMIT": labelled,
+                "UNIDESK_DEPLOY_REQUESTED_COMMIT": labelled,
+            },
+        )
 
 
 def test_image_only_service_is_unsupported(lab, state, tmp_path):
-    manifest = write_manifest(tmp_path / "deploy.json", lab["content"]["sampleRepo"], {"node-exporter": lab["content"]["new"]})
+    manifest = write_manifest(
+        tmp_path / "deploy.json", lab["content"]["sampleRepo"], {"node-exporter": lab["content"]["new"]}
+    )
     rc, doc = cli(lab, state, "deploy", "check", "--file", str(manifest))
     item = items(doc)["node-exporter"]
     assert rc == 3 and item["action"] == "unsupported" and item["live"]["state"] == "unsupported", doc
@@ -134,7 +150,12 @@ def test_k3s_deployment_annotations_read_through_the_tunnel(lab, state, tmp_path
     repo = lab["content"]["sampleRepo"]
     ns, name = "live-probe", "probe-deploy"
     kube_request(lab, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    stamp = {"UNIDESK_DEPLOY_SERVICE_ID": "k3s-probe", "UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": commit, "UNIDESK_DEPLOY_REQUESTED_COMMIT": commit[:10]}
+    stamp = {
+        "UNIDESK_DEPLOY_SERVICE_ID": "k3s-probe",
+        "UNIDESK_DEPLOY_REPO": repo,
+        "UNIDESK_DEPLOY_COMMIT": commit,
+        "UNIDESK_DEPLOY_REQUESTED_COMMIT": commit[:10],
+    }
     dep = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -144,7 +165,15 @@ def test_k3s_deployment_annotations_read_through_the_tunnel(lab, state, tmp_path
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "c", "image": "unidesk-live-probe:absent", "env": [{"name": k, "value": v} for k, v in stamp.items()]}]},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "unidesk-live-probe:absent",
+                            "env": [{"name": k, "value": v} for k, v in stamp.items()],
+                        }
+                    ]
+                },
             },
         },
     }
@@ -154,14 +183,16 @@ def test_k3s_deployment_annotations_read_through_the_tunnel(lab, state, tmp_path
     ws = tmp_path / "ws"
     ws.mkdir()
     cfg = json.loads(Path(lab["config"]).read_text())
-    cfg["microservices"].append({
-        "id": "k3s-probe",
-        "repository": {"url": repo},
-        "deployment": {"mode": "k3sctl-managed", "target": D601},
-        "build": {"image": "unidesk-live-probe:absent"},
-        "health": {"exposesDeployCommit": False},
-        "k8s": {"manifest": "k3s/none.yaml", "namespace": ns, "deployments": [name]},
-    })
+    cfg["microservices"].append(
+        {
+            "id": "k3s-probe",
+            "repository": {"url": repo},
+            "deployment": {"mode": "k3sctl-managed", "target": D601},
+            "build": {"image": "unidesk-live-probe:absent"},
+            "health": {"exposesDeployCommit": False},
+            "k8s": {"manifest": "k3s/none.yaml", "namespace": ns, "deployments": [name]},
+        }
+    )
     (ws / "config.json").write_text(json.dumps(cfg))
     manifest = write_manifest(ws / "deploy.json", repo, {"k3s-probe": commit})
     try:
@@ -181,7 +212,10 @@ def test_k3s_deployment_annotations_read_through_the_tunnel(lab, state, tmp_path
 
 def test_check_is_read_only(lab, state, tmp_path):
     repo = lab["content"]["sampleRepo"]
-    desired = {sid: lab["content"]["new"] for sid in ("backend-core", "code-queue-mgr", "d518-worker", "decision-center", "code-queue", "node-exporter")}
+    desired = {
+        sid: lab["content"]["new"]
+        for sid in ("backend-core", "code-queue-mgr", "d518-worker", "decision-center", "code-queue", "node-exporter")
+    }
     manifest = write_manifest(tmp_path / "deploy.json", repo, desired)
     before = {h: host_snapshot(lab, h) for h in (MAIN, D601, D518)}
     kube_before = kube_snapshot(lab)

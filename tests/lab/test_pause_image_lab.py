@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, kube_snapshot, kube_request, service, ssh, write_manifest  # noqa: E402
+from helpers_live import cli, kube_request, kube_snapshot, service, ssh, write_manifest  # noqa: E402
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 D601 = "D601"
-SID = "decision-center"  # test_pipeline's k3s test applies code-queue and checks decision-center by its own before/after
+SID = (
+    "decision-center"  # test_pipeline's k3s test applies code-queue and checks decision-center by its own before/after
+)
 CHANNEL = "provider-gateway-ws-egress:http://127.0.0.1:18789"
 
 
@@ -86,21 +88,46 @@ def test_pause_image_is_pulled_through_the_egress_proxy_and_runs_pause(lab, tmp_
     # the proxy's own log shows the registry requests, made on D601's behalf
     host = ref.split("/", 1)[0]
     requests = [json.loads(line) for line in egress_log.read_text()[seen:].splitlines() if line.strip()]
-    pulls = [r for r in requests if r["target"].startswith(f"http://{host}/v2/rancher/mirrored-pause/") and r["result"] == "ok"]
+    pulls = [
+        r
+        for r in requests
+        if r["target"].startswith(f"http://{host}/v2/rancher/mirrored-pause/") and r["result"] == "ok"
+    ]
     assert any("/manifests/" in r["target"] for r in pulls) and any("/blobs/" in r["target"] for r in pulls), requests
     # read back with ctr on D601: the image is there, and it really runs /pause (stops on SIGTERM)
     assert ref in images(lab)
     ctr(lab, "run", "-d", "--net-host", ref, "pause-lab-check")
     try:
         listed = ctr(lab, "tasks", "ls").stdout.decode()
-        assert any(line.split()[:1] == ["pause-lab-check"] and "RUNNING" in line for line in listed.splitlines()), listed
+        assert any(line.split()[:1] == ["pause-lab-check"] and "RUNNING" in line for line in listed.splitlines()), (
+            listed
+        )
         ctr(lab, "tasks", "kill", "-s", "SIGTERM", "pause-lab-check")
     finally:
-        ssh(lab, D601, ["sh", "-c", 'for i in 1 2 3 4 5 6 7 8 9 10; do "$@" tasks rm pause-lab-check 2>/dev/null && break; sleep 0.3; done; "$@" containers rm pause-lab-check',
-                        "sh", "ctr", "-a", node(lab)["containerdSocket"], "-n", node(lab)["containerdNamespace"]], check=False)
+        ssh(
+            lab,
+            D601,
+            [
+                "sh",
+                "-c",
+                'for i in 1 2 3 4 5 6 7 8 9 10; do "$@" tasks rm pause-lab-check 2>/dev/null && break; sleep 0.3; '
+                'done; "$@" containers rm pause-lab-check',
+                "sh",
+                "ctr",
+                "-a",
+                node(lab)["containerdSocket"],
+                "-n",
+                node(lab)["containerdNamespace"],
+            ],
+            check=False,
+        )
     # a second apply finds it present and checks it again without pulling
     seen = egress_log.stat().st_size
-    rc, doc, events, steps = run_apply(lab, tmp_path / "state", write_manifest(tmp_path / "deploy2.json", lab["content"]["sampleRepo"], {SID: other_commit(lab)}))
+    rc, doc, events, steps = run_apply(
+        lab,
+        tmp_path / "state",
+        write_manifest(tmp_path / "deploy2.json", lab["content"]["sampleRepo"], {SID: other_commit(lab)}),
+    )
     assert rc == 0, doc
     assert "k3s_pause_image_source=present" in events and "k3s_pause_image_entrypoint=/pause" in events
     assert "mirrored-pause" not in egress_log.read_text()[seen:]

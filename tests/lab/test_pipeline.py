@@ -21,7 +21,14 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 MAIN, D518 = "main-server", "D518"
 # What the deploy path must never touch on a host.
-HOST_GLOBAL = ["/etc/docker/daemon.json", "/root/.docker/config.json", "/root/.profile", "/root/.bashrc", "/etc/profile", "/etc/environment"]
+HOST_GLOBAL = [
+    "/etc/docker/daemon.json",
+    "/root/.docker/config.json",
+    "/root/.profile",
+    "/root/.bashrc",
+    "/etc/profile",
+    "/etc/environment",
+]
 
 
 @pytest.fixture
@@ -31,7 +38,9 @@ def state(tmp_path: Path) -> Path:
 
 def apply(lab, state, manifest: Path, *args: str, workspace: Path | None = None) -> tuple[int, dict, list[dict]]:
     """`deploy apply --wait`, then the job's whole event log via `job status`."""
-    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", *args, workspace=workspace, timeout=600)
+    rc, doc = cli(
+        lab, state, "deploy", "apply", "--file", str(manifest), "--wait", *args, workspace=workspace, timeout=600
+    )
     assert doc.get("jobId"), doc
     _, status = cli(lab, state, "job", "status", doc["jobId"], "--tail-bytes", "2000000", workspace=workspace)
     return rc, doc, status["log"]["events"]
@@ -69,7 +78,15 @@ def test_main_server_apply_builds_on_target_and_verifies(lab, state, tmp_path):
     # --force: an earlier module may have built `want` already, which would be reused (no build)
     rc, doc, events = apply(lab, state, manifest, "--service", "backend-core", "--force")
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
-    assert [n for n, s in steps(doc, "backend-core").items() if s["status"] == "succeeded"] == ["resolve-compose", "proxy-probe", "reuse", "source", "build", "rollout", "verify"]
+    assert [n for n, s in steps(doc, "backend-core").items() if s["status"] == "succeeded"] == [
+        "resolve-compose",
+        "proxy-probe",
+        "reuse",
+        "source",
+        "build",
+        "rollout",
+        "verify",
+    ]
     log = texts(events, "backend-core")
     assert "target_source_proxy=direct" in log and "target_build_proxy=direct" in log
     assert any(t.startswith("target_build_proxy_probe=skipped") for t in log)
@@ -178,7 +195,12 @@ def test_healthy_old_version_fails_verification(lab, state, tmp_path):
     try:
         rc, doc, events = apply(lab, state, manifest, workspace=ws)
     finally:
-        compose_up(lab, MAIN, ms, {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want, "UNIDESK_DEPLOY_REQUESTED_COMMIT": want})
+        compose_up(
+            lab,
+            MAIN,
+            ms,
+            {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want, "UNIDESK_DEPLOY_REQUESTED_COMMIT": want},
+        )
         stale_file.unlink(missing_ok=True)
     assert rc != 0 and doc["job"]["status"] == "failed", doc
     st = steps(doc, "backend-core")
@@ -204,17 +226,47 @@ def test_k3s_apply_builds_on_d601_imports_into_containerd_and_rolls_out(lab, sta
     untouched = spec_of(kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/decision-center"))
     live = kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
     current = (live.get("metadata", {}).get("annotations") or {}).get("UNIDESK_DEPLOY_COMMIT")
-    want = lab["content"]["new"] if current != lab["content"]["new"] else lab["content"]["old"]  # both carry the k3s manifest
+    want = (
+        lab["content"]["new"] if current != lab["content"]["new"] else lab["content"]["old"]
+    )  # both carry the k3s manifest
     manifest = write_manifest(tmp_path / "deploy.json", repo, {sid: want})
     # a legacy direct-Docker twin of the service (created, never started) must be gone afterwards
     ssh(lab, "D601", ["docker", "rm", "-f", twin], check=False)
     twin_image = service(lab, "d518-worker")["build"]["image"]
     if ssh(lab, "D601", ["docker", "image", "inspect", twin_image], check=False).returncode != 0:
         ssh(lab, "D601", ["docker", "load"], input=ssh(lab, D518, ["docker", "save", twin_image]).stdout)
-    ssh(lab, "D601", ["docker", "create", "--name", twin, "--label", f"com.docker.compose.project={ms['compose']['project']}", "--label", f"com.docker.compose.service={twin}", twin_image])
+    ssh(
+        lab,
+        "D601",
+        [
+            "docker",
+            "create",
+            "--name",
+            twin,
+            "--label",
+            f"com.docker.compose.project={ms['compose']['project']}",
+            "--label",
+            f"com.docker.compose.service={twin}",
+            twin_image,
+        ],
+    )
     rc, doc, events = apply(lab, state, manifest, "--force")  # --force: a commit built before would be reused
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
-    assert list(steps(doc, sid)) == ["k3s-preflight", "k3s-containerized", "proxy-probe", "k3s-pause-image", "source", "k8s-manifest", "reuse", "build", "k3s-import", "k8s-apply", "k8s-rollout", "legacy-twin", "verify"]
+    assert list(steps(doc, sid)) == [
+        "k3s-preflight",
+        "k3s-containerized",
+        "proxy-probe",
+        "k3s-pause-image",
+        "source",
+        "k8s-manifest",
+        "reuse",
+        "build",
+        "k3s-import",
+        "k8s-apply",
+        "k8s-rollout",
+        "legacy-twin",
+        "verify",
+    ]
     log = texts(events, sid)
     assert "target_build_proxy_probe=ok" in log and "k3s_containerized=none" in log
     assert any(t.startswith("k8s_manifest=" + ms["k8s"]["manifest"] + "@" + want[:12]) for t in log)
@@ -231,7 +283,15 @@ def test_k3s_apply_builds_on_d601_imports_into_containerd_and_rolls_out(lab, sta
     assert spec_of(kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/decision-center")) == untouched
     cfg = json.loads(Path(lab["config"]).read_text())
     node = next(t for t in cfg["targets"] if t["id"] == "D601")["k3s"]
-    images = ssh(lab, "D601", ["ctr", "-a", node["containerdSocket"], "-n", node["containerdNamespace"], "images", "ls", "-q"]).stdout.decode().split()
+    images = (
+        ssh(
+            lab,
+            "D601",
+            ["ctr", "-a", node["containerdSocket"], "-n", node["containerdNamespace"], "images", "ls", "-q"],
+        )
+        .stdout.decode()
+        .split()
+    )
     assert "docker.io/library/" + ms["build"]["image"] in images
     rc, check = cli(lab, state, "deploy", "check", "--file", str(manifest))
     item = check["services"][0]
@@ -240,13 +300,23 @@ def test_k3s_apply_builds_on_d601_imports_into_containerd_and_rolls_out(lab, sta
 
 def test_stale_build_contexts_of_killed_workers_are_pruned_fresh_ones_kept(lab, state, tmp_path):
     work = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == MAIN)["workDir"]
-    stale, fresh = f"{work}/contexts/backend-core-deadbeef0000-00000001", f"{work}/contexts/backend-core-deadbeef0000-00000002"
+    stale, fresh = (
+        f"{work}/contexts/backend-core-deadbeef0000-00000001",
+        f"{work}/contexts/backend-core-deadbeef0000-00000002",
+    )
     ssh(lab, MAIN, ["mkdir", "-p", "--", stale, fresh])
     ssh(lab, MAIN, ["touch", "-d", "3 hours ago", "--", stale])
     try:
         repo, old, new = lab["content"]["sampleRepo"], lab["content"]["old"], lab["content"]["new"]
         want = new if running_image_commit(lab, MAIN, "unidesk", "backend-core") != new else old
-        rc, doc, events = apply(lab, state, write_manifest(tmp_path / "deploy.json", repo, {"backend-core": want}), "--service", "backend-core", "--force")
+        rc, doc, events = apply(
+            lab,
+            state,
+            write_manifest(tmp_path / "deploy.json", repo, {"backend-core": want}),
+            "--service",
+            "backend-core",
+            "--force",
+        )
         assert rc == 0, doc
         assert f"target_build_context_pruned={stale}" in texts(events, "backend-core", "source")
         assert contexts_left(lab, MAIN) == ["backend-core-deadbeef0000-00000002"]  # possibly another job's: kept

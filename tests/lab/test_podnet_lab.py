@@ -31,8 +31,13 @@ WAIT = 60.0  # hang guard for polling, not a timing assertion
 
 
 def kubectl(lab, *args: str, input: str | None = None, check: bool = True):
-    proc = ssh(lab, D601, ["kubectl", "--kubeconfig", str(lab["kubeconfig"]), *args], check=check,
-               input=input.encode() if input else None)
+    proc = ssh(
+        lab,
+        D601,
+        ["kubectl", "--kubeconfig", str(lab["kubeconfig"]), *args],
+        check=check,
+        input=input.encode() if input else None,
+    )
     return proc.stdout.decode()
 
 
@@ -55,23 +60,62 @@ def in_pod(lab, ns: str, deployment: str, script: str) -> str:
     sock = str(lab["containerdSocket"])
     ids = ssh(lab, D601, ["ctr", "-a", sock, "-n", "k8s.io", "containers", "ls", "-q"]).stdout.decode().split()
     cid = next(c for c in ids if c.startswith(f"kubeapi_{ns}_{deployment}_"))
-    return ssh(lab, D601, ["ctr", "-a", sock, "-n", "k8s.io", "tasks", "exec", "--exec-id", f"t{uuid.uuid4().hex[:8]}", cid,
-                           "sh", "-c", script]).stdout.decode()
+    return ssh(
+        lab,
+        D601,
+        [
+            "ctr",
+            "-a",
+            sock,
+            "-n",
+            "k8s.io",
+            "tasks",
+            "exec",
+            "--exec-id",
+            f"t{uuid.uuid4().hex[:8]}",
+            cid,
+            "sh",
+            "-c",
+            script,
+        ],
+    ).stdout.decode()
 
 
 def web(name: str, ns: str, page: str) -> str:
     """A Deployment serving `page` on 8080 (the same container port in every copy) and its Service."""
-    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
-           "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
-               "metadata": {"labels": {"app": name}},
-               "spec": {"containers": [{
-                   "name": "web", "image": IMAGE,
-                   "command": ["/bin/sh", "-c", f"mkdir -p /www && echo {page} > /www/index.html && exec httpd -f -p 8080 -h /www"],
-                   "ports": [{"name": "http", "containerPort": 8080}],
-                   "readinessProbe": {"httpGet": {"path": "/", "port": "http"}},
-                   "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}}}]}}}}
-    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
-           "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": "http"}]}}
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": IMAGE,
+                            "command": [
+                                "/bin/sh",
+                                "-c",
+                                f"mkdir -p /www && echo {page} > /www/index.html && exec httpd -f -p 8080 -h /www",
+                            ],
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}},
+                            "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}},
+                        }
+                    ]
+                },
+            },
+        },
+    }
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": "http"}]},
+    }
     return yaml.safe_dump_all([dep, svc])
 
 
@@ -89,8 +133,10 @@ def twins(lab):
 def test_prod_and_dev_copies_share_a_container_port_in_their_own_pod_networks(lab, twins):
     name = twins
     for ns in ("unidesk", "unidesk-dev"):
-        wait_for(lambda: (get(lab, ns, f"deployment/{name}").get("status") or {}).get("availableReplicas") == 1,
-                 f"{ns}/{name} available")
+        wait_for(
+            lambda: (get(lab, ns, f"deployment/{name}").get("status") or {}).get("availableReplicas") == 1,
+            f"{ns}/{name} available",
+        )
     cluster = json.loads(lab["layout"].cluster_file.read_text())["services"]
     prod, dev = cluster[f"unidesk/{name}"], cluster[f"unidesk-dev/{name}"]
     assert prod["clusterIP"] != dev["clusterIP"] and prod["endpoints"][0]["ip"] != dev["endpoints"][0]["ip"]
@@ -104,46 +150,84 @@ def test_prod_and_dev_copies_share_a_container_port_in_their_own_pod_networks(la
         assert out == page
     # from a pod, by cluster DNS name: another namespace's Service, and its own (hairpin)
     request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 80 | tail -1"
-    assert in_pod(lab, "unidesk", name, request.format(host=f"{name}.unidesk-dev.svc.cluster.local")).strip() == "dev-copy"
+    assert (
+        in_pod(lab, "unidesk", name, request.format(host=f"{name}.unidesk-dev.svc.cluster.local")).strip() == "dev-copy"
+    )
     assert in_pod(lab, "unidesk", name, request.format(host=f"{name}.unidesk.svc.cluster.local")).strip() == "prod-copy"
-    assert in_pod(lab, "unidesk-dev", name, request.format(host=name)).strip() == "dev-copy"  # short name, own namespace
+    assert (
+        in_pod(lab, "unidesk-dev", name, request.format(host=name)).strip() == "dev-copy"
+    )  # short name, own namespace
     # no pod on the host network: the pod's interfaces are its own
     assert lab["addresses"][D601] not in in_pod(lab, "unidesk", name, "ip -o -4 addr")
 
 
 def test_seed_left_the_dev_foundation_running(lab):
     ns = "unidesk-dev"
-    sts = wait_for(lambda: (s := get(lab, ns, "statefulset/postgres-dev")).get("status", {}).get("readyReplicas") == 1 and s,
-                   "postgres-dev ready")
+    sts = wait_for(
+        lambda: (s := get(lab, ns, "statefulset/postgres-dev")).get("status", {}).get("readyReplicas") == 1 and s,
+        "postgres-dev ready",
+    )
     assert sts["status"]["observedGeneration"] == sts["metadata"]["generation"]
     job = get(lab, ns, "job/unidesk-dev-db-migrate")
     assert job["status"]["succeeded"] == 1 and any(c["type"] == "Complete" for c in job["status"]["conditions"])
     pvc = get(lab, ns, "pvc/data-postgres-dev-0")
     assert pvc["status"]["phase"] == "Bound" and pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
     names = kubectl(lab, "-n", ns, "get", "configmap,secret,resourcequota,limitrange,service", "-o", "name").split()
-    for want in ("configmap/unidesk-dev-runtime-config", "configmap/unidesk-dev-db-guard", "secret/unidesk-dev-runtime-secrets",
-                 "resourcequota/unidesk-dev-quota", "limitrange/unidesk-dev-defaults", "service/postgres-dev"):
+    for want in (
+        "configmap/unidesk-dev-runtime-config",
+        "configmap/unidesk-dev-db-guard",
+        "secret/unidesk-dev-runtime-secrets",
+        "resourcequota/unidesk-dev-quota",
+        "limitrange/unidesk-dev-defaults",
+        "service/postgres-dev",
+    ):
         assert want in names
     # the Job reached postgres-dev by its cluster name, passed the guard, and prepared the tables
     sql = (lab["layout"].kube_data / "pv" / ns / "data-postgres-dev-0" / "pgdata" / "unidesk_dev.sql").read_text()
     assert "CREATE TABLE IF NOT EXISTS backend_core_schema_migrations" in sql and "code_queue_tasks" in sql
-    logs = "".join(p.read_text() for p in (lab["layout"].kube_data / "logs").glob("kubeapi_job.unidesk-dev_unidesk-dev-db-migrate_*"))
+    logs = "".join(
+        p.read_text()
+        for p in (lab["layout"].kube_data / "logs").glob("kubeapi_job.unidesk-dev_unidesk-dev-db-migrate_*")
+    )
     assert "db guard: dev database ok" in logs and logs.index("db guard") < logs.index("migrated unidesk_dev")
 
 
 def test_jobs_run_to_completion_and_report_failure(lab):
     name = f"job-{uuid.uuid4().hex[:6]}"
-    jobs = [{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"{name}-{outcome}", "namespace": "unidesk-dev"},
-             "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
-                 "name": "c", "image": IMAGE, "command": ["/bin/sh", "-c", f"exit {code}"],
-                 "resources": {"limits": {"cpu": "50m", "memory": "16Mi"}}}]}}}}
-            for outcome, code in (("ok", 0), ("bad", 3))]
+    jobs = [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": f"{name}-{outcome}", "namespace": "unidesk-dev"},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {
+                                "name": "c",
+                                "image": IMAGE,
+                                "command": ["/bin/sh", "-c", f"exit {code}"],
+                                "resources": {"limits": {"cpu": "50m", "memory": "16Mi"}},
+                            }
+                        ],
+                    }
+                },
+            },
+        }
+        for outcome, code in (("ok", 0), ("bad", 3))
+    ]
     kubectl(lab, "apply", "--validate=false", "-f", "-", input=yaml.safe_dump_all(jobs))
     try:
-        ok = wait_for(lambda: (get(lab, "unidesk-dev", f"job/{name}-ok").get("status") or {}).get("succeeded"), "job ok")
+        ok = wait_for(
+            lambda: (get(lab, "unidesk-dev", f"job/{name}-ok").get("status") or {}).get("succeeded"), "job ok"
+        )
         assert ok == 1
-        bad = wait_for(lambda: (s := get(lab, "unidesk-dev", f"job/{name}-bad").get("status") or {}).get("conditions") and s,
-                       "job bad ends")
+        bad = wait_for(
+            lambda: (s := get(lab, "unidesk-dev", f"job/{name}-bad").get("status") or {}).get("conditions") and s,
+            "job bad ends",
+        )
         assert bad["failed"] == 1 and not bad.get("succeeded")
         assert bad["conditions"][0]["type"] == "Failed" and bad["conditions"][0]["reason"] == "BackoffLimitExceeded"
     finally:

@@ -17,7 +17,10 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 D601 = "D601"
 POSTGRES, BUSYBOX = "postgres:16-alpine", "rancher/mirrored-library-busybox:1.36.1"
-IN_CONTAINERD = {POSTGRES: "docker.io/library/postgres:16-alpine", BUSYBOX: "docker.io/rancher/mirrored-library-busybox:1.36.1"}
+IN_CONTAINERD = {
+    POSTGRES: "docker.io/library/postgres:16-alpine",
+    BUSYBOX: "docker.io/rancher/mirrored-library-busybox:1.36.1",
+}
 
 
 def d601(lab) -> dict:
@@ -65,7 +68,9 @@ def test_prewarm_imports_the_foundation_images_into_containerd(lab, foundation_i
     status = follow(lab, state, doc["jobId"])
     job = status["job"]
     assert job["status"] == "succeeded" and job["command"] == "dev-env prewarm-images", job
-    assert [s["name"] for s in job["steps"]] == ["k3s-preflight"] + [f"{step} {image}" for image in (POSTGRES, BUSYBOX) for step in ("docker-image", "k3s-import", "k3s-verify")]
+    assert [s["name"] for s in job["steps"]] == ["k3s-preflight"] + [
+        f"{step} {image}" for image in (POSTGRES, BUSYBOX) for step in ("docker-image", "k3s-import", "k3s-verify")
+    ]
     assert all(s["status"] == "succeeded" for s in job["steps"]), job["steps"]
     texts = [e["text"] for e in status["log"]["events"]]
     for image in (POSTGRES, BUSYBOX):
@@ -86,6 +91,9 @@ def test_prewarm_fails_naming_an_image_missing_from_docker(lab, foundation_image
     _, status = cli(lab, tmp_path / "state", "job", "status", doc["jobId"])
     steps = {s["name"]: s for s in status["job"]["steps"]}
     assert steps[f"k3s-verify {POSTGRES}"]["status"] == "succeeded"
-    assert steps[f"docker-image {BUSYBOX}"]["status"] == "failed" and steps[f"docker-image {BUSYBOX}"]["code"] == "image_not_found"
+    assert (
+        steps[f"docker-image {BUSYBOX}"]["status"] == "failed"
+        and steps[f"docker-image {BUSYBOX}"]["code"] == "image_not_found"
+    )
     assert steps[f"k3s-import {BUSYBOX}"]["status"] == "skipped"
     assert IN_CONTAINERD[BUSYBOX] not in containerd_images(lab)

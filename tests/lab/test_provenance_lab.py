@@ -34,20 +34,31 @@ from helpers_live import (  # noqa: E402
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 MAIN, D518, D601 = "main-server", "D518", "D601"
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@lab.invalid", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@lab.invalid", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@lab.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@lab.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+}
 CRASH_LINE = "provenance-test: refusing to start"
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def crash_commit(lab, tmp_path_factory) -> str:
     """A commit (on its own branch, from `new`) whose container prints one line and exits 3 at start."""
     work = tmp_path_factory.mktemp("sample")
-    subprocess.run(["git", "clone", "-q", str(lab["layout"].git_root / "sample-service.git"), str(work)], check=True, env=GIT_ENV)
+    subprocess.run(
+        ["git", "clone", "-q", str(lab["layout"].git_root / "sample-service.git"), str(work)], check=True, env=GIT_ENV
+    )
     git(work, "checkout", "-q", "-B", "test-provenance-crash", lab["content"]["new"])
     entry = work / "app" / "entrypoint.sh"
     entry.write_text(entry.read_text().replace("set -e\n", f'set -e\necho "{CRASH_LINE}"\nexit 3\n', 1))
@@ -58,7 +69,9 @@ def crash_commit(lab, tmp_path_factory) -> str:
 
 def apply(lab, state: Path, manifest: Path, *args: str, workspace: Path | None = None) -> tuple[int, dict, list[str]]:
     """`deploy apply --wait`; the job document and its event texts."""
-    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", *args, workspace=workspace, timeout=600)
+    rc, doc = cli(
+        lab, state, "deploy", "apply", "--file", str(manifest), "--wait", *args, workspace=workspace, timeout=600
+    )
     assert doc.get("jobId"), doc
     _, status = cli(lab, state, "job", "status", doc["jobId"], "--tail-bytes", "2000000", workspace=workspace)
     return rc, doc, [e["text"] for e in status["log"]["events"]]
@@ -71,7 +84,11 @@ def check(lab, state: Path, manifest: Path, workspace: Path | None = None) -> di
 
 def failures(doc: dict) -> list[tuple[str, str, str | None, str | None]]:
     """(service, step, code, message) of every failed step: what an assertion should show."""
-    return [(s["service"], s["name"], s.get("code"), s.get("message")) for s in (doc.get("job") or {}).get("steps", []) if s["status"] == "failed"] or doc.get("errors")
+    return [
+        (s["service"], s["name"], s.get("code"), s.get("message"))
+        for s in (doc.get("job") or {}).get("steps", [])
+        if s["status"] == "failed"
+    ] or doc.get("errors")
 
 
 def steps(doc: dict, sid: str) -> dict[str, dict]:
@@ -110,7 +127,11 @@ def test_recommitted_container_with_original_labels_and_env_is_not_in_sync(lab, 
     rc, doc, _ = apply(lab, tmp_path / "state", manifest)
     assert rc == 0 and doc["job"]["status"] == "succeeded", failures(doc)
     item = check(lab, tmp_path / "state", manifest)
-    assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == ("noop", "in-sync", "proven"), item
+    assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == (
+        "noop",
+        "in-sync",
+        "proven",
+    ), item
     built = item["live"]["evidence"]["identity"]["recorded"]
     # the record and the commit tag on the target say which image was built for `want`
     work = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == MAIN)["workDir"]
@@ -122,7 +143,12 @@ def test_recommitted_container_with_original_labels_and_env_is_not_in_sync(lab, 
     cid = compose_container(lab, MAIN, "unidesk", sid)
     ssh(lab, MAIN, ["docker", "exec", cid, "sh", "-c", "echo hand-edited > /app/www/index.html"])
     ssh(lab, MAIN, ["docker", "commit", cid, ms["build"]["image"]])
-    compose_up(lab, MAIN, ms, {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want, "UNIDESK_DEPLOY_REQUESTED_COMMIT": want})
+    compose_up(
+        lab,
+        MAIN,
+        ms,
+        {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want, "UNIDESK_DEPLOY_REQUESTED_COMMIT": want},
+    )
     cid = compose_container(lab, MAIN, "unidesk", sid)
     committed = docker_inspect(lab, MAIN, "{{.Image}}", cid)
     assert committed != built and running_image_commit(lab, MAIN, "unidesk", sid) == want
@@ -138,8 +164,17 @@ def test_recommitted_container_with_original_labels_and_env_is_not_in_sync(lab, 
     assert rc == 0 and doc["job"]["status"] == "succeeded", failures(doc)
     assert any(t.startswith("verified: ") and "identity" in t for t in events), events
     item = check(lab, tmp_path / "state", manifest)
-    assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == ("noop", "in-sync", "proven"), item
-    assert ssh(lab, MAIN, ["docker", "exec", compose_container(lab, MAIN, "unidesk", sid), "cat", "/app/www/index.html"]).stdout != b"hand-edited\n"
+    assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == (
+        "noop",
+        "in-sync",
+        "proven",
+    ), item
+    assert (
+        ssh(
+            lab, MAIN, ["docker", "exec", compose_container(lab, MAIN, "unidesk", sid), "cat", "/app/www/index.html"]
+        ).stdout
+        != b"hand-edited\n"
+    )
 
     # upgrade path: an image built before records existed is reported, never a mismatch
     path = f"{work}/provenance/{sid}/base/{want}.json"
@@ -147,7 +182,11 @@ def test_recommitted_container_with_original_labels_and_env_is_not_in_sync(lab, 
     ssh(lab, MAIN, ["rm", "-f", "--", path])
     try:
         item = check(lab, tmp_path / "state", manifest)
-        assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == ("noop", "in-sync", "unrecorded"), item
+        assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == (
+            "noop",
+            "in-sync",
+            "unrecorded",
+        ), item
         assert "no build record" in item["live"]["message"], item
     finally:
         ssh(lab, MAIN, ["sh", "-c", 'cat > "$1"', "sh", path], input=saved)
@@ -158,7 +197,11 @@ def test_compose_file_without_deploy_env_lines_is_stamped_through_an_override(la
     ms = service(lab, sid)
     original = Path(ms["compose"]["file"])
     bare = original.with_name("docker-compose.no-deploy-env.yml")
-    text = "".join(line for line in original.read_text().splitlines(keepends=True) if "UNIDESK_DEPLOY_" not in line or line.lstrip().startswith("#"))
+    text = "".join(
+        line
+        for line in original.read_text().splitlines(keepends=True)
+        if "UNIDESK_DEPLOY_" not in line or line.lstrip().startswith("#")
+    )
     assert "UNIDESK_DEPLOY_" not in "".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     bare.write_text(text)
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -176,12 +219,21 @@ def test_compose_file_without_deploy_env_lines_is_stamped_through_an_override(la
         assert Path(override).parent == bare.parent and Path(override).exists()
         assert hashlib.sha256(bare.read_bytes()).hexdigest() == digest  # never edited
         env = deploy_env_of(lab, MAIN, compose_container(lab, MAIN, "unidesk", sid))
-        assert env == {"UNIDESK_DEPLOY_SERVICE_ID": sid, "UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want,
-                       "UNIDESK_DEPLOY_REQUESTED_COMMIT": want}, env
+        assert env == {
+            "UNIDESK_DEPLOY_SERVICE_ID": sid,
+            "UNIDESK_DEPLOY_REPO": repo,
+            "UNIDESK_DEPLOY_COMMIT": want,
+            "UNIDESK_DEPLOY_REQUESTED_COMMIT": want,
+        }, env
         item = check(lab, tmp_path / "state", manifest, workspace=ws)
         assert (item["action"], item["live"]["state"]) == ("noop", "in-sync"), item
     finally:
-        compose_up(lab, MAIN, ms, {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want, "UNIDESK_DEPLOY_REQUESTED_COMMIT": want})
+        compose_up(
+            lab,
+            MAIN,
+            ms,
+            {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want, "UNIDESK_DEPLOY_REQUESTED_COMMIT": want},
+        )
         bare.unlink(missing_ok=True)
 
 
@@ -194,10 +246,34 @@ def test_provider_container_from_relative_compose_file_under_a_stale_project_nam
     current = running_image_commit(lab, D518, "unidesk", sid)
     stamps = {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": current, "UNIDESK_DEPLOY_REQUESTED_COMMIT": current}
     # recreated by hand from the compose file's directory with a relative -f, as operators do
-    ssh(lab, D518, ["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", str(compose_file.parent), "docker-compose", "-p", "unidesk",
-                    "-f", compose_file.name, "up", "-d", "--no-build", "--no-deps", "--force-recreate", sid], env=stamps)
+    ssh(
+        lab,
+        D518,
+        [
+            "sh",
+            "-c",
+            'cd "$1" && shift && exec "$@"',
+            "sh",
+            str(compose_file.parent),
+            "docker-compose",
+            "-p",
+            "unidesk",
+            "-f",
+            compose_file.name,
+            "up",
+            "-d",
+            "--no-build",
+            "--no-deps",
+            "--force-recreate",
+            sid,
+        ],
+        env=stamps,
+    )
     cid = compose_container(lab, D518, "unidesk", sid)
-    assert docker_inspect(lab, D518, '{{index .Config.Labels "com.docker.compose.project.config_files"}}', cid) == compose_file.name
+    assert (
+        docker_inspect(lab, D518, '{{index .Config.Labels "com.docker.compose.project.config_files"}}', cid)
+        == compose_file.name
+    )
 
     def stale(cfg: dict) -> None:
         next(m for m in cfg["microservices"] if m["id"] == sid)["compose"]["project"] = "unidesk-renamed"
@@ -207,9 +283,14 @@ def test_provider_container_from_relative_compose_file_under_a_stale_project_nam
     manifest = write_manifest(ws / "deploy.json", repo, {sid: want})
     rc, doc, events = apply(lab, tmp_path / "state", manifest, workspace=ws)
     assert rc == 0 and doc["job"]["status"] == "succeeded", failures(doc)
-    assert f"compose_project=unidesk compose_service={sid} compose_files={compose_file} working_dir={compose_file.parent}" in events, events
+    assert (
+        f"compose_project=unidesk compose_service={sid} compose_files={compose_file} working_dir={compose_file.parent}"
+        in events
+    ), events
     assert any("config.json compose.project unidesk-renamed is stale" in t for t in events), events
-    assert any(t.startswith("compose_build=none declared") and "fallback" in t for t in events), events  # config.json build, logged
+    assert any(t.startswith("compose_build=none declared") and "fallback" in t for t in events), (
+        events
+    )  # config.json build, logged
     assert running_image_commit(lab, D518, "unidesk", sid) == want
     names = ssh(lab, D518, ["docker", "ps", "-a", "--format", "{{.Names}}"]).stdout.decode().split()
     assert not any(n.startswith("unidesk-renamed") for n in names), names  # no second copy under the stale name
@@ -219,16 +300,22 @@ def test_provider_container_from_relative_compose_file_under_a_stale_project_nam
 
 def ctr(lab, *args: str, check: bool = True):
     node = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == D601)["k3s"]
-    return ssh(lab, D601, ["ctr", "-a", node["containerdSocket"], "-n", node["containerdNamespace"], *args], check=check)
+    return ssh(
+        lab, D601, ["ctr", "-a", node["containerdSocket"], "-n", node["containerdNamespace"], *args], check=check
+    )
 
 
 def pause_ref(lab) -> str:
-    return next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == D601)["k3s"]["pauseImage"]
+    return next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == D601)["k3s"][
+        "pauseImage"
+    ]
 
 
 def k3s_commit(lab, sid: str) -> str | None:
     ms = service(lab, sid)
-    live = kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ms['k8s']['namespace']}/deployments/{ms['k8s']['deployments'][0]}")
+    live = kube_request(
+        lab, "GET", f"/apis/apps/v1/namespaces/{ms['k8s']['namespace']}/deployments/{ms['k8s']['deployments'][0]}"
+    )
     return (live.get("metadata", {}).get("annotations") or {}).get("UNIDESK_DEPLOY_COMMIT")
 
 
@@ -238,8 +325,22 @@ def test_k3s_deploy_replaces_a_fake_pause_image_and_stops_a_containerized_k3s(la
     fake = real.rsplit(":", 1)[0] + ":fake"
     # a sleep-based impostor already sits under the real name (pulled through D601's egress by hand)
     node = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == D601)["k3s"]
-    ssh(lab, D601, ["ctr", "-a", node["containerdSocket"], "-n", node["containerdNamespace"], "images", "pull", "--plain-http", fake],
-        env={"HTTP_PROXY": "http://127.0.0.1:18789"})
+    ssh(
+        lab,
+        D601,
+        [
+            "ctr",
+            "-a",
+            node["containerdSocket"],
+            "-n",
+            node["containerdNamespace"],
+            "images",
+            "pull",
+            "--plain-http",
+            fake,
+        ],
+        env={"HTTP_PROXY": "http://127.0.0.1:18789"},
+    )
     ctr(lab, "images", "rm", real, check=False)
     ctr(lab, "images", "tag", fake, real)
     # a containerized k3s server runs on the node (any local image under the rancher/k3s name will do)
@@ -248,32 +349,66 @@ def test_k3s_deploy_replaces_a_fake_pause_image_and_stops_a_containerized_k3s(la
         ssh(lab, D601, ["docker", "load"], input=ssh(lab, D518, ["docker", "save", source]).stdout)
     ssh(lab, D601, ["docker", "tag", source, "rancher/k3s:v1.30.4-k3s1"])
     ssh(lab, D601, ["docker", "rm", "-f", "k3s-server"], check=False)
-    ssh(lab, D601, ["docker", "run", "-d", "--init", "--name", "k3s-server", "--network", "none", "-e", "PORT=16443", "rancher/k3s:v1.30.4-k3s1"])
+    ssh(
+        lab,
+        D601,
+        [
+            "docker",
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            "k3s-server",
+            "--network",
+            "none",
+            "-e",
+            "PORT=16443",
+            "rancher/k3s:v1.30.4-k3s1",
+        ],
+    )
     try:
         want = other_than(lab, k3s_commit(lab, sid))
         rc, doc, events = apply(lab, tmp_path / "state", write_manifest(tmp_path / "deploy.json", repo, {sid: want}))
         assert rc == 0 and doc["job"]["status"] == "succeeded", failures(doc)
-        assert any(t.startswith(f"k3s_pause_image_replaced={real}") and '["/bin/sleep", "infinity"]' in t for t in events), events
+        assert any(
+            t.startswith(f"k3s_pause_image_replaced={real}") and '["/bin/sleep", "infinity"]' in t for t in events
+        ), events
         assert "k3s_pause_image_entrypoint=/pause" in events
         assert any(t.startswith("k3s_containerized_stopped=k3s-server") and "rancher/k3s" in t for t in events), events
         assert docker_inspect(lab, D601, "{{.State.Running}}", "k3s-server") == "false"
         # read back on D601: the image under the real name now runs /pause
-        digest = next(cols[2] for cols in (line.split() for line in ctr(lab, "images", "ls").stdout.decode().splitlines()[1:]) if cols and cols[0] == real)
-        config = json.loads(ctr(lab, "content", "get", json.loads(ctr(lab, "content", "get", digest).stdout)["config"]["digest"]).stdout)
+        digest = next(
+            cols[2]
+            for cols in (line.split() for line in ctr(lab, "images", "ls").stdout.decode().splitlines()[1:])
+            if cols and cols[0] == real
+        )
+        config = json.loads(
+            ctr(lab, "content", "get", json.loads(ctr(lab, "content", "get", digest).stdout)["config"]["digest"]).stdout
+        )
         assert config["config"]["Entrypoint"] == ["/pause"]
         assert k3s_commit(lab, sid) == want
         # identity in k3s: the image containerd holds under the name the Deployment runs, against the record
         manifest = tmp_path / "deploy.json"
         item = check(lab, tmp_path / "state", manifest)
-        assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == ("noop", "in-sync", "proven"), item
+        assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == (
+            "noop",
+            "in-sync",
+            "proven",
+        ), item
         name = "docker.io/library/" + service(lab, sid)["build"]["image"]
         ctr(lab, "images", "tag", "--force", name, name + "-saved")
         ctr(lab, "images", "tag", "--force", real, name)  # a look-alike under the Deployment's image name
         try:
             item = check(lab, tmp_path / "state", manifest)
             identity = item["live"]["evidence"]["identity"]
-            assert (item["live"]["state"], item["action"], identity["status"]) == ("provenance-mismatch", "deploy", "mismatch"), item
-            assert identity["running"] != identity["recorded"] and identity["recorded"][:19] in item["live"]["message"], item
+            assert (item["live"]["state"], item["action"], identity["status"]) == (
+                "provenance-mismatch",
+                "deploy",
+                "mismatch",
+            ), item
+            assert (
+                identity["running"] != identity["recorded"] and identity["recorded"][:19] in item["live"]["message"]
+            ), item
         finally:
             ctr(lab, "images", "tag", "--force", name + "-saved", name)
             ctr(lab, "images", "rm", name + "-saved", check=False)
@@ -287,11 +422,18 @@ def test_absent_native_k3s_is_a_clear_error_before_anything_runs(lab, tmp_path):
         next(t for t in cfg["targets"] if t["id"] == D601)["k3s"]["kubeconfig"] = "/etc/rancher/k3s/absent.yaml"
 
     ws = workspace_with(lab, tmp_path, no_kubeconfig)
-    manifest = write_manifest(ws / "deploy.json", lab["content"]["sampleRepo"], {"decision-center": lab["content"]["new"]})
+    manifest = write_manifest(
+        ws / "deploy.json", lab["content"]["sampleRepo"], {"decision-center": lab["content"]["new"]}
+    )
     item = check(lab, tmp_path / "state", manifest, workspace=ws)
-    assert item["live"]["state"] == "error" and "no native k3s on D601: kubeconfig /etc/rancher/k3s/absent.yaml" in item["live"]["message"], item
+    assert (
+        item["live"]["state"] == "error"
+        and "no native k3s on D601: kubeconfig /etc/rancher/k3s/absent.yaml" in item["live"]["message"]
+    ), item
     rc, doc = cli(lab, tmp_path / "state", "deploy", "apply", "--file", str(manifest), "--wait", workspace=ws)
-    assert rc != 0 and not doc.get("jobId") and "no native k3s on D601" in json.dumps(doc["errors"]), doc  # refused before any job
+    assert rc != 0 and not doc.get("jobId") and "no native k3s on D601" in json.dumps(doc["errors"]), (
+        doc
+    )  # refused before any job
 
     dead = tmp_path / "containerd.sock"  # a socket file nobody listens on any more (hosts share this filesystem)
     dead.write_text("")
@@ -300,7 +442,9 @@ def test_absent_native_k3s_is_a_clear_error_before_anything_runs(lab, tmp_path):
         next(t for t in cfg["targets"] if t["id"] == D601)["k3s"]["containerdSocket"] = str(dead)
 
     ws = workspace_with(lab, tmp_path / "b", no_containerd)
-    manifest = write_manifest(ws / "deploy.json", lab["content"]["sampleRepo"], {"decision-center": lab["content"]["new"]})
+    manifest = write_manifest(
+        ws / "deploy.json", lab["content"]["sampleRepo"], {"decision-center": lab["content"]["new"]}
+    )
     rc, doc, _ = apply(lab, tmp_path / "state", manifest, "--force", workspace=ws)
     assert rc != 0 and doc["job"]["status"] == "failed", doc
     st = steps(doc, "decision-center")
@@ -323,9 +467,15 @@ def test_commit_whose_container_exits_at_start_fails_rollout_fast_with_its_exit_
 def test_crash_looping_previous_version_is_replaced_by_a_good_commit(lab, tmp_path, crash_commit):
     """The rollout judges only the new template's pod: a crash-looping previous pod does not fail it."""
     repo = lab["content"]["sampleRepo"]
-    rc, doc, _ = apply(lab, tmp_path / "state", write_manifest(tmp_path / "crash.json", repo, {"decision-center": crash_commit}))
+    rc, doc, _ = apply(
+        lab, tmp_path / "state", write_manifest(tmp_path / "crash.json", repo, {"decision-center": crash_commit})
+    )
     assert rc != 0 and steps(doc, "decision-center")["k8s-rollout"]["code"] == "rollout_failed", doc
-    rc, doc, _ = apply(lab, tmp_path / "state", write_manifest(tmp_path / "good.json", repo, {"decision-center": lab["content"]["new"]}))
+    rc, doc, _ = apply(
+        lab,
+        tmp_path / "state",
+        write_manifest(tmp_path / "good.json", repo, {"decision-center": lab["content"]["new"]}),
+    )
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
     assert steps(doc, "decision-center")["k8s-rollout"]["status"] == "succeeded", doc
 
@@ -337,20 +487,29 @@ def test_apply_after_the_same_commits_pod_was_killed_judges_the_new_pod(lab, tmp
 
     ms = service(lab, "decision-center")
     ns, name = ms["k8s"]["namespace"], ms["k8s"]["deployments"][0]
-    manifest = write_manifest(tmp_path / "good.json", lab["content"]["sampleRepo"], {"decision-center": lab["content"]["new"]})
+    manifest = write_manifest(
+        tmp_path / "good.json", lab["content"]["sampleRepo"], {"decision-center": lab["content"]["new"]}
+    )
     rc, doc, _ = apply(lab, tmp_path / "state", manifest)
     assert rc == 0, doc
     prefix = key_prefix(("Deployment", ns, name))
-    running = [line.split()[0] for line in ctr(lab, "tasks", "ls").stdout.decode().splitlines()[1:]
-               if line.startswith(prefix) and "RUNNING" in line]
+    running = [
+        line.split()[0]
+        for line in ctr(lab, "tasks", "ls").stdout.decode().splitlines()[1:]
+        if line.startswith(prefix) and "RUNNING" in line
+    ]
     assert running
     for cid in running:
         ctr(lab, "tasks", "kill", "-s", "SIGKILL", cid)
 
     def killed() -> bool:
         pods = kube_request(lab, "GET", f"/api/v1/namespaces/{ns}/pods").get("items") or []
-        return any(p["metadata"]["name"].startswith(f"{name}-") and ((cs.get("lastState") or {}).get("terminated") or {}).get("exitCode") == 137
-                   for p in pods for cs in (p.get("status") or {}).get("containerStatuses") or [])
+        return any(
+            p["metadata"]["name"].startswith(f"{name}-")
+            and ((cs.get("lastState") or {}).get("terminated") or {}).get("exitCode") == 137
+            for p in pods
+            for cs in (p.get("status") or {}).get("containerStatuses") or []
+        )
 
     deadline = time.monotonic() + 30
     while not killed():
@@ -371,5 +530,14 @@ def test_compose_container_that_exits_at_start_fails_fast_with_its_exit_code(lab
         assert failed["name"] in ("rollout", "verify") and failed["durationMs"] < 30_000, failed
         assert "exit code 3" in failed["message"] and CRASH_LINE in failed["message"], failed
     finally:  # the old version back (a no-op when the failed job already restored it)
-        rc, doc = cli(lab, tmp_path / "restore", "deploy", "apply", "--file", str(write_manifest(tmp_path / "restore.json", repo, {sid: before})), "--wait", timeout=600)
+        rc, doc = cli(
+            lab,
+            tmp_path / "restore",
+            "deploy",
+            "apply",
+            "--file",
+            str(write_manifest(tmp_path / "restore.json", repo, {sid: before})),
+            "--wait",
+            timeout=600,
+        )
         assert rc == 0, doc

@@ -31,12 +31,21 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 SID = "backend-core"
 MAIN = "main-server"
 SLOW_MARK = "sleep 47"  # the slow commit's RUN step, unique to this module
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@lab.invalid", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@lab.invalid", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@lab.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@lab.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+}
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV
+    ).stdout.strip()
 
 
 def processes(pattern: str) -> list[str]:
@@ -57,7 +66,11 @@ def running(lab: dict, sid: str = SID) -> str | None:
 def last_container_commit(lab: dict) -> str:
     """The commit label of the image of the service's newest container, running or not."""
     fmt = '{{index .Config.Labels "unidesk.ai/source-commit"}}'
-    cid = ssh(lab, MAIN, ["docker", "ps", "-aq", "--latest", "--filter", f"label=com.docker.compose.service={SID}"]).stdout.decode().strip()
+    cid = (
+        ssh(lab, MAIN, ["docker", "ps", "-aq", "--latest", "--filter", f"label=com.docker.compose.service={SID}"])
+        .stdout.decode()
+        .strip()
+    )
     image = ssh(lab, MAIN, ["docker", "inspect", "--format", "{{.Image}}", cid]).stdout.decode().strip()
     return ssh(lab, MAIN, ["docker", "image", "inspect", "--format", fmt, image]).stdout.decode().strip()
 
@@ -75,12 +88,23 @@ def apply(lab, state: Path, manifest: Path, *args: str) -> tuple[int, dict]:
 def branches(lab, tmp_path_factory) -> dict[str, str]:
     """Commits on test branches of sample-service: name -> full SHA."""
     work = tmp_path_factory.mktemp("sample")
-    subprocess.run(["git", "clone", "-q", str(lab["layout"].git_root / "sample-service.git"), str(work)], check=True, env=GIT_ENV)
+    subprocess.run(
+        ["git", "clone", "-q", str(lab["layout"].git_root / "sample-service.git"), str(work)], check=True, env=GIT_ENV
+    )
     variants = {
         # A container that prints one line and exits 3 at start.
-        "crash": ("app/entrypoint.sh", lambda t: t.replace("set -e\n", 'set -e\necho "safe-test: refusing to start"\nexit 3\n', 1)),
+        "crash": (
+            "app/entrypoint.sh",
+            lambda t: t.replace("set -e\n", 'set -e\necho "safe-test: refusing to start"\nexit 3\n', 1),
+        ),
         # A fresh ENV value per session keeps the slow step out of any earlier build cache.
-        "slow": ("Dockerfile", lambda t: t + f'ENV TEST_NONCE={secrets.token_hex(8)}\nRUN ["/bin/busybox", "{SLOW_MARK.split()[0]}", "{SLOW_MARK.split()[1]}"]\n'),
+        "slow": (
+            "Dockerfile",
+            lambda t: (
+                t + f'ENV TEST_NONCE={secrets.token_hex(8)}\nRUN ["/bin/busybox", "{SLOW_MARK.split()[0]}", '
+                f'"{SLOW_MARK.split()[1]}"]\n'
+            ),
+        ),
     }
     out = {}
     for name, (rel, edit) in variants.items():
@@ -99,7 +123,12 @@ def leave_old(lab, tmp_path_factory):
     yield
     if running(lab) != lab["content"]["old"]:
         tmp = tmp_path_factory.mktemp("leave-old")
-        apply(lab, tmp / "state", write_manifest(tmp / "old.json", lab["content"]["sampleRepo"], {SID: lab["content"]["old"]}), "--wait")
+        apply(
+            lab,
+            tmp / "state",
+            write_manifest(tmp / "old.json", lab["content"]["sampleRepo"], {SID: lab["content"]["old"]}),
+            "--wait",
+        )
 
 
 @pytest.fixture
@@ -107,20 +136,35 @@ def at_old(lab, tmp_path):
     """backend-core runs the seeded `old` commit before the test (and is left that way)."""
     old = lab["content"]["old"]
     if running(lab) != old:
-        rc, doc = apply(lab, tmp_path / "setup-state", write_manifest(tmp_path / "setup.json", lab["content"]["sampleRepo"], {SID: old}), "--wait")
+        rc, doc = apply(
+            lab,
+            tmp_path / "setup-state",
+            write_manifest(tmp_path / "setup.json", lab["content"]["sampleRepo"], {SID: old}),
+            "--wait",
+        )
         assert rc == 0, doc
     return old
 
 
-def test_cancel_mid_build_stops_the_remote_build_frees_the_lock_and_keeps_the_old_version(lab, tmp_path, branches, at_old):
+def test_cancel_mid_build_stops_the_remote_build_frees_the_lock_and_keeps_the_old_version(
+    lab, tmp_path, branches, at_old
+):
     """Also `job prune --keep 3` while that job runs: the 3 newest finished jobs stay, and the running one."""
     state = tmp_path / "state"
     finished = []
     for _ in range(4):
-        rc, doc = apply(lab, state, write_manifest(tmp_path / "dry.json", lab["content"]["sampleRepo"], {SID: lab["content"]["new"]}), "--dry-run", "--wait")
+        rc, doc = apply(
+            lab,
+            state,
+            write_manifest(tmp_path / "dry.json", lab["content"]["sampleRepo"], {SID: lab["content"]["new"]}),
+            "--dry-run",
+            "--wait",
+        )
         assert rc == 0 and doc["status"] == "succeeded", doc
         finished.append(doc["jobId"])
-    rc, doc = apply(lab, state, write_manifest(tmp_path / "slow.json", lab["content"]["sampleRepo"], {SID: branches["slow"]}))
+    rc, doc = apply(
+        lab, state, write_manifest(tmp_path / "slow.json", lab["content"]["sampleRepo"], {SID: branches["slow"]})
+    )
     assert rc == 0 and doc["ok"], doc
     job_id = doc["jobId"]
     wait_for(lambda: processes(SLOW_MARK), "the slow RUN step to run on the target", 180)
@@ -141,8 +185,11 @@ def test_cancel_mid_build_stops_the_remote_build_frees_the_lock_and_keeps_the_ol
     assert [e["code"] for e in out["job"]["result"]["errors"]] == ["cancelled"]
     assert f"{SID} step build" in out["job"]["result"]["errors"][0]["message"]
     # nothing of the build is left on the target: neither the RUN step nor the docker client
-    wait_for(lambda: not processes(SLOW_MARK) and not processes("docker build .*-t unidesk-backend-core:main"),
-             "the remote build to be gone", 5)
+    wait_for(
+        lambda: not processes(SLOW_MARK) and not processes("docker build .*-t unidesk-backend-core:main"),
+        "the remote build to be gone",
+        5,
+    )
     assert locks.read_lock(state, "file", SID) is None
     assert running(lab) == at_old
     body = health(lab)
@@ -154,8 +201,24 @@ def test_cancel_mid_build_stops_the_remote_build_frees_the_lock_and_keeps_the_ol
 
 
 def _start_apply(lab, state: Path, manifest: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "unidesk_tui.cli", "--workspace", str(lab["workspace"]), "--state-dir", str(state),
-                             "deploy", "apply", "--file", str(manifest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "unidesk_tui.cli",
+            "--workspace",
+            str(lab["workspace"]),
+            "--state-dir",
+            str(state),
+            "deploy",
+            "apply",
+            "--file",
+            str(manifest),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _locked_errors(state: Path, doc: dict) -> list[dict]:
@@ -186,7 +249,9 @@ def test_two_controllers_at_once_give_one_job_and_one_locked(lab, tmp_path, bran
     # refused before its job was recorded: one job in all
     try:
         root = jobs.jobs_root(locked_state)
-        assert not locked_doc["ok"] and locked_doc["jobId"] is None and not (root.exists() and os.listdir(root)), locked_doc
+        assert not locked_doc["ok"] and locked_doc["jobId"] is None and not (root.exists() and os.listdir(root)), (
+            locked_doc
+        )
     except AssertionError:
         jobs.cancel(state, doc["jobId"], wait=20)  # leave no job holding the locks for later tests
         raise
@@ -221,7 +286,7 @@ async def test_a_dead_holders_target_lock_is_taken_over_and_logged(lab):
     gone.wait()
     # A lock whose remote holder lingers (a half-open connection) while its worker is dead.
     pool1, first = await _target_lock(lab, "20261202T000000Z-00dead", gone.pid)
-    pool2, alive = None, None
+    pool2, _alive = None, None
     try:
         pool2, second = await _target_lock(lab, "20261202T000000Z-0a11fe", os.getpid())
         assert len(second.takeovers) == 1 and "20261202T000000Z-00dead" in second.takeovers[0]
@@ -254,17 +319,23 @@ def test_a_plan_whose_live_state_moved_is_stale_and_runs_nothing(lab, tmp_path, 
 
     # someone else changes the live state: another commit goes out
     other = content["prod"]
-    rc, doc = apply(lab, tmp_path / "other-state", write_manifest(tmp_path / "other.json", content["sampleRepo"], {SID: other}), "--wait")
+    rc, doc = apply(
+        lab,
+        tmp_path / "other-state",
+        write_manifest(tmp_path / "other.json", content["sampleRepo"], {SID: other}),
+        "--wait",
+    )
     assert rc == 0 and running(lab) == other, doc
 
     rc, doc = cli(lab, state, "deploy", "apply", "--plan", str(plan_file), "--wait")
     assert rc == 1 and not doc["ok"] and doc["jobId"] is None, doc
     assert {e["code"] for e in doc["errors"]} == {"plan_stale"}
     moved = {e["path"]: e["message"] for e in doc["errors"]}
-    assert f"{SID}: live.commit was {at_old[:12]} when planned, now {other[:12]}" == moved[f"services.{SID}.live.commit"]
+    assert (
+        f"{SID}: live.commit was {at_old[:12]} when planned, now {other[:12]}" == moved[f"services.{SID}.live.commit"]
+    )
     assert not jobs.jobs_root(state).exists() or not os.listdir(jobs.jobs_root(state))  # nothing ran
     assert running(lab) == other
-
 
 
 def test_going_back_to_a_built_commit_reuses_its_image_no_fetch_no_build(lab, tmp_path, at_old):
@@ -279,7 +350,11 @@ def test_going_back_to_a_built_commit_reuses_its_image_no_fetch_no_build(lab, tm
     rc, back = apply(lab, state, manifest(a), "--wait")  # A again: a rollout only
     assert rc == 0 and back["status"] == "succeeded", json.dumps(back)[:3000]
     st = {s["name"]: s for s in back["job"]["steps"]}
-    assert st["build"]["status"] == "skipped" and st["source"]["status"] == "skipped" and "reusing" in st["build"]["message"]
+    assert (
+        st["build"]["status"] == "skipped"
+        and st["source"]["status"] == "skipped"
+        and "reusing" in st["build"]["message"]
+    )
     texts = [e.text for e in jobs.read_events(state, back["jobId"])[0]]
     image_id = next(t for t in texts if t.startswith("target_build=")).split(" ", 1)[1]
     assert image_id.startswith("sha256:") and not any(t.startswith("target_build_command=") for t in texts)
@@ -314,6 +389,8 @@ def test_a_container_that_exits_at_start_is_restored_to_the_previous_commit(lab,
     assert body["status"] == "ok" and body["deploy"]["commit"] == at_old
 
     # --no-restore leaves the failed version for debugging
-    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", "--no-restore", workspace=ws, timeout=900)
+    rc, doc = cli(
+        lab, state, "deploy", "apply", "--file", str(manifest), "--wait", "--no-restore", workspace=ws, timeout=900
+    )
     assert rc == 1 and doc["job"]["noRestore"] and doc["job"]["result"]["restored"] is None
     assert running(lab) is None and last_container_commit(lab) == branches["crash"]

@@ -41,12 +41,15 @@ def test_a_config_running_k3sctl_adapter_in_k3s_is_refused_with_its_path(lab, st
     ws.mkdir()
     cfg = config(lab)
     repo = lab["content"]["sampleRepo"]
-    cfg["microservices"].append({
-        "id": "k3sctl-adapter", "repository": {"url": repo},
-        "deployment": {"mode": "k3sctl-managed", "target": "D601"},
-        "build": {"dockerfile": "Dockerfile", "context": ".", "image": "unidesk-k3sctl-adapter:d601"},
-        "k8s": {"manifest": "k3s/sample.k8s.yaml", "namespace": "unidesk", "deployments": ["k3sctl-adapter"]},
-    })
+    cfg["microservices"].append(
+        {
+            "id": "k3sctl-adapter",
+            "repository": {"url": repo},
+            "deployment": {"mode": "k3sctl-managed", "target": "D601"},
+            "build": {"dockerfile": "Dockerfile", "context": ".", "image": "unidesk-k3sctl-adapter:d601"},
+            "k8s": {"manifest": "k3s/sample.k8s.yaml", "namespace": "unidesk", "deployments": ["k3sctl-adapter"]},
+        }
+    )
     index = len(cfg["microservices"]) - 1
     (ws / "config.json").write_text(json.dumps(cfg))
     manifest = lab_manifest(lab)
@@ -91,7 +94,7 @@ def test_buildx_plugin_gets_inline_cache_and_host_network_and_job_status_shows_t
     recorded = buildx_shim.recorded(lay, host)
     assert ["buildx", "version"] in [argv[1:3] for argv in recorded]  # the build step's detection
     (build,) = [argv for argv in recorded if argv[1:3] == ["buildx", "build"]]
-    pairs = list(zip(build, build[1:]))
+    pairs = list(zip(build, build[1:], strict=False))
     assert ("--cache-to", "type=inline") in pairs and ("--network", "host") in pairs, build
     assert "--load" in build and f"unidesk.ai/source-commit={current}" in build
     _, status = cli(lab, state, "job", "status", doc["jobId"], "--tail-bytes", "2000000")
@@ -114,8 +117,13 @@ def config_image(lab: dict, sid: str) -> str:
 def git(cwd: Path, *args: str) -> str:
     env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_TERMINAL_PROMPT": "0"}
     for who in ("AUTHOR", "COMMITTER"):  # fixed: the same commit every session
-        env.update({f"GIT_{who}_NAME": "UniDesk Lab", f"GIT_{who}_EMAIL": "lab@unidesk.invalid",
-                    f"GIT_{who}_DATE": "2026-01-20T08:00:00Z"})
+        env.update(
+            {
+                f"GIT_{who}_NAME": "UniDesk Lab",
+                f"GIT_{who}_EMAIL": "lab@unidesk.invalid",
+                f"GIT_{who}_DATE": "2026-01-20T08:00:00Z",
+            }
+        )
     proc = subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=env)
     return proc.stdout.strip()
 
@@ -155,6 +163,6 @@ def test_a_decision_center_commit_adding_a_nodeport_fails_before_apply_naming_th
     assert "nodePort 30083" in errors[0]["message"]
     # nothing was built, imported or applied: production objects are unchanged (read on D601 itself)
     names = list(steps)
-    after_guard = names[names.index(failed[0]["name"]) + 1:]
+    after_guard = names[names.index(failed[0]["name"]) + 1 :]
     assert {"build", "k8s-apply"} <= set(after_guard) and all(steps[n]["status"] != "succeeded" for n in after_guard)
     assert kube_snapshot(lab) == before

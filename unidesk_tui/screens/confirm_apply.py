@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
 from rich.text import Text
 from textual import work
@@ -19,6 +20,8 @@ from textual.widgets import Static
 
 from unidesk_tui.documents import EnvSourceDoc, PlanDocument, PlanItem, PlanRequest, SavedPlan
 from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.model import Environment
+from unidesk_tui.screens.typed_app import console_app
 from unidesk_tui.widgets.daemon import in_daemon_thread
 from unidesk_tui.widgets.guard import guard_handlers
 from unidesk_tui.widgets.present import PLAIN, clock_text, parse_ts
@@ -71,7 +74,9 @@ def binding_text(request: ApplyRequest, refusal: str | None) -> Text:
     else:
         made = request.bound_at if request.bound_at is not None else parse_ts(request.saved.createdAt)
         out.append(f"bound at {clock_text(made) if made else '?'}", style="bold")
-        out.append(": what follows is this plan; if any of its facts moves before the job starts, nothing runs", style="dim")
+        out.append(
+            ": what follows is this plan; if any of its facts moves before the job starts, nothing runs", style="dim"
+        )
     return out
 
 
@@ -80,8 +85,10 @@ def why_text(item: PlanItem, viewed: PlanItem | None) -> str:
     dialog does not contradict the plan bar (an environment apply plans without reading the runtime)."""
     if viewed is None or viewed.live is None or viewed.action == item.action:
         return item.reason
-    return (f"the view read the runtime live ({viewed.action}: {viewed.reason}); an environment apply plans "
-            f"from the manifest alone, so it will {item.action} anyway")
+    return (
+        f"the view read the runtime live ({viewed.action}: {viewed.reason}); an environment apply plans "
+        f"from the manifest alone, so it will {item.action} anyway"
+    )
 
 
 def describe(request: ApplyRequest, refusal: str | None = None, viewed: dict[str, PlanItem] | None = None) -> Text:
@@ -98,7 +105,10 @@ def describe(request: ApplyRequest, refusal: str | None = None, viewed: dict[str
             out.append(f"  {doc.source.ref} @ {doc.source.manifestCommit}")
         if doc.environment:
             e = doc.environment
-            out.append(f"\n             namespace {e.namespace} · provider {e.providerId} · db {e.databaseName} #{e.databaseFingerprint}")
+            out.append(
+                f"\n             namespace {e.namespace} · provider {e.providerId} · db {e.databaseName} "
+                f"#{e.databaseFingerprint}"
+            )
     out.append("\nOptions      ", style="bold")
     out.append("f force ", style="dim")
     out.append("ON" if request.force else "off", style="bold reverse" if request.force else "")
@@ -149,18 +159,29 @@ class ConfirmApplyScreen(ModalScreen[ApplyRequest | None]):
         request = replace(self.request, saved=None)
         self.request, self.refusal = request, None
         self._show()
-        app = self.app
+        app = console_app(self)
         ids = [i.id for i in request.items]
 
         def plan() -> SavedPlan:
             from unidesk_tui import plan_binding
             from unidesk_tui.planning import run_plan
 
-            run = run_plan(app.workspace, "plan", file=request.manifest_file, env=request.environment, services=ids,
-                           force=request.force, read_live=None if request.environment else app.read_live)
-            req = PlanRequest(file=request.manifest_file, env=request.environment, services=ids, force=request.force)
+            run = run_plan(
+                app.workspace,
+                "plan",
+                file=request.manifest_file,
+                env=request.environment,
+                services=ids,
+                force=request.force,
+                read_live=None if request.environment else app.read_live,
+            )
+            env = Environment(request.environment).key if request.environment else None
+            req = PlanRequest(file=request.manifest_file, env=env, services=ids, force=request.force)
             if run.document.errors:
-                raise UnideskError.of(ErrorCode.PLAN_INVALID, "; ".join(dict.fromkeys(f"{e.code}: {e.message}" for e in run.document.errors)))
+                raise UnideskError.of(
+                    ErrorCode.PLAN_INVALID,
+                    "; ".join(dict.fromkeys(f"{e.code}: {e.message}" for e in run.document.errors)),
+                )
             return plan_binding.bind(run.document, run.catalog, req, app.workspace.root)
 
         try:
@@ -182,18 +203,39 @@ class ConfirmApplyScreen(ModalScreen[ApplyRequest | None]):
     def compose(self) -> ComposeResult:
         request = self.request
         with Vertical(id="confirm-dialog"):
-            yield Static(Text(f"Apply {plural(len(request.items), 'service')} to {where(request.environment, request.manifest_file)}?", style="bold"), id="confirm-title")
+            yield Static(
+                Text(
+                    f"Apply {plural(len(request.items), 'service')} to "
+                    f"{where(request.environment, request.manifest_file)}?",
+                    style="bold",
+                ),
+                id="confirm-title",
+            )
             with VerticalScroll(id="confirm-body"):
                 yield Static(describe(request, None, self.viewed), id="confirm-text")
-            yield Static(Text.assemble(("y", "bold reverse"), " apply   ", ("f", "bold reverse"), " force   ", ("d", "bold reverse"), " dry-run   ",
-                                       ("n", "bold reverse"), "/", ("esc", "bold reverse"), " cancel"), id="confirm-keys")
+            yield Static(
+                Text.assemble(
+                    ("y", "bold reverse"),
+                    " apply   ",
+                    ("f", "bold reverse"),
+                    " force   ",
+                    ("d", "bold reverse"),
+                    " dry-run   ",
+                    ("n", "bold reverse"),
+                    "/",
+                    ("esc", "bold reverse"),
+                    " cancel",
+                ),
+                id="confirm-keys",
+            )
 
     def on_resize(self) -> None:
         # The keys line must stay on screen: the body scrolls instead (title, margins, keys, border: 7 rows).
         self.query_one("#confirm-body").styles.max_height = max(3, min(22, self.size.height - 7))
 
-    def action_toggle(self, option: str) -> None:
-        self.request = replace(self.request, **{option: not getattr(self.request, option)})
+    def action_toggle(self, option: str) -> None:  # type: ignore[override]  # textual's toggles an attribute
+        changed: dict[str, Any] = {option: not getattr(self.request, option)}
+        self.request = replace(self.request, **changed)
         if option == "force":  # force changes the plan: bind it again
             self.bind_plan()
         else:

@@ -11,12 +11,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.worker import Worker
 from textual.widgets import Footer, Static
+from textual.worker import Worker
 
 from unidesk_tui.changes import CommitRange, commit_range
 from unidesk_tui.documents import PlanItem
 from unidesk_tui.manifest_diff import ManifestDiff, manifest_diff
+from unidesk_tui.screens.typed_app import console_app
 from unidesk_tui.widgets.daemon import in_daemon_thread
 from unidesk_tui.widgets.guard import guard_handlers
 from unidesk_tui.widgets.present import PLAIN, Palette, short
@@ -27,7 +28,10 @@ log = logging.getLogger(__name__)
 def range_text(item: PlanItem, changes: CommitRange, palette: Palette = PLAIN) -> Text:
     out = Text()
     out.append("running ", style="dim")
-    out.append(short(changes.running, 12), style=palette.style("bold $warning") if changes.running != changes.desired else "bold")
+    out.append(
+        short(changes.running, 12),
+        style=palette.style("bold $warning") if changes.running != changes.desired else "bold",
+    )
     out.append("  →  desired ", style="dim")
     out.append(short(changes.desired, 12), style="bold")
     out.append(f"   {item.repo or ''}\n", style="dim")
@@ -105,7 +109,13 @@ class DiffScreen(Screen[None]):
         self.manifest: ManifestDiff | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(Text.assemble((f" Diff {self.item.id} ", "bold reverse"), f"  {self.environment or 'local deploy.json'} · {self.item.mode or '?'} on {self.item.target or '?'}"), id="diff-title")
+        yield Static(
+            Text.assemble(
+                (f" Diff {self.item.id} ", "bold reverse"),
+                f"  {self.environment or 'local deploy.json'} · {self.item.mode or '?'} on {self.item.target or '?'}",
+            ),
+            id="diff-title",
+        )
         with VerticalScroll(id="diff-body"):
             yield Static(Text("reading the commit range from the local mirror…", style="dim"), id="diff-range")
             yield Static(id="diff-manifest")
@@ -119,7 +129,9 @@ class DiffScreen(Screen[None]):
     async def load(self) -> None:
         item = self.item
         running = item.live.commit if item.live else None
-        self.changes = await in_daemon_thread(commit_range, self.app.workspace.state_dir, item.repo, running, item.commit)
+        self.changes = await in_daemon_thread(
+            commit_range, console_app(self).workspace.state_dir, item.repo, running, item.commit
+        )
         self.query_one("#diff-range", Static).update(range_text(item, self.changes, Palette.of(self.app)))
         if item.mode == "k3sctl-managed" and self.environment != "prod":
             await self._load_manifest()
@@ -128,12 +140,14 @@ class DiffScreen(Screen[None]):
         box = self.query_one("#diff-manifest", Static)
         box.display = True
         box.update(Text("\nrendering the manifest and reading the live objects…", style="dim"))
-        self.manifest = await in_daemon_thread(manifest_diff, self.app.workspace, self.item.id, self.environment)
+        self.manifest = await in_daemon_thread(
+            manifest_diff, console_app(self).workspace, self.item.id, self.environment
+        )
         box.update(manifest_text(self.manifest, Palette.of(self.app)))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        self.app.report_worker(event)
+        console_app(self).report_worker(event)
 
     def action_yank(self) -> None:
         if self.item.commit:
-            self.app.yank(self.item.commit)
+            console_app(self).yank(self.item.commit)

@@ -17,8 +17,22 @@ from unidesk_tui.widgets.present import HEALTH, STATE_ORDER, STATES, Palette
 log = logging.getLogger(__name__)
 
 # Bindings that are mechanics, not features worth a help line.
-HIDDEN_ACTIONS = {"app.help", "help", "focus_next", "focus_previous", "scroll_up", "scroll_down", "scroll_left", "scroll_right",
-                  "scroll_home", "scroll_end", "page_up", "page_down", "page_left", "page_right"}
+HIDDEN_ACTIONS = {
+    "app.help",
+    "help",
+    "focus_next",
+    "focus_previous",
+    "scroll_up",
+    "scroll_down",
+    "scroll_left",
+    "scroll_right",
+    "scroll_home",
+    "scroll_end",
+    "page_up",
+    "page_down",
+    "page_left",
+    "page_right",
+}
 
 
 def key_label(app, binding: Binding) -> str:
@@ -30,7 +44,7 @@ def help_text(screen: Screen, refresh_interval: float | None = None) -> Text:
     palette = Palette.of(app)
     seen: dict[str, list[str]] = {}  # description -> keys, so aliases share a line
     groups: dict[str, dict[str, list[str]]] = {"This screen": {}, "Everywhere": {}}
-    for key, active in screen.active_bindings.items():
+    for _key, active in screen.active_bindings.items():
         binding = active.binding
         if binding.action in HIDDEN_ACTIONS or not binding.description:
             continue
@@ -61,8 +75,11 @@ def help_text(screen: Screen, refresh_interval: float | None = None) -> Text:
             out.append(f"  {symbol} {name}", style=palette.style(style))
         out.append("\n")
         if refresh_interval:
-            out.append(f"\nThe grid refreshes every {refresh_interval:g} s in the background (UNIDESK_REFRESH_S) and on r;\n"
-                       "each host's rows update as soon as that host answers (⟳ marks rows still waiting).", style="dim")
+            out.append(
+                f"\nThe grid refreshes every {refresh_interval:g} s in the background (UNIDESK_REFRESH_S) and on r;\n"
+                "each host's rows update as soon as that host answers (⟳ marks rows still waiting).",
+                style="dim",
+            )
     return out
 
 

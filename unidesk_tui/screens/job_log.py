@@ -8,28 +8,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-
-from rich.text import Text
-from textual import on, work
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.highlighter import Highlighter
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.worker import Worker
 from textual.widgets import Footer, Input, Log, Static
+from textual.worker import Worker
 
 from unidesk_tui import jobs
 from unidesk_tui.documents import JobEvent, JobRecord
 from unidesk_tui.messages import JobLogBatch
 from unidesk_tui.model import JOB_ACTIVE, JOB_TERMINAL, JobStatus, StepStatus
-from unidesk_tui.widgets.job_steps import JobSteps
-from unidesk_tui.widgets.present import JOB_STATUS, PLAIN, Palette, clock_text, duration_text, job_ended, job_shown_status, job_started, parse_ts
+from unidesk_tui.screens.typed_app import console_app
 from unidesk_tui.widgets.guard import guard_handlers
+from unidesk_tui.widgets.job_steps import JobSteps
+from unidesk_tui.widgets.present import (
+    JOB_STATUS,
+    PLAIN,
+    Palette,
+    clock_text,
+    duration_text,
+    job_ended,
+    job_shown_status,
+    job_started,
+    parse_ts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +101,7 @@ class LogView(Log):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(highlight=True, **kwargs)
-        self.highlighter = LogHighlighter()
+        self.highlighter: LogHighlighter = LogHighlighter()
         self.entries: deque[Entry] = deque(maxlen=LOG_MAX_LINES)
         self.wrap = False
         self.timestamps = False
@@ -101,7 +111,7 @@ class LogView(Log):
         width = max(20, self.scrollable_content_region.width - 1)
         if not self.wrap or len(line) <= width:
             return [line]
-        return [line[i:i + width] for i in range(0, len(line), width)]
+        return [line[i : i + width] for i in range(0, len(line), width)]
 
     def add(self, entries: list[Entry]) -> None:
         self.entries.extend(entries)
@@ -157,15 +167,17 @@ def verdict(job: JobRecord) -> Text | None:
     out.rstrip()
     out = Text.assemble(*[(humanize_ms(t), st) for t, st in _spans(out)])
     # 12 hex characters tell commits apart on screen; the full SHAs are in the log.
-    return Text.assemble(*[(re.sub(r"\b([0-9a-f]{12})[0-9a-f]{28}\b", r"\1", span_text), style) for span_text, style in _spans(out)])
+    return Text.assemble(
+        *[(re.sub(r"\b([0-9a-f]{12})[0-9a-f]{28}\b", r"\1", span_text), style) for span_text, style in _spans(out)]
+    )
 
 
 def _spans(text: Text) -> list[tuple[str, str]]:
     out, pos = [], 0
     for span in sorted(text.spans, key=lambda s: s.start):
         if span.start > pos:
-            out.append((text.plain[pos:span.start], ""))
-        out.append((text.plain[span.start:span.end], str(span.style)))
+            out.append((text.plain[pos : span.start], ""))
+        out.append((text.plain[span.start : span.end], str(span.style)))
         pos = span.end
     if pos < len(text.plain):
         out.append((text.plain[pos:], ""))
@@ -243,7 +255,7 @@ class JobLogScreen(Screen[None]):
 
     @work(exclusive=True, group="job-log", exit_on_error=False)
     async def stream(self) -> None:
-        state_dir = self.app.workspace.state_dir
+        state_dir = console_app(self).workspace.state_dir
         # Start near the end of a long log: a partial first line is skipped by the reader.
         size = await asyncio.to_thread(_log_size, state_dir, self.job_id)
         offset = max(0, size - REATTACH_TAIL_BYTES)
@@ -272,11 +284,11 @@ class JobLogScreen(Screen[None]):
             if self.matches and self.query_one(LogView).highlighter.term:
                 self._find(keep=True)
         if message.job is not None:
-            now = self.app.clock()
+            now = console_app(self).clock()
             # Redraw the header and steps when the job changed, and once a second for elapsed times.
             if message.job != self.job or now - self._shown_at >= 1.0:
                 if message.job.status in JOB_TERMINAL and (self.job is None or self.job.status not in JOB_TERMINAL):
-                    self.app.poll_jobs()  # the grid's last-job cells must not wait for the next poll
+                    console_app(self).poll_jobs()  # the grid's last-job cells must not wait for the next poll
                 self.job = message.job
                 self._shown_at = now
                 await self._show_job(message.job)
@@ -297,7 +309,7 @@ class JobLogScreen(Screen[None]):
         return out
 
     async def _show_job(self, job: JobRecord) -> None:
-        now = self.app.clock()
+        now = console_app(self).clock()
         palette = Palette.of(self.app)
         status = job_shown_status(job)
         symbol, style = JOB_STATUS.get(status, ("?", ""))
@@ -330,7 +342,7 @@ class JobLogScreen(Screen[None]):
 
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:
-        self.app.report_worker(event)
+        console_app(self).report_worker(event)
 
     # -- the log's toggles ---------------------------------------------------------------------
 
@@ -462,14 +474,17 @@ class JobLogScreen(Screen[None]):
 
     @work(thread=True, group="save", exit_on_error=False)
     def _save(self, path: Path) -> None:
-        state_dir = self.app.workspace.state_dir
+        state_dir = console_app(self).workspace.state_dir
         offset, count = 0, 0
         with open(path, "w", encoding="utf-8") as out:
             while True:  # the whole log from the file, not only what the view holds
                 events, new_offset = jobs.read_events(state_dir, self.job_id, offset, BATCH_BYTES)
                 for event in events:
                     for line in event.text.split("\n"):
-                        out.write(f"{event.ts} {event.stream:<6} {' · '.join(p for p in (event.service, event.step) if p)}: {line}\n")
+                        out.write(
+                            f"{event.ts} {event.stream:<6} "
+                            f"{' · '.join(p for p in (event.service, event.step) if p)}: {line}\n"
+                        )
                         count += 1
                 if new_offset == offset:
                     break
@@ -477,7 +492,7 @@ class JobLogScreen(Screen[None]):
         self.app.call_from_thread(self.app.notify, f"saved {count} lines to {path}", title="Log saved", timeout=6)
 
     def action_cancel_job(self) -> None:
-        self.app.confirm_cancel(self.job_id)
+        console_app(self).confirm_cancel(self.job_id)
 
     def action_yank(self) -> None:
-        self.app.yank(self.job_id)
+        console_app(self).yank(self.job_id)

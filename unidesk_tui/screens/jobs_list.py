@@ -13,14 +13,31 @@ from textual.widgets import DataTable, Footer, Static
 
 from unidesk_tui.documents import JobRecord
 from unidesk_tui.jobs import operator_text
-from unidesk_tui.widgets.present import JOB_STATUS, PLAIN, Palette, age_text, duration_text, job_ended, job_shown_status, job_started, labelled
+from unidesk_tui.screens.typed_app import console_app
 from unidesk_tui.widgets.guard import guard_handlers, guarded
+from unidesk_tui.widgets.present import (
+    JOB_STATUS,
+    PLAIN,
+    Palette,
+    age_text,
+    duration_text,
+    job_ended,
+    job_shown_status,
+    job_started,
+    labelled,
+)
 
 log = logging.getLogger(__name__)
 
 COLUMNS = (
-    ("id", "JOB"), ("status", "STATUS"), ("env", "ENV"), ("services", "SERVICES"), ("age", "WHEN"),
-    ("took", "DURATION"), ("operator", "OPERATOR"), ("flags", "FLAGS"),
+    ("id", "JOB"),
+    ("status", "STATUS"),
+    ("env", "ENV"),
+    ("services", "SERVICES"),
+    ("age", "WHEN"),
+    ("took", "DURATION"),
+    ("operator", "OPERATOR"),
+    ("flags", "FLAGS"),
 )
 
 
@@ -68,12 +85,12 @@ class JobsScreen(Screen[None]):
         for key, label in COLUMNS:
             table.add_column(label, key=key)
         self.watch(self.app, "jobs", self._show, init=True)
-        self.set_interval(1.0, lambda: self._show(self.app.jobs), name="tick")  # ages and durations move
+        self.set_interval(1.0, lambda: self._show(console_app(self).jobs), name="tick")  # ages and durations move
 
     @guarded
     def _show(self, jobs_: list[JobRecord]) -> None:
         table = self.query_one(DataTable)
-        now = self.app.clock()
+        now = console_app(self).clock()
         palette = Palette.of(self.app)
         keep = table.cursor_row
         with self.app.batch_update():
@@ -93,7 +110,9 @@ class JobsScreen(Screen[None]):
                 table.sort("id", key=lambda cell: order.get(cell.plain, 0))
             if table.row_count:
                 table.move_cursor(row=min(keep, table.row_count - 1), scroll=False)
-        self.query_one("#jobs-empty", Static).update("" if jobs_ else Text(" no jobs yet: stage services with space and press a", style="dim"))
+        self.query_one("#jobs-empty", Static).update(
+            "" if jobs_ else Text(" no jobs yet: stage services with space and press a", style="dim")
+        )
 
     def action_cursor_down(self) -> None:
         self.query_one(DataTable).action_cursor_down()
@@ -111,16 +130,16 @@ class JobsScreen(Screen[None]):
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         # The table takes enter (and clicks) itself: its selection opens the log.
         if event.row_key.value:
-            self.app.open_job(event.row_key.value)
+            console_app(self).open_job(event.row_key.value)
 
     def action_open_log(self) -> None:
         if (job_id := self.selected_job()) is not None:
-            self.app.open_job(job_id)
+            console_app(self).open_job(job_id)
 
     def action_cancel_job(self) -> None:
         if (job_id := self.selected_job()) is not None:
-            self.app.confirm_cancel(job_id)
+            console_app(self).confirm_cancel(job_id)
 
     def action_yank(self) -> None:
         if (job_id := self.selected_job()) is not None:
-            self.app.yank(job_id)
+            console_app(self).yank(job_id)

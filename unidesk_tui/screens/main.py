@@ -11,27 +11,28 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
-from textual.containers import Horizontal
-from textual.worker import Worker
 from textual.widgets import Footer, Input, Static
+from textual.worker import Worker
 
 from unidesk_tui import plan_cache
 from unidesk_tui.catalog import Catalog
 from unidesk_tui.documents import JobRecord, PlanDocument, PlanItem
 from unidesk_tui.messages import PlanRefreshed, RefreshFailed, TargetAnswered, TargetsPending
-from unidesk_tui.model import DesiredService, LiveReader, LiveState, Observation
+from unidesk_tui.model import DesiredService, LiveReader, LiveState, Observation, State
 from unidesk_tui.plan import decide
 from unidesk_tui.planning import run_plan
 from unidesk_tui.screens.confirm_apply import ApplyRequest, ConfirmApplyScreen
 from unidesk_tui.screens.service_detail import ServiceDetailScreen, detail_text, job_summary
+from unidesk_tui.screens.typed_app import console_app
 from unidesk_tui.widgets.daemon import in_daemon_thread
+from unidesk_tui.widgets.guard import guard_handlers, guarded
 from unidesk_tui.widgets.plan_pane import PROD_DISABLED_REASON, PlanPane, apply_blocker
 from unidesk_tui.widgets.present import JOB_STATUS, Palette, age_text, job_when, row_state, summary_text
 from unidesk_tui.widgets.service_grid import SORTABLE, STATE_RANK, ServiceGrid, row_cells
 from unidesk_tui.widgets.status_header import StatusHeader
-from unidesk_tui.widgets.guard import guard_handlers, guarded
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         header = self.query_one(StatusHeader)
-        root = self.app.workspace.root
+        root = console_app(self).workspace.root
         header.workspace = f"{root.parent.name}/{root.name}" if root.parent.name else root.name
         box = self.query_one("#filter", Input)
         box.display = False
@@ -119,8 +120,8 @@ class MainScreen(Screen[None]):
         self.watch(self.app, "jobs", self._jobs_changed, init=True)
         self.watch(self.query_one(ServiceGrid), "cursor_row", self._render_side, init=False)
         self._show_environment(initial=True)
-        if self.app.refresh_interval > 0:
-            self.set_interval(self.app.refresh_interval, self._interval_refresh, name="refresh")
+        if console_app(self).refresh_interval > 0:
+            self.set_interval(console_app(self).refresh_interval, self._interval_refresh, name="refresh")
         self.set_interval(1.0, self._tick, name="tick")  # ages ("26s ago") and elapsed times move
 
     def on_resize(self) -> None:
@@ -157,13 +158,13 @@ class MainScreen(Screen[None]):
 
     def last_job(self, service_id: str) -> JobRecord | None:
         env = env_key(self.environment)
-        return next((j for j in self.app.jobs if j.environment == env and service_id in j.services), None)
+        return next((j for j in console_app(self).jobs if j.environment == env and service_id in j.services), None)
 
     def _show_environment(self, initial: bool = False) -> None:
         """Paint what we have for the environment (the cache first), then refresh it."""
         self.query_one(StatusHeader).environment = self.environment
         key = env_key(self.environment)
-        preloaded = self.app.preloaded.pop(key, None) if initial else None
+        preloaded = console_app(self).preloaded.pop(key, None) if initial else None
         if preloaded is not None and key not in self.documents:
             # Read before the event loop started: paint it now, refresh once it is on screen.
             self.documents[key] = preloaded.document
@@ -178,9 +179,13 @@ class MainScreen(Screen[None]):
 
     @work(thread=True, group="cache", exit_on_error=False)
     def _load_cached(self, environment: str | None) -> None:
-        cached = plan_cache.load(self.app.workspace.state_dir, self.app.workspace.root, environment)
+        cached = plan_cache.load(console_app(self).workspace.state_dir, console_app(self).workspace.root, environment)
         if cached is not None:
-            self.post_message(PlanRefreshed(environment, cached.document, cached.refreshed_at, cached.duration_s, stale=True, generation=-1))
+            self.post_message(
+                PlanRefreshed(
+                    environment, cached.document, cached.refreshed_at, cached.duration_s, stale=True, generation=-1
+                )
+            )
 
     def refresh_plan(self) -> None:
         """Start a background check unless one is already running (then run one after it)."""
@@ -189,7 +194,7 @@ class MainScreen(Screen[None]):
             return
         self._generation += 1
         self._refreshing = env_key(self.environment)
-        self.app.poll_jobs()  # a refresh shows jobs as current as the live state
+        console_app(self).poll_jobs()  # a refresh shows jobs as current as the live state
         self.query_one(StatusHeader).refreshing = True
         self._check(self.environment, self._generation)
 
@@ -199,7 +204,7 @@ class MainScreen(Screen[None]):
 
     @work(group="refresh", exit_on_error=False)
     async def _check(self, environment: str | None, generation: int) -> None:
-        app = self.app
+        app = console_app(self)
         # environment views read the environment's runtime too (`--env X --live`): running commits, not only the plan
         reader = app.read_live
         if reader is not None:
@@ -210,7 +215,12 @@ class MainScreen(Screen[None]):
             run = run_plan(app.workspace, "check", env=environment, read_live=reader)
             duration = app.clock() - started
             try:
-                plan_cache.save(app.workspace.state_dir, app.workspace.root, environment, plan_cache.CachedPlan(run.document, started, duration))
+                plan_cache.save(
+                    app.workspace.state_dir,
+                    app.workspace.root,
+                    environment,
+                    plan_cache.CachedPlan(run.document, started, duration),
+                )
             except OSError as exc:
                 log.warning("cannot write the plan cache: %s", exc)
             return run.document, started, duration
@@ -232,7 +242,9 @@ class MainScreen(Screen[None]):
             by_target: dict[str, list[DesiredService]] = defaultdict(list)
             for service in desired:
                 by_target[service.target or "?"].append(service)
-            self.post_message(TargetsPending(environment, set(by_target), [decide(s, live=None) for s in desired], generation))
+            self.post_message(
+                TargetsPending(environment, set(by_target), [decide(s, live=None) for s in desired], generation)
+            )
             merged: dict[str, Observation] = {}
             lock = threading.Lock()
 
@@ -241,13 +253,23 @@ class MainScreen(Screen[None]):
                     observed = reader(catalog, services)
                 except Exception as exc:  # shown on this target's rows; the others go on
                     log.warning("live read of %s failed: %s", target, exc)
-                    observed = {s.id: Observation(LiveState(state="error", message=f"live read failed: {exc}")) for s in services}
-                items = [decide(s, live=observed[s.id].live, image_present=observed[s.id].imagePresent) for s in services if s.id in observed]
+                    observed = {
+                        s.id: Observation(LiveState(state=State.ERROR, message=f"live read failed: {exc}"))
+                        for s in services
+                    }
+                items = [
+                    decide(s, live=observed[s.id].live, image_present=observed[s.id].imagePresent)
+                    for s in services
+                    if s.id in observed
+                ]
                 self.post_message(TargetAnswered(environment, target, items, generation))
                 with lock:
                     merged.update(observed)
 
-            threads = [threading.Thread(target=one, args=pair, name=f"unidesk-live-{pair[0]}", daemon=True) for pair in by_target.items()]
+            threads = [
+                threading.Thread(target=one, args=pair, name=f"unidesk-live-{pair[0]}", daemon=True)
+                for pair in by_target.items()
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -334,7 +356,11 @@ class MainScreen(Screen[None]):
         needle = self.filter_text.strip().lower()
         items = list(doc.services)
         if needle:
-            items = [i for i in items if needle in " ".join((i.id, i.mode or "", i.target or "", row_state(i, env_mode))).lower()]
+            items = [
+                i
+                for i in items
+                if needle in " ".join((i.id, i.mode or "", i.target or "", row_state(i, env_mode))).lower()
+            ]
         return sorted(items, key=self._sort_key, reverse=self.sort_reverse)
 
     def _sort_key(self, item: PlanItem):
@@ -375,7 +401,7 @@ class MainScreen(Screen[None]):
             grid.sync({}, [])
             return
         env_mode = self.environment is not None
-        now = self.app.clock()
+        now = console_app(self).clock()
         staged = set(self.staged_ids)
         palette = self.palette
         items = self._visible(doc)
@@ -383,8 +409,20 @@ class MainScreen(Screen[None]):
         last = self._last_jobs()
         for item in items:
             job = last.get(item.id)
-            signature = (item, env_mode, item.id in staged, job, age_text(job_when(job), now) if job else None, id(palette))
-            rows[item.id] = (signature, partial(row_cells, item, env_mode=env_mode, staged=item.id in staged, last_job=job, now=now, palette=palette))
+            signature = (
+                item,
+                env_mode,
+                item.id in staged,
+                job,
+                age_text(job_when(job), now) if job else None,
+                id(palette),
+            )
+            rows[item.id] = (
+                signature,
+                partial(
+                    row_cells, item, env_mode=env_mode, staged=item.id in staged, last_job=job, now=now, palette=palette
+                ),
+            )
         if self.filter_text and not items:
             grid.empty_text = f"no service matches “{self.filter_text}” (esc clears the filter)"
         else:
@@ -393,29 +431,42 @@ class MainScreen(Screen[None]):
         grid.set_waiting({i.id for i in items if (i.target or "?") in self._waiting} if self._waiting else set())
         grid.border_title = summary_text([row_state(i, env_mode) for i in doc.services], palette)
         if self.environment == "prod":
-            grid.border_title = Text.assemble((" PROD · read-only ", palette.style("bold reverse $error")), " ", grid.border_title)
-        grid.border_subtitle = f"{len(items)}/{len(doc.services)} services · sort {self.sort_column} {'↓' if self.sort_reverse else '↑'}" + (f" · filter “{self.filter_text}”" if self.filter_text else "")
+            grid.border_title = Text.assemble(
+                (" PROD · read-only ", palette.style("bold reverse $error")), " ", grid.border_title or ""
+            )
+        grid.border_subtitle = (
+            f"{len(items)}/{len(doc.services)} services · sort {self.sort_column} {'↓' if self.sort_reverse else '↑'}"
+            + (f" · filter “{self.filter_text}”" if self.filter_text else "")
+        )
 
     def _render_side(self, *_args: object) -> None:
         side = self.query_one("#side", Static)
         if not side.display:
             return
-        active = self.app.active_jobs()
+        active = console_app(self).active_jobs()
         if active:
-            side.update(job_summary(active[0], self.app.clock(), self.palette))
+            side.update(job_summary(active[0], console_app(self).clock(), self.palette))
             return
         sid = self.query_one(ServiceGrid).selected_id
         item = self.item(sid) if sid else None
         if item is None:
             side.update(Text("select a service to see its detail", style="dim"))
             return
-        side.update(detail_text(item, self.environment is not None, self.service_jobs(item.id), self.palette, now=self.app.clock()))
+        side.update(
+            detail_text(
+                item,
+                self.environment is not None,
+                self.service_jobs(item.id),
+                self.palette,
+                now=console_app(self).clock(),
+            )
+        )
 
     def _last_jobs(self) -> dict[str, JobRecord]:
         """Each service's newest job in this environment (one pass over the jobs, not one per row)."""
         env = env_key(self.environment)
         out: dict[str, JobRecord] = {}
-        for job in self.app.jobs:  # newest first
+        for job in console_app(self).jobs:  # newest first
             if job.environment == env:
                 for sid in job.services:
                     out.setdefault(sid, job)
@@ -424,7 +475,7 @@ class MainScreen(Screen[None]):
     def service_jobs(self, service_id: str) -> list[JobRecord]:
         """This environment's jobs that touched the service, newest first."""
         env = env_key(self.environment)
-        return [j for j in self.app.jobs if j.environment == env and service_id in j.services]
+        return [j for j in console_app(self).jobs if j.environment == env and service_id in j.services]
 
     def _render_plan(self) -> None:
         pane = self.query_one(PlanPane)
@@ -439,7 +490,7 @@ class MainScreen(Screen[None]):
 
     def _render_jobs_strip(self) -> None:
         strip = self.query_one("#jobs-strip", Static)
-        active = [j for j in self.app.jobs if j.status in ("queued", "running")]
+        active = [j for j in console_app(self).jobs if j.status in ("queued", "running")]
         strip.display = bool(active)
         if not active:
             return
@@ -460,7 +511,7 @@ class MainScreen(Screen[None]):
 
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:
-        self.app.report_worker(event)
+        console_app(self).report_worker(event)
 
     # -- watchers ------------------------------------------------------------------------------
 
@@ -531,16 +582,24 @@ class MainScreen(Screen[None]):
             return
         env_mode = self.environment is not None
         staged = self.staged_ids
-        picked = [i.id for i in self._visible(doc)
-                  if i.action == "deploy" and row_state(i, env_mode) in STAGE_ALL_STATES and i.applyEnabled is not False and i.id not in staged]
+        picked = [
+            i.id
+            for i in self._visible(doc)
+            if i.action == "deploy"
+            and row_state(i, env_mode) in STAGE_ALL_STATES
+            and i.applyEnabled is not False
+            and i.id not in staged
+        ]
         staged.extend(picked)
-        self.app.notify(f"staged {len(picked)}: {', '.join(picked)}" if picked else "nothing drifted to stage", timeout=3)
+        self.app.notify(
+            f"staged {len(picked)}: {', '.join(picked)}" if picked else "nothing drifted to stage", timeout=3
+        )
         self._render_all()
 
     def action_yank(self) -> None:
         item = self._selected_item()
         if item is not None and (item.commit or item.requestedCommit):
-            self.app.yank(item.commit or item.requestedCommit or "")
+            console_app(self).yank(item.commit or item.requestedCommit or "")
 
     def _selected_item(self) -> PlanItem | None:
         sid = self.query_one(ServiceGrid).selected_id
@@ -556,11 +615,13 @@ class MainScreen(Screen[None]):
     def action_cancel_job(self) -> None:
         sid = self.query_one(ServiceGrid).selected_id
         job = self.last_job(sid) if sid else None
-        active = [j for j in self.app.active_jobs() if job is None or j.id == job.id] or self.app.active_jobs()
+        active = [j for j in console_app(self).active_jobs() if job is None or j.id == job.id] or console_app(
+            self
+        ).active_jobs()
         if not active:
             self.app.notify("no running job to cancel", timeout=3)
             return
-        self.app.confirm_cancel(active[0].id)
+        console_app(self).confirm_cancel(active[0].id)
 
     def action_sort(self) -> None:
         i = SORTABLE.index(self.sort_column) if self.sort_column in SORTABLE else -1
@@ -613,7 +674,7 @@ class MainScreen(Screen[None]):
         if job is None:
             self.app.notify(f"no job for {sid} in {env_key(self.environment)} yet", timeout=3)
             return
-        self.app.open_job(job.id)
+        console_app(self).open_job(job.id)
 
     def action_apply(self) -> None:
         doc = self.document
@@ -638,7 +699,7 @@ class MainScreen(Screen[None]):
 
         def confirmed(answer: ApplyRequest | None) -> None:
             if answer is not None:
-                self.app.start_apply(answer)
+                console_app(self).start_apply(answer)
             else:
                 self.app.notify("apply cancelled; nothing changed", timeout=3)
 

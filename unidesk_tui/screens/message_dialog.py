@@ -24,7 +24,16 @@ class MessageDialog(ModalScreen[bool]):
         Binding("escape", "answer(False)", "Close"),
     ]
 
-    def __init__(self, title: str, body: str | Text, *, question: bool = False, error: bool = False, yes: str = "quit", no: str = "stay") -> None:
+    def __init__(
+        self,
+        title: str,
+        body: str | Text,
+        *,
+        question: bool = False,
+        error: bool = False,
+        yes: str = "quit",
+        no: str = "stay",
+    ) -> None:
         super().__init__(classes="error" if error else "")
         self.title_text = title
         self.body = body

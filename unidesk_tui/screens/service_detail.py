@@ -16,10 +16,26 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from unidesk_tui.documents import JobRecord, PlanItem
+from unidesk_tui.screens.typed_app import console_app
 from unidesk_tui.widgets.guard import guard_handlers
 from unidesk_tui.widgets.present import (
-    ACTIONS, CHANGED_STYLE, HEALTH, JOB_STATUS, PLAIN, STATES, Palette, age_text, duration_text, job_ended, job_reason,
-    job_shown_status, job_started, job_when, labelled, row_state, short,
+    ACTIONS,
+    CHANGED_STYLE,
+    HEALTH,
+    JOB_STATUS,
+    PLAIN,
+    STATES,
+    Palette,
+    age_text,
+    duration_text,
+    job_ended,
+    job_reason,
+    job_shown_status,
+    job_started,
+    job_when,
+    labelled,
+    row_state,
+    short,
 )
 
 log = logging.getLogger(__name__)
@@ -70,8 +86,15 @@ def history_line(job: JobRecord, service_id: str, now: float, palette: Palette =
     return out
 
 
-def detail_text(item: PlanItem, env_mode: bool, history: list[JobRecord], palette: Palette = PLAIN, *, now: float = 0.0,
-                with_history: bool = True) -> Text:
+def detail_text(
+    item: PlanItem,
+    env_mode: bool,
+    history: list[JobRecord],
+    palette: Palette = PLAIN,
+    *,
+    now: float = 0.0,
+    with_history: bool = True,
+) -> Text:
     out = Text()
     live = item.live
     state = row_state(item, env_mode)
@@ -96,13 +119,22 @@ def detail_text(item: PlanItem, env_mode: bool, history: list[JobRecord], palett
     field("mode · target", f"{item.mode or '—'} · {item.target or '—'}")
     field("requested commit", item.requestedCommit)
     field("desired commit", item.commit)
-    field("running commit", live.commit if live else None, "" if not live or live.commit == item.commit else palette.style(CHANGED_STYLE))
+    field(
+        "running commit",
+        live.commit if live else None,
+        "" if not live or live.commit == item.commit else palette.style(CHANGED_STYLE),
+    )
     out.append(f"{'health':<18}", style="bold")
     if live is None:
         out.append(Text("— (not read)", style="dim"))
     elif state in ("missing", "unreachable", "runtime-unreachable") and live.health != "unknown":
-        out.append(Text(f"— (the health path answered {live.health}, but no runtime of this service exists: "
-                        "the answer comes from something else)", style="dim"))
+        out.append(
+            Text(
+                f"— (the health path answered {live.health}, but no runtime of this service exists: "
+                "the answer comes from something else)",
+                style="dim",
+            )
+        )
     else:
         out.append(labelled(HEALTH, live.health, palette=palette))
     out.append("\n")
@@ -173,17 +205,24 @@ class ServiceDetailScreen(ModalScreen[None]):
             yield Static(Text(f"Service {self.item.id}", style="bold"), id="detail-title")
             with VerticalScroll(id="detail-body"):
                 yield Static(id="detail-text")
-            yield Static(Text("History — enter: job log · R: redeploy its commit · y: copy its SHA", style="bold"), id="history-title")
+            yield Static(
+                Text("History — enter: job log · R: redeploy its commit · y: copy its SHA", style="bold"),
+                id="history-title",
+            )
             yield OptionList(id="history")
 
     def on_mount(self) -> None:
-        main = self.app.main_screen
+        main = console_app(self).main_screen
         self.history = main.service_jobs(self.item.id) if main is not None else []
         palette = Palette.of(self.app)
-        now = self.app.clock()
-        self.query_one("#detail-text", Static).update(detail_text(self.item, self.environment is not None, self.history, palette, now=now, with_history=False))
+        now = console_app(self).clock()
+        self.query_one("#detail-text", Static).update(
+            detail_text(self.item, self.environment is not None, self.history, palette, now=now, with_history=False)
+        )
         options = self.query_one("#history", OptionList)
-        options.add_options([Option(history_line(j, self.item.id, now, palette), id=j.id) for j in self.history[:HISTORY_SHOWN]])
+        options.add_options(
+            [Option(history_line(j, self.item.id, now, palette), id=j.id) for j in self.history[:HISTORY_SHOWN]]
+        )
         if not self.history:
             options.add_option(Option(Text("no job touched this service here yet", style="dim"), disabled=True))
         else:
@@ -199,7 +238,7 @@ class ServiceDetailScreen(ModalScreen[None]):
     @on(OptionList.OptionSelected, "#history")
     def _open(self, event: OptionList.OptionSelected) -> None:
         if event.option.id:
-            self.app.open_job(event.option.id)
+            console_app(self).open_job(event.option.id)
 
     def action_dismiss_detail(self) -> None:
         self.dismiss(None)
@@ -213,7 +252,7 @@ class ServiceDetailScreen(ModalScreen[None]):
         job = self._selected()
         sha = job_commit(job, self.item.id) if job else self.item.commit
         if sha:
-            self.app.yank(sha)
+            console_app(self).yank(sha)
 
     def action_redeploy(self) -> None:
         from unidesk_tui.screens.message_dialog import MessageDialog
@@ -224,21 +263,31 @@ class ServiceDetailScreen(ModalScreen[None]):
             self.app.notify("select a job of this service in the history first", timeout=3)
             return
         if sha == self.item.commit:
-            main = self.app.main_screen
+            main = console_app(self).main_screen
             self.dismiss(None)
             if main is not None:
                 main.stage_redeploy(self.item.id)
             return
-        self.app.push_screen(MessageDialog(f"{short(sha, 12)} is not the commit the manifest names", redeploy_hint(self.item, sha, self.environment)))
+        self.app.push_screen(
+            MessageDialog(
+                f"{short(sha, 12)} is not the commit the manifest names",
+                redeploy_hint(self.item, sha, self.environment),
+            )
+        )
 
 
 def redeploy_hint(item: PlanItem, sha: str, environment: str | None) -> str:
     """How to make the manifest name an earlier commit (a deploy only ever runs what it names)."""
     now = f"{item.id} is at {short(item.commit, 12)} in the manifest; a deploy runs only the commit the manifest names."
     if environment is None:
-        how = (f"To redeploy {sha}:\n  1. set \"commitId\": \"{sha}\" for {item.id} in deploy.json\n"
-               "  2. r refreshes the grid, then stage it (space) and apply (a).")
+        how = (
+            f'To redeploy {sha}:\n  1. set "commitId": "{sha}" for {item.id} in deploy.json\n'
+            "  2. r refreshes the grid, then stage it (space) and apply (a)."
+        )
     else:
-        how = (f"To redeploy {sha} in {environment}:\n  1. commit deploy.json with \"commitId\": \"{sha}\" for {item.id}\n"
-               f"     and push it to the deploy/{environment} branch\n  2. r refreshes the grid, then stage it (space) and apply (a).")
+        how = (
+            f'To redeploy {sha} in {environment}:\n  1. commit deploy.json with "commitId": "{sha}" for {item.id}\n'
+            f"     and push it to the deploy/{environment} branch\n  2. r refreshes the grid, then stage it (space) "
+            "and apply (a)."
+        )
     return f"{now}\n\n{how}"

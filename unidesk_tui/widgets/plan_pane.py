@@ -14,7 +14,10 @@ from unidesk_tui.widgets.present import ACTIONS, Palette, labelled, short
 
 log = logging.getLogger(__name__)
 
-PROD_DISABLED_REASON = "prod_apply_disabled: deploy apply --env prod is disabled until a production executor and authorization policy exist"
+PROD_DISABLED_REASON = (
+    "prod_apply_disabled: deploy apply --env prod is disabled until a production executor and "
+    "authorization policy exist"
+)
 
 
 def apply_blocker(environment: str | None, items: list[PlanItem], enabled: set[str] | None) -> str | None:
@@ -43,6 +46,7 @@ class PlanPane(Static):
     environment: reactive[str | None] = reactive(None, layout=True)
     #: Environment apply slice (dev) or None when not in environment mode.
     enabled: reactive[set[str] | None] = reactive(None, always_update=True)
+
     def render(self) -> Text:
         palette = Palette.of(self.app)
         out = Text(no_wrap=True, overflow="ellipsis")
@@ -56,7 +60,9 @@ class PlanPane(Static):
             out.append("⊘ refused", style=palette.style("bold $error"))
             out.append("\n ⊘ " + blocker, style=palette.style("$error"))
         elif self.items:
-            out.append("a: apply (the dialog offers force and dry-run) · x: unstage all", style=palette.style("$success"))
+            out.append(
+                "a: apply (the dialog offers force and dry-run) · x: unstage all", style=palette.style("$success")
+            )
         for item in self.items:
             out.append("\n ")
             out.append(labelled(ACTIONS, item.action, palette=palette))

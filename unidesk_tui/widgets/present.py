@@ -9,7 +9,8 @@ from typing import Any
 from rich.text import Text
 
 from unidesk_tui.documents import JobRecord, PlanItem, StepRecord
-from unidesk_tui.model import STATE_ORDER as MODEL_ORDER, State
+from unidesk_tui.model import STATE_ORDER as MODEL_ORDER
+from unidesk_tui.model import State
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ STATES: dict[str, tuple[str, str]] = {
 # Worst first (sorting by state, and the summary line's order): the model's order, with the
 # console's own "not read" states before `unsupported`.
 STATE_ORDER: tuple[str, ...] = tuple(
-    name for state in MODEL_ORDER for name in ((("planned", "not-read") if state == State.UNSUPPORTED else ()) + (str(state),))
+    name
+    for state in MODEL_ORDER
+    for name in ((("planned", "not-read") if state == State.UNSUPPORTED else ()) + (str(state),))
 )
 HEALTH: dict[str, tuple[str, str]] = {
     "healthy": ("+", "$success"),
@@ -104,14 +107,18 @@ FALLBACK = {"success": "green", "warning": "yellow", "error": "red", "primary": 
 PLAIN = Palette(FALLBACK)
 
 
-def label(table: dict[str, tuple[str, str]], name: str | None, fallback: str = "?", palette: Palette = PLAIN) -> tuple[str, str]:
+def label(
+    table: dict[str, tuple[str, str]], name: str | None, fallback: str = "?", palette: Palette = PLAIN
+) -> tuple[str, str]:
     """(`symbol name`, resolved style): a cell's parts, before any Text is made."""
     name = name or fallback
     symbol, style = table.get(name, ("?", ""))
     return f"{symbol} {name}", palette.style(style)
 
 
-def labelled(table: dict[str, tuple[str, str]], name: str | None, fallback: str = "?", palette: Palette = PLAIN) -> Text:
+def labelled(
+    table: dict[str, tuple[str, str]], name: str | None, fallback: str = "?", palette: Palette = PLAIN
+) -> Text:
     return Text(*label(table, name, fallback, palette))
 
 

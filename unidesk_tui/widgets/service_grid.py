@@ -10,9 +10,10 @@ every refresh.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -25,9 +26,18 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from unidesk_tui.documents import JobRecord, PlanItem
-from rich.cells import cell_len
-
-from unidesk_tui.widgets.present import CHANGED_STYLE, HEALTH, PLAIN, STATE_ORDER, STATES, Palette, label, last_job_parts, row_state, short
+from unidesk_tui.widgets.present import (
+    CHANGED_STYLE,
+    HEALTH,
+    PLAIN,
+    STATE_ORDER,
+    STATES,
+    Palette,
+    label,
+    last_job_parts,
+    row_state,
+    short,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +68,9 @@ WAITING = " ⟳"  # appended to the state of a row whose target has not answered
 Cell = tuple[str, str]
 
 
-def row_cells(item: PlanItem, *, env_mode: bool, staged: bool, last_job: JobRecord | None, now: float,
-              palette: Palette = PLAIN) -> dict[str, Cell]:
+def row_cells(
+    item: PlanItem, *, env_mode: bool, staged: bool, last_job: JobRecord | None, now: float, palette: Palette = PLAIN
+) -> dict[str, Cell]:
     """The cells of one service's row."""
     state = row_state(item, env_mode)
     live = item.live
@@ -75,7 +86,10 @@ def row_cells(item: PlanItem, *, env_mode: bool, staged: bool, last_job: JobReco
         "mode": (item.mode or "—", ""),
         "target": (item.target or "—", ""),
         "desired": (short(item.commit or item.requestedCommit), ""),
-        "running": (short(running), palette.style(CHANGED_STYLE) if running is not None and running != item.commit else ""),
+        "running": (
+            short(running),
+            palette.style(CHANGED_STYLE) if running is not None and running != item.commit else "",
+        ),
         "state": label(STATES, state, palette=palette),
         "health": health,
         "job": last_job_parts(last_job, now, palette),
@@ -92,7 +106,9 @@ class ServiceGrid(ScrollView, can_focus=True):
         color: $foreground;
         & > .grid--header { background: $panel; color: $foreground; text-style: bold; }
         & > .grid--cursor { background: $block-cursor-blurred-background; color: $block-cursor-blurred-foreground; }
-        &:focus > .grid--cursor { background: $block-cursor-background; color: $block-cursor-foreground; text-style: bold; }
+        &:focus > .grid--cursor {
+            background: $block-cursor-background; color: $block-cursor-foreground; text-style: bold;
+        }
     }
     """
     BINDINGS = [
@@ -157,7 +173,7 @@ class ServiceGrid(ScrollView, can_focus=True):
 
     # -- updates -------------------------------------------------------------------------------
 
-    def sync(self, rows: dict[str, tuple[object, Callable[[], dict[str, Cell]]]], order: Iterable[str]) -> None:
+    def sync(self, rows: Mapping[str, tuple[object, Callable[[], dict[str, Cell]]]], order: Iterable[str]) -> None:
         """Show exactly `rows` in `order`. Each row is (signature, make_cells); cells are only
         rebuilt, and the row only re-rendered, when its signature changed."""
         keep = self.selected_id
@@ -326,13 +342,19 @@ class ServiceGrid(ScrollView, can_focus=True):
         if y == 0:
             if self._header is None:
                 column, reverse = self.sort_key
-                labels = {key: (title + ((" ↓" if reverse else " ↑") if key == column else ""), "") for key, title in COLUMNS}
+                labels = {
+                    key: (title + ((" ↓" if reverse else " ↑") if key == column else ""), "") for key, title in COLUMNS
+                }
                 self._header = self._line(labels, base + self.get_component_rich_style("grid--header"))
-            return self._header.crop_extend(scroll_x, scroll_x + width, base + self.get_component_rich_style("grid--header"))
+            return self._header.crop_extend(
+                scroll_x, scroll_x + width, base + self.get_component_rich_style("grid--header")
+            )
         row = scroll_y + y - 1
         if row >= len(self._order):
             if row == 0 and self.empty_text:
-                return Strip(Text(f" {self.empty_text}", style="italic").render(self.app.console, end="")).crop_extend(0, width, base)
+                return Strip(Text(f" {self.empty_text}", style="italic").render(self.app.console, end="")).crop_extend(
+                    0, width, base
+                )
             return Strip.blank(width, base)
         key = self._order[row]
         cursor = row == self.cursor_row

@@ -45,7 +45,10 @@ class StatusHeader(Static):
         for key, label in ENV_CHOICES:
             number = {None: 1, "dev": 2, "prod": 3}[key]
             if key == self.environment:
-                out.append(f" {number}:{label} ", style=palette.style("bold reverse $error") if key == "prod" else "bold reverse")
+                out.append(
+                    f" {number}:{label} ",
+                    style=palette.style("bold reverse $error") if key == "prod" else "bold reverse",
+                )
             else:
                 out.append(f" {number}:{label} ", style="dim")
         out.append("\n")
@@ -73,7 +76,11 @@ class StatusHeader(Static):
             # `--live`-style plans carry each item's live state; without one it is the spec's dry-run plan.
             read = any(i.live is not None and i.live.state != "unsupported" for i in doc.services)
             line.append("environment plan, runtime read live: " if read else "dry-run environment plan: ", style="dim")
-            line.append(f"namespace {e.namespace} · provider {e.providerId} · target {e.target} · database {e.databaseName} #{e.databaseFingerprint}", style=Palette.of(self.app).style("$primary"))
+            line.append(
+                f"namespace {e.namespace} · provider {e.providerId} · target {e.target} · database {e.databaseName} "
+                f"#{e.databaseFingerprint}",
+                style=Palette.of(self.app).style("$primary"),
+            )
         elif doc and isinstance(source, FileSourceDoc):
             line.append("live runtime read from each target over SSH", style="dim")
         return line
@@ -98,7 +105,10 @@ class StatusHeader(Static):
                 if item.live is not None and item.live.state in ("unreachable", "runtime-unreachable"):
                     down[item.target or "?"] = down.get(item.target or "?", 0) + 1
             if down:
-                line.append("  ⊘ unreachable: " + ", ".join(f"{t} ({n})" for t, n in sorted(down.items())), style=palette.style("bold $error"))
+                line.append(
+                    "  ⊘ unreachable: " + ", ".join(f"{t} ({n})" for t, n in sorted(down.items())),
+                    style=palette.style("bold $error"),
+                )
             general = [e for e in doc.errors if not e.service]
             if general:
                 line.append(f"  ✗ {general[0].code}: {general[0].message}", style=palette.style("bold $error"))
