@@ -262,10 +262,14 @@ class LabController:
             ready = probed or (pod.ready and pod.misses < int((pod.probe or {}).get("failureThreshold", 3)))
             if pod.ready != ready:
                 self._net_dirty = True
+                # readiness flips are rare and explain a later "never ready": say why in the log
+                log.info("%s %s/%s: %s (task %s, probe %s, misses %d)", *key, "ready" if ready else "not ready",
+                         state, probed, pod.misses)
             pod.ready = ready
             if state == "STOPPED" and pod.failure is None:
                 pod.exit_code = await self._exit_code(pod.container)
                 pod.failure = ("CrashLoopBackOff", f"container {pod.container} exited with code {pod.exit_code}")
+                log.warning("%s %s/%s: %s (not restarted)", *key, pod.failure[1])
             self._write_status(key, pod)
 
     async def _sync_network(self) -> None:
