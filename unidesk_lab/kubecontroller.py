@@ -263,8 +263,14 @@ class LabController:
             if pod.ready != ready:
                 self._net_dirty = True
                 # readiness flips are rare and explain a later "never ready": say why in the log
-                log.info("%s %s/%s: %s (task %s, probe %s, misses %d)", *key, "ready" if ready else "not ready",
-                         state, probed, pod.misses)
+                log.info(
+                    "%s %s/%s: %s (task %s, probe %s, misses %d)",
+                    *key,
+                    "ready" if ready else "not ready",
+                    state,
+                    probed,
+                    pod.misses,
+                )
             pod.ready = ready
             if state == "STOPPED" and pod.failure is None:
                 pod.exit_code = await self._exit_code(pod.container)
