@@ -4,8 +4,6 @@ iptables inside D601; only the Kubernetes API is emulated.
 - pods run in their own network namespaces, so a prod and a dev copy use the same container port;
 - a Service has a stable address and `<svc>.<ns>.svc.cluster.local`, reachable from pods (also a pod
   calling its own Service) and from the main server;
-- `lab up --seed` left the dev foundation running: postgres-dev (StatefulSet, headless Service,
-  bound claim) and the migrate Job (waited for postgres, ran the guard, prepared the tables);
 - a Job runs to completion and reports `succeeded` or `failed`.
 """
 
@@ -159,37 +157,6 @@ def test_prod_and_dev_copies_share_a_container_port_in_their_own_pod_networks(la
     )  # short name, own namespace
     # no pod on the host network: the pod's interfaces are its own
     assert lab["addresses"][D601] not in in_pod(lab, "unidesk", name, "ip -o -4 addr")
-
-
-def test_seed_left_the_dev_foundation_running(lab):
-    ns = "unidesk-dev"
-    sts = wait_for(
-        lambda: (s := get(lab, ns, "statefulset/postgres-dev")).get("status", {}).get("readyReplicas") == 1 and s,
-        "postgres-dev ready",
-    )
-    assert sts["status"]["observedGeneration"] == sts["metadata"]["generation"]
-    job = get(lab, ns, "job/unidesk-dev-db-migrate")
-    assert job["status"]["succeeded"] == 1 and any(c["type"] == "Complete" for c in job["status"]["conditions"])
-    pvc = get(lab, ns, "pvc/data-postgres-dev-0")
-    assert pvc["status"]["phase"] == "Bound" and pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
-    names = kubectl(lab, "-n", ns, "get", "configmap,secret,resourcequota,limitrange,service", "-o", "name").split()
-    for want in (
-        "configmap/unidesk-dev-runtime-config",
-        "configmap/unidesk-dev-db-guard",
-        "secret/unidesk-dev-runtime-secrets",
-        "resourcequota/unidesk-dev-quota",
-        "limitrange/unidesk-dev-defaults",
-        "service/postgres-dev",
-    ):
-        assert want in names
-    # the Job reached postgres-dev by its cluster name, passed the guard, and prepared the tables
-    sql = (lab["layout"].kube_data / "pv" / ns / "data-postgres-dev-0" / "pgdata" / "unidesk_dev.sql").read_text()
-    assert "CREATE TABLE IF NOT EXISTS backend_core_schema_migrations" in sql and "code_queue_tasks" in sql
-    logs = "".join(
-        p.read_text()
-        for p in (lab["layout"].kube_data / "logs").glob("kubeapi_job.unidesk-dev_unidesk-dev-db-migrate_*")
-    )
-    assert "db guard: dev database ok" in logs and logs.index("db guard") < logs.index("migrated unidesk_dev")
 
 
 def test_jobs_run_to_completion_and_report_failure(lab):
