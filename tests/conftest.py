@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.session import lab  # noqa: F401  (the session lab, for tests/lab and tests/reliability)
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Lab Author",
     "GIT_AUTHOR_EMAIL": "author@lab.invalid",
