@@ -12,20 +12,20 @@ import json
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from unidesk_tui.enums import NAMED_ENVIRONMENTS
 from unidesk_tui.errors import ErrorCode, ExitCode, UnideskError, UsageError
-from unidesk_tui.model import NAMED_ENVIRONMENTS
 from unidesk_tui.workspace import Workspace
 
 if TYPE_CHECKING:
     from unidesk_tui.documents import ErrorDocument
 
-# Start-up time is part of the interface (`job status` is polled by scripts): modules that build
-# many pydantic models or read git are imported by the commands that need them, not here.
+# Start-up time is part of the interface (`job status` is polled by scripts; bench/startup.py):
+# `job status`, `job list` and `--help` never load pydantic, asyncssh, git, yaml or the catalog
+# (tests/test_startup.py). Modules that do are imported by the commands that need them, not here.
 
 
 class _Help(Exception):
@@ -234,9 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             args = parser.parse_args(argv)
         except _Help as usage:
-            from unidesk_tui.documents import HelpDocument
+            from unidesk_tui.job_files import help_text  # HelpDocument, printed without pydantic
 
-            emit(HelpDocument(prog=usage.prog, usage=usage.usage))
+            sys.stdout.write(help_text(usage.prog, usage.usage) + "\n")
+            sys.stdout.flush()
             return ExitCode.OK
         except SystemExit as exc:  # a nested parser's usage error (already on stderr)
             if not exc.code:
@@ -277,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signum
     except Exception as exc:  # last resort: a coded error, never a traceback
         if os.environ.get("UNIDESK_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         emit(_error_document(command, ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"))
         return ExitCode.ERROR

@@ -327,8 +327,58 @@ def schemas() -> dict[str, str]:
     }
 
 
+# What `job status`, `job list` and `--help` read or print without pydantic (job_files.py).
+LIGHT: tuple[type[BaseModel], ...] = (
+    JobRecord,
+    JobEvent,
+    JobDocument,
+    JobListDocument,
+    JobSummary,
+    LogTail,
+    HelpDocument,
+)
+# The schema keywords the light reader checks; titles and descriptions are for people.
+_SHAPE_KEYS = ("$ref", "anyOf", "const", "enum", "type", "pattern", "properties", "items", "additionalProperties")
+SHAPES_FILE = Path(__file__).with_name("document_shapes.json")
+
+
+def _trim(schema: Any) -> Any:
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key in _SHAPE_KEYS:
+        if key not in schema:
+            continue
+        value = schema[key]
+        if key == "properties":  # field name -> shape, in the model's field order (the dump's key order)
+            out[key] = {
+                name: {**_trim(sub), **({"default": sub["default"]} if "default" in sub else {})}
+                for name, sub in value.items()
+            }
+        elif key in ("anyOf",):
+            out[key] = [_trim(option) for option in value]
+        elif key in ("items", "additionalProperties"):
+            out[key] = _trim(value)
+        else:
+            out[key] = value
+    return out
+
+
+def shapes() -> str:
+    """document_shapes.json: model name -> the JSON shape of its dump, for the LIGHT documents and
+    every model they contain (JSON Schema trimmed to types, patterns and the fields' order)."""
+    found: dict[str, Any] = {}
+    for model in LIGHT:
+        schema = model.model_json_schema(ref_template="{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            found[name] = _trim(sub)
+        found[model.__name__] = _trim(schema)
+    return json.dumps(dict(sorted(found.items())), indent=1) + "\n"
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schema")
     out.mkdir(parents=True, exist_ok=True)
     for name, text in schemas().items():
         (out / name).write_text(text)
+    SHAPES_FILE.write_text(shapes())

@@ -16,7 +16,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,14 +27,20 @@ from pydantic import ValidationError
 from unidesk_tui.documents import ErrorItem, JobEvent, JobRecord, JobResult, LogTail, Operator
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.files import atomic_write, flocked
-from unidesk_tui.model import JOB_ACTIVE, JOB_TERMINAL, JobStatus, Outcome, StepStatus
+
+# The layout of a job directory, ids and worker liveness live in job_files (no pydantic, for
+# `job status`); the store's users reach them here too.
+from unidesk_tui.job_files import EVENTS_FILE, HOST, JOB_FILE, job_dir, job_ids, tail_chunk, worker_dead
+from unidesk_tui.job_files import JOB_ID_RE as JOB_ID_RE
+from unidesk_tui.job_files import check_job_id as check_job_id
+from unidesk_tui.job_files import jobs_root as jobs_root
+from unidesk_tui.job_files import process_alive as process_alive
+from unidesk_tui.job_files import process_start as process_start
+from unidesk_tui.model import JOB_TERMINAL, JobStatus, Outcome, StepStatus
 from unidesk_tui.redact import Redactor, secret_env_values
 
 log = logging.getLogger(__name__)
 
-JOB_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")  # always fullmatch: `$` would accept a trailing newline
-JOB_FILE = "job.json"
-EVENTS_FILE = "events.jsonl"
 CATALOG_FILE = "catalog.json"
 STDERR_FILE = "worker.stderr"
 CANCEL_FILE = "cancel.request"
@@ -43,7 +48,6 @@ MAX_EVENT_TEXT = 64 * 1024
 DEFAULT_MAX_LOG_BYTES = 8 * 1024 * 1024  # config.json jobs.maxLogBytes
 DEFAULT_KEEP_FINISHED = 100  # config.json jobs.keepFinished
 MAX_READ_BYTES = 4 * 1024 * 1024
-HOST = socket.gethostname()
 
 
 # -- time, ids, paths ----------------------------------------------------------------------------
@@ -60,22 +64,6 @@ def new_job_id(now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def check_job_id(job_id: str) -> str:
-    if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
-        raise UnideskError.of(
-            ErrorCode.JOB_NOT_FOUND, f"{job_id!r} is not a job id (expected e.g. 20261127T081500Z-0a1b2c)"
-        )
-    return job_id
-
-
-def jobs_root(state_dir: Path) -> Path:
-    return Path(state_dir) / "jobs"
-
-
-def job_dir(state_dir: Path, job_id: str) -> Path:
-    return jobs_root(state_dir) / check_job_id(job_id)
-
-
 def current_operator(workspace: Path) -> Operator:
     """Who is starting a job here: the process's real user (from the password database, not the
     environment, which any caller sets), this host and the workspace."""
@@ -90,38 +78,6 @@ def current_operator(workspace: Path) -> Operator:
 def operator_text(operator: Operator | None) -> str:
     """`user@host` for one-line displays; empty for a job recorded before operators were."""
     return f"{operator.user}@{operator.host}" if operator else ""
-
-
-# -- processes -----------------------------------------------------------------------------------
-
-
-def process_start(pid: int) -> int | None:
-    """Start time of `pid` in clock ticks since boot (tells a reused pid apart), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return int(fields[19]) if len(fields) > 19 else None
-
-
-def process_alive(pid: int | None, start: int | None = None) -> bool:
-    """True while `pid` runs (not a zombie) and, when `start` is known, is the same process."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rfind(")") + 2 :].startswith("Z"):
-            return False
-    except OSError:
-        return os.path.exists(f"/proc/{pid}") or not os.path.isdir("/proc")
-    return start is None or process_start(pid) == start
 
 
 # -- job.json ------------------------------------------------------------------------------------
@@ -163,9 +119,7 @@ def update_job(state_dir: Path, job_id: str, change: Callable[[JobRecord], JobRe
 
 
 def _worker_dead(record: JobRecord) -> bool:
-    if record.status not in JOB_ACTIVE or record.host != HOST:
-        return False  # another host's processes cannot be checked from here
-    return not process_alive(record.workerPid, record.workerStart)
+    return worker_dead(record.status, record.host, record.workerPid, record.workerStart)
 
 
 def mark_interrupted(record: JobRecord, why: str) -> JobRecord:
@@ -254,11 +208,8 @@ def cancel(state_dir: Path, job_id: str, *, wait: float = 0.0, poll: float = 0.1
 
 def list_jobs(state_dir: Path) -> list[JobRecord]:
     """Every readable job, newest first (ids sort by creation time)."""
-    root = jobs_root(state_dir)
-    if not root.is_dir():
-        return []
     out = []
-    for name in sorted((n for n in os.listdir(root) if JOB_ID_RE.fullmatch(n)), reverse=True):
+    for name in job_ids(state_dir):
         try:
             out.append(load_job(state_dir, name))
         except UnideskError as exc:
@@ -473,26 +424,7 @@ def read_events(
 
 def _tail_events(path: Path, nbytes: int) -> tuple[list[JobEvent], int, int]:
     """(events, offset of the first returned line, file size), reading at most nbytes + 1."""
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        return [], 0, 0
-    with handle:
-        size = os.fstat(handle.fileno()).st_size
-        start = max(0, size - max(0, nbytes))
-        # Read one byte before `start` to know whether it begins on a line boundary.
-        handle.seek(max(0, start - 1))
-        chunk = handle.read(size - max(0, start - 1))
-    if start > 0:
-        if chunk[:1] == b"\n":
-            chunk, first = chunk[1:], start
-        else:
-            cut = chunk.find(b"\n")
-            chunk, first = (chunk[cut + 1 :], start - 1 + cut + 1) if cut >= 0 else (b"", size)
-    else:
-        first = 0
-    end = chunk.rfind(b"\n")
-    chunk = chunk[: end + 1] if end >= 0 else b""
+    chunk, first, size = tail_chunk(path, nbytes)
     return _parse_lines(chunk), first, size
 
 

@@ -8,27 +8,20 @@ was produced; job cancel 0 when the job was told to stop (its document shows the
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from unidesk_tui import jobs, signals
-from unidesk_tui.documents import (
-    ApplyDocument,
-    ErrorItem,
-    JobDocument,
-    JobEvent,
-    JobListDocument,
-    JobPruneDocument,
-    JobSummary,
-    to_errors,
-)
 from unidesk_tui.errors import ErrorCode, ExitCode, Problem, UnideskError
-from unidesk_tui.model import JobStatus
 from unidesk_tui.workspace import Workspace
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from unidesk_tui.documents import ApplyDocument, JobEvent
+
+# `job status` and `job list` are polled by scripts and must start fast (bench/startup.py): this
+# module loads without pydantic, and they answer from job_files' light readers; the typed job
+# store (jobs, documents) is imported by the commands and cases that need it.
 
 DEFAULT_TAIL_BYTES = 30000
 MAX_TAIL_BYTES = 64 * 1024 * 1024
@@ -39,6 +32,11 @@ def _emit(doc) -> None:
     from unidesk_tui.cli import emit
 
     emit(doc)
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def _tail_bytes(value: str) -> int:
@@ -69,6 +67,7 @@ def finish_apply(
     if not wait:
         return doc, ExitCode.OK
     from unidesk_tui.apply import wait_job
+    from unidesk_tui.model import JobStatus
 
     record = wait_job(ws.state_dir, doc.jobId, on_events=_progress_to_stderr if progress else None, stop=stop)
     errors = list(record.result.errors) if record.result else []
@@ -79,7 +78,7 @@ def finish_apply(
 
 
 def _usage(command: str, message: str) -> int:
-    from unidesk_tui.documents import ErrorDocument
+    from unidesk_tui.documents import ErrorDocument, ErrorItem
 
     _emit(ErrorDocument(command=command, errors=[ErrorItem(code=ErrorCode.USAGE, message=message)]))
     return ExitCode.USAGE
@@ -105,6 +104,9 @@ def _held_at_once(args: argparse.Namespace, ws: Workspace) -> list[Problem]:
 
 
 def _apply(args: argparse.Namespace, ws: Workspace) -> int:
+    from unidesk_tui import signals
+    from unidesk_tui.documents import ApplyDocument, to_errors
+
     if held_now := _held_at_once(args, ws):
         _emit(ApplyDocument(ok=False, dryRun=args.dry_run, errors=to_errors(held_now)))
         return ExitCode.ERROR
@@ -145,6 +147,15 @@ def _apply(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def _status(args: argparse.Namespace, ws: Workspace) -> int:
+    from unidesk_tui import job_files
+
+    if (text := job_files.status_text(ws.state_dir, args.job_id, args.tail_bytes)) is not None:
+        _print(text)
+        return ExitCode.OK
+    # Not taken as is (a dead worker to record, an older record, an error): the typed store.
+    from unidesk_tui import jobs
+    from unidesk_tui.documents import JobDocument, to_errors
+
     try:
         record = jobs.load_job(ws.state_dir, args.job_id)
         log_tail = jobs.tail(ws.state_dir, args.job_id, args.tail_bytes)
@@ -156,6 +167,9 @@ def _status(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def _cancel(args: argparse.Namespace, ws: Workspace) -> int:
+    from unidesk_tui import jobs
+    from unidesk_tui.documents import JobDocument, to_errors
+
     try:
         record = jobs.cancel(ws.state_dir, args.job_id, wait=0.0 if args.no_wait else CANCEL_WAIT_S)
     except UnideskError as exc:
@@ -176,6 +190,8 @@ def _keep(value: str) -> int:
 
 
 def _duration(value: str):
+    from unidesk_tui import jobs
+
     try:
         return jobs.parse_duration(value)
     except UnideskError as exc:
@@ -187,10 +203,15 @@ def _configured_keep(ws: Workspace) -> int:
     try:
         return ws.catalog().jobs.keepFinished
     except (UnideskError, OSError):
-        return jobs.DEFAULT_KEEP_FINISHED
+        from unidesk_tui.jobs import DEFAULT_KEEP_FINISHED
+
+        return DEFAULT_KEEP_FINISHED
 
 
 def _prune(args: argparse.Namespace, ws: Workspace) -> int:
+    from unidesk_tui import jobs
+    from unidesk_tui.documents import JobPruneDocument, to_errors
+
     keep = args.keep if args.keep is not None or args.older_than is not None else _configured_keep(ws)
     try:
         removed, kept = jobs.prune(ws.state_dir, keep=keep, older_than=args.older_than)
@@ -207,6 +228,14 @@ def _prune(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def _list(args: argparse.Namespace, ws: Workspace) -> int:
+    from unidesk_tui import job_files
+
+    if (text := job_files.list_text(ws.state_dir)) is not None:
+        _print(text)
+        return ExitCode.OK
+    from unidesk_tui import jobs
+    from unidesk_tui.documents import JobListDocument, JobSummary
+
     summaries = [
         JobSummary(
             id=r.id,
