@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,15 @@ __all__ = ["LiveState"]  # defined with the vocabulary (executors build it), pub
 class _Doc(BaseModel):
     # Built on first use, not at import: `job list` and `--help` need only a few of them.
     model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's copy, with `update` validated as the constructor validates its arguments:
+        {"status": "running"} stores JobStatus.RUNNING (pydantic would keep the str, and warn each
+        time the document is serialized), and a value of the wrong type is refused here."""
+        copy = super().model_copy(deep=deep)
+        for name, value in (update or {}).items():
+            self.__pydantic_validator__.validate_assignment(copy, name, value)
+        return copy
 
 
 class ErrorItem(_Doc):
