@@ -38,6 +38,7 @@ from unidesk_tui.app import UnideskApp  # noqa: E402
 from unidesk_tui.documents import FileSourceDoc, JobRecord, LiveState, StepRecord  # noqa: E402
 from unidesk_tui.live import read_live  # noqa: E402
 from unidesk_tui.messages import PlanRefreshed  # noqa: E402
+from unidesk_tui.model import Environment  # noqa: E402
 from unidesk_tui.planning import run_plan  # noqa: E402
 from unidesk_tui.screens.job_log import JobLogScreen  # noqa: E402
 from unidesk_tui.widgets.service_grid import ServiceGrid  # noqa: E402
@@ -190,7 +191,7 @@ def record_running_job(state_dir: Path, ws: Workspace) -> str:
 
 
 async def worst_stall(ws: Workspace, rate: int, seconds: float, view: str = "log") -> tuple[float, float, int, int]:
-    base = plan_cache.load(ws.state_dir, ws.root, None).document
+    base = plan_cache.load(ws.state_dir, ws.root, Environment.FILE).document
     flipped = base.model_copy(
         update={
             "services": [
@@ -231,7 +232,7 @@ async def worst_stall(ws: Workspace, rate: int, seconds: float, view: str = "log
             count = 0
             while proc.poll() is None:
                 doc = flipped if count % 2 == 0 else base
-                main.post_message(PlanRefreshed(None, doc, time.time(), 0.01))
+                main.post_message(PlanRefreshed(Environment.FILE, doc, time.time(), 0.01))
                 count += 1
                 await asyncio.sleep(0.25)
             return count
@@ -262,7 +263,9 @@ def main() -> None:
         t0 = time.perf_counter()
         run = run_plan(ws, "check", read_live=read_live)
         check_s = time.perf_counter() - t0
-        plan_cache.save(ws.state_dir, ws.root, None, plan_cache.CachedPlan(run.document, time.time(), check_s))
+        plan_cache.save(
+            ws.state_dir, ws.root, Environment.FILE, plan_cache.CachedPlan(run.document, time.time(), check_s)
+        )
         print(f"workspace: {args.services} services; one real check took {check_s:.2f} s (cached for the console)")
         paints = [asyncio.run(first_paint(ws, args.services)) for _ in range(args.rounds)]
         print(
@@ -290,7 +293,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="unidesk-bench-console-big-", ignore_cleanup_errors=True) as tmp:
         big = build_workspace(Path(tmp), args.big)
         run = run_plan(big, "check", read_live=read_live)
-        plan_cache.save(big.state_dir, big.root, None, plan_cache.CachedPlan(run.document, time.time(), 0.0))
+        plan_cache.save(
+            big.state_dir, big.root, Environment.FILE, plan_cache.CachedPlan(run.document, time.time(), 0.0)
+        )
         paints = [asyncio.run(first_paint(big, args.big)) for _ in range(args.rounds)]
         print(
             f"first paint of {args.big} rows from cache: median {statistics.median(paints) * 1000:.0f} ms, "

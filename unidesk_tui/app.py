@@ -19,7 +19,7 @@ from textual.worker import Worker, WorkerState
 from unidesk_tui import jobs, plan_cache
 from unidesk_tui.documents import JobRecord
 from unidesk_tui.messages import JobsListed, JobStarted
-from unidesk_tui.model import JOB_ACTIVE, JOB_TERMINAL, LiveReader
+from unidesk_tui.model import JOB_ACTIVE, JOB_TERMINAL, Environment, LiveReader
 from unidesk_tui.screens.confirm_apply import ApplyRequest
 from unidesk_tui.screens.help import HelpScreen
 from unidesk_tui.screens.job_log import JobLogScreen
@@ -76,7 +76,7 @@ class UnideskApp(App[int]):
         self,
         workspace: Workspace,
         *,
-        environment: str | None = None,
+        environment: Environment = Environment.FILE,
         refresh_interval: float = DEFAULT_REFRESH_S,
         jobs_interval: float = JOBS_POLL_S,
         clock: Callable[[], float] = time.time,
@@ -99,7 +99,7 @@ class UnideskApp(App[int]):
         self.preloaded: dict[str, plan_cache.CachedPlan] = {}
         cached = plan_cache.load(workspace.state_dir, workspace.root, environment)
         if cached is not None:
-            self.preloaded[environment or "file"] = cached
+            self.preloaded[environment] = cached
 
     def get_default_screen(self) -> Screen:
         return MainScreen(self.initial_environment)
@@ -247,11 +247,11 @@ class UnideskApp(App[int]):
         doc = apply(
             self.workspace,
             file=request.manifest_file,
-            env=request.environment,
+            env=request.environment.key,
             services=[i.id for i in request.items],
             dry_run=request.dry_run,
             force=request.force,
-            read_live=None if request.environment else self.read_live,
+            read_live=None if request.environment.named else self.read_live,
             saved=request.saved,
         )
         if not doc.ok or not doc.jobId:

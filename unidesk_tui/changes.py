@@ -4,15 +4,12 @@ commit, and the files they touch, read from the local mirror (no network; `check
 
 from __future__ import annotations
 
-import logging
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from unidesk_tui.identifiers import is_commit_id
 from unidesk_tui.resolve import GIT_ENV, mirror_dir
-
-log = logging.getLogger(__name__)
 
 MAX_COMMITS = 200
 GIT_TIMEOUT_S = 20

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from unidesk_tui.model import environment
 from unidesk_tui.workspace import Workspace
-
-log = logging.getLogger(__name__)
 
 
 def run_console(args: argparse.Namespace) -> int:
@@ -24,9 +22,9 @@ def run_console(args: argparse.Namespace) -> int:
         )
     ws = Workspace.at(getattr(args, "workspace", None), getattr(args, "state_dir", None))
     ws.ensure_state_dir()
-    environment = getattr(args, "console_env", "file")
+    env = environment(getattr(args, "console_env", None))
     refresh = getattr(args, "refresh", None) or refresh_interval_from_env()
-    app = UnideskApp(ws, environment=None if environment == "file" else environment, refresh_interval=refresh)
+    app = UnideskApp(ws, environment=env, refresh_interval=refresh)
     code = app.run()
     for job in app.active_jobs():
         sys.stderr.write(f"job {job.id} is still {job.status} and continues; follow it: {follow_hint(job.id)}\n")

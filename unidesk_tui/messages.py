@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from textual.message import Message
 
 from unidesk_tui.documents import JobEvent, JobRecord, PlanDocument, PlanItem
-
-log = logging.getLogger(__name__)
+from unidesk_tui.model import Environment
 
 
 @dataclass
 class PlanRefreshed(Message):
     """A check finished (or a cached one was loaded) for one environment."""
 
-    environment: str | None
+    environment: Environment
     document: PlanDocument
     refreshed_at: float
     duration_s: float
@@ -28,7 +26,7 @@ class PlanRefreshed(Message):
 class RefreshFailed(Message):
     """A check raised instead of returning a document (the core normally reports in-document)."""
 
-    environment: str | None
+    environment: Environment
     error: str
     generation: int = 0
 
@@ -48,7 +46,7 @@ class JobStarted(Message):
     """A confirmed apply started a detached job."""
 
     job_id: str
-    environment: str | None
+    environment: Environment
     services: list[str] = field(default_factory=list)
 
 
@@ -66,7 +64,7 @@ class TargetsPending(Message):
     """A refresh started reading these targets; their rows are marked until each answers.
     `items`: the services being read, decided without live state (painted when nothing is yet)."""
 
-    environment: str | None
+    environment: Environment
     targets: set[str]
     items: list[PlanItem]
     generation: int = 0
@@ -76,7 +74,7 @@ class TargetsPending(Message):
 class TargetAnswered(Message):
     """One target answered (or gave up) during a refresh: its services' items, decided."""
 
-    environment: str | None
+    environment: Environment
     target: str
     items: list[PlanItem]
     generation: int = 0

@@ -17,11 +17,11 @@ from pydantic import ValidationError
 
 from unidesk_tui.documents import PlanDocument
 from unidesk_tui.files import atomic_write
+from unidesk_tui.model import Environment
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-FILE_ENV = "file"  # the environment key of local-file mode
 
 
 @dataclass(frozen=True)
@@ -33,19 +33,18 @@ class CachedPlan:
     duration_s: float
 
 
-def cache_path(state_dir: Path, workspace: Path, environment: str | None) -> Path:
-    env = environment or FILE_ENV
+def cache_path(state_dir: Path, workspace: Path, environment: Environment) -> Path:
     key = hashlib.sha256(str(Path(workspace).resolve()).encode()).hexdigest()[:16]
-    return Path(state_dir) / "cache" / f"plan-{key}-{env}.json"
+    return Path(state_dir) / "cache" / f"plan-{key}-{environment.value}.json"
 
 
-def save(state_dir: Path, workspace: Path, environment: str | None, cached: CachedPlan) -> Path:
+def save(state_dir: Path, workspace: Path, environment: Environment, cached: CachedPlan) -> Path:
     path = cache_path(state_dir, workspace, environment)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "version": CACHE_VERSION,
         "workspace": str(Path(workspace).resolve()),
-        "environment": environment or FILE_ENV,
+        "environment": environment.value,
         "refreshedAt": cached.refreshed_at,
         "durationS": cached.duration_s,
         "document": cached.document.model_dump(mode="json"),
@@ -54,7 +53,7 @@ def save(state_dir: Path, workspace: Path, environment: str | None, cached: Cach
     return path
 
 
-def load(state_dir: Path, workspace: Path, environment: str | None) -> CachedPlan | None:
+def load(state_dir: Path, workspace: Path, environment: Environment) -> CachedPlan | None:
     path = cache_path(state_dir, workspace, environment)
     try:
         body = json.loads(path.read_text())

@@ -19,7 +19,7 @@ from unidesk_tui import jobs, plan_cache
 from unidesk_tui.app import UnideskApp
 from unidesk_tui.documents import Operator
 from unidesk_tui.live import read_live
-from unidesk_tui.model import JOB_ACTIVE
+from unidesk_tui.model import JOB_ACTIVE, Environment
 from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
 from unidesk_tui.screens.help import HelpScreen
 from unidesk_tui.screens.job_log import JobLogScreen
@@ -165,7 +165,7 @@ class TestCache:
         app = make_app(world)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, app)
-        cached = plan_cache.load(world.state_dir, world.workspace, None)
+        cached = plan_cache.load(world.state_dir, world.workspace, Environment.FILE)
         assert cached is not None and len(cached.document.services) == 5
 
         # Reopen with a live reader that never finishes first: the grid is painted from cache.

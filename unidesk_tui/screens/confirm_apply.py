@@ -6,7 +6,6 @@ plans again and refuses with `plan_stale`, naming each difference, if anything m
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,14 +25,12 @@ from unidesk_tui.widgets.daemon import in_daemon_thread
 from unidesk_tui.widgets.guard import guard_handlers
 from unidesk_tui.widgets.present import PLAIN, clock_text, parse_ts
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class ApplyRequest:
     """What the operator is asked to confirm, and what the job will be started with."""
 
-    environment: str | None  # None: the local deploy.json
+    environment: Environment
     document: PlanDocument
     items: tuple[PlanItem, ...]
     force: bool
@@ -47,8 +44,8 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def where(environment: str | None, manifest_file: str | None = None) -> str:
-    return f"the local {manifest_file or 'deploy.json'}" if environment is None else environment
+def where(environment: Environment, manifest_file: str | None = None) -> str:
+    return environment.value if environment.named else f"the local {manifest_file or 'deploy.json'}"
 
 
 def what_happens(item: PlanItem, request: ApplyRequest) -> str:
@@ -97,7 +94,7 @@ def describe(request: ApplyRequest, refusal: str | None = None, viewed: dict[str
     out.append("\n")
     env = request.environment
     out.append("Environment  ", style="bold")
-    if env is None:
+    if not env.named:
         out.append(f"local file {request.manifest_file or 'deploy.json'}", style="bold yellow")
     else:
         out.append(env.upper(), style=PLAIN.style("bold reverse " + ("$error" if env == "prod" else "$warning")))
@@ -170,13 +167,14 @@ class ConfirmApplyScreen(ModalScreen[ApplyRequest | None]):
                 app.workspace,
                 "plan",
                 file=request.manifest_file,
-                env=request.environment,
+                env=request.environment.key,
                 services=ids,
                 force=request.force,
-                read_live=None if request.environment else app.read_live,
+                read_live=None if request.environment.named else app.read_live,
             )
-            env = Environment(request.environment).key if request.environment else None
-            req = PlanRequest(file=request.manifest_file, env=env, services=ids, force=request.force)
+            req = PlanRequest(
+                file=request.manifest_file, env=request.environment.key, services=ids, force=request.force
+            )
             if run.document.errors:
                 raise UnideskError.of(
                     ErrorCode.PLAN_INVALID,

@@ -3,8 +3,6 @@ the files changed, and for k3s services the rendered manifest against the live o
 
 from __future__ import annotations
 
-import logging
-
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -17,12 +15,11 @@ from textual.worker import Worker
 from unidesk_tui.changes import CommitRange, commit_range
 from unidesk_tui.documents import PlanItem
 from unidesk_tui.manifest_diff import ManifestDiff, manifest_diff
+from unidesk_tui.model import Environment
 from unidesk_tui.screens.typed_app import console_app
 from unidesk_tui.widgets.daemon import in_daemon_thread
 from unidesk_tui.widgets.guard import guard_handlers
 from unidesk_tui.widgets.present import PLAIN, Palette, short
-
-log = logging.getLogger(__name__)
 
 
 def range_text(item: PlanItem, changes: CommitRange, palette: Palette = PLAIN) -> Text:
@@ -101,7 +98,7 @@ class DiffScreen(Screen[None]):
         Binding("y", "yank", "Copy desired SHA"),
     ]
 
-    def __init__(self, item: PlanItem, environment: str | None) -> None:
+    def __init__(self, item: PlanItem, environment: Environment) -> None:
         super().__init__()
         self.item = item
         self.environment = environment
@@ -109,10 +106,11 @@ class DiffScreen(Screen[None]):
         self.manifest: ManifestDiff | None = None
 
     def compose(self) -> ComposeResult:
+        where = self.environment if self.environment.named else "local deploy.json"
         yield Static(
             Text.assemble(
                 (f" Diff {self.item.id} ", "bold reverse"),
-                f"  {self.environment or 'local deploy.json'} · {self.item.mode or '?'} on {self.item.target or '?'}",
+                f"  {where} · {self.item.mode or '?'} on {self.item.target or '?'}",
             ),
             id="diff-title",
         )
@@ -133,7 +131,7 @@ class DiffScreen(Screen[None]):
             commit_range, console_app(self).workspace.state_dir, item.repo, running, item.commit
         )
         self.query_one("#diff-range", Static).update(range_text(item, self.changes, Palette.of(self.app)))
-        if item.mode == "k3sctl-managed" and self.environment != "prod":
+        if item.mode == "k3sctl-managed" and self.environment != Environment.PROD:
             await self._load_manifest()
 
     async def _load_manifest(self) -> None:
@@ -141,7 +139,7 @@ class DiffScreen(Screen[None]):
         box.display = True
         box.update(Text("\nrendering the manifest and reading the live objects…", style="dim"))
         self.manifest = await in_daemon_thread(
-            manifest_diff, console_app(self).workspace, self.item.id, self.environment
+            manifest_diff, console_app(self).workspace, self.item.id, self.environment.key
         )
         box.update(manifest_text(self.manifest, Palette.of(self.app)))
 

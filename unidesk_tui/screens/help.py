@@ -3,8 +3,6 @@ then the console-wide ones; the main screen adds the legend of states."""
 
 from __future__ import annotations
 
-import logging
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,8 +11,6 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 from unidesk_tui.widgets.present import HEALTH, STATE_ORDER, STATES, Palette
-
-log = logging.getLogger(__name__)
 
 # Bindings that are mechanics, not features worth a help line.
 HIDDEN_ACTIONS = {

@@ -6,7 +6,6 @@ screen (z), jumps to the failing step (!) and saves to a file (s)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -40,8 +39,6 @@ from unidesk_tui.widgets.present import (
     job_started,
     parse_ts,
 )
-
-log = logging.getLogger(__name__)
 
 POLL_S = 0.2
 # While catching up: small batches often, so no single batch holds the loop for long.

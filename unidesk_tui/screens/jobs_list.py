@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -26,8 +24,6 @@ from unidesk_tui.widgets.present import (
     job_started,
     labelled,
 )
-
-log = logging.getLogger(__name__)
 
 COLUMNS = (
     ("id", "JOB"),

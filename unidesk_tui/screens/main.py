@@ -21,7 +21,7 @@ from unidesk_tui import plan_cache
 from unidesk_tui.catalog import Catalog
 from unidesk_tui.documents import JobRecord, PlanDocument, PlanItem
 from unidesk_tui.messages import PlanRefreshed, RefreshFailed, TargetAnswered, TargetsPending
-from unidesk_tui.model import DesiredService, LiveReader, LiveState, Observation, State
+from unidesk_tui.model import DesiredService, Environment, LiveReader, LiveState, Observation, State
 from unidesk_tui.plan import decide
 from unidesk_tui.planning import run_plan
 from unidesk_tui.screens.confirm_apply import ApplyRequest, ConfirmApplyScreen
@@ -36,15 +36,10 @@ from unidesk_tui.widgets.status_header import StatusHeader
 
 log = logging.getLogger(__name__)
 
-ENVIRONMENTS: tuple[str | None, ...] = (None, "dev", "prod")
 HEALTH_RANK = {"unhealthy": 0, "unknown": 1, "healthy": 2}
 SIDE_PANE_MIN_WIDTH = 160  # from here on the selected service's detail (or the running job) shows beside the grid
 # What "stage all drifted" takes: services whose runtime does not prove the desired commit.
 STAGE_ALL_STATES = ("drift", "missing", "degraded", "provenance-mismatch", "planned")
-
-
-def env_key(environment: str | None) -> str:
-    return environment or "file"
 
 
 @guard_handlers
@@ -74,8 +69,8 @@ class MainScreen(Screen[None]):
         Binding("q", "app.quit_console", "Quit"),
     ]
 
-    #: The environment on screen: None for the local deploy.json, "dev" or "prod".
-    environment: reactive[str | None] = reactive(None, init=False)
+    #: The environment on screen: file (the local deploy.json), dev or prod.
+    environment: reactive[Environment] = reactive(Environment.FILE, init=False)
     #: The grid's filter text (case-insensitive substring of id, mode, target or state).
     filter_text: reactive[str] = reactive("", init=False)
     #: The column the grid is sorted by.
@@ -83,18 +78,18 @@ class MainScreen(Screen[None]):
     #: Sort descending when True.
     sort_reverse: reactive[bool] = reactive(False, init=False)
 
-    def __init__(self, environment: str | None = None) -> None:
+    def __init__(self, environment: Environment = Environment.FILE) -> None:
         super().__init__()
         self.set_reactive(MainScreen.environment, environment)
-        self.documents: dict[str, PlanDocument] = {}
-        self.staged: dict[str, list[str]] = {}
+        self.documents: dict[Environment, PlanDocument] = {}
+        self.staged: dict[Environment, list[str]] = {}
         self._generation = 0
-        self._refreshing: str | None = None  # env key of the refresh in flight
+        self._refreshing: Environment | None = None  # the environment of the refresh in flight
         self._pending_refresh = False
         self._grid_stale = False
         self._freshness: dict[str, tuple[float | None, float | None, bool]] = {}
         self._waiting: set[str] = set()  # targets of the refresh in flight that have not answered
-        self._cleared: tuple[str, list[str]] | None = None  # what `x` unstaged, for `u`
+        self._cleared: tuple[Environment, list[str]] | None = None  # what `x` unstaged, for `u`
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -146,24 +141,24 @@ class MainScreen(Screen[None]):
 
     @property
     def document(self) -> PlanDocument | None:
-        return self.documents.get(env_key(self.environment))
+        return self.documents.get(self.environment)
 
     @property
     def staged_ids(self) -> list[str]:
-        return self.staged.setdefault(env_key(self.environment), [])
+        return self.staged.setdefault(self.environment, [])
 
     def item(self, service_id: str) -> PlanItem | None:
         doc = self.document
         return next((i for i in doc.services if i.id == service_id), None) if doc else None
 
     def last_job(self, service_id: str) -> JobRecord | None:
-        env = env_key(self.environment)
+        env = self.environment
         return next((j for j in console_app(self).jobs if j.environment == env and service_id in j.services), None)
 
     def _show_environment(self, initial: bool = False) -> None:
         """Paint what we have for the environment (the cache first), then refresh it."""
         self.query_one(StatusHeader).environment = self.environment
-        key = env_key(self.environment)
+        key = self.environment
         preloaded = console_app(self).preloaded.pop(key, None) if initial else None
         if preloaded is not None and key not in self.documents:
             # Read before the event loop started: paint it now, refresh once it is on screen.
@@ -178,7 +173,7 @@ class MainScreen(Screen[None]):
         self.refresh_plan()
 
     @work(thread=True, group="cache", exit_on_error=False)
-    def _load_cached(self, environment: str | None) -> None:
+    def _load_cached(self, environment: Environment) -> None:
         cached = plan_cache.load(console_app(self).workspace.state_dir, console_app(self).workspace.root, environment)
         if cached is not None:
             self.post_message(
@@ -193,7 +188,7 @@ class MainScreen(Screen[None]):
             self._pending_refresh = True
             return
         self._generation += 1
-        self._refreshing = env_key(self.environment)
+        self._refreshing = self.environment
         console_app(self).poll_jobs()  # a refresh shows jobs as current as the live state
         self.query_one(StatusHeader).refreshing = True
         self._check(self.environment, self._generation)
@@ -203,7 +198,7 @@ class MainScreen(Screen[None]):
             self.refresh_plan()
 
     @work(group="refresh", exit_on_error=False)
-    async def _check(self, environment: str | None, generation: int) -> None:
+    async def _check(self, environment: Environment, generation: int) -> None:
         app = console_app(self)
         # environment views read the environment's runtime too (`--env X --live`): running commits, not only the plan
         reader = app.read_live
@@ -212,7 +207,7 @@ class MainScreen(Screen[None]):
 
         def check() -> tuple[PlanDocument, float, float]:
             started = app.clock()
-            run = run_plan(app.workspace, "check", env=environment, read_live=reader)
+            run = run_plan(app.workspace, "check", env=environment.key, read_live=reader)
             duration = app.clock() - started
             try:
                 plan_cache.save(
@@ -234,7 +229,7 @@ class MainScreen(Screen[None]):
             return
         self.post_message(PlanRefreshed(environment, document, started, duration, generation=generation))
 
-    def _streaming(self, reader: LiveReader, environment: str | None, generation: int) -> LiveReader:
+    def _streaming(self, reader: LiveReader, environment: Environment, generation: int) -> LiveReader:
         """A live reader that reads each target in its own thread and posts each target's rows
         as soon as that target answers; the check's document still arrives when all are done."""
 
@@ -282,10 +277,10 @@ class MainScreen(Screen[None]):
     def _on_targets_pending(self, message: TargetsPending) -> None:
         if message.generation != self._generation:
             return
-        key = env_key(message.environment)
+        key = message.environment
         if key not in self.documents:  # first run, no cache: the rows show now, waiting for their hosts
             self.documents[key] = PlanDocument(ok=False, command="check", services=message.items)
-        if key == env_key(self.environment):
+        if key == self.environment:
             self._waiting = set(message.targets)
             self._render_all()
 
@@ -293,7 +288,7 @@ class MainScreen(Screen[None]):
     def _on_target_answered(self, message: TargetAnswered) -> None:
         if message.generation != self._generation:
             return
-        key = env_key(message.environment)
+        key = message.environment
         self._waiting.discard(message.target)
         doc = self.documents.get(key)
         if doc is not None:
@@ -301,19 +296,19 @@ class MainScreen(Screen[None]):
             known = {i.id for i in doc.services}
             services = [fresh.get(i.id, i) for i in doc.services] + [i for i in message.items if i.id not in known]
             self.documents[key] = doc.model_copy(update={"services": services})
-        if key == env_key(self.environment):
+        if key == self.environment:
             self._render_all()
 
     @on(PlanRefreshed)
     def _on_refreshed(self, message: PlanRefreshed) -> None:
-        key = env_key(message.environment)
+        key = message.environment
         if message.stale and key in self.documents:
             return  # a real result arrived before the cache was read
         if not message.stale:
             self._refresh_done()
         self.documents[key] = message.document
         self._freshness[key] = (message.refreshed_at, message.duration_s, message.stale)
-        if key != env_key(self.environment):
+        if key != self.environment:
             return
         self._render_all()
 
@@ -342,7 +337,7 @@ class MainScreen(Screen[None]):
         if self.is_mounted and not self._visible_now():
             self._grid_stale = True  # hidden under a full screen: catch up when it resumes
             return
-        key = env_key(self.environment)
+        key = self.environment
         header = self.query_one(StatusHeader)
         header.document = self.documents.get(key)
         header.refreshed_at, header.duration_s, header.stale = self._freshness.get(key, (None, None, False))
@@ -352,7 +347,7 @@ class MainScreen(Screen[None]):
         self._render_side()
 
     def _visible(self, doc: PlanDocument) -> list[PlanItem]:
-        env_mode = self.environment is not None
+        env_mode = self.environment.named
         needle = self.filter_text.strip().lower()
         items = list(doc.services)
         if needle:
@@ -366,7 +361,7 @@ class MainScreen(Screen[None]):
     def _sort_key(self, item: PlanItem):
         column = self.sort_column
         if column == "state":
-            return (STATE_RANK.get(row_state(item, self.environment is not None), 99), item.id)
+            return (STATE_RANK.get(row_state(item, self.environment.named), 99), item.id)
         if column == "health":
             return (HEALTH_RANK.get(item.live.health if item.live else "unknown", 1), item.id)
         if column == "job":
@@ -394,13 +389,13 @@ class MainScreen(Screen[None]):
         self._grid_stale = False
         grid = self.query_one(ServiceGrid)
         grid.set_sort(self.sort_column, self.sort_reverse)
-        self.set_class(self.environment == "prod", "-prod")
+        self.set_class(self.environment == Environment.PROD, "-prod")
         doc = self.document
         if doc is None:
             grid.empty_text = "no plan yet: reading the manifest…"
             grid.sync({}, [])
             return
-        env_mode = self.environment is not None
+        env_mode = self.environment.named
         now = console_app(self).clock()
         staged = set(self.staged_ids)
         palette = self.palette
@@ -430,7 +425,7 @@ class MainScreen(Screen[None]):
         grid.sync(rows, [i.id for i in items])
         grid.set_waiting({i.id for i in items if (i.target or "?") in self._waiting} if self._waiting else set())
         grid.border_title = summary_text([row_state(i, env_mode) for i in doc.services], palette)
-        if self.environment == "prod":
+        if self.environment == Environment.PROD:
             grid.border_title = Text.assemble(
                 (" PROD · read-only ", palette.style("bold reverse $error")), " ", grid.border_title or ""
             )
@@ -455,7 +450,7 @@ class MainScreen(Screen[None]):
         side.update(
             detail_text(
                 item,
-                self.environment is not None,
+                self.environment.named,
                 self.service_jobs(item.id),
                 self.palette,
                 now=console_app(self).clock(),
@@ -464,7 +459,7 @@ class MainScreen(Screen[None]):
 
     def _last_jobs(self) -> dict[str, JobRecord]:
         """Each service's newest job in this environment (one pass over the jobs, not one per row)."""
-        env = env_key(self.environment)
+        env = self.environment
         out: dict[str, JobRecord] = {}
         for job in console_app(self).jobs:  # newest first
             if job.environment == env:
@@ -474,7 +469,7 @@ class MainScreen(Screen[None]):
 
     def service_jobs(self, service_id: str) -> list[JobRecord]:
         """This environment's jobs that touched the service, newest first."""
-        env = env_key(self.environment)
+        env = self.environment
         return [j for j in console_app(self).jobs if j.environment == env and service_id in j.services]
 
     def _render_plan(self) -> None:
@@ -482,7 +477,7 @@ class MainScreen(Screen[None]):
         doc = self.document
         items = [i for sid in self.staged_ids if (i := self.item(sid)) is not None]
         pane.environment = self.environment
-        enabled = {i.id for i in doc.services if i.applyEnabled} if doc and self.environment else None
+        enabled = {i.id for i in doc.services if i.applyEnabled} if doc and self.environment.named else None
         if enabled != pane.enabled:
             pane.enabled = enabled
         if items != pane.items:  # a layout pass only when the staged list really changed
@@ -515,7 +510,7 @@ class MainScreen(Screen[None]):
 
     # -- watchers ------------------------------------------------------------------------------
 
-    def watch_environment(self, _old: str | None, _new: str | None) -> None:
+    def watch_environment(self, _old: Environment, _new: Environment) -> None:
         self._show_environment()
 
     def watch_filter_text(self) -> None:
@@ -535,11 +530,11 @@ class MainScreen(Screen[None]):
         self.refresh_plan()
 
     def action_environment(self, name: str) -> None:
-        self.environment = None if name == "file" else name
+        self.environment = Environment(name)
 
     def action_next_environment(self) -> None:
-        i = ENVIRONMENTS.index(self.environment)
-        self.environment = ENVIRONMENTS[(i + 1) % len(ENVIRONMENTS)]
+        order = list(Environment)
+        self.environment = order[(order.index(self.environment) + 1) % len(order)]
 
     def action_stage(self) -> None:
         sid = self.query_one(ServiceGrid).selected_id
@@ -552,9 +547,9 @@ class MainScreen(Screen[None]):
             staged.append(sid)
         self._render_all()
 
-    def unstage(self, environment: str | None, services: list[str]) -> None:
+    def unstage(self, environment: Environment, services: list[str]) -> None:
         """A job took these services: they leave the plan pane."""
-        staged = self.staged.setdefault(env_key(environment), [])
+        staged = self.staged.setdefault(environment, [])
         staged[:] = [s for s in staged if s not in services]
         self._render_all()
 
@@ -562,13 +557,13 @@ class MainScreen(Screen[None]):
         staged = self.staged_ids
         if not staged:
             return
-        self._cleared = (env_key(self.environment), list(staged))
+        self._cleared = (self.environment, list(staged))
         self.app.notify(f"unstaged {len(staged)}: {', '.join(staged)} — u restores", timeout=6)
         staged.clear()
         self._render_all()
 
     def action_undo_clear(self) -> None:
-        if self._cleared is None or self._cleared[0] != env_key(self.environment):
+        if self._cleared is None or self._cleared[0] != self.environment:
             self.app.notify("nothing to restore", timeout=2)
             return
         staged = self.staged_ids
@@ -580,7 +575,7 @@ class MainScreen(Screen[None]):
         doc = self.document
         if doc is None:
             return
-        env_mode = self.environment is not None
+        env_mode = self.environment.named
         staged = self.staged_ids
         picked = [
             i.id
@@ -672,14 +667,14 @@ class MainScreen(Screen[None]):
         sid = self.query_one(ServiceGrid).selected_id
         job = self.last_job(sid) if sid else None
         if job is None:
-            self.app.notify(f"no job for {sid} in {env_key(self.environment)} yet", timeout=3)
+            self.app.notify(f"no job for {sid} in {self.environment} yet", timeout=3)
             return
         console_app(self).open_job(job.id)
 
     def action_apply(self) -> None:
         doc = self.document
         env = self.environment
-        if env == "prod":
+        if env == Environment.PROD:
             self.app.notify(PROD_DISABLED_REASON, title="Apply disabled in prod", severity="error", timeout=8)
             return
         if doc is None:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
-
-log = logging.getLogger(__name__)
 
 
 class MessageDialog(ModalScreen[bool]):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from unidesk_tui.screens.typed_app import console_app
 from unidesk_tui.widgets.present import row_state
-
-log = logging.getLogger(__name__)
 
 
 class ServicesProvider(Provider):
@@ -21,7 +18,7 @@ class ServicesProvider(Provider):
         doc = main.document if main else None
         if main is None or doc is None:
             return []
-        env_mode = main.environment is not None
+        env_mode = main.environment.named
         return [
             (
                 item.id,

@@ -4,7 +4,6 @@ the plan, the service's job history, then the raw runtime evidence."""
 from __future__ import annotations
 
 import json
-import logging
 
 from rich.text import Text
 from textual import on
@@ -16,6 +15,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from unidesk_tui.documents import JobRecord, PlanItem
+from unidesk_tui.model import Environment
 from unidesk_tui.screens.typed_app import console_app
 from unidesk_tui.widgets.guard import guard_handlers
 from unidesk_tui.widgets.present import (
@@ -37,8 +37,6 @@ from unidesk_tui.widgets.present import (
     row_state,
     short,
 )
-
-log = logging.getLogger(__name__)
 
 HISTORY_SHOWN = 10
 
@@ -194,7 +192,7 @@ class ServiceDetailScreen(ModalScreen[None]):
         Binding("y", "yank", "Copy SHA"),
     ]
 
-    def __init__(self, item: PlanItem, environment: str | None) -> None:
+    def __init__(self, item: PlanItem, environment: Environment) -> None:
         super().__init__()
         self.item = item
         self.environment = environment
@@ -217,7 +215,7 @@ class ServiceDetailScreen(ModalScreen[None]):
         palette = Palette.of(self.app)
         now = console_app(self).clock()
         self.query_one("#detail-text", Static).update(
-            detail_text(self.item, self.environment is not None, self.history, palette, now=now, with_history=False)
+            detail_text(self.item, self.environment.named, self.history, palette, now=now, with_history=False)
         )
         options = self.query_one("#history", OptionList)
         options.add_options(
@@ -276,10 +274,10 @@ class ServiceDetailScreen(ModalScreen[None]):
         )
 
 
-def redeploy_hint(item: PlanItem, sha: str, environment: str | None) -> str:
+def redeploy_hint(item: PlanItem, sha: str, environment: Environment) -> str:
     """How to make the manifest name an earlier commit (a deploy only ever runs what it names)."""
     now = f"{item.id} is at {short(item.commit, 12)} in the manifest; a deploy runs only the commit the manifest names."
-    if environment is None:
+    if not environment.named:
         how = (
             f'To redeploy {sha}:\n  1. set "commitId": "{sha}" for {item.id} in deploy.json\n'
             "  2. r refreshes the grid, then stage it (space) and apply (a)."

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
@@ -11,8 +9,6 @@ from textual.widgets import ProgressBar, Static
 
 from unidesk_tui.documents import JobRecord, StepRecord
 from unidesk_tui.widgets.present import JOB_STATUS, Palette, duration_text, step_seconds
-
-log = logging.getLogger(__name__)
 
 
 def step_key(step: StepRecord) -> str:

@@ -3,16 +3,13 @@ chosen in the confirmation dialog, so nothing here is a hidden mode)."""
 
 from __future__ import annotations
 
-import logging
-
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
 from unidesk_tui.documents import PlanItem
+from unidesk_tui.model import Environment
 from unidesk_tui.widgets.present import ACTIONS, Palette, labelled, short
-
-log = logging.getLogger(__name__)
 
 PROD_DISABLED_REASON = (
     "prod_apply_disabled: deploy apply --env prod is disabled until a production executor and "
@@ -20,13 +17,13 @@ PROD_DISABLED_REASON = (
 )
 
 
-def apply_blocker(environment: str | None, items: list[PlanItem], enabled: set[str] | None) -> str | None:
+def apply_blocker(environment: Environment, items: list[PlanItem], enabled: set[str] | None) -> str | None:
     """Why an apply of `items` would be refused before any confirmation, or None."""
-    if environment == "prod":
+    if environment == Environment.PROD:
         return PROD_DISABLED_REASON
     if not items:
         return "nothing staged: press space on a service"
-    if environment == "dev":
+    if environment == Environment.DEV:
         outside = [i.id for i in items if not i.applyEnabled]
         if outside:
             slice_ = ", ".join(sorted(enabled or ())) or "none"
@@ -42,8 +39,8 @@ class PlanPane(Static):
 
     #: Staged plan items, in staging order.
     items: reactive[list[PlanItem]] = reactive(list, always_update=True, layout=True)
-    #: The environment the plan is for (None: local deploy.json).
-    environment: reactive[str | None] = reactive(None, layout=True)
+    #: The environment the plan is for (file: the local deploy.json).
+    environment: reactive[Environment] = reactive(Environment.FILE, layout=True)
     #: Environment apply slice (dev) or None when not in environment mode.
     enabled: reactive[set[str] | None] = reactive(None, always_update=True)
 
@@ -53,7 +50,7 @@ class PlanPane(Static):
         out.append("PLAN ", style="bold")
         out.append(f"({len(self.items)} staged)  ")
         blocker = apply_blocker(self.environment, self.items, self.enabled)
-        if self.environment == "prod":
+        if self.environment == Environment.PROD:
             out.append("⊘ apply disabled in prod", style=palette.style("bold $error"))
             out.append("\n ⊘ " + PROD_DISABLED_REASON, style=palette.style("$error"))
         elif blocker and self.items:

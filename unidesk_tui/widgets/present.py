@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -11,8 +10,6 @@ from rich.text import Text
 from unidesk_tui.documents import JobRecord, PlanItem, StepRecord
 from unidesk_tui.model import STATE_ORDER as MODEL_ORDER
 from unidesk_tui.model import State
-
-log = logging.getLogger(__name__)
 
 # state -> (symbol, style). Shapes differ so the grid reads without colour; colours are theme
 # variables ($name), resolved by `Palette` for the theme in use: green is fine, yellow needs a

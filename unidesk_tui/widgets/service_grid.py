@@ -9,7 +9,6 @@ every refresh.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -38,8 +37,6 @@ from unidesk_tui.widgets.present import (
     row_state,
     short,
 )
-
-log = logging.getLogger(__name__)
 
 # (key, label) in display order. "mark" shows whether the row is staged in the plan pane.
 COLUMNS: tuple[tuple[str, str], ...] = (

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
 from unidesk_tui.documents import EnvSourceDoc, FileSourceDoc, PlanDocument
+from unidesk_tui.model import Environment
 from unidesk_tui.widgets.present import Palette, clock_text, duration_text
-
-log = logging.getLogger(__name__)
-
-ENV_CHOICES: tuple[tuple[str | None, str], ...] = ((None, "file"), ("dev", "dev"), ("prod", "prod"))
 
 
 class StatusHeader(Static):
@@ -21,8 +16,8 @@ class StatusHeader(Static):
 
     #: Workspace shown (its directory name; the full path is in the palette and help).
     workspace: reactive[str] = reactive("")
-    #: The environment being viewed: None for the local deploy.json, or "dev" / "prod".
-    environment: reactive[str | None] = reactive(None)
+    #: The environment being viewed: file (the local deploy.json), dev or prod.
+    environment: reactive[Environment] = reactive(Environment.FILE)
     #: The document the grid shows (None before anything was read).
     document: reactive[PlanDocument | None] = reactive(None)
     #: Epoch seconds of the refresh that produced `document`.
@@ -42,15 +37,14 @@ class StatusHeader(Static):
         out.append(f"  {self.workspace}  ", style="bold")
         out.append(" env ")
         palette = Palette.of(self.app)
-        for key, label in ENV_CHOICES:
-            number = {None: 1, "dev": 2, "prod": 3}[key]
-            if key == self.environment:
+        for number, env in enumerate(Environment, start=1):  # the keys 1, 2, 3 choose them
+            if env == self.environment:
                 out.append(
-                    f" {number}:{label} ",
-                    style=palette.style("bold reverse $error") if key == "prod" else "bold reverse",
+                    f" {number}:{env} ",
+                    style=palette.style("bold reverse $error") if env == Environment.PROD else "bold reverse",
                 )
             else:
-                out.append(f" {number}:{label} ", style="dim")
+                out.append(f" {number}:{env} ", style="dim")
         out.append("\n")
         out.append(self._provenance())
         out.append("\n")
