@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from executors import k3s_apply
+from executors import k3s_apply, k3s_restore
 from executors.base import Executor, Step
 from executors.build import build_step
 from executors.containerd import image_id as containerd_image_id
@@ -127,6 +127,8 @@ class K3sExecutor(Executor):
         refuse_unisolated(service)
         return [
             Step("k3s-preflight", k3s_apply.preflight_step, read_only=True),
+            # what runs now, before anything changes: a failed apply, rollout or verification restores it
+            Step("k3s-restore-point", k3s_restore.record_step),
             Step("k3s-containerized", k3s_apply.stop_containerized_step),
             Step("proxy-probe", probe_step, read_only=True),
             # the sandbox image first: nothing is imported or applied on a node without a real /pause
@@ -138,9 +140,16 @@ class K3sExecutor(Executor):
             Step("reuse", reuse_step(("build",))),  # the manifest still comes from the source
             Step("build", build_step, limit="build"),
             Step("k3s-import", k3s_apply.import_step, limit="rollout"),
-            Step("k8s-apply", k3s_apply.apply_step, limit="rollout"),
-            Step("k8s-rollout", k3s_apply.rollout_step, limit="rollout"),
+            Step("k8s-apply", k3s_apply.apply_step, limit="rollout", restores=True),
+            Step("k8s-rollout", k3s_apply.rollout_step, limit="rollout", restores=True),
             # a legacy direct-Docker twin is production's: never removed by an environment run
             *([Step("legacy-twin", k3s_apply.legacy_twin_step)] if touches_production_twin(service) else []),
-            Step("verify", k3s_apply.verify_step, limit="verify"),
+            Step("verify", k3s_apply.verify_step, limit="verify", restores=True),
+        ]
+
+    def restore_steps(self, service: DesiredService) -> list[Step]:
+        return [
+            Step("restore", k3s_restore.restore_step, limit="rollout"),
+            Step("restore-rollout", k3s_apply.rollout_step, limit="rollout"),
+            Step("restore-verify", k3s_apply.verify_step, limit="verify"),
         ]

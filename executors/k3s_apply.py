@@ -18,6 +18,7 @@ from executors.containerd import ctr_argv, import_image
 from executors.containerd import image_id as containerd_image_id
 from executors.deployments import deployment_facts, read_deployments, rollout_crashes
 from executors.health import HealthReading, health_checks, health_expected, read_health
+from executors.k3s_restore import K8S_BEFORE
 from executors.k8s_manifest import fixed_images, render
 from executors.provenance import expected_image_id
 from executors.stamp import COMPOSE_PROJECT, COMPOSE_SERVICE, ENV_COMMIT, ENV_REQUESTED, deploy_env
@@ -192,6 +193,7 @@ async def apply_step(ctx) -> None:
         ),
         "Service": (core.read_namespaced_service, core.create_namespaced_service, core.replace_namespaced_service),
     }
+    before = ctx.shared.setdefault(K8S_BEFORE, {})  # what a restore re-applies (None: created here)
     for obj in ctx.shared["k8s_objects"]:
         read, create, replace = calls[obj["kind"]]
         name = obj["metadata"]["name"]
@@ -201,9 +203,11 @@ async def apply_step(ctx) -> None:
             except ApiException as exc:
                 if exc.status != 404:
                     raise
+                before.setdefault((obj["kind"], name), None)
                 await create(ns, obj, _request_timeout=10)
                 ctx.emit(f"k8s_applied={obj['kind']} {ns}/{name} (created)")
                 continue
+            before.setdefault((obj["kind"], name), live)
             body = dict(obj)
             body["metadata"] = {**obj["metadata"], "resourceVersion": live["metadata"].get("resourceVersion")}
             if obj["kind"] == "Service" and (live.get("spec") or {}).get("clusterIP"):

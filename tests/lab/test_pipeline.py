@@ -254,6 +254,7 @@ def test_k3s_apply_builds_on_d601_imports_into_containerd_and_rolls_out(lab, sta
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
     assert list(steps(doc, sid)) == [
         "k3s-preflight",
+        "k3s-restore-point",
         "k3s-containerized",
         "proxy-probe",
         "k3s-pause-image",

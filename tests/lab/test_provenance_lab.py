@@ -467,8 +467,11 @@ def test_commit_whose_container_exits_at_start_fails_rollout_fast_with_its_exit_
 def test_crash_looping_previous_version_is_replaced_by_a_good_commit(lab, tmp_path, crash_commit):
     """The rollout judges only the new template's pod: a crash-looping previous pod does not fail it."""
     repo = lab["content"]["sampleRepo"]
-    rc, doc, _ = apply(
-        lab, tmp_path / "state", write_manifest(tmp_path / "crash.json", repo, {"decision-center": crash_commit})
+    rc, doc, _ = apply(  # --no-restore: the crash-looping version stays (else the old one is restored)
+        lab,
+        tmp_path / "state",
+        write_manifest(tmp_path / "crash.json", repo, {"decision-center": crash_commit}),
+        "--no-restore",
     )
     assert rc != 0 and steps(doc, "decision-center")["k8s-rollout"]["code"] == "rollout_failed", doc
     rc, doc, _ = apply(

@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, running_image_commit, service, ssh, write_manifest  # noqa: E402
+from helpers_live import cli, kube_request, running_image_commit, service, ssh, write_manifest  # noqa: E402
 
 from unidesk_tui import jobs, locks  # noqa: E402
 from unidesk_tui.model import JOB_TERMINAL  # noqa: E402
@@ -394,3 +394,98 @@ def test_a_container_that_exits_at_start_is_restored_to_the_previous_commit(lab,
     )
     assert rc == 1 and doc["job"]["noRestore"] and doc["job"]["result"]["restored"] is None
     assert running(lab) is None and last_container_commit(lab) == branches["crash"]
+
+
+# ---- k3s: the same restore for a Deployment in the node's native k3s ---------------------------
+
+K3S = "decision-center"
+D601 = "D601"
+
+
+def deployment(lab: dict, sid: str = K3S) -> dict:
+    """The service's (first) Deployment as D601's API server has it; {} when there is none."""
+    ms = service(lab, sid)
+    ns, name = ms["k8s"]["namespace"], ms["k8s"]["deployments"][0]
+    found = kube_request(lab, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+    return {} if found.get("kind") == "Status" else found
+
+
+def deployed_commit(dep: dict) -> str | None:
+    """The commit stamped on the Deployment's pod template (None: no Deployment, or unstamped)."""
+    template = ((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return (template.get("annotations") or {}).get("UNIDESK_DEPLOY_COMMIT")
+
+
+def containerd_id(lab: dict, image: str) -> str:
+    """The config digest (image ID) containerd holds under `image` on D601, read with ctr there."""
+    from executors.containerd import listed_digest
+    from unidesk_tui.identifiers import normalize_image
+
+    node = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == D601)["k3s"]
+    ctr = ["ctr", "-a", node["containerdSocket"], "-n", node["containerdNamespace"]]
+    digest = listed_digest(ssh(lab, D601, [*ctr, "images", "ls"]).stdout.decode(), normalize_image(image))
+    assert digest, f"{image} not in containerd"
+    manifest = json.loads(ssh(lab, D601, [*ctr, "content", "get", digest]).stdout)
+    return manifest["config"]["digest"]
+
+
+@pytest.fixture
+def k3s_good(lab, tmp_path) -> str:
+    """decision-center runs a good commit, rolled out (the seeded one, else `new`); its commit."""
+    dep = deployment(lab)
+    status = dep.get("status") or {}
+    rolled_out = status.get("observedGeneration") == (dep.get("metadata") or {}).get("generation")
+    if deployed_commit(dep) and status.get("availableReplicas") and rolled_out:
+        return deployed_commit(dep)
+    new = lab["content"]["new"]
+    manifest = write_manifest(tmp_path / "good.json", lab["content"]["sampleRepo"], {K3S: new})
+    rc, doc = cli(lab, tmp_path / "setup-state", "deploy", "apply", "--file", str(manifest), "--wait", timeout=900)
+    assert rc == 0, json.dumps(doc)[:3000]
+    return new
+
+
+def test_k3s_commit_that_exits_at_start_is_restored_to_the_previous_deployment(lab, tmp_path, branches, k3s_good):
+    """Issue 12: a k3s rollout that crashes puts back the recorded Deployment and the previous image
+    in containerd, and verifies the previous commit; --no-restore leaves the failed version."""
+    before = deployment(lab)
+    image = before["spec"]["template"]["spec"]["containers"][0]["image"]
+    previous_id = containerd_id(lab, image)
+    state = tmp_path / "state"
+    manifest = write_manifest(tmp_path / "crash.json", lab["content"]["sampleRepo"], {K3S: branches["crash"]})
+    started = time.monotonic()
+    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", timeout=900)
+    assert rc == 1 and doc["status"] == "failed", json.dumps(doc)[:3000]
+    result = doc["job"]["result"]
+    assert [(e["code"], e["service"]) for e in result["errors"]] == [("rollout_failed", K3S)], result
+    assert result["restored"] == {"service": K3S, "commit": k3s_good, "verified": True, "message": None}, result
+    st = {s["name"]: s for s in doc["job"]["steps"]}
+    assert st["k8s-rollout"]["status"] == "failed" and "exit code 3" in st["k8s-rollout"]["message"]
+    assert [st[n]["status"] for n in ("restore", "restore-rollout", "restore-verify")] == ["succeeded"] * 3, st
+    restore_ms = sum(st[n]["durationMs"] for n in ("restore", "restore-rollout", "restore-verify"))
+    print(f"k3s restore: {restore_ms} ms (restore steps), job {time.monotonic() - started:.1f} s")
+    texts = [e.text for e in jobs.read_events(state, doc["jobId"])[0]]
+    # recorded before anything changed; put back by a retag of the kept image and a re-apply
+    assert any(t.startswith(f"restore_point={k3s_good} image {previous_id} ") for t in texts), texts
+    assert any(t.startswith("restore_image=retagged ") for t in texts), texts
+    assert any(t.startswith(f"restore_applied=Deployment {deployment(lab)['metadata']['namespace']}/") for t in texts)
+    after = deployment(lab)
+    assert deployed_commit(after) == k3s_good
+    assert after["spec"]["template"] == before["spec"]["template"]  # image, annotations, env: as before
+    assert containerd_id(lab, image) == previous_id  # the image name points at the previous image again
+    body = health(lab, K3S)
+    assert body["status"] == "ok" and body["deploy"]["commit"] == k3s_good, body
+
+    # --no-restore leaves the failed version (its build is reused: no second build)
+    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", "--no-restore", timeout=900)
+    assert rc == 1 and doc["job"]["noRestore"] and doc["job"]["result"]["restored"] is None, json.dumps(doc)[:3000]
+    assert [e["code"] for e in doc["job"]["result"]["errors"]] == ["rollout_failed"]
+    assert "restore" not in {s["name"] for s in doc["job"]["steps"]}
+    assert any("restore skipped (--no-restore)" in e.text for e in jobs.read_events(state, doc["jobId"])[0])
+    assert deployed_commit(deployment(lab)) == branches["crash"]
+    assert containerd_id(lab, image) != previous_id
+
+    # and a later apply of the good commit brings it back (a rollout of its recorded build)
+    good = write_manifest(tmp_path / "good.json", lab["content"]["sampleRepo"], {K3S: k3s_good})
+    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(good), "--wait", timeout=900)
+    assert rc == 0, json.dumps(doc)[:3000]
+    assert deployed_commit(deployment(lab)) == k3s_good and health(lab, K3S)["deploy"]["commit"] == k3s_good
