@@ -12,12 +12,14 @@ containerd, CNI pod network, git remote and proxies; only the Kubernetes API is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -175,24 +177,18 @@ def test_production_and_dev_code_queue_run_at_once_each_healthy_through_its_own_
     assert prod_ep["ip"] != dev_ep["ip"] and "4222" in prod_ep["ports"] and "4222" in dev_ep["ports"]
 
 
-@pytest.fixture
-def guardrail_breaking_commit(lab, tmp_path):
-    """A sample-service commit whose dev core manifest makes frontend-dev a NodePort, named by deploy/dev."""
+@contextlib.contextmanager
+def frontend_at(lab, tmp_path: Path, edit: Callable[[Path], None], message: str) -> Iterator[str]:
+    """A sample-service commit (from `new`) changed by `edit(checkout)`, named for frontend by deploy/dev
+    while the block runs; deploy/dev and the sample branches are put back afterwards."""
     content = lab["content"]
     sample = tmp_path / "sample"
     subprocess.run(["git", "clone", "-q", content["sampleRepo"], str(sample)], check=True, env=GIT_ENV)
-    path = sample / "k3s" / "dev" / "unidesk-dev-core.k8s.yaml"
-    text = path.read_text()
-    assert "spec: {type: ClusterIP, selector: {app: frontend-dev}" in text
-    path.write_text(
-        text.replace(
-            "spec: {type: ClusterIP, selector: {app: frontend-dev}",
-            "spec: {type: NodePort, selector: {app: frontend-dev}",
-        )
-    )
-    git(sample, "commit", "-qam", "frontend-dev as a NodePort (breaks a dev guardrail)")
-    bad = git(sample, "rev-parse", "HEAD")
-    branch = f"refs/heads/guardrail-{uuid.uuid4().hex[:6]}"
+    git(sample, "checkout", "-q", content["new"])
+    edit(sample)
+    git(sample, "commit", "-qam", message)
+    commit = git(sample, "rev-parse", "HEAD")
+    branch = f"refs/heads/dev-test-{uuid.uuid4().hex[:6]}"
     git(sample, "push", "-q", "origin", f"HEAD:{branch}")
     ws = tmp_path / "ws"
     subprocess.run(
@@ -200,13 +196,34 @@ def guardrail_breaking_commit(lab, tmp_path):
     )
     original = git(ws, "rev-parse", "HEAD")
     doc = json.loads((ws / "deploy.json").read_text())
-    next(s for s in doc["services"] if s["id"] == "frontend")["commitId"] = bad
+    next(s for s in doc["services"] if s["id"] == "frontend")["commitId"] = commit
     (ws / "deploy.json").write_text(json.dumps(doc, indent=2) + "\n")
-    git(ws, "commit", "-qam", "deploy/dev: frontend at a guardrail-breaking commit")
+    git(ws, "commit", "-qam", f"deploy/dev: frontend at {message}")
     git(ws, "push", "-q", "origin", "HEAD:refs/heads/deploy/dev")
-    yield bad
-    git(ws, "push", "-q", "--force", "origin", f"{original}:refs/heads/deploy/dev")
-    git(sample, "push", "-q", "origin", f":{branch}")
+    try:
+        yield commit
+    finally:
+        git(ws, "push", "-q", "--force", "origin", f"{original}:refs/heads/deploy/dev")
+        git(sample, "push", "-q", "origin", f":{branch}")
+
+
+@pytest.fixture
+def guardrail_breaking_commit(lab, tmp_path):
+    """A sample-service commit whose dev core manifest makes frontend-dev a NodePort, named by deploy/dev."""
+
+    def nodeport(sample: Path) -> None:
+        path = sample / "k3s" / "dev" / "unidesk-dev-core.k8s.yaml"
+        text = path.read_text()
+        assert "spec: {type: ClusterIP, selector: {app: frontend-dev}" in text
+        path.write_text(
+            text.replace(
+                "spec: {type: ClusterIP, selector: {app: frontend-dev}",
+                "spec: {type: NodePort, selector: {app: frontend-dev}",
+            )
+        )
+
+    with frontend_at(lab, tmp_path, nodeport, "frontend-dev as a NodePort (breaks a dev guardrail)") as bad:
+        yield bad
 
 
 def test_a_guardrail_breaking_commit_fails_at_validate_and_changes_no_dev_object(
@@ -246,3 +263,34 @@ def test_a_missing_fixed_image_fails_at_validate_with_image_not_found_before_any
         assert versions(lab, "unidesk-dev") == before
     finally:
         foundation.load_images(lab["layout"])  # the session lab keeps its fixed images
+
+
+def test_a_dev_commit_that_exits_at_start_is_restored_inside_unidesk_dev_only(lab, dev_applied, tmp_path):
+    """Issue 12: an environment run restores too, within the environment's namespace: frontend-dev
+    is back at its previous commit and healthy, and production's objects are not written to."""
+    new = lab["content"]["new"]
+
+    def crash(sample: Path) -> None:
+        entry = sample / "app" / "entrypoint.sh"
+        entry.write_text(
+            entry.read_text().replace("set -e\n", 'set -e\necho "dev-test: refusing to start"\nexit 3\n', 1)
+        )
+
+    prod_before, dev_before = (production_names(lab), versions(lab, "unidesk")), versions(lab, "unidesk-dev")
+    dep = "Deployment/frontend-dev"
+    assert json.loads(dev_before[dep])[2]["UNIDESK_DEPLOY_COMMIT"] == new
+    with frontend_at(lab, tmp_path, crash, "a frontend that exits at start"):
+        rc, doc = cli(lab, dev_applied["state"], "deploy", "apply", "--env", "dev", "--service", "frontend", "--wait")
+    assert rc == 1 and doc["status"] == "failed", doc.get("errors")
+    job = doc["job"]
+    assert [e["code"] for e in job["result"]["errors"]] == ["rollout_failed"], job["result"]
+    assert job["result"]["restored"] == {"service": "frontend", "commit": new, "verified": True, "message": None}
+    assert ("restore-verify", "succeeded") in steps(job), steps(job)
+    # production untouched; in unidesk-dev only frontend-dev was written to, and is as it was
+    assert (production_names(lab), versions(lab, "unidesk")) == prod_before
+    dev_after = versions(lab, "unidesk-dev")
+    unchanged = {k: v for k, v in dev_before.items() if k != dep}
+    assert {k: v for k, v in dev_after.items() if k != dep} == unchanged
+    assert json.loads(dev_after[dep])[2:] == json.loads(dev_before[dep])[2:]  # annotations and spec as before
+    body = health(f"{lab['layout'].dev_msproxy_url}/api/microservices/frontend/health")
+    assert body["deploy"]["commit"] == new and body["environment"] == "dev", body

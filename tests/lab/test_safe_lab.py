@@ -467,8 +467,9 @@ def test_k3s_commit_that_exits_at_start_is_restored_to_the_previous_deployment(l
     # recorded before anything changed; put back by a retag of the kept image and a re-apply
     assert any(t.startswith(f"restore_point={k3s_good} image {previous_id} ") for t in texts), texts
     assert any(t.startswith("restore_image=retagged ") for t in texts), texts
-    assert any(t.startswith(f"restore_applied=Deployment {deployment(lab)['metadata']['namespace']}/") for t in texts)
     after = deployment(lab)
+    applied = f"restore_applied=Deployment {after['metadata']['namespace']}/{after['metadata']['name']} "
+    assert any(t.startswith(applied) for t in texts), texts
     assert deployed_commit(after) == k3s_good
     assert after["spec"]["template"] == before["spec"]["template"]  # image, annotations, env: as before
     assert containerd_id(lab, image) == previous_id  # the image name points at the previous image again
