@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
 from unidesk_tui import jobs, locks
 from unidesk_tui.documents import FileSourceDoc, JobRecord, StepRecord
 from unidesk_tui.errors import ErrorCode, UnideskError
@@ -94,6 +95,22 @@ def test_temp_files_of_dead_writers_are_removed_on_the_next_write(tmp_path, slee
         path.write_text("{")
     jobs.update_job(tmp_path, rec.id, lambda r: r.model_copy(update={"status": "running"}))
     assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_temp_files_of_a_killed_writer_still_a_zombie_are_removed_on_the_next_write(tmp_path):
+    """R2-lab found it: a worker killed -9 by its launcher's process (the console, an in-process
+    apply) stays a zombie until reaped; its pid still answers kill(0), yet it writes no more."""
+    rec = record()
+    d = jobs.create_job(tmp_path, rec)
+    child = subprocess.Popen(["true"])
+    wait_for(lambda: Path(f"/proc/{child.pid}/stat").read_text().split(")")[-1].split()[0] == "Z", "a zombie")
+    try:
+        left = d / f".job.json.{child.pid}.140000.tmp"
+        left.write_text("{")
+        jobs.update_job(tmp_path, rec.id, lambda r: r.model_copy(update={"status": "running"}))
+        assert not left.exists()
+    finally:
+        child.wait()
 
 
 def test_list_jobs_newest_first_skipping_junk(tmp_path):

@@ -15,6 +15,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def pid_running(pid: int) -> bool:
+    """True while `pid` runs: a zombie (killed, not yet reaped by its parent) runs no more."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, someone else's
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return os.path.exists(f"/proc/{pid}") or not os.path.isdir("/proc")
+    return not stat[stat.rfind(")") + 2 :].startswith("Z")
+
+
 def _remove_dead_temps(path: Path) -> None:
     """Temp files of `path` left by writers that died before their rename (kill -9)."""
     prefix, me = f".{path.name}.", os.getpid()
@@ -26,14 +41,8 @@ def _remove_dead_temps(path: Path) -> None:
         if not (name.startswith(prefix) and name.endswith(".tmp")):
             continue
         pid = name[len(prefix) :].split(".", 1)[0]
-        if not pid.isdigit() or int(pid) == me:
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if pid.isdigit() and int(pid) != me and not pid_running(int(pid)):
             (path.parent / name).unlink(missing_ok=True)
-        except PermissionError:
-            pass  # alive, someone else's
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:

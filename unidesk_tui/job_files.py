@@ -21,6 +21,7 @@ from typing import Any
 
 from unidesk_tui.enums import JOB_ACTIVE
 from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.files import pid_running
 
 JOB_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")  # always fullmatch: `$` would accept a trailing newline
 JOB_FILE = "job.json"
@@ -73,21 +74,10 @@ def process_start(pid: int) -> int | None:
 
 def process_alive(pid: int | None, start: int | None = None) -> bool:
     """True while `pid` runs (not a zombie) and, when `start` is known, is the same process."""
-    if not pid or pid <= 0:
+    if not pid or pid <= 0 or not pid_running(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rfind(")") + 2 :].startswith("Z"):
-            return False
-    except OSError:
-        return os.path.exists(f"/proc/{pid}") or not os.path.isdir("/proc")
-    return start is None or process_start(pid) == start
+    now = None if start is None else process_start(pid)  # None: no /proc to tell a reused pid apart
+    return now is None or now == start
 
 
 def worker_dead(status: str, host: str, pid: int | None, start: int | None) -> bool:
