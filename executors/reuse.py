@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from executors.base import SKIP_STEPS, StepContext, StepFn
 from executors.provenance import built_image
+from executors.source import prune_dead_contexts
 from unidesk_tui.errors import ErrorCode, UnideskError
 
 
@@ -49,6 +50,8 @@ def reuse_step(skips: tuple[str, ...]) -> StepFn:
         ctx.shared["image_id"] = record.imageId
         why = f"reusing {record.commitTag} ({record.imageId[:19]}), built {record.builtAt}"
         ctx.shared.setdefault(SKIP_STEPS, {}).update({name: why for name in skips})
+        if "source" in skips:  # its pruning too: a killed build's context must not outlive this apply
+            await prune_dead_contexts(session, ctx, ctx.target.workDir, service.environment or "file", service.id)
         ctx.emit(f"target_build=reused {record.imageId}")
         ctx.emit(f"target_build_reused={record.commitTag} -> {image} (no fetch, no build: {', '.join(skips)} skipped)")
 

@@ -323,3 +323,24 @@ def test_stale_build_contexts_of_killed_workers_are_pruned_fresh_ones_kept(lab, 
         assert contexts_left(lab, MAIN) == ["backend-core-deadbeef0000-00000002"]  # possibly another job's: kept
     finally:
         ssh(lab, MAIN, ["rm", "-rf", "--", stale, fresh])
+
+
+def test_a_dead_jobs_build_context_is_pruned_by_the_next_apply_even_when_it_reuses_a_built_image(lab, state, tmp_path):
+    """R2-lab found it: pruning lived in the source step, which a reused build skips, so a context
+    left by a worker killed mid-build outlived the next (reusing) apply."""
+    repo, old, new = lab["content"]["sampleRepo"], lab["content"]["old"], lab["content"]["new"]
+    back = running_image_commit(lab, MAIN, "unidesk", "backend-core")
+    away = new if back != new else old
+    rc, doc, _ = apply(lab, state, write_manifest(tmp_path / "away.json", repo, {"backend-core": away}))
+    assert rc == 0, doc
+    work = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == MAIN)["workDir"]
+    dead = f"{work}/contexts/file--backend-core-{back[:12]}-0badc0de"  # a killed build's, minutes old
+    ssh(lab, MAIN, ["mkdir", "-p", "--", dead])
+    try:
+        rc, doc, events = apply(lab, state, write_manifest(tmp_path / "back.json", repo, {"backend-core": back}))
+        assert rc == 0, doc
+        assert steps(doc, "backend-core")["source"]["status"] == "skipped"  # the image was reused
+        assert f"target_build_context_pruned={dead}" in texts(events, "backend-core")
+        assert dead.rsplit("/", 1)[1] not in contexts_left(lab, MAIN)
+    finally:
+        ssh(lab, MAIN, ["rm", "-rf", "--", dead])
