@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from executors.base import RESTORE_POINT, RestorePoint, StepContext
 from executors.containerd import containerd_name, ctr_argv, import_image
@@ -123,15 +123,28 @@ async def record_step(ctx: StepContext) -> None:
     ctx.emit(f"restore_image_kept={keep}")
 
 
+def image_action(running: str | None, kept: str | None, wanted: str) -> Literal["unchanged", "retag", "reimport"]:
+    """How the run name gets the recorded image back, from the image IDs containerd holds under the
+    run name and the kept name (pure): nothing to do, a re-tag, or a re-import from Docker."""
+    if running == wanted:
+        return "unchanged"
+    return "retag" if kept == wanted else "reimport"
+
+
 async def _image_back(ctx: StepContext, point: RestorePoint, kept: K3sRestore) -> None:
     """containerd's run name names the recorded image again: re-tagged from the kept name, or
     re-imported from the target's Docker when containerd no longer holds it."""
     node = k3s_node(ctx)
     session = await ctx.session()
-    if await containerd_image_id(session, node, kept.run_name) == point.image_id:
+    action = image_action(
+        await containerd_image_id(session, node, kept.run_name),
+        await containerd_image_id(session, node, kept.keep_name),
+        point.image_id,
+    )
+    if action == "unchanged":
         ctx.emit(f"restore_image=unchanged ({kept.run_name} is {point.image_id[:19]})")
         return
-    if await containerd_image_id(session, node, kept.keep_name) == point.image_id:
+    if action == "retag":
         res = await session.run(ctr_argv(node, "images", "tag", "--force", kept.keep_name, kept.run_name), timeout=60)
         if not res.ok:
             raise fail(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from executors.k3s import K3sExecutor
-from executors.k3s_restore import keep_name, previous_version, reapplicable
+from executors.k3s_restore import image_action, keep_name, previous_version, reapplicable
 from unidesk_tui.model import DesiredService, Environment
 
 A = "a" * 40
@@ -112,3 +112,11 @@ def test_k3s_restores_after_apply_rollout_or_verify_and_restore_runs_rollout_and
     assert names.index("k3s-restore-point") < names.index("k3s-import")
     assert [s.name for s in steps if s.restores] == ["k8s-apply", "k8s-rollout", "verify"]
     assert [s.name for s in ex.restore_steps(k3s_service())] == ["restore", "restore-rollout", "restore-verify"]
+
+
+def test_the_recorded_image_comes_back_by_retag_or_reimport_only_when_needed():
+    old, new = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    assert image_action(old, old, old) == "unchanged"  # the job failed before its import
+    assert image_action(new, old, old) == "retag"  # the import re-pointed the run name; the kept name holds it
+    assert image_action(new, None, old) == "reimport"  # containerd lost it: from the target's Docker
+    assert image_action(None, new, old) == "reimport"
