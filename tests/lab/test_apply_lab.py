@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,37 +20,24 @@ import pytest
 from tests.conftest import wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, host_snapshot, running_image_commit, service, ssh, write_manifest  # noqa: E402
+from helpers_live import (  # noqa: E402
+    apply,
+    clone_sample,
+    host_snapshot,
+    job_status,
+    processes,
+    push_variant,
+    running_commit,
+    service,
+    ssh,
+    write_manifest,
+)
 
 from unidesk_tui import jobs, locks  # noqa: E402
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 MAIN, D518 = "main-server", "D518"
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@lab.invalid",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@lab.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV
-    ).stdout.strip()
-
-
-def running(lab: dict, sid: str) -> str:
-    ms = service(lab, sid)
-    return running_image_commit(lab, ms["deployment"]["target"], ms["compose"]["project"], ms["compose"]["service"])
-
-
-def apply(lab, state: Path, manifest: Path, *args: str) -> tuple[int, dict]:
-    return cli(lab, state, "deploy", "apply", "--file", str(manifest), *args, timeout=900)
 
 
 def job_log(state: Path, job_id: str) -> list:
@@ -62,18 +48,10 @@ def steps(job: dict) -> dict[tuple[str, str], dict]:
     return {(s["service"], s["name"]): s for s in job["steps"]}
 
 
-def _processes(pattern: str) -> bool:
-    """Whether a process matching `pattern` runs (the lab's hosts share our pid namespace)."""
-    return subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True).returncode == 0
-
-
 @pytest.fixture(scope="module")
 def branches(lab, tmp_path_factory) -> dict[str, str]:
     """Commits on test branches of sample-service: name -> full SHA."""
-    lay = lab["layout"]
-    work = tmp_path_factory.mktemp("sample")
-    bare = lay.git_root / "sample-service.git"
-    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True, env=GIT_ENV)
+    work = clone_sample(lab, tmp_path_factory.mktemp("sample"))
     old = lab["content"]["old"]
     variants = {
         "broken": ("Dockerfile", lambda t: t + 'RUN ["/bin/busybox", "false"]\n'),
@@ -85,15 +63,10 @@ def branches(lab, tmp_path_factory) -> dict[str, str]:
         # Health that ignores the deploy stamp and reports an old commit.
         "stale-health": ("app/www/cgi-bin/health", lambda t: t.replace('"${UNIDESK_DEPLOY_COMMIT}"', f'"{old}"')),
     }
-    out = {}
-    for name, (rel, edit) in variants.items():
-        git(work, "checkout", "-q", "-B", f"test-apply-{name}", lab["content"]["new"])
-        path = work / rel
-        path.write_text(edit(path.read_text()))
-        git(work, "commit", "-q", "-am", f"test: {name}")
-        out[name] = git(work, "rev-parse", "HEAD")
-        git(work, "push", "-q", "--force", "origin", f"HEAD:refs/heads/test-apply-{name}")
-    return out
+    return {
+        name: push_variant(work, f"test-apply-{name}", lab["content"]["new"], rel, edit, f"test: {name}")
+        for name, (rel, edit) in variants.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +84,7 @@ def restore(lab, tmp_path_factory):
 
 def ensure_old(lab, tmp_path: Path) -> None:
     old = lab["content"]["old"]
-    todo = {sid: old for sid in ("backend-core", "d518-worker") if running(lab, sid) != old}
+    todo = {sid: old for sid in ("backend-core", "d518-worker") if running_commit(lab, sid) != old}
     if todo:
         rc, doc = apply(
             lab,
@@ -148,7 +121,7 @@ def test_apply_old_to_new_on_main_and_d518_then_noop_then_force(lab, tmp_path, r
     job = doc["job"]
     assert all(s["status"] == "succeeded" and s["events"] > 0 for s in job["steps"]), job["steps"]
     assert steps(job)[("d518-worker", "verify")]["status"] == "succeeded"
-    assert running(lab, "backend-core") == new and running(lab, "d518-worker") == new
+    assert running_commit(lab, "backend-core") == new and running_commit(lab, "d518-worker") == new
     log = job_log(state, doc["jobId"])
     texts = [e.text for e in log if e.service == "d518-worker"]
     assert "target_build_proxy_probe=ok" in texts
@@ -186,7 +159,7 @@ def test_apply_old_to_new_on_main_and_d518_then_noop_then_force(lab, tmp_path, r
     texts = [e.text for e in job_log(state, doc["jobId"]) if e.step == "build"]
     assert f"target_build_cache_from={service(lab, 'backend-core')['build']['image']}" in texts
     assert any("CACHED" in t for t in texts), "a forced rebuild of the same commit reuses the build cache"
-    assert running(lab, "backend-core") == new
+    assert running_commit(lab, "backend-core") == new
 
 
 def test_provider_proxy_down_fails_at_the_probe_and_changes_nothing(lab, tmp_path, restore):
@@ -211,7 +184,7 @@ def test_provider_proxy_down_fails_at_the_probe_and_changes_nothing(lab, tmp_pat
         s["status"] == "skipped" for (sid, name), s in st.items() if name in ("source", "build", "rollout", "verify")
     )
     assert host_snapshot(lab, D518) == before
-    assert running(lab, "d518-worker") == lab["content"]["old"]
+    assert running_commit(lab, "d518-worker") == lab["content"]["old"]
 
 
 def test_build_failure_and_stale_health_fail_and_keep_their_logs(lab, tmp_path, branches, restore):
@@ -224,7 +197,7 @@ def test_build_failure_and_stale_health_fail_and_keep_their_logs(lab, tmp_path, 
     assert rc == 1 and doc["status"] == "failed" and [e["code"] for e in doc["errors"]] == ["build_failed"]
     assert steps(doc["job"])[("backend-core", "rollout")]["status"] == "skipped"
     assert any(e.step == "build" and "false" in e.text for e in job_log(state, doc["jobId"]))
-    assert running(lab, "backend-core") == lab["content"]["old"]
+    assert running_commit(lab, "backend-core") == lab["content"]["old"]
 
     rc, doc = apply(
         lab, state, write_manifest(tmp_path / "stale.json", repo, {"backend-core": branches["stale-health"]}), "--wait"
@@ -233,8 +206,8 @@ def test_build_failure_and_stale_health_fail_and_keep_their_logs(lab, tmp_path, 
     assert steps(doc["job"])[("backend-core", "rollout")]["status"] == "succeeded"
     assert any("health deploy.commit is " + lab["content"]["old"] in e.text for e in job_log(state, doc["jobId"]))
     # job status still serves the failed job and its log
-    rc, status = cli(lab, state, "job", "status", doc["jobId"], "--tail-bytes", "30000")
-    assert rc == 0 and status["job"]["status"] == "failed" and status["log"]["events"]
+    status = job_status(lab, state, doc["jobId"], tail_bytes=30000)
+    assert status["job"]["status"] == "failed" and status["log"]["events"]
 
 
 def test_concurrent_applies_lock_and_a_killed_worker_is_interrupted(lab, tmp_path, branches, restore):
@@ -255,14 +228,14 @@ def test_concurrent_applies_lock_and_a_killed_worker_is_interrupted(lab, tmp_pat
     worker = jobs.load_job(state, job_id).workerPid
     assert locks.read_lock(state, "file", "backend-core").pid == worker
     os.kill(worker, signal.SIGKILL)
-    rc, status = cli(lab, state, "job", "status", job_id)
-    assert rc == 0 and status["job"]["status"] == "interrupted", status["job"]
+    status = job_status(lab, state, job_id)
+    assert status["job"]["status"] == "interrupted", status["job"]
     assert any(e["step"] == "build" for e in status["log"]["events"])  # its log is kept
-    assert running(lab, "backend-core") == lab["content"]["old"]
+    assert running_commit(lab, "backend-core") == lab["content"]["old"]
     # The orphaned remote build may still finish and retag the image: let it end first, then
     # remove the build context the killed worker could not clean up (other tests count them).
     wait_for(
-        lambda: not _processes("busybox sleep 40") and not _processes("-t unidesk-backend-core:main"),
+        lambda: not processes("busybox sleep 40") and not processes("-t unidesk-backend-core:main"),
         "the orphaned build to end",
         120,
     )

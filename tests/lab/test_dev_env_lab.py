@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import urllib.request
@@ -25,20 +24,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, ssh, write_manifest  # noqa: E402
+from helpers_live import GIT_ENV, apply, cli, git, ssh, write_manifest  # noqa: E402
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 D601 = "D601"
 SLICE = ("backend-core", "frontend", "code-queue")
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@lab.invalid",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@lab.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
 
 def kubectl(lab, *args: str) -> str:
@@ -74,12 +65,6 @@ def health(url: str) -> dict:
         return json.loads(resp.read())
 
 
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV
-    ).stdout.strip()
-
-
 def steps(job: dict) -> list[tuple[str, str]]:
     return [(s["name"], s["status"]) for s in job["steps"]]
 
@@ -91,7 +76,7 @@ def dev_applied(lab, tmp_path_factory):
     manifest = write_manifest(
         state / "deploy.json", lab["content"]["sampleRepo"], {"code-queue": lab["content"]["new"]}
     )
-    prod = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--service", "code-queue", "--wait")
+    prod = apply(lab, state, manifest, "--service", "code-queue", "--wait")
     before = (production_names(lab), versions(lab, "unidesk"))
     docs = {sid: cli(lab, state, "deploy", "apply", "--env", "dev", "--service", sid, "--wait") for sid in SLICE}
     yield {

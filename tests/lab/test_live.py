@@ -7,7 +7,6 @@ tunnel with the kubeconfig read from the node.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -18,22 +17,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers_live import (  # noqa: E402
     cli,
     compose_up,
+    deploy_stamps,
     host_snapshot,
     kube_request,
     kube_snapshot,
-    running_image_commit,
+    running_commit,
     service,
+    workspace_with,
     write_manifest,
 )
 
 pytestmark = pytest.mark.lab
 
 MAIN, D601, D518 = "main-server", "D601", "D518"
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Path:
-    return tmp_path / "state"
 
 
 def items(doc: dict) -> dict[str, dict]:
@@ -44,13 +40,8 @@ def other_commit(lab: dict, commit: str) -> str:
     return next(c for c in lab["content"]["commits"] if c != commit)
 
 
-def running(lab: dict, sid: str) -> str:
-    ms = service(lab, sid)
-    return running_image_commit(lab, ms["deployment"]["target"], ms["compose"]["project"], ms["compose"]["service"])
-
-
 def test_desired_commit_running_is_noop(lab, state, tmp_path):
-    commit = running(lab, "backend-core")
+    commit = running_commit(lab, "backend-core")
     manifest = write_manifest(tmp_path / "deploy.json", lab["content"]["sampleRepo"], {"backend-core": commit})
     rc, doc = cli(lab, state, "deploy", "check", "--file", str(manifest))
     item = items(doc)["backend-core"]
@@ -67,7 +58,7 @@ def test_desired_commit_running_is_noop(lab, state, tmp_path):
 
 
 def test_old_healthy_commit_is_deploy(lab, state, tmp_path):
-    old = running(lab, "d518-worker")
+    old = running_commit(lab, "d518-worker")
     new = other_commit(lab, old)
     manifest = write_manifest(tmp_path / "deploy.json", lab["content"]["sampleRepo"], {"d518-worker": new})
     rc, doc = cli(lab, state, "deploy", "check", "--file", str(manifest))
@@ -81,7 +72,7 @@ def test_old_healthy_commit_is_deploy(lab, state, tmp_path):
 def test_labels_and_health_disagree_is_provenance_mismatch(lab, state, tmp_path):
     ms = service(lab, "code-queue-mgr")
     host = ms["deployment"]["target"]
-    labelled = running(lab, "code-queue-mgr")
+    labelled = running_commit(lab, "code-queue-mgr")
     liar = other_commit(lab, labelled)
     repo = lab["content"]["sampleRepo"]
     # Same image (labels say `labelled`), but the container is started claiming `liar`: its env and
@@ -90,7 +81,7 @@ def test_labels_and_health_disagree_is_provenance_mismatch(lab, state, tmp_path)
         lab,
         host,
         ms,
-        {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": liar, "UNIDESK_DEPLOY_REQUESTED_COMMIT": liar},
+        deploy_stamps(repo, liar),
     )
     try:
         manifest = write_manifest(tmp_path / "deploy.json", repo, {"code-queue-mgr": labelled})
@@ -108,11 +99,7 @@ def test_labels_and_health_disagree_is_provenance_mismatch(lab, state, tmp_path)
             lab,
             host,
             ms,
-            {
-                "UNIDESK_DEPLOY_REPO": repo,
-                "UNIDESK_DEPLOY_COMMIT": labelled,
-                "UNIDESK_DEPLOY_REQUESTED_COMMIT": labelled,
-            },
+            deploy_stamps(repo, labelled),
         )
 
 
@@ -128,7 +115,7 @@ def test_image_only_service_is_unsupported(lab, state, tmp_path):
 def test_d518_sshd_stopped_is_unreachable_others_still_reported(lab, state, tmp_path):
     from unidesk_lab import lab as labapi
 
-    commits = {sid: running(lab, sid) for sid in ("backend-core", "code-queue-mgr", "d518-worker")}
+    commits = {sid: running_commit(lab, sid) for sid in ("backend-core", "code-queue-mgr", "d518-worker")}
     manifest = write_manifest(tmp_path / "deploy.json", lab["content"]["sampleRepo"], commits)
     assert labapi.stop_daemon(lab["dir"], D518, "sshd")
     try:
@@ -180,20 +167,20 @@ def test_k3s_deployment_annotations_read_through_the_tunnel(lab, state, tmp_path
     kube_request(lab, "DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
     kube_request(lab, "POST", f"/apis/apps/v1/namespaces/{ns}/deployments", dep)
     # Own workspace: the lab's catalog plus one k3s service naming that Deployment.
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    cfg = json.loads(Path(lab["config"]).read_text())
-    cfg["microservices"].append(
-        {
-            "id": "k3s-probe",
-            "repository": {"url": repo},
-            "deployment": {"mode": "k3sctl-managed", "target": D601},
-            "build": {"image": "unidesk-live-probe:absent"},
-            "health": {"exposesDeployCommit": False},
-            "k8s": {"manifest": "k3s/none.yaml", "namespace": ns, "deployments": [name]},
-        }
+    ws = workspace_with(
+        lab,
+        tmp_path,
+        lambda cfg: cfg["microservices"].append(
+            {
+                "id": "k3s-probe",
+                "repository": {"url": repo},
+                "deployment": {"mode": "k3sctl-managed", "target": D601},
+                "build": {"image": "unidesk-live-probe:absent"},
+                "health": {"exposesDeployCommit": False},
+                "k8s": {"manifest": "k3s/none.yaml", "namespace": ns, "deployments": [name]},
+            }
+        ),
     )
-    (ws / "config.json").write_text(json.dumps(cfg))
     manifest = write_manifest(ws / "deploy.json", repo, {"k3s-probe": commit})
     try:
         rc, doc = cli(lab, state, "deploy", "check", "--file", str(manifest), workspace=ws)

@@ -14,7 +14,17 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, kube_request, kube_snapshot, service, ssh, write_manifest  # noqa: E402
+from helpers_live import (  # noqa: E402
+    apply_and_wait,
+    kube_request,
+    kube_snapshot,
+    service,
+    service_steps,
+    ssh,
+    texts,
+    workspace_with,
+    write_manifest,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -40,11 +50,9 @@ def images(lab) -> list[str]:
 
 
 def run_apply(lab, state: Path, manifest: Path, workspace: Path | None = None):
-    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", workspace=workspace, timeout=600)
-    assert doc.get("jobId"), doc
-    _, status = cli(lab, state, "job", "status", doc["jobId"], "--tail-bytes", "2000000", workspace=workspace)
-    events = [e["text"] for e in status["log"]["events"] if e.get("service") == SID]
-    return rc, doc, events, {s["name"]: s for s in doc["job"]["steps"] if s["service"] == SID}
+    """`deploy apply --wait`; exit code, document, and this module's service's event texts and steps."""
+    rc, doc, log = apply_and_wait(lab, state, manifest, workspace=workspace)
+    return rc, doc, texts(log, SID), service_steps(doc, SID)
 
 
 def forget(lab, ref: str) -> None:
@@ -136,11 +144,11 @@ def test_pause_image_is_pulled_through_the_egress_proxy_and_runs_pause(lab, tmp_
 def test_sleep_based_pause_image_fails_the_job_and_applies_nothing(lab, tmp_path):
     real = node(lab)["pauseImage"]
     fake = real.rsplit(":", 1)[0] + ":fake"
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    cfg = json.loads(Path(lab["config"]).read_text())
-    next(t for t in cfg["targets"] if t["id"] == D601)["k3s"]["pauseImage"] = fake
-    (ws / "config.json").write_text(json.dumps(cfg))
+
+    def fake_pause(cfg: dict) -> None:
+        next(t for t in cfg["targets"] if t["id"] == D601)["k3s"]["pauseImage"] = fake
+
+    ws = workspace_with(lab, tmp_path, fake_pause)
     manifest = write_manifest(ws / "deploy.json", lab["content"]["sampleRepo"], {SID: other_commit(lab)})
     forget(lab, fake)
     kube_before, images_before = kube_snapshot(lab), sorted(images(lab))

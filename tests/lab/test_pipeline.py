@@ -15,7 +15,20 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, compose_up, host_snapshot, running_image_commit, service, ssh, write_manifest  # noqa: E402
+from helpers_live import (  # noqa: E402
+    apply_and_wait,
+    cli,
+    compose_up,
+    deploy_stamps,
+    host_snapshot,
+    running_image_commit,
+    service,
+    service_steps,
+    ssh,
+    texts,
+    workspace_with,
+    write_manifest,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -29,29 +42,6 @@ HOST_GLOBAL = [
     "/etc/profile",
     "/etc/environment",
 ]
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Path:
-    return tmp_path / "state"
-
-
-def apply(lab, state, manifest: Path, *args: str, workspace: Path | None = None) -> tuple[int, dict, list[dict]]:
-    """`deploy apply --wait`, then the job's whole event log via `job status`."""
-    rc, doc = cli(
-        lab, state, "deploy", "apply", "--file", str(manifest), "--wait", *args, workspace=workspace, timeout=600
-    )
-    assert doc.get("jobId"), doc
-    _, status = cli(lab, state, "job", "status", doc["jobId"], "--tail-bytes", "2000000", workspace=workspace)
-    return rc, doc, status["log"]["events"]
-
-
-def texts(events: list[dict], service: str, step: str | None = None) -> list[str]:
-    return [e["text"] for e in events if e.get("service") == service and (step is None or e.get("step") == step)]
-
-
-def steps(doc: dict, sid: str) -> dict[str, dict]:
-    return {s["name"]: s for s in doc["job"]["steps"] if s["service"] == sid}
 
 
 def fingerprint(lab, host: str) -> dict[str, str]:
@@ -76,9 +66,9 @@ def test_main_server_apply_builds_on_target_and_verifies(lab, state, tmp_path):
     want = new if current != new else old
     manifest = write_manifest(tmp_path / "deploy.json", repo, {"backend-core": want[:10]})
     # --force: an earlier module may have built `want` already, which would be reused (no build)
-    rc, doc, events = apply(lab, state, manifest, "--service", "backend-core", "--force")
+    rc, doc, events = apply_and_wait(lab, state, manifest, "--service", "backend-core", "--force")
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
-    assert [n for n, s in steps(doc, "backend-core").items() if s["status"] == "succeeded"] == [
+    assert [n for n, s in service_steps(doc, "backend-core").items() if s["status"] == "succeeded"] == [
         "resolve-compose",
         "proxy-probe",
         "reuse",
@@ -110,7 +100,7 @@ def test_provider_apply_goes_through_the_egress_proxy_only(lab, state, tmp_path)
     seen = egress_log.stat().st_size
     before = fingerprint(lab, D518)
     manifest = write_manifest(tmp_path / "deploy.json", repo, {"d518-worker": want})
-    rc, doc, events = apply(lab, state, manifest, "--force")  # --force: a commit built before would be reused
+    rc, doc, events = apply_and_wait(lab, state, manifest, "--force")  # --force: a commit built before would be reused
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
     log = texts(events, "d518-worker")
     channel = "provider-gateway-ws-egress:http://127.0.0.1:18789"
@@ -139,11 +129,11 @@ def test_failed_proxy_probe_fails_the_job_without_fallback(lab, state, tmp_path)
     before = host_snapshot(lab, D518)
     labapi.stop_egress(lab["dir"], D518)
     try:
-        rc, doc, events = apply(lab, state, manifest, "--force")
+        rc, doc, events = apply_and_wait(lab, state, manifest, "--force")
     finally:
         labapi.start_egress(lab["dir"], D518)
     assert rc != 0 and doc["job"]["status"] == "failed", doc
-    st = steps(doc, "d518-worker")
+    st = service_steps(doc, "d518-worker")
     assert st["proxy-probe"]["status"] == "failed" and st["proxy-probe"]["code"] == "proxy_probe_failed"
     assert all(st[n]["status"] != "succeeded" for n in ("source", "build", "rollout", "verify"))
     assert "target_build_proxy_probe=failed" in texts(events, "d518-worker")
@@ -158,7 +148,7 @@ def test_declared_build_base_image_is_used(lab, state, tmp_path):
     ssh(lab, MAIN, ["docker", "tag", image, base])
     try:
         manifest = write_manifest(tmp_path / "deploy.json", repo, {"code-queue-mgr": current})
-        rc, doc, events = apply(lab, state, manifest, "--force")
+        rc, doc, events = apply_and_wait(lab, state, manifest, "--force")
     finally:
         ssh(lab, MAIN, ["docker", "rmi", base], check=False)
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
@@ -184,26 +174,24 @@ def test_healthy_old_version_fails_verification(lab, state, tmp_path):
     pinned = f'  backend-core:\n    entrypoint: ["/bin/env", "UNIDESK_DEPLOY_COMMIT={current}", "/app/entrypoint.sh"]\n'
     assert "  backend-core:\n" in text
     stale_file.write_text(text.replace("  backend-core:\n", pinned, 1))
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    cfg = json.loads(Path(lab["config"]).read_text())
-    for m in cfg["microservices"]:
-        if m["id"] == "backend-core":
-            m["compose"]["file"] = str(stale_file)
-    (ws / "config.json").write_text(json.dumps(cfg))
+
+    def pin(cfg: dict) -> None:
+        next(m for m in cfg["microservices"] if m["id"] == "backend-core")["compose"]["file"] = str(stale_file)
+
+    ws = workspace_with(lab, tmp_path, pin)
     manifest = write_manifest(ws / "deploy.json", repo, {"backend-core": want})
     try:
-        rc, doc, events = apply(lab, state, manifest, workspace=ws)
+        rc, doc, events = apply_and_wait(lab, state, manifest, workspace=ws)
     finally:
         compose_up(
             lab,
             MAIN,
             ms,
-            {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want, "UNIDESK_DEPLOY_REQUESTED_COMMIT": want},
+            deploy_stamps(repo, want),
         )
         stale_file.unlink(missing_ok=True)
     assert rc != 0 and doc["job"]["status"] == "failed", doc
-    st = steps(doc, "backend-core")
+    st = service_steps(doc, "backend-core")
     assert st["rollout"]["status"] == "succeeded"
     assert st["verify"]["status"] == "failed" and st["verify"]["code"] == "verification_failed"
     assert "health deploy.commit is " + current in st["verify"]["message"]
@@ -250,9 +238,9 @@ def test_k3s_apply_builds_on_d601_imports_into_containerd_and_rolls_out(lab, sta
             twin_image,
         ],
     )
-    rc, doc, events = apply(lab, state, manifest, "--force")  # --force: a commit built before would be reused
+    rc, doc, events = apply_and_wait(lab, state, manifest, "--force")  # --force: a commit built before would be reused
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
-    assert list(steps(doc, sid)) == [
+    assert list(service_steps(doc, sid)) == [
         "k3s-preflight",
         "k3s-restore-point",
         "k3s-containerized",
@@ -310,7 +298,7 @@ def test_stale_build_contexts_of_killed_workers_are_pruned_fresh_ones_kept(lab, 
     try:
         repo, old, new = lab["content"]["sampleRepo"], lab["content"]["old"], lab["content"]["new"]
         want = new if running_image_commit(lab, MAIN, "unidesk", "backend-core") != new else old
-        rc, doc, events = apply(
+        rc, doc, events = apply_and_wait(
             lab,
             state,
             write_manifest(tmp_path / "deploy.json", repo, {"backend-core": want}),
@@ -331,15 +319,17 @@ def test_a_dead_jobs_build_context_is_pruned_by_the_next_apply_even_when_it_reus
     repo, old, new = lab["content"]["sampleRepo"], lab["content"]["old"], lab["content"]["new"]
     back = running_image_commit(lab, MAIN, "unidesk", "backend-core")
     away = new if back != new else old
-    rc, doc, _ = apply(lab, state, write_manifest(tmp_path / "away.json", repo, {"backend-core": away}))
+    rc, doc, _ = apply_and_wait(lab, state, write_manifest(tmp_path / "away.json", repo, {"backend-core": away}))
     assert rc == 0, doc
     work = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == MAIN)["workDir"]
     dead = f"{work}/contexts/file--backend-core-{back[:12]}-0badc0de"  # a killed build's, minutes old
     ssh(lab, MAIN, ["mkdir", "-p", "--", dead])
     try:
-        rc, doc, events = apply(lab, state, write_manifest(tmp_path / "back.json", repo, {"backend-core": back}))
+        rc, doc, events = apply_and_wait(
+            lab, state, write_manifest(tmp_path / "back.json", repo, {"backend-core": back})
+        )
         assert rc == 0, doc
-        assert steps(doc, "backend-core")["source"]["status"] == "skipped"  # the image was reused
+        assert service_steps(doc, "backend-core")["source"]["status"] == "skipped"  # the image was reused
         assert f"target_build_context_pruned={dead}" in texts(events, "backend-core")
         assert dead.rsplit("/", 1)[1] not in contexts_left(lab, MAIN)
     finally:

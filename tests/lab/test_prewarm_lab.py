@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, service, ssh  # noqa: E402
+from helpers_live import cli, job_status, service, ssh, wait_job  # noqa: E402
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -50,22 +49,11 @@ def foundation_images(lab):
         ssh(lab, D601, ["docker", "rmi", name], check=False)
 
 
-def follow(lab, state: Path, job_id: str) -> dict:
-    """Poll `job status` until the job ends (the bound is a safety net, not a timing assertion)."""
-    deadline = time.monotonic() + 600
-    while True:
-        rc, doc = cli(lab, state, "job", "status", job_id, "--tail-bytes", "2000000")
-        assert rc == 0, doc
-        if doc["job"]["status"] not in ("queued", "running") or time.monotonic() > deadline:
-            return doc
-        time.sleep(0.5)
-
-
 def test_prewarm_imports_the_foundation_images_into_containerd(lab, foundation_images, tmp_path):
     state = tmp_path / "state"
     rc, doc = cli(lab, state, "dev-env", "prewarm-images")
     assert rc == 0 and doc["ok"] is True and doc["jobId"] and doc["target"] == D601, doc
-    status = follow(lab, state, doc["jobId"])
+    status = wait_job(lab, state, doc["jobId"])
     job = status["job"]
     assert job["status"] == "succeeded" and job["command"] == "dev-env prewarm-images", job
     assert [s["name"] for s in job["steps"]] == ["k3s-preflight"] + [
@@ -88,7 +76,7 @@ def test_prewarm_fails_naming_an_image_missing_from_docker(lab, foundation_image
     rc, doc = cli(lab, tmp_path / "state", "dev-env", "prewarm-images", "--wait")
     assert rc != 0 and doc["ok"] is False and doc["status"] == "failed", doc
     assert [e["code"] for e in doc["errors"]] == ["image_not_found"] and BUSYBOX in doc["errors"][0]["message"], doc
-    _, status = cli(lab, tmp_path / "state", "job", "status", doc["jobId"])
+    status = job_status(lab, tmp_path / "state", doc["jobId"])
     steps = {s["name"]: s for s in status["job"]["steps"]}
     assert steps[f"k3s-verify {POSTGRES}"]["status"] == "succeeded"
     assert (

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,65 +19,51 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers_live import (  # noqa: E402
+    apply,
+    apply_and_wait,
     cli,
+    clone_sample,
     compose_container,
     compose_up,
+    deploy_stamps,
     kube_request,
+    push_variant,
     running_image_commit,
     service,
+    service_steps,
     ssh,
+    texts,
+    workspace_with,
     write_manifest,
 )
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 MAIN, D518, D601 = "main-server", "D518", "D601"
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@lab.invalid",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@lab.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-}
 CRASH_LINE = "provenance-test: refusing to start"
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV
-    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def crash_commit(lab, tmp_path_factory) -> str:
     """A commit (on its own branch, from `new`) whose container prints one line and exits 3 at start."""
-    work = tmp_path_factory.mktemp("sample")
-    subprocess.run(
-        ["git", "clone", "-q", str(lab["layout"].git_root / "sample-service.git"), str(work)], check=True, env=GIT_ENV
+    return push_variant(
+        clone_sample(lab, tmp_path_factory.mktemp("sample")),
+        "test-provenance-crash",
+        lab["content"]["new"],
+        "app/entrypoint.sh",
+        lambda t: t.replace("set -e\n", f'set -e\necho "{CRASH_LINE}"\nexit 3\n', 1),
+        "test: a container that exits at start",
     )
-    git(work, "checkout", "-q", "-B", "test-provenance-crash", lab["content"]["new"])
-    entry = work / "app" / "entrypoint.sh"
-    entry.write_text(entry.read_text().replace("set -e\n", f'set -e\necho "{CRASH_LINE}"\nexit 3\n', 1))
-    git(work, "commit", "-q", "-am", "test: a container that exits at start")
-    git(work, "push", "-q", "--force", "origin", "HEAD:refs/heads/test-provenance-crash")
-    return git(work, "rev-parse", "HEAD")
-
-
-def apply(lab, state: Path, manifest: Path, *args: str, workspace: Path | None = None) -> tuple[int, dict, list[str]]:
-    """`deploy apply --wait`; the job document and its event texts."""
-    rc, doc = cli(
-        lab, state, "deploy", "apply", "--file", str(manifest), "--wait", *args, workspace=workspace, timeout=600
-    )
-    assert doc.get("jobId"), doc
-    _, status = cli(lab, state, "job", "status", doc["jobId"], "--tail-bytes", "2000000", workspace=workspace)
-    return rc, doc, [e["text"] for e in status["log"]["events"]]
 
 
 def check(lab, state: Path, manifest: Path, workspace: Path | None = None) -> dict:
     _, doc = cli(lab, state, "deploy", "check", "--file", str(manifest), workspace=workspace)
     return doc["services"][0]
+
+
+def verdict(item: dict) -> tuple[str, str, str]:
+    """A checked service's action, live state and identity status."""
+    return item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]
 
 
 def failures(doc: dict) -> list[tuple[str, str, str | None, str | None]]:
@@ -91,22 +75,8 @@ def failures(doc: dict) -> list[tuple[str, str, str | None, str | None]]:
     ] or doc.get("errors")
 
 
-def steps(doc: dict, sid: str) -> dict[str, dict]:
-    return {s["name"]: s for s in doc["job"]["steps"] if s["service"] == sid}
-
-
 def other_than(lab, current: str | None) -> str:
     return lab["content"]["new"] if current != lab["content"]["new"] else lab["content"]["old"]
-
-
-def workspace_with(lab, tmp_path: Path, edit) -> Path:
-    """A copy of the lab workspace whose config.json is changed by `edit(cfg)`."""
-    ws = tmp_path / "ws"
-    ws.mkdir(parents=True)
-    cfg = json.loads(Path(lab["config"]).read_text())
-    edit(cfg)
-    (ws / "config.json").write_text(json.dumps(cfg))
-    return ws
 
 
 def docker_inspect(lab, host: str, fmt: str, *names: str) -> str:
@@ -124,14 +94,10 @@ def test_recommitted_container_with_original_labels_and_env_is_not_in_sync(lab, 
     ms = service(lab, sid)
     want = other_than(lab, running_image_commit(lab, MAIN, "unidesk", sid))
     manifest = write_manifest(tmp_path / "deploy.json", repo, {sid: want})
-    rc, doc, _ = apply(lab, tmp_path / "state", manifest)
+    rc, doc, _ = apply_and_wait(lab, tmp_path / "state", manifest)
     assert rc == 0 and doc["job"]["status"] == "succeeded", failures(doc)
     item = check(lab, tmp_path / "state", manifest)
-    assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == (
-        "noop",
-        "in-sync",
-        "proven",
-    ), item
+    assert verdict(item) == ("noop", "in-sync", "proven"), item
     built = item["live"]["evidence"]["identity"]["recorded"]
     # the record and the commit tag on the target say which image was built for `want`
     work = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == MAIN)["workDir"]
@@ -147,7 +113,7 @@ def test_recommitted_container_with_original_labels_and_env_is_not_in_sync(lab, 
         lab,
         MAIN,
         ms,
-        {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want, "UNIDESK_DEPLOY_REQUESTED_COMMIT": want},
+        deploy_stamps(repo, want),
     )
     cid = compose_container(lab, MAIN, "unidesk", sid)
     committed = docker_inspect(lab, MAIN, "{{.Image}}", cid)
@@ -160,15 +126,12 @@ def test_recommitted_container_with_original_labels_and_env_is_not_in_sync(lab, 
     assert (identity["status"], identity["running"], identity["recorded"]) == ("mismatch", committed, built), identity
     assert committed[:19] in item["live"]["message"] and built[:19] in item["live"]["message"], item["live"]
 
-    rc, doc, events = apply(lab, tmp_path / "state", manifest)
+    rc, doc, log = apply_and_wait(lab, tmp_path / "state", manifest)
+    events = texts(log)
     assert rc == 0 and doc["job"]["status"] == "succeeded", failures(doc)
     assert any(t.startswith("verified: ") and "identity" in t for t in events), events
     item = check(lab, tmp_path / "state", manifest)
-    assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == (
-        "noop",
-        "in-sync",
-        "proven",
-    ), item
+    assert verdict(item) == ("noop", "in-sync", "proven"), item
     assert (
         ssh(
             lab, MAIN, ["docker", "exec", compose_container(lab, MAIN, "unidesk", sid), "cat", "/app/www/index.html"]
@@ -182,11 +145,7 @@ def test_recommitted_container_with_original_labels_and_env_is_not_in_sync(lab, 
     ssh(lab, MAIN, ["rm", "-f", "--", path])
     try:
         item = check(lab, tmp_path / "state", manifest)
-        assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == (
-            "noop",
-            "in-sync",
-            "unrecorded",
-        ), item
+        assert verdict(item) == ("noop", "in-sync", "unrecorded"), item
         assert "no build record" in item["live"]["message"], item
     finally:
         ssh(lab, MAIN, ["sh", "-c", 'cat > "$1"', "sh", path], input=saved)
@@ -213,7 +172,8 @@ def test_compose_file_without_deploy_env_lines_is_stamped_through_an_override(la
     want = other_than(lab, running_image_commit(lab, MAIN, "unidesk", sid))
     manifest = write_manifest(ws / "deploy.json", repo, {sid: want})
     try:
-        rc, doc, events = apply(lab, tmp_path / "state", manifest, workspace=ws)
+        rc, doc, log = apply_and_wait(lab, tmp_path / "state", manifest, workspace=ws)
+        events = texts(log)
         assert rc == 0 and doc["job"]["status"] == "succeeded", failures(doc)
         override = next(t.split("=", 1)[1].split()[0] for t in events if t.startswith("compose_deploy_override="))
         assert Path(override).parent == bare.parent and Path(override).exists()
@@ -232,7 +192,7 @@ def test_compose_file_without_deploy_env_lines_is_stamped_through_an_override(la
             lab,
             MAIN,
             ms,
-            {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": want, "UNIDESK_DEPLOY_REQUESTED_COMMIT": want},
+            deploy_stamps(repo, want),
         )
         bare.unlink(missing_ok=True)
 
@@ -244,7 +204,7 @@ def test_provider_container_from_relative_compose_file_under_a_stale_project_nam
     ms = service(lab, sid)
     compose_file = Path(ms["compose"]["file"])
     current = running_image_commit(lab, D518, "unidesk", sid)
-    stamps = {"UNIDESK_DEPLOY_REPO": repo, "UNIDESK_DEPLOY_COMMIT": current, "UNIDESK_DEPLOY_REQUESTED_COMMIT": current}
+    stamps = deploy_stamps(repo, current)
     # recreated by hand from the compose file's directory with a relative -f, as operators do
     ssh(
         lab,
@@ -281,7 +241,8 @@ def test_provider_container_from_relative_compose_file_under_a_stale_project_nam
     ws = workspace_with(lab, tmp_path, stale)
     want = other_than(lab, current)
     manifest = write_manifest(ws / "deploy.json", repo, {sid: want})
-    rc, doc, events = apply(lab, tmp_path / "state", manifest, workspace=ws)
+    rc, doc, log = apply_and_wait(lab, tmp_path / "state", manifest, workspace=ws)
+    events = texts(log)
     assert rc == 0 and doc["job"]["status"] == "succeeded", failures(doc)
     assert (
         f"compose_project=unidesk compose_service={sid} compose_files={compose_file} working_dir={compose_file.parent}"
@@ -368,7 +329,10 @@ def test_k3s_deploy_replaces_a_fake_pause_image_and_stops_a_containerized_k3s(la
     )
     try:
         want = other_than(lab, k3s_commit(lab, sid))
-        rc, doc, events = apply(lab, tmp_path / "state", write_manifest(tmp_path / "deploy.json", repo, {sid: want}))
+        rc, doc, log = apply_and_wait(
+            lab, tmp_path / "state", write_manifest(tmp_path / "deploy.json", repo, {sid: want})
+        )
+        events = texts(log)
         assert rc == 0 and doc["job"]["status"] == "succeeded", failures(doc)
         assert any(
             t.startswith(f"k3s_pause_image_replaced={real}") and '["/bin/sleep", "infinity"]' in t for t in events
@@ -390,11 +354,7 @@ def test_k3s_deploy_replaces_a_fake_pause_image_and_stops_a_containerized_k3s(la
         # identity in k3s: the image containerd holds under the name the Deployment runs, against the record
         manifest = tmp_path / "deploy.json"
         item = check(lab, tmp_path / "state", manifest)
-        assert (item["action"], item["live"]["state"], item["live"]["evidence"]["identity"]["status"]) == (
-            "noop",
-            "in-sync",
-            "proven",
-        ), item
+        assert verdict(item) == ("noop", "in-sync", "proven"), item
         name = "docker.io/library/" + service(lab, sid)["build"]["image"]
         ctr(lab, "images", "tag", "--force", name, name + "-saved")
         ctr(lab, "images", "tag", "--force", real, name)  # a look-alike under the Deployment's image name
@@ -430,7 +390,7 @@ def test_absent_native_k3s_is_a_clear_error_before_anything_runs(lab, tmp_path):
         item["live"]["state"] == "error"
         and "no native k3s on D601: kubeconfig /etc/rancher/k3s/absent.yaml" in item["live"]["message"]
     ), item
-    rc, doc = cli(lab, tmp_path / "state", "deploy", "apply", "--file", str(manifest), "--wait", workspace=ws)
+    rc, doc = apply(lab, tmp_path / "state", manifest, "--wait", workspace=ws)
     assert rc != 0 and not doc.get("jobId") and "no native k3s on D601" in json.dumps(doc["errors"]), (
         doc
     )  # refused before any job
@@ -445,9 +405,9 @@ def test_absent_native_k3s_is_a_clear_error_before_anything_runs(lab, tmp_path):
     manifest = write_manifest(
         ws / "deploy.json", lab["content"]["sampleRepo"], {"decision-center": lab["content"]["new"]}
     )
-    rc, doc, _ = apply(lab, tmp_path / "state", manifest, "--force", workspace=ws)
+    rc, doc, _ = apply_and_wait(lab, tmp_path / "state", manifest, "--force", workspace=ws)
     assert rc != 0 and doc["job"]["status"] == "failed", doc
-    st = steps(doc, "decision-center")
+    st = service_steps(doc, "decision-center")
     assert st["k3s-preflight"]["code"] == "k3s_not_native", st["k3s-preflight"]
     assert f"no native k3s on D601: containerd at {dead}" in st["k3s-preflight"]["message"], st["k3s-preflight"]
     assert all(s["status"] == "skipped" for n, s in st.items() if n != "k3s-preflight"), st
@@ -456,9 +416,9 @@ def test_absent_native_k3s_is_a_clear_error_before_anything_runs(lab, tmp_path):
 def test_commit_whose_container_exits_at_start_fails_rollout_fast_with_its_exit_code(lab, tmp_path, crash_commit):
     repo = lab["content"]["sampleRepo"]
     manifest = write_manifest(tmp_path / "deploy.json", repo, {"decision-center": crash_commit})
-    rc, doc, events = apply(lab, tmp_path / "state", manifest)
+    rc, doc, _ = apply_and_wait(lab, tmp_path / "state", manifest)
     assert rc != 0 and doc["job"]["status"] == "failed", doc
-    st = steps(doc, "decision-center")["k8s-rollout"]
+    st = service_steps(doc, "decision-center")["k8s-rollout"]
     assert st["status"] == "failed" and st["code"] == "rollout_failed", st
     assert st["durationMs"] < 30_000, st
     assert "exit code 3" in st["message"] and CRASH_LINE in st["message"], st["message"]
@@ -467,20 +427,20 @@ def test_commit_whose_container_exits_at_start_fails_rollout_fast_with_its_exit_
 def test_crash_looping_previous_version_is_replaced_by_a_good_commit(lab, tmp_path, crash_commit):
     """The rollout judges only the new template's pod: a crash-looping previous pod does not fail it."""
     repo = lab["content"]["sampleRepo"]
-    rc, doc, _ = apply(  # --no-restore: the crash-looping version stays (else the old one is restored)
+    rc, doc, _ = apply_and_wait(  # --no-restore: the crash-looping version stays (else the old one is restored)
         lab,
         tmp_path / "state",
         write_manifest(tmp_path / "crash.json", repo, {"decision-center": crash_commit}),
         "--no-restore",
     )
-    assert rc != 0 and steps(doc, "decision-center")["k8s-rollout"]["code"] == "rollout_failed", doc
-    rc, doc, _ = apply(
+    assert rc != 0 and service_steps(doc, "decision-center")["k8s-rollout"]["code"] == "rollout_failed", doc
+    rc, doc, _ = apply_and_wait(
         lab,
         tmp_path / "state",
         write_manifest(tmp_path / "good.json", repo, {"decision-center": lab["content"]["new"]}),
     )
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
-    assert steps(doc, "decision-center")["k8s-rollout"]["status"] == "succeeded", doc
+    assert service_steps(doc, "decision-center")["k8s-rollout"]["status"] == "succeeded", doc
 
 
 def test_apply_after_the_same_commits_pod_was_killed_judges_the_new_pod(lab, tmp_path):
@@ -493,7 +453,7 @@ def test_apply_after_the_same_commits_pod_was_killed_judges_the_new_pod(lab, tmp
     manifest = write_manifest(
         tmp_path / "good.json", lab["content"]["sampleRepo"], {"decision-center": lab["content"]["new"]}
     )
-    rc, doc, _ = apply(lab, tmp_path / "state", manifest)
+    rc, doc, _ = apply_and_wait(lab, tmp_path / "state", manifest)
     assert rc == 0, doc
     prefix = key_prefix(("Deployment", ns, name))
     running = [
@@ -518,7 +478,7 @@ def test_apply_after_the_same_commits_pod_was_killed_judges_the_new_pod(lab, tmp
     while not killed():
         assert time.monotonic() < deadline, "the killed pod never showed exit code 137"
         time.sleep(0.5)
-    rc, doc, _ = apply(lab, tmp_path / "state", manifest, "--force")
+    rc, doc, _ = apply_and_wait(lab, tmp_path / "state", manifest, "--force")
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
 
 
@@ -527,20 +487,13 @@ def test_compose_container_that_exits_at_start_fails_fast_with_its_exit_code(lab
     before = running_image_commit(lab, MAIN, "unidesk", sid)
     manifest = write_manifest(tmp_path / "deploy.json", repo, {sid: crash_commit})
     try:
-        rc, doc, events = apply(lab, tmp_path / "state", manifest)
+        rc, doc, _ = apply_and_wait(lab, tmp_path / "state", manifest)
         assert rc != 0 and doc["job"]["status"] == "failed", doc
-        failed = next(s for s in steps(doc, sid).values() if s["status"] == "failed")
+        failed = next(s for s in service_steps(doc, sid).values() if s["status"] == "failed")
         assert failed["name"] in ("rollout", "verify") and failed["durationMs"] < 30_000, failed
         assert "exit code 3" in failed["message"] and CRASH_LINE in failed["message"], failed
     finally:  # the old version back (a no-op when the failed job already restored it)
-        rc, doc = cli(
-            lab,
-            tmp_path / "restore",
-            "deploy",
-            "apply",
-            "--file",
-            str(write_manifest(tmp_path / "restore.json", repo, {sid: before})),
-            "--wait",
-            timeout=600,
+        rc, doc = apply(
+            lab, tmp_path / "restore", write_manifest(tmp_path / "restore.json", repo, {sid: before}), "--wait"
         )
         assert rc == 0, doc

@@ -21,7 +21,20 @@ import pytest
 from tests.conftest import wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, kube_request, running_image_commit, service, ssh, write_manifest  # noqa: E402
+from helpers_live import (  # noqa: E402
+    apply,
+    cli,
+    cli_argv,
+    clone_sample,
+    kube_request,
+    processes,
+    push_variant,
+    running_commit,
+    service,
+    ssh,
+    workspace_with,
+    write_manifest,
+)
 
 from unidesk_tui import jobs, locks  # noqa: E402
 from unidesk_tui.model import JOB_TERMINAL  # noqa: E402
@@ -31,34 +44,12 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 SID = "backend-core"
 MAIN = "main-server"
 SLOW_MARK = "sleep 47"  # the slow commit's RUN step, unique to this module
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@lab.invalid",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@lab.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=GIT_ENV
-    ).stdout.strip()
-
-
-def processes(pattern: str) -> list[str]:
-    """Command lines matching `pattern` (the lab's hosts share our pid namespace)."""
-    out = subprocess.run(["pgrep", "-a", "-f", "--", pattern], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "pgrep" not in line]
 
 
 def running(lab: dict, sid: str = SID) -> str | None:
     """The commit of the image the service's running container runs; None when none runs."""
-    ms = service(lab, sid)
     try:
-        return running_image_commit(lab, ms["deployment"]["target"], ms["compose"]["project"], ms["compose"]["service"])
+        return running_commit(lab, sid)
     except AssertionError:
         return None
 
@@ -80,17 +71,10 @@ def health(lab: dict, sid: str = SID) -> dict:
         return json.loads(resp.read())
 
 
-def apply(lab, state: Path, manifest: Path, *args: str) -> tuple[int, dict]:
-    return cli(lab, state, "deploy", "apply", "--file", str(manifest), *args, timeout=900)
-
-
 @pytest.fixture(scope="module")
 def branches(lab, tmp_path_factory) -> dict[str, str]:
     """Commits on test branches of sample-service: name -> full SHA."""
-    work = tmp_path_factory.mktemp("sample")
-    subprocess.run(
-        ["git", "clone", "-q", str(lab["layout"].git_root / "sample-service.git"), str(work)], check=True, env=GIT_ENV
-    )
+    work = clone_sample(lab, tmp_path_factory.mktemp("sample"))
     variants = {
         # A container that prints one line and exits 3 at start.
         "crash": (
@@ -106,15 +90,10 @@ def branches(lab, tmp_path_factory) -> dict[str, str]:
             ),
         ),
     }
-    out = {}
-    for name, (rel, edit) in variants.items():
-        git(work, "checkout", "-q", "-B", f"test-safe-{name}", lab["content"]["new"])
-        path = work / rel
-        path.write_text(edit(path.read_text()))
-        git(work, "commit", "-q", "-am", f"test: {name}")
-        out[name] = git(work, "rev-parse", "HEAD")
-        git(work, "push", "-q", "--force", "origin", f"HEAD:refs/heads/test-safe-{name}")
-    return out
+    return {
+        name: push_variant(work, f"test-safe-{name}", lab["content"]["new"], rel, edit, f"test: {name}")
+        for name, (rel, edit) in variants.items()
+    }
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -202,19 +181,7 @@ def test_cancel_mid_build_stops_the_remote_build_frees_the_lock_and_keeps_the_ol
 
 def _start_apply(lab, state: Path, manifest: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "unidesk_tui.cli",
-            "--workspace",
-            str(lab["workspace"]),
-            "--state-dir",
-            str(state),
-            "deploy",
-            "apply",
-            "--file",
-            str(manifest),
-        ],
+        cli_argv(lab, state, "deploy", "apply", "--file", str(manifest)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -361,23 +328,14 @@ def test_going_back_to_a_built_commit_reuses_its_image_no_fetch_no_build(lab, tm
     assert running(lab) == a and health(lab)["deploy"]["commit"] == a  # (--force rebuilds: the first apply above)
 
 
-def _workspace_with(lab, tmp_path: Path, **timeouts) -> Path:
-    """A workspace whose config.json is the lab's with `timeouts` for backend-core."""
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    cfg = json.loads(Path(lab["config"]).read_text())
-    for ms in cfg["microservices"]:
-        if ms["id"] == SID:
-            ms["timeouts"] = timeouts
-    (ws / "config.json").write_text(json.dumps(cfg))
-    return ws
-
-
 def test_a_container_that_exits_at_start_is_restored_to_the_previous_commit(lab, tmp_path, branches, at_old):
-    ws = _workspace_with(lab, tmp_path, verify=15)  # the crash shows within seconds; no need to wait a minute
+    def short_verify(cfg: dict) -> None:  # the crash shows within seconds; no need to wait a minute
+        next(ms for ms in cfg["microservices"] if ms["id"] == SID)["timeouts"] = {"verify": 15}
+
+    ws = workspace_with(lab, tmp_path, short_verify)
     state = tmp_path / "state"
     manifest = write_manifest(tmp_path / "crash.json", lab["content"]["sampleRepo"], {SID: branches["crash"]})
-    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", workspace=ws, timeout=900)
+    rc, doc = apply(lab, state, manifest, "--wait", workspace=ws)
     assert rc == 1 and doc["status"] == "failed", json.dumps(doc)[:3000]
     result = doc["job"]["result"]
     assert result["restored"] == {"service": SID, "commit": at_old, "verified": True, "message": None}, result
@@ -389,9 +347,7 @@ def test_a_container_that_exits_at_start_is_restored_to_the_previous_commit(lab,
     assert body["status"] == "ok" and body["deploy"]["commit"] == at_old
 
     # --no-restore leaves the failed version for debugging
-    rc, doc = cli(
-        lab, state, "deploy", "apply", "--file", str(manifest), "--wait", "--no-restore", workspace=ws, timeout=900
-    )
+    rc, doc = apply(lab, state, manifest, "--wait", "--no-restore", workspace=ws)
     assert rc == 1 and doc["job"]["noRestore"] and doc["job"]["result"]["restored"] is None
     assert running(lab) is None and last_container_commit(lab) == branches["crash"]
 
@@ -439,7 +395,7 @@ def k3s_good(lab, tmp_path) -> str:
         return deployed_commit(dep)
     new = lab["content"]["new"]
     manifest = write_manifest(tmp_path / "good.json", lab["content"]["sampleRepo"], {K3S: new})
-    rc, doc = cli(lab, tmp_path / "setup-state", "deploy", "apply", "--file", str(manifest), "--wait", timeout=900)
+    rc, doc = apply(lab, tmp_path / "setup-state", manifest, "--wait")
     assert rc == 0, json.dumps(doc)[:3000]
     return new
 
@@ -453,7 +409,7 @@ def test_k3s_commit_that_exits_at_start_is_restored_to_the_previous_deployment(l
     state = tmp_path / "state"
     manifest = write_manifest(tmp_path / "crash.json", lab["content"]["sampleRepo"], {K3S: branches["crash"]})
     started = time.monotonic()
-    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", timeout=900)
+    rc, doc = apply(lab, state, manifest, "--wait")
     assert rc == 1 and doc["status"] == "failed", json.dumps(doc)[:3000]
     result = doc["job"]["result"]
     assert [(e["code"], e["service"]) for e in result["errors"]] == [("rollout_failed", K3S)], result
@@ -477,7 +433,7 @@ def test_k3s_commit_that_exits_at_start_is_restored_to_the_previous_deployment(l
     assert body["status"] == "ok" and body["deploy"]["commit"] == k3s_good, body
 
     # --no-restore leaves the failed version (its build is reused: no second build)
-    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", "--no-restore", timeout=900)
+    rc, doc = apply(lab, state, manifest, "--wait", "--no-restore")
     assert rc == 1 and doc["job"]["noRestore"] and doc["job"]["result"]["restored"] is None, json.dumps(doc)[:3000]
     assert [e["code"] for e in doc["job"]["result"]["errors"]] == ["rollout_failed"]
     assert "restore" not in {s["name"] for s in doc["job"]["steps"]}
@@ -487,6 +443,6 @@ def test_k3s_commit_that_exits_at_start_is_restored_to_the_previous_deployment(l
 
     # and a later apply of the good commit brings it back (a rollout of its recorded build)
     good = write_manifest(tmp_path / "good.json", lab["content"]["sampleRepo"], {K3S: k3s_good})
-    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(good), "--wait", timeout=900)
+    rc, doc = apply(lab, state, good, "--wait")
     assert rc == 0, json.dumps(doc)[:3000]
     assert deployed_commit(deployment(lab)) == k3s_good and health(lab, K3S)["deploy"]["commit"] == k3s_good

@@ -19,14 +19,19 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_live import cli, config, host_snapshot, kube_snapshot, running_image_commit, write_manifest  # noqa: E402
+from helpers_live import (  # noqa: E402
+    apply,
+    cli,
+    config,
+    host_snapshot,
+    job_status,
+    kube_snapshot,
+    running_image_commit,
+    workspace_with,
+    write_manifest,
+)
 
 pytestmark = [pytest.mark.lab]
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Path:
-    return tmp_path / "state"
 
 
 def lab_manifest(lab: dict, environment: str | None = None) -> dict:
@@ -37,21 +42,16 @@ def lab_manifest(lab: dict, environment: str | None = None) -> dict:
 
 
 def test_a_config_running_k3sctl_adapter_in_k3s_is_refused_with_its_path(lab, state, tmp_path):
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    cfg = config(lab)
     repo = lab["content"]["sampleRepo"]
-    cfg["microservices"].append(
-        {
-            "id": "k3sctl-adapter",
-            "repository": {"url": repo},
-            "deployment": {"mode": "k3sctl-managed", "target": "D601"},
-            "build": {"dockerfile": "Dockerfile", "context": ".", "image": "unidesk-k3sctl-adapter:d601"},
-            "k8s": {"manifest": "k3s/sample.k8s.yaml", "namespace": "unidesk", "deployments": ["k3sctl-adapter"]},
-        }
-    )
-    index = len(cfg["microservices"]) - 1
-    (ws / "config.json").write_text(json.dumps(cfg))
+    adapter = {
+        "id": "k3sctl-adapter",
+        "repository": {"url": repo},
+        "deployment": {"mode": "k3sctl-managed", "target": "D601"},
+        "build": {"dockerfile": "Dockerfile", "context": ".", "image": "unidesk-k3sctl-adapter:d601"},
+        "k8s": {"manifest": "k3s/sample.k8s.yaml", "namespace": "unidesk", "deployments": ["k3sctl-adapter"]},
+    }
+    ws = workspace_with(lab, tmp_path, lambda cfg: cfg["microservices"].append(adapter))
+    index = len(config(lab)["microservices"])  # the adapter's, appended last
     manifest = lab_manifest(lab)
     manifest["services"].append({"id": "k3sctl-adapter", "repo": repo, "commitId": lab["content"]["new"]})
     (ws / "deploy.json").write_text(json.dumps(manifest))
@@ -68,7 +68,7 @@ def test_file_mode_apply_of_a_dev_manifest_is_refused_and_production_is_unchange
     dev_file = tmp_path / "dev-declared.json"
     dev_file.write_text(json.dumps(lab_manifest(lab, "dev")))
     before = host_snapshot(lab, "main-server")
-    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(dev_file), "--wait")
+    rc, doc = apply(lab, state, dev_file, "--wait")
     assert rc == 1 and not doc["ok"] and not doc.get("jobId"), doc
     assert doc["errors"][0]["code"] == "environment_mismatch" and "--env dev" in doc["errors"][0]["message"]
     assert cli(lab, state, "job", "list")[1]["jobs"] == []
@@ -87,7 +87,7 @@ def test_buildx_plugin_gets_inline_cache_and_host_network_and_job_status_shows_t
     manifest = write_manifest(tmp_path / "deploy.json", lab["content"]["sampleRepo"], {sid: current})
     buildx_shim.install(lay, host)
     try:
-        rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--force", "--wait", timeout=600)
+        rc, doc = apply(lab, state, manifest, "--force", "--wait")
     finally:
         buildx_shim.remove(lay, host)
     assert rc == 0 and doc["job"]["status"] == "succeeded", doc
@@ -97,7 +97,7 @@ def test_buildx_plugin_gets_inline_cache_and_host_network_and_job_status_shows_t
     pairs = list(zip(build, build[1:], strict=False))
     assert ("--cache-to", "type=inline") in pairs and ("--network", "host") in pairs, build
     assert "--load" in build and f"unidesk.ai/source-commit={current}" in build
-    _, status = cli(lab, state, "job", "status", doc["jobId"], "--tail-bytes", "2000000")
+    status = job_status(lab, state, doc["jobId"])
     # `job status` (and `job list`) say who ran the job: checked on this job to spare another one
     workspace = str(Path(lab["workspace"]).resolve())
     who = {"user": pwd.getpwuid(os.getuid()).pw_name, "host": socket.gethostname(), "workspace": workspace}
@@ -151,7 +151,7 @@ def test_a_decision_center_commit_adding_a_nodeport_fails_before_apply_naming_th
     commit = push_nodeport_commit(lab, tmp_path)
     manifest = write_manifest(tmp_path / "deploy.json", lab["content"]["sampleRepo"], {sid: commit})
     before = kube_snapshot(lab)
-    rc, doc = cli(lab, state, "deploy", "apply", "--file", str(manifest), "--wait", timeout=600)
+    rc, doc = apply(lab, state, manifest, "--wait")
     assert rc == 1 and doc["job"]["status"] == "failed", doc
     steps = {s["name"]: s for s in doc["job"]["steps"] if s["service"] == sid}
     failed = [s for s in steps.values() if s["status"] == "failed"]
