@@ -2,7 +2,8 @@
 what the pydantic documents print: compared byte for byte on real jobs run by the real engine and
 detached worker (tests/apply_workload.py), in every status; records the light reader does not
 take as is go to the typed store and still print the same. The fast paths import none of the
-heavy modules (checked in a fresh interpreter, through the `unidesk` console script)."""
+heavy modules (checked in a fresh interpreter through the CLI's entry point, and the installed
+`unidesk` console script answers)."""
 
 from __future__ import annotations
 
@@ -185,9 +186,11 @@ from unidesk_tui.cli import main
 out = io.StringIO()
 with redirect_stdout(out):
     code = main(sys.argv[1:])
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {h.split(".")[0] for h in HEAVY} and any(m == h or m.startswith(h + ".") for h in HEAVY))
-print(json.dumps({"code": code, "out": json.loads(out.getvalue()), "heavy": heavy}))
+heavy = sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
+print(json.dumps({"code": code, "out": json.loads(out.getvalue()), "heavy": heavy, "modules": sorted(sys.modules)}))
 """
+# Not heavy, but a tenth of the start each: the polled job commands do without them.
+POLLED_DO_WITHOUT = ("logging", "dataclasses", "inspect")
 
 
 @pytest.mark.parametrize("command", ["job list", "job status", "--help", "job status --help"])
@@ -224,8 +227,44 @@ def test_fast_commands_import_no_heavy_module(tmp_path, command):
     report = json.loads(res.stdout)
     assert report["code"] == 0 and report["out"]["ok"], report
     assert report["heavy"] == [], f"`unidesk {command}` loaded {report['heavy']}"
+    if command.startswith("job ") and "--help" not in command:
+        assert not set(POLLED_DO_WITHOUT) & set(report["modules"]), f"`unidesk {command}` loads {POLLED_DO_WITHOUT}"
     if command == "job status":
         assert report["out"]["job"]["id"] == job_id and report["out"]["log"]["events"][0]["text"] == "started"
+    # The installed console script (what operators and CI run) gives the same answer.
+    script = subprocess.run(
+        [str(Path(sys.executable).with_name("unidesk")), *argv], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert script.returncode == 0 and json.loads(script.stdout) == report["out"], script.stderr
+
+
+def test_the_fallback_still_logs_its_warning_on_stderr(tmp_path):
+    """job status skips the logging set-up; when it turns to the typed store (a dead worker to
+    record as interrupted), the store's warning still reaches stderr in the CLI's format."""
+    from unidesk_tui.documents import FileSourceDoc, JobRecord
+
+    state = tmp_path / "state"
+    job_id = jobs.new_job_id()
+    jobs.create_job(
+        state,
+        JobRecord(
+            id=job_id,
+            status="running",
+            environment="file",
+            source=FileSourceDoc(path="deploy.json"),
+            workspace=str(tmp_path),
+            createdAt=jobs.now_iso(),
+            host=jobs.HOST,
+            workerPid=999999999,
+        ),
+    )
+    res = subprocess.run(
+        [str(Path(sys.executable).with_name("unidesk")), "--state-dir", str(state), "job", "status", job_id],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0 and json.loads(res.stdout)["job"]["status"] == "interrupted"
+    assert f"WARNING unidesk_tui.jobs: job {job_id}: worker pid 999999999 is gone" in res.stderr
 
 
 def test_the_probe_sees_heavy_modules(tmp_path):

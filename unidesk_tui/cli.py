@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -218,15 +217,23 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    # We use no pydantic plugins; looking for them scans every installed distribution's entry
-    # points the first time a model is built, which costs more than `job status` itself.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+def configure_logging() -> None:
+    """Diagnostics on stderr, at $UNIDESK_LOG_LEVEL (default WARNING). Commands that set
+    `logs_nothing` (job status, job list: polled, fast) skip it and the logging import, and call
+    it before they turn to modules that log."""
+    import logging
+
     logging.basicConfig(
         level=os.environ.get("UNIDESK_LOG_LEVEL", "WARNING"),
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # We use no pydantic plugins; looking for them scans every installed distribution's entry
+    # points the first time a model is built, which costs more than `job status` itself.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "unidesk"
     try:
@@ -244,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             raise UsageError("unidesk: invalid command line (see --help)") from None
         command = getattr(args, "command_name", None) or args.command or "unidesk"
+        if not getattr(args, "logs_nothing", False):
+            configure_logging()
         if args.command and (args.console_env != "file" or args.refresh is not None):
             # Before a subcommand these would be silently ignored, and e.g. an apply meant for
             # dev would run in file mode.

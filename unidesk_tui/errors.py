@@ -6,8 +6,11 @@ test keeps the two in step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import NamedTuple
+
+# No dataclasses here: every command imports this module, and `job status` must start fast
+# (bench/startup.py); dataclasses loads inspect, ast and dis, a tenth of that start.
 
 
 class ExitCode(IntEnum):
@@ -68,8 +71,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal_error"
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """One coded problem; `service` and `path` say where, when known."""
 
     code: ErrorCode
@@ -86,15 +88,12 @@ class Problem:
         return out
 
 
-@dataclass
 class UnideskError(Exception):
     """Raised for any expected failure; carries every problem found, not only the first."""
 
-    problems: list[Problem] = field(default_factory=list)
-
     def __init__(self, *problems: Problem) -> None:
         super().__init__(problems[0].message if problems else "error")
-        self.problems = list(problems)
+        self.problems: list[Problem] = list(problems)
 
     @classmethod
     def of(cls, code: ErrorCode, message: str, *, service: str | None = None, path: str | None = None) -> UnideskError:

@@ -153,6 +153,9 @@ def _status(args: argparse.Namespace, ws: Workspace) -> int:
         _print(text)
         return ExitCode.OK
     # Not taken as is (a dead worker to record, an older record, an error): the typed store.
+    from unidesk_tui.cli import configure_logging
+
+    configure_logging()
     from unidesk_tui import jobs
     from unidesk_tui.documents import JobDocument, to_errors
 
@@ -233,6 +236,9 @@ def _list(args: argparse.Namespace, ws: Workspace) -> int:
     if (text := job_files.list_text(ws.state_dir)) is not None:
         _print(text)
         return ExitCode.OK
+    from unidesk_tui.cli import configure_logging
+
+    configure_logging()
     from unidesk_tui import jobs
     from unidesk_tui.documents import JobListDocument, JobSummary
 
@@ -294,7 +300,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"log bytes to return (default {DEFAULT_TAIL_BYTES})",
     )
-    s.set_defaults(handler=_status, command_name="job status")
+    s.set_defaults(handler=_status, command_name="job status", logs_nothing=True)
     c = jsub.add_parser("cancel", help="stop a queued or running job (its remote command too); waits for its end")
     c.add_argument("job_id", metavar="JOB_ID")
     c.add_argument(
@@ -316,4 +322,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     pr.set_defaults(handler=_prune, command_name="job prune")
     ls = jsub.add_parser("list", help="every job, newest first")
-    ls.set_defaults(handler=_list, command_name="job list")
+    ls.set_defaults(handler=_list, command_name="job list", logs_nothing=True)

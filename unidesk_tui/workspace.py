@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from unidesk_tui.catalog import Catalog
 
 
-@dataclass(frozen=True)
-class Workspace:
+class Workspace(NamedTuple):  # not a dataclass: `job status` starts without loading dataclasses
     root: Path
     state_dir: Path
 
