@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
-
-log = logging.getLogger(__name__)
 
 LAB_FAILED = "lab_failed"
 
@@ -54,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             doc = lab.status(args.dir)
     except Exception as exc:  # every failure is one JSON document, never a traceback on stdout
-        log.debug("lab %s failed", args.lab_command, exc_info=True)
+        import logging  # here: `unidesk --help` loads this module and starts without logging
+
+        logging.getLogger(__name__).debug("lab %s failed", args.lab_command, exc_info=True)
         print(
             json.dumps(
                 {"ok": False, "errors": [{"code": LAB_FAILED, "message": str(exc) or type(exc).__name__}]}, indent=2
@@ -69,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="unidesk")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    import logging
+
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     return args.func(args)
 

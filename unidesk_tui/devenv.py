@@ -9,7 +9,6 @@ bad manifest is caught before anything is applied.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -19,12 +18,15 @@ from unidesk_tui.errors import ErrorCode, ExitCode, Problem
 DEV_DIR = "src/components/microservices/k3sctl-adapter/k3s/dev"
 
 
-@dataclass
 class ManifestReport:
-    path: str
-    objects: list[str] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    kubectl: dict | None = None  # the client dry-run's outcome, when asked for
+    """One dev manifest's validation (a plain class: `unidesk --help` imports this module and
+    starts without dataclasses)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.objects: list[str] = []
+        self.problems: list[Problem] = []
+        self.kubectl: dict | None = None  # the client dry-run's outcome, when asked for
 
     def to_dict(self) -> dict:
         out = {
