@@ -275,3 +275,17 @@ def test_the_probe_sees_heavy_modules(tmp_path):
         text=True,
     )
     assert "pydantic" in json.loads(res.stdout)["heavy"], res.stdout + res.stderr
+
+
+def test_a_constraint_the_light_reader_cannot_check_stops_the_shapes_from_being_generated():
+    """A field with e.g. ge=0 in a light document would be accepted by job_files as is, where
+    pydantic refuses it: generating document_shapes.json (and its freshness test) fails first."""
+    from pydantic import Field
+
+    from unidesk_tui import documents
+
+    class Counted(documents._Doc):
+        n: int = Field(0, ge=0)
+
+    with pytest.raises(ValueError, match="minimum"):
+        documents._trim(Counted.model_json_schema())

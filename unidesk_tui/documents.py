@@ -351,9 +351,16 @@ _SHAPE_KEYS = ("$ref", "anyOf", "const", "enum", "type", "pattern", "properties"
 SHAPES_FILE = Path(__file__).with_name("document_shapes.json")
 
 
+# For people, or implied by the light reader's rule that every field is present.
+_SHAPE_IGNORED = ("title", "description", "default", "required")
+
+
 def _trim(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
+    unknown = set(schema) - {*_SHAPE_KEYS, *_SHAPE_IGNORED}
+    if unknown:  # e.g. a new ge=/max_length=: job_files.conform must learn it, or it would accept too much
+        raise ValueError(f"job_files.conform does not check {sorted(unknown)}; teach it before using them")
     out: dict[str, Any] = {}
     for key in _SHAPE_KEYS:
         if key not in schema:
