@@ -186,6 +186,7 @@ async def restore_step(ctx: StepContext) -> None:
         "Service": (core.read_namespaced_service, core.replace_namespaced_service),
     }
     changed: dict[tuple[str, str], dict | None] = ctx.shared.get(K8S_BEFORE) or {}
+    restored: list[dict[str, Any]] = []
     for (kind, name), before in changed.items():
         if before is None:
             ctx.emit(f"restore_left={kind} {ns}/{name} (created by this job; nothing ran there before)")
@@ -193,7 +194,7 @@ async def restore_step(ctx: StepContext) -> None:
         if (before.get("metadata") or {}).get("namespace") != ns:  # never outside the service's namespace
             raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"refusing to restore {kind} {name} outside namespace {ns}")
         read, replace = calls[kind]
-        body = reapplicable(before)
+        body = {"apiVersion": "apps/v1" if kind == "Deployment" else "v1", "kind": kind} | reapplicable(before)
         try:
             live = api.sanitize_for_serialization(await read(name, ns, _request_timeout=10))
             body["metadata"]["resourceVersion"] = live["metadata"].get("resourceVersion")
@@ -202,8 +203,13 @@ async def restore_step(ctx: StepContext) -> None:
             raise fail(
                 ctx, ErrorCode.ROLLOUT_FAILED, f"restoring {kind} {ns}/{name}: HTTP {exc.status} {exc.reason}"
             ) from None
+        restored.append(body)
         ctx.emit(f"restore_applied={kind} {ns}/{name} (as before the job)")
-    # restore-verify requires exactly the recorded image under the run name, not the failed build
+    # restore-verify judges what is there now (fixed images included): the restored objects, and the
+    # job's rendered ones it had not applied yet; and exactly the recorded image, not the failed build
+    put_back = {(o["kind"], o["metadata"]["name"]) for o in restored}
+    rendered = ctx.shared.get("k8s_objects") or []
+    ctx.shared["k8s_objects"] = restored + [o for o in rendered if (o["kind"], o["metadata"]["name"]) not in put_back]
     ctx.shared["image_id"] = point.image_id
     ctx.shared["imported"] = kept.run_name
     ctx.emit(f"restore: {kept.run_name} -> {point.image_id} ({point.commit[:12]}, {point.detail})")
