@@ -106,6 +106,11 @@ def main() -> None:
             f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus; {install_mode()}; seconds, "
             f"{args.rounds} rounds"
         )
+        if os.getloadavg()[0] > (os.cpu_count() or 1):
+            print(
+                "busy machine (load above the cpu count): wall medians include waiting for a cpu; `cpu med` is "
+                "what each command costs itself"
+            )
         print(
             f"{'command':<22} {'median':>8} {'fastest':>8} {'- python':>9} {'cpu med':>8}  goal: median <= "
             f"{GOAL_S:.2f} s"
