@@ -43,9 +43,35 @@ async def listed_names(session, node) -> set[str]:
     return set(res.stdout.split())
 
 
-async def import_image(ctx, node, image: str, *, prefix: str, timeout: float = IMPORT_TIMEOUT) -> str:
+def service_tar_prefix(ctx, what: str) -> str:
+    """`<environment>--<service>-<what>`: what a service's import names its tarball with; `what` is
+    a 12-hex commit or `restore` (dead_tar_re tells them from another service's)."""
+    return f"{ctx.service.environment}--{ctx.service.id}-{what}"
+
+
+def dead_tar_re(ctx) -> re.Pattern[str]:
+    return re.compile(
+        rf"^{re.escape(f'{ctx.service.environment}--{ctx.service.id}')}-(?:[0-9a-f]{{12}}|restore)-.+-[0-9a-f]{{8}}\.tar$"
+    )
+
+
+async def prune_dead_tars(ctx, session, folder: str) -> None:
+    """Tarballs of this (environment, service) left by jobs killed mid-import. Called under the job's
+    target lock for the pair, so none of them belongs to a running job."""
+    listing = await session.run(["ls", "-A", "--", folder], timeout=60)
+    pattern = dead_tar_re(ctx)
+    dead = [posixpath.join(folder, n) for n in listing.stdout.split() if pattern.match(n)] if listing.ok else []
+    if dead and (await session.run(["rm", "-f", "--", *dead], timeout=60)).ok:
+        for path in dead:
+            ctx.emit(f"image_tmp_pruned={path}")
+
+
+async def import_image(
+    ctx, node, image: str, *, prefix: str, timeout: float = IMPORT_TIMEOUT, prune: bool = False
+) -> str:
     """Import `image` from the target's Docker into the node's containerd; returns the containerd
-    name it is listed under. No pipes: a tmp file under workDir, always removed afterwards."""
+    name it is listed under. No pipes: a tmp file under workDir, always removed afterwards (and,
+    with `prune`, those a killed job of this service left: its prefix is service_tar_prefix's)."""
     session = await ctx.session()
     image = checked_image(image)
     folder = posixpath.join(ctx.target.workDir, "images")
@@ -54,6 +80,8 @@ async def import_image(ctx, node, image: str, *, prefix: str, timeout: float = I
     await run_checked(
         session, ctx, ["mkdir", "-p", "--", folder], ErrorCode.ROLLOUT_FAILED, "creating the image folder"
     )
+    if prune:
+        await prune_dead_tars(ctx, session, folder)
     try:
         await run_checked(
             session,

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from executors.containerd import ctr_argv, import_image
+from executors.containerd import ctr_argv, import_image, service_tar_prefix
 from executors.containerd import image_id as containerd_image_id
 from executors.deployments import deployment_facts, read_deployments, rollout_crashes
 from executors.health import HealthReading, health_checks, health_expected, read_health
@@ -160,7 +160,8 @@ def refuse_node_exposure(ctx, manifest_text: str, objects: list[dict]) -> None:
 async def import_step(ctx) -> None:
     """`docker save` on the target, `ctr images import` into the native k3s containerd."""
     node = k3s_node(ctx)
-    full = await import_image(ctx, node, ctx.shared["image"], prefix=f"{ctx.service.id}-{ctx.service.commit[:12]}")
+    prefix = service_tar_prefix(ctx, ctx.service.commit[:12])
+    full = await import_image(ctx, node, ctx.shared["image"], prefix=prefix, prune=True)
     ctx.shared["imported"] = full
     ctx.emit(f"k3s_image_imported={full} containerd={node.containerdSocket}")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from executors.base import RESTORE_POINT, RestorePoint, StepContext
-from executors.containerd import containerd_name, ctr_argv, import_image
+from executors.containerd import containerd_name, ctr_argv, import_image, service_tar_prefix
 from executors.containerd import image_id as containerd_image_id
 from executors.deployments import deployment_facts, read_deployments
 from executors.provenance import scope_of
@@ -160,7 +160,7 @@ async def _image_back(ctx: StepContext, point: RestorePoint, kept: K3sRestore) -
             ErrorCode.ROLLOUT_FAILED,
             f"the previous image {point.image_id[:19]} is neither in containerd ({kept.keep_name}) nor in Docker",
         )
-    await import_image(ctx, node, kept.run_name, prefix=f"{ctx.service.id}-restore")
+    await import_image(ctx, node, kept.run_name, prefix=service_tar_prefix(ctx, "restore"), prune=True)
     if await containerd_image_id(session, node, kept.run_name) != point.image_id:
         raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"re-importing {point.image_id[:19]} as {kept.run_name} failed")
     ctx.emit(f"restore_image=reimported {point.image_id[:19]} from Docker as {kept.run_name}")

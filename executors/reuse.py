@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from executors.base import SKIP_STEPS, StepContext, StepFn
 from executors.provenance import built_image
-from executors.source import prune_dead_contexts
+from executors.source import prune_dead_contexts, remove_context
 from unidesk_tui.errors import ErrorCode, UnideskError
 
 
@@ -52,6 +52,9 @@ def reuse_step(skips: tuple[str, ...]) -> StepFn:
         ctx.shared.setdefault(SKIP_STEPS, {}).update({name: why for name in skips})
         if "source" in skips:  # its pruning too: a killed build's context must not outlive this apply
             await prune_dead_contexts(session, ctx, ctx.target.workDir, service.environment or "file", service.id)
+        context = ctx.shared.pop("context", None)  # made by a source step that ran first (k3s): only the build used it
+        if context and "build" in skips and await remove_context(session, ctx.target.workDir, context):
+            ctx.emit(f"target_build_context_removed={context}")
         ctx.emit(f"target_build=reused {record.imageId}")
         ctx.emit(f"target_build_reused={record.commitTag} -> {image} (no fetch, no build: {', '.join(skips)} skipped)")
 

@@ -57,6 +57,9 @@ def mirror_path(work_dir: str, repo: str) -> str:
     return posixpath.join(work_dir, "mirrors", f"{stem}-{key}.git")
 
 
+HEX = "[0-9a-f]"  # one hex digit, in a find -name pattern
+
+
 def context_path(work_dir: str, environment: str, service_id: str, commit: str) -> str:
     """A fresh directory per build."""
     return posixpath.join(work_dir, "contexts", f"{environment}--{service_id}-{commit[:12]}-{secrets.token_hex(4)}")
@@ -101,6 +104,8 @@ async def prune_dead_contexts(session, ctx, work_dir: str, environment: str, ser
     every such context is dead, whatever its age. Another environment's contexts are untouched.
     """
     contexts = posixpath.join(work_dir, "contexts")
+    # context_path's exact shape: `backend-core` must not match `backend-core-x`'s contexts
+    mine = f"{environment}--{service_id}-{HEX * 12}-{HEX * 8}"
     res = await session.run(
         [
             "find",
@@ -111,7 +116,10 @@ async def prune_dead_contexts(session, ctx, work_dir: str, environment: str, ser
             "1",
             "(",
             "-name",
-            f"{environment}--{service_id}-*",
+            mine,
+            "-o",
+            "-name",
+            f"{mine}.tar",  # git archive's, when its job died before unpacking it
             "-o",
             "-name",
             f"{service_id}-*",

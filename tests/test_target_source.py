@@ -83,14 +83,18 @@ async def test_contexts_of_dead_jobs_are_removed_by_liveness_not_age(git_world, 
     other_env = contexts / "dev--backend-core-0123456789ab-live0001"  # another environment's job may be running
     legacy_young = contexts / "backend-core-0123456789ab-old00001"  # unnamed environment: age still decides
     legacy_old = contexts / "backend-core-0123456789ab-old00002"
-    for path in (dead, other_env, legacy_young, legacy_old):
+    other_service = contexts / "file--backend-core-x-0123456789ab-dead0003"  # backend-core-x's: its own lock
+    dead_archive = contexts / "file--backend-core-0123456789ab-dead0004.tar"  # killed before unpacking
+    dead_archive.parent.mkdir(parents=True, exist_ok=True)
+    dead_archive.write_bytes(b"")
+    for path in (dead, other_env, legacy_young, legacy_old, other_service):
         path.mkdir(parents=True)
         (path / "Dockerfile").write_text("FROM scratch\n")
     old = time.time() - 3 * 3600
     os.utime(legacy_old, (old, old))
     ctx = Ctx(git_world, tmp_path)
     await source_step(ctx)
-    assert not dead.exists() and not legacy_old.exists()
-    assert other_env.exists() and legacy_young.exists()
+    assert not dead.exists() and not legacy_old.exists() and not dead_archive.exists()
+    assert other_env.exists() and legacy_young.exists() and other_service.exists()
     assert Path(ctx.shared["context"]).name.startswith("file--backend-core-")
     assert f"target_build_context_pruned={dead}" in ctx.lines

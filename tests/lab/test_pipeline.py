@@ -334,3 +334,32 @@ def test_a_dead_jobs_build_context_is_pruned_by_the_next_apply_even_when_it_reus
         assert dead.rsplit("/", 1)[1] not in contexts_left(lab, MAIN)
     finally:
         ssh(lab, MAIN, ["rm", "-rf", "--", dead])
+
+
+def test_k3s_apply_leaves_no_context_of_its_own_and_removes_dead_jobs_image_tarballs(lab, state, tmp_path):
+    """R2-lab found both: a reused k3s build kept the context its source step made (only the build
+    removed it), and a worker killed during `k3s-import` left its `docker save` tarball in
+    <workDir>/images, which no later apply removed. Another service's or environment's are kept."""
+    repo, old, new = lab["content"]["sampleRepo"], lab["content"]["old"], lab["content"]["new"]
+    sid = "code-queue"
+    for commit in (new, old):  # both built for code-queue on D601: the last apply below reuses
+        rc, doc, _ = apply(lab, state, write_manifest(tmp_path / f"{commit}.json", repo, {sid: commit}))
+        assert rc == 0, doc
+    work = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == "D601")["workDir"]
+    images = f"{work}/images"
+    dead = [
+        f"{images}/file--{sid}-{new[:12]}-unidesk-code-queue-d601-0badc0de.tar",
+        f"{images}/file--{sid}-restore-x-0badc0de.tar",
+    ]
+    kept = [f"{images}/dev--{sid}-{new[:12]}-x-0badc0de.tar", f"{images}/file--{sid}-mgr-{new[:12]}-x-0badc0de.tar"]
+    ssh(lab, "D601", ["sh", "-c", 'mkdir -p "$1" && shift && touch -- "$@"', "sh", images, *dead, *kept])
+    try:
+        rc, doc, events = apply(lab, state, write_manifest(tmp_path / "again.json", repo, {sid: new}))
+        assert rc == 0, doc
+        assert steps(doc, sid)["build"]["status"] == "skipped"  # the image was reused
+        assert not [c for c in contexts_left(lab, "D601") if c.startswith(f"file--{sid}-")]
+        left = ssh(lab, "D601", ["ls", "-A", "--", images]).stdout.decode().split()
+        assert {p.rsplit("/", 1)[1] for p in dead + kept} & set(left) == {p.rsplit("/", 1)[1] for p in kept}, left
+        assert all(f"image_tmp_pruned={p}" in texts(events, sid) for p in dead)
+    finally:
+        ssh(lab, "D601", ["rm", "-f", "--", *dead, *kept])
