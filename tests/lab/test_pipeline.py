@@ -343,7 +343,7 @@ def test_k3s_apply_leaves_no_context_of_its_own_and_removes_dead_jobs_image_tarb
     repo, old, new = lab["content"]["sampleRepo"], lab["content"]["old"], lab["content"]["new"]
     sid = "code-queue"
     for commit in (new, old):  # both built for code-queue on D601: the last apply below reuses
-        rc, doc, _ = apply(lab, state, write_manifest(tmp_path / f"{commit}.json", repo, {sid: commit}))
+        rc, doc, _ = apply_and_wait(lab, state, write_manifest(tmp_path / f"{commit}.json", repo, {sid: commit}))
         assert rc == 0, doc
     work = next(t for t in json.loads(Path(lab["config"]).read_text())["targets"] if t["id"] == "D601")["workDir"]
     images = f"{work}/images"
@@ -354,9 +354,9 @@ def test_k3s_apply_leaves_no_context_of_its_own_and_removes_dead_jobs_image_tarb
     kept = [f"{images}/dev--{sid}-{new[:12]}-x-0badc0de.tar", f"{images}/file--{sid}-mgr-{new[:12]}-x-0badc0de.tar"]
     ssh(lab, "D601", ["sh", "-c", 'mkdir -p "$1" && shift && touch -- "$@"', "sh", images, *dead, *kept])
     try:
-        rc, doc, events = apply(lab, state, write_manifest(tmp_path / "again.json", repo, {sid: new}))
+        rc, doc, events = apply_and_wait(lab, state, write_manifest(tmp_path / "again.json", repo, {sid: new}))
         assert rc == 0, doc
-        assert steps(doc, sid)["build"]["status"] == "skipped"  # the image was reused
+        assert service_steps(doc, sid)["build"]["status"] == "skipped"  # the image was reused
         assert not [c for c in contexts_left(lab, "D601") if c.startswith(f"file--{sid}-")]
         left = ssh(lab, "D601", ["ls", "-A", "--", images]).stdout.decode().split()
         assert {p.rsplit("/", 1)[1] for p in dead + kept} & set(left) == {p.rsplit("/", 1)[1] for p in kept}, left
