@@ -10,6 +10,7 @@ executors/registry.py.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import time
@@ -100,6 +101,9 @@ class _Pool:
             self._pool = TargetPool(self.catalog)
         return await self._pool.session(target_id)
 
+    def connected(self, target_id: str) -> bool:
+        return self._pool is not None and self._pool.connected(target_id)
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
@@ -132,6 +136,10 @@ class Context:
 
     async def session(self) -> TargetSession:
         return await self._pool.session(self.target.id)
+
+    def connected(self) -> bool:
+        """Whether an SSH session to the target is open (a step used it)."""
+        return self._pool.connected(self.target.id)
 
 
 def target_lock_wanted(record: JobRecord) -> dict[str, str]:
@@ -179,6 +187,62 @@ class PreLocked:
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
+
+
+STOP_GRACE = 5.0  # seconds a stopped step's own cleanup (e.g. removing its build context) may take
+ANSWER_TIMEOUT = 5.0  # seconds a target has to answer a round trip once a step exceeded its limit
+
+
+class Overrun(enum.Enum):
+    """How a step that exceeded its limit left: stopped, or stopped on a target that went silent."""
+
+    STOPPED = "stopped"
+    TARGET_SILENT = "target-silent"
+
+
+async def run_within(step: Step, ctx: Context, limit: float | None) -> Overrun | None:
+    """Run `step`; None when it ended within `limit`. A step stopped at its limit, or cancelled, gets
+    STOP_GRACE seconds for its cleanup: a cleanup blocked on a target that no longer answers must
+    not hold the job past its limit (it ends when the job's SSH sessions close). Meanwhile the
+    target is asked whether it still answers: a frozen host is the cause then, not a slow step."""
+    task = asyncio.ensure_future(step.run(ctx))
+    try:
+        await asyncio.wait({task}, timeout=limit)
+    except asyncio.CancelledError:
+        await _stop(task)
+        raise
+    if task.done():
+        task.result()  # its exception, if any
+        return None
+    _, silent = await asyncio.gather(_stop(task), target_silent(ctx))
+    return Overrun.TARGET_SILENT if silent else Overrun.STOPPED
+
+
+async def _stop(task: asyncio.Future[None]) -> None:
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=STOP_GRACE)
+    if not done:
+        log.debug("a stopped step is still cleaning up after %s s; left to end with its SSH session", STOP_GRACE)
+    # an error raised by its cleanup does not replace why the step was stopped
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+async def target_silent(ctx: Context) -> bool:
+    """Whether the step's target, over the SSH session the step used, no longer answers a command
+    within ANSWER_TIMEOUT (False when no session to it is open: nothing to ask)."""
+    if not ctx.connected():
+        return False
+    try:
+        session = await ctx.session()
+        return not (await session.run(["true"], timeout=ANSWER_TIMEOUT)).ok
+    except (UnideskError, OSError):
+        return True
+    except Exception as exc:  # asyncssh errors: the connection is gone
+        from unidesk_tui.targets import is_connection_loss
+
+        if is_connection_loss(exc):
+            return True
+        raise
 
 
 class JobEngine:
@@ -440,10 +504,21 @@ class JobEngine:
         ms = ctx.service.microservice
         limit = ms.timeout(step.limit) if step.limit and ms is not None else None
         try:
-            try:
-                # On timeout the step is cancelled: its remote command dies with its SSH channel.
-                await asyncio.wait_for(step.run(ctx), limit)
-            except TimeoutError:
+            overrun = await run_within(step, ctx, limit)
+            if overrun is not None:
+                # Stopped at its limit: its remote command dies with its SSH channel.
+                if overrun == Overrun.TARGET_SILENT:
+                    ctx.emit(
+                        f"step {step.name} exceeded its limit of {limit} s and target {ctx.target.id} does not "
+                        f"answer over SSH: stopped",
+                        "stderr",
+                    )
+                    raise UnideskError.of(
+                        ErrorCode.TARGET_UNREACHABLE,
+                        f"{service}: step {step.name} exceeded its limit of {limit} s and target {ctx.target.id} "
+                        f"does not answer over SSH (no reply within {ANSWER_TIMEOUT:g} s)",
+                        service=service,
+                    )
                 ctx.emit(
                     f"step {step.name} exceeded its limit of {limit} s: stopped, its remote command killed", "stderr"
                 )
@@ -452,7 +527,7 @@ class JobEngine:
                     f"{service}: step {step.name} exceeded its limit of {limit} s "
                     f"(config.json microservices[].timeouts.{step.limit})",
                     service=service,
-                ) from None
+                )
             if ctx.events == 0:
                 problem = ErrorItem(
                     code=ErrorCode.NO_PROGRESS,

@@ -182,7 +182,10 @@ class TargetSession:
         out: list[str] = []
         err: list[str] = []
         try:
-            proc = await self.conn.create_process(cmd, encoding="utf-8", errors="replace")
+            # bounded too: a frozen sshd accepts no channel, and only the keepalive would notice
+            proc = await asyncio.wait_for(self.conn.create_process(cmd, encoding="utf-8", errors="replace"), timeout)
+        except TimeoutError:
+            raise unreachable(self.target, f"no channel opened within {timeout:g} s") from None
         except (OSError, asyncssh.Error) as exc:
             raise unreachable(self.target, f"cannot open a channel: {exc}") from None
 
