@@ -3,9 +3,9 @@ target locks, dockerd/compose on main-server and containerd plus the (emulated) 
 D601, through the real compose and k3s pipelines. The workload suites beside this file give the
 volume; these prove the same faults hold for the real pipelines.
 
-Conventions of the session lab kept here: backend-core is left running the seeded `old` commit,
-and no commit is built that the lab did not build before (old and new; `--force` rebuilds from
-the target's build cache).
+Conventions of the session lab kept here: backend-core is left running the seeded `old` commit;
+besides old and new (`--force` rebuilds them from the target's build cache) only R6 builds, two
+commits of its own (branches test-r6-*).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.lab.helpers_live import host_snapshot, kube_snapshot, ssh, write_manifest
+from tests.lab.helpers_live import host_snapshot, ssh, write_manifest
 from tests.reliability.test_r2_worker_kills import corrupt_files
 from unidesk_tui import jobs
 from unidesk_tui.apply import apply, wait_job
@@ -371,9 +371,25 @@ def cli(lab: dict, state: Path, *args: str, env: dict[str, str] | None = None, w
     return json.loads(proc.stdout), proc.stdout + proc.stderr
 
 
+# Every Deployment by its generation (bumped by a change of its spec, not by the controller's status
+# updates: a pod turning ready meanwhile is not a change of ours) and its labels and annotations (the
+# deploy stamps), every other object by its resourceVersion.
+KUBE_OBJECTS = """
+import json, urllib.request
+out = {}
+for path in ("/apis/apps/v1/deployments", "/api/v1/services", "/api/v1/namespaces", "/api/v1/configmaps"):
+    items = json.load(urllib.request.urlopen("http://127.0.0.1:6443" + path, timeout=10))["items"]
+    key = "generation" if "deployments" in path else "resourceVersion"
+    out[path] = sorted((m.get("namespace", ""), m["name"], m.get(key), json.dumps([m.get("labels"), m.get("annotations")],
+                        sort_keys=True)) for m in (i["metadata"] for i in items))
+print(json.dumps(out, sort_keys=True))
+"""
+
+
 def runtime(lab: dict) -> dict[str, str]:
-    """Every host's containers and images, and every Kubernetes object with its resourceVersion."""
-    return {**{h: host_snapshot(lab, h) for h in ("main-server", "D601", "D518")}, "kube": kube_snapshot(lab)}
+    """Every host's containers and images, and every Kubernetes object's version."""
+    kube = ssh(lab, K3S["host"], ["python3", "-c", KUBE_OBJECTS]).stdout.decode()
+    return {**{h: host_snapshot(lab, h) for h in ("main-server", "D601", "D518")}, "kube": kube}
 
 
 R5_ATTEMPTS = {
