@@ -134,23 +134,47 @@ class GitWorld:
         return sha
 
 
-def catalog_doc(service_url: str) -> dict:
-    """A small config.json whose hosts are closed loopback ports: a live read fails fast, locally."""
-    ssh = {"host": "127.0.0.1", "port": 9, "user": "root"}
+def catalog_doc(
+    service_url: str,
+    *,
+    ports: dict[str, int] | None = None,
+    known_hosts: str | None = None,
+    proxy: bool = True,
+    k3s_service: bool = False,
+) -> dict:
+    """A small config.json whose hosts are closed loopback ports: a live read fails fast, locally.
+
+    `ports`: target id -> ssh port (main-server 9, D601 7 unless given); `known_hosts`: the targets'
+    knownHosts file; `proxy`: a microservice proxy (also on a closed port); `k3s_service`: add
+    code-queue, a service in k3s on D601 (the console's catalog).
+    """
+    ports = ports or {"main-server": 9, "D601": 7}
+
+    def ssh(target: str) -> dict:
+        found = {"host": "127.0.0.1", "port": ports[target], "user": "root"}
+        return {**found, "knownHosts": known_hosts} if known_hosts else found
+
     build = {"dockerfile": "Dockerfile", "context": ".", "image": "unidesk-sample:main"}
+    code_queue = {
+        "id": "code-queue",
+        "repository": {"url": service_url},
+        "build": build,
+        "deployment": {"mode": "k3sctl-managed", "target": "D601"},
+        "k8s": {"manifest": "k3s/code-queue.k8s.yaml", "namespace": "unidesk", "deployments": ["code-queue"]},
+    }
     return {
         "targets": [
-            {"id": "main-server", "role": "main", "ssh": ssh},
+            {"id": "main-server", "role": "main", "ssh": ssh("main-server")},
             {
                 "id": "D601",
                 "role": "provider",
-                "ssh": {**ssh, "port": 7},
+                "ssh": ssh("D601"),
                 "providerId": "D601",
                 "egressProxy": "http://127.0.0.1:18789",
                 "k3s": {},
             },
         ],
-        "microserviceProxy": {"url": "http://127.0.0.1:9"},
+        **({"microserviceProxy": {"url": "http://127.0.0.1:9"}} if proxy else {}),
         "environments": {
             "dev": {
                 "namespace": "unidesk-dev",
@@ -173,6 +197,7 @@ def catalog_doc(service_url: str) -> dict:
                 "deployment": {"mode": "unidesk-direct", "target": "main-server"},
                 "build": build,
                 "compose": {"project": "unidesk", "service": "backend-core"},
+                # dev runs its own image in k3s on the dev namespace (an isolated environment apply)
                 "environments": {
                     "dev": {
                         "deployment": {"mode": "k3sctl-managed", "target": "D601"},
@@ -192,6 +217,7 @@ def catalog_doc(service_url: str) -> dict:
                 "deployment": {"mode": "unidesk-direct", "target": "main-server"},
                 "compose": {"project": "unidesk", "service": "frontend"},
             },
+            *([code_queue] if k3s_service else []),
             {
                 "id": "code-queue-mgr",
                 "repository": {"url": service_url},
@@ -208,19 +234,25 @@ def catalog_doc(service_url: str) -> dict:
     }
 
 
+def service_repo(bare: Path, clone: Path, first_date: int) -> list[str]:
+    """A bare service repository and a clone of it, with three commits (v0, v1, v2 of a Dockerfile,
+    dated one second apart from `first_date`) pushed to main; their SHAs, oldest first."""
+    git(bare.parent, "init", "-q", "--bare", str(bare))
+    git(clone.parent, "clone", "-q", str(bare), str(clone))
+    commits = [
+        commit_file(clone, "Dockerfile", f"FROM scratch\n# v{i}\n", f"v{i}", date=f"{first_date + i} +0000")
+        for i in range(3)
+    ]
+    git(clone, "push", "-q", "origin", "HEAD:refs/heads/main")
+    return commits
+
+
 @pytest.fixture
 def git_world(tmp_path: Path) -> GitWorld:
     remote = tmp_path / "remote"
     remote.mkdir()
-    svc_bare = remote / "sample.git"
-    git(remote, "init", "-q", "--bare", str(svc_bare))
-    clone = tmp_path / "sample"
-    git(tmp_path, "clone", "-q", str(svc_bare), str(clone))
-    pushed = [
-        commit_file(clone, "Dockerfile", f"FROM scratch\n# v{i}\n", f"v{i}", date=f"{1_600_000_000 + i} +0000")
-        for i in range(3)
-    ]
-    git(clone, "push", "-q", "origin", "HEAD:refs/heads/main")
+    svc_bare, clone = remote / "sample.git", tmp_path / "sample"
+    pushed = service_repo(svc_bare, clone, 1_600_000_000)
     twins = colliding_commits(clone)
     git(clone, "push", "-q", "origin", f"{twins[0]}:refs/heads/twin-a", f"{twins[1]}:refs/tags/twin-b")
     unpushed = commit_file(clone, "Dockerfile", "FROM scratch\n# local only\n", "unpushed")

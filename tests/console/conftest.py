@@ -12,7 +12,7 @@ import pytest
 import pytest_textual_snapshot
 from syrupy.extensions.single_file import SingleFileSnapshotExtension
 
-from tests.conftest import commit_file, git
+from tests.conftest import catalog_doc, git, service_repo
 from unidesk_tui import jobs
 from unidesk_tui.documents import FileSourceDoc, JobRecord, JobResult, PlanItem, StepRecord
 from unidesk_tui.model import JOB_ACTIVE
@@ -56,88 +56,6 @@ class ConsoleWorld:
         return Workspace.at(self.workspace, self.state_dir)
 
 
-def catalog(service_url: str, ports: dict[str, int], known_hosts: str) -> dict:
-    def ssh(target: str) -> dict:
-        return {"host": "127.0.0.1", "port": ports[target], "user": "root", "knownHosts": known_hosts}
-
-    build = {"dockerfile": "Dockerfile", "context": ".", "image": "unidesk-sample:main"}
-    return {
-        "targets": [
-            {"id": "main-server", "role": "main", "ssh": ssh("main-server")},
-            {
-                "id": "D601",
-                "role": "provider",
-                "ssh": ssh("D601"),
-                "providerId": "D601",
-                "egressProxy": "http://127.0.0.1:18789",
-                "k3s": {},
-            },
-        ],
-        "environments": {
-            "dev": {
-                "namespace": "unidesk-dev",
-                "providerId": "D601-dev",
-                "target": "D601",
-                "database": {"host": "postgres-dev.unidesk-dev.svc.cluster.local", "port": 5432, "name": "unidesk_dev"},
-                "applyEnabled": ["backend-core", "frontend", "code-queue"],
-            },
-            "prod": {
-                "namespace": "unidesk",
-                "providerId": "D601",
-                "target": "D601",
-                "database": {"host": "postgres.unidesk.svc.cluster.local", "port": 5432, "name": "unidesk"},
-            },
-        },
-        "microservices": [
-            {
-                "id": "backend-core",
-                "repository": {"url": service_url},
-                "build": build,
-                "deployment": {"mode": "unidesk-direct", "target": "main-server"},
-                "compose": {"project": "unidesk", "service": "backend-core"},
-                # dev runs its own image in k3s on the dev namespace (an isolated environment apply)
-                "environments": {
-                    "dev": {
-                        "deployment": {"mode": "k3sctl-managed", "target": "D601"},
-                        "k8s": {
-                            "manifest": "k3s/dev/core.k8s.yaml",
-                            "namespace": "unidesk-dev",
-                            "deployments": ["backend-core-dev"],
-                        },
-                        "build": {"image": "unidesk-sample:dev"},
-                    }
-                },
-            },
-            {
-                "id": "frontend",
-                "repository": {"url": service_url},
-                "build": build,
-                "deployment": {"mode": "unidesk-direct", "target": "main-server"},
-                "compose": {"project": "unidesk", "service": "frontend"},
-            },
-            {
-                "id": "code-queue",
-                "repository": {"url": service_url},
-                "build": build,
-                "deployment": {"mode": "k3sctl-managed", "target": "D601"},
-                "k8s": {"manifest": "k3s/code-queue.k8s.yaml", "namespace": "unidesk", "deployments": ["code-queue"]},
-            },
-            {
-                "id": "code-queue-mgr",
-                "repository": {"url": service_url},
-                "build": build,
-                "deployment": {"mode": "internal-sidecar", "target": "main-server"},
-                "compose": {"project": "unidesk", "service": "code-queue-mgr"},
-            },
-            {
-                "id": "node-exporter",
-                "image": "docker.io/prom/node-exporter:v1.8.0",
-                "deployment": {"mode": "unidesk-direct", "target": "main-server"},
-            },
-        ],
-    }
-
-
 def _env_branch(ws: Path, environment: str, text: str) -> str:
     blob = git(ws, "hash-object", "-w", "--stdin", input=text.encode())
     tree = git(ws, "mktree", input=f"100644 blob {blob}\tdeploy.json\n".encode())
@@ -158,14 +76,7 @@ def build_world(root: Path) -> ConsoleWorld:
     remote = root / "remote"
     remote.mkdir(parents=True)
     svc_bare = remote / "sample-service.git"
-    git(remote, "init", "-q", "--bare", str(svc_bare))
-    clone = root / "sample-service"
-    git(root, "clone", "-q", str(svc_bare), str(clone))
-    commits = [
-        commit_file(clone, "Dockerfile", f"FROM scratch\n# v{i}\n", f"v{i}", date=f"{1_700_000_000 + i} +0000")
-        for i in range(3)
-    ]
-    git(clone, "push", "-q", "origin", "HEAD:refs/heads/main")
+    commits = service_repo(svc_bare, root / "sample-service", 1_700_000_000)
     url = f"{REPO_BASE}{svc_bare.name}"
     (root / "gitconfig").write_text(f'[url "file://{remote}/"]\n\tinsteadOf = {REPO_BASE}\n')
 
@@ -176,7 +87,8 @@ def build_world(root: Path) -> ConsoleWorld:
     ports = {"main-server": 1, "D601": 3}  # nothing listens: connection refused, at once
     known = root / "known_hosts"
     known.write_text("")
-    (ws / "config.json").write_text(json.dumps(catalog(url, ports, str(known)), indent=2))
+    config = catalog_doc(url, ports=ports, known_hosts=str(known), proxy=False, k3s_service=True)
+    (ws / "config.json").write_text(json.dumps(config, indent=2))
 
     def manifest(entries: list[tuple[str, str]], environment: str | None = None) -> str:
         doc: dict = {"schemaVersion": 1}
