@@ -14,7 +14,7 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension
 
 from tests.conftest import catalog_doc, git, service_repo
 from unidesk_tui import jobs
-from unidesk_tui.documents import FileSourceDoc, JobRecord, JobResult, PlanItem, StepRecord
+from unidesk_tui.documents import ErrorItem, FileSourceDoc, JobRecord, JobResult, PlanItem, StepRecord
 from unidesk_tui.model import JOB_ACTIVE
 from unidesk_tui.workspace import Workspace
 
@@ -148,23 +148,24 @@ def iso(epoch: float) -> str:
 
 
 def record_job(
-    state_dir: Path,
+    world: ConsoleWorld,
     job_id: str,
     *,
     status: str,
-    services: list[str],
     steps: list[StepRecord],
     events: list[tuple[str | None, str | None, str, str]],
+    services: list[str] | None = None,
     result: JobResult | None = None,
     environment: str = "file",
-    workspace: Path,
     alive: bool = False,
     plan: list[PlanItem] | None = None,
 ) -> JobRecord:
-    """Write job.json and events.jsonl with jobs.create_job / jobs.EventLog.
+    """Write job.json and events.jsonl in the world's state dir with jobs.create_job / jobs.EventLog
+    (a job of backend-core unless `services` says otherwise).
 
     `alive` records this test process as the worker, so the store reports the job as running.
     """
+    state_dir, workspace = world.state_dir, world.workspace
     pid = os.getpid() if alive else None
     record = JobRecord(
         id=job_id,
@@ -172,7 +173,7 @@ def record_job(
         environment=environment,
         source=FileSourceDoc(path=str(workspace / "deploy.json")),
         workspace=str(workspace),
-        services=services,
+        services=services or ["backend-core"],
         steps=steps,
         result=result,
         plan=plan or [],
@@ -202,3 +203,38 @@ def step(
         durationMs=int(seconds * 1000) if seconds is not None else None,
         **kw,
     )
+
+
+@dataclass
+class StaleHealth:
+    """backend-core wanted at commits[2] runs healthy but its health reports commits[1]: the job's
+    verification fails on the health layer (what a recorded failed job shows)."""
+
+    want: str
+    old: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"backend-core: live runtime does not prove {self.want}: health deploy.commit is {self.old} (healthy), "
+            f"expected {self.want}"
+        )
+
+    def plan(self) -> list[PlanItem]:
+        reason = f"running {self.old[:12]}, desired {self.want[:12]}"
+        return [PlanItem(id="backend-core", commit=self.want, action="deploy", reason=reason)]
+
+    def result(self) -> JobResult:
+        error = ErrorItem(code="verification_failed", message=self.message, service="backend-core")
+        return JobResult(ok=False, services={"backend-core": "failed"}, errors=[error])
+
+    def verify_events(self) -> list[tuple[str | None, str | None, str, str]]:
+        seen = f"health deploy.commit is {self.old} (healthy), expected {self.want}"
+        return [
+            ("backend-core", "verify", "stdout", f"verification pending: {seen}"),
+            ("backend-core", "verify", "stderr", f"verification_failed: {seen}"),
+        ]
+
+
+def stale_health(world: ConsoleWorld) -> StaleHealth:
+    return StaleHealth(want=world.commits[2], old=world.commits[1])

@@ -14,9 +14,9 @@ import time
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, Log
 
-from tests.console.conftest import FIXED_NOW, SIZE, ConsoleWorld, record_job, step
+from tests.console.conftest import SIZE, ConsoleWorld, record_job, step
+from tests.console.helpers import bound, console, grid, make_app, row_ids, settle, wait_until
 from unidesk_tui import jobs, plan_cache
-from unidesk_tui.app import UnideskApp
 from unidesk_tui.documents import Operator
 from unidesk_tui.live import read_live
 from unidesk_tui.model import JOB_ACTIVE, Environment
@@ -33,37 +33,9 @@ from unidesk_tui.widgets.status_header import StatusHeader
 RUNNING_JOB = "20261127T035800Z-0a1b2c"
 
 
-def make_app(world: ConsoleWorld, **kw) -> UnideskApp:
-    kw.setdefault("refresh_interval", 0)
-    kw.setdefault("clock", lambda: FIXED_NOW)
-    kw.setdefault("read_live", read_live)
-    return UnideskApp(world.ws(), **kw)
-
-
-async def settle(pilot, app: UnideskApp) -> None:
-    """Wait until the refresh in flight (if any) has landed on screen."""
-    for _ in range(600):
-        await pilot.pause(0.05)
-        main = app.main_screen
-        if main is not None and main._refreshing is None and main.document is not None and app._jobs_seen:
-            await pilot.pause()
-            return
-    raise AssertionError("the console never finished its refresh")
-
-
-def grid(app: UnideskApp) -> ServiceGrid:
-    return app.main_screen.query_one(ServiceGrid)
-
-
-def row_ids(app: UnideskApp) -> list[str]:
-    return grid(app).row_keys
-
-
 class TestGrid:
     async def test_rows_come_from_a_real_check(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             assert row_ids(app) == ["backend-core", "code-queue", "code-queue-mgr", "frontend", "node-exporter"]
             doc = app.main_screen.document
             states = {i.id: i.live.state if i.live else None for i in doc.services}
@@ -75,9 +47,7 @@ class TestGrid:
             assert grid(app).get_cell("frontend", "desired").plain == world.commits[1][:7]
 
     async def test_refresh_keeps_cursor_and_scroll(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             await pilot.press("j", "j", "j")
             assert grid(app).selected_id == "frontend"
             # change the desired state underneath: frontend moves to the newest commit
@@ -90,9 +60,7 @@ class TestGrid:
             assert grid(app).cursor_row == 3
 
     async def test_filter_and_clear(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             await pilot.press("slash", *"queue")
             assert row_ids(app) == ["code-queue", "code-queue-mgr"]
             await pilot.press("enter")
@@ -102,9 +70,7 @@ class TestGrid:
             assert not app.main_screen.query_one("#filter", Input).display
 
     async def test_sort_by_state_puts_problems_first(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             app.main_screen.sort_column = "state"
             await pilot.pause()
             assert row_ids(app)[-1] == "node-exporter"  # unsupported sorts after unreachable
@@ -112,9 +78,7 @@ class TestGrid:
             assert row_ids(app)[0] == "node-exporter"
 
     async def test_detail_shows_full_shas_and_reason(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             await pilot.press("enter")
             assert isinstance(app.screen, ServiceDetailScreen)
             assert app.screen.item.id == "backend-core"
@@ -127,9 +91,7 @@ class TestGrid:
 
 class TestNavigation:
     async def test_help_lists_the_keys(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             await pilot.press("question_mark")
             assert isinstance(app.screen, HelpScreen)
             text = str(app.screen.query_one("VerticalScroll Static").render())
@@ -143,9 +105,7 @@ class TestNavigation:
             assert "Open log" in text and "Cancel job" in text and "Stage" not in text
 
     async def test_palette_jumps_to_a_service(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             await pilot.press("colon")
             assert isinstance(app.screen, CommandPalette)
             await pilot.press(*"service frontend")
@@ -162,9 +122,8 @@ class TestNavigation:
 
 class TestCache:
     async def test_first_paint_comes_from_the_cache_marked_stale(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world):
+            pass  # a first refresh, landed: it writes the plan cache
         cached = plan_cache.load(world.state_dir, world.workspace, Environment.FILE)
         assert cached is not None and len(cached.document.services) == 5
 
@@ -190,9 +149,7 @@ class TestCache:
 
 class TestEnvironments:
     async def test_switch_to_dev_shows_the_dry_run_environment_plan(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             await pilot.press("2")
             await settle(pilot, app)
             doc = app.main_screen.document
@@ -210,9 +167,7 @@ class TestEnvironments:
 
 class TestPlanAndApply:
     async def test_stage_and_unstage(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             await pilot.press("space", "j", "space")
             pane = app.main_screen.query_one(PlanPane)
             assert [i.id for i in pane.items] == ["backend-core", "code-queue"]
@@ -225,10 +180,7 @@ class TestPlanAndApply:
             assert [i.id for i in pane.items] == ["code-queue"]
 
     async def test_cancel_changes_nothing(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("2")
-            await settle(pilot, app)
+        async with console(world, "2") as (app, pilot):
             await pilot.press("space", "a")
             assert isinstance(app.screen, ConfirmApplyScreen)
             await pilot.press("n")
@@ -240,34 +192,20 @@ class TestPlanAndApply:
             assert jobs.list_jobs(world.state_dir) == []
 
     async def test_confirm_starts_a_detached_job_and_streams_it(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("2")
-            await settle(pilot, app)
+        async with console(world, "2") as (app, pilot):
             await pilot.press("space", "a", "d")  # backend-core; dry-run chosen in the dialog
             dialog = app.screen
             assert isinstance(dialog, ConfirmApplyScreen)
             assert dialog.request.dry_run and not dialog.request.force
-            for _ in range(400):  # the dialog binds the plan it shows; y waits for that
-                await pilot.pause(0.05)
-                if dialog.request.saved is not None:
-                    break
+            await bound(pilot, app)  # the dialog binds the plan it shows; y waits for that
             text = str(dialog.query_one("#confirm-body Static").render())
             assert "DEV" in text and "D601" in text and world.commits[2] in text and "dry run" in text
             await pilot.press("y")
-            for _ in range(400):
-                await pilot.pause(0.05)
-                if isinstance(app.screen, JobLogScreen):
-                    break
-            assert isinstance(app.screen, JobLogScreen)
+            await wait_until(pilot, lambda: isinstance(app.screen, JobLogScreen), "the job view")
             listed = jobs.list_jobs(world.state_dir)
             assert [j.id for j in listed] == [app.screen.job_id]
             assert listed[0].dryRun and listed[0].services == ["backend-core"] and listed[0].environment == "dev"
-            for _ in range(400):
-                await pilot.pause(0.05)
-                if app.screen.lines_written:
-                    break
-            assert app.screen.lines_written > 0
+            await wait_until(pilot, lambda: app.screen.lines_written > 0, "the job's log lines")
             jobs_done = [j for j in jobs.list_jobs(world.state_dir) if j.status in JOB_ACTIVE]
             for job in jobs_done:  # let the detached worker finish before the fixture is reused
                 for _ in range(600):
@@ -276,10 +214,7 @@ class TestPlanAndApply:
                     await asyncio.sleep(0.05)
 
     async def test_prod_apply_is_disabled_with_the_reason(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("3")
-            await settle(pilot, app)
+        async with console(world, "3") as (app, pilot):
             await pilot.press("space", "a")
             assert app.screen is app.main_screen  # no confirmation is offered
             pane_text = str(app.main_screen.query_one(PlanPane).render())
@@ -287,10 +222,7 @@ class TestPlanAndApply:
             assert jobs.list_jobs(world.state_dir) == []
 
     async def test_dev_refuses_services_outside_the_slice_before_confirming(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("2")
-            await settle(pilot, app)
+        async with console(world, "2") as (app, pilot):
             grid(app).select("code-queue-mgr")
             await pilot.press("space", "a")
             assert app.screen is app.main_screen
@@ -301,11 +233,9 @@ class TestPlanAndApply:
 class TestJobs:
     def _record_running(self, world: ConsoleWorld) -> None:
         record_job(
-            world.state_dir,
+            world,
             RUNNING_JOB,
             status="running",
-            services=["backend-core"],
-            workspace=world.workspace,
             alive=True,
             steps=[
                 step("backend-core", "source", "succeeded", 90, 4.2),
@@ -322,21 +252,21 @@ class TestJobs:
         self._record_running(world)
         app = make_app(world)
         async with app.run_test(size=SIZE) as pilot:
-            for _ in range(200):
-                await pilot.pause(0.05)
-                if isinstance(app.screen, JobLogScreen) and app.screen.lines_written:
-                    break
+            await wait_until(
+                pilot, lambda: isinstance(app.screen, JobLogScreen) and app.screen.lines_written, "the job view", 200
+            )
             screen = app.screen
             assert isinstance(screen, JobLogScreen) and screen.job_id == RUNNING_JOB
             # a line the worker writes now streams in
             jobs.EventLog(world.state_dir, RUNNING_JOB).append(
                 "#2 exporting layers", service="backend-core", step="build"
             )
-            for _ in range(200):
-                await pilot.pause(0.05)
-                if any("exporting layers" in line for line in screen.query_one(Log).lines):
-                    break
-            assert any("exporting layers" in line for line in screen.query_one(Log).lines)
+            await wait_until(
+                pilot,
+                lambda: any("exporting layers" in line for line in screen.query_one(Log).lines),
+                "the new line",
+                200,
+            )
             await pilot.press("J")
             assert isinstance(app.screen, JobsScreen)
             table = app.screen.query_one(DataTable)
@@ -345,19 +275,15 @@ class TestJobs:
     async def test_jobs_screen_shows_who_ran_each_job(self, world: ConsoleWorld) -> None:
         done = "20261127T035000Z-0d0e0f"
         record_job(
-            world.state_dir,
+            world,
             done,
             status="succeeded",
-            services=["backend-core"],
-            workspace=world.workspace,
             steps=[step("backend-core", "verify", "succeeded", 20, 1.0)],
             events=[(None, None, "engine", "job succeeded")],
         )
         who = Operator(user="alice", host="controller-1", workspace=str(world.workspace))
         jobs.update_job(world.state_dir, done, lambda r: r.model_copy(update={"operator": who}))
-        app = make_app(world, reattach=False)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world, reattach=False) as (app, pilot):
             await pilot.press("J")
             assert isinstance(app.screen, JobsScreen)
             await pilot.pause()
@@ -365,9 +291,7 @@ class TestJobs:
 
     async def test_quitting_while_a_job_runs_says_it_continues(self, world: ConsoleWorld) -> None:
         self._record_running(world)
-        app = make_app(world, reattach=False)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world, reattach=False) as (app, pilot):
             strip = app.main_screen.query_one("#jobs-strip")
             assert strip.display and RUNNING_JOB in str(strip.render())
             await pilot.press("q")
@@ -381,9 +305,7 @@ class TestJobs:
 class TestFailures:
     async def test_a_broken_config_is_shown_not_raised(self, world: ConsoleWorld) -> None:
         (world.workspace / "config.json").write_text("{ not json")
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             header = str(app.main_screen.query_one(StatusHeader).render())
             assert "config_invalid" in header
             assert app.main_screen.document.errors[0].code == "config_invalid"
@@ -435,9 +357,7 @@ class TestStateColours:
         not in the row's colour; drift and degraded differ too."""
         from unidesk_tui.documents import LiveState
 
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             main = app.main_screen
             doc = main.documents["file"]
             old = world.commits[0]

@@ -3,17 +3,16 @@ alerts and the streaming refresh, on the real git workspace of conftest and real
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.console.conftest import FIXED_NOW, SIZE, ConsoleWorld, record_job, step
-from tests.console.test_console import grid, make_app, row_ids, settle
+from tests.console.conftest import FIXED_NOW, SIZE, ConsoleWorld, record_job, stale_health, step
+from tests.console.helpers import console, grid, make_app, row_ids, settle, silent_main_server, wait_until
 from unidesk_tui import jobs
 from unidesk_tui.changes import commit_range
-from unidesk_tui.documents import ErrorItem, JobResult, LayerCheck, LiveState, PlanItem
+from unidesk_tui.documents import LayerCheck, LiveState, PlanItem
 from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
 from unidesk_tui.screens.diff import DiffScreen
 from unidesk_tui.screens.job_log import JobLogScreen, LogView
@@ -28,10 +27,8 @@ DRY_JOB = "20261127T035000Z-d1d1d1"
 
 
 def failed_job(world: ConsoleWorld, job_id: str = FAILED_JOB, status: str = "failed", alive: bool = False) -> None:
-    want, old = world.commits[2], world.commits[1]
-    message = (
-        f"backend-core: live runtime does not prove {want}: health deploy.commit is {old} (healthy), expected {want}"
-    )
+    stale = stale_health(world)
+    want, old = stale.want, stale.old
     steps = [
         step("backend-core", "source", "succeeded", 92, 3.1),
         step("backend-core", "build", "succeeded", 88, 21.5),
@@ -44,7 +41,7 @@ def failed_job(world: ConsoleWorld, job_id: str = FAILED_JOB, status: str = "fai
             **(
                 {
                     "code": "verification_failed",
-                    "message": message,
+                    "message": stale.message,
                     "verification": [
                         LayerCheck(layer="image", what="unidesk.ai/source-commit", expected=want, actual=want, ok=True),
                         LayerCheck(layer="health", what="deploy.commit", expected=want, actual=old, ok=False),
@@ -56,23 +53,13 @@ def failed_job(world: ConsoleWorld, job_id: str = FAILED_JOB, status: str = "fai
         ),
     ]
     record_job(
-        world.state_dir,
+        world,
         job_id,
         status=status,
-        services=["backend-core"],
-        workspace=world.workspace,
         alive=alive,
         steps=steps,
-        plan=[
-            PlanItem(id="backend-core", commit=want, action="deploy", reason=f"running {old[:12]}, desired {want[:12]}")
-        ],
-        result=JobResult(
-            ok=False,
-            services={"backend-core": "failed"},
-            errors=[ErrorItem(code="verification_failed", message=message, service="backend-core")],
-        )
-        if status == "failed"
-        else None,
+        plan=stale.plan(),
+        result=stale.result() if status == "failed" else None,
         events=[
             ("backend-core", "build", "stderr", "#8 DONE 0.0s"),
             ("backend-core", "build", "stdout", "#9 exporting to image"),
@@ -80,28 +67,9 @@ def failed_job(world: ConsoleWorld, job_id: str = FAILED_JOB, status: str = "fai
                 ("backend-core", "build", "stdout", f"#10 layer {i} pushed to the build cache " + "x" * 80)
                 for i in range(40)
             ],
-            (
-                "backend-core",
-                "verify",
-                "stdout",
-                f"verification pending: health deploy.commit is {old} (healthy), expected {want}",
-            ),
-            (
-                "backend-core",
-                "verify",
-                "stderr",
-                f"verification_failed: health deploy.commit is {old} (healthy), expected {want}",
-            ),
+            *stale.verify_events(),
         ],
     )
-
-
-async def wait_until(pilot, pred, what: str, tries: int = 400) -> None:
-    for _ in range(tries):
-        await pilot.pause(0.05)
-        if pred():
-            return
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- colour --------------------------------------------------------------------------------------
@@ -116,11 +84,9 @@ def test_every_state_has_its_own_shape() -> None:
 
 def test_a_dry_run_is_not_shown_as_succeeded(world: ConsoleWorld) -> None:
     record_job(
-        world.state_dir,
+        world,
         DRY_JOB,
         status="succeeded",
-        services=["backend-core"],
-        workspace=world.workspace,
         steps=[],
         events=[],
     )
@@ -132,9 +98,7 @@ def test_a_dry_run_is_not_shown_as_succeeded(world: ConsoleWorld) -> None:
 
 class TestColour:
     async def test_states_take_theme_colours_and_a_summary_counts_them(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             palette = Palette.of(app)
             theme = app.get_css_variables()
             assert palette.style("$error").lower() == theme["error"].lower()
@@ -149,10 +113,7 @@ class TestColour:
             )
 
     async def test_prod_is_marked(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("3")
-            await settle(pilot, app)
+        async with console(world, "3") as (app, pilot):
             assert app.main_screen.has_class("-prod")
             assert "PROD" in str(grid(app).border_title)
 
@@ -162,10 +123,7 @@ class TestColour:
 
 class TestLayout:
     async def test_80x24_keeps_id_state_desired_running_and_dialogs_fit(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("2")
-            await settle(pilot, app)
+        async with console(world, "2", size=(80, 24)) as (app, pilot):
             shown = grid(app)._shown
             assert {"id", "state", "desired", "running"} <= set(shown)
             line = grid(app).render_line(1).text
@@ -179,31 +137,23 @@ class TestLayout:
             assert keys.region.height == 1 and keys.region.bottom < dialog.region.bottom  # the keys line is not cut
 
     async def test_wide_terminal_shows_the_side_pane(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=(200, 50)) as pilot:
-            await settle(pilot, app)
+        async with console(world, size=(200, 50)) as (app, pilot):
             side = app.main_screen.query_one("#side")
             assert side.display
             await pilot.press("j")
             await pilot.pause()
             assert "code-queue" in str(side.render())
-        narrow = make_app(world)
-        async with narrow.run_test(size=SIZE) as pilot:
-            await settle(pilot, narrow)
+        async with console(world) as (narrow, pilot):
             assert not narrow.main_screen.query_one("#side").display
 
     async def test_a_click_selects_the_clicked_row(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             # widget row 0 is the border, row 1 the header: row 3 is the second service
             await pilot.click("#grid", offset=(5, 3))
             assert grid(app).selected_id == row_ids(app)[1]
 
     async def test_an_empty_filter_result_says_so(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             await pilot.press("slash", *"zzz")
             await pilot.pause()
             assert row_ids(app) == []
@@ -215,10 +165,7 @@ class TestLayout:
 
 class TestKeys:
     async def test_stage_all_drifted_and_yank(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("2")
-            await settle(pilot, app)
+        async with console(world, "2") as (app, pilot):
             await pilot.press("plus")
             # what dev apply accepts: backend-core (isolated dev override); not code-queue and frontend
             # (in the slice, but this world gives them no dev override), nor code-queue-mgr (outside it)
@@ -227,10 +174,7 @@ class TestKeys:
             assert app.clipboard == world.commits[2]
 
     async def test_force_and_dry_run_belong_to_the_dialog(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("2")
-            await settle(pilot, app)
+        async with console(world, "2") as (app, pilot):
             await pilot.press("space", "a", "f")
             text = str(app.screen.query_one("#confirm-text").render())
             assert "force ON" in text.replace("\n", " ") or "f force ON" in text
@@ -242,9 +186,7 @@ class TestKeys:
         self, world: ConsoleWorld
     ) -> None:
         failed_job(world)
-        app = make_app(world, reattach=False)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world, reattach=False) as (app, pilot):
             for _ in range(3):
                 await pilot.press("J")
                 await wait_until(
@@ -273,9 +215,7 @@ class TestDetail:
                 update={"plan": [PlanItem(id="backend-core", commit=old, action="deploy", reason="drift")]}
             ),
         )
-        app = make_app(world, reattach=False)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world, reattach=False) as (app, pilot):
             await pilot.press("enter")
             screen = app.screen
             assert isinstance(screen, ServiceDetailScreen)
@@ -305,9 +245,7 @@ class TestDetail:
         )
 
     async def test_d_opens_the_diff_view(self, world: ConsoleWorld) -> None:
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world) as (app, pilot):
             main = app.main_screen
             item = main.item("frontend")
             live = LiveState(
@@ -338,9 +276,7 @@ class TestLogViewer:
     ) -> None:
         failed_job(world)
         monkeypatch.chdir(tmp_path)
-        app = make_app(world, reattach=False)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot, app)
+        async with console(world, reattach=False) as (app, pilot):
             app.open_job(FAILED_JOB)
             await wait_until(
                 pilot,
@@ -428,14 +364,7 @@ class TestStreaming:
     async def test_a_silent_host_holds_only_its_own_rows(self, world: ConsoleWorld) -> None:
         """main-server accepts TCP and never speaks SSH; D601 refuses at once: its rows turn
         unreachable while main-server's wait (⟳), then main-server's turn within the connect bound."""
-        silent = socket.socket()
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(16)
-        try:
-            config = (world.workspace / "config.json").read_text()
-            (world.workspace / "config.json").write_text(
-                config.replace('"port": 1,', f'"port": {silent.getsockname()[1]},')
-            )
+        with silent_main_server(world):
             app = make_app(world)
             async with app.run_test(size=SIZE) as pilot:
                 started = time.monotonic()
@@ -458,8 +387,6 @@ class TestStreaming:
                 await settle(pilot, app)
                 assert "unreachable" in grid(app).get_cell("backend-core", "state").plain
                 assert time.monotonic() - started < 8.0  # the connect bound (5 s), not the probe bound
-        finally:
-            silent.close()
 
 
 # -- cancel --------------------------------------------------------------------------------------
@@ -478,9 +405,7 @@ class TestCancel:
                 RUNNING_JOB,
                 lambda r: r.model_copy(update={"workerPid": worker.pid, "workerStart": jobs.process_start(worker.pid)}),
             )
-            app = make_app(world, reattach=False)
-            async with app.run_test(size=SIZE) as pilot:
-                await settle(pilot, app)
+            async with console(world, reattach=False) as (app, pilot):
                 await pilot.press("c")
                 assert isinstance(app.screen, MessageDialog) and RUNNING_JOB in str(
                     app.screen.query_one("#message-title").render()
@@ -577,10 +502,7 @@ class TestBoundPlan:
     async def test_the_dialog_shows_the_bound_plan_and_a_stale_one_runs_nothing(self, world: ConsoleWorld) -> None:
         from tests.console.conftest import _env_branch
 
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("2")
-            await settle(pilot, app)
+        async with console(world, "2") as (app, pilot):
             grid(app).select("backend-core")
             await pilot.press("space", "a", "d")
             await confirmed_plan(pilot, app)
@@ -637,10 +559,7 @@ class TestLiveEnvironmentWording:
         "dry-run", and the dialog's why says what the view read and what the apply will do."""
         from unidesk_tui.widgets.status_header import StatusHeader
 
-        app = make_app(world)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("2")
-            await settle(pilot, app)
+        async with console(world, "2") as (app, pilot):
             main = app.main_screen
             header = main.query_one(StatusHeader)
             assert "dry-run environment plan" in str(header.render())

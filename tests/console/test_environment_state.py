@@ -4,8 +4,8 @@ it paints from, through the keys that switch environments."""
 
 from __future__ import annotations
 
-from tests.console.conftest import SIZE, ConsoleWorld
-from tests.console.test_console import make_app, settle
+from tests.console.conftest import ConsoleWorld
+from tests.console.helpers import console, settle
 from unidesk_tui import plan_cache
 from unidesk_tui.model import Environment
 from unidesk_tui.widgets.plan_pane import PlanPane
@@ -22,9 +22,7 @@ def state_of(app) -> set[object]:
 
 
 async def test_every_piece_of_console_state_names_the_environment(world: ConsoleWorld) -> None:
-    app = make_app(world)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app)
+    async with console(world) as (app, pilot):
         main = app.main_screen
         assert state_of(app) == {Environment.FILE} and all(type(e) is Environment for e in state_of(app))
         assert set(main.documents) == {Environment.FILE}

@@ -14,13 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.console.conftest import SIZE
-from tests.console.test_console import make_app, settle
+from tests.console.helpers import bound, confirmed_job, console, grid, settle, states, still_app
 from tests.lab.conftest import lab_skip_reason
 from unidesk_tui import jobs
 from unidesk_tui.model import JOB_TERMINAL
 from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
-from unidesk_tui.screens.job_log import JobLogScreen
-from unidesk_tui.widgets.service_grid import ServiceGrid
 from unidesk_tui.widgets.status_header import StatusHeader
 from unidesk_tui.workspace import Workspace
 
@@ -66,28 +64,10 @@ def lab_world(console_lab, tmp_path: Path):
     return World()
 
 
-async def bound(pilot, app) -> None:
-    """The confirmation binds the plan it shows before y can start it."""
-    for _ in range(1200):
-        await pilot.pause(0.05)
-        if isinstance(app.screen, ConfirmApplyScreen) and app.screen.request.saved is not None:
-            return
-    raise AssertionError(f"the plan was never bound: {getattr(app.screen, 'refusal', None)}")
-
-
-def grid(app) -> ServiceGrid:
-    return app.main_screen.query_one(ServiceGrid)
-
-
-def states(app) -> dict[str, str]:
-    return {i.id: i.live.state if i.live else None for i in app.main_screen.document.services}
-
-
 def test_drift_across_hosts_snapshot(lab_world, snap_compare) -> None:
     """The compose services the lab seeds at an older commit, on main-server and D518, filtered to
     the drifted rows (the k3s rows depend on how far the k3s executor has come, not the console)."""
-    app = make_app(lab_world)
-    app.animation_level = "none"
+    app = still_app(lab_world)
 
     async def run_before(pilot) -> None:
         await settle(pilot, app)
@@ -102,9 +82,7 @@ def test_drift_across_hosts_snapshot(lab_world, snap_compare) -> None:
 async def test_a_host_that_stops_answering_turns_its_rows_unreachable(lab_world) -> None:
     from unidesk_lab import lab as labapi
 
-    app = make_app(lab_world)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app)
+    async with console(lab_world) as (app, pilot):
         before = states(app)
         assert before["d518-worker"] == "drift" and before["backend-core"] == "drift"
         grid(app).select("d518-worker")
@@ -141,9 +119,7 @@ async def test_a_hung_host_holds_only_its_rows_while_the_others_refresh(lab_worl
 
     pid = daemon.running_pid(labapi._loaded(lab_world.lab_dir), "D518", "sshd")
     assert pid is not None
-    app = make_app(lab_world)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app)
+    async with console(lab_world) as (app, pilot):
         main = app.main_screen
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -171,9 +147,7 @@ async def test_a_stopped_dockerd_is_not_an_unreachable_host(lab_world) -> None:
     """SSH to D518 works, its dockerd is stopped: its rows say the runtime does not answer."""
     from unidesk_lab import lab as labapi
 
-    app = make_app(lab_world)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app)
+    async with console(lab_world) as (app, pilot):
         labapi.stop_daemon(lab_world.lab_dir, "D518", "dockerd")
         try:
             await pilot.press("r")
@@ -211,24 +185,12 @@ def test_the_manifest_diff_of_a_k3s_service_reads_the_live_objects(lab_world) ->
 
 
 async def test_dry_run_apply_through_the_console_streams_a_real_job(lab_world) -> None:
-    app = make_app(lab_world)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app)
+    async with console(lab_world) as (app, pilot):
         grid(app).select("backend-core")
         await pilot.press("space", "a", "d")  # dry-run is chosen in the dialog
         assert isinstance(app.screen, ConfirmApplyScreen) and app.screen.request.dry_run
-        await bound(pilot, app)
-        await pilot.press("y")
-        for _ in range(600):
-            await pilot.pause(0.05)
-            if isinstance(app.screen, JobLogScreen):
-                break
-        screen = app.screen
-        assert isinstance(screen, JobLogScreen)
-        for _ in range(1200):  # a dry run only reads: compose labels, proxy probe
-            await pilot.pause(0.05)
-            if screen.job is not None and screen.job.status in JOB_TERMINAL:
-                break
+        await bound(pilot, app, 1200)
+        screen = await confirmed_job(pilot, app, 1200)  # a dry run only reads: compose labels, proxy probe
         job = jobs.load_job(lab_world.state_dir, screen.job_id)
         assert job.dryRun and job.status in JOB_TERMINAL
         assert screen.lines_written > 0
@@ -239,23 +201,11 @@ async def test_dry_run_apply_through_the_console_streams_a_real_job(lab_world) -
 
 @pytest.mark.slow
 async def test_apply_through_the_console_brings_the_service_in_sync(lab_world) -> None:
-    app = make_app(lab_world)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app)
+    async with console(lab_world) as (app, pilot):
         grid(app).select("backend-core")
         await pilot.press("space", "a")
-        await bound(pilot, app)
-        await pilot.press("y")
-        for _ in range(600):
-            await pilot.pause(0.05)
-            if isinstance(app.screen, JobLogScreen):
-                break
-        screen = app.screen
-        assert isinstance(screen, JobLogScreen)
-        for _ in range(6000):
-            await pilot.pause(0.05)
-            if screen.job is not None and screen.job.status in JOB_TERMINAL:
-                break
+        await bound(pilot, app, 1200)
+        screen = await confirmed_job(pilot, app)
         assert screen.job.status == "succeeded", screen.job.result
         await pilot.press("escape", "r")
         await settle(pilot, app)
@@ -267,9 +217,7 @@ async def test_apply_through_the_console_brings_the_service_in_sync(lab_world) -
 async def test_dev_view_shows_running_commits_and_a_confirmed_dev_apply_turns_the_row_in_sync(lab_world) -> None:
     """`2` reads the dev environment's runtime (issue 10): after a dev apply staged with space, `a`,
     `y`, the row is in-sync and RUNNING shows the commit the dev Deployments run."""
-    app = make_app(lab_world)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app)
+    async with console(lab_world) as (app, pilot):
         await pilot.press("2")
         await settle(pilot, app)
         doc = app.main_screen.document
@@ -279,18 +227,8 @@ async def test_dev_view_shows_running_commits_and_a_confirmed_dev_apply_turns_th
         grid(app).select("frontend")
         await pilot.press("space", "a")
         assert isinstance(app.screen, ConfirmApplyScreen)
-        await bound(pilot, app)
-        await pilot.press("y")
-        for _ in range(600):
-            await pilot.pause(0.05)
-            if isinstance(app.screen, JobLogScreen):
-                break
-        screen = app.screen
-        assert isinstance(screen, JobLogScreen)
-        for _ in range(6000):
-            await pilot.pause(0.05)
-            if screen.job is not None and screen.job.status in JOB_TERMINAL:
-                break
+        await bound(pilot, app, 1200)
+        screen = await confirmed_job(pilot, app)
         assert screen.job.status == "succeeded", screen.job.result
         assert screen.job.environment == "dev"
         await pilot.press("escape", "r")

@@ -7,65 +7,65 @@ the real job store. The clock is injected and animations are off, so the picture
 
 from __future__ import annotations
 
-from tests.console.conftest import SIZE, ConsoleWorld, record_job, step
-from tests.console.test_console import make_app, settle
-from unidesk_tui.documents import ErrorItem, JobResult, LayerCheck, PlanItem
+from tests.console.conftest import SIZE, ConsoleWorld, record_job, stale_health, step
+from tests.console.helpers import bound, settle, still_app, wait_until
+from unidesk_tui.app import UnideskApp
+from unidesk_tui.documents import LayerCheck
 from unidesk_tui.screens.job_log import JobLogScreen
 
 FAILED_JOB = "20261127T035500Z-5e1f0a"
 RUNNING_JOB = "20261127T035800Z-0a1b2c"
 
 
-async def _wait_bound(pilot, app) -> None:
-    from unidesk_tui.screens.confirm_apply import ConfirmApplyScreen
-
-    for _ in range(400):
-        await pilot.pause(0.05)
-        if isinstance(app.screen, ConfirmApplyScreen) and (app.screen.request.saved is not None or app.screen.refusal):
-            break
+async def _dev_confirmation(pilot, app: UnideskApp) -> None:
+    """Dev, backend-core staged (the one service of this world dev apply accepts), the dialog bound."""
+    await pilot.press("2")
+    await settle(pilot, app)
+    await pilot.press("space", "a")
+    await bound(pilot, app)
     await pilot.pause()
 
 
-def _still(app) -> None:
-    app.animation_level = "none"
+async def _varied_grid(pilot, app: UnideskApp, world: ConsoleWorld) -> None:
+    await settle(pilot, app)
+    _vary_states(app, world)
+    await pilot.pause()
 
 
-async def _wait_job_view(pilot, app, job_id: str) -> None:
-    for _ in range(400):
-        await pilot.pause(0.05)
+async def _wait_job_view(pilot, app: UnideskApp, job_id: str) -> None:
+    def shown() -> bool:
         screen = app.screen
-        if (
+        return (
             isinstance(screen, JobLogScreen)
             and screen.job_id == job_id
             and screen.job is not None
-            and screen.lines_written
-        ):
-            break
+            and bool(screen.lines_written)
+        )
+
+    await wait_until(pilot, shown, f"the view of job {job_id}")
     await pilot.pause(0.3)  # one more poll: nothing new arrives, the picture is final
+
+
+async def _opened_job(pilot, app: UnideskApp, job_id: str) -> None:
+    """The job's view, opened from the settled grid."""
+    await settle(pilot, app)
+    app.open_job(job_id)
+    await _wait_job_view(pilot, app, job_id)
 
 
 class TestGridSnapshots:
     def test_unreachable_hosts(self, world: ConsoleWorld, snap_compare) -> None:
         """Both targets refuse SSH: their rows turn unreachable; the image-only service is unsupported."""
-        app = make_app(world)
-        _still(app)
+        app = still_app(world)
         assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: settle(pilot, app))
 
     def test_confirmation_dialog(self, world: ConsoleWorld, snap_compare) -> None:
-        app = make_app(world)
-        _still(app)
+        app = still_app(world)
 
-        async def run_before(pilot) -> None:
-            await pilot.press("2")
-            await settle(pilot, app)
-            await pilot.press("space", "a")  # backend-core: the one service of this world dev apply accepts
-            await _wait_bound(pilot, app)
-
-        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+        assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: _dev_confirmation(pilot, app))
 
     def test_prod_apply_disabled(self, world: ConsoleWorld, snap_compare) -> None:
-        app = make_app(world)
-        _still(app)
+        app = still_app(world)
 
         async def run_before(pilot) -> None:
             await pilot.press("3")
@@ -81,11 +81,9 @@ class TestJobSnapshots:
         """Reopening the console reattaches to the running job and shows its live log."""
         sha = world.commits[2]
         record_job(
-            world.state_dir,
+            world,
             RUNNING_JOB,
             status="running",
-            services=["backend-core"],
-            workspace=world.workspace,
             alive=True,
             steps=[
                 step("backend-core", "resolve-compose", "succeeded", 94, 0.4, readOnly=True),
@@ -117,23 +115,17 @@ class TestJobSnapshots:
                 *[("backend-core", "build", "stdout", f"#{i} [{i}/6] RUN step {i}") for i in range(1, 7)],
             ],
         )
-        app = make_app(world)
-        _still(app)
+        app = still_app(world)
         assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: _wait_job_view(pilot, app, RUNNING_JOB))
 
     def test_failed_verification(self, world: ConsoleWorld, snap_compare) -> None:
         """A healthy old version fails verification, and the view names the layer that disagreed."""
-        want, old = world.commits[2], world.commits[1]
-        message = (
-            f"backend-core: live runtime does not prove {want}: health deploy.commit is {old} (healthy), "
-            f"expected {want}"
-        )
+        stale = stale_health(world)
+        want, old = stale.want, stale.old
         record_job(
-            world.state_dir,
+            world,
             FAILED_JOB,
             status="failed",
-            services=["backend-core"],
-            workspace=world.workspace,
             steps=[
                 step("backend-core", "resolve-compose", "succeeded", 94, 0.4, readOnly=True),
                 step("backend-core", "proxy-probe", "succeeded", 93, 0.2, readOnly=True),
@@ -147,7 +139,7 @@ class TestJobSnapshots:
                     63,
                     60.0,
                     code="verification_failed",
-                    message=message,
+                    message=stale.message,
                     verification=[
                         LayerCheck(layer="image", what="unidesk.ai/source-commit", expected=want, actual=want, ok=True),
                         LayerCheck(layer="env", what="UNIDESK_DEPLOY_COMMIT", expected=want, actual=want, ok=True),
@@ -156,16 +148,8 @@ class TestJobSnapshots:
                     ],
                 ),
             ],
-            plan=[
-                PlanItem(
-                    id="backend-core", commit=want, action="deploy", reason=f"running {old[:12]}, desired {want[:12]}"
-                )
-            ],
-            result=JobResult(
-                ok=False,
-                services={"backend-core": "failed"},
-                errors=[ErrorItem(code="verification_failed", message=message, service="backend-core")],
-            ),
+            plan=stale.plan(),
+            result=stale.result(),
             events=[
                 (
                     "backend-core",
@@ -173,29 +157,12 @@ class TestJobSnapshots:
                     "stdout",
                     "docker compose up -d --no-build --no-deps --force-recreate backend-core",
                 ),
-                (
-                    "backend-core",
-                    "verify",
-                    "stdout",
-                    f"verification pending: health deploy.commit is {old} (healthy), expected {want}",
-                ),
-                (
-                    "backend-core",
-                    "verify",
-                    "stderr",
-                    f"verification_failed: health deploy.commit is {old} (healthy), expected {want}",
-                ),
+                *stale.verify_events(),
             ],
         )
-        app = make_app(world)
-        _still(app)
+        app = still_app(world)
 
-        async def run_before(pilot) -> None:
-            await settle(pilot, app)
-            app.open_job(FAILED_JOB)
-            await _wait_job_view(pilot, app, FAILED_JOB)
-
-        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+        assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: _opened_job(pilot, app, FAILED_JOB))
 
 
 def _vary_states(app, world: ConsoleWorld) -> None:
@@ -234,55 +201,33 @@ def _vary_states(app, world: ConsoleWorld) -> None:
 class TestDailySnapshots:
     def test_coloured_grid(self, world: ConsoleWorld, snap_compare) -> None:
         """Shape and colour per state, the running commit that differs highlighted, the summary line."""
-        app = make_app(world)
-        _still(app)
+        app = still_app(world)
 
-        async def run_before(pilot) -> None:
-            await settle(pilot, app)
-            _vary_states(app, world)
-            await pilot.pause()
-
-        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+        assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: _varied_grid(pilot, app, world))
 
     def test_80x24(self, world: ConsoleWorld, snap_compare) -> None:
         """id, state, desired and running stay; the confirmation fits."""
-        app = make_app(world)
-        _still(app)
+        app = still_app(world)
 
-        async def run_before(pilot) -> None:
-            await pilot.press("2")
-            await settle(pilot, app)
-            await pilot.press("space", "a")
-            await _wait_bound(pilot, app)
-
-        assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+        assert snap_compare(app, terminal_size=(80, 24), run_before=lambda pilot: _dev_confirmation(pilot, app))
 
     def test_wide_layout_side_pane(self, world: ConsoleWorld, snap_compare) -> None:
-        app = make_app(world)
-        _still(app)
+        app = still_app(world)
 
-        async def run_before(pilot) -> None:
-            await settle(pilot, app)
-            _vary_states(app, world)
-            await pilot.pause()
-
-        assert snap_compare(app, terminal_size=(200, 50), run_before=run_before)
+        assert snap_compare(app, terminal_size=(200, 50), run_before=lambda pilot: _varied_grid(pilot, app, world))
 
     def test_diff_view(self, world: ConsoleWorld, snap_compare) -> None:
         from unidesk_tui.screens.diff import DiffScreen
 
-        app = make_app(world)
-        _still(app)
+        app = still_app(world)
 
         async def run_before(pilot) -> None:
-            await settle(pilot, app)
-            _vary_states(app, world)
+            await _varied_grid(pilot, app, world)
             app.main_screen.select_service("backend-core")
             await pilot.press("d")
-            for _ in range(200):
-                await pilot.pause(0.05)
-                if isinstance(app.screen, DiffScreen) and app.screen.changes is not None:
-                    break
+            await wait_until(
+                pilot, lambda: isinstance(app.screen, DiffScreen) and app.screen.changes is not None, "the diff", 200
+            )
             await pilot.pause()
 
         assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
@@ -291,13 +236,10 @@ class TestDailySnapshots:
         from tests.console.test_daily import failed_job
 
         failed_job(world)
-        app = make_app(world)
-        _still(app)
+        app = still_app(world)
 
         async def run_before(pilot) -> None:
-            await settle(pilot, app)
-            app.open_job(FAILED_JOB)
-            await _wait_job_view(pilot, app, FAILED_JOB)
+            await _opened_job(pilot, app, FAILED_JOB)
             await pilot.press("slash", *"layer 3", "enter", "N")
             await pilot.pause()
 

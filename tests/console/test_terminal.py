@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.console.conftest import ConsoleWorld
+from tests.console.helpers import silent_main_server
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 REPO = Path(__file__).resolve().parents[2]
@@ -74,8 +74,9 @@ def console_env(world: ConsoleWorld) -> dict[str, str]:
     }
 
 
-def start_console(tmux: Tmux, world: ConsoleWorld, size: tuple[int, int] = (80, 24)) -> None:
-    command = [
+def console_command(world: ConsoleWorld) -> list[str]:
+    """`unidesk` with no subcommand: the console, on the world's workspace."""
+    return [
         sys.executable,
         "-m",
         "unidesk_tui.cli",
@@ -84,7 +85,10 @@ def start_console(tmux: Tmux, world: ConsoleWorld, size: tuple[int, int] = (80, 
         "--state-dir",
         str(world.state_dir),
     ]
-    tmux.start(command, console_env(world), size)
+
+
+def start_console(tmux: Tmux, world: ConsoleWorld, size: tuple[int, int] = (80, 24)) -> None:
+    tmux.start(console_command(world), console_env(world), size)
     tmux.wait_text("SERVICE")
     tmux.wait_text("unreachable")
 
@@ -108,24 +112,8 @@ def test_ctrl_p_opens_the_palette_and_typing_goes_into_it(tmux: Tmux, world: Con
 
 def test_quit_does_not_wait_for_a_silent_host(tmux: Tmux, world: ConsoleWorld) -> None:
     """A host that accepts TCP but never speaks SSH: quitting during its refresh is immediate."""
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    try:
-        config = (world.workspace / "config.json").read_text()
-        (world.workspace / "config.json").write_text(
-            config.replace('"port": 1,', f'"port": {silent.getsockname()[1]},')
-        )
-        command = [
-            sys.executable,
-            "-m",
-            "unidesk_tui.cli",
-            "--workspace",
-            str(world.workspace),
-            "--state-dir",
-            str(world.state_dir),
-        ]
-        tmux.start(command, console_env(world), (100, 30))
+    with silent_main_server(world):
+        tmux.start(console_command(world), console_env(world), (100, 30))
         tmux.wait_text("SERVICE")
         time.sleep(1.0)  # the refresh is now waiting on the silent host
         started = time.monotonic()
@@ -133,5 +121,3 @@ def test_quit_does_not_wait_for_a_silent_host(tmux: Tmux, world: ConsoleWorld) -
         wait_for(tmux.dead, "the console to exit", 10, 0.05)
         took = time.monotonic() - started
         assert took < 2.0, f"quit took {took:.1f} s"
-    finally:
-        silent.close()
