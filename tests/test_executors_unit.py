@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
@@ -628,12 +629,21 @@ def test_check_k3s_layers():
     assert not v.ok and [(c.layer, c.what) for c in v.failed] == [("runtime", "containerized k3s")]
 
 
+def loopback_pool(target_id: str, port: int, known_hosts: Path, connect_timeout: float):
+    """A TargetPool over one provider target at 127.0.0.1:`port` with the given known_hosts file."""
+    from unidesk_tui.catalog import Catalog
+    from unidesk_tui.targets import TargetPool
+
+    ssh = {"host": "127.0.0.1", "port": port, "knownHosts": str(known_hosts)}
+    catalog = Catalog.model_validate(
+        {"targets": [{"id": target_id, "role": "provider", "ssh": ssh}], "microservices": []}
+    )
+    return TargetPool(catalog, connect_timeout=connect_timeout)
+
+
 async def test_silent_host_is_unreachable_within_the_connect_timeout(tmp_path):
     """A host that accepts TCP but never speaks SSH must not stall the pool."""
     import asyncio
-
-    from unidesk_tui.catalog import Catalog
-    from unidesk_tui.targets import TargetPool
 
     held = []
 
@@ -644,19 +654,7 @@ async def test_silent_host_is_unreachable_within_the_connect_timeout(tmp_path):
     port = server.sockets[0].getsockname()[1]
     known = tmp_path / "known_hosts"
     known.write_text("")
-    catalog = Catalog.model_validate(
-        {
-            "targets": [
-                {
-                    "id": "silent",
-                    "role": "provider",
-                    "ssh": {"host": "127.0.0.1", "port": port, "knownHosts": str(known)},
-                }
-            ],
-            "microservices": [],
-        }
-    )
-    pool = TargetPool(catalog, connect_timeout=0.5)
+    pool = loopback_pool("silent", port, known, 0.5)
     try:
         with pytest.raises(UnideskError) as exc:
             await pool.session("silent")
@@ -674,28 +672,13 @@ async def test_unknown_host_key_is_refused(tmp_path):
     """Host keys are always verified: a server whose key is not in known_hosts is never talked to."""
     import asyncssh
 
-    from unidesk_tui.catalog import Catalog
-    from unidesk_tui.targets import TargetPool
-
     server_key = asyncssh.generate_private_key("ssh-ed25519")
     other_key = asyncssh.generate_private_key("ssh-ed25519")
     server = await asyncssh.create_server(asyncssh.SSHServer, "127.0.0.1", 0, server_host_keys=[server_key])
     port = server.sockets[0].getsockname()[1]
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {other_key.export_public_key().decode().strip()}\n")
-    catalog = Catalog.model_validate(
-        {
-            "targets": [
-                {
-                    "id": "impostor",
-                    "role": "provider",
-                    "ssh": {"host": "127.0.0.1", "port": port, "knownHosts": str(known)},
-                }
-            ],
-            "microservices": [],
-        }
-    )
-    pool = TargetPool(catalog, connect_timeout=5)
+    pool = loopback_pool("impostor", port, known, 5)
     try:
         with pytest.raises(UnideskError) as exc:
             await pool.session("impostor")
@@ -711,9 +694,6 @@ async def test_missing_known_hosts_is_refused_without_connecting(tmp_path):
     """No known_hosts file, no connection: host keys are never left unverified."""
     import asyncio
 
-    from unidesk_tui.catalog import Catalog
-    from unidesk_tui.targets import TargetPool
-
     accepted = []
 
     async def count(reader, writer):
@@ -723,19 +703,7 @@ async def test_missing_known_hosts_is_refused_without_connecting(tmp_path):
     server = await asyncio.start_server(count, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     missing = tmp_path / "no" / "known_hosts"
-    catalog = Catalog.model_validate(
-        {
-            "targets": [
-                {
-                    "id": "nokeys",
-                    "role": "provider",
-                    "ssh": {"host": "127.0.0.1", "port": port, "knownHosts": str(missing)},
-                }
-            ],
-            "microservices": [],
-        }
-    )
-    pool = TargetPool(catalog, connect_timeout=5)
+    pool = loopback_pool("nokeys", port, missing, 5)
     try:
         with pytest.raises(UnideskError) as exc:
             await pool.session("nokeys")

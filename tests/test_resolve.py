@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git
+from tests.conftest import commit_file, git
 from unidesk_tui.errors import ErrorCode, UnideskError, decisive_line
 from unidesk_tui.resolve import Resolver, mirror_dir
 
@@ -37,10 +37,7 @@ def test_force_pushed_away_commit_is_not_found_even_when_mirrored(git_world, tmp
     state = tmp_path / "state"
     clone = git_world.service_clone
     git(clone, "checkout", "-q", "-b", "feature", git_world.pushed[-1])
-    (clone / "f.txt").write_text("x")
-    git(clone, "add", "f.txt")
-    git(clone, "commit", "-q", "-m", "doomed")
-    doomed = git(clone, "rev-parse", "HEAD")
+    doomed = commit_file(clone, "f.txt", "x", "doomed")
     git(clone, "push", "-q", "origin", "feature")
     assert Resolver(state).resolve(git_world.service_url, doomed[:8]) == doomed
     git(clone, "push", "-q", "--force", "origin", f"{git_world.pushed[-1]}:refs/heads/feature")
@@ -82,10 +79,7 @@ def test_new_commits_are_seen_on_the_next_command(git_world, tmp_path):
     Resolver(state).resolve(git_world.service_url, git_world.pushed[0])
     clone = git_world.service_clone
     git(clone, "checkout", "-q", "-B", "main", git_world.pushed[-1])
-    (clone / "n.txt").write_text("n")
-    git(clone, "add", "n.txt")
-    git(clone, "commit", "-q", "-m", "new")
-    new = git(clone, "rev-parse", "HEAD")
+    new = commit_file(clone, "n.txt", "n", "new")
     git(clone, "push", "-q", "origin", "HEAD:refs/heads/main")
     assert Resolver(state).resolve(git_world.service_url, new[:7]) == new
 
