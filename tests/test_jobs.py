@@ -71,6 +71,16 @@ def test_job_ids_sort_by_time_and_reject_paths():
         assert err.value.problems[0].code == ErrorCode.JOB_NOT_FOUND
 
 
+def test_job_ids_created_within_one_second_sort_by_creation_time():
+    # jobs started in the same second (prune's keep-N, job list) must not be ordered by chance
+    second = datetime(2026, 11, 27, 8, 15, tzinfo=UTC)
+    for early, late in [(1_000, 2_000), (5_000, 999_000), (998_000, 999_000)]:
+        for _ in range(20):
+            a = jobs.new_job_id(second.replace(microsecond=early))
+            b = jobs.new_job_id(second.replace(microsecond=late))
+            assert a < b and jobs.JOB_ID_RE.fullmatch(a) and jobs.JOB_ID_RE.fullmatch(b)
+
+
 def test_job_json_is_rewritten_atomically(tmp_path):
     rec = record()
     d = jobs.create_job(tmp_path, rec)

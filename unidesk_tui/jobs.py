@@ -59,9 +59,10 @@ def now_iso(ms: bool = False) -> str:
 
 
 def new_job_id(now: datetime | None = None) -> str:
-    """Sortable by creation time: 20261127T081500Z-<6 hex>."""
+    """Sortable by creation time to the millisecond: 20261127T081500Z-<3 hex of the ms><3 random hex>.
+    The milliseconds keep jobs started within one second in order (prune's keep-N, job list)."""
     now = now or datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{now:%Y%m%dT%H%M%SZ}-{now.microsecond // 1000:03x}{secrets.token_hex(2)[:3]}"
 
 
 def current_operator(workspace: Path) -> Operator:
