@@ -503,6 +503,33 @@ def test_cancel_before_the_worker_runs_runs_no_step(ws, workload):
     assert locks.read_lock(ws.state_dir, "file", "backend-core") is None
 
 
+def test_a_worker_refused_by_the_target_lock_never_held_the_local_lock(ws, workload):
+    """R1-lab found it: with two controllers racing, a worker took its local lock, then the target
+    lock refused it and it left no job; CLIs of its state dir refused meanwhile were told "locked by
+    job X" for a job X that never came to exist. The target lock comes first now."""
+    dry = run_to_end(ws, dry_run=True)
+    catalog = (jobs.job_dir(ws.state_dir, dry.id) / jobs.CATALOG_FILE).read_text()
+    job = dry.model_copy(
+        update={"id": jobs.new_job_id(), "dryRun": False, "status": "queued", "result": None, "warnings": []}
+    )
+    seen = []
+
+    def target_lock_held_elsewhere(record, catalog_json):
+        seen.append(locks.held(ws.state_dir, record.environment, record.services))
+        raise UnideskError.of(ErrorCode.LOCKED, "file/backend-core is locked on target main-server by job X")
+
+    record, answer = launcher.accept(
+        ws.state_dir,
+        job.id,
+        launcher.Request(job=job, catalog=catalog).model_dump_json().encode(),
+        remote_locks=target_lock_held_elsewhere,
+    )
+    assert record is None and not answer.ok and [e["code"] for e in answer.errors] == [ErrorCode.LOCKED]
+    assert seen == [[]]  # nobody could have been refused in this job's name
+    assert locks.read_lock(ws.state_dir, "file", "backend-core") is None
+    assert not jobs.job_dir(ws.state_dir, job.id).exists()
+
+
 def test_starting_a_job_prunes_finished_jobs_beyond_the_configured_cap(ws, workload, capsys):
     cfg = json.loads(ws.config_path.read_text())
     ws.config_path.write_text(json.dumps({**cfg, "jobs": {"keepFinished": 1}}))

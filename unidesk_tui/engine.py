@@ -305,67 +305,73 @@ class JobEngine:
             status = JobStatus.CANCELLED
         held = pre.held if pre is not None else target_locks.TargetLocks()
         try:
-            if pre is not None and pre.held.held:
-                self.engine("target locks held: " + ", ".join(f"{key} on {target}" for target, key, _ in pre.held.held))
-            elif status == JobStatus.SUCCEEDED and not record.dryRun:
-                try:
-                    held = await self._target_locks(record, pool)
-                except UnideskError as exc:
-                    errors += [ErrorItem(**p.to_dict()) for p in exc.problems]
-                    status = JobStatus.FAILED
-                    for item in record.plan:
+            try:
+                if pre is not None and pre.held.held:
+                    self.engine(
+                        "target locks held: " + ", ".join(f"{key} on {target}" for target, key, _ in pre.held.held)
+                    )
+                elif status == JobStatus.SUCCEEDED and not record.dryRun:
+                    try:
+                        held = await self._target_locks(record, pool)
+                    except UnideskError as exc:
+                        errors += [ErrorItem(**p.to_dict()) for p in exc.problems]
+                        status = JobStatus.FAILED
+                        for item in record.plan:
+                            outcome[item.id] = Outcome.SKIPPED
+                            self._skip_rest(item.id, f"not run: {exc.problems[0].message}")
+                for item in record.plan:
+                    if status == JobStatus.SUCCEEDED and jobs.cancel_requested(self.state_dir, self.job_id):
+                        status = JobStatus.CANCELLED
+                    if status == JobStatus.CANCELLED:
+                        break
+                    if status != JobStatus.SUCCEEDED:
+                        self._skip_rest(item.id, "not run: an earlier service failed")
                         outcome[item.id] = Outcome.SKIPPED
-                        self._skip_rest(item.id, f"not run: {exc.problems[0].message}")
-            for item in record.plan:
-                if status == JobStatus.SUCCEEDED and jobs.cancel_requested(self.state_dir, self.job_id):
-                    status = JobStatus.CANCELLED
-                if status == JobStatus.CANCELLED:
-                    break
-                if status != JobStatus.SUCCEEDED:
-                    self._skip_rest(item.id, "not run: an earlier service failed")
-                    outcome[item.id] = Outcome.SKIPPED
-                    continue
-                result, problems = await self._service(catalog, record, item, environment, pool)
-                outcome[item.id] = result
-                errors += problems
-                if result == Outcome.FAILED:
-                    status = JobStatus.FAILED
-                elif result == Outcome.CANCELLED:
-                    status = JobStatus.CANCELLED
-        except asyncio.CancelledError:
-            status = JobStatus.CANCELLED
+                        continue
+                    result, problems = await self._service(catalog, record, item, environment, pool)
+                    outcome[item.id] = result
+                    errors += problems
+                    if result == Outcome.FAILED:
+                        status = JobStatus.FAILED
+                    elif result == Outcome.CANCELLED:
+                        status = JobStatus.CANCELLED
+            except asyncio.CancelledError:
+                status = JobStatus.CANCELLED
+            if status == JobStatus.CANCELLED:
+                where = f"during {self.current[0]} step {self.current[1]}" if self.current else "before any step ran"
+                errors.append(
+                    ErrorItem(
+                        code=ErrorCode.CANCELLED,
+                        message=f"the job was cancelled {where}",
+                        service=self.current[0] if self.current else None,
+                    )
+                )
+                for item in record.plan:
+                    outcome.setdefault(item.id, Outcome.CANCELLED)
+                    self._skip_rest(item.id, "not run: job cancelled")
+            final = self.update(
+                lambda r: r.model_copy(
+                    update={
+                        "status": status,
+                        "endedAt": jobs.now_iso(),
+                        "result": JobResult(
+                            ok=status == JobStatus.SUCCEEDED, services=outcome, errors=errors, restored=self.restored
+                        ),
+                    }
+                )
+            )
+            self.engine(f"job {status}")
+            if not record.dryRun:
+                locks.release(self.state_dir, record.environment, record.services, self.job_id)
         finally:
+            # The target locks last, after the final record and the local locks: held the other way
+            # round, an apply of this state dir could take the freed target lock, meet the local one
+            # and leave no job, while applies elsewhere were refused in that job's name.
             try:
                 await asyncio.shield(held.release())
                 await asyncio.shield(pool.close())
             except (Exception, asyncio.CancelledError):  # closing must not change the job's result
                 log.debug("closing the target pool failed", exc_info=True)
-        if status == JobStatus.CANCELLED:
-            where = f"during {self.current[0]} step {self.current[1]}" if self.current else "before any step ran"
-            errors.append(
-                ErrorItem(
-                    code=ErrorCode.CANCELLED,
-                    message=f"the job was cancelled {where}",
-                    service=self.current[0] if self.current else None,
-                )
-            )
-            for item in record.plan:
-                outcome.setdefault(item.id, Outcome.CANCELLED)
-                self._skip_rest(item.id, "not run: job cancelled")
-        final = self.update(
-            lambda r: r.model_copy(
-                update={
-                    "status": status,
-                    "endedAt": jobs.now_iso(),
-                    "result": JobResult(
-                        ok=status == JobStatus.SUCCEEDED, services=outcome, errors=errors, restored=self.restored
-                    ),
-                }
-            )
-        )
-        self.engine(f"job {status}")
-        if not record.dryRun:
-            locks.release(self.state_dir, record.environment, record.services, self.job_id)
         return final
 
     async def _target_locks(self, record: JobRecord, pool: _Pool) -> target_locks.TargetLocks:

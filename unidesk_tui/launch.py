@@ -131,8 +131,9 @@ def accept(
     """Worker side: take the job's locks under our pid, then record the job. Returns the job (None
     when there is none to run) and the answer for the CLI (None for an incomplete request).
 
-    `remote_locks(job, catalog JSON)`, after the local locks, takes the locks on the targets and
-    returns its takeover messages; a `locked` refusal from it leaves no job and no lock."""
+    `remote_locks(job, catalog JSON)`, before the local locks, takes the locks on the targets and
+    returns its takeover messages; a `locked` refusal from it leaves no job and no lock. When the
+    local locks then refuse, the caller releases the target locks (no job is returned)."""
     try:
         request = Request.model_validate_json(request_data)
     except (ValidationError, ValueError):
@@ -143,20 +144,23 @@ def accept(
     pid = os.getpid()
     job = request.job.model_copy(update={"workerPid": pid, "workerStart": jobs.process_start(pid)})
     env = job.environment
-    try:
-        takeovers = [] if job.dryRun else locks.acquire(state_dir, env, job.services, job_id, pid=pid)
-    except UnideskError as exc:
-        return None, Answer(ok=False, errors=[p.to_dict() for p in exc.problems])
+    # The target locks first: a worker they refuse never held a local lock, so no other apply of this
+    # state dir was told "locked by" a job that will not exist. A local refusal after them lets the
+    # caller release the target locks (worker.main: no record, no lock).
+    remote: list[str] = []
     if remote_locks is not None and not job.dryRun:
         try:
-            takeovers += remote_locks(job, request.catalog)
+            remote = remote_locks(job, request.catalog)
         except UnideskError as exc:
             if any(p.code == ErrorCode.LOCKED for p in exc.problems):
-                locks.release(state_dir, env, job.services, job_id)
                 return None, Answer(ok=False, errors=[p.to_dict() for p in exc.problems if p.code == ErrorCode.LOCKED])
             # anything else (an unreachable target) the job itself meets and records
         except Exception:  # noqa: BLE001 — likewise: the engine tries again and records what it meets
             log.warning("job %s: taking the target locks before the answer failed", job_id, exc_info=True)
+    try:
+        takeovers = ([] if job.dryRun else locks.acquire(state_dir, env, job.services, job_id, pid=pid)) + remote
+    except UnideskError as exc:
+        return None, Answer(ok=False, errors=[p.to_dict() for p in exc.problems])
     try:
         job.warnings = list(job.warnings) + takeovers
         d = jobs.create_job(state_dir, job)
