@@ -131,11 +131,15 @@ class Containerd:
     def tasks(self) -> dict[str, str]:
         return {c[0]: c[2] for c in (line.split() for line in self.ctr("tasks", "ls").splitlines()[1:]) if len(c) > 2}
 
+    def pid(self, cid: str) -> int:
+        return next(
+            int(c[1]) for c in (line.split() for line in self.ctr("tasks", "ls").splitlines()[1:]) if c[0] == cid
+        )
 
-@pytest.fixture(scope="module")
-def containerd():
-    # A short path: unix socket paths are limited to 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="kc-", dir="/tmp"))
+
+def start_containerd(prefix: str) -> tuple[Containerd, subprocess.Popen]:
+    """A containerd of its own (a short path: unix socket paths are limited to 108 bytes), with the image."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     sock = root / "containerd.sock"
     config = root / "config.toml"
     config.write_text(f"""version = 2
@@ -147,23 +151,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [ttrpc]
   address = "{sock}.ttrpc"
 """)
-    log = open(root / "containerd.log", "wb")
-    # Own mount namespace with a private /run: shims and runc keep their state out of the host's /run.
-    proc = subprocess.Popen(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            'mount -t tmpfs tmpfs /run && exec containerd --config "$0"',
-            str(config),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(root / "containerd.log", "wb") as log:
+        # Own mount namespace with a private /run: shims and runc keep their state out of the host's /run.
+        proc = subprocess.Popen(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                'mount -t tmpfs tmpfs /run && exec containerd --config "$0"',
+                str(config),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + WAIT
     while subprocess.run(["ctr", "-a", str(sock), "version"], capture_output=True).returncode != 0:
         assert proc.poll() is None, (root / "containerd.log").read_text()[-2000:]
@@ -172,14 +176,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     ctrd = Containerd(root, str(sock))
     oci_image_tar(root / "labbox.tar", IMAGE)
     ctrd.ctr("images", "import", str(root / "labbox.tar"))
-    yield ctrd
+    return ctrd, proc
+
+
+def stop_containerd(ctrd: Containerd, proc: subprocess.Popen) -> None:
     for cid in ctrd.containers():
-        subprocess.run(["ctr", "-a", str(sock), "-n", CTR_NS, "tasks", "delete", "-f", cid], capture_output=True)
-        subprocess.run(["ctr", "-a", str(sock), "-n", CTR_NS, "containers", "delete", cid], capture_output=True)
+        subprocess.run(["ctr", "-a", ctrd.socket, "-n", CTR_NS, "tasks", "delete", "-f", cid], capture_output=True)
+        subprocess.run(["ctr", "-a", ctrd.socket, "-n", CTR_NS, "containers", "delete", cid], capture_output=True)
     proc.terminate()
     proc.wait(timeout=30)
-    log.close()
-    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(ctrd.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def containerd():
+    ctrd, proc = start_containerd("kc-")
+    yield ctrd
+    stop_containerd(ctrd, proc)
 
 
 class KubeAPIProcess:
@@ -464,3 +477,88 @@ async def test_container_that_exits_is_a_crash_looping_pod_with_exit_code_and_lo
     while (await core.list_namespaced_pod(ns)).items:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def cgroup_of(pid: int, controller: str = "pids") -> str:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, names, path = line.split(":", 2)
+        if controller in names.split(",") or names == "":
+            return path
+    raise AssertionError(f"no {controller} cgroup for {pid}")
+
+
+async def pod_status(core, ns: str, app: str):
+    pods = (await core.list_namespaced_pod(ns, label_selector=f"app={app}")).items
+    return pods[0] if pods and pods[0].status and pods[0].status.container_statuses else None
+
+
+async def wait_pod(core, ns: str, app: str, done):
+    deadline = time.monotonic() + WAIT
+    while True:
+        pod = await pod_status(core, ns, app)
+        if pod is not None and done(pod, pod.status.container_statuses[0]):
+            return pod
+        assert time.monotonic() < deadline, pod
+        await asyncio.sleep(0.2)
+
+
+async def test_another_nodes_container_of_the_same_name_is_not_this_pods(containerd, kubeapi, apps):
+    """Every lab node names its containers alike (`kubeapi_<ns>_<name>_<generation>`), and runc put each
+    into the machine-wide cgroup `/<ctr namespace>/<id>`: another lab stopping its own postgres-dev
+    (`tasks kill`, then `tasks delete -f`) SIGKILLed this lab's too (exit 137, never ready again). A
+    node's containers now live under the node's own cgroup parent, as a kubelet's pods do."""
+    apps_api, core = apps
+    ns, port = "lab-twin", free_port()
+    await setup_namespace(core, ns)
+    await apply(apps_api, ns, deployment("db", port))
+    await wait_status(apps_api, ns, "db", rolled_out(1))
+    cid = "kubeapi_lab-twin_db_1"
+    ours = containerd.pid(cid)
+    other, proc = start_containerd("kc2-")  # another lab's node, same container id
+    try:
+        other.ctr("run", "-d", "--null-io", IMAGE, cid, "/bin/busybox", "sleep", "600")
+        twin = other.pid(cid)
+        assert cgroup_of(ours) != cgroup_of(twin)
+        # exactly how a controller stops a container (busybox as PID 1 ignores SIGTERM)
+        other.ctr("tasks", "kill", "-s", "SIGTERM", cid)
+        other.ctr("tasks", "delete", "-f", cid)
+        deadline = time.monotonic() + WAIT
+        while alive(twin):
+            assert time.monotonic() < deadline, "the other node's container was never stopped"
+            await asyncio.sleep(0.1)
+    finally:
+        stop_containerd(other, proc)
+    assert alive(ours) and containerd.tasks()[cid] == "RUNNING" and containerd.pid(cid) == ours
+    assert await http_get(f"http://127.0.0.1:{port}/") == (200, PAGE)
+    await apps_api.delete_namespaced_deployment("db", ns)
+
+
+async def test_a_killed_container_is_restarted_ready_again_and_counted(containerd, kubeapi, apps):
+    """restartPolicy Always, as a kubelet does it: the pod keeps its name, its container is recreated,
+    `restartCount` counts it and `lastState` says how the previous one ended; the pod is ready again."""
+    apps_api, core = apps
+    ns, port = "lab-kill", free_port()
+    await setup_namespace(core, ns)
+    await apply(apps_api, ns, deployment("web", port))
+    await wait_status(apps_api, ns, "web", rolled_out(1))
+    before = await wait_pod(core, ns, "web", lambda p, cs: cs.ready)
+    cid = "kubeapi_lab-kill_web_1"
+    containerd.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+    pod = await wait_pod(core, ns, "web", lambda p, cs: cs.restart_count == 1 and cs.ready)
+    cs = pod.status.container_statuses[0]
+    assert pod.metadata.name == before.metadata.name and cs.state.running is not None
+    assert cs.last_state.terminated.exit_code == 137 and cs.last_state.terminated.reason == "Error"
+    dep = await wait_status(apps_api, ns, "web", rolled_out(1))
+    assert dep.status.ready_replicas == 1
+    assert await http_get(f"http://127.0.0.1:{port}/") == (200, PAGE)
+    running = [c for c, state in containerd.tasks().items() if c.startswith("kubeapi_lab-kill_web_")]
+    assert running != [cid] and len(running) == 1 and containerd.tasks()[running[0]] == "RUNNING"
+    await apps_api.delete_namespaced_deployment("web", ns)
