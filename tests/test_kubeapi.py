@@ -457,6 +457,49 @@ async def test_container_ids_come_from_valid_names_only():
             container_id("ns", bad, 1)
 
 
+async def test_crash_backoff_restarts_at_once_then_doubles_to_the_cap_and_resets_after_ten_minutes():
+    """The kubelet's crash-loop back-off: restart at once, then wait 10 s, 20 s, ... 300 s; a container
+    that ran 10 minutes starts over."""
+    from unidesk_lab.kubecontroller import crash_backoff
+
+    backoff, delays = 0.0, []
+    for _ in range(8):
+        delay, backoff = crash_backoff(backoff, ran_for=1.0)
+        delays.append(delay)
+    assert delays == [0, 10, 20, 40, 80, 160, 300, 300]
+    assert crash_backoff(300.0, ran_for=600.0) == (0.0, 10.0)
+
+
+async def test_readiness_follows_the_probe_thresholds_and_period():
+    """Ready after successThreshold successes; a ready pod is probed once per periodSeconds and turns not
+    ready only after failureThreshold failures in a row (kube defaults 10 s, 1 s timeout, 3)."""
+    from unidesk_lab.kubecontroller import Readiness
+
+    r = Readiness.of({"tcpSocket": {"port": 5432}})
+    assert (r.period, r.timeout, r.successes_needed, r.failures_allowed) == (10, 1, 1, 3)
+    assert r.due(now=0.0, started=0.0) and r.record(0.0, True)
+    assert not r.due(now=5.0, started=0.0) and r.due(now=10.0, started=0.0)
+    assert r.record(10.0, False) and r.record(20.0, False)  # two misses: still ready
+    assert r.record(30.0, True) and r.failures == 0  # a success resets the count
+    assert [r.record(40.0 + 10 * i, False) for i in range(3)] == [True, True, False]
+    assert r.due(now=61.0, started=0.0)  # not ready: probed whenever asked
+
+    strict = Readiness.of(
+        {
+            "httpGet": {"port": 80},
+            "periodSeconds": 2,
+            "timeoutSeconds": 3,
+            "successThreshold": 2,
+            "failureThreshold": 1,
+            "initialDelaySeconds": 5,
+        }
+    )
+    assert not strict.due(now=4.0, started=0.0) and strict.due(now=5.0, started=0.0)
+    assert not strict.record(5.0, True) and strict.record(5.5, True) and not strict.record(7.5, False)
+    assert strict.timeout == 3
+    assert Readiness.of({"periodSeconds": "x", "failureThreshold": 0}).failures_allowed == 1
+
+
 async def test_watch_list_protocol_ends_initial_events_with_bookmark(kube, ns):
     await kube.apps.create_namespaced_deployment(ns, deployment())
     url = (

@@ -460,7 +460,7 @@ class Store:
         self.listeners: list[Listener] = []
         self.allocate_cluster_ip: Callable[[set[str]], str] | None = None  # set when a pod network runs
         # (namespace, pod, tailLines) -> the pod's container output, or None (set by the lab controller)
-        self.pod_log: Callable[[str, str, int | None], str | None] | None = None
+        self.pod_log: Callable[[str, str, int | None, bool], str | None] | None = None
         self._load()
         if not self._objects:
             for ns in DEFAULT_NAMESPACES:
@@ -1171,10 +1171,15 @@ class KubeAPI:
         tail = request.query.get("tailLines")
         if tail is not None and not tail.isdigit():
             raise bad_request("tailLines must be a non-negative integer")
+        previous = request.query.get("previous", "false").lower() in ("true", "1")
         reader = self.store.pod_log
-        text = reader(namespace or "", name, int(tail) if tail is not None else None) if reader else None
+        text = reader(namespace or "", name, int(tail) if tail is not None else None, previous) if reader else None
         if text is None:
             containers = (pod.get("spec") or {}).get("containers") or [{}]
+            if previous:  # what the API server answers when there was no restart
+                raise bad_request(
+                    f'previous terminated container "{containers[0].get("name")}" in pod "{name}" not found'
+                )
             raise bad_request(f'container "{containers[0].get("name")}" in pod "{name}" has no logs')
         return web.Response(text=text, content_type="text/plain")
 

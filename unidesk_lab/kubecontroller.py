@@ -1,13 +1,26 @@
 """Lab controller for the Kubernetes API emulator: runs Deployments, StatefulSets and Jobs as real containerd containers via `ctr`.
 
-Pod-less on purpose: no Pod or ReplicaSet objects exist. Each workload runs one container (the
-pod template's first): for every Deployment or StatefulSet generation the controller checks the
-image in containerd, replaces the running container (`ctr run -d`) and reports the outcome in the
-status the way the real controllers would (observedGeneration, replica counts, conditions). A
-missing image keeps the old container and reports `ImagePullBackOff`. More than one replica still
-runs one container, and the counts say so. A Job's container runs to its end (`ctr run` in the
-foreground, its exit code read back); OnFailure/Never pods are retried up to `backoffLimit`, and the
-Job reports `succeeded` or `failed` with a Complete or Failed condition.
+One pod per workload, no ReplicaSets. Each workload runs one container (the pod template's first):
+for every Deployment or StatefulSet generation the controller checks the image in containerd,
+replaces the running container (`ctr run -d`) and reports the outcome in the status the way the
+real controllers would (observedGeneration, replica counts, conditions), with a Pod object per
+Deployment or StatefulSet. A missing image keeps the old container and reports `ImagePullBackOff`.
+More than one replica still runs one container, and the counts say so.
+
+Like a kubelet (restartPolicy Always): a container that exits, or vanishes, is recreated in the same
+pod (same name, same address), at once the first time, then after a crash-loop back-off (10 s,
+doubling to 300 s, forgotten after 10 minutes of running); the Pod's `restartCount`, `lastState`
+and `state.waiting` (CrashLoopBackOff) say so, and `pods/NAME/log?previous=true` serves the previous
+container's output. Readiness probes follow the kubelet's fields and defaults (periodSeconds 10,
+timeoutSeconds 1, failureThreshold 3): a ready pod turns not ready only after failureThreshold
+consecutive failures one period apart; a pod not yet ready is probed every pass (start-up is only
+faster, never a ready pod less stable). Each node puts its containers under its own cgroup parent
+(`/unidesk-lab/<node>/<id>`): labs on one machine name their containers alike, and a shared cgroup
+let one lab's stop SIGKILL another lab's container.
+
+A Job's container runs to its end (`ctr run` in the foreground, its exit code read back);
+OnFailure/Never pods are retried up to `backoffLimit`, and the Job reports `succeeded` or `failed`
+with a Complete or Failed condition.
 
 With a pod network (`unidesk_lab.podnet`, given `--pod-cidr`/`--service-cidr`), each pod gets its own
 network namespace and address, probes go to that address, Services get ClusterIPs (allocated by the
@@ -59,6 +72,10 @@ MONITOR_INTERVAL = 0.5
 STOP_GRACE = 1.0  # busybox as PID 1 ignores SIGTERM; don't wait the pod's 30 s for it
 CTR_TIMEOUT = 60.0
 JOB_BACKOFF_MAX = 10.0
+CGROUP_ROOT = "unidesk-lab"
+# The kubelet's crash-loop back-off: the first restart at once, then 10 s doubling to 300 s; reset
+# once a container has run 10 minutes.
+BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_RESET = 10.0, 300.0, 600.0
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -97,6 +114,62 @@ def key_prefix(key: Key | tuple[str, str]) -> str:
     return prefix
 
 
+def crash_backoff(backoff: float, ran_for: float) -> tuple[float, float]:
+    """(delay before restarting a container that exited after `ran_for` s, back-off after that restart),
+    given the current back-off (0: none yet), as the kubelet counts them."""
+    if ran_for >= BACKOFF_RESET:
+        backoff = 0.0
+    return backoff, (min(backoff * 2, BACKOFF_MAX) if backoff else BACKOFF_INITIAL)
+
+
+@dataclass
+class Readiness:
+    """A readinessProbe's verdict as the kubelet reaches it: ready after successThreshold successes in a
+    row, not ready after failureThreshold failures in a row. A ready pod is probed once per
+    periodSeconds; one not yet ready whenever asked (the lab only shortens start-up)."""
+
+    period: float = 10.0
+    timeout: float = 1.0
+    successes_needed: int = 1
+    failures_allowed: int = 3
+    initial_delay: float = 0.0
+    ready: bool = False
+    successes: int = 0
+    failures: int = 0
+    last: float | None = None  # loop time of the last probe
+
+    @classmethod
+    def of(cls, probe: dict | None) -> Readiness:
+        probe = probe or {}
+
+        def num(name: str, default: float, least: float) -> float:
+            value = probe.get(name, default)
+            return max(float(value), least) if isinstance(value, int | float) else default
+
+        return cls(
+            period=num("periodSeconds", 10, 1),
+            timeout=num("timeoutSeconds", 1, 1),
+            successes_needed=int(num("successThreshold", 1, 1)),
+            failures_allowed=int(num("failureThreshold", 3, 1)),
+            initial_delay=num("initialDelaySeconds", 0, 0),
+        )
+
+    def due(self, now: float, started: float) -> bool:
+        if now - started < self.initial_delay:
+            return False
+        return not self.ready or self.last is None or now - self.last >= self.period
+
+    def record(self, now: float, ok: bool) -> bool:
+        self.last = now
+        if ok:
+            self.successes, self.failures = self.successes + 1, 0
+            self.ready = self.ready or self.successes >= self.successes_needed
+        else:
+            self.successes, self.failures = 0, self.failures + 1
+            self.ready = self.ready and self.failures < self.failures_allowed
+        return self.ready
+
+
 def max_unavailable(spec: dict, replicas: int) -> int:
     value = ((spec.get("strategy") or {}).get("rollingUpdate") or {}).get("maxUnavailable", "25%")
     if isinstance(value, str) and value.endswith("%"):
@@ -116,12 +189,24 @@ class Pod:
     failure: tuple[str, str] | None = None  # (reason, message) when the latest generation could not start
     ready: bool = False
     template: dict | None = None  # pod template the running container was made from
-    exit_code: int | None = None  # how the container exited (it is not restarted: CrashLoopBackOff)
     ip: str | None = None  # pod address on the pod network (None: host network)
     labels: dict = field(default_factory=dict)
     hostname: str | None = None
     job: asyncio.Task | None = None  # a Job's run-to-completion task
-    misses: int = 0  # consecutive failed readiness probes
+    readiness: Readiness = field(default_factory=Readiness)
+    started: float = 0.0  # loop time the current container started
+    # restarts, kubelet-style: lastState (how the previous container ended), restartCount, back-off
+    exit_code: int | None = None
+    exit_reason: str = ""
+    finished_at: str = ""
+    restarts: int = 0
+    previous: str | None = None  # the previous container's id (its log is `previous=true`)
+    backoff: float = 0.0
+    restart_at: float | None = None  # loop time the next restart is due (CrashLoopBackOff until then)
+
+    @property
+    def crash_loop(self) -> tuple[str, str] | None:
+        return self.failure if self.failure and self.failure[0] == "CrashLoopBackOff" else None
 
 
 class LabController:
@@ -154,6 +239,8 @@ class LabController:
         self._http: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()  # one rollout or monitor pass at a time: status writes never interleave
         self._net_dirty = True
+        node = hashlib.sha256(os.path.abspath(socket).encode()).hexdigest()[:12]  # one per lab (and test) node
+        self.cgroup_parent = f"/{CGROUP_ROOT}/{node}"
 
     # ---- lifecycle
 
@@ -192,6 +279,13 @@ class LabController:
             pod.container, pod.ready = None, False
             self._write_status(key, pod)
         self._pods.clear()
+        for parent in [Path("/sys/fs/cgroup") / self.cgroup_parent.lstrip("/")] + list(
+            Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent.lstrip('/')}")
+        ):  # the node's (now empty) cgroup parents, cgroup v2 or each v1 hierarchy
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
         if self._http:
             await self._http.close()
         log.info("controller stopped")
@@ -246,37 +340,95 @@ class LabController:
         if not pods:
             return
         tasks = await self._task_states()
-        states = [tasks.get(pod.container) if pod.container else None for _, pod in pods]
-        probes = await asyncio.gather(
-            *(
-                self._probe(pod) if state == "RUNNING" else _false()
-                for (_, pod), state in zip(pods, states, strict=False)
-            )
-        )
-        for (key, pod), state, probed in zip(pods, states, probes, strict=False):
-            if pod.failure and pod.failure[0] == "ImagePullBackOff" and await self._find_image(pod.image):
+        if tasks is None:  # ctr could not list the tasks (a loaded node): no evidence, no verdict
+            return
+        loop = asyncio.get_running_loop()
+        current: list[tuple[Key, Pod, str | None]] = []
+        for key, pod in pods:
+            if (
+                pod.failure
+                and pod.failure[0] == "ImagePullBackOff"
+                and pod.restart_at is None
+                and await self._find_image(pod.image)
+            ):
                 self._enqueue(key)
                 continue
-            # like the kubelet: ready after one success, not ready after failureThreshold (default 3) misses
-            pod.misses = 0 if probed else pod.misses + 1
-            ready = probed or (pod.ready and pod.misses < int((pod.probe or {}).get("failureThreshold", 3)))
-            if pod.ready != ready:
+            state = tasks.get(pod.container) if pod.container else None
+            if pod.container and pod.restart_at is None and pod.failure is None and state in (None, "STOPPED"):
+                await self._exited(key, pod, state)
+            if pod.restart_at is not None and loop.time() >= pod.restart_at:
+                pod = await self._restart(key, pod)
+                state = "RUNNING" if pod.container and not pod.failure else None
+            current.append((key, pod, state))
+        now = loop.time()
+        due = [(key, pod) for key, pod, state in current if state == "RUNNING" and pod.readiness.due(now, pod.started)]
+        probes = await asyncio.gather(*(self._probe(pod) for _, pod in due))
+        for (key, pod), probed in zip(due, probes, strict=True):
+            was = pod.readiness.ready
+            pod.ready = pod.readiness.record(now, probed)
+            if pod.ready != was:
                 self._net_dirty = True
                 # readiness flips are rare and explain a later "never ready": say why in the log
                 log.info(
-                    "%s %s/%s: %s (task %s, probe %s, misses %d)",
+                    "%s %s/%s: %s (probe %s, failures in a row %d)",
                     *key,
-                    "ready" if ready else "not ready",
-                    state,
+                    "ready" if pod.ready else "not ready",
                     probed,
-                    pod.misses,
+                    pod.readiness.failures,
                 )
-            pod.ready = ready
-            if state == "STOPPED" and pod.failure is None:
-                pod.exit_code = await self._exit_code(pod.container)
-                pod.failure = ("CrashLoopBackOff", f"container {pod.container} exited with code {pod.exit_code}")
-                log.warning("%s %s/%s: %s (not restarted)", *key, pod.failure[1])
+        for key, pod, _ in current:
             self._write_status(key, pod)
+
+    async def _exited(self, key: Key, pod: Pod, state: str | None) -> None:
+        """The pod's container stopped (or vanished): lastState, then a restart now or after the back-off."""
+        loop = asyncio.get_running_loop()
+        cid = pod.container or ""
+        if state == "STOPPED":
+            pod.exit_code = await self._exit_code(cid)
+            pod.exit_reason = "Completed" if pod.exit_code == 0 else "Error"
+        else:  # the task is gone (deleted behind the controller's back): what a kubelet reports then
+            pod.exit_code, pod.exit_reason = 137, "ContainerStatusUnknown"
+        pod.finished_at = now_iso()
+        if pod.ready:
+            self._net_dirty = True
+        pod.ready, pod.readiness = False, Readiness.of(pod.probe)
+        delay, pod.backoff = crash_backoff(pod.backoff, loop.time() - pod.started)
+        pod.restart_at = loop.time() + delay
+        if delay:
+            pod.failure = (
+                "CrashLoopBackOff",
+                f"back-off {delay:g}s restarting failed container={self._container_name(pod, key)} "
+                f"pod={self._pod_name(key, pod)}",
+            )
+        log.warning(
+            "%s %s/%s: container %s exited with code %s (%s); restarting %s",
+            *key,
+            cid,
+            pod.exit_code,
+            pod.exit_reason,
+            f"after a {delay:g}s back-off" if delay else "now",
+        )
+
+    async def _restart(self, key: Key, pod: Pod) -> Pod:
+        """Recreate the exited container in the same pod (its network namespace and address stay)."""
+        obj = self.store.get(WORKLOADS[key[0]], key[1], key[2])
+        if obj is None or obj["spec"].get("template") != pod.template:
+            pod.restart_at = None  # deleted or rolled: the queued reconcile replaces the pod
+            return pod
+        new = await self._launch(key, obj, f"{pod.generation}-r{pod.restarts + 1}", detached=True, restart=pod)
+        new.restarts, new.previous = pod.restarts + 1, pod.container
+        new.exit_code, new.exit_reason, new.finished_at, new.backoff = (
+            pod.exit_code,
+            pod.exit_reason,
+            pod.finished_at,
+            pod.backoff,
+        )
+        if new.failure:  # could not start (image gone, config): try again after the back-off
+            new.container, new.restarts = None, pod.restarts
+            new.restart_at = asyncio.get_running_loop().time() + max(pod.backoff, BACKOFF_INITIAL)
+        self._pods[key] = new
+        self._net_dirty = True
+        return new
 
     async def _sync_network(self) -> None:
         """Service rules and DNS files follow the Services and the ready pods."""
@@ -335,7 +487,7 @@ class LabController:
             log.info("%s %s/%s deleted: stopping its container", kind, namespace, name)
             await self._stop_pod(key)
             self._pods.pop(key, None)
-            if kind == "Deployment":
+            if kind != "Job":
                 self._write_pod(key, Pod(), {})
             return
         generation = obj["metadata"].get("generation", 1)
@@ -350,7 +502,7 @@ class LabController:
             self._pods[key] = Pod(generation=generation)
             self._write_status(key, self._pods[key])
             return
-        if pod.container and pod.failure is None and pod.template == spec["template"]:
+        if pod.container and pod.template == spec["template"] and pod.failure in (None, pod.crash_loop):
             # Only replicas (or another non-template field) changed: like a real scale, nothing restarts.
             self._write_status(key, pod)
             return
@@ -363,19 +515,22 @@ class LabController:
             # the old container (if any) keeps serving; only the failure is recorded. The Pod object is
             # now the new template's: it must not inherit the old container's exit (as on Kubernetes).
             pod.image, pod.failure, pod.exit_code = new.image, new.failure, None
+            pod.restarts, pod.restart_at = 0, None
             self._write_status(key, pod)
             return
         self._pods[key] = new
         if new.container:
             tasks = await self._task_states()
-            new.ready = tasks.get(new.container) == "RUNNING" and await self._probe(new)
+            if (tasks or {}).get(new.container) == "RUNNING":
+                new.ready = new.readiness.record(asyncio.get_running_loop().time(), await self._probe(new))
         self._net_dirty = True
         self._write_status(key, new)
 
-    async def _launch(self, key: Key, obj: dict, suffix: str, *, detached: bool) -> Pod:
+    async def _launch(self, key: Key, obj: dict, suffix: str, *, detached: bool, restart: Pod | None = None) -> Pod:
         """Start (detached) or prepare (a Job's foreground run) the workload's container; the Pod says how it went.
 
-        A detached start replaces the workload's running container; a failure before that leaves it."""
+        A detached start replaces the workload's running container; a failure before that leaves it.
+        A restart recreates the exited container of `restart` in the same pod (same network namespace)."""
         kind, namespace, name = key
         spec = obj["spec"]
         generation = obj["metadata"].get("generation", 1)
@@ -388,6 +543,7 @@ class LabController:
             generation=generation,
             image=image,
             probe=container.get("readinessProbe"),
+            readiness=Readiness.of(container.get("readinessProbe")),
             ports=container.get("ports") or [],
             template=copy.deepcopy(template),
             labels=labels,
@@ -404,26 +560,36 @@ class LabController:
             )
             return pod
         try:
-            mounts = self._mounts(key, obj, podspec, container)
+            mounts = self._mounts(key, obj, podspec, container, fresh=restart is None)
             argv = await self._process_args(ref, container)
             env_probe = self._resolve_env(namespace, container, "0.0.0.0")  # config errors before touching anything
         except ConfigError as exc:
             pod.failure = ("CreateContainerConfigError", str(exc))
             return pod
-        if detached:
+        if restart is not None:
+            if restart.container:
+                await self._remove(restart.container)  # the exited one (its log file stays: previous=true)
+        elif detached:
             await self._stop_pod(key)
         cid = container_id(namespace, name, suffix, kind)
-        args = ["run", "--label", f"{LABEL}={namespace}.{name}"] + (["-d"] if detached else ["--rm"])
+        # the node's own cgroup parent: runc's default (/<ctr namespace>/<id>) is machine-wide, shared
+        # by every lab's same-named container
+        args = ["run", "--cgroup", f"{self.cgroup_parent}/{cid}", "--label", f"{LABEL}={namespace}.{name}"]
+        args += ["-d"] if detached else ["--rm"]
         host_network = podspec.get("hostNetwork") or self.network is None
         if host_network:
             args.append("--net-host")
             env = env_probe
         else:
-            try:
-                netns, pod.ip = await self.network.add(self._pod_id(key))
-            except Exception as exc:  # the network is the node's problem: report it like a sandbox failure
-                pod.failure = ("FailedCreatePodSandBox", str(exc)[:500])
-                return pod
+            assert self.network is not None
+            if restart is not None and restart.ip:
+                netns, pod.ip = self.network.netns_path(self._pod_id(key)), restart.ip
+            else:
+                try:
+                    netns, pod.ip = await self.network.add(self._pod_id(key))
+                except Exception as exc:  # the network is the node's problem: report it like a sandbox failure
+                    pod.failure = ("FailedCreatePodSandBox", str(exc)[:500])
+                    return pod
             hosts = self.network.ensure_hosts(namespace)
             args += [
                 "--with-ns",
@@ -467,6 +633,7 @@ class LabController:
         finally:
             os.unlink(env_file)
         pod.template = copy.deepcopy(template)
+        pod.started = asyncio.get_running_loop().time()
         if rc != 0:
             pod.container = None
             pod.failure = ("RunContainerError", f"ctr run failed: {err.strip()[:500]}")
@@ -590,25 +757,35 @@ class LabController:
         self.store.write_status(DEPLOYMENTS, namespace, name, status)
         self._write_pod(key, pod, obj)
 
-    # ---- pods: one Pod object per Deployment, its status saying how the container runs or ended
+    # ---- pods: one Pod object per Deployment or StatefulSet, its status saying how the container runs or ended
 
     @staticmethod
     def pod_name(name: str, generation: int) -> str:
         return f"{name}-{generation}"
 
-    def _write_pod(self, key: Key, pod: Pod, dep: dict) -> None:
-        """The Deployment's current pod as a Pod object (labels and annotations from its template,
-        containerStatuses with the exit code of a container that ended), so a rollout watcher reads
-        what it reads on a real cluster; older ones are deleted."""
-        _, namespace, name = key
-        owner = f"{namespace}.{name}"[:63]
-        current = self.pod_name(name, pod.generation) if (pod.container or pod.failure) else None
+    def _pod_name(self, key: Key, pod: Pod) -> str:
+        """A Deployment's pod is named after its generation (a new template, a new pod); a StatefulSet's is `<name>-0`."""
+        return f"{key[2]}-0" if key[0] == "StatefulSet" else self.pod_name(key[2], pod.generation)
+
+    @staticmethod
+    def _container_name(pod: Pod, key: Key) -> str:
+        containers = ((pod.template or {}).get("spec") or {}).get("containers") or [{}]
+        return containers[0].get("name") or key[2]
+
+    def _write_pod(self, key: Key, pod: Pod, owner_obj: dict) -> None:
+        """The workload's current pod as a Pod object (labels and annotations from its template,
+        containerStatuses as a kubelet reports them: state, lastState, restartCount), so a rollout
+        watcher reads what it reads on a real cluster; older ones are deleted."""
+        kind, namespace, name = key
+        owner = f"{KIND_MARK[kind]}{namespace}.{name}"[:63]
+        current = self._pod_name(key, pod) if (pod.container or pod.failure) else None
         for old in self.store.list(PODS, namespace, lambda o: (o["metadata"].get("labels") or {}).get(LABEL) == owner):
             if old["metadata"]["name"] != current:
                 self.store.delete(PODS, namespace, old["metadata"]["name"])
         if current is None:
             return
-        template = pod.template if pod.template and not pod.failure else dep["spec"]["template"]
+        crashing = pod.crash_loop is not None or pod.restart_at is not None
+        template = pod.template if pod.template and (not pod.failure or crashing) else owner_obj["spec"]["template"]
         container = ((template.get("spec") or {}).get("containers") or [{}])[0]
         if self.store.get(PODS, namespace, current) is None:
             meta = template.get("metadata") or {}
@@ -626,9 +803,9 @@ class LabController:
                         "ownerReferences": [
                             {
                                 "apiVersion": "apps/v1",
-                                "kind": "Deployment",
+                                "kind": kind,
                                 "name": name,
-                                "uid": dep["metadata"].get("uid", ""),
+                                "uid": owner_obj["metadata"].get("uid", ""),
                                 "controller": True,
                             }
                         ],
@@ -642,26 +819,19 @@ class LabController:
             "image": container.get("image", pod.image),
             "imageID": "",
             "ready": pod.ready,
-            "restartCount": 0,
+            "restartCount": pod.restarts,
             "started": False,
             "state": {},
         }
         if pod.exit_code is not None:
-            cs["state"] = {
-                "waiting": {
-                    "reason": "CrashLoopBackOff",
-                    "message": f"back-off 10s restarting failed container={cname} pod={current}",
-                }
-            }
             cs["lastState"] = {
-                "terminated": {"exitCode": pod.exit_code, "reason": "Error" if pod.exit_code else "Completed"}
+                "terminated": {"exitCode": pod.exit_code, "reason": pod.exit_reason, "finishedAt": pod.finished_at}
             }
-            cs["restartCount"] = 1
-        elif pod.failure:
+        if pod.failure:
             cs["state"] = {"waiting": {"reason": pod.failure[0], "message": pod.failure[1]}}
         elif pod.container:
             cs["state"], cs["started"] = {"running": {}}, True
-        phase = "Running" if pod.container and (pod.failure is None or pod.exit_code is not None) else "Pending"
+        phase = "Running" if pod.container and (pod.failure is None or crashing) else "Pending"
         status: dict = {
             "phase": phase,
             "conditions": [{"type": "Ready", "status": "True" if pod.ready else "False"}],
@@ -671,21 +841,21 @@ class LabController:
             status["podIP"] = pod.ip
         self.store.write_status(PODS, namespace, current, status)
 
-    def pod_log(self, namespace: str, pod_name: str, tail: int | None) -> str | None:
-        """The output of the container behind a Pod object (its log file), the last `tail` lines."""
-        for (kind, ns, name), pod in self._pods.items():
-            if (
-                kind == "Deployment"
-                and ns == namespace
-                and pod.container
-                and self.pod_name(name, pod.generation) == pod_name
-                and self.log_dir
-            ):
-                try:
-                    lines = (self.log_dir / f"{pod.container}.log").read_text(errors="replace").splitlines()
-                except FileNotFoundError:
-                    return ""
-                return "".join(f"{line}\n" for line in (lines[-tail:] if tail else ([] if tail == 0 else lines)))
+    def pod_log(self, namespace: str, pod_name: str, tail: int | None, previous: bool = False) -> str | None:
+        """The output of the container behind a Pod object (its log file), the last `tail` lines;
+        `previous`: of the container before the last restart (None when there was none)."""
+        for key, pod in self._pods.items():
+            if key[0] == "Job" or key[1] != namespace or self._pod_name(key, pod) != pod_name or not self.log_dir:
+                continue
+            # previous: the last container that ended (the current one itself while it waits to restart)
+            cid = (pod.container if pod.restart_at is not None else pod.previous) if previous else pod.container
+            if not cid:
+                return None
+            try:
+                lines = (self.log_dir / f"{cid}.log").read_text(errors="replace").splitlines()
+            except FileNotFoundError:
+                return ""
+            return "".join(f"{line}\n" for line in (lines[-tail:] if tail else ([] if tail == 0 else lines)))
         return None
 
     async def _exit_code(self, cid: str) -> int | None:
@@ -701,7 +871,7 @@ class LabController:
         if obj is None:
             return
         want = obj["spec"].get("replicas", 1)
-        running = 1 if pod.container and pod.failure is None and want else 0
+        running = 1 if pod.container and (pod.failure is None or pod.crash_loop) and want else 0
         ready = 1 if running and pod.ready else 0
         revision = f"{name}-{hashlib.sha256(json.dumps(pod.template or {}, sort_keys=True).encode()).hexdigest()[:10]}"
         status: dict = {
@@ -720,6 +890,7 @@ class LabController:
             if value:
                 status[field_name] = value
         self.store.write_status(STATEFULSETS, namespace, name, status)
+        self._write_pod(key, pod, obj)
 
     # ---- jobs
 
@@ -828,8 +999,11 @@ class LabController:
 
     # ---- volumes
 
-    def _mounts(self, key: Key, obj: dict, podspec: dict, container: dict) -> list[tuple[str, str, bool]]:
-        """(host dir or file, container path, read-only) for each volumeMount of the container."""
+    def _mounts(
+        self, key: Key, obj: dict, podspec: dict, container: dict, *, fresh: bool = True
+    ) -> list[tuple[str, str, bool]]:
+        """(host dir or file, container path, read-only) for each volumeMount of the container; an
+        emptyDir starts empty with a new pod (`fresh`), and keeps its files across container restarts."""
         kind, namespace, name = key
         volumes = {v.get("name"): v for v in podspec.get("volumes") or [] if isinstance(v, dict)}
         claims = {}
@@ -845,7 +1019,7 @@ class LabController:
             if vname in claims:
                 src = claims[vname]
             elif vname in volumes:
-                src = self._volume(key, volumes[vname])
+                src = self._volume(key, volumes[vname], fresh)
             else:
                 raise ConfigError(f'volume "{vname}" not found')
             sub = vm.get("subPath")
@@ -860,7 +1034,7 @@ class LabController:
         base = self.data_dir or Path(tempfile.gettempdir()) / "kubeapi-volumes"
         return base / "volumes" / key_prefix(key).rstrip("_")
 
-    def _volume(self, key: Key, volume: dict) -> Path:
+    def _volume(self, key: Key, volume: dict, fresh: bool = True) -> Path:
         kind, namespace, name = key
         vname = volume["name"]
         if not DNS1123_LABEL.match(vname or ""):
@@ -884,8 +1058,9 @@ class LabController:
                 path.chmod(item.get("mode") or source.get("defaultMode") or 0o644)
             return target
         if "emptyDir" in volume:
-            shutil.rmtree(target, ignore_errors=True)
-            target.mkdir(parents=True)
+            if fresh:
+                shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True, exist_ok=True)
             return target
         if "hostPath" in volume:
             host_path = (volume["hostPath"] or {}).get("path", "")
@@ -996,8 +1171,12 @@ class LabController:
             return []
         return out.split()
 
-    async def _task_states(self) -> dict[str, str]:
-        rc, out, _ = await self._ctr("tasks", "ls")
+    async def _task_states(self) -> dict[str, str] | None:
+        """Task states by container id; None when ctr could not list them."""
+        rc, out, err = await self._ctr("tasks", "ls")
+        if rc != 0:
+            log.warning("ctr tasks ls failed: %s", err.strip())
+            return None
         states = {}
         for line in out.splitlines()[1:]:
             cols = line.split()
@@ -1015,7 +1194,7 @@ class LabController:
         await self._ctr("tasks", "kill", "-s", "SIGTERM", cid)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_GRACE
-        while loop.time() < deadline and (await self._task_states()).get(cid) == "RUNNING":
+        while loop.time() < deadline and ((await self._task_states()) or {}).get(cid) == "RUNNING":
             await asyncio.sleep(0.1)
         await self._ctr("tasks", "delete", "-f", cid)
         rc, _, err = await self._ctr("containers", "delete", cid)
@@ -1038,17 +1217,14 @@ class LabController:
             if "httpGet" in probe:
                 assert self._http is not None
                 path = target.get("path", "/")
-                async with self._http.get(f"http://{host}:{int(port)}{path}") as resp:
+                timeout = aiohttp.ClientTimeout(total=pod.readiness.timeout)
+                async with self._http.get(f"http://{host}:{int(port)}{path}", timeout=timeout) as resp:
                     return 200 <= resp.status < 400
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), pod.readiness.timeout)
             writer.close()
             return True
         except (TimeoutError, OSError, aiohttp.ClientError):
             return False
-
-
-async def _false() -> bool:
-    return False
 
 
 def _job_condition(ctype: str, reason: str, message: str) -> dict:

@@ -168,6 +168,11 @@ class PodNetwork:
         log.info("pod %s: netns %s ip %s", pod_id, name, ip)
         return f"/run/netns/{name}", ip
 
+    @staticmethod
+    def netns_path(pod_id: str) -> str:
+        """The namespace `add` made for `pod_id` (a restarted container joins it again)."""
+        return f"/run/netns/{netns_name(pod_id)}"
+
     async def remove(self, pod_id: str) -> None:
         await self._teardown(netns_name(pod_id))
 

@@ -418,8 +418,9 @@ async def test_sigterm_stops_containers_and_restart_restores_them(containerd, ku
 
 async def test_container_that_exits_is_a_crash_looping_pod_with_exit_code_and_log(containerd, kubeapi, apps):
     """Pods are what a rollout watcher reads on a real cluster: the controller keeps one Pod object per
-    Deployment, with the template's labels and annotations, and a container that exits shows up as
-    CrashLoopBackOff with its exit code in lastState; its output is served by pods/NAME/log."""
+    Deployment, with the template's labels and annotations. A container that keeps exiting is restarted
+    at once, then waits in CrashLoopBackOff (kubelet back-off) with its exit code in lastState and its
+    restarts counted; its output is served by pods/NAME/log, the ended container's by `previous`."""
     apps_api, core = apps
     ns = "lab-crash"
     await setup_namespace(core, ns)
@@ -431,29 +432,23 @@ async def test_container_that_exits_is_a_crash_looping_pod_with_exit_code_and_lo
         "echo starting; echo cannot start >&2; exit 3",
     ]
     await apply(apps_api, ns, body)
-    deadline = time.monotonic() + WAIT
-    while True:
-        pods = (await core.list_namespaced_pod(ns, label_selector="app=boom")).items
-        statuses = pods[0].status.container_statuses if pods and pods[0].status else None
-        if statuses and statuses[0].last_state and statuses[0].last_state.terminated:
-            break
-        assert time.monotonic() < deadline, pods
-        await asyncio.sleep(0.2)
-    pod = pods[0]
+    pod = await wait_pod(
+        core, ns, "boom", lambda p, cs: cs.state.waiting is not None and cs.state.waiting.reason == "CrashLoopBackOff"
+    )
     assert (
         pod.metadata.annotations["unidesk.ai/deploy-commit"] == "c" * 40
         and pod.metadata.owner_references[0].name == "boom"
     )
     status = pod.status.container_statuses[0]
-    assert status.state.waiting.reason == "CrashLoopBackOff" and status.restart_count == 1
-    assert status.last_state.terminated.exit_code == 3
-    deadline = time.monotonic() + WAIT  # the shim may still be copying the last bytes when the task is seen stopped
-    while sorted((full := await core.read_namespaced_pod_log(pod.metadata.name, ns)).splitlines()) != [
-        "cannot start",
-        "starting",
-    ]:
-        assert time.monotonic() < deadline, full  # stdout and stderr, one file
-        await asyncio.sleep(0.2)
+    assert status.restart_count >= 1 and status.last_state.terminated.exit_code == 3 and not status.ready
+    assert status.state.waiting.message.startswith("back-off 10s restarting failed container=web")
+    for previous in (False, True):
+        deadline = time.monotonic() + WAIT  # the shim may still be copying the last bytes when the task is seen stopped
+        while sorted(
+            (full := await core.read_namespaced_pod_log(pod.metadata.name, ns, previous=previous)).splitlines()
+        ) != ["cannot start", "starting"]:
+            assert time.monotonic() < deadline, full  # stdout and stderr, one file
+            await asyncio.sleep(0.2)
     tail = await core.read_namespaced_pod_log(pod.metadata.name, ns, tail_lines=1)
     assert tail == full.splitlines(keepends=True)[-1]
 
