@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -269,3 +270,33 @@ def test_unusable_state_dir_is_a_coded_error_naming_it(tmp_path, command, kind):
     assert rc == ExitCode.ERROR, doc
     assert codes(doc) == ["state_dir_invalid"], doc
     assert str(state) in doc["errors"][0]["message"]
+
+
+# ---- arguments that are not UTF-8 -------------------------------------------------------------------
+
+BAD = os.fsdecode(b"/tmp/\xff.json")  # how Python hands a non-UTF-8 argument over (PEP 383)
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--workspace", os.fsdecode(b"/tmp/\xed\xa0\x80"), "deploy", "check"], "--workspace"),
+        (["--state-dir", BAD, "job", "list"], "--state-dir"),
+        (["deploy", "plan", "--file", BAD], "--file"),
+        (["deploy", "plan", "--out", BAD], "--out"),
+        (["deploy", "apply", "--plan", BAD], "--plan"),
+        (["deploy", "apply", "--file=" + BAD], "--file"),
+        (["job", "status", BAD], "JOB_ID"),
+        (["job", "cancel", BAD], "JOB_ID"),
+        (["dev-env", "validate", "--manifest", BAD], "--manifest"),
+        (["lab", "status", "--dir", BAD], "--dir"),
+    ],
+)
+def test_a_non_utf8_argument_is_a_usage_error_naming_the_option(argv, option, tmp_path):
+    """Issue 13: a path (or id) that is not UTF-8 cannot go into a JSON document; it is refused as
+    `usage`, naming the option, before anything runs (it was internal_error)."""
+    rc, doc, _ = unidesk(*argv, cwd=tmp_path)
+    assert rc == ExitCode.USAGE and codes(doc) == [ErrorCode.USAGE], doc
+    message = doc["errors"][0]["message"]
+    assert option in message and "UTF-8" in message, message
+    assert not (tmp_path / ".state").exists()  # refused before anything ran

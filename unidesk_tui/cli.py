@@ -67,6 +67,43 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each dest of the parser and its subparsers, as the user types it (--file, JOB_ID)."""
+    names: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                names = {**_option_names(subparser), **names}
+        else:
+            metavar = action.metavar if isinstance(action.metavar, str) else action.dest
+            names.setdefault(action.dest, action.option_strings[0] if action.option_strings else metavar)
+    return names
+
+
+def refuse_non_utf8(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A byte that is not UTF-8 in an argument (a path, most often) reaches Python as a lone
+    surrogate (PEP 383) and cannot go into a JSON document: refused as `usage`, naming the option,
+    before anything runs."""
+    for dest, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str):
+                continue
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                option = _option_names(parser).get(dest, dest)
+                raise UsageError(f"unidesk: {option}: {_as_bytes(item)} is not valid UTF-8") from None
+
+
+def _as_bytes(text: str) -> str:
+    """The argument's bytes as typed, escaped: b'/tmp/\\xff.json'."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no command line yields (main(argv) from Python)
+        raw = text.encode("utf-8", "backslashreplace")
+    return repr(raw)
+
+
 def _add_source_args(p: argparse.ArgumentParser, envs: Sequence[str] = NAMED_ENVIRONMENTS) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--file", help="manifest file (default: <workspace>/deploy.json)")
@@ -251,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             raise UsageError("unidesk: invalid command line (see --help)") from None
         command = getattr(args, "command_name", None) or args.command or "unidesk"
+        refuse_non_utf8(parser, args)
         if not getattr(args, "logs_nothing", False):
             configure_logging()
         if args.command and (args.console_env != "file" or args.refresh is not None):
