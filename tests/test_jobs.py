@@ -507,3 +507,36 @@ def test_job_ids_do_not_accept_a_trailing_newline():
     job = jobs.new_job_id()
     with pytest.raises(UnideskError):
         jobs.check_job_id(job + "\n")
+
+
+@pytest.mark.parametrize("corrupt", ["truncated", "wrong type"])
+def test_a_corrupt_job_json_is_a_coded_error_naming_the_job_and_its_file(tmp_path, capsys, corrupt):
+    """Trial 2: a truncated job.json or `{"id": 5}` made job status/cancel internal_error, and job
+    list/prune silently left the job out. A tampered state file is not a bug of ours: `job_unreadable`
+    naming the job and the file, in status, cancel, list and prune alike."""
+    from unidesk_tui.cli import main as cli_main
+
+    good = record(status="succeeded", endedAt=jobs.now_iso())
+    jobs.create_job(tmp_path, good)
+    bad = record(status="succeeded", endedAt=jobs.now_iso())
+    path = jobs.create_job(tmp_path, bad) / "job.json"
+    path.write_bytes(path.read_bytes()[:100] if corrupt == "truncated" else b'{"id": 5}')
+
+    def cli(*argv: str) -> tuple[int, dict]:
+        rc = cli_main(["--workspace", str(tmp_path), "--state-dir", str(tmp_path), *argv])
+        return rc, json.loads(capsys.readouterr().out)
+
+    def assert_names_it(errors: list[dict]) -> None:
+        assert [e["code"] for e in errors] == ["job_unreadable"], errors
+        assert bad.id in errors[0]["message"] and errors[0]["path"] == str(path), errors
+
+    for command in ("status", "cancel"):
+        rc, doc = cli("job", command, bad.id)
+        assert rc == 1 and doc["ok"] is False, doc
+        assert_names_it(doc["errors"])
+    rc, doc = cli("job", "list")
+    assert rc == 0 and doc["ok"] is True and [j["id"] for j in doc["jobs"]] == [good.id], doc
+    assert_names_it(doc["errors"])
+    rc, doc = cli("job", "prune", "--keep", "0")
+    assert rc == 0 and doc["removed"] == [good.id] and doc["kept"] == [bad.id], doc
+    assert_names_it(doc["errors"])

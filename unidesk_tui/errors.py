@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     PLAN_INVALID = "plan_invalid"
     JOB_NOT_FOUND = "job_not_found"
     JOB_FINISHED = "job_finished"
+    JOB_UNREADABLE = "job_unreadable"
     TARGET_UNREACHABLE = "target_unreachable"
     PROBE_FAILED = "probe_failed"
     PROXY_PROBE_FAILED = "proxy_probe_failed"

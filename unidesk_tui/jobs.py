@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from unidesk_tui.documents import ErrorItem, JobEvent, JobRecord, JobResult, LogTail, Operator
-from unidesk_tui.errors import ErrorCode, UnideskError
+from unidesk_tui.errors import ErrorCode, Problem, UnideskError
 from unidesk_tui.files import atomic_write, flocked
 
 # The layout of a job directory, ids and worker liveness live in job_files (no pydantic, for
@@ -89,15 +89,15 @@ def _write(d: Path, record: JobRecord) -> None:
 
 
 def _read(d: Path, job_id: str) -> JobRecord:
+    path = d / JOB_FILE
     try:
-        data = (d / JOB_FILE).read_bytes()
+        return JobRecord.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise UnideskError.of(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}") from None
-    try:
-        return JobRecord.model_validate_json(data)
-    except ValidationError as exc:
+    except (OSError, ValidationError) as exc:  # a truncated or tampered state file, not a bug of ours
+        why = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else exc.strerror or str(exc)
         raise UnideskError.of(
-            ErrorCode.INTERNAL, f"job {job_id}: job.json is unreadable: {exc.errors()[0]['msg']}"
+            ErrorCode.JOB_UNREADABLE, f"job {job_id}: {path} is unreadable: {why}", path=str(path)
         ) from None
 
 
@@ -207,14 +207,17 @@ def cancel(state_dir: Path, job_id: str, *, wait: float = 0.0, poll: float = 0.1
         time.sleep(poll)
 
 
-def list_jobs(state_dir: Path) -> list[JobRecord]:
-    """Every readable job, newest first (ids sort by creation time)."""
+def list_jobs(state_dir: Path, unreadable: list[Problem] | None = None) -> list[JobRecord]:
+    """Every readable job, newest first (ids sort by creation time); why each other job could not
+    be read goes to `unreadable` (job_unreadable, naming its job.json)."""
     out = []
     for name in job_ids(state_dir):
         try:
             out.append(load_job(state_dir, name))
         except UnideskError as exc:
             log.warning("skipping job %s: %s", name, exc)
+            if unreadable is not None:  # not job_not_found: a job being created has no job.json yet
+                unreadable.extend(p for p in exc.problems if p.code == ErrorCode.JOB_UNREADABLE)
     return out
 
 
@@ -242,18 +245,28 @@ def _ended(record: JobRecord) -> datetime | None:
 
 
 def prune(
-    state_dir: Path, *, keep: int | None = None, older_than: timedelta | None = None
+    state_dir: Path,
+    *,
+    keep: int | None = None,
+    older_than: timedelta | None = None,
+    unreadable: list[Problem] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Remove finished jobs; returns (removed ids, kept ids), newest first. Queued and running jobs
     are never removed. A finished job goes when it is not among the `keep` newest finished ones and
-    (with `older_than`) ended longer ago than that; with neither given nothing is removed."""
+    (with `older_than`) ended longer ago than that; with neither given nothing is removed. A job
+    whose job.json cannot be read is kept, and said so in `unreadable` (as list_jobs does)."""
+    problems: list[Problem] = []
+    records = list_jobs(state_dir, problems)  # newest first; a dead worker's job reads as interrupted
+    if unreadable is not None:
+        unreadable.extend(problems)
+    unread = [Path(p.path).parent.name for p in problems if p.path]
     if keep is None and older_than is None:
-        return [], [r.id for r in list_jobs(state_dir)]
+        return [], sorted([r.id for r in records] + unread, reverse=True)
     now = datetime.now(UTC)
     removed: list[str] = []
-    kept: list[str] = []
+    kept: list[str] = unread
     finished = 0
-    for record in list_jobs(state_dir):  # newest first; a dead worker's job reads as interrupted
+    for record in records:
         if record.status not in JOB_TERMINAL:
             kept.append(record.id)
             continue
@@ -277,7 +290,7 @@ def prune(
         removed.append(record.id)
     if removed:
         log.info("pruned %d finished job(s): %s", len(removed), ", ".join(removed))
-    return removed, kept
+    return removed, sorted(kept, reverse=True)
 
 
 # -- the event log -------------------------------------------------------------------------------

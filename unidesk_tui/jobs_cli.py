@@ -216,8 +216,9 @@ def _prune(args: argparse.Namespace, ws: Workspace) -> int:
     from unidesk_tui.documents import JobPruneDocument, to_errors
 
     keep = args.keep if args.keep is not None or args.older_than is not None else _configured_keep(ws)
+    unreadable: list[Problem] = []
     try:
-        removed, kept = jobs.prune(ws.state_dir, keep=keep, older_than=args.older_than)
+        removed, kept = jobs.prune(ws.state_dir, keep=keep, older_than=args.older_than, unreadable=unreadable)
     except (UnideskError, OSError) as exc:
         problems = (
             exc.problems
@@ -226,7 +227,7 @@ def _prune(args: argparse.Namespace, ws: Workspace) -> int:
         )
         _emit(JobPruneDocument(ok=False, errors=to_errors(problems)))
         return ExitCode.ERROR
-    _emit(JobPruneDocument(ok=True, removed=removed, kept=kept))
+    _emit(JobPruneDocument(ok=True, removed=removed, kept=kept, errors=to_errors(unreadable)))
     return ExitCode.OK
 
 
@@ -240,8 +241,9 @@ def _list(args: argparse.Namespace, ws: Workspace) -> int:
 
     configure_logging()
     from unidesk_tui import jobs
-    from unidesk_tui.documents import JobListDocument, JobSummary
+    from unidesk_tui.documents import JobListDocument, JobSummary, to_errors
 
+    unreadable: list[Problem] = []
     summaries = [
         JobSummary(
             id=r.id,
@@ -253,9 +255,9 @@ def _list(args: argparse.Namespace, ws: Workspace) -> int:
             endedAt=r.endedAt,
             operator=r.operator,
         )
-        for r in jobs.list_jobs(ws.state_dir)
+        for r in jobs.list_jobs(ws.state_dir, unreadable)
     ]
-    _emit(JobListDocument(ok=True, jobs=summaries))
+    _emit(JobListDocument(ok=True, jobs=summaries, errors=to_errors(unreadable)))
     return ExitCode.OK
 
 
