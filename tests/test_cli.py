@@ -270,6 +270,8 @@ def test_unusable_state_dir_is_a_coded_error_naming_it(tmp_path, command, kind):
     assert rc == ExitCode.ERROR, doc
     assert codes(doc) == ["state_dir_invalid"], doc
     assert str(state) in doc["errors"][0]["message"]
+    if kind != "read-only":  # trial 2: it said "File exists" (mkdir's word), not what is wrong
+        assert f"{afile} is not a directory" in doc["errors"][0]["message"], doc
 
 
 # ---- arguments that are not UTF-8 -------------------------------------------------------------------

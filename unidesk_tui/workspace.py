@@ -30,7 +30,12 @@ class Workspace(NamedTuple):  # not a dataclass: `job status` starts without loa
             probe.mkdir()  # os.access says yes to root even where mkdir fails (e.g. under /proc)
             probe.rmdir()
         except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
+            # mkdir says "File exists" or "Not a directory" and names neither path: say which one
+            blocking = next((p for p in (self.state_dir, *self.state_dir.parents) if p.exists()), None)
+            if blocking is not None and not blocking.is_dir():
+                reason = f"{blocking} is not a directory"
+            else:
+                reason = exc.strerror or type(exc).__name__
             raise UnideskError.of(
                 ErrorCode.STATE_DIR_INVALID,
                 f"state dir {self.state_dir} is unusable: {reason}; pass --state-dir a writable directory",
