@@ -421,6 +421,40 @@ class TestCancel:
             worker.kill()
             worker.wait()
 
+    async def test_the_job_view_footer_lists_c_while_the_job_can_be_cancelled(self, world: ConsoleWorld) -> None:
+        """Trial 2: `c` cancelled from the job view (docs/console.md) but its footer did not say so."""
+        import subprocess
+
+        from textual.widgets._footer import FooterKey
+
+        def footer_keys(app) -> set[str]:  # the keys the footer shows
+            return {key.key for key in app.screen.query(FooterKey)}
+
+        worker = subprocess.Popen(["sleep", "60"])
+        try:
+            failed_job(world, RUNNING_JOB, status="running")
+            jobs.update_job(
+                world.state_dir,
+                RUNNING_JOB,
+                lambda r: r.model_copy(update={"workerPid": worker.pid, "workerStart": jobs.process_start(worker.pid)}),
+            )
+            async with console(world, reattach=False) as (app, pilot):
+                app.open_job(RUNNING_JOB)
+                await wait_until(
+                    pilot,
+                    lambda: isinstance(app.screen, JobLogScreen) and app.screen.job is not None,
+                    "the job view",
+                )
+                await pilot.pause()
+                assert "c" in footer_keys(app), footer_keys(app)
+                worker.kill()
+                worker.wait()
+                # the worker is gone: the job is recorded interrupted, and there is nothing to cancel
+                await wait_until(pilot, lambda: "c" not in footer_keys(app), "c gone from the footer of an ended job")
+        finally:
+            worker.kill()
+            worker.wait()
+
 
 # -- manifest diff -------------------------------------------------------------------------------
 

@@ -204,7 +204,7 @@ class JobLogScreen(Screen[None]):
         Binding("z", "toggle_full", "Full screen"),
         Binding("exclamation_mark", "jump_failure", "Failing step", key_display="!"),
         Binding("s", "save", "Save", show=False),
-        Binding("c", "cancel_job", "Cancel job", show=False),
+        Binding("c", "cancel_job", "Cancel job"),  # shown while the job can still be cancelled
         Binding("y", "yank", "Copy job id", show=False),
         Binding("J", "app.show_jobs", "Jobs", show=False),
         Binding("G", "end", "End (follow)", show=False),
@@ -286,6 +286,8 @@ class JobLogScreen(Screen[None]):
             if message.job != self.job or now - self._shown_at >= 1.0:
                 if message.job.status in JOB_TERMINAL and (self.job is None or self.job.status not in JOB_TERMINAL):
                     console_app(self).poll_jobs()  # the grid's last-job cells must not wait for the next poll
+                if self.job is None or message.job.status != self.job.status:
+                    self.refresh_bindings()  # `c` shows only while the job can be cancelled
                 self.job = message.job
                 self._shown_at = now
                 await self._show_job(message.job)
@@ -487,6 +489,10 @@ class JobLogScreen(Screen[None]):
                     break
                 offset = new_offset
         self.app.call_from_thread(self.app.notify, f"saved {count} lines to {path}", title="Log saved", timeout=6)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # An ended job has nothing to cancel: `c` leaves the footer (a job not yet read keeps it).
+        return not (action == "cancel_job" and self.job is not None and self.job.status in JOB_TERMINAL)
 
     def action_cancel_job(self) -> None:
         console_app(self).confirm_cancel(self.job_id)
