@@ -35,6 +35,26 @@ def wait_for(pred, what: str, timeout: float = 300.0, interval: float = 0.1):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def job_record(job_id: str | None = None, **kw):
+    """A queued job.json record owned by this process; `kw` overrides any field."""
+    from unidesk_tui import jobs
+    from unidesk_tui.documents import FileSourceDoc, JobRecord
+
+    base = dict(
+        id=job_id or jobs.new_job_id(),
+        status="queued",
+        environment="file",
+        source=FileSourceDoc(path="/w/deploy.json"),
+        workspace="/w",
+        services=["svc"],
+        createdAt=jobs.now_iso(),
+        host=jobs.HOST,
+        workerPid=os.getpid(),
+        workerStart=jobs.process_start(os.getpid()),
+    )
+    return JobRecord(**{**base, **kw})
+
+
 def git(cwd: Path, *args: str, env: dict | None = None, input: bytes | None = None) -> str:
     out = subprocess.run(
         ["git", "-c", "init.defaultBranch=main", "-c", "protocol.file.allow=always", *args],

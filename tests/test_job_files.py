@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import test_apply
-from tests.conftest import wait_for
+from tests.conftest import job_record, wait_for
 from tests.test_apply import run_to_end, set_behaviour, start
 from unidesk_tui import job_files, jobs
 from unidesk_tui.cli import build_parser
@@ -195,23 +195,12 @@ FAST_DO_WITHOUT = ("logging", "dataclasses", "inspect")
 
 @pytest.mark.parametrize("command", ["job list", "job status", "--help", "job status --help"])
 def test_fast_commands_import_no_heavy_module(tmp_path, command):
+    from unidesk_tui.documents import Operator
+
     state = tmp_path / "state"
     job_id = jobs.new_job_id()
-    from unidesk_tui.documents import FileSourceDoc, JobRecord, Operator
-
-    jobs.create_job(
-        state,
-        JobRecord(
-            id=job_id,
-            status="succeeded",
-            environment="file",
-            source=FileSourceDoc(path="deploy.json"),
-            workspace=str(tmp_path),
-            createdAt=jobs.now_iso(),
-            host=jobs.HOST,
-            operator=Operator(user="u", host="h", workspace=str(tmp_path)),
-        ),
-    )
+    operator = Operator(user="u", host="h", workspace=str(tmp_path))
+    jobs.create_job(state, job_record(job_id, status="succeeded", workspace=str(tmp_path), operator=operator))
     jobs.EventLog(state, job_id).append("started")
     argv = ["--state-dir", str(state), *command.replace("status", f"status {job_id}").split()]
     if command.endswith("--help"):
@@ -240,23 +229,9 @@ def test_fast_commands_import_no_heavy_module(tmp_path, command):
 def test_the_fallback_still_logs_its_warning_on_stderr(tmp_path):
     """job status skips the logging set-up; when it turns to the typed store (a dead worker to
     record as interrupted), the store's warning still reaches stderr in the CLI's format."""
-    from unidesk_tui.documents import FileSourceDoc, JobRecord
-
     state = tmp_path / "state"
     job_id = jobs.new_job_id()
-    jobs.create_job(
-        state,
-        JobRecord(
-            id=job_id,
-            status="running",
-            environment="file",
-            source=FileSourceDoc(path="deploy.json"),
-            workspace=str(tmp_path),
-            createdAt=jobs.now_iso(),
-            host=jobs.HOST,
-            workerPid=999999999,
-        ),
-    )
+    jobs.create_job(state, job_record(job_id, status="running", workspace=str(tmp_path), workerPid=999999999))
     res = subprocess.run(
         [str(Path(sys.executable).with_name("unidesk")), "--state-dir", str(state), "job", "status", job_id],
         capture_output=True,

@@ -12,28 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import job_record as record
 from tests.conftest import wait_for
 from unidesk_tui import jobs, locks
-from unidesk_tui.documents import FileSourceDoc, JobRecord, StepRecord
+from unidesk_tui.documents import StepRecord
 from unidesk_tui.errors import ErrorCode, UnideskError
 from unidesk_tui.model import JOB_TERMINAL
 from unidesk_tui.redact import Redactor, redact, redact_url, secret_env_values
-
-
-def record(job_id: str | None = None, **kw) -> JobRecord:
-    base = dict(
-        id=job_id or jobs.new_job_id(),
-        status="queued",
-        environment="file",
-        source=FileSourceDoc(path="/w/deploy.json"),
-        workspace="/w",
-        services=["svc"],
-        createdAt=jobs.now_iso(),
-        host=jobs.HOST,
-        workerPid=os.getpid(),
-        workerStart=jobs.process_start(os.getpid()),
-    )
-    return JobRecord(**{**base, **kw})
 
 
 def dead_pid() -> int:

@@ -3,7 +3,10 @@ alerts and the streaming refresh, on the real git workspace of conftest and real
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -392,19 +395,27 @@ class TestStreaming:
 # -- cancel --------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def running_job(world: ConsoleWorld) -> Iterator[subprocess.Popen]:
+    """RUNNING_JOB, run by a real process of its own (never this test), killed afterwards."""
+    worker = subprocess.Popen(["sleep", "60"])
+    try:
+        failed_job(world, RUNNING_JOB, status="running")
+        jobs.update_job(
+            world.state_dir,
+            RUNNING_JOB,
+            lambda r: r.model_copy(update={"workerPid": worker.pid, "workerStart": jobs.process_start(worker.pid)}),
+        )
+        yield worker
+    finally:
+        worker.kill()
+        worker.wait()
+
+
 class TestCancel:
     async def test_c_asks_then_cancels_the_running_job(self, world: ConsoleWorld) -> None:
         """The worker is a real process of its own (never this test): cancel signals it."""
-        import subprocess
-
-        worker = subprocess.Popen(["sleep", "60"])
-        try:
-            failed_job(world, RUNNING_JOB, status="running")
-            jobs.update_job(
-                world.state_dir,
-                RUNNING_JOB,
-                lambda r: r.model_copy(update={"workerPid": worker.pid, "workerStart": jobs.process_start(worker.pid)}),
-            )
+        with running_job(world) as worker:
             async with console(world, reattach=False) as (app, pilot):
                 await pilot.press("c")
                 assert isinstance(app.screen, MessageDialog) and RUNNING_JOB in str(
@@ -417,27 +428,15 @@ class TestCancel:
                     pilot, lambda: jobs.cancel_requested(world.state_dir, RUNNING_JOB), "the cancel request"
                 )
                 assert worker.wait(timeout=5) == -15  # SIGTERM reached the worker
-        finally:
-            worker.kill()
-            worker.wait()
 
     async def test_the_job_view_footer_lists_c_while_the_job_can_be_cancelled(self, world: ConsoleWorld) -> None:
         """Trial 2: `c` cancelled from the job view (docs/console.md) but its footer did not say so."""
-        import subprocess
-
         from textual.widgets._footer import FooterKey
 
         def footer_keys(app) -> set[str]:  # the keys the footer shows
             return {key.key for key in app.screen.query(FooterKey)}
 
-        worker = subprocess.Popen(["sleep", "60"])
-        try:
-            failed_job(world, RUNNING_JOB, status="running")
-            jobs.update_job(
-                world.state_dir,
-                RUNNING_JOB,
-                lambda r: r.model_copy(update={"workerPid": worker.pid, "workerStart": jobs.process_start(worker.pid)}),
-            )
+        with running_job(world) as worker:
             async with console(world, reattach=False) as (app, pilot):
                 app.open_job(RUNNING_JOB)
                 await wait_until(
@@ -451,9 +450,6 @@ class TestCancel:
                 worker.wait()
                 # the worker is gone: the job is recorded interrupted, and there is nothing to cancel
                 await wait_until(pilot, lambda: "c" not in footer_keys(app), "c gone from the footer of an ended job")
-        finally:
-            worker.kill()
-            worker.wait()
 
 
 # -- manifest diff -------------------------------------------------------------------------------
