@@ -22,7 +22,7 @@ from executors.k3s_restore import K8S_BEFORE
 from executors.k8s_manifest import fixed_images, render
 from executors.provenance import expected_image_id
 from executors.stamp import COMPOSE_PROJECT, COMPOSE_SERVICE, ENV_COMMIT, ENV_REQUESTED, deploy_env
-from executors.steps import QuietContext, fail, k3s_node, run_checked
+from executors.steps import QuietContext, fail, k3s_node, replace_latest, run_checked
 from executors.verify import poll, verify_window
 from unidesk_tui import k3s_only
 from unidesk_tui.errors import ErrorCode, UnideskError
@@ -209,11 +209,21 @@ async def apply_step(ctx) -> None:
                 ctx.emit(f"k8s_applied={obj['kind']} {ns}/{name} (created)")
                 continue
             before.setdefault((obj["kind"], name), live)
-            body = dict(obj)
-            body["metadata"] = {**obj["metadata"], "resourceVersion": live["metadata"].get("resourceVersion")}
-            if obj["kind"] == "Service" and (live.get("spec") or {}).get("clusterIP"):
-                body["spec"] = {**obj.get("spec", {}), "clusterIP": live["spec"]["clusterIP"]}
-            await replace(name, ns, body, _request_timeout=10)
+
+            def body_for(current: dict, obj: dict = obj) -> dict:
+                body = dict(obj)
+                body["metadata"] = {**obj["metadata"], "resourceVersion": current["metadata"].get("resourceVersion")}
+                if obj["kind"] == "Service" and (current.get("spec") or {}).get("clusterIP"):
+                    body["spec"] = {**obj.get("spec", {}), "clusterIP": current["spec"]["clusterIP"]}
+                return body
+
+            async def read_live(read: Any = read, name: str = name) -> dict:
+                return api.sanitize_for_serialization(await read(name, ns, _request_timeout=10))
+
+            async def write(body: dict, replace: Any = replace, name: str = name) -> None:
+                await replace(name, ns, body, _request_timeout=10)
+
+            await replace_latest(live, read_live, write, body_for)
             ctx.emit(f"k8s_applied={obj['kind']} {ns}/{name} (replaced)")
         except ApiException as exc:
             raise fail(

@@ -23,7 +23,7 @@ from executors.containerd import image_id as containerd_image_id
 from executors.deployments import deployment_facts, read_deployments
 from executors.provenance import scope_of
 from executors.stamp import ENV_COMMIT, ENV_REPO, ENV_REQUESTED, commit_of
-from executors.steps import fail, k3s_node
+from executors.steps import fail, k3s_node, replace_latest
 from unidesk_tui.errors import ErrorCode
 from unidesk_tui.identifiers import same_image
 from unidesk_tui.model import DesiredService
@@ -195,10 +195,20 @@ async def restore_step(ctx: StepContext) -> None:
             raise fail(ctx, ErrorCode.ROLLOUT_FAILED, f"refusing to restore {kind} {name} outside namespace {ns}")
         read, replace = calls[kind]
         body = {"apiVersion": "apps/v1" if kind == "Deployment" else "v1", "kind": kind} | reapplicable(before)
+
+        async def read_live(read: Any = read, name: str = name) -> dict:
+            return api.sanitize_for_serialization(await read(name, ns, _request_timeout=10))
+
+        async def write(current: dict, replace: Any = replace, name: str = name) -> None:
+            await replace(name, ns, current, _request_timeout=10)
+
+        def body_for(current: dict, body: dict = body) -> dict:
+            return body | {
+                "metadata": {**body["metadata"], "resourceVersion": current["metadata"].get("resourceVersion")}
+            }
+
         try:
-            live = api.sanitize_for_serialization(await read(name, ns, _request_timeout=10))
-            body["metadata"]["resourceVersion"] = live["metadata"].get("resourceVersion")
-            await replace(name, ns, body, _request_timeout=10)
+            await replace_latest(await read_live(), read_live, write, body_for)
         except ApiException as exc:
             raise fail(
                 ctx, ErrorCode.ROLLOUT_FAILED, f"restoring {kind} {ns}/{name}: HTTP {exc.status} {exc.reason}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from unidesk_tui.errors import ErrorCode, UnideskError, decisive_line
@@ -51,6 +53,31 @@ def fail(ctx: StepContext, code: ErrorCode, message: str) -> UnideskError:
     """Log `message` on stderr and return the coded error naming the service (for `raise`)."""
     ctx.emit(message, "stderr")
     return UnideskError.of(code, f"{ctx.service.id}: {message}", service=ctx.service.id)
+
+
+CONFLICT_ATTEMPTS = 5
+
+
+async def replace_latest(
+    live: dict[str, Any],
+    read: Callable[[], Awaitable[dict[str, Any]]],
+    write: Callable[[dict[str, Any]], Awaitable[Any]],
+    body_for: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    """Replace a Kubernetes object on top of its latest version. The API server refuses (409) a write
+    based on an older resourceVersion, and a controller's status writes bump it at any moment, so on
+    a conflict read the object again and retry, as kubectl does. Other errors propagate."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            await write(body_for(live))
+            return
+        except ApiException as exc:
+            if exc.status != 409 or attempt == CONFLICT_ATTEMPTS:
+                raise
+        await asyncio.sleep(0.05 * attempt)
+        live = await read()
 
 
 def k3s_node(ctx: StepContext) -> K3sNode:

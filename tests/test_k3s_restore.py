@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from executors.k3s import K3sExecutor
 from executors.k3s_restore import image_action, keep_name, previous_version, reapplicable
 from unidesk_tui.model import DesiredService, Environment
@@ -120,3 +122,37 @@ def test_the_recorded_image_comes_back_by_retag_or_reimport_only_when_needed():
     assert image_action(new, old, old) == "retag"  # the import re-pointed the run name; the kept name holds it
     assert image_action(new, None, old) == "reimport"  # containerd lost it: from the target's Docker
     assert image_action(None, new, old) == "reimport"
+
+
+def test_a_replace_refused_for_a_stale_resource_version_is_retried_on_the_latest():
+    """CI run 3: the controller's status write between read and replace made restore's replace a 409
+    Conflict, so the restore failed; a write must be based on the latest version (kubectl retries too)."""
+    import asyncio
+
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from executors.steps import replace_latest
+
+    versions = iter(["8", "9"])
+    written: list[str] = []
+
+    async def read() -> dict:
+        return {"metadata": {"resourceVersion": next(versions)}}
+
+    async def write(body: dict) -> None:
+        written.append(body["metadata"]["resourceVersion"])
+        if body["metadata"]["resourceVersion"] != "9":
+            raise ApiException(status=409, reason="Conflict")
+
+    def body_for(live: dict) -> dict:
+        return {"metadata": {"resourceVersion": live["metadata"]["resourceVersion"]}}
+
+    asyncio.run(replace_latest({"metadata": {"resourceVersion": "7"}}, read, write, body_for))
+    assert written == ["7", "8", "9"]
+
+    async def refused(body: dict) -> None:
+        raise ApiException(status=422, reason="Invalid")
+
+    with pytest.raises(ApiException) as err:  # only a conflict is retried
+        asyncio.run(replace_latest({"metadata": {"resourceVersion": "7"}}, read, refused, body_for))
+    assert err.value.status == 422
