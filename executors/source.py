@@ -84,6 +84,12 @@ def locked(mirror: str, argv: list[str]) -> list[str]:
     return ["flock", "-w", LOCK_WAIT, f"{mirror}.lock", *argv]
 
 
+def fetch_argv(mirror: str, repo: str, refspec: str, *, prune: bool = False) -> list[str]:
+    """`git fetch` of one refspec into the mirror, never prompting for credentials."""
+    argv = ["git", "--git-dir", mirror, "-c", "credential.interactive=never", "fetch", "--quiet"]
+    return argv + (["--prune"] if prune else []) + ["--no-tags", "--", repo, refspec]
+
+
 def healing(mirror: str, fetch: list[str]) -> list[str]:
     """`fetch` under the mirror's flock, healing the mirror first and after a failure (HEAL)."""
     return locked(mirror, ["sh", "-c", HEAL, "sh", mirror, *fetch])
@@ -186,24 +192,10 @@ async def source_step(ctx) -> None:
             "creating the mirror",
         )
     # Branches first (they make reachability visible), then the SHA itself if still absent.
-    fetch = [
-        "git",
-        "--git-dir",
-        mirror,
-        "-c",
-        "credential.interactive=never",
-        "fetch",
-        "--quiet",
-        "--prune",
-        "--no-tags",
-        "--",
-        repo,
-        "+refs/heads/*:refs/heads/*",
-    ]
     await run_checked(
         session,
         ctx,
-        healing(mirror, fetch),
+        healing(mirror, fetch_argv(mirror, repo, "+refs/heads/*:refs/heads/*", prune=True)),
         ErrorCode.REPO_UNREACHABLE,
         f"fetching {redact_url(repo)}",
         env=git_env,
@@ -211,23 +203,10 @@ async def source_step(ctx) -> None:
     )
     have = await session.run(["git", "--git-dir", mirror, "cat-file", "-e", f"{commit}^{{commit}}"], timeout=30)
     if not have.ok:
-        fetch_sha = [
-            "git",
-            "--git-dir",
-            mirror,
-            "-c",
-            "credential.interactive=never",
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--",
-            repo,
-            commit,
-        ]
         await run_checked(
             session,
             ctx,
-            healing(mirror, fetch_sha),
+            healing(mirror, fetch_argv(mirror, repo, commit)),
             ErrorCode.COMMIT_NOT_FOUND,
             f"fetching commit {commit}",
             env=git_env,
