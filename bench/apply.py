@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +81,9 @@ WORK_STEP = (
 )
 
 
-def work_commit(lay: Layout, base: str, tmp: Path) -> str:
-    """`base` plus a RUN step doing a few seconds of work, pushed to refs/heads/bench-apply-work."""
+def push_variant(lay: Layout, base: str, tmp: Path, branch: str, edit: Callable[[Path], None], message: str) -> str:
+    """A clone of the lab's sample service at `base`, changed by `edit(clone)`, committed and pushed
+    to refs/heads/`branch`; returns the new commit."""
     clone = tmp / "sample"
 
     def git(*a):
@@ -92,12 +94,21 @@ def work_commit(lay: Layout, base: str, tmp: Path) -> str:
     subprocess.run(
         ["git", "clone", "-q", str(lay.git_root / "sample-service.git"), str(clone)], check=True, env=GIT_ENV
     )
-    git("checkout", "-q", "-B", "bench-apply-work", base)
-    dockerfile = clone / "Dockerfile"
-    dockerfile.write_text(dockerfile.read_text() + WORK_STEP)
-    git("commit", "-q", "-am", "bench: a build with real work")
-    git("push", "-q", "--force", "origin", "HEAD:refs/heads/bench-apply-work")
+    git("checkout", "-q", "-B", branch, base)
+    edit(clone)
+    git("commit", "-q", "-am", message)
+    git("push", "-q", "--force", "origin", f"HEAD:refs/heads/{branch}")
     return git("rev-parse", "HEAD")
+
+
+def work_commit(lay: Layout, base: str, tmp: Path) -> str:
+    """`base` plus a RUN step doing a few seconds of work, pushed to refs/heads/bench-apply-work."""
+
+    def add_work(clone: Path) -> None:
+        dockerfile = clone / "Dockerfile"
+        dockerfile.write_text(dockerfile.read_text() + WORK_STEP)
+
+    return push_variant(lay, base, tmp, "bench-apply-work", add_work, "bench: a build with real work")
 
 
 def cold_vs_forced(lay: Layout, tmp: Path, name: str, repo: str, commit: str, image: str) -> tuple[dict, dict]:

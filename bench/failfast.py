@@ -20,19 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.apply import push_variant  # noqa: E402
 from unidesk_lab import lab as labapi  # noqa: E402
 from unidesk_lab import sample  # noqa: E402
 from unidesk_lab.layout import Layout  # noqa: E402
-
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "b",
-    "GIT_AUTHOR_EMAIL": "b@b",
-    "GIT_COMMITTER_NAME": "b",
-    "GIT_COMMITTER_EMAIL": "b@b",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-}
 
 
 def cli(lay: Layout, state: Path, *args: str) -> tuple[dict, float]:
@@ -48,22 +39,11 @@ def cli(lay: Layout, state: Path, *args: str) -> tuple[dict, float]:
 
 
 def crash_commit(lay: Layout, base: str, tmp: Path) -> str:
-    clone = tmp / "sample"
+    def exit_at_start(clone: Path) -> None:
+        entry = clone / "app" / "entrypoint.sh"
+        entry.write_text(entry.read_text().replace("set -e\n", 'set -e\necho "bench: refusing to start"\nexit 3\n', 1))
 
-    def git(*a):
-        return subprocess.run(
-            ["git", "-C", str(clone), *a], check=True, capture_output=True, text=True, env=GIT_ENV
-        ).stdout.strip()  # noqa: E731
-
-    subprocess.run(
-        ["git", "clone", "-q", str(lay.git_root / "sample-service.git"), str(clone)], check=True, env=GIT_ENV
-    )
-    git("checkout", "-q", "-B", "bench-failfast", base)
-    entry = clone / "app" / "entrypoint.sh"
-    entry.write_text(entry.read_text().replace("set -e\n", 'set -e\necho "bench: refusing to start"\nexit 3\n', 1))
-    git("commit", "-q", "-am", "bench: a container that exits at start")
-    git("push", "-q", "--force", "origin", "HEAD:refs/heads/bench-failfast")
-    return git("rev-parse", "HEAD")
+    return push_variant(lay, base, tmp, "bench-failfast", exit_at_start, "bench: a container that exits at start")
 
 
 def main() -> None:
